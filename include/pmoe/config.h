@@ -1,0 +1,116 @@
+/* config.h: every setting of a pmoe run, and how it is read.
+ *
+ * A run is described by INI text ("[model]\nexperts = 8") and by
+ * `section.key=value` overrides applied on top, in that order. The key names
+ * are a contract that scripts rely on; pmoe_config_keys() lists them. Values
+ * are checked for type and range as they are read; checks that need the data
+ * (l <= n, the patch size dividing the image, class indices) happen when the
+ * run starts, in pmoe_config_check_against_data(). */
+#ifndef PMOE_CONFIG_H
+#define PMOE_CONFIG_H
+
+#include <stdint.h>
+
+#include "pmoe/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { PMOE_DATA_AUTO, PMOE_DATA_SYNTHETIC, PMOE_DATA_MOSAIC, PMOE_DATA_IDX } pmoe_data_source;
+typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN } pmoe_model_type;
+typedef enum { PMOE_TRAIN_JOINT, PMOE_TRAIN_SEPARATE } pmoe_train_mode;
+/* renorm: softmax over the l selected scores (the paper's eq. 1);
+ * softmax_all: softmax over all n scores, keep the l selected, no renormalising;
+ * ones: G = 1 (the expert phase of separate training). */
+typedef enum { PMOE_GATE_RENORM, PMOE_GATE_SOFTMAX_ALL, PMOE_GATE_ONES } pmoe_gate_mode;
+typedef enum { PMOE_OUTPUT_INIT_NORMAL, PMOE_OUTPUT_INIT_SIGN } pmoe_output_init;
+
+typedef struct pmoe_data_config {
+    pmoe_data_source source;
+    char path[1024];       /* folder holding the IDX files */
+    int64_t train_size;
+    int64_t test_size;
+    uint64_t seed;
+    int pos_class, neg_class; /* mosaic: the deciding item's class for y = +1 / -1 */
+    int grid;                 /* mosaic: items per side (4 -> 16 items) */
+    /* the theory's data model */
+    int synthetic_patches;    /* n */
+    int synthetic_dim;        /* d */
+    int synthetic_clusters;   /* number of class-irrelevant patterns */
+    double delta_d;           /* <o1, o2> */
+    double delta_r;           /* max |<o, q>| for irrelevant q */
+    double noise;             /* standard deviation of the Gaussian noise per coordinate */
+} pmoe_data_config;
+
+typedef struct pmoe_model_config {
+    pmoe_model_type type;
+    int experts;      /* k */
+    int topl;         /* l */
+    int hidden;       /* m, total over experts */
+    int patch;        /* p; 0 = the data's natural patch size */
+    pmoe_gate_mode gate;
+    pmoe_output_init output_init;
+    int train_output; /* train the output weights a (off in the paper) */
+    double expert_init_std;
+    double router_init_std;   /* < 0: the paper's default for the mode */
+} pmoe_model_config;
+
+typedef struct pmoe_train_config {
+    pmoe_train_mode mode;
+    int epochs;
+    int batch;
+    double lr;
+    double momentum;
+    double weight_decay;
+    uint64_t seed;
+    int threads;          /* 0 = what OpenMP chooses */
+    char device[32];      /* auto | cpu | cuda | cuda:N */
+    /* separate training, router phase */
+    int router_epochs;
+    int router_batch;
+    double router_lr;
+    int64_t router_size;  /* N_r; 0 = the whole training set */
+    int eval_every;       /* epochs between test evaluations (the last epoch always) */
+} pmoe_train_config;
+
+typedef struct pmoe_config {
+    pmoe_data_config data;
+    pmoe_model_config model;
+    pmoe_train_config train;
+} pmoe_config;
+
+/* The defaults: joint pMoE (k = 8, l = 6, m = 40) on the mosaic with the
+ * paper's two-layer training settings, sized to finish in about two minutes. */
+void pmoe_config_default(pmoe_config *cfg);
+
+/* Applies INI text; an unknown section or key, or a bad value, fails naming
+ * the key and, when origin is given, the origin and line. */
+pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char *origin,
+                                  pmoe_error *err);
+pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err);
+/* Applies one "section.key=value" override. */
+pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error *err);
+/* Applies one value to "section.key". */
+pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *key, const char *value,
+                                  pmoe_error *err);
+
+/* Checks the settings that need no data (k >= 1, m divisible by k, ...). */
+pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err);
+
+/* Writes the full config as INI text (every key, current values). Returns the
+ * length that the whole text needs, like snprintf. */
+int pmoe_config_to_ini(const pmoe_config *cfg, char *out, int out_size);
+
+/* The NULL-terminated list of "section.key" names. */
+const char *const *pmoe_config_keys(void);
+
+const char *pmoe_data_source_name(pmoe_data_source s);
+const char *pmoe_model_type_name(pmoe_model_type t);
+const char *pmoe_train_mode_name(pmoe_train_mode m);
+const char *pmoe_gate_mode_name(pmoe_gate_mode g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

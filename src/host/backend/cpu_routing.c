@@ -1,0 +1,170 @@
+/* cpu_routing.c: the CPU twins of patch extraction, gate scoring with top-l
+ * selection, and dispatch.
+ *
+ * Top-l keeps a sorted list of the best l seen so far and inserts a new
+ * score only when it is strictly better than the list's last entry, so of
+ * equal scores the lower patch index always wins: routing is deterministic
+ * and the CUDA kernel must reproduce exactly this order. */
+#include <math.h>
+#include <string.h>
+
+#include "backend/cpu_ops.h"
+
+void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, const float *images,
+                               float *patches) {
+    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
+    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int j = 0; j < n; j++) {
+            const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
+            float *out = patches + (b * n + j) * (int64_t)d;
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < p; y++) {
+                    const float *row = images + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
+                    memcpy(out + (c * p + y) * p, row, (size_t)p * sizeof(float));
+                }
+        }
+}
+
+void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
+                                const float *dpatches, float *dimages) {
+    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
+    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
+    /* Pixels outside every patch (when p does not divide H or W) get zero. */
+    memset(dimages, 0, (size_t)(s->batch * C * H * W) * sizeof(float));
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int j = 0; j < n; j++) {
+            const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
+            const float *in = dpatches + (b * n + j) * (int64_t)d;
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < p; y++) {
+                    float *row = dimages + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
+                    memcpy(row, in + (c * p + y) * p, (size_t)p * sizeof(float));
+                }
+        }
+}
+
+void cpu_topl_select(const float *scores, int64_t stride, int n, int l, int32_t *out) {
+    int filled = 0;
+    for (int j = 0; j < n; j++) {
+        const float v = scores[j * stride];
+        if (filled == l && !(v > scores[out[l - 1] * stride])) continue;
+        int pos = filled < l ? filled++ : l - 1;
+        /* Shift worse entries down; equal scores stay ahead (lower index). */
+        while (pos > 0 && v > scores[out[pos - 1] * stride]) {
+            out[pos] = out[pos - 1];
+            pos--;
+        }
+        out[pos] = j;
+    }
+}
+
+/* Gate values of one (sample, expert) from its scores (stride k) and picks. */
+static void gate_values(pmoe_gate_mode mode, const float *scores, int64_t stride, int n, int l,
+                        const int32_t *picks, float *gate) {
+    if (mode == PMOE_GATE_ONES) {
+        for (int t = 0; t < l; t++) gate[t] = 1.0f;
+        return;
+    }
+    /* picks[0] is the largest selected score, and the largest overall. */
+    const float top = scores[picks[0] * stride];
+    double denom = 0.0;
+    if (mode == PMOE_GATE_RENORM)
+        for (int t = 0; t < l; t++) denom += exp((double)scores[picks[t] * stride] - top);
+    else
+        for (int j = 0; j < n; j++) denom += exp((double)scores[j * stride] - top);
+    for (int t = 0; t < l; t++)
+        gate[t] = (float)(exp((double)scores[picks[t] * stride] - top) / denom);
+}
+
+void cpu_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
+                           const float *router_w, float *scores, int32_t *selected, float *gate) {
+    const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
+    /* scores (B n x k) = patches (B n x d) router_w^T (d x k) */
+    cpu_gemm(be, 0, 1, s->batch * n, k, d, 1.0f, patches, d, 0, router_w, d, 0, 0.0f, scores, k,
+             0, 1);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int e = 0; e < k; e++) {
+            const float *row = scores + b * n * (int64_t)k + e;
+            int32_t *picks = selected + (b * k + e) * (int64_t)l;
+            cpu_topl_select(row, k, n, l, picks);
+            gate_values(s->gate, row, k, n, l, picks, gate + (b * k + e) * (int64_t)l);
+        }
+}
+
+void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
+                            const float *router_w, const float *scores, const int32_t *selected,
+                            const float *gate, const float *dgate, float *dscores,
+                            float *drouter_w, float *dpatches) {
+    const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
+    memset(dscores, 0, (size_t)(s->batch * n * k) * sizeof(float));
+    if (s->gate != PMOE_GATE_ONES) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t b = 0; b < s->batch; b++)
+            for (int e = 0; e < k; e++) {
+                const int64_t slot = (b * k + e) * (int64_t)l;
+                const float *row = scores + b * n * (int64_t)k + e;
+                float *drow = dscores + b * n * (int64_t)k + e;
+                /* dot = sum_t G_t dG_t, the softmax Jacobian's shared term */
+                double dot = 0.0;
+                for (int t = 0; t < l; t++) dot += (double)gate[slot + t] * dgate[slot + t];
+                if (s->gate == PMOE_GATE_RENORM) {
+                    for (int t = 0; t < l; t++)
+                        drow[selected[slot + t] * (int64_t)k] =
+                            (float)(gate[slot + t] * ((double)dgate[slot + t] - dot));
+                } else { /* softmax over all n: every patch's score moves P */
+                    const float top = row[selected[slot] * (int64_t)k];
+                    double denom = 0.0;
+                    for (int j = 0; j < n; j++) denom += exp((double)row[j * (int64_t)k] - top);
+                    for (int j = 0; j < n; j++)
+                        drow[j * (int64_t)k] =
+                            (float)(-exp((double)row[j * (int64_t)k] - top) / denom * dot);
+                    for (int t = 0; t < l; t++)
+                        drow[selected[slot + t] * (int64_t)k] +=
+                            (float)((double)gate[slot + t] * dgate[slot + t]);
+                }
+            }
+    }
+    /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
+    cpu_gemm(be, 1, 0, k, d, s->batch * n, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w,
+             d, 0, 1);
+    if (dpatches)
+        cpu_gemm(be, 0, 0, s->batch * n, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f,
+                 dpatches, d, 0, 1);
+}
+
+void cpu_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
+                         const int32_t *selected, float *expert_in) {
+    const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
+#pragma omp parallel for collapse(3) schedule(static)
+    for (int e = 0; e < k; e++)
+        for (int64_t b = 0; b < s->batch; b++)
+            for (int t = 0; t < l; t++) {
+                const int32_t j = selected[(b * k + e) * (int64_t)l + t];
+                memcpy(expert_in + ((e * s->batch + b) * (int64_t)l + t) * d,
+                       patches + (b * n + j) * (int64_t)d, (size_t)d * sizeof(float));
+            }
+}
+
+void cpu_dispatch_gather_backward(pmoe_backend *be, const pmoe_route_shape *s,
+                                  const float *dexpert_in, const int32_t *selected,
+                                  float *dpatches) {
+    const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
+    /* One thread per sample: its patches receive from every expert in a fixed
+     * (expert, slot) order, with no atomics. */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < s->batch; b++) {
+        float *mine = dpatches + b * n * (int64_t)d;
+        memset(mine, 0, (size_t)n * d * sizeof(float));
+        for (int e = 0; e < k; e++)
+            for (int t = 0; t < l; t++) {
+                const int32_t j = selected[(b * k + e) * (int64_t)l + t];
+                const float *src = dexpert_in + ((e * s->batch + b) * (int64_t)l + t) * d;
+                float *dst = mine + j * (int64_t)d;
+                for (int i = 0; i < d; i++) dst[i] += src[i];
+            }
+    }
+}

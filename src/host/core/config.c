@@ -1,0 +1,337 @@
+/* config.c: reading and checking pmoe_config.
+ *
+ * One table describes every key: its name, where it lives in the struct, its
+ * type, and its range or allowed words. Parsing INI text, applying --set
+ * overrides, listing the keys and writing the config back out all walk that
+ * table, so a new key is one line here and one field in config.h. */
+#include "pmoe/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { KEY_INT, KEY_INT64, KEY_UINT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM, KEY_BOOL } key_type;
+
+typedef struct key_spec {
+    const char *name; /* "section.key" */
+    key_type type;
+    size_t offset;
+    size_t size;          /* KEY_STRING: buffer size */
+    double min, max;      /* numbers: inclusive range */
+    const char *words[6]; /* KEY_ENUM: names, index = enum value */
+} key_spec;
+
+#define OFF(field) offsetof(pmoe_config, field)
+#define BIG 1e18
+
+static const key_spec KEYS[] = {
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx"}},
+    {"data.path", KEY_STRING, OFF(data.path), sizeof(((pmoe_config *)0)->data.path), 0, 0, {0}},
+    {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, {0}},
+    {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, {0}},
+    {"data.seed", KEY_UINT64, OFF(data.seed), 0, 0, BIG, {0}},
+    {"data.pos_class", KEY_INT, OFF(data.pos_class), 0, 0, 9, {0}},
+    {"data.neg_class", KEY_INT, OFF(data.neg_class), 0, 0, 9, {0}},
+    {"data.grid", KEY_INT, OFF(data.grid), 0, 1, 64, {0}},
+    {"data.synthetic_patches", KEY_INT, OFF(data.synthetic_patches), 0, 1, 1 << 20, {0}},
+    {"data.synthetic_dim", KEY_INT, OFF(data.synthetic_dim), 0, 1, 1 << 20, {0}},
+    {"data.synthetic_clusters", KEY_INT, OFF(data.synthetic_clusters), 0, 1, 1 << 20, {0}},
+    {"data.delta_d", KEY_DOUBLE, OFF(data.delta_d), 0, -1, 0.999999, {0}},
+    {"data.delta_r", KEY_DOUBLE, OFF(data.delta_r), 0, 0, 0.999999, {0}},
+    {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, {0}},
+
+    {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, {"pmoe", "cnn"}},
+    {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, {0}},
+    {"model.topl", KEY_INT, OFF(model.topl), 0, 1, 1 << 20, {0}},
+    {"model.hidden", KEY_INT, OFF(model.hidden), 0, 1, 1 << 20, {0}},
+    {"model.patch", KEY_INT, OFF(model.patch), 0, 0, 4096, {0}},
+    {"model.gate", KEY_ENUM, OFF(model.gate), 0, 0, 0, {"renorm", "softmax_all", "ones"}},
+    {"model.output_init", KEY_ENUM, OFF(model.output_init), 0, 0, 0, {"normal", "sign"}},
+    {"model.train_output", KEY_BOOL, OFF(model.train_output), 0, 0, 1, {0}},
+    {"model.expert_init_std", KEY_DOUBLE, OFF(model.expert_init_std), 0, 0, 1e3, {0}},
+    {"model.router_init_std", KEY_DOUBLE, OFF(model.router_init_std), 0, -1, 1e3, {0}},
+
+    {"train.mode", KEY_ENUM, OFF(train.mode), 0, 0, 0, {"joint", "separate"}},
+    {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, {0}},
+    {"train.batch", KEY_INT, OFF(train.batch), 0, 1, 1 << 20, {0}},
+    {"train.lr", KEY_DOUBLE, OFF(train.lr), 0, 0, 1e6, {0}},
+    {"train.momentum", KEY_DOUBLE, OFF(train.momentum), 0, 0, 0.999999, {0}},
+    {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, {0}},
+    {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, {0}},
+    {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, {0}},
+    {"train.device", KEY_STRING, OFF(train.device), sizeof(((pmoe_config *)0)->train.device), 0, 0, {0}},
+    {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, {0}},
+    {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, {0}},
+    {"train.router_lr", KEY_DOUBLE, OFF(train.router_lr), 0, 0, 1e6, {0}},
+    {"train.router_size", KEY_INT64, OFF(train.router_size), 0, 0, 1e9, {0}},
+    {"train.eval_every", KEY_INT, OFF(train.eval_every), 0, 1, 1e7, {0}},
+};
+#define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
+
+void pmoe_config_default(pmoe_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    pmoe_data_config *d = &cfg->data;
+    d->source = PMOE_DATA_AUTO;
+    snprintf(d->path, sizeof d->path, "%s", "/usr/share/datasets/fashion-mnist");
+    d->train_size = 1000;
+    d->test_size = 1000;
+    d->seed = 1;
+    d->pos_class = 1; /* the paper's task is digit 1 against digit 0 */
+    d->neg_class = 0;
+    d->grid = 4;
+    d->synthetic_patches = 16;
+    d->synthetic_dim = 64;
+    d->synthetic_clusters = 8;
+    d->delta_d = 0.0;
+    d->delta_r = 0.2;
+    d->noise = 0.1;
+
+    pmoe_model_config *m = &cfg->model;
+    m->type = PMOE_MODEL_PMOE;
+    m->experts = 8;
+    m->topl = 6;
+    m->hidden = 40;
+    m->patch = 0;
+    m->gate = PMOE_GATE_RENORM;
+    m->output_init = PMOE_OUTPUT_INIT_NORMAL;
+    m->train_output = 0;
+    m->expert_init_std = 0.01;
+    m->router_init_std = -1.0;
+
+    pmoe_train_config *t = &cfg->train;
+    t->mode = PMOE_TRAIN_JOINT;
+    t->epochs = 40;
+    t->batch = 20;
+    t->lr = 0.2;
+    t->momentum = 0.0;
+    t->weight_decay = 0.0;
+    t->seed = 1;
+    t->threads = 0;
+    snprintf(t->device, sizeof t->device, "%s", "auto");
+    t->router_epochs = 100;
+    t->router_batch = 20;
+    t->router_lr = 0.2;
+    t->router_size = 0;
+    t->eval_every = 1;
+}
+
+static const key_spec *find_key(const char *name) {
+    for (int i = 0; i < NKEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
+                     value, k->min, k->max);
+}
+
+pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char *value,
+                                  pmoe_error *err) {
+    const key_spec *k = find_key(name);
+    if (!k) return pmoe_fail(err, PMOE_ERR_CONFIG, "config: unknown key '%s'", name);
+    char *field = (char *)cfg + k->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_INT64:
+    case KEY_UINT64:
+    case KEY_BOOL: {
+        long long v = strtoll(value, &end, 10);
+        if (k->type == KEY_BOOL && (!strcmp(value, "true") || !strcmp(value, "false"))) {
+            v = value[0] == 't';
+            end = (char *)value + strlen(value);
+        }
+        if (end == value || *end != '\0' || errno == ERANGE)
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected an integer, got '%s'",
+                             k->name, value);
+        if ((double)v < k->min || (double)v > k->max) return out_of_range(k, value, err);
+        if (k->type == KEY_INT64) *(int64_t *)field = v;
+        else if (k->type == KEY_UINT64) *(uint64_t *)field = (uint64_t)v;
+        else *(int *)field = (int)v;
+        return PMOE_OK;
+    }
+    case KEY_DOUBLE: {
+        double v = strtod(value, &end);
+        if (end == value || *end != '\0' || errno == ERANGE || !isfinite(v))
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected a number, got '%s'",
+                             k->name, value);
+        if (v < k->min || v > k->max) return out_of_range(k, value, err);
+        *(double *)field = v;
+        return PMOE_OK;
+    }
+    case KEY_STRING:
+        if (strlen(value) >= k->size)
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: value longer than %zu characters",
+                             k->name, k->size - 1);
+        memcpy(field, value, strlen(value) + 1);
+        return PMOE_OK;
+    case KEY_ENUM:
+        for (int i = 0; i < 6 && k->words[i]; i++)
+            if (strcmp(value, k->words[i]) == 0) {
+                *(int *)field = i;
+                return PMOE_OK;
+            }
+        {
+            char allowed[128] = "";
+            for (int i = 0; i < 6 && k->words[i]; i++) {
+                strncat(allowed, i ? " | " : "", sizeof allowed - strlen(allowed) - 1);
+                strncat(allowed, k->words[i], sizeof allowed - strlen(allowed) - 1);
+            }
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: '%s' is not one of %s", k->name,
+                             value, allowed);
+        }
+    }
+    return pmoe_fail(err, PMOE_ERR_INTERNAL, "config: %s: unhandled key type", k->name);
+}
+
+pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error *err) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: '%s' is not of the form section.key=value", assignment);
+    char name[128];
+    size_t len = (size_t)(eq - assignment);
+    if (len >= sizeof name)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: key too long in '%s'", assignment);
+    memcpy(name, assignment, len);
+    name[len] = '\0';
+    return pmoe_config_set_value(cfg, name, eq + 1, err);
+}
+
+typedef struct ini_state {
+    pmoe_config *cfg;
+    pmoe_status status;
+    pmoe_error first; /* the first failing key's message */
+} ini_state;
+
+/* inih calls this per key; returning 0 makes ini_parse_string report the line. */
+static int on_ini_key(void *user, const char *section, const char *name, const char *value) {
+    ini_state *st = user;
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", section, name);
+    pmoe_error local;
+    pmoe_status s = pmoe_config_set_value(st->cfg, key, value, &local);
+    if (s == PMOE_OK) return 1;
+    if (st->status == PMOE_OK) {
+        st->status = s;
+        st->first = local;
+    }
+    return 0;
+}
+
+pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char *origin,
+                                  pmoe_error *err) {
+    ini_state st = {cfg, PMOE_OK, {PMOE_OK, ""}};
+    int line = ini_parse_string(text, on_ini_key, &st);
+    if (!origin) origin = "config";
+    if (st.status != PMOE_OK) {
+        const char *msg = st.first.message;
+        if (strncmp(msg, "config: ", 8) == 0) msg += 8;
+        return pmoe_fail(err, st.status, "%s:%d: %s", origin, line, msg);
+    }
+    if (line != 0)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s:%d: not a 'key = value' line or [section]",
+                         origin, line);
+    return PMOE_OK;
+}
+
+pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    enum { LIMIT = 1 << 20 };
+    char *text = malloc(LIMIT + 1);
+    if (!text) {
+        fclose(f);
+        return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot allocate %d bytes for the config", path,
+                         LIMIT + 1);
+    }
+    size_t got = fread(text, 1, LIMIT + 1, f);
+    int read_error = ferror(f);
+    fclose(f);
+    pmoe_status s;
+    if (read_error) s = pmoe_fail(err, PMOE_ERR_IO, "%s: read error", path);
+    else if (got > LIMIT) s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: config larger than 1 MiB", path);
+    else if (memchr(text, '\0', got)) s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: config holds a NUL byte", path);
+    else {
+        text[got] = '\0';
+        s = pmoe_config_apply_ini(cfg, text, path, err);
+    }
+    free(text);
+    return s;
+}
+
+pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err) {
+    const pmoe_model_config *m = &cfg->model;
+    if (m->type == PMOE_MODEL_PMOE && m->hidden % m->experts != 0)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.hidden = %d is not divisible by model.experts = %d",
+                         m->hidden, m->experts);
+    if (m->type == PMOE_MODEL_PMOE && cfg->train.mode == PMOE_TRAIN_SEPARATE &&
+        m->gate != PMOE_GATE_RENORM && m->gate != PMOE_GATE_ONES)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.gate = %s has no meaning with train.mode = separate "
+                         "(its expert phase uses G = 1)",
+                         pmoe_gate_mode_name(m->gate));
+    if (cfg->data.source == PMOE_DATA_MOSAIC && cfg->data.pos_class == cfg->data.neg_class)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: data.pos_class and data.neg_class are both %d",
+                         cfg->data.pos_class);
+    const char *dev = cfg->train.device;
+    if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda") && strncmp(dev, "cuda:", 5))
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: train.device: '%s' is not one of auto | cpu | cuda | cuda:N", dev);
+    return PMOE_OK;
+}
+
+int pmoe_config_to_ini(const pmoe_config *cfg, char *out, int out_size) {
+    int used = 0;
+    char section[32] = "";
+    for (int i = 0; i < NKEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        const char *dot = strchr(k->name, '.');
+        int seclen = (int)(dot - k->name);
+        char line[1200];
+        int n = 0;
+        if (strncmp(section, k->name, (size_t)seclen) != 0 || section[seclen] != '\0') {
+            snprintf(section, sizeof section, "%.*s", seclen, k->name);
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s[%s]\n", used ? "\n" : "", section);
+        }
+        const char *field = (const char *)cfg + k->offset;
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s = ", dot + 1);
+        switch (k->type) {
+        case KEY_INT:
+        case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%d", *(const int *)field); break;
+        case KEY_INT64: n += snprintf(line + n, sizeof line - (size_t)n, "%lld", (long long)*(const int64_t *)field); break;
+        case KEY_UINT64: n += snprintf(line + n, sizeof line - (size_t)n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%.17g", *(const double *)field); break;
+        case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s", field); break;
+        case KEY_ENUM: n += snprintf(line + n, sizeof line - (size_t)n, "%s", k->words[*(const int *)field]); break;
+        }
+        n += snprintf(line + n, sizeof line - (size_t)n, "\n");
+        if (used < out_size) snprintf(out + used, (size_t)(out_size - used), "%s", line);
+        used += n;
+    }
+    return used;
+}
+
+const char *const *pmoe_config_keys(void) {
+    static const char *names[NKEYS + 1];
+    if (!names[0])
+        for (int i = 0; i < NKEYS; i++) names[i] = KEYS[i].name;
+    return names;
+}
+
+static const char *word_of(const char *key, int value) {
+    const key_spec *k = find_key(key);
+    return (k && value >= 0 && value < 6 && k->words[value]) ? k->words[value] : "?";
+}
+const char *pmoe_data_source_name(pmoe_data_source s) { return word_of("data.source", (int)s); }
+const char *pmoe_model_type_name(pmoe_model_type t) { return word_of("model.type", (int)t); }
+const char *pmoe_train_mode_name(pmoe_train_mode m) { return word_of("train.mode", (int)m); }
+const char *pmoe_gate_mode_name(pmoe_gate_mode g) { return word_of("model.gate", (int)g); }

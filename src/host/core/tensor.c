@@ -1,0 +1,24 @@
+/* tensor.c: shape printing and allocation accounting (see tensor.h). */
+#include "core/tensor.h"
+
+#include <stdio.h>
+
+void pmoe_tensor_shape_string(const pmoe_tensor *t, char *out, size_t out_size) {
+    size_t used = 0;
+    used += (size_t)snprintf(out, out_size, "[");
+    for (int i = 0; i < t->ndim && used < out_size; i++)
+        used += (size_t)snprintf(out + used, out_size - used, "%s%lld", i ? ", " : "",
+                                 (long long)t->shape[i]);
+    if (used < out_size) snprintf(out + used, out_size - used, "]");
+}
+
+void pmoe_mem_note_alloc(pmoe_mem_stats *m, size_t bytes) {
+    m->current_bytes += (int64_t)bytes;
+    m->allocations++;
+    if (m->current_bytes > m->peak_bytes) m->peak_bytes = m->current_bytes;
+}
+
+void pmoe_mem_note_free(pmoe_mem_stats *m, size_t bytes) {
+    m->current_bytes -= (int64_t)bytes;
+    m->allocations--;
+}

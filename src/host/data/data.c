@@ -1,0 +1,73 @@
+/* data.c: what every data source shares (allocation, freeing) and the choice
+ * of source.
+ *
+ * Ownership rule: a source's destroy() frees only its impl; labels,
+ * decisive_patch and the struct itself are freed here, so every source
+ * allocates them the same way, through pmoe_dataset_alloc. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "data/dataset.h"
+#include "data/idx.h"
+
+pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const char *what,
+                             pmoe_error *err) {
+    *out = NULL;
+    if (count < 0 || (elem_size && (uint64_t)count > (uint64_t)SIZE_MAX / elem_size))
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld x %zu bytes for %s",
+                         (long long)count, elem_size, what);
+    size_t bytes = (size_t)count * elem_size;
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out)
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for %s", bytes, what);
+    return PMOE_OK;
+}
+
+pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, pmoe_dataset **out,
+                               pmoe_error *err) {
+    *out = NULL;
+    pmoe_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
+                         sizeof *ds);
+    ds->count = count;
+    pmoe_status st = pmoe_data_malloc((void **)&ds->labels, count, sizeof(int32_t), "labels", err);
+    if (!st && with_decisive)
+        st = pmoe_data_malloc((void **)&ds->decisive_patch, count, sizeof(int32_t),
+                              "decisive patch indices", err);
+    if (st) {
+        pmoe_dataset_free(ds);
+        return st;
+    }
+    *out = ds;
+    return PMOE_OK;
+}
+
+void pmoe_dataset_free(pmoe_dataset *ds) {
+    if (!ds) return;
+    if (ds->destroy) ds->destroy(ds);
+    free(ds->labels);
+    free(ds->decisive_patch);
+    free(ds);
+}
+
+pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                           pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err) {
+    *train = *test = NULL;
+    pmoe_data_source source = cfg->source;
+    if (source == PMOE_DATA_AUTO) {
+        char found[1100];
+        source = pmoe_idx_find(cfg->path, "train-images-idx3-ubyte", found, (int)sizeof found,
+                               NULL) == PMOE_OK
+                     ? PMOE_DATA_MOSAIC
+                     : PMOE_DATA_SYNTHETIC;
+    }
+    if (chosen) *chosen = source;
+    switch (source) {
+    case PMOE_DATA_SYNTHETIC: return pmoe_synthetic_open(cfg, train, test, err);
+    case PMOE_DATA_MOSAIC: return pmoe_mosaic_open(cfg, train, test, err);
+    case PMOE_DATA_IDX: return pmoe_idx_dataset_open(cfg, train, test, err);
+    case PMOE_DATA_AUTO: break;
+    }
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "data.source: unknown source %d", (int)cfg->source);
+}

@@ -1,0 +1,71 @@
+/* dataset.h: the one shape every data source takes.
+ *
+ * A dataset is N labelled samples of C x H x W floats. Samples are composed
+ * on demand by compose() (a mosaic is held as its item indices, never as N
+ * full images), so the memory is that of the sources, not of the samples.
+ * compose() is a pure function of the index: it is called from many threads.
+ *
+ * Labels: binary tasks (classes == 1) use 1 for y = +1 and 0 for y = -1;
+ * c-class tasks use 0..c-1. Tasks that know which patch decides the label
+ * (the mosaic, the theory's data model) give its index in the grid of
+ * decisive_patch_size x decisive_patch_size patches, so router recall can be
+ * measured. */
+#ifndef PMOE_DATA_DATASET_H
+#define PMOE_DATA_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pmoe/config.h"
+#include "pmoe/status.h"
+
+typedef struct pmoe_dataset pmoe_dataset;
+struct pmoe_dataset {
+    char description[128];    /* e.g. "mosaic 4x4 of fashion-mnist (1 vs 0)" */
+    int channels, height, width;
+    int classes;              /* 1 = binary (logistic), else the number of classes */
+    int64_t count;
+    int32_t *labels;          /* [count] */
+    int32_t *decisive_patch;  /* [count], or NULL when the task has none */
+    int decisive_patch_size;  /* patch size at which decisive_patch is an index */
+    void *impl;
+    /* Writes sample `index` to out[channels * height * width]. Thread safe. */
+    void (*compose)(const pmoe_dataset *ds, int64_t index, float *out);
+    void (*destroy)(pmoe_dataset *ds);
+};
+
+/* Frees a dataset made by any of the openers below (NULL is fine): calls
+ * destroy (which frees impl only), then frees labels, decisive_patch and ds. */
+void pmoe_dataset_free(pmoe_dataset *ds);
+
+/* For data sources: a zeroed dataset with labels[count] (and
+ * decisive_patch[count] when with_decisive) allocated; count >= 1. */
+pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, pmoe_dataset **out,
+                               pmoe_error *err);
+
+/* For data sources: malloc of count * elem_size bytes, failing with
+ * PMOE_ERR_OOM naming `what` and the bytes asked (overflow included). */
+pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const char *what,
+                             pmoe_error *err);
+
+/* The theory's data model; train and test come from disjoint RNG streams. */
+pmoe_status pmoe_synthetic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                                pmoe_dataset **test, pmoe_error *err);
+
+/* The mosaic of IDX items (Fashion-MNIST or MNIST) found under cfg->path:
+ * train mosaics draw items from the IDX training split, test mosaics from the
+ * test split. */
+pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                             pmoe_dataset **test, pmoe_error *err);
+
+/* Plain 10-class IDX classification (the first train_size / test_size images). */
+pmoe_status pmoe_idx_dataset_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                                  pmoe_dataset **test, pmoe_error *err);
+
+/* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
+ * files exist under cfg->path and the synthetic model otherwise. *chosen says
+ * which source was used. */
+pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                           pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err);
+
+#endif

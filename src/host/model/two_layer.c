@@ -1,0 +1,263 @@
+/* two_layer.c: forward, backward and update of the two-layer pMoE and CNN
+ * (see two_layer.h), written once against the backend table. */
+#include "model/two_layer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+
+/* Stream ids for parameter initialisation, so each tensor's values depend
+ * only on (train.seed, which tensor, index). */
+enum { STREAM_ROUTER = 101, STREAM_EXPERT = 102, STREAM_OUTPUT = 103 };
+
+static pmoe_status alloc_bytes(pmoe_backend *be, size_t bytes, void *out, pmoe_error *err) {
+    return be->alloc(be, bytes, (void **)out, err);
+}
+
+static pmoe_status init_param(pmoe_two_layer *m, pmoe_param *p, const char *name, int ndim,
+                              const int64_t *shape, int trainable, int with_velocity,
+                              const float *host_init, pmoe_error *err) {
+    p->name = name;
+    p->trainable = trainable;
+    pmoe_status s = pmoe_tensor_alloc(m->be, &p->value, ndim, shape, err);
+    if (!s && trainable) s = pmoe_tensor_alloc(m->be, &p->grad, ndim, shape, err);
+    if (!s && trainable && with_velocity) {
+        s = pmoe_tensor_alloc(m->be, &p->velocity, ndim, shape, err);
+        if (!s) m->be->fill(m->be, p->velocity.data, 0.0f, pmoe_tensor_numel(&p->velocity));
+    }
+    if (!s)
+        s = m->be->copy_in(m->be, p->value.data, host_init,
+                           (size_t)pmoe_tensor_numel(&p->value) * sizeof(float), err);
+    return s;
+}
+
+static void fill_normal(float *x, int64_t count, uint64_t seed, uint64_t stream, double std) {
+    pmoe_rng r = pmoe_rng_make(seed, stream);
+    for (int64_t i = 0; i < count; i++) x[i] = (float)(std * pmoe_rng_normal_at(&r, (uint64_t)i));
+}
+
+/* Output weights a[s, r, c]: N(0, 1) (the paper) or +-1 with half of each
+ * expert's units positive (the paper's code). */
+static void fill_output(float *a, int k, int h, int c, pmoe_output_init how, uint64_t seed) {
+    if (how == PMOE_OUTPUT_INIT_NORMAL) {
+        fill_normal(a, (int64_t)k * h * c, seed, STREAM_OUTPUT, 1.0);
+        return;
+    }
+    for (int s = 0; s < k; s++)
+        for (int r = 0; r < h; r++)
+            for (int j = 0; j < c; j++)
+                a[((int64_t)s * h + r) * c + j] = ((r < (h + 1) / 2) ^ (j % 2)) ? 1.0f : -1.0f;
+}
+
+pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
+                                  int height, int width, int patch, int classes,
+                                  int64_t max_batch, pmoe_two_layer **out, pmoe_error *err) {
+    pmoe_two_layer *m = calloc(1, sizeof *m);
+    if (!m) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
+    const pmoe_model_config *mc = &cfg->model;
+    m->be = be;
+    m->image = (pmoe_patch_shape){max_batch, channels, height, width, patch};
+    m->patch_count = pmoe_patch_count(&m->image);
+    m->patch_dim = pmoe_patch_dim(&m->image);
+    m->classes = classes;
+    m->has_router = mc->type == PMOE_MODEL_PMOE;
+    m->experts = m->has_router ? mc->experts : 1;
+    m->topl = m->has_router ? mc->topl : m->patch_count;
+    m->hidden = mc->hidden / m->experts;
+    m->gate_mode = m->has_router ? mc->gate : PMOE_GATE_ONES;
+    if (m->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) m->gate_mode = PMOE_GATE_ONES;
+
+    const int64_t B = max_batch, n = m->patch_count, d = m->patch_dim, k = m->experts, l = m->topl;
+    const int64_t h = m->hidden, c = classes, rows = B * l;
+    const int momentum = cfg->train.momentum > 0.0;
+    const uint64_t seed = cfg->train.seed;
+
+    /* Parameters, initialised on the host and copied in. */
+    int64_t largest = (k * d > k * h * d ? k * d : k * h * d) + k * h * c;
+    float *host = malloc((size_t)largest * sizeof(float));
+    pmoe_status s = host ? PMOE_OK
+                         : pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
+                                     (long long)largest * 4);
+    if (!s && m->has_router) {
+        double std = mc->router_init_std >= 0.0 ? mc->router_init_std
+                     : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
+        fill_normal(host, k * d, seed, STREAM_ROUTER, std);
+        s = init_param(m, &m->params[PARAM_ROUTER], "router.weight", 2, (int64_t[]){k, d}, 1,
+                       momentum, host, err);
+    }
+    if (!s) {
+        fill_normal(host, k * h * d, seed, STREAM_EXPERT, mc->expert_init_std);
+        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", 3, (int64_t[]){k, h, d}, 1,
+                       momentum, host, err);
+    }
+    if (!s) {
+        fill_output(host, (int)k, (int)h, (int)c, mc->output_init, seed);
+        s = init_param(m, &m->params[PARAM_OUTPUT], "output.weight", 3, (int64_t[]){k, h, c},
+                       mc->train_output, momentum, host, err);
+    }
+    free(host);
+
+    /* Activations. The CNN's expert reads the patches in place. */
+    const size_t F = sizeof(float), I = sizeof(int32_t);
+    if (!s) s = alloc_bytes(be, (size_t)(B * channels * height * width) * F, &m->images, err);
+    if (!s) s = alloc_bytes(be, (size_t)(B * n * d) * F, &m->patches, err);
+    if (!s && m->has_router) {
+        if (!s) s = alloc_bytes(be, (size_t)(B * n * k) * F, &m->scores, err);
+        if (!s) s = alloc_bytes(be, (size_t)(B * n * k) * F, &m->dscores, err);
+        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->gate, err);
+        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->dgate, err);
+        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * I, &m->selected, err);
+        if (!s) s = alloc_bytes(be, (size_t)(k * rows * d) * F, &m->expert_in, err);
+        if (!s) s = alloc_bytes(be, (size_t)B * I, &m->router_pair, err);
+        if (!s) s = alloc_bytes(be, (size_t)B * F, &m->router_weight, err);
+    }
+    if (!s) s = alloc_bytes(be, (size_t)(k * rows * h) * F, &m->hidden_out, err);
+    if (!s) s = alloc_bytes(be, (size_t)(k * rows * h) * F, &m->dhidden, err);
+    if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->logits, err);
+    if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->dlogits, err);
+    if (!s) s = alloc_bytes(be, (size_t)B * I, &m->labels, err);
+    if (!s) s = alloc_bytes(be, 2 * F, &m->stats, err);
+    if (s) {
+        pmoe_two_layer_free(m);
+        return s;
+    }
+    *out = m;
+    return PMOE_OK;
+}
+
+void pmoe_two_layer_free(pmoe_two_layer *m) {
+    if (!m) return;
+    pmoe_backend *be = m->be;
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        pmoe_tensor_release(be, &m->params[i].value);
+        pmoe_tensor_release(be, &m->params[i].grad);
+        pmoe_tensor_release(be, &m->params[i].velocity);
+    }
+    const int64_t B = m->image.batch, n = m->patch_count, d = m->patch_dim, k = m->experts, l = m->topl;
+    const int64_t h = m->hidden, c = m->classes, rows = B * l;
+    const size_t F = sizeof(float), I = sizeof(int32_t);
+    be->release(be, m->images, (size_t)(B * m->image.channels * m->image.height * m->image.width) * F);
+    be->release(be, m->patches, (size_t)(B * n * d) * F);
+    be->release(be, m->scores, (size_t)(B * n * k) * F);
+    be->release(be, m->dscores, (size_t)(B * n * k) * F);
+    be->release(be, m->gate, (size_t)(B * k * l) * F);
+    be->release(be, m->dgate, (size_t)(B * k * l) * F);
+    be->release(be, m->selected, (size_t)(B * k * l) * I);
+    be->release(be, m->expert_in, (size_t)(k * rows * d) * F);
+    be->release(be, m->router_pair, (size_t)B * I);
+    be->release(be, m->router_weight, (size_t)B * F);
+    be->release(be, m->hidden_out, (size_t)(k * rows * h) * F);
+    be->release(be, m->dhidden, (size_t)(k * rows * h) * F);
+    be->release(be, m->logits, (size_t)(B * c) * F);
+    be->release(be, m->dlogits, (size_t)(B * c) * F);
+    be->release(be, m->labels, (size_t)B * I);
+    be->release(be, m->stats, 2 * F);
+    free(m);
+}
+
+static pmoe_route_shape route_shape(const pmoe_two_layer *m, int64_t batch) {
+    return (pmoe_route_shape){batch, m->patch_count, m->patch_dim, m->experts, m->topl, m->gate_mode};
+}
+
+static pmoe_combine_shape combine_shape(const pmoe_two_layer *m, int64_t batch) {
+    return (pmoe_combine_shape){batch, m->experts, m->topl, m->hidden, m->classes};
+}
+
+/* What the experts read: the dispatched rows, or (CNN) the patches in place. */
+static const float *expert_input(const pmoe_two_layer *m) {
+    return m->has_router ? m->expert_in : m->patches;
+}
+
+void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch) {
+    pmoe_backend *be = m->be;
+    const pmoe_ops *op = be->ops;
+    pmoe_patch_shape img = m->image;
+    img.batch = batch;
+    m->batch = batch;
+    op->patch_extract_forward(be, &img, m->images, m->patches);
+    if (m->has_router) {
+        pmoe_route_shape rs = route_shape(m, batch);
+        op->gate_topl_forward(be, &rs, m->patches, m->params[PARAM_ROUTER].value.data, m->scores,
+                              m->selected, m->gate);
+        op->dispatch_gather(be, &rs, m->patches, m->selected, m->expert_in);
+    }
+    op->expert_forward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
+                       m->params[PARAM_EXPERT].value.data, m->hidden_out);
+    pmoe_combine_shape cs = combine_shape(m, batch);
+    op->combine_forward(be, &cs, m->hidden_out, m->has_router ? m->gate : NULL,
+                        m->params[PARAM_OUTPUT].value.data, m->logits);
+}
+
+pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, int64_t *correct,
+                                pmoe_error *err) {
+    pmoe_backend *be = m->be;
+    const pmoe_ops *op = be->ops;
+    const int64_t batch = m->batch;
+    op->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
+                              batch, m->classes, m->logits, m->labels,
+                              backward ? m->dlogits : NULL, m->stats);
+    if (backward) {
+        pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
+        const int learn_gate = m->has_router && router->trainable && m->gate_mode != PMOE_GATE_ONES;
+        pmoe_combine_shape cs = combine_shape(m, batch);
+        op->combine_backward(be, &cs, m->dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
+                             output->value.data, m->dhidden, learn_gate ? m->dgate : NULL,
+                             output->trainable ? output->grad.data : NULL);
+        op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
+                            m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
+                            m->params[PARAM_EXPERT].grad.data, NULL);
+        if (learn_gate) {
+            pmoe_route_shape rs = route_shape(m, batch);
+            op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
+                                   m->selected, m->gate, m->dgate, m->dscores, router->grad.data,
+                                   NULL);
+        }
+    }
+    float stats[2];
+    pmoe_status s = be->copy_out(be, stats, m->stats, sizeof stats, err);
+    if (s) return s;
+    *loss = stats[0];
+    *correct = (int64_t)stats[1];
+    return PMOE_OK;
+}
+
+void pmoe_two_layer_sgd(pmoe_two_layer *m, float lr, float momentum, float weight_decay) {
+    const int learn_gate = m->gate_mode != PMOE_GATE_ONES;
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        pmoe_param *p = &m->params[i];
+        if (!p->value.data || !p->trainable) continue;
+        if (i == PARAM_ROUTER && !learn_gate) continue; /* frozen, or G = 1 carries no gradient */
+        m->be->ops->sgd_update(m->be, pmoe_tensor_numel(&p->value), p->value.data, p->grad.data,
+                               p->velocity.data, lr, momentum, weight_decay);
+    }
+}
+
+pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double *loss,
+                                       pmoe_error *err) {
+    pmoe_backend *be = m->be;
+    const pmoe_ops *op = be->ops;
+    pmoe_patch_shape img = m->image;
+    img.batch = batch;
+    const int64_t n = m->patch_count, d = m->patch_dim, k = m->experts;
+    pmoe_param *router = &m->params[PARAM_ROUTER];
+    op->patch_extract_forward(be, &img, m->images, m->patches);
+    op->gemm(be, 0, 1, batch * n, k, d, 1.0f, m->patches, d, 0, router->value.data, d, 0, 0.0f,
+             m->scores, k, 0, 1);
+    op->router_linear_loss(be, batch, (int)n, (int)k, m->scores, m->router_pair,
+                           m->router_weight, m->dscores, m->stats);
+    op->gemm(be, 1, 0, k, d, batch * n, 1.0f, m->dscores, k, 0, m->patches, d, 0, 0.0f,
+             router->grad.data, d, 0, 1);
+    float stats[2];
+    pmoe_status s = be->copy_out(be, stats, m->stats, sizeof stats, err);
+    if (!s) *loss = stats[0];
+    return s;
+}
+
+int64_t pmoe_two_layer_param_count(const pmoe_two_layer *m) {
+    int64_t total = 0;
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (m->params[i].value.data) total += pmoe_tensor_numel(&m->params[i].value);
+    return total;
+}

@@ -1,0 +1,133 @@
+/* report.c: progress bar, plain progress lines, JSON log and result (see report.h). */
+#include "train/report.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void pmoe_write_json_string(FILE *out, const char *s) {
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
+        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
+        else fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+/* A number, or null where it is not defined (negative means "not measured"). */
+static void json_measure(FILE *out, const char *key, double v) {
+    if (v < 0.0 || !isfinite(v)) fprintf(out, ",\"%s\":null", key);
+    else fprintf(out, ",\"%s\":%.6g", key, v);
+}
+
+static void on_start(void *user, const pmoe_run_info *in) {
+    pmoe_reporter *rep = user;
+    if (!rep->progress) return;
+    fprintf(rep->progress,
+            "pmoe: %s model on %s (%s backend)\n"
+            "      %lld train / %lld test samples, n = %d patches of %dx%d (d = %d), "
+            "k = %d, l = %d, %lld parameters\n",
+            in->model, in->data, in->backend, (long long)in->train_size,
+            (long long)in->test_size, in->patches, in->patch, in->patch, in->patch_dim,
+            in->experts, in->topl, (long long)in->params);
+    fflush(rep->progress);
+}
+
+static void clear_bar(pmoe_reporter *rep) {
+    if (rep->bar_shown) fprintf(rep->progress, "\r\033[K");
+    rep->bar_shown = 0;
+}
+
+static void on_step(void *user, const pmoe_step_report *r) {
+    pmoe_reporter *rep = user;
+    if (!rep->progress || !rep->is_terminal) return;
+    double t = now_seconds();
+    if (t - rep->last_draw < 0.1 && r->batch_index != r->batches) return;
+    rep->last_draw = t;
+    const double done = ((r->epoch - 1) + (double)r->batch_index / (double)r->batches) / r->epochs;
+    const double eta = done > 0 ? r->elapsed * (1.0 - done) / done : 0.0;
+    char bar[31];
+    int filled = (int)(done * 30);
+    for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '.';
+    bar[30] = '\0';
+    fprintf(rep->progress, "\r\033[K%s [%s] epoch %d/%d  step %lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
+            r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", bar, r->epoch, r->epochs,
+            (long long)r->step, r->loss, r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0,
+            (int)eta / 60, (int)eta % 60);
+    fflush(rep->progress);
+    rep->bar_shown = 1;
+}
+
+static void on_epoch(void *user, const pmoe_epoch_report *r) {
+    pmoe_reporter *rep = user;
+    if (rep->progress) {
+        const int every = r->phase == PMOE_PHASE_ROUTER && r->epochs > 10 ? r->epochs / 10 : 1;
+        if (r->epoch % every == 0 || r->epoch == r->epochs) {
+            clear_bar(rep);
+            fprintf(rep->progress, "%s epoch %3d/%d  loss %.4f", r->phase == PMOE_PHASE_ROUTER ? "router" : "train ",
+                    r->epoch, r->epochs, r->train_loss);
+            if (r->train_acc >= 0) fprintf(rep->progress, "  train %5.1f%%", 100 * r->train_acc);
+            if (r->test_acc >= 0) fprintf(rep->progress, "  test %5.1f%%", 100 * r->test_acc);
+            if (r->router_recall >= 0) fprintf(rep->progress, "  recall %5.1f%%", 100 * r->router_recall);
+            fprintf(rep->progress, "  %.2f s\n", r->seconds);
+            fflush(rep->progress);
+        }
+    }
+    if (rep->log) {
+        FILE *f = rep->log;
+        fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
+                r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
+                (long long)r->step, r->train_loss);
+        json_measure(f, "train_acc", r->train_acc);
+        json_measure(f, "test_acc", r->test_acc);
+        json_measure(f, "router_recall", r->router_recall);
+        if (r->experts_reported > 0) {
+            fprintf(f, ",\"expert_recall\":[");
+            for (int e = 0; e < r->experts_reported; e++)
+                fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
+            fprintf(f, "]");
+        }
+        fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
+        fflush(f);
+    }
+}
+
+pmoe_train_callbacks pmoe_reporter_callbacks(pmoe_reporter *rep) {
+    pmoe_train_callbacks cb = {rep, on_start, on_step, on_epoch};
+    return cb;
+}
+
+void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
+    if (!rep->progress) return;
+    clear_bar(rep);
+    fprintf(rep->progress, "done: test accuracy %.2f%%", 100 * res->test_acc);
+    if (res->router_recall >= 0) fprintf(rep->progress, ", router recall %.2f%%", 100 * res->router_recall);
+    fprintf(rep->progress, ", final train loss %.4f, %lld steps in %.1f s\n", res->train_loss,
+            (long long)(res->steps + res->router_steps), res->seconds);
+    fflush(rep->progress);
+}
+
+void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {
+    fprintf(out, "{\"model\":");
+    pmoe_write_json_string(out, res->info.model);
+    fprintf(out, ",\"data\":");
+    pmoe_write_json_string(out, res->info.data);
+    fprintf(out, ",\"backend\":");
+    pmoe_write_json_string(out, res->info.backend);
+    fprintf(out, ",\"test_acc\":%.6g,\"train_loss\":%.9g,\"train_acc\":%.6g", res->test_acc,
+            res->train_loss, res->train_acc);
+    if (res->router_recall >= 0) fprintf(out, ",\"router_recall\":%.6g", res->router_recall);
+    fprintf(out,
+            ",\"steps\":%lld,\"router_steps\":%lld,\"seconds\":%.6g,\"params\":%lld,"
+            "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld}",
+            (long long)res->steps, (long long)res->router_steps, res->seconds,
+            (long long)res->info.params, res->info.experts, res->info.topl, res->info.patches,
+            (long long)res->peak_bytes);
+}

@@ -1,0 +1,34 @@
+/* report.h: turning training callbacks into what a person or a script reads.
+ *
+ * Progress goes to a stream: a redrawn bar when the stream is a terminal,
+ * one plain line per epoch otherwise. The JSON log gets one object per epoch
+ * (JSON Lines). Both are plain callbacks on pmoe_train, so a library user
+ * can use them or write their own. */
+#ifndef PMOE_TRAIN_REPORT_H
+#define PMOE_TRAIN_REPORT_H
+
+#include <stdio.h>
+
+#include "pmoe/train.h"
+
+typedef struct pmoe_reporter {
+    FILE *progress;  /* NULL: quiet */
+    int is_terminal; /* draw a bar */
+    FILE *log;       /* NULL: no JSON log */
+    double last_draw;
+    int bar_shown;
+} pmoe_reporter;
+
+/* Callbacks that feed rep (which must outlive the run). */
+pmoe_train_callbacks pmoe_reporter_callbacks(pmoe_reporter *rep);
+
+/* The run's closing summary, in words. */
+void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res);
+
+/* The result as one JSON object on one line (no newline). */
+void pmoe_write_result_json(FILE *out, const pmoe_train_result *res);
+
+/* Writes s as a JSON string literal, quotes included. */
+void pmoe_write_json_string(FILE *out, const char *s);
+
+#endif

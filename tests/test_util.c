@@ -1,0 +1,73 @@
+/* test_util.c: see test_util.h. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+
+int test_passed = 0, test_failed = 0;
+
+static int close_impl(const char *what, const float *got, const void *want, int want_is_double,
+                      int64_t n, double atol, double rtol) {
+    double worst_share = 0.0;
+    int64_t worst_at = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double w = want_is_double ? ((const double *)want)[i] : ((const float *)want)[i];
+        double g = got[i];
+        if (!isfinite(g) || !isfinite(w)) {
+            worst_share = INFINITY;
+            worst_at = i;
+            break;
+        }
+        double share = fabs(g - w) / (atol + rtol * fabs(w));
+        if (share > worst_share) {
+            worst_share = share;
+            worst_at = i;
+        }
+    }
+    int ok = worst_share <= 1.0;
+    double w = worst_at < 0 ? 0.0
+                            : (want_is_double ? ((const double *)want)[worst_at]
+                                              : ((const float *)want)[worst_at]);
+    printf("  %-44s n=%-7lld worst %.3f of limit (atol %.0e rtol %.0e)%s", what, (long long)n,
+           worst_share, atol, rtol, ok ? "\n" : "");
+    if (!ok)
+        printf(" at %lld: got %.9g want %.9g  <-- FAIL\n", (long long)worst_at,
+               (double)got[worst_at], w);
+    if (ok)
+        test_passed++;
+    else
+        test_failed++;
+    return ok;
+}
+
+int check_close(const char *what, const float *got, const double *want, int64_t n, double atol,
+                double rtol) {
+    return close_impl(what, got, want, 1, n, atol, rtol);
+}
+
+int check_close_f(const char *what, const float *got, const float *want, int64_t n, double atol,
+                  double rtol) {
+    return close_impl(what, got, want, 0, n, atol, rtol);
+}
+
+void fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
+    pmoe_rng r = pmoe_rng_make(seed, 0x7e57);
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)pmoe_rng_uniform_at(&r, (uint64_t)i);
+}
+
+void make_temp_dir(char *out, int out_size) {
+    const char *base = getenv("TMPDIR");
+    snprintf(out, (size_t)out_size, "%s/pmoe-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(out)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+int test_finish(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, test_passed, test_failed);
+    return test_failed ? 1 : 0;
+}
