@@ -72,6 +72,7 @@ typedef struct pmoe_train_config {
     double router_lr;
     int64_t router_size;  /* N_r; 0 = the whole training set */
     int eval_every;       /* epochs between test evaluations (the last epoch always) */
+    int64_t fault_nan_step; /* testing aid: poison this main-phase step's batch with NaN; 0 = off */
 } pmoe_train_config;
 
 typedef struct pmoe_config {

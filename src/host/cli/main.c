@@ -65,8 +65,7 @@ static int train_command(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "pmoe: error: unknown argument '%s'\n", a);
-            usage(stderr);
+            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe train --help)\n", a);
             return 2;
         }
     }
@@ -124,7 +123,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "pmoe: error: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    fprintf(stderr, "pmoe: error: unknown command '%s' (see pmoe --help)\n", argv[1]);
     return 2;
 }

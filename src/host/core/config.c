@@ -69,6 +69,7 @@ static const key_spec KEYS[] = {
     {"train.router_lr", KEY_DOUBLE, OFF(train.router_lr), 0, 0, 1e6, {0}},
     {"train.router_size", KEY_INT64, OFF(train.router_size), 0, 0, 1e9, {0}},
     {"train.eval_every", KEY_INT, OFF(train.eval_every), 0, 1, 1e7, {0}},
+    {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, {0}},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -77,7 +78,7 @@ void pmoe_config_default(pmoe_config *cfg) {
     pmoe_data_config *d = &cfg->data;
     d->source = PMOE_DATA_AUTO;
     snprintf(d->path, sizeof d->path, "%s", "/usr/share/datasets/fashion-mnist");
-    d->train_size = 1000;
+    d->train_size = 10000; /* the paper's 10,000 training mosaics */
     d->test_size = 1000;
     d->seed = 1;
     d->pos_class = 1; /* the paper's task is digit 1 against digit 0 */
@@ -104,7 +105,7 @@ void pmoe_config_default(pmoe_config *cfg) {
 
     pmoe_train_config *t = &cfg->train;
     t->mode = PMOE_TRAIN_JOINT;
-    t->epochs = 40;
+    t->epochs = 150;
     t->batch = 20;
     t->lr = 0.2;
     t->momentum = 0.0;

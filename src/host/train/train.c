@@ -108,12 +108,19 @@ static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *ind
     return s;
 }
 
+/* train.fault_nan_step: makes the first pixel of the batch NaN, so tests can
+ * drive the non-finite guard through the real path. */
+static pmoe_status poison_batch(run *r, pmoe_error *err) {
+    const float nan = NAN;
+    return r->be->copy_in(r->be, r->model->images, &nan, sizeof nan, err);
+}
+
 static pmoe_status check_finite(double loss, const char *phase, int64_t step, int epoch,
                                 pmoe_error *err) {
     if (isfinite(loss)) return PMOE_OK;
     return pmoe_fail(err, PMOE_ERR_NONFINITE,
-                     "non-finite loss (%g) in the %s phase at step %lld (epoch %d); "
-                     "try a lower learning rate",
+                     "non-finite loss (%g) in the %s phase at step %lld (epoch %d): the batch "
+                     "or the weights hold NaN or Inf (if the weights diverged, lower train.lr)",
                      loss, phase, (long long)step, epoch);
 }
 
@@ -257,6 +264,7 @@ static pmoe_status main_phase(run *r, pmoe_train_result *res, pmoe_error *err) {
         for (int64_t bi = 0; bi < batches; bi++) {
             const int64_t start = bi * B, count = N - start < B ? N - start : B;
             pmoe_status s = load_batch(r, r->train, r->order + start, count, err);
+            if (!s && step + 1 == cfg->train.fault_nan_step) s = poison_batch(r, err);
             if (s) return s;
             pmoe_two_layer_forward(m, count);
             double loss;

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_cli.sh: the pmoe command as a user meets it.
+#
+# Every kind of bad input ends with exit != 0 and ONE line on stderr naming
+# the key or file and the problem; a good run prints progress, a summary, a
+# JSON result as its last line with --json, and one JSON object per epoch
+# with --log. Usage: test_cli.sh PATH/TO/pmoe
+set -u
+PMOE=${1:?usage: test_cli.sh PATH/TO/pmoe}
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+passed=0 failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+
+# expect_error NEEDLE ARGS...: exits non-zero, one stderr line containing NEEDLE.
+expect_error() {
+  local needle=$1; shift
+  "$PMOE" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$? lines
+  lines=$(wc -l <"$TMP/err")
+  if [ $rc -eq 0 ]; then bad "pmoe $* exited 0 (wanted an error about '$needle')"; return; fi
+  if ! grep -qF -- "$needle" "$TMP/err"; then
+    bad "pmoe $*: stderr lacks '$needle': $(cat "$TMP/err")"; return
+  fi
+  if [ "$lines" -ne 1 ]; then bad "pmoe $*: $lines stderr lines, wanted 1"; return; fi
+  ok
+}
+
+SYN=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=20 --set train.epochs=1)
+
+# Config errors.
+expect_error "unknown key 'model.nope'" train --set model.nope=3
+expect_error "model.topl = 17 exceeds the 16 patches" train "${SYN[@]}" --set model.topl=17
+expect_error "model.experts" train --set model.experts=0
+expect_error "model.hidden = 40 is not divisible by model.experts = 3" train --set model.experts=3
+expect_error "model.patch = 5 does not divide" train "${SYN[@]}" --set model.patch=5
+expect_error "data.pos_class" train --set data.pos_class=11
+expect_error "unknown argument '--frobnicate'" train --frobnicate
+expect_error "unknown command 'fly'" fly
+printf '[model]\nexperts = 4\nwidth = 2\n' >"$TMP/bad.ini"
+expect_error "bad.ini:3: unknown key 'model.width'" train --config "$TMP/bad.ini"
+expect_error "cannot open config" train --config "$TMP/missing.ini"
+
+# Data errors: a missing dataset, a truncated file, a wrong magic, a gzip error.
+expect_error "/nonexistent/data" train --set data.source=mosaic --set data.path=/nonexistent/data
+mkdir -p "$TMP/idx"
+# A valid 2-image IDX header, then build broken variants of it.
+"$PY" - "$TMP/idx" <<'PYEOF'
+import gzip, os, struct, sys
+d = sys.argv[1]
+def images(n): return struct.pack('>BBBBIII', 0, 0, 8, 3, n, 28, 28) + bytes(range(256)) * (n * 784 // 256) + bytes(n * 784 % 256)
+def labels(n): return struct.pack('>BBBBI', 0, 0, 8, 1, n) + bytes(i % 10 for i in range(n))
+for split in ('train', 't10k'):
+    open(os.path.join(d, f'{split}-labels-idx1-ubyte'), 'wb').write(labels(20))
+    open(os.path.join(d, f'{split}-images-idx3-ubyte'), 'wb').write(images(20))
+PYEOF
+cp -r "$TMP/idx" "$TMP/trunc"; head -c 5000 "$TMP/idx/train-images-idx3-ubyte" >"$TMP/trunc/train-images-idx3-ubyte"
+expect_error "truncated" train --set data.source=idx --set data.path="$TMP/trunc" --set data.train_size=10
+cp -r "$TMP/idx" "$TMP/magic"; printf '\x01\x02' | dd of="$TMP/magic/train-images-idx3-ubyte" conv=notrunc status=none
+expect_error "train-images-idx3-ubyte" train --set data.source=idx --set data.path="$TMP/magic" --set data.train_size=10
+cp -r "$TMP/idx" "$TMP/gz"; gzip -c "$TMP/idx/train-images-idx3-ubyte" | head -c 300 >"$TMP/gz/train-images-idx3-ubyte.gz"
+rm "$TMP/gz/train-images-idx3-ubyte"
+expect_error "train-images-idx3-ubyte.gz" train --set data.source=idx --set data.path="$TMP/gz" --set data.train_size=10
+# A NaN stops training and names the step.
+expect_error "step 3" train "${SYN[@]}" --set train.epochs=2 --set train.fault_nan_step=3
+
+# A good run: progress, summary, --json last line, --log per epoch.
+if "$PMOE" train "${SYN[@]}" --set train.epochs=3 --json --log "$TMP/log.jsonl" >"$TMP/out" 2>"$TMP/err"; then
+  if "$PY" - "$TMP/out" "$TMP/log.jsonl" <<'PYEOF'
+import json, sys
+out = open(sys.argv[1]).read().splitlines()
+res = json.loads(out[-1])
+for key in ('test_acc', 'train_loss', 'steps', 'seconds', 'model', 'params', 'router_recall'):
+    assert key in res, f'result lacks {key}'
+assert res['model'] == 'pmoe' and res['steps'] == 3 * 2 and 0 <= res['test_acc'] <= 1, res
+assert any(line.startswith('done:') for line in out), 'no summary line'
+log = [json.loads(l) for l in open(sys.argv[2])]
+assert [e['epoch'] for e in log] == [1, 2, 3], log
+for e in log:
+    for key in ('train_loss', 'train_acc', 'test_acc', 'router_recall', 'seconds'):
+        assert key in e, f'log lacks {key}'
+PYEOF
+  then ok; else bad "the --json result or the --log lines are wrong"; fi
+else
+  bad "a good run failed: $(cat "$TMP/err")"
+fi
+# The CNN has no router, so no router_recall; `pmoe keys` lists every key.
+if "$PMOE" train "${SYN[@]}" --set model.type=cnn --json --quiet | tail -1 | grep -q '"model":"cnn"' &&
+   ! "$PMOE" train "${SYN[@]}" --set model.type=cnn --json --quiet | grep -q router_recall; then ok; else bad "cnn --json"; fi
+if "$PMOE" keys | grep -q '^topl = 6$'; then ok; else bad "pmoe keys"; fi
+
+echo "test_cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

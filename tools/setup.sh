@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# setup.sh: install what pmoe needs on a fresh Debian/Ubuntu machine.
+#
+#   tools/setup.sh          the build tools, libraries and the Fashion-MNIST data
+#   tools/setup.sh --test   the same, plus what the test suite uses
+# Runs apt-get (through sudo when not root). Installing twice is harmless.
+set -euo pipefail
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev
+          dataset-fashion-mnist)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(python3 gzip)
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all packages present"
+fi
