@@ -1,115 +1,28 @@
-/* main.c: the pmoe command: `pmoe train ...` (more subcommands to come).
+/* main.c: the pmoe command: dispatch to a subcommand.
  *
- * The CLI parses arguments, builds a config, wires the reporter and turns a
- * failed status into one line on stderr and a non-zero exit. It holds no
- * logic a library user would need. */
+ * Each subcommand lives in its own file (cli/commands.h) and only parses
+ * arguments, calls the library and prints; a failed status becomes one line
+ * on stderr and a non-zero exit. */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "pmoe/config.h"
-#include "pmoe/train.h"
-#include "train/report.h"
+#include "cli/commands.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"train", pmoe_cli_train, "train a model (see pmoe train --help)"},
+    {"keys", pmoe_cli_keys, "list every config key with its default, as INI"},
+};
+#define NCOMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: pmoe train [--config FILE] [--set section.key=value ...] [--log FILE]\n"
-            "                  [--json] [--quiet]\n"
-            "       pmoe keys      list every config key with its default\n"
-            "\n"
-            "With no arguments, `pmoe train` trains joint pMoE on the Fashion-MNIST mosaic\n"
-            "(or on the synthetic data model when the dataset is not installed).\n");
-}
-
-static int fail(const pmoe_error *err) {
-    fprintf(stderr, "pmoe: error: %s\n", err->message);
-    return err->code == PMOE_ERR_CONFIG ? 2 : 1;
-}
-
-static int train_command(int argc, char **argv) {
-    pmoe_config cfg;
-    pmoe_config_default(&cfg);
-    pmoe_error err = {PMOE_OK, ""};
-    const char *log_path = NULL;
-    int json = 0, quiet = 0;
-    /* Config files first, then --set in order, whatever order they came in. */
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --config needs a file\n");
-                return 2;
-            }
-            if (pmoe_config_load_file(&cfg, argv[++i], &err)) return fail(&err);
-        }
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--config") == 0) {
-            i++;
-        } else if (strcmp(a, "--set") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --set needs section.key=value\n");
-                return 2;
-            }
-            if (pmoe_config_set(&cfg, argv[++i], &err)) return fail(&err);
-        } else if (strcmp(a, "--log") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --log needs a file\n");
-                return 2;
-            }
-            log_path = argv[++i];
-        } else if (strcmp(a, "--json") == 0) {
-            json = 1;
-        } else if (strcmp(a, "--quiet") == 0) {
-            quiet = 1;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe train --help)\n", a);
-            return 2;
-        }
-    }
-    pmoe_reporter rep = {0};
-    rep.progress = quiet ? NULL : stdout;
-    rep.is_terminal = isatty(fileno(stdout));
-    if (log_path) {
-        rep.log = fopen(log_path, "w");
-        if (!rep.log) {
-            perror(log_path);
-            fprintf(stderr, "pmoe: error: %s: cannot open the log for writing\n", log_path);
-            return 1;
-        }
-    }
-    if (!quiet && cfg.data.source == PMOE_DATA_AUTO)
-        printf("pmoe: data.source = auto: the mosaic if IDX files are in %s, else synthetic\n",
-               cfg.data.path);
-    pmoe_train_callbacks cb = pmoe_reporter_callbacks(&rep);
-    pmoe_train_result res;
-    pmoe_status s = pmoe_train(&cfg, &cb, &res, &err);
-    if (rep.log && fclose(rep.log) != 0 && !s)
-        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", log_path);
-    if (s) {
-        if (rep.bar_shown) fprintf(stdout, "\n");
-        fflush(stdout);
-        return fail(&err);
-    }
-    pmoe_reporter_summary(&rep, &res);
-    if (json) {
-        pmoe_write_result_json(stdout, &res);
-        fputc('\n', stdout);
-    }
-    return 0;
-}
-
-static int keys_command(void) {
-    pmoe_config cfg;
-    pmoe_config_default(&cfg);
-    int need = pmoe_config_to_ini(&cfg, NULL, 0);
-    char text[16384];
-    if (need >= (int)sizeof text) return 1;
-    pmoe_config_to_ini(&cfg, text, sizeof text);
-    fputs(text, stdout);
-    return 0;
+    fprintf(out, "usage: pmoe COMMAND [ARGS]\n\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 int main(int argc, char **argv) {
@@ -117,8 +30,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "train") == 0) return train_command(argc - 2, argv + 2);
-    if (strcmp(argv[1], "keys") == 0) return keys_command();
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         return 0;

@@ -1,0 +1,14 @@
+/* commands.h: the pmoe subcommands, one file each. Each takes the arguments
+ * after its name and returns the process exit code. */
+#ifndef PMOE_CLI_COMMANDS_H
+#define PMOE_CLI_COMMANDS_H
+
+#include "pmoe/status.h"
+
+int pmoe_cli_train(int argc, char **argv);
+int pmoe_cli_keys(int argc, char **argv);
+
+/* Prints "pmoe: error: MESSAGE" on stderr; returns 2 for config errors, else 1. */
+int pmoe_cli_fail(const pmoe_error *err);
+
+#endif
