@@ -1,6 +1,6 @@
 # Dependencies.cmake: find what pmoe links, and say what was found.
 #
-# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih. Optional, each
+# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih, cJSON. Optional, each
 # reported on its own line: CUDA (nvcc), cuDNN, NCCL, MPI.
 
 find_package(OpenMP REQUIRED COMPONENTS C)
@@ -22,6 +22,10 @@ message(STATUS "pmoe: OpenBLAS  found: ${OPENBLAS_LIBRARY}")
 pkg_check_modules(INIH REQUIRED IMPORTED_TARGET inih)
 add_library(PMOE::inih ALIAS PkgConfig::INIH)
 message(STATUS "pmoe: inih      found: ${INIH_LINK_LIBRARIES}")
+
+pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
+add_library(PMOE::cjson ALIAS PkgConfig::CJSON)
+message(STATUS "pmoe: cJSON     found: ${CJSON_LINK_LIBRARIES}")
 
 # Optional accelerators and communicators: reported now, used by later backends.
 include(CheckLanguage)

@@ -30,7 +30,7 @@ static pmoe_status train_with(const char *const *sets, int count, pmoe_error *er
         if (s) return s;
     }
     pmoe_train_result res;
-    return pmoe_train(&cfg, NULL, &res, err);
+    return pmoe_train(&cfg, NULL, NULL, &res, err);
 }
 
 int main(void) {

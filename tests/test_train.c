@@ -50,7 +50,7 @@ static pmoe_status run(const char *const *sets, int count, trace *t, pmoe_train_
     }
     memset(t, 0, sizeof *t);
     pmoe_train_callbacks cb = {t, NULL, on_step, on_epoch};
-    return pmoe_train(&cfg, &cb, res, err);
+    return pmoe_train(&cfg, &cb, NULL, res, err);
 }
 
 int main(void) {

@@ -5,7 +5,7 @@
 #   tools/setup.sh --test   the same, plus what the test suite uses
 # Runs apt-get (through sudo when not root). Installing twice is harmless.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev zlib1g-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--test" ]; then
   packages+=(python3 gzip)

@@ -25,6 +25,8 @@ typedef enum { PMOE_TRAIN_JOINT, PMOE_TRAIN_SEPARATE } pmoe_train_mode;
  * ones: G = 1 (the expert phase of separate training). */
 typedef enum { PMOE_GATE_RENORM, PMOE_GATE_SOFTMAX_ALL, PMOE_GATE_ONES } pmoe_gate_mode;
 typedef enum { PMOE_OUTPUT_INIT_NORMAL, PMOE_OUTPUT_INIT_SIGN } pmoe_output_init;
+/* What a non-finite loss or gradient does: end the run, or skip that step's update. */
+typedef enum { PMOE_NONFINITE_STOP, PMOE_NONFINITE_SKIP } pmoe_on_nonfinite;
 
 typedef struct pmoe_data_config {
     pmoe_data_source source;
@@ -73,6 +75,10 @@ typedef struct pmoe_train_config {
     int64_t router_size;  /* N_r; 0 = the whole training set */
     int eval_every;       /* epochs between test evaluations (the last epoch always) */
     int64_t fault_nan_step; /* testing aid: poison this main-phase step's batch with NaN; 0 = off */
+    int64_t checkpoint_every; /* steps between checkpoints; 0 = only when stopped by a signal */
+    int keep;                 /* checkpoints kept in checkpoint_dir (the newest) */
+    char checkpoint_dir[1024];
+    int on_nonfinite;         /* pmoe_on_nonfinite */
 } pmoe_train_config;
 
 typedef struct pmoe_config {

@@ -18,7 +18,8 @@ typedef enum pmoe_status {
     PMOE_ERR_OOM,        /* an allocation failed */
     PMOE_ERR_NONFINITE,  /* a loss or gradient became NaN or infinite */
     PMOE_ERR_UNSUPPORTED,/* a valid request this build cannot serve */
-    PMOE_ERR_INTERNAL    /* a broken invariant: a bug in pmoe */
+    PMOE_ERR_INTERNAL,   /* a broken invariant: a bug in pmoe */
+    PMOE_ERR_INTERRUPTED /* stopped on request (a signal) after saving a checkpoint */
 } pmoe_status;
 
 typedef struct pmoe_error {

@@ -8,6 +8,7 @@
 #ifndef PMOE_TRAIN_H
 #define PMOE_TRAIN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "pmoe/config.h"
@@ -64,8 +65,16 @@ typedef struct pmoe_train_callbacks {
     void (*on_epoch)(void *user, const pmoe_epoch_report *r);
 } pmoe_train_callbacks;
 
+typedef struct pmoe_train_options {
+    const char *resume;                /* a checkpoint file or folder; NULL: a fresh run */
+    const volatile sig_atomic_t *stop; /* non-zero: finish the step, checkpoint, return
+                                          PMOE_ERR_INTERRUPTED */
+} pmoe_train_options;
+
 typedef struct pmoe_train_result {
     pmoe_run_info info;
+    char last_checkpoint[1024]; /* "" when none was written */
+    int64_t skipped_steps;      /* train.on_nonfinite = skip */
     double test_acc;
     double train_loss;
     double train_acc;
@@ -76,9 +85,31 @@ typedef struct pmoe_train_result {
     int64_t peak_bytes;    /* the backend's peak */
 } pmoe_train_result;
 
-/* Trains as cfg says. callbacks may be NULL. */
+/* Trains as cfg says; callbacks and options may be NULL. With
+ * options->resume the parameters, optimizer state and position come from the
+ * checkpoint (cfg should be the checkpoint's config, see
+ * pmoe_checkpoint_load_config, with any overrides on top). */
 pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callbacks,
-                       pmoe_train_result *result, pmoe_error *err);
+                       const pmoe_train_options *options, pmoe_train_result *result,
+                       pmoe_error *err);
+
+/* The config saved in a checkpoint (a file, or a folder: its newest). */
+pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err);
+
+typedef struct pmoe_eval_result {
+    pmoe_run_info info;
+    char checkpoint[1024]; /* the file evaluated */
+    double test_acc;
+    double router_recall;  /* -1 when not applicable */
+    int experts_reported;
+    double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
+    int64_t step;          /* the global step the checkpoint was saved at */
+} pmoe_eval_result;
+
+/* Test accuracy (and router recall) of the model saved at checkpoint, on the
+ * data cfg describes. */
+pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
+                      pmoe_error *err);
 
 #ifdef __cplusplus
 }

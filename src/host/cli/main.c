@@ -16,9 +16,15 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"train", pmoe_cli_train, "train a model (see pmoe train --help)"},
+    {"eval", pmoe_cli_eval, "test accuracy of a checkpoint (see pmoe eval --help)"},
     {"keys", pmoe_cli_keys, "list every config key with its default, as INI"},
 };
 #define NCOMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
+
+int pmoe_cli_fail(const pmoe_error *err) {
+    fprintf(stderr, "pmoe: error: %s\n", err->message);
+    return err->code == PMOE_ERR_CONFIG ? 2 : 1;
+}
 
 static void usage(FILE *out) {
     fprintf(out, "usage: pmoe COMMAND [ARGS]\n\n");

@@ -1,99 +1,88 @@
-/* train_command.c: `pmoe train`: parse arguments into a config, run
- * pmoe_train with the standard reporter, print the result. */
+/* train_command.c: `pmoe train`: build a config, run pmoe_train with the
+ * standard reporter, print the result.
+ *
+ * SIGINT and SIGTERM set a flag that the loop reads after each step: it
+ * saves a checkpoint and returns, and the command exits 130 or 143. A second
+ * signal kills at once (the handler is one-shot). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
-#include "pmoe/config.h"
 #include "pmoe/train.h"
 #include "train/report.h"
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: pmoe train [--config FILE] [--set section.key=value ...] [--log FILE]\n"
-            "                  [--json] [--quiet]\n"
-            "With no arguments it trains joint pMoE on the Fashion-MNIST mosaic (or on the\n"
-            "synthetic data model when the dataset is not installed).\n");
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void install_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* the second signal takes the default action */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
-int pmoe_cli_fail(const pmoe_error *err) {
-    fprintf(stderr, "pmoe: error: %s\n", err->message);
-    return err->code == PMOE_ERR_CONFIG ? 2 : 1;
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: pmoe train [--config FILE] [--set section.key=value ...] [--resume PATH]\n"
+            "                  [--log FILE] [--json] [--quiet]\n"
+            "With no arguments it trains joint pMoE on the Fashion-MNIST mosaic (or on the\n"
+            "synthetic data model when the dataset is not installed). --resume continues\n"
+            "a run from a checkpoint file (or the newest in a folder), with its saved\n"
+            "config and any --set on top. SIGINT/SIGTERM save a checkpoint and exit.\n");
 }
 
 int pmoe_cli_train(int argc, char **argv) {
+    cli_args a;
+    int rc = cli_parse(argc, argv, "train", ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET, &a);
+    if (rc) return rc;
+    if (a.help) {
+        usage(stdout);
+        return 0;
+    }
     pmoe_config cfg;
-    pmoe_config_default(&cfg);
     pmoe_error err = {PMOE_OK, ""};
-    const char *log_path = NULL;
-    int json = 0, quiet = 0;
-    /* Config files first, then --set in order, whatever order they came in. */
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --config needs a file\n");
-                return 2;
-            }
-            if (pmoe_config_load_file(&cfg, argv[++i], &err)) return pmoe_cli_fail(&err);
-        }
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--config") == 0) {
-            i++;
-        } else if (strcmp(a, "--set") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --set needs section.key=value\n");
-                return 2;
-            }
-            if (pmoe_config_set(&cfg, argv[++i], &err)) return pmoe_cli_fail(&err);
-        } else if (strcmp(a, "--log") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "pmoe: error: --log needs a file\n");
-                return 2;
-            }
-            log_path = argv[++i];
-        } else if (strcmp(a, "--json") == 0) {
-            json = 1;
-        } else if (strcmp(a, "--quiet") == 0) {
-            quiet = 1;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe train --help)\n", a);
-            return 2;
-        }
-    }
-    pmoe_reporter rep = {0};
-    rep.progress = quiet ? NULL : stdout;
+    if (cli_build_config(&a, a.resume, &cfg, &err)) return pmoe_cli_fail(&err);
+    pmoe_reporter rep;
+    memset(&rep, 0, sizeof rep);
+    rep.progress = a.quiet ? NULL : stdout;
     rep.is_terminal = isatty(fileno(stdout));
-    if (log_path) {
-        rep.log = fopen(log_path, "w");
+    if (a.log) {
+        rep.log = fopen(a.log, a.resume ? "a" : "w");
         if (!rep.log) {
-            perror(log_path);
-            fprintf(stderr, "pmoe: error: %s: cannot open the log for writing\n", log_path);
-            return 1;
+            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing", a.log);
+            return pmoe_cli_fail(&err);
         }
     }
-    if (!quiet && cfg.data.source == PMOE_DATA_AUTO)
+    if (!a.quiet && cfg.data.source == PMOE_DATA_AUTO)
         printf("pmoe: data.source = auto: the mosaic if IDX files are in %s, else synthetic\n",
                cfg.data.path);
+    if (!a.quiet && a.resume) printf("pmoe: resuming from %s\n", a.resume);
+    install_handlers();
     pmoe_train_callbacks cb = pmoe_reporter_callbacks(&rep);
+    pmoe_train_options options = {a.resume, &stop_signal};
     pmoe_train_result res;
-    pmoe_status s = pmoe_train(&cfg, &cb, &res, &err);
+    pmoe_status s = pmoe_train(&cfg, &cb, &options, &res, &err);
     if (rep.log && fclose(rep.log) != 0 && !s)
-        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", log_path);
-    if (s) {
-        if (rep.bar_shown) fprintf(stdout, "\n");
-        fflush(stdout);
-        return pmoe_cli_fail(&err);
+        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", a.log);
+    if (rep.bar_shown) fprintf(stdout, "\n");
+    fflush(stdout);
+    if (s == PMOE_ERR_INTERRUPTED) {
+        fprintf(stderr, "pmoe: %s by signal %d: %s\n", stop_signal == SIGINT ? "interrupted" : "terminated",
+                (int)stop_signal, err.message);
+        return 128 + (int)stop_signal;
     }
+    if (s) return pmoe_cli_fail(&err);
     pmoe_reporter_summary(&rep, &res);
-    if (json) {
+    if (a.json) {
         pmoe_write_result_json(stdout, &res);
         fputc('\n', stdout);
     }
     return 0;
 }
-

@@ -70,6 +70,10 @@ static const key_spec KEYS[] = {
     {"train.router_size", KEY_INT64, OFF(train.router_size), 0, 0, 1e9, {0}},
     {"train.eval_every", KEY_INT, OFF(train.eval_every), 0, 1, 1e7, {0}},
     {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, {0}},
+    {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, {0}},
+    {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, {0}},
+    {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
+    {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -118,6 +122,10 @@ void pmoe_config_default(pmoe_config *cfg) {
     t->router_lr = 0.2;
     t->router_size = 0;
     t->eval_every = 1;
+    t->checkpoint_every = 0;
+    t->keep = 3;
+    snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%s", "checkpoints");
+    t->on_nonfinite = PMOE_NONFINITE_STOP;
 }
 
 static const key_spec *find_key(const char *name) {

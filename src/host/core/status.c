@@ -25,6 +25,7 @@ const char *pmoe_status_name(pmoe_status code) {
     case PMOE_ERR_NONFINITE: return "non-finite";
     case PMOE_ERR_UNSUPPORTED: return "unsupported";
     case PMOE_ERR_INTERNAL: return "internal";
+    case PMOE_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown";
 }

@@ -16,10 +16,11 @@ static pmoe_status alloc_bytes(pmoe_backend *be, size_t bytes, void *out, pmoe_e
     return be->alloc(be, bytes, (void **)out, err);
 }
 
-static pmoe_status init_param(pmoe_two_layer *m, pmoe_param *p, const char *name, int ndim,
-                              const int64_t *shape, int trainable, int with_velocity,
-                              const float *host_init, pmoe_error *err) {
+static pmoe_status init_param(pmoe_two_layer *m, pmoe_param *p, const char *name,
+                              const char *field, int ndim, const int64_t *shape, int trainable,
+                              int with_velocity, const float *host_init, pmoe_error *err) {
     p->name = name;
+    p->field = field;
     p->trainable = trainable;
     pmoe_status s = pmoe_tensor_alloc(m->be, &p->value, ndim, shape, err);
     if (!s && trainable) s = pmoe_tensor_alloc(m->be, &p->grad, ndim, shape, err);
@@ -84,17 +85,17 @@ pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int 
         double std = mc->router_init_std >= 0.0 ? mc->router_init_std
                      : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
         fill_normal(host, k * d, seed, STREAM_ROUTER, std);
-        s = init_param(m, &m->params[PARAM_ROUTER], "router.weight", 2, (int64_t[]){k, d}, 1,
+        s = init_param(m, &m->params[PARAM_ROUTER], "router.weight", NULL, 2, (int64_t[]){k, d}, 1,
                        momentum, host, err);
     }
     if (!s) {
         fill_normal(host, k * h * d, seed, STREAM_EXPERT, mc->expert_init_std);
-        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", 3, (int64_t[]){k, h, d}, 1,
+        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", "weight", 3, (int64_t[]){k, h, d}, 1,
                        momentum, host, err);
     }
     if (!s) {
         fill_output(host, (int)k, (int)h, (int)c, mc->output_init, seed);
-        s = init_param(m, &m->params[PARAM_OUTPUT], "output.weight", 3, (int64_t[]){k, h, c},
+        s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3, (int64_t[]){k, h, c},
                        mc->train_output, momentum, host, err);
     }
     free(host);
@@ -200,7 +201,7 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
                               backward ? m->dlogits : NULL, m->stats);
     if (backward) {
         pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
-        const int learn_gate = m->has_router && router->trainable && m->gate_mode != PMOE_GATE_ONES;
+        const int learn_gate = pmoe_two_layer_updates(m, PARAM_ROUTER);
         pmoe_combine_shape cs = combine_shape(m, batch);
         op->combine_backward(be, &cs, m->dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
                              output->value.data, m->dhidden, learn_gate ? m->dgate : NULL,
@@ -223,12 +224,16 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
     return PMOE_OK;
 }
 
+int pmoe_two_layer_updates(const pmoe_two_layer *m, int i) {
+    const pmoe_param *p = &m->params[i];
+    if (!p->value.data || !p->trainable) return 0;
+    return i != PARAM_ROUTER || m->gate_mode != PMOE_GATE_ONES; /* G = 1 carries no gradient */
+}
+
 void pmoe_two_layer_sgd(pmoe_two_layer *m, float lr, float momentum, float weight_decay) {
-    const int learn_gate = m->gate_mode != PMOE_GATE_ONES;
     for (int i = 0; i < PARAM_COUNT; i++) {
         pmoe_param *p = &m->params[i];
-        if (!p->value.data || !p->trainable) continue;
-        if (i == PARAM_ROUTER && !learn_gate) continue; /* frozen, or G = 1 carries no gradient */
+        if (!pmoe_two_layer_updates(m, i)) continue;
         m->be->ops->sgd_update(m->be, pmoe_tensor_numel(&p->value), p->value.data, p->grad.data,
                                p->velocity.data, lr, momentum, weight_decay);
     }

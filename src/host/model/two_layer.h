@@ -12,7 +12,8 @@
 #include "pmoe/config.h"
 
 typedef struct pmoe_param {
-    const char *name;
+    const char *name;     /* stable; per-expert tensors are saved as "experts.<s>.<field>" */
+    const char *field;    /* per-expert: the part after the expert id; NULL otherwise */
     pmoe_tensor value, grad, velocity; /* velocity only with momentum */
     int trainable;
 } pmoe_param;
@@ -53,7 +54,11 @@ void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch);
 pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, int64_t *correct,
                                 pmoe_error *err);
 
-/* One SGD step on every trainable parameter. */
+/* Whether the SGD step updates parameter i (trainable, and for the router,
+ * only while its gate carries a gradient). */
+int pmoe_two_layer_updates(const pmoe_two_layer *m, int i);
+
+/* One SGD step on every parameter that pmoe_two_layer_updates() names. */
 void pmoe_two_layer_sgd(pmoe_two_layer *m, float lr, float momentum, float weight_decay);
 
 /* The separate-training router step: forward scores of m->images, the

@@ -1,11 +1,13 @@
-/* train.c: the training loop of the two-layer models (pmoe_train in train.h).
+/* train.c: the training loop of the two-layer models (pmoe_train and
+ * pmoe_eval in train.h).
  *
- * A run: resolve the config against the data (patch size, n, classes), build
- * backend and model, then for each epoch shuffle (an RNG stream per epoch, so
- * any epoch's order is reproducible on its own), compose each batch on the
- * host, copy it in, step, and evaluate. Separate training first runs the
- * router phase on the linear loss, then the main phase with frozen routers
- * and G = 1. */
+ * A run resolves the config against the data (patch size, n, classes),
+ * builds backend and model, and walks its phases: separate training first
+ * runs the router phase on the linear loss, then the main phase with frozen
+ * routers and G = 1. Both phases share one loop. Its position (phase, epoch,
+ * next batch, step counts, the epoch's partial sums) is all a checkpoint
+ * needs besides the weights, because each epoch's shuffle is a pure function
+ * of (train.seed, epoch): a resumed run replays exactly. */
 #include "pmoe/train.h"
 
 #include <math.h>
@@ -18,6 +20,7 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "model/two_layer.h"
+#include "train/checkpoint.h"
 
 enum { STREAM_SHUFFLE = 0x5eed, STREAM_ROUTER_SHUFFLE = 0x5eee };
 
@@ -30,18 +33,24 @@ static double now_seconds(void) {
 typedef struct run {
     const pmoe_config *cfg;
     const pmoe_train_callbacks *cb;
+    const volatile sig_atomic_t *stop;
     pmoe_dataset *train, *test;
+    pmoe_data_source chosen;
     pmoe_backend *be;
     pmoe_two_layer *model;
     int patch;
     int64_t max_batch;
     float *host_images;   /* max_batch composed samples */
+    float *host_scratch;  /* the largest parameter, for gradient checks */
     int32_t *host_labels, *host_selected, *host_pair;
     float *host_weight;
     int64_t *order;       /* the epoch's permutation of the training set */
     pmoe_run_info info;
+    char last_checkpoint[1024];
     double started;
 } run;
+
+/* ---- setup ---- */
 
 /* Checks that need the data: patch size, l <= n, separate-training layout. */
 static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
@@ -83,15 +92,96 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
     return PMOE_OK;
 }
 
-static pmoe_status host_alloc(void **out, size_t bytes, const char *what, pmoe_error *err) {
-    *out = malloc(bytes ? bytes : 1);
-    if (!*out)
-        return pmoe_fail(err, PMOE_ERR_OOM, "out of host memory: %zu bytes asked for %s", bytes,
-                         what);
+static pmoe_status host_alloc(void *out, size_t bytes, const char *what, pmoe_error *err) {
+    void *p = malloc(bytes ? bytes : 1);
+    *(void **)out = p;
+    if (!p)
+        return pmoe_fail(err, PMOE_ERR_OOM,
+                         "out of host memory: %zu bytes asked for %s; reduce train.batch or the "
+                         "data size",
+                         bytes, what);
     return PMOE_OK;
 }
 
-/* Composes samples order[0..count) into the model's image buffer and labels. */
+static void fill_info(run *r) {
+    pmoe_run_info *in = &r->info;
+    const pmoe_two_layer *m = r->model;
+    snprintf(in->data, sizeof in->data, "%s", r->train->description);
+    in->source = r->chosen;
+    snprintf(in->backend, sizeof in->backend, "%s", r->be->name);
+    snprintf(in->model, sizeof in->model, "%s", pmoe_model_type_name(r->cfg->model.type));
+    in->params = pmoe_two_layer_param_count(m);
+    in->train_size = r->train->count;
+    in->test_size = r->test->count;
+    in->patches = m->patch_count;
+    in->patch_dim = m->patch_dim;
+    in->patch = r->patch;
+    in->classes = m->classes;
+    in->experts = m->experts;
+    in->topl = m->topl;
+    in->steps_per_epoch = (r->train->count + r->cfg->train.batch - 1) / r->cfg->train.batch;
+    in->epochs = r->cfg->train.epochs;
+    in->router_epochs = m->has_router && r->cfg->train.mode == PMOE_TRAIN_SEPARATE
+                            ? r->cfg->train.router_epochs
+                            : 0;
+}
+
+/* Data, backend, model and host buffers; undone by close_run. */
+static pmoe_status open_run(run *r, pmoe_error *err) {
+    const pmoe_config *cfg = r->cfg;
+    r->started = now_seconds();
+    r->chosen = cfg->data.source;
+    pmoe_status s = pmoe_config_check(cfg, err);
+    if (!s) s = pmoe_data_open(&cfg->data, &r->train, &r->test, &r->chosen, err);
+    if (!s) s = resolve_against_data(r, err);
+    if (!s) s = pmoe_backend_create(cfg->train.device, cfg->train.threads, &r->be, err);
+    if (!s) {
+        r->max_batch = cfg->train.batch;
+        if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch > r->max_batch)
+            r->max_batch = cfg->train.router_batch;
+        s = pmoe_two_layer_create(r->be, cfg, r->train->channels, r->train->height,
+                                  r->train->width, r->patch, r->train->classes, r->max_batch,
+                                  &r->model, err);
+    }
+    if (s) return s;
+    const pmoe_two_layer *m = r->model;
+    const int64_t B = r->max_batch;
+    const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
+    const size_t per_sample = (size_t)r->train->channels * r->train->height * r->train->width;
+    int64_t largest = 0;
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (m->params[i].value.data && pmoe_tensor_numel(&m->params[i].value) > largest)
+            largest = pmoe_tensor_numel(&m->params[i].value);
+    s = host_alloc(&r->host_images, (size_t)B * per_sample * sizeof(float), "a batch", err);
+    if (!s) s = host_alloc(&r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
+    if (!s) s = host_alloc(&r->host_labels, (size_t)B * 4, "labels", err);
+    if (!s) s = host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
+    if (!s) s = host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
+    if (!s)
+        s = host_alloc(&r->host_selected, (size_t)(B * m->experts * m->topl) * 4,
+                       "the selections", err);
+    if (!s) s = host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
+    if (!s) fill_info(r);
+    return s;
+}
+
+static void close_run(run *r) {
+    free(r->host_images);
+    free(r->host_scratch);
+    free(r->host_labels);
+    free(r->host_pair);
+    free(r->host_weight);
+    free(r->host_selected);
+    free(r->order);
+    pmoe_two_layer_free(r->model);
+    pmoe_backend_destroy(r->be);
+    pmoe_dataset_free(r->train);
+    pmoe_dataset_free(r->test);
+}
+
+/* ---- one batch ---- */
+
+/* Composes samples indices[0..count) into the model's images and labels. */
 static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
                               int64_t count, pmoe_error *err) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
@@ -115,14 +205,47 @@ static pmoe_status poison_batch(run *r, pmoe_error *err) {
     return r->be->copy_in(r->be, r->model->images, &nan, sizeof nan, err);
 }
 
-static pmoe_status check_finite(double loss, const char *phase, int64_t step, int epoch,
-                                pmoe_error *err) {
-    if (isfinite(loss)) return PMOE_OK;
-    return pmoe_fail(err, PMOE_ERR_NONFINITE,
-                     "non-finite loss (%g) in the %s phase at step %lld (epoch %d): the batch "
-                     "or the weights hold NaN or Inf (if the weights diverged, lower train.lr)",
-                     loss, phase, (long long)step, epoch);
+/* The name of the first parameter about to be updated whose gradient holds a
+ * NaN or Inf, or NULL. Costs one copy of the gradients to the host. */
+static pmoe_status first_nonfinite_gradient(run *r, const char **name, pmoe_error *err) {
+    pmoe_two_layer *m = r->model;
+    *name = NULL;
+    for (int i = 0; i < PARAM_COUNT && !*name; i++) {
+        if (!pmoe_two_layer_updates(m, i)) continue;
+        const pmoe_tensor *g = &m->params[i].grad;
+        const int64_t n = pmoe_tensor_numel(g);
+        pmoe_status s = r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
+        if (s) return s;
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(r->host_scratch[j])) {
+                *name = m->params[i].name;
+                break;
+            }
+    }
+    return PMOE_OK;
 }
+
+/* Fills the router phase's per-sample pair and weight: routers (2q, 2q + 1)
+ * learn class pair q; a sample's weight is its sign over its pair's count in
+ * the batch, so every pair sees a batch mean. */
+static pmoe_status set_router_targets(run *r, int64_t count, pmoe_error *err) {
+    const int classes = r->train->classes;
+    int64_t pair_count[PMOE_MAX_REPORTED_EXPERTS] = {0};
+    for (int64_t i = 0; i < count; i++) {
+        r->host_pair[i] = classes == 1 ? 0 : r->host_labels[i] / 2;
+        pair_count[r->host_pair[i]]++;
+    }
+    for (int64_t i = 0; i < count; i++) {
+        const int label = r->host_labels[i];
+        const int positive = classes == 1 ? label == 1 : label % 2 == 0;
+        r->host_weight[i] = (positive ? 1.0f : -1.0f) / (float)pair_count[r->host_pair[i]];
+    }
+    pmoe_status s = r->be->copy_in(r->be, r->model->router_pair, r->host_pair, (size_t)count * 4, err);
+    if (!s) s = r->be->copy_in(r->be, r->model->router_weight, r->host_weight, (size_t)count * 4, err);
+    return s;
+}
+
+/* ---- evaluation ---- */
 
 /* Test accuracy and, where the task knows the deciding patch and the model
  * routes on the same patch grid, router recall: the share of samples whose
@@ -170,228 +293,277 @@ static pmoe_status evaluate(run *r, double *accuracy, double *recall, double *ex
     return PMOE_OK;
 }
 
-/* The separate-training router phase: the linear loss on N_r samples, routers
- * in pairs (2q, 2q + 1); each sample's weight is its sign over its pair's
- * count in the batch, so every pair sees a batch mean. */
-static pmoe_status router_phase(run *r, pmoe_train_result *res, pmoe_error *err) {
-    const pmoe_config *cfg = r->cfg;
-    pmoe_two_layer *m = r->model;
-    const int64_t size = cfg->train.router_size > 0 && cfg->train.router_size < r->train->count
-                             ? cfg->train.router_size
-                             : r->train->count;
-    const int64_t B = cfg->train.router_batch;
-    const int64_t batches = (size + B - 1) / B;
-    const int epochs = cfg->train.router_epochs;
-    const int classes = r->train->classes;
-    pmoe_param *router = &m->params[PARAM_ROUTER];
-    int64_t step = 0;
-    const double began = now_seconds();
-    for (int epoch = 1; epoch <= epochs; epoch++) {
-        const double epoch_began = now_seconds();
-        for (int64_t i = 0; i < size; i++) r->order[i] = i;
-        pmoe_rng rng = pmoe_rng_make(cfg->train.seed, STREAM_ROUTER_SHUFFLE + (uint64_t)epoch * 2);
-        pmoe_rng_shuffle(&rng, r->order, size);
-        double loss_sum = 0.0;
-        for (int64_t bi = 0; bi < batches; bi++) {
-            const int64_t start = bi * B, count = size - start < B ? size - start : B;
-            pmoe_status s = load_batch(r, r->train, r->order + start, count, err);
-            if (s) return s;
-            int64_t pair_count[PMOE_MAX_REPORTED_EXPERTS] = {0};
-            for (int64_t i = 0; i < count; i++) {
-                const int label = r->host_labels[i];
-                r->host_pair[i] = classes == 1 ? 0 : label / 2;
-                pair_count[r->host_pair[i]]++;
-            }
-            for (int64_t i = 0; i < count; i++) {
-                const int label = r->host_labels[i];
-                const int positive = classes == 1 ? label == 1 : label % 2 == 0;
-                r->host_weight[i] = (positive ? 1.0f : -1.0f) / (float)pair_count[r->host_pair[i]];
-            }
-            s = r->be->copy_in(r->be, m->router_pair, r->host_pair, (size_t)count * 4, err);
-            if (!s) s = r->be->copy_in(r->be, m->router_weight, r->host_weight, (size_t)count * 4, err);
-            double loss = 0.0;
-            if (!s) s = pmoe_two_layer_router_loss(m, count, &loss, err);
-            if (!s) s = check_finite(loss, "router", step + 1, epoch, err);
-            if (s) return s;
-            r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
-                                   router->grad.data, router->velocity.data,
-                                   (float)cfg->train.router_lr, (float)cfg->train.momentum,
-                                   (float)cfg->train.weight_decay);
-            step++;
-            loss_sum += loss * (double)count;
-            if (r->cb && r->cb->on_step) {
-                pmoe_step_report sr = {PMOE_PHASE_ROUTER, epoch, epochs, step, bi + 1, batches,
-                                       loss, step * B < size * epoch ? step * B : size * epoch,
-                                       now_seconds() - began};
-                r->cb->on_step(r->cb->user, &sr);
-            }
-        }
-        if (r->cb && r->cb->on_epoch) {
-            pmoe_epoch_report er = {0};
-            er.phase = PMOE_PHASE_ROUTER;
-            er.epoch = epoch;
-            er.epochs = epochs;
-            er.step = step;
-            er.train_loss = loss_sum / (double)size;
-            er.train_acc = er.test_acc = er.router_recall = -1.0;
-            er.seconds = now_seconds() - epoch_began;
-            er.elapsed = now_seconds() - r->started;
-            r->cb->on_epoch(r->cb->user, &er);
-        }
+/* ---- the loop ---- */
+
+typedef struct phase_plan {
+    pmoe_phase phase;
+    int64_t size;      /* samples: the first `size` of the training set */
+    int64_t batch;
+    int epochs;
+    float lr;
+    uint64_t shuffle_stream;
+} phase_plan;
+
+static int64_t global_step(const pmoe_train_position *pos) {
+    return pos->phase == PMOE_PHASE_ROUTER ? pos->step : pos->router_steps + pos->step;
+}
+
+static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_error *err) {
+    const char *dir = r->cfg->train.checkpoint_dir;
+    char path[sizeof r->last_checkpoint];
+    pmoe_status s = pmoe_checkpoint_make_dir(dir, err);
+    if (s) return s;
+    pmoe_checkpoint_path(dir, global_step(pos), path, sizeof path);
+    s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
+    if (s) {
+        /* say what survives: the file named in the message was not replaced */
+        char detail[sizeof err->message];
+        snprintf(detail, sizeof detail, "%s", err->message);
+        return pmoe_fail(err, s, "checkpoint not saved (%s); the last good checkpoint is %s",
+                         detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
     }
-    router->trainable = 0;
-    res->router_steps = step;
+    snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
+    pmoe_checkpoint_prune(dir, r->cfg->train.keep);
     return PMOE_OK;
 }
 
-static pmoe_status main_phase(run *r, pmoe_train_result *res, pmoe_error *err) {
-    const pmoe_config *cfg = r->cfg;
+/* One step on the batch in the model. Sets *nonfinite (with what and where)
+ * instead of updating when the loss or a gradient is NaN or Inf. */
+static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, double *loss,
+                             int64_t *correct, const char **nonfinite, pmoe_error *err) {
     pmoe_two_layer *m = r->model;
-    const int64_t N = r->train->count, B = cfg->train.batch;
-    const int64_t batches = (N + B - 1) / B;
-    const int epochs = cfg->train.epochs;
-    int64_t step = 0;
+    const pmoe_train_config *t = &r->cfg->train;
+    pmoe_status s;
+    *correct = 0;
+    *nonfinite = NULL;
+    if (plan->phase == PMOE_PHASE_ROUTER) {
+        s = set_router_targets(r, count, err);
+        if (!s) s = pmoe_two_layer_router_loss(m, count, loss, err);
+    } else {
+        pmoe_two_layer_forward(m, count);
+        s = pmoe_two_layer_loss(m, 1, loss, correct, err);
+    }
+    if (s) return s;
+    if (!isfinite(*loss)) {
+        *nonfinite = "the loss";
+        return PMOE_OK;
+    }
+    s = first_nonfinite_gradient(r, nonfinite, err);
+    if (s || *nonfinite) return s;
+    if (plan->phase == PMOE_PHASE_ROUTER) {
+        pmoe_param *router = &m->params[PARAM_ROUTER];
+        r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
+                               router->grad.data, router->velocity.data, plan->lr,
+                               (float)t->momentum, (float)t->weight_decay);
+    } else {
+        pmoe_two_layer_sgd(m, plan->lr, (float)t->momentum, (float)t->weight_decay);
+    }
+    return PMOE_OK;
+}
+
+static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
+                         pmoe_epoch_report *er, double epoch_began) {
+    er->phase = plan->phase;
+    er->epoch = pos->epoch;
+    er->epochs = plan->epochs;
+    er->step = pos->step;
+    er->train_loss = pos->loss_sum / (double)plan->size;
+    er->train_acc = plan->phase == PMOE_PHASE_MAIN ? (double)pos->correct_sum / (double)plan->size : -1.0;
+    er->seconds = now_seconds() - epoch_began;
+    er->elapsed = now_seconds() - r->started;
+    if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
+}
+
+/* Runs a phase from *pos to its end, updating *pos as it goes. */
+static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position *pos,
+                             pmoe_train_result *res, pmoe_error *err) {
+    const pmoe_config *cfg = r->cfg;
+    const int64_t batches = (plan->size + plan->batch - 1) / plan->batch;
     const double began = now_seconds();
-    res->test_acc = -1.0;
-    res->router_recall = -1.0;
-    for (int epoch = 1; epoch <= epochs; epoch++) {
+    const int64_t first_step = pos->step;
+    for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
+                                       pos->correct_sum = 0) {
         const double epoch_began = now_seconds();
-        for (int64_t i = 0; i < N; i++) r->order[i] = i;
-        pmoe_rng rng = pmoe_rng_make(cfg->train.seed, STREAM_SHUFFLE + (uint64_t)epoch * 2);
-        pmoe_rng_shuffle(&rng, r->order, N);
-        double loss_sum = 0.0;
-        int64_t correct_sum = 0;
-        for (int64_t bi = 0; bi < batches; bi++) {
-            const int64_t start = bi * B, count = N - start < B ? N - start : B;
+        for (int64_t i = 0; i < plan->size; i++) r->order[i] = i;
+        pmoe_rng rng = pmoe_rng_make(cfg->train.seed, plan->shuffle_stream + (uint64_t)pos->epoch * 2);
+        pmoe_rng_shuffle(&rng, r->order, plan->size);
+        for (; pos->next_batch < batches; pos->next_batch++) {
+            const int64_t start = pos->next_batch * plan->batch;
+            const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
             pmoe_status s = load_batch(r, r->train, r->order + start, count, err);
-            if (!s && step + 1 == cfg->train.fault_nan_step) s = poison_batch(r, err);
+            if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
+                s = poison_batch(r, err);
+            double loss = 0.0;
+            int64_t correct = 0;
+            const char *nonfinite = NULL;
+            if (!s) s = take_step(r, plan, count, &loss, &correct, &nonfinite, err);
             if (s) return s;
-            pmoe_two_layer_forward(m, count);
-            double loss;
-            int64_t correct;
-            s = pmoe_two_layer_loss(m, 1, &loss, &correct, err);
-            if (!s) s = check_finite(loss, "main", step + 1, epoch, err);
-            if (s) return s;
-            pmoe_two_layer_sgd(m, (float)cfg->train.lr, (float)cfg->train.momentum,
-                               (float)cfg->train.weight_decay);
-            step++;
-            loss_sum += loss * (double)count;
-            correct_sum += correct;
+            if (nonfinite && cfg->train.on_nonfinite == PMOE_NONFINITE_STOP)
+                return pmoe_fail(err, PMOE_ERR_NONFINITE,
+                                 "non-finite value (NaN or Inf) in %s%s at step %lld (%s phase, "
+                                 "epoch %d): the batch or the weights hold NaN or Inf (if the "
+                                 "weights diverged, lower the learning rate); the last good "
+                                 "checkpoint is %s",
+                                 nonfinite[0] == 't' ? "" : "the gradient of ", nonfinite,
+                                 (long long)(pos->step + 1),
+                                 plan->phase == PMOE_PHASE_ROUTER ? "router" : "main", pos->epoch,
+                                 r->last_checkpoint[0] ? r->last_checkpoint : "none");
+            pos->step++;
+            if (nonfinite) {
+                pos->skipped++;
+            } else {
+                pos->loss_sum += loss * (double)count;
+                pos->correct_sum += correct;
+            }
             if (r->cb && r->cb->on_step) {
-                pmoe_step_report sr = {PMOE_PHASE_MAIN, epoch, epochs, step, bi + 1, batches,
-                                       loss, (epoch - 1) * N + start + count,
+                pmoe_step_report sr = {plan->phase, pos->epoch, plan->epochs, pos->step,
+                                       pos->next_batch + 1, batches, loss,
+                                       (pos->step - first_step) * plan->batch,
                                        now_seconds() - began};
                 r->cb->on_step(r->cb->user, &sr);
             }
+            pmoe_train_position after = *pos;
+            after.next_batch++;
+            const int stopping = r->stop && *r->stop;
+            const int64_t every = cfg->train.checkpoint_every;
+            if (stopping || (every > 0 && global_step(&after) % every == 0)) {
+                s = save_checkpoint(r, &after, err);
+                if (s) return s;
+            }
+            if (stopping) {
+                *pos = after;
+                return pmoe_fail(err, PMOE_ERR_INTERRUPTED, "stopped after step %lld; checkpoint %s",
+                                 (long long)global_step(pos), r->last_checkpoint);
+            }
         }
-        pmoe_epoch_report er = {0};
-        er.phase = PMOE_PHASE_MAIN;
-        er.epoch = epoch;
-        er.epochs = epochs;
-        er.step = step;
-        er.train_loss = loss_sum / (double)N;
-        er.train_acc = (double)correct_sum / (double)N;
+        pmoe_epoch_report er;
+        memset(&er, 0, sizeof er);
         er.test_acc = er.router_recall = -1.0;
-        if (epoch == epochs || epoch % cfg->train.eval_every == 0) {
+        if (plan->phase == PMOE_PHASE_MAIN &&
+            (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             pmoe_status s = evaluate(r, &er.test_acc, &er.router_recall, er.expert_recall, err);
             if (s) return s;
-            er.experts_reported = er.router_recall >= 0.0
-                                      ? (m->experts < PMOE_MAX_REPORTED_EXPERTS
-                                             ? m->experts
-                                             : PMOE_MAX_REPORTED_EXPERTS)
-                                      : 0;
+            if (er.router_recall >= 0.0)
+                er.experts_reported = r->model->experts < PMOE_MAX_REPORTED_EXPERTS
+                                          ? r->model->experts
+                                          : PMOE_MAX_REPORTED_EXPERTS;
             res->test_acc = er.test_acc;
             res->router_recall = er.router_recall;
         }
-        er.seconds = now_seconds() - epoch_began;
-        er.elapsed = now_seconds() - r->started;
-        res->train_loss = er.train_loss;
-        res->train_acc = er.train_acc;
-        if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, &er);
-    }
-    res->steps = step;
-    if (epochs == 0) { /* still report the untrained model's accuracy */
-        double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
-        return evaluate(r, &res->test_acc, &res->router_recall, expert_recall, err);
+        report_epoch(r, plan, pos, &er, epoch_began);
+        if (plan->phase == PMOE_PHASE_MAIN) {
+            res->train_loss = er.train_loss;
+            res->train_acc = er.train_acc;
+        }
     }
     return PMOE_OK;
 }
 
-static void fill_info(run *r, pmoe_data_source chosen) {
-    pmoe_run_info *in = &r->info;
-    const pmoe_two_layer *m = r->model;
-    snprintf(in->data, sizeof in->data, "%s", r->train->description);
-    in->source = chosen;
-    snprintf(in->backend, sizeof in->backend, "%s", r->be->name);
-    snprintf(in->model, sizeof in->model, "%s", pmoe_model_type_name(r->cfg->model.type));
-    in->params = pmoe_two_layer_param_count(m);
-    in->train_size = r->train->count;
-    in->test_size = r->test->count;
-    in->patches = m->patch_count;
-    in->patch_dim = m->patch_dim;
-    in->patch = r->patch;
-    in->classes = m->classes;
-    in->experts = m->experts;
-    in->topl = m->topl;
-    in->steps_per_epoch = (r->train->count + r->cfg->train.batch - 1) / r->cfg->train.batch;
-    in->epochs = r->cfg->train.epochs;
-    in->router_epochs = m->has_router && r->cfg->train.mode == PMOE_TRAIN_SEPARATE
-                            ? r->cfg->train.router_epochs
-                            : 0;
+static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_result *res,
+                                pmoe_error *err) {
+    const pmoe_train_config *t = &r->cfg->train;
+    pmoe_status s = PMOE_OK;
+    if (r->info.router_epochs > 0 && pos->phase == PMOE_PHASE_ROUTER) {
+        const int64_t size = t->router_size > 0 && t->router_size < r->train->count
+                                 ? t->router_size
+                                 : r->train->count;
+        const phase_plan plan = {PMOE_PHASE_ROUTER, size, t->router_batch, t->router_epochs,
+                                 (float)t->router_lr, STREAM_ROUTER_SHUFFLE};
+        s = run_phase(r, &plan, pos, res, err);
+        if (s) return s;
+        *pos = (pmoe_train_position){PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0};
+    }
+    pos->phase = PMOE_PHASE_MAIN;
+    if (r->info.router_epochs > 0) r->model->params[PARAM_ROUTER].trainable = 0; /* frozen */
+    res->router_steps = pos->router_steps;
+    const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch, t->epochs,
+                             (float)t->lr, STREAM_SHUFFLE};
+    s = run_phase(r, &plan, pos, res, err);
+    res->steps = pos->step;
+    res->skipped_steps = pos->skipped;
+    if (!s && t->epochs == 0) { /* still report the untrained model's accuracy */
+        double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
+        s = evaluate(r, &res->test_acc, &res->router_recall, expert_recall, err);
+    }
+    if (!s && t->checkpoint_every > 0 && global_step(pos) % t->checkpoint_every != 0)
+        s = save_checkpoint(r, pos, err); /* the final state, when the last step left none */
+    return s;
 }
 
 pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callbacks,
-                       pmoe_train_result *result, pmoe_error *err) {
-    run r = {0};
+                       const pmoe_train_options *options, pmoe_train_result *result,
+                       pmoe_error *err) {
+    run r;
+    memset(&r, 0, sizeof r);
     r.cfg = cfg;
     r.cb = callbacks;
-    r.started = now_seconds();
+    r.stop = options ? options->stop : NULL;
     memset(result, 0, sizeof *result);
-    pmoe_data_source chosen = cfg->data.source;
-    pmoe_status s = pmoe_config_check(cfg, err);
-    if (!s) s = pmoe_data_open(&cfg->data, &r.train, &r.test, &chosen, err);
-    if (!s) s = resolve_against_data(&r, err);
-    if (!s) s = pmoe_backend_create(cfg->train.device, cfg->train.threads, &r.be, err);
-    if (!s) {
-        const int separate = cfg->train.mode == PMOE_TRAIN_SEPARATE;
-        r.max_batch = cfg->train.batch;
-        if (separate && cfg->train.router_batch > r.max_batch) r.max_batch = cfg->train.router_batch;
-        s = pmoe_two_layer_create(r.be, cfg, r.train->channels, r.train->height, r.train->width,
-                                  r.patch, r.train->classes, r.max_batch, &r.model, err);
+    result->test_acc = result->router_recall = -1.0;
+    pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0};
+    pmoe_status s = open_run(&r, err);
+    if (!s && options && options->resume) {
+        pmoe_st_file file;
+        s = pmoe_checkpoint_open(options->resume, &file, err);
+        if (!s) {
+            s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
+            if (!s) snprintf(r.last_checkpoint, sizeof r.last_checkpoint, "%s", file.origin);
+            pmoe_safetensors_free(&file);
+        }
+        if (!s && pos.phase == PMOE_PHASE_ROUTER && r.info.router_epochs == 0)
+            s = pmoe_fail(err, PMOE_ERR_CONFIG,
+                          "%s: saved in a router phase, but this config has none "
+                          "(train.mode = %s)",
+                          options->resume, pmoe_train_mode_name(cfg->train.mode));
     }
     if (!s) {
-        const pmoe_two_layer *m = r.model;
-        const int64_t B = r.max_batch;
-        const int64_t most = r.train->count > r.test->count ? r.train->count : r.test->count;
-        const size_t per_sample = (size_t)r.train->channels * r.train->height * r.train->width;
-        s = host_alloc((void **)&r.host_images, (size_t)B * per_sample * sizeof(float), "a batch", err);
-        if (!s) s = host_alloc((void **)&r.host_labels, (size_t)B * 4, "labels", err);
-        if (!s) s = host_alloc((void **)&r.host_pair, (size_t)B * 4, "router pairs", err);
-        if (!s) s = host_alloc((void **)&r.host_weight, (size_t)B * 4, "router weights", err);
-        if (!s)
-            s = host_alloc((void **)&r.host_selected, (size_t)(B * m->experts * m->topl) * 4,
-                           "the selections", err);
-        if (!s) s = host_alloc((void **)&r.order, (size_t)most * sizeof(int64_t), "the order", err);
-    }
-    if (!s) {
-        fill_info(&r, chosen);
         result->info = r.info;
         if (r.cb && r.cb->on_start) r.cb->on_start(r.cb->user, &r.info);
-        if (r.info.router_epochs > 0) s = router_phase(&r, result, err);
+        s = train_phases(&r, &pos, result, err);
     }
-    if (!s) s = main_phase(&r, result, err);
     if (!s) s = r.be->synchronize(r.be, err);
+    result->steps = pos.phase == PMOE_PHASE_MAIN ? pos.step : 0;
+    result->router_steps = pos.phase == PMOE_PHASE_MAIN ? pos.router_steps : pos.step;
+    result->skipped_steps = pos.skipped;
     result->seconds = now_seconds() - r.started;
     if (r.be) result->peak_bytes = r.be->mem.peak_bytes;
-    free(r.host_images);
-    free(r.host_labels);
-    free(r.host_pair);
-    free(r.host_weight);
-    free(r.host_selected);
-    free(r.order);
-    pmoe_two_layer_free(r.model);
-    pmoe_backend_destroy(r.be);
-    pmoe_dataset_free(r.train);
-    pmoe_dataset_free(r.test);
+    snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", r.last_checkpoint);
+    close_run(&r);
+    return s;
+}
+
+pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err) {
+    pmoe_st_file file;
+    pmoe_status s = pmoe_checkpoint_open(path, &file, err);
+    if (s) return s;
+    s = pmoe_checkpoint_config(&file, cfg, err);
+    pmoe_safetensors_free(&file);
+    return s;
+}
+
+pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
+                      pmoe_error *err) {
+    run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    memset(result, 0, sizeof *result);
+    pmoe_st_file file;
+    memset(&file, 0, sizeof file);
+    pmoe_train_position pos;
+    pmoe_status s = open_run(&r, err);
+    if (!s) s = pmoe_checkpoint_open(checkpoint, &file, err);
+    if (!s) s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
+    if (!s) {
+        snprintf(result->checkpoint, sizeof result->checkpoint, "%s", file.origin);
+        result->info = r.info;
+        result->step = global_step(&pos);
+        s = evaluate(&r, &result->test_acc, &result->router_recall, result->expert_recall, err);
+        if (result->router_recall >= 0.0)
+            result->experts_reported = r.model->experts < PMOE_MAX_REPORTED_EXPERTS
+                                           ? r.model->experts
+                                           : PMOE_MAX_REPORTED_EXPERTS;
+    }
+    pmoe_safetensors_free(&file);
+    close_run(&r);
     return s;
 }

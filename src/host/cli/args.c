@@ -1,0 +1,72 @@
+/* args.c: see args.h. */
+#include "cli/args.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "pmoe/train.h"
+
+typedef struct flag_spec {
+    const char *name;
+    unsigned bit;
+    int takes_value;
+} flag_spec;
+
+static const flag_spec FLAGS[] = {
+    {"--log", ARG_LOG, 1},   {"--resume", ARG_RESUME, 1}, {"--checkpoint", ARG_CHECKPOINT, 1},
+    {"--json", ARG_JSON, 0}, {"--quiet", ARG_QUIET, 0},
+};
+
+int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            out->help = 1;
+            continue;
+        }
+        if (!strcmp(a, "--config") || !strcmp(a, "--set")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "pmoe: error: %s needs a value\n", a);
+                return 2;
+            }
+            int is_config = a[2] == 'c';
+            int *count = is_config ? &out->config_count : &out->set_count;
+            if (*count == CLI_MAX_ITEMS) {
+                fprintf(stderr, "pmoe: error: more than %d %s arguments\n", CLI_MAX_ITEMS, a);
+                return 2;
+            }
+            (is_config ? out->config_files : out->sets)[(*count)++] = argv[++i];
+            continue;
+        }
+        const flag_spec *f = NULL;
+        for (size_t j = 0; j < sizeof FLAGS / sizeof FLAGS[0]; j++)
+            if (!strcmp(a, FLAGS[j].name) && (allowed & FLAGS[j].bit)) f = &FLAGS[j];
+        if (!f) {
+            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe %s --help)\n", a, command);
+            return 2;
+        }
+        if (f->takes_value && i + 1 >= argc) {
+            fprintf(stderr, "pmoe: error: %s needs a value\n", a);
+            return 2;
+        }
+        switch (f->bit) {
+        case ARG_LOG: out->log = argv[++i]; break;
+        case ARG_RESUME: out->resume = argv[++i]; break;
+        case ARG_CHECKPOINT: out->checkpoint = argv[++i]; break;
+        case ARG_JSON: out->json = 1; break;
+        case ARG_QUIET: out->quiet = 1; break;
+        }
+    }
+    return 0;
+}
+
+pmoe_status cli_build_config(const cli_args *a, const char *base_checkpoint, pmoe_config *cfg,
+                             pmoe_error *err) {
+    pmoe_status s = PMOE_OK;
+    if (base_checkpoint) s = pmoe_checkpoint_load_config(base_checkpoint, cfg, err);
+    else pmoe_config_default(cfg);
+    for (int i = 0; !s && i < a->config_count; i++) s = pmoe_config_load_file(cfg, a->config_files[i], err);
+    for (int i = 0; !s && i < a->set_count; i++) s = pmoe_config_set(cfg, a->sets[i], err);
+    return s;
+}

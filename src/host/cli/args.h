@@ -1,0 +1,39 @@
+/* args.h: the arguments the pmoe subcommands share.
+ *
+ * Every subcommand that builds a config takes --config FILE (any number,
+ * applied first, in order) and --set section.key=value (applied after, in
+ * order); the rest are flags a subcommand allows or not. */
+#ifndef PMOE_CLI_ARGS_H
+#define PMOE_CLI_ARGS_H
+
+#include "pmoe/config.h"
+
+enum {
+    ARG_LOG = 1 << 0,        /* --log FILE */
+    ARG_RESUME = 1 << 1,     /* --resume PATH */
+    ARG_CHECKPOINT = 1 << 2, /* --checkpoint PATH */
+    ARG_JSON = 1 << 3,       /* --json */
+    ARG_QUIET = 1 << 4,      /* --quiet */
+};
+
+#define CLI_MAX_ITEMS 256
+
+typedef struct cli_args {
+    const char *config_files[CLI_MAX_ITEMS];
+    int config_count;
+    const char *sets[CLI_MAX_ITEMS];
+    int set_count;
+    const char *log, *resume, *checkpoint;
+    int json, quiet, help;
+} cli_args;
+
+/* Parses argv for `command`; prints one line and returns 2 on a bad
+ * argument, else 0. */
+int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out);
+
+/* Defaults (or the config saved in base_checkpoint when not NULL), then the
+ * --config files, then the --set overrides. */
+pmoe_status cli_build_config(const cli_args *a, const char *base_checkpoint, pmoe_config *cfg,
+                             pmoe_error *err);
+
+#endif

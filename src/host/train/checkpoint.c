@@ -1,0 +1,269 @@
+/* checkpoint.c: see checkpoint.h. */
+#include "train/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FORMAT "pmoe-checkpoint-1"
+
+/* One saved tensor: a whole parameter, or one expert's slice of it. */
+typedef struct slice {
+    char name[PMOE_ST_MAX_NAME];
+    const pmoe_param *param;
+    const pmoe_tensor *tensor; /* value or velocity */
+    int64_t offset, count;     /* elements within the tensor */
+    int ndim;
+    int64_t shape[PMOE_ST_MAX_DIMS];
+} slice;
+
+/* Values and velocities, each whole or split into one slice per expert. */
+static size_t max_slices(const pmoe_two_layer *m) {
+    return (size_t)(2 * PARAM_COUNT * (m->experts + 1));
+}
+
+/* Lists what a model saves, in a fixed order. Returns the count. */
+static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity) {
+    int n = 0;
+    for (int kind = 0; kind < (with_velocity ? 2 : 1); kind++)
+        for (int i = 0; i < PARAM_COUNT; i++) {
+            const pmoe_param *p = &m->params[i];
+            const pmoe_tensor *t = kind ? &p->velocity : &p->value;
+            if (!t->data) continue;
+            const char *prefix = kind ? "optimizer.velocity." : "";
+            const int64_t total = pmoe_tensor_numel(t);
+            const int parts = p->field ? (int)t->shape[0] : 1;
+            for (int s = 0; s < parts; s++) {
+                slice *sl = &out[n++];
+                sl->param = p;
+                sl->tensor = t;
+                sl->count = total / parts;
+                sl->offset = s * sl->count;
+                if (p->field) {
+                    snprintf(sl->name, sizeof sl->name, "%sexperts.%d.%s", prefix, s, p->field);
+                    sl->ndim = t->ndim - 1;
+                    memcpy(sl->shape, t->shape + 1, sizeof(int64_t) * (size_t)sl->ndim);
+                } else {
+                    snprintf(sl->name, sizeof sl->name, "%s%s", prefix, p->name);
+                    sl->ndim = t->ndim;
+                    memcpy(sl->shape, t->shape, sizeof(int64_t) * (size_t)sl->ndim);
+                }
+            }
+        }
+    return n;
+}
+
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
+                                 const pmoe_config *cfg, const pmoe_train_position *pos,
+                                 pmoe_error *err) {
+    slice *slices = calloc(max_slices(m), sizeof *slices);
+    pmoe_st_entry *entries = calloc(max_slices(m), sizeof *entries);
+    int n = slices && entries ? list_slices(m, slices, 1) : 0;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += slices[i].count;
+    float *host = malloc((size_t)(total ? total : 1) * sizeof(float));
+    int config_len = pmoe_config_to_ini(cfg, NULL, 0) + 1;
+    char *config = malloc((size_t)config_len);
+    pmoe_status s = PMOE_OK;
+    if (!slices || !entries || !host || !config)
+        s = pmoe_fail(err, PMOE_ERR_OOM, "checkpoint: cannot allocate %lld bytes for %s",
+                      (long long)total * 4, path);
+    int64_t at = 0;
+    for (int i = 0; !s && i < n; i++) {
+        const slice *sl = &slices[i];
+        s = m->be->copy_out(m->be, host + at, sl->tensor->data + sl->offset,
+                            (size_t)sl->count * sizeof(float), err);
+        entries[i].name = sl->name;
+        entries[i].ndim = sl->ndim;
+        memcpy(entries[i].shape, sl->shape, sizeof sl->shape);
+        entries[i].data = host + at;
+        at += sl->count;
+    }
+    if (!s) {
+        pmoe_config_to_ini(cfg, config, config_len);
+        char phase[8], epoch[24], next[24], step[24], router[24], skipped[24], loss[40], correct[24];
+        snprintf(phase, sizeof phase, "%s", pos->phase == PMOE_PHASE_ROUTER ? "router" : "main");
+        snprintf(epoch, sizeof epoch, "%d", pos->epoch);
+        snprintf(next, sizeof next, "%" PRId64, pos->next_batch);
+        snprintf(step, sizeof step, "%" PRId64, pos->step);
+        snprintf(router, sizeof router, "%" PRId64, pos->router_steps);
+        snprintf(skipped, sizeof skipped, "%" PRId64, pos->skipped);
+        snprintf(loss, sizeof loss, "%.17g", pos->loss_sum);
+        snprintf(correct, sizeof correct, "%" PRId64, pos->correct_sum);
+        const pmoe_st_meta meta[] = {
+            {"format", FORMAT},       {"config", config},        {"phase", phase},
+            {"epoch", epoch},         {"next_batch", next},      {"step", step},
+            {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
+            {"epoch_correct_sum", correct},
+            {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
+        };
+        s = pmoe_safetensors_write(path, entries, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    }
+    free(slices);
+    free(entries);
+    free(host);
+    free(config);
+    return s;
+}
+
+void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size) {
+    snprintf(out, out_size, "%s/step-%09" PRId64 ".safetensors", dir, global_step);
+}
+
+/* The newest "step-*.safetensors" in dir, or "" when none. */
+static void newest_in(const char *dir, char *out, size_t out_size) {
+    out[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char best[256] = "";
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "step-", 5) == 0 && len > 17 && len < sizeof best &&
+            strcmp(e->d_name + len - 12, ".safetensors") == 0 && strcmp(e->d_name, best) > 0)
+            snprintf(best, sizeof best, "%s", e->d_name);
+    }
+    closedir(d);
+    if (best[0]) snprintf(out, out_size, "%s/%s", dir, best);
+}
+
+pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_error *err) {
+    char chosen[4096];
+    struct stat st;
+    snprintf(chosen, sizeof chosen, "%s", path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        newest_in(path, chosen, sizeof chosen);
+        if (!chosen[0])
+            return pmoe_fail(err, PMOE_ERR_IO, "%s: no step-*.safetensors checkpoint in this folder",
+                             path);
+    }
+    pmoe_status s = pmoe_safetensors_read(chosen, file, err);
+    if (s) return s;
+    const char *format = pmoe_safetensors_meta(file, "format");
+    if (!format || strcmp(format, FORMAT) != 0) {
+        pmoe_safetensors_free(file);
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: not a pmoe checkpoint (metadata 'format' is %s, expected %s)", chosen,
+                         format ? format : "missing", FORMAT);
+    }
+    return PMOE_OK;
+}
+
+pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err) {
+    const char *text = pmoe_safetensors_meta(file, "config");
+    if (!text) return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: the metadata holds no config", file->origin);
+    pmoe_config_default(cfg);
+    char origin[600];
+    snprintf(origin, sizeof origin, "%s (saved config)", file->origin);
+    return pmoe_config_apply_ini(cfg, text, origin, err);
+}
+
+/* Reads an integer metadata value. */
+static pmoe_status meta_int(const pmoe_st_file *f, const char *key, int64_t *out, pmoe_error *err) {
+    const char *v = pmoe_safetensors_meta(f, key);
+    char *end = NULL;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || end == v || *end || errno || x < 0)
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata '%s' is %s, expected a count",
+                         f->origin, key, v ? v : "missing");
+    *out = x;
+    return PMOE_OK;
+}
+
+static void shape_text(int ndim, const int64_t *shape, char *out, size_t size) {
+    size_t used = (size_t)snprintf(out, size, "[");
+    for (int i = 0; i < ndim && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (used < size) snprintf(out + used, size - used, "]");
+}
+
+pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_two_layer *m,
+                                    pmoe_train_position *pos, pmoe_error *err) {
+    slice *slices = calloc(max_slices(m), sizeof *slices);
+    if (!slices) return pmoe_fail(err, PMOE_ERR_OOM, "checkpoint: out of memory");
+    const int n = list_slices(m, slices, 1);
+    pmoe_status s = PMOE_OK;
+    for (int i = 0; !s && i < n; i++) {
+        const slice *sl = &slices[i];
+        const int is_velocity = sl->tensor == &sl->param->velocity;
+        const pmoe_st_tensor *t = pmoe_safetensors_find(file, sl->name);
+        float *dst = sl->tensor->data + sl->offset;
+        if (!t && is_velocity) { /* saved without momentum: start from rest */
+            m->be->fill(m->be, dst, 0.0f, sl->count);
+            continue;
+        }
+        if (!t) {
+            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no tensor '%s' (the model has %d experts)",
+                          file->origin, sl->name, m->experts);
+            break;
+        }
+        int same = t->ndim == sl->ndim;
+        for (int d = 0; same && d < sl->ndim; d++) same = t->shape[d] == sl->shape[d];
+        if (!same) {
+            char have[96], want[96];
+            shape_text(t->ndim, t->shape, have, sizeof have);
+            shape_text(sl->ndim, sl->shape, want, sizeof want);
+            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
+                          file->origin, sl->name, have, want);
+            break;
+        }
+        s = m->be->copy_in(m->be, dst, t->data, (size_t)sl->count * sizeof(float), err);
+    }
+    free(slices);
+    if (s || !pos) return s;
+    memset(pos, 0, sizeof *pos);
+    const char *phase = pmoe_safetensors_meta(file, "phase");
+    if (!phase || (strcmp(phase, "router") && strcmp(phase, "main")))
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'phase' is %s, expected router or main",
+                         file->origin, phase ? phase : "missing");
+    pos->phase = strcmp(phase, "router") == 0 ? PMOE_PHASE_ROUTER : PMOE_PHASE_MAIN;
+    int64_t epoch = 0;
+    s = meta_int(file, "epoch", &epoch, err);
+    if (!s) s = meta_int(file, "next_batch", &pos->next_batch, err);
+    if (!s) s = meta_int(file, "step", &pos->step, err);
+    if (!s) s = meta_int(file, "router_steps", &pos->router_steps, err);
+    if (!s) s = meta_int(file, "skipped_steps", &pos->skipped, err);
+    if (!s) s = meta_int(file, "epoch_correct_sum", &pos->correct_sum, err);
+    if (s) return s;
+    pos->epoch = (int)epoch;
+    const char *loss = pmoe_safetensors_meta(file, "epoch_loss_sum");
+    char *end = NULL;
+    pos->loss_sum = loss ? strtod(loss, &end) : 0.0;
+    if (!loss || end == loss || *end)
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'epoch_loss_sum' is %s", file->origin,
+                         loss ? loss : "missing");
+    return PMOE_OK;
+}
+
+void pmoe_checkpoint_prune(const char *dir, int keep) {
+    if (keep <= 0) return;
+    for (;;) { /* count, then delete the oldest, until keep remain */
+        DIR *d = opendir(dir);
+        if (!d) return;
+        int count = 0;
+        char oldest[256] = "";
+        for (struct dirent *e; (e = readdir(d));) {
+            size_t len = strlen(e->d_name);
+            if (strncmp(e->d_name, "step-", 5) || len < 18 || len >= sizeof oldest ||
+                strcmp(e->d_name + len - 12, ".safetensors"))
+                continue;
+            count++;
+            if (!oldest[0] || strcmp(e->d_name, oldest) < 0) snprintf(oldest, sizeof oldest, "%s", e->d_name);
+        }
+        closedir(d);
+        if (count <= keep) return;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, oldest);
+        if (remove(path) != 0) return;
+    }
+}
+
+pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return PMOE_OK;
+    return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create the checkpoint folder: %s", dir,
+                     strerror(errno));
+}

@@ -1,0 +1,57 @@
+/* checkpoint.h: saving and restoring a training run in safetensors files.
+ *
+ * A checkpoint holds every parameter by a stable name (experts by global
+ * expert id: "experts.3.weight", "experts.3.output"), the optimizer's
+ * velocities ("optimizer.velocity.<name>"), and in its metadata the full
+ * config as INI text and the run's position: phase, epoch, next batch, step
+ * counts and the epoch's partial sums. The random state needs no bytes of
+ * its own: every draw is a pure function of (train.seed, stream, counter),
+ * so the position alone restarts the shuffle exactly. Together these make a
+ * resumed run bit-identical to one left alone. */
+#ifndef PMOE_TRAIN_CHECKPOINT_H
+#define PMOE_TRAIN_CHECKPOINT_H
+
+#include "core/safetensors.h"
+#include "model/two_layer.h"
+#include "pmoe/config.h"
+#include "pmoe/train.h"
+
+typedef struct pmoe_train_position {
+    int phase;            /* pmoe_phase */
+    int epoch;            /* the epoch in progress, 1-based */
+    int64_t next_batch;   /* the next batch of that epoch to run, 0-based */
+    int64_t step;         /* steps done in this phase */
+    int64_t router_steps; /* steps done by the router phase */
+    int64_t skipped;      /* steps skipped for non-finite values */
+    double loss_sum;      /* the epoch so far: summed sample losses */
+    int64_t correct_sum;  /* the epoch so far: correct predictions */
+} pmoe_train_position;
+
+/* Writes path atomically (the previous file of that name stays whole on any
+ * failure). */
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
+                                 const pmoe_config *cfg, const pmoe_train_position *pos,
+                                 pmoe_error *err);
+
+/* Reads a checkpoint file, or the newest checkpoint in a folder, and checks
+ * that it is a pmoe checkpoint. The path used is kept in file->origin. */
+pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_error *err);
+
+/* The saved config (defaults, then the saved INI text). */
+pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err);
+
+/* Copies the saved parameters (and velocities, when the model has them)
+ * into m, checking every name and shape; fills pos when not NULL. */
+pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_two_layer *m,
+                                    pmoe_train_position *pos, pmoe_error *err);
+
+/* "<dir>/step-<global step, 9 digits>.safetensors" */
+void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size);
+
+/* Deletes all but the newest `keep` checkpoints in dir. */
+void pmoe_checkpoint_prune(const char *dir, int keep);
+
+/* Creates dir (one level) if missing. */
+pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err);
+
+#endif
