@@ -310,6 +310,7 @@ static void test_synthetic_patterns_and_samples(void) {
     const int n = cfg.synthetic_patches, d = cfg.synthetic_dim, p = cfg.synthetic_clusters;
     CHECK(train->channels == d && train->height == 1 && train->width == n);
     CHECK(train->classes == 1 && train->decisive_patch_size == 1 && train->count == 101);
+    CHECK(train->default_patch == 1 && test->default_patch == 1);
     CHECK(test->count == 50 && train->decisive_patch && test->decisive_patch);
 
     const double *o1 = pmoe_synthetic_pattern(train, 0), *o2 = pmoe_synthetic_pattern(train, 1);
@@ -563,6 +564,7 @@ static void test_mosaic(const char *dir) {
     if (st) return;
     CHECK(train->channels == 1 && train->height == 112 && train->width == 112);
     CHECK(train->classes == 1 && train->decisive_patch_size == ITEM);
+    CHECK(train->default_patch == ITEM && test->default_patch == ITEM);
     CHECK(train->count == 60 && test->count == 31 && test->height == 112);
     CHECK(check_mosaic(train, 0, TRAIN_ITEMS, 1, 0) == 0);
     CHECK(check_mosaic(test, 1, TEST_ITEMS, 1, 0) == 0);
@@ -710,7 +712,7 @@ static void test_idx_dataset(const char *dir) {
     if (st) return;
     CHECK(train->count == TRAIN_ITEMS && test->count == 7 && train->classes == 10);
     CHECK(train->channels == 1 && train->height == ITEM && train->width == ITEM);
-    CHECK(train->decisive_patch == NULL);
+    CHECK(train->decisive_patch == NULL && train->default_patch == 7);
     float x[ITEM * ITEM];
     int64_t broken = 0;
     for (int64_t i = 0; i < train->count; i++) {

@@ -1,0 +1,282 @@
+/* test_checkpoint.c: checkpoints, resume and the guards around them.
+ *
+ * - safetensors: write, read back every tensor and metadata bit for bit;
+ *   every malformed header is rejected with the origin and an offset;
+ * - a model saved and restored into a differently seeded model is equal;
+ * - resume is bit-exact: a run stopped at step 37 of 100 and resumed gives
+ *   the losses of the run left alone (main phase with momentum, and inside
+ *   the router phase of separate training);
+ * - a NaN stops the run, names the step and the last good checkpoint, which
+ *   still loads; train.on_nonfinite = skip carries on;
+ * - a full disk (RLIMIT_FSIZE) while saving leaves the previous checkpoint;
+ * - train.keep prunes to the newest; pmoe_eval matches the run's accuracy. */
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/safetensors.h"
+#include "pmoe/train.h"
+#include "test_util.h"
+
+#define MAX_STEPS 2048
+
+typedef struct trace {
+    int64_t steps;
+    double loss[MAX_STEPS];
+    int64_t stop_at; /* set *stop when this step is reported */
+    volatile sig_atomic_t *stop;
+} trace;
+
+static void on_step(void *user, const pmoe_step_report *r) {
+    trace *t = user;
+    if (t->steps < MAX_STEPS) t->loss[t->steps] = r->loss;
+    t->steps++;
+    if (t->stop && t->steps == t->stop_at) *t->stop = 1;
+}
+
+static char tmp[512];
+
+static void base_config(pmoe_config *cfg, const char *dir) {
+    pmoe_config_default(cfg);
+    pmoe_config_set(cfg, "data.source=synthetic", NULL);
+    pmoe_config_set(cfg, "data.train_size=200", NULL); /* 10 steps per epoch */
+    pmoe_config_set(cfg, "data.test_size=100", NULL);
+    pmoe_config_set(cfg, "train.epochs=10", NULL);
+    pmoe_config_set(cfg, "train.momentum=0.9", NULL);
+    pmoe_config_set(cfg, "train.lr=0.05", NULL);
+    char set[1100];
+    snprintf(set, sizeof set, "train.checkpoint_dir=%s/%s", tmp, dir);
+    pmoe_config_set(cfg, set, NULL);
+}
+
+static pmoe_status train(const pmoe_config *cfg, trace *t, const char *resume,
+                         pmoe_train_result *res, pmoe_error *err) {
+    pmoe_train_callbacks cb = {t, NULL, on_step, NULL};
+    pmoe_train_options opt = {resume, t->stop};
+    return pmoe_train(cfg, &cb, &opt, res, err);
+}
+
+static int count_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".safetensors") != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_safetensors_format(void) {
+    float a[6] = {1, -2, 3.5f, NAN, 1e-30f, 7}, b[1] = {42};
+    pmoe_st_entry e[] = {{"alpha", 2, {2, 3}, a}, {"beta.x", 1, {1}, b}, {"empty", 1, {0}, a}};
+    pmoe_st_meta meta[] = {{"note", "hello \"world\"\n"}, {"n", "17"}};
+    char path[600];
+    snprintf(path, sizeof path, "%s/t.safetensors", tmp);
+    pmoe_error err = {PMOE_OK, ""};
+    CHECK(pmoe_safetensors_write(path, e, 3, meta, 2, &err) == PMOE_OK);
+    pmoe_st_file f;
+    CHECK_MSG(pmoe_safetensors_read(path, &f, &err) == PMOE_OK, "%s", err.message);
+    const pmoe_st_tensor *ta = pmoe_safetensors_find(&f, "alpha"), *tb = pmoe_safetensors_find(&f, "beta.x");
+    CHECK(ta && ta->ndim == 2 && ta->shape[0] == 2 && ta->shape[1] == 3 && ta->count == 6 &&
+          memcmp(ta->data, a, sizeof a) == 0);
+    CHECK(tb && tb->count == 1 && tb->data[0] == 42.0f);
+    CHECK(pmoe_safetensors_find(&f, "empty") && pmoe_safetensors_find(&f, "empty")->count == 0);
+    CHECK(!pmoe_safetensors_find(&f, "gamma"));
+    CHECK(pmoe_safetensors_meta(&f, "note") && !strcmp(pmoe_safetensors_meta(&f, "note"), "hello \"world\"\n"));
+    pmoe_safetensors_free(&f);
+
+    /* Malformed files: each rejected with its origin and an offset. */
+    struct {
+        const char *json;
+        const char *needle;
+    } bad[] = {
+        {"{\"a\"", "not valid JSON"},
+        {"[1,2]", "not a JSON object"},
+        {"{\"t\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,2]}}", "expected dtype F32"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1],\"data_offsets\":[0,4]}}", "shape"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", "shape"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", "data_offsets"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", "data_offsets"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", "data_offsets"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "appears twice"},
+        {"{\"__metadata__\":{\"a\":1}}", "not a string"},
+        {"{\"__metadata__\":[]}", "not an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t buf[512];
+        size_t len = strlen(bad[i].json);
+        for (int j = 0; j < 8; j++) buf[j] = (uint8_t)(len >> (8 * j));
+        memcpy(buf + 8, bad[i].json, len);
+        memset(buf + 8 + len, 0, 4); /* 4 data bytes */
+        pmoe_status s = pmoe_safetensors_parse(buf, 8 + len + 4, "bad.st", &f, &err);
+        CHECK_MSG(s == PMOE_ERR_FORMAT && strstr(err.message, "bad.st: offset") &&
+                      strstr(err.message, bad[i].needle),
+                  "case %zu: status %d, '%s'", i, s, err.message);
+    }
+    uint8_t tiny[12] = {255, 255, 255, 255, 0, 0, 0, 0, '{', '}', 0, 0};
+    CHECK(pmoe_safetensors_parse(tiny, 5, "short.st", &f, &err) == PMOE_ERR_FORMAT &&
+          strstr(err.message, "too short"));
+    CHECK(pmoe_safetensors_parse(tiny, 12, "huge.st", &f, &err) == PMOE_ERR_FORMAT &&
+          strstr(err.message, "does not fit"));
+    CHECK(pmoe_safetensors_read("/nonexistent/x.st", &f, &err) == PMOE_ERR_IO);
+}
+
+static void test_resume_main_phase(void) {
+    static trace whole, first, rest;
+    pmoe_config cfg;
+    pmoe_train_result res_whole, res;
+    pmoe_error err = {PMOE_OK, ""};
+    base_config(&cfg, "whole");
+    pmoe_config_set(&cfg, "train.checkpoint_every=50", NULL); /* saves the final state */
+    CHECK_MSG(train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
+    CHECK(whole.steps == 100);
+
+    volatile sig_atomic_t stop = 0;
+    base_config(&cfg, "resume");
+    pmoe_config_set(&cfg, "train.checkpoint_every=50", NULL);
+    first.stop = &stop;
+    first.stop_at = 37;
+    pmoe_status s = train(&cfg, &first, NULL, &res, &err);
+    CHECK_MSG(s == PMOE_ERR_INTERRUPTED && first.steps == 37, "status %d after %lld steps: %s", s,
+              (long long)first.steps, err.message);
+    CHECK(strstr(res.last_checkpoint, "step-000000037.safetensors") != NULL);
+
+    /* Resume from the folder (its newest checkpoint), with the saved config. */
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/resume", tmp);
+    pmoe_config saved;
+    CHECK(pmoe_checkpoint_load_config(dir, &saved, &err) == PMOE_OK);
+    CHECK(saved.train.momentum == 0.9 && saved.data.train_size == 200);
+    s = train(&saved, &rest, dir, &res, &err);
+    CHECK_MSG(s == PMOE_OK, "%s", err.message);
+    CHECK(rest.steps == 63 && res.steps == 100);
+    int same = first.steps + rest.steps == whole.steps;
+    for (int64_t i = 0; same && i < 37; i++) same = first.loss[i] == whole.loss[i];
+    for (int64_t i = 0; same && i < 63; i++) same = rest.loss[i] == whole.loss[37 + i];
+    CHECK_MSG(same, "resumed losses differ from the uninterrupted run");
+    CHECK(res.test_acc == res_whole.test_acc && res.train_loss == res_whole.train_loss);
+
+    /* The final parameters agree too: evaluate both final states. */
+    pmoe_eval_result ev;
+    s = pmoe_eval(&saved, dir, &ev, &err);
+    CHECK_MSG(s == PMOE_OK && ev.test_acc == res_whole.test_acc && ev.step == 100,
+              "eval: status %d acc %g (run %g) step %lld: %s", s, ev.test_acc, res_whole.test_acc,
+              (long long)ev.step, err.message);
+}
+
+static void test_resume_router_phase(void) {
+    static trace whole, first, rest;
+    pmoe_config cfg;
+    pmoe_train_result res_whole, res;
+    pmoe_error err = {PMOE_OK, ""};
+    const char *sets[] = {"train.mode=separate", "model.experts=2", "model.topl=2",
+                          "train.router_epochs=3", "train.epochs=2", "train.momentum=0"};
+    base_config(&cfg, "sep-whole");
+    for (int i = 0; i < 6; i++) pmoe_config_set(&cfg, sets[i], NULL);
+    CHECK_MSG(train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
+    CHECK(whole.steps == 50 && res_whole.router_steps == 30);
+    volatile sig_atomic_t stop = 0;
+    base_config(&cfg, "sep");
+    for (int i = 0; i < 6; i++) pmoe_config_set(&cfg, sets[i], NULL);
+    first.stop = &stop;
+    first.stop_at = 17; /* inside the router phase */
+    CHECK(train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
+    CHECK(train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK);
+    int same = first.steps == 17 && rest.steps == 33;
+    for (int64_t i = 0; same && i < 17; i++) same = first.loss[i] == whole.loss[i];
+    for (int64_t i = 0; same && i < 33; i++) same = rest.loss[i] == whole.loss[17 + i];
+    CHECK_MSG(same, "separate training: resumed losses differ");
+    CHECK(res.router_steps == 30 && res.steps == 20 && res.test_acc == res_whole.test_acc);
+}
+
+static void test_guards(void) {
+    pmoe_config cfg;
+    pmoe_train_result res;
+    pmoe_error err = {PMOE_OK, ""};
+    trace t;
+    memset(&t, 0, sizeof t);
+
+    /* NaN at step 12 with checkpoints every 5: stops, names step 12 and step 10's file. */
+    base_config(&cfg, "nan");
+    pmoe_config_set(&cfg, "train.checkpoint_every=5", NULL);
+    pmoe_config_set(&cfg, "train.fault_nan_step=12", NULL);
+    pmoe_status s = train(&cfg, &t, NULL, &res, &err);
+    CHECK_MSG(s == PMOE_ERR_NONFINITE && strstr(err.message, "step 12") &&
+                  strstr(err.message, "step-000000010.safetensors"),
+              "%d: %s", s, err.message);
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/nan", tmp);
+    pmoe_eval_result ev;
+    CHECK(pmoe_eval(&cfg, dir, &ev, &err) == PMOE_OK && ev.step == 10);
+
+    /* skip: the bad step's update is dropped and the run completes. */
+    memset(&t, 0, sizeof t);
+    pmoe_config_set(&cfg, "train.on_nonfinite=skip", NULL);
+    pmoe_config_set(&cfg, "train.checkpoint_every=0", NULL);
+    s = train(&cfg, &t, NULL, &res, &err);
+    CHECK_MSG(s == PMOE_OK && res.skipped_steps == 1 && res.steps == 100, "%d %lld: %s", s,
+              (long long)res.skipped_steps, err.message);
+    CHECK(isfinite(res.train_loss));
+
+    /* keep = 3 of 10 checkpoints, the newest. */
+    memset(&t, 0, sizeof t);
+    base_config(&cfg, "keep");
+    pmoe_config_set(&cfg, "train.epochs=1", NULL);
+    pmoe_config_set(&cfg, "train.checkpoint_every=1", NULL);
+    pmoe_config_set(&cfg, "train.keep=3", NULL);
+    CHECK(train(&cfg, &t, NULL, &res, &err) == PMOE_OK);
+    snprintf(dir, sizeof dir, "%s/keep", tmp);
+    CHECK_MSG(count_checkpoints(dir) == 3, "%d checkpoints kept", count_checkpoints(dir));
+    char path[800];
+    snprintf(path, sizeof path, "%s/step-000000010.safetensors", dir);
+    CHECK(access(path, R_OK) == 0);
+    snprintf(path, sizeof path, "%s/step-000000007.safetensors", dir);
+    CHECK(access(path, R_OK) != 0);
+
+    /* A full disk: the file-size limit makes the second save fail; the first stays. */
+    memset(&t, 0, sizeof t);
+    base_config(&cfg, "full");
+    pmoe_config_set(&cfg, "train.epochs=1", NULL);
+    pmoe_config_set(&cfg, "train.checkpoint_every=5", NULL);
+    CHECK(train(&cfg, &t, NULL, &res, &err) == PMOE_OK);
+    snprintf(dir, sizeof dir, "%s/full", tmp);
+    pmoe_config_set(&cfg, "train.epochs=2", NULL);
+    struct rlimit old, tiny = {4096, 0};
+    getrlimit(RLIMIT_FSIZE, &old);
+    tiny.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &tiny);
+    memset(&t, 0, sizeof t);
+    s = train(&cfg, &t, dir, &res, &err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    CHECK_MSG(s == PMOE_ERR_IO && strstr(err.message, "checkpoint not saved") &&
+                  strstr(err.message, "step-000000010.safetensors is") == NULL &&
+                  strstr(err.message, "last good checkpoint is") &&
+                  strstr(err.message, "step-000000010.safetensors"),
+              "%d: %s", s, err.message);
+    CHECK(pmoe_eval(&cfg, dir, &ev, &err) == PMOE_OK && ev.step == 10);
+    CHECK(count_checkpoints(dir) == 2); /* steps 5 and 10, no temporary left */
+
+    /* A checkpoint does not load into a model of another shape. */
+    pmoe_config_set(&cfg, "model.experts=4", NULL);
+    s = pmoe_eval(&cfg, dir, &ev, &err);
+    CHECK_MSG(s == PMOE_ERR_FORMAT && strstr(err.message, "router.weight") &&
+                  strstr(err.message, "shape"),
+              "%d: %s", s, err.message);
+}
+
+int main(void) {
+    make_temp_dir(tmp, sizeof tmp);
+    test_safetensors_format();
+    test_resume_main_phase();
+    test_resume_router_phase();
+    test_guards();
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return test_finish("test_checkpoint");
+}
