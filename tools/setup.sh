@@ -8,7 +8,8 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev zlib1g-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(python3 gzip)
+  # PyTorch and numpy: the reference in the checkpoint test (it is skipped without them)
+  packages+=(python3 python3-pip python3-numpy python3-torch gzip)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -22,4 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c "import safetensors" 2>/dev/null; then
+  # Not packaged by Debian; its test reports skipped if this install fails.
+  $SUDO /usr/bin/python3 -m pip install -q --break-system-packages safetensors ||
+    echo "setup: could not install the safetensors Python package; its test will be skipped"
 fi
