@@ -44,6 +44,15 @@ typedef struct pmoe_step_report {
     double elapsed;              /* seconds since the phase began */
 } pmoe_step_report;
 
+/* Where the experts' picks fell over the test set. Every expert takes l
+ * patches of every sample, so each row of by_position sums to samples * l. */
+typedef struct pmoe_expert_load {
+    int experts, positions, classes; /* 0 experts: not measured */
+    const int64_t *by_position;      /* experts x positions */
+    const int64_t *by_class;         /* experts x classes (binary: 0 is y = -1, 1 is y = +1) */
+    int64_t samples;
+} pmoe_expert_load;
+
 typedef struct pmoe_epoch_report {
     pmoe_phase phase;
     int epoch, epochs;
@@ -54,6 +63,7 @@ typedef struct pmoe_epoch_report {
     double router_recall;  /* -1 when the task has no deciding patch or no router */
     int experts_reported;
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
+    pmoe_expert_load load; /* valid during the callback, when evaluated */
     double seconds;        /* this epoch, evaluation included */
     double elapsed;        /* since the run began */
 } pmoe_epoch_report;
@@ -110,6 +120,29 @@ typedef struct pmoe_eval_result {
  * data cfg describes. */
 pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
                       pmoe_error *err);
+
+/* What a saved model's routers pick: the first `samples` test images with
+ * their selections and gate values, and the per-expert counts by patch
+ * position over the whole test set. Free with pmoe_routing_free. */
+typedef struct pmoe_routing {
+    pmoe_run_info info;
+    int channels, height, width, patch; /* the image and the patch grid */
+    int grid_rows, grid_cols;           /* n = grid_rows * grid_cols */
+    int experts, topl, classes;
+    int samples;
+    float *images;      /* samples x C x H x W, as the model saw them */
+    int32_t *labels;    /* samples */
+    int32_t *decisive;  /* samples: the deciding patch, -1 when the task has none */
+    int32_t *selected;  /* samples x k x l, best first */
+    float *gate;        /* samples x k x l */
+    int64_t *by_position; /* k x n: picks per position over the test set */
+    int64_t test_size;
+    double test_acc, router_recall;
+} pmoe_routing;
+
+pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int samples,
+                       pmoe_routing *out, pmoe_error *err);
+void pmoe_routing_free(pmoe_routing *routing);
 
 #ifdef __cplusplus
 }

@@ -45,6 +45,8 @@ typedef struct run {
     int32_t *host_labels, *host_selected, *host_pair;
     float *host_weight;
     int64_t *order;       /* the epoch's permutation of the training set */
+    int64_t *load_position, *load_class; /* experts x n, experts x classes (routing models) */
+    int load_classes;     /* 2 for binary tasks, else the class count */
     pmoe_run_info info;
     char last_checkpoint[1024];
     double started;
@@ -161,6 +163,13 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
         s = host_alloc(&r->host_selected, (size_t)(B * m->experts * m->topl) * 4,
                        "the selections", err);
     if (!s) s = host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
+    r->load_classes = m->classes == 1 ? 2 : m->classes;
+    if (!s)
+        s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(m->experts * m->patch_count),
+                       "expert load", err);
+    if (!s)
+        s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(m->experts * r->load_classes),
+                       "expert load", err);
     if (!s) fill_info(r);
     return s;
 }
@@ -173,6 +182,8 @@ static void close_run(run *r) {
     free(r->host_weight);
     free(r->host_selected);
     free(r->order);
+    free(r->load_position);
+    free(r->load_class);
     pmoe_two_layer_free(r->model);
     pmoe_backend_destroy(r->be);
     pmoe_dataset_free(r->train);
@@ -205,13 +216,17 @@ static pmoe_status poison_batch(run *r, pmoe_error *err) {
     return r->be->copy_in(r->be, r->model->images, &nan, sizeof nan, err);
 }
 
-/* The name of the first parameter about to be updated whose gradient holds a
- * NaN or Inf, or NULL. Costs one copy of the gradients to the host. */
-static pmoe_status first_nonfinite_gradient(run *r, const char **name, pmoe_error *err) {
+/* The name of the first parameter about to be updated in this phase whose
+ * gradient holds a NaN or Inf, or NULL. Costs one copy of the gradients to
+ * the host. */
+static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, const char **name,
+                                            pmoe_error *err) {
     pmoe_two_layer *m = r->model;
     *name = NULL;
     for (int i = 0; i < PARAM_COUNT && !*name; i++) {
-        if (!pmoe_two_layer_updates(m, i)) continue;
+        const int updated = phase == PMOE_PHASE_ROUTER ? i == PARAM_ROUTER
+                                                       : pmoe_two_layer_updates(m, i);
+        if (!updated) continue;
         const pmoe_tensor *g = &m->params[i].grad;
         const int64_t n = pmoe_tensor_numel(g);
         pmoe_status s = r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
@@ -247,18 +262,33 @@ static pmoe_status set_router_targets(run *r, int64_t count, pmoe_error *err) {
 
 /* ---- evaluation ---- */
 
-/* Test accuracy and, where the task knows the deciding patch and the model
- * routes on the same patch grid, router recall: the share of samples whose
- * deciding patch is among the l picks of at least one expert (and per expert). */
-static pmoe_status evaluate(run *r, double *accuracy, double *recall, double *expert_recall,
-                            pmoe_error *err) {
+/* What one pass over the test set measures. */
+typedef struct eval_stats {
+    double accuracy;
+    double recall;         /* -1 when not measured */
+    double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
+    int measured_load;     /* the model routes: load is filled */
+    pmoe_routing *keep;    /* when not NULL: the first keep->samples samples are copied here */
+} eval_stats;
+
+/* Test accuracy; where the model routes, per-expert load by position and by
+ * class (into r->load_*); and where the task knows the deciding patch and the
+ * model routes on the same patch grid, router recall: the share of samples
+ * whose deciding patch is among the l picks of at least one expert (and per
+ * expert). */
+static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
     pmoe_two_layer *m = r->model;
     const pmoe_dataset *ds = r->test;
-    const int k = m->experts, l = m->topl;
-    const int measure_recall = m->has_router && ds->decisive_patch &&
-                               ds->decisive_patch_size == r->patch;
+    const int k = m->experts, l = m->topl, n = m->patch_count, c = r->load_classes;
+    const int routes = m->has_router;
+    const int measure_recall = routes && ds->decisive_patch && ds->decisive_patch_size == r->patch;
+    const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
     int64_t correct_total = 0, recalled_any = 0;
     int64_t recalled[PMOE_MAX_REPORTED_EXPERTS] = {0};
+    if (routes) {
+        memset(r->load_position, 0, sizeof(int64_t) * (size_t)(k * n));
+        memset(r->load_class, 0, sizeof(int64_t) * (size_t)(k * c));
+    }
     for (int64_t start = 0; start < ds->count; start += r->max_batch) {
         int64_t count = ds->count - start < r->max_batch ? ds->count - start : r->max_batch;
         for (int64_t i = 0; i < count; i++) r->order[i] = start + i;
@@ -270,26 +300,50 @@ static pmoe_status evaluate(run *r, double *accuracy, double *recall, double *ex
         s = pmoe_two_layer_loss(m, 0, &loss, &correct, err);
         if (s) return s;
         correct_total += correct;
-        if (!measure_recall) continue;
+        if (!routes) continue;
         s = r->be->copy_out(r->be, r->host_selected, m->selected,
                             (size_t)(count * k * l) * sizeof(int32_t), err);
         if (s) return s;
         for (int64_t i = 0; i < count; i++) {
-            const int32_t want = ds->decisive_patch[start + i];
+            const int label = r->host_labels[i];
+            const int32_t want = measure_recall ? ds->decisive_patch[start + i] : -1;
             int any = 0;
             for (int e = 0; e < k; e++) {
                 int hit = 0;
-                for (int t = 0; t < l; t++) hit |= r->host_selected[(i * k + e) * l + t] == want;
+                for (int t = 0; t < l; t++) {
+                    const int32_t j = r->host_selected[(i * k + e) * l + t];
+                    r->load_position[e * n + j]++;
+                    hit |= j == want;
+                }
+                r->load_class[e * c + label] += l;
                 any |= hit;
                 if (e < PMOE_MAX_REPORTED_EXPERTS) recalled[e] += hit;
             }
             recalled_any += any;
         }
+        pmoe_routing *keep = st->keep;
+        const int64_t kept = keep && start < keep->samples
+                                 ? (keep->samples - start < count ? keep->samples - start : count)
+                                 : 0;
+        if (kept > 0) {
+            memcpy(keep->images + start * per_sample, r->host_images,
+                   sizeof(float) * (size_t)(kept * per_sample));
+            memcpy(keep->selected + start * k * l, r->host_selected,
+                   sizeof(int32_t) * (size_t)(kept * k * l));
+            s = r->be->copy_out(r->be, keep->gate + start * k * l, m->gate,
+                                sizeof(float) * (size_t)(kept * k * l), err);
+            if (s) return s;
+            for (int64_t i = 0; i < kept; i++) {
+                keep->labels[start + i] = r->host_labels[i];
+                keep->decisive[start + i] = ds->decisive_patch ? ds->decisive_patch[start + i] : -1;
+            }
+        }
     }
-    *accuracy = (double)correct_total / (double)ds->count;
-    *recall = measure_recall ? (double)recalled_any / (double)ds->count : -1.0;
+    st->accuracy = (double)correct_total / (double)ds->count;
+    st->recall = measure_recall ? (double)recalled_any / (double)ds->count : -1.0;
+    st->measured_load = routes;
     for (int e = 0; e < k && e < PMOE_MAX_REPORTED_EXPERTS; e++)
-        expert_recall[e] = measure_recall ? (double)recalled[e] / (double)ds->count : -1.0;
+        st->expert_recall[e] = measure_recall ? (double)recalled[e] / (double)ds->count : -1.0;
     return PMOE_OK;
 }
 
@@ -348,7 +402,7 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, doub
         *nonfinite = "the loss";
         return PMOE_OK;
     }
-    s = first_nonfinite_gradient(r, nonfinite, err);
+    s = first_nonfinite_gradient(r, plan->phase, nonfinite, err);
     if (s || *nonfinite) return s;
     if (plan->phase == PMOE_PHASE_ROUTER) {
         pmoe_param *router = &m->params[PARAM_ROUTER];
@@ -359,6 +413,24 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, doub
         pmoe_two_layer_sgd(m, plan->lr, (float)t->momentum, (float)t->weight_decay);
     }
     return PMOE_OK;
+}
+
+static int reported_experts(const run *r) {
+    return r->model->experts < PMOE_MAX_REPORTED_EXPERTS ? r->model->experts
+                                                         : PMOE_MAX_REPORTED_EXPERTS;
+}
+
+/* Copies an evaluation into an epoch report (load points into r). */
+static void fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_report *er) {
+    er->test_acc = st->accuracy;
+    er->router_recall = st->recall;
+    if (st->recall >= 0.0) {
+        er->experts_reported = reported_experts(r);
+        memcpy(er->expert_recall, st->expert_recall, sizeof er->expert_recall);
+    }
+    if (st->measured_load)
+        er->load = (pmoe_expert_load){r->model->experts, r->model->patch_count, r->load_classes,
+                                      r->load_position, r->load_class, r->test->count};
 }
 
 static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
@@ -441,12 +513,10 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         er.test_acc = er.router_recall = -1.0;
         if (plan->phase == PMOE_PHASE_MAIN &&
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
-            pmoe_status s = evaluate(r, &er.test_acc, &er.router_recall, er.expert_recall, err);
+            eval_stats st = {0};
+            pmoe_status s = evaluate(r, &st, err);
             if (s) return s;
-            if (er.router_recall >= 0.0)
-                er.experts_reported = r->model->experts < PMOE_MAX_REPORTED_EXPERTS
-                                          ? r->model->experts
-                                          : PMOE_MAX_REPORTED_EXPERTS;
+            fill_report_eval(r, &st, &er);
             res->test_acc = er.test_acc;
             res->router_recall = er.router_recall;
         }
@@ -482,8 +552,10 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     res->steps = pos->step;
     res->skipped_steps = pos->skipped;
     if (!s && t->epochs == 0) { /* still report the untrained model's accuracy */
-        double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
-        s = evaluate(r, &res->test_acc, &res->router_recall, expert_recall, err);
+        eval_stats st = {0};
+        s = evaluate(r, &st, err);
+        res->test_acc = st.accuracy;
+        res->router_recall = st.recall;
     }
     if (!s && t->checkpoint_every > 0 && global_step(pos) % t->checkpoint_every != 0)
         s = save_checkpoint(r, pos, err); /* the final state, when the last step left none */
@@ -498,13 +570,16 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     r.cfg = cfg;
     r.cb = callbacks;
     r.stop = options ? options->stop : NULL;
+    /* A copy: the caller may pass a path that lives in *result. */
+    char resume[sizeof result->last_checkpoint] = "";
+    if (options && options->resume) snprintf(resume, sizeof resume, "%s", options->resume);
     memset(result, 0, sizeof *result);
     result->test_acc = result->router_recall = -1.0;
     pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0};
     pmoe_status s = open_run(&r, err);
-    if (!s && options && options->resume) {
+    if (!s && resume[0]) {
         pmoe_st_file file;
-        s = pmoe_checkpoint_open(options->resume, &file, err);
+        s = pmoe_checkpoint_open(resume, &file, err);
         if (!s) {
             s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
             if (!s) snprintf(r.last_checkpoint, sizeof r.last_checkpoint, "%s", file.origin);
@@ -514,7 +589,7 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
             s = pmoe_fail(err, PMOE_ERR_CONFIG,
                           "%s: saved in a router phase, but this config has none "
                           "(train.mode = %s)",
-                          options->resume, pmoe_train_mode_name(cfg->train.mode));
+                          resume, pmoe_train_mode_name(cfg->train.mode));
     }
     if (!s) {
         result->info = r.info;
@@ -541,29 +616,98 @@ pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe
     return s;
 }
 
-pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
-                      pmoe_error *err) {
-    run r;
-    memset(&r, 0, sizeof r);
-    r.cfg = cfg;
-    memset(result, 0, sizeof *result);
+/* A run whose model holds the weights saved at checkpoint. */
+static pmoe_status open_saved(run *r, const pmoe_config *cfg, const char *checkpoint,
+                              char *origin, size_t origin_size, int64_t *step, pmoe_error *err) {
+    memset(r, 0, sizeof *r);
+    r->cfg = cfg;
     pmoe_st_file file;
     memset(&file, 0, sizeof file);
     pmoe_train_position pos;
-    pmoe_status s = open_run(&r, err);
+    pmoe_status s = open_run(r, err);
     if (!s) s = pmoe_checkpoint_open(checkpoint, &file, err);
-    if (!s) s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
+    if (!s) s = pmoe_checkpoint_restore(&file, r->model, &pos, err);
     if (!s) {
-        snprintf(result->checkpoint, sizeof result->checkpoint, "%s", file.origin);
-        result->info = r.info;
-        result->step = global_step(&pos);
-        s = evaluate(&r, &result->test_acc, &result->router_recall, result->expert_recall, err);
-        if (result->router_recall >= 0.0)
-            result->experts_reported = r.model->experts < PMOE_MAX_REPORTED_EXPERTS
-                                           ? r.model->experts
-                                           : PMOE_MAX_REPORTED_EXPERTS;
+        snprintf(origin, origin_size, "%s", file.origin);
+        *step = global_step(&pos);
     }
     pmoe_safetensors_free(&file);
+    return s;
+}
+
+pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
+                      pmoe_error *err) {
+    run r;
+    memset(result, 0, sizeof *result);
+    pmoe_status s = open_saved(&r, cfg, checkpoint, result->checkpoint, sizeof result->checkpoint,
+                               &result->step, err);
+    if (!s) {
+        eval_stats st = {0};
+        result->info = r.info;
+        s = evaluate(&r, &st, err);
+        result->test_acc = st.accuracy;
+        result->router_recall = st.recall;
+        if (st.recall >= 0.0) {
+            result->experts_reported = reported_experts(&r);
+            memcpy(result->expert_recall, st.expert_recall, sizeof result->expert_recall);
+        }
+    }
     close_run(&r);
     return s;
+}
+
+pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int samples,
+                       pmoe_routing *out, pmoe_error *err) {
+    run r;
+    memset(out, 0, sizeof *out);
+    char origin[1024];
+    int64_t step = 0;
+    pmoe_status s = open_saved(&r, cfg, checkpoint, origin, sizeof origin, &step, err);
+    if (!s && !r.model->has_router)
+        s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: model.type = %s has no router to draw", origin,
+                      r.info.model);
+    if (!s) {
+        const pmoe_two_layer *m = r.model;
+        out->info = r.info;
+        out->channels = r.test->channels;
+        out->height = r.test->height;
+        out->width = r.test->width;
+        out->patch = r.patch;
+        out->grid_rows = r.test->height / r.patch;
+        out->grid_cols = r.test->width / r.patch;
+        out->experts = m->experts;
+        out->topl = m->topl;
+        out->classes = r.load_classes;
+        out->samples = (int)(samples < r.test->count ? samples : r.test->count);
+        out->test_size = r.test->count;
+        const int64_t per = (int64_t)out->channels * out->height * out->width, kl = m->experts * m->topl;
+        const int64_t kn = (int64_t)m->experts * m->patch_count;
+        s = host_alloc(&out->images, sizeof(float) * (size_t)(out->samples * per), "images", err);
+        if (!s) s = host_alloc(&out->labels, sizeof(int32_t) * (size_t)out->samples, "labels", err);
+        if (!s) s = host_alloc(&out->decisive, sizeof(int32_t) * (size_t)out->samples, "labels", err);
+        if (!s) s = host_alloc(&out->selected, sizeof(int32_t) * (size_t)(out->samples * kl), "picks", err);
+        if (!s) s = host_alloc(&out->gate, sizeof(float) * (size_t)(out->samples * kl), "gates", err);
+        if (!s) s = host_alloc(&out->by_position, sizeof(int64_t) * (size_t)kn, "counts", err);
+        eval_stats st = {0};
+        st.keep = out;
+        if (!s) s = evaluate(&r, &st, err);
+        if (!s) {
+            memcpy(out->by_position, r.load_position, sizeof(int64_t) * (size_t)kn);
+            out->test_acc = st.accuracy;
+            out->router_recall = st.recall;
+        }
+    }
+    close_run(&r);
+    if (s) pmoe_routing_free(out);
+    return s;
+}
+
+void pmoe_routing_free(pmoe_routing *routing) {
+    free(routing->images);
+    free(routing->labels);
+    free(routing->decisive);
+    free(routing->selected);
+    free(routing->gate);
+    free(routing->by_position);
+    memset(routing, 0, sizeof *routing);
 }
