@@ -81,8 +81,14 @@ assert any(line.startswith('done:') for line in out), 'no summary line'
 log = [json.loads(l) for l in open(sys.argv[2])]
 assert [e['epoch'] for e in log] == [1, 2, 3], log
 for e in log:
-    for key in ('train_loss', 'train_acc', 'test_acc', 'router_recall', 'seconds'):
+    for key in ('train_loss', 'train_acc', 'test_acc', 'router_recall', 'seconds',
+                'phase_seconds', 'step_seconds', 'expert_load_position', 'expert_load_class'):
         assert key in e, f'log lacks {key}'
+    assert len(e['expert_load_position']) == 8, 'one load row per expert'
+    for row in e['expert_load_position']:
+        assert sum(row) == e['load_samples'] * 6, 'each expert takes l = 6 patches per sample'
+    phases = e['phase_seconds']
+    assert 'gate_topl' in phases and 'experts_forward' in phases and 'optimizer' in phases, phases
 PYEOF
   then ok; else bad "the --json result or the --log lines are wrong"; fi
 else

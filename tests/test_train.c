@@ -22,6 +22,9 @@ typedef struct trace {
     double loss[MAX_STEPS];
     int epochs_seen;
     double last_recall;
+    int load_checked, load_wrong; /* epochs whose expert load was checked / wrong */
+    double phase_sum, step_sum;   /* the step phases' seconds, the whole steps' seconds */
+    int expect_topl;
 } trace;
 
 static void on_step(void *user, const pmoe_step_report *r) {
@@ -34,6 +37,18 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
     trace *t = user;
     t->epochs_seen++;
     t->last_recall = r->router_recall;
+    for (int i = 0; i < pmoe_step_phase_count(); i++) t->phase_sum += r->phase_seconds[i];
+    t->step_sum += r->step_seconds;
+    const pmoe_expert_load *ld = &r->load;
+    if (ld->experts == 0) return;
+    /* Every expert takes exactly l patches of every test sample. */
+    t->load_checked++;
+    for (int e = 0; e < ld->experts; e++) {
+        int64_t by_position = 0, by_class = 0;
+        for (int j = 0; j < ld->positions; j++) by_position += ld->by_position[e * ld->positions + j];
+        for (int c = 0; c < ld->classes; c++) by_class += ld->by_class[e * ld->classes + c];
+        if (by_position != ld->samples * t->expect_topl || by_class != by_position) t->load_wrong++;
+    }
 }
 
 static pmoe_status run(const char *const *sets, int count, trace *t, pmoe_train_result *res,
@@ -49,6 +64,7 @@ static pmoe_status run(const char *const *sets, int count, trace *t, pmoe_train_
         if (s) return s;
     }
     memset(t, 0, sizeof *t);
+    t->expect_topl = cfg.model.topl;
     pmoe_train_callbacks cb = {t, NULL, on_step, on_epoch};
     return pmoe_train(&cfg, &cb, NULL, res, err);
 }
@@ -67,6 +83,12 @@ int main(void) {
     CHECK(res.steps == 5 * 50 && a.steps == res.steps && a.epochs_seen == 5);
     CHECK(res.router_recall >= 0.0 && res.router_recall <= 1.0);
     CHECK(a.loss[res.steps - 1] < a.loss[0]); /* it learned */
+    /* The log's expert load: l picks per sample per expert, every epoch. */
+    CHECK(a.load_checked == 5 && a.load_wrong == 0);
+    /* The phase timers tile the steps: their sum is the measured step time. */
+    CHECK_MSG(a.step_sum > 0 && fabs(a.phase_sum - a.step_sum) <= 0.05 * a.step_sum,
+              "phases %.6f s against steps %.6f s", a.phase_sum, a.step_sum);
+    CHECK(fabs(res.step_seconds - a.step_sum) <= 1e-9 * a.step_sum + 1e-12);
 
     /* Determinism: same seed, 1 thread against 2 threads, bit for bit. */
     s = run((const char *[]){"train.threads=1"}, 1, &b, &res, &err);

@@ -79,6 +79,7 @@ typedef struct pmoe_train_config {
     int keep;                 /* checkpoints kept in checkpoint_dir (the newest) */
     char checkpoint_dir[1024];
     int on_nonfinite;         /* pmoe_on_nonfinite */
+    char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */
 } pmoe_train_config;
 
 typedef struct pmoe_config {

@@ -19,6 +19,14 @@ extern "C" {
 #endif
 
 #define PMOE_MAX_REPORTED_EXPERTS 64
+#define PMOE_MAX_PHASES 16
+
+/* The timed phases of a step, in order: "data", "patch_extract", "gate_topl",
+ * ... (pmoe_phase_count() of them; the first pmoe_step_phase_count() make up
+ * a training step, the rest are "checkpoint" and "eval"). */
+int pmoe_phase_count(void);
+int pmoe_step_phase_count(void);
+const char *pmoe_phase_name(int phase);
 
 typedef enum { PMOE_PHASE_ROUTER, PMOE_PHASE_MAIN } pmoe_phase;
 
@@ -64,6 +72,8 @@ typedef struct pmoe_epoch_report {
     int experts_reported;
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
     pmoe_expert_load load; /* valid during the callback, when evaluated */
+    double phase_seconds[PMOE_MAX_PHASES]; /* this epoch, by pmoe_phase_name() */
+    double step_seconds;   /* this epoch's steps, measured around each whole step */
     double seconds;        /* this epoch, evaluation included */
     double elapsed;        /* since the run began */
 } pmoe_epoch_report;
@@ -93,6 +103,8 @@ typedef struct pmoe_train_result {
     int64_t router_steps;
     double seconds;
     int64_t peak_bytes;    /* the backend's peak */
+    double phase_seconds[PMOE_MAX_PHASES]; /* the whole run, by pmoe_phase_name() */
+    double step_seconds;
 } pmoe_train_result;
 
 /* Trains as cfg says; callbacks and options may be NULL. With

@@ -147,6 +147,10 @@ struct pmoe_backend {
     void (*fill)(pmoe_backend *be, float *dst, float value, int64_t count);
     pmoe_status (*synchronize)(pmoe_backend *be, pmoe_error *err);
     void (*destroy)(pmoe_backend *be);
+    int asynchronous;  /* ops return before their work is done (CUDA): timers must wait */
+    /* Optional (NULL when absent): start (1) or stop (0) the device profiler's
+     * capture, for `nsys --capture-range=cudaProfilerApi`. */
+    void (*profiler)(pmoe_backend *be, int start);
 };
 
 /* The CPU backend. threads <= 0 leaves OpenMP's and OpenBLAS's choice. */

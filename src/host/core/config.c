@@ -73,6 +73,7 @@ static const key_spec KEYS[] = {
     {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, {0}},
     {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, {0}},
     {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
+    {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), sizeof(((pmoe_config *)0)->train.profile_steps), 0, 0, {0}},
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
@@ -291,6 +292,14 @@ pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err) {
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: data.pos_class and data.neg_class are both %d",
                          cfg->data.pos_class);
+    long long first = 0, last = 0;
+    int used = 0;
+    if (cfg->train.profile_steps[0] &&
+        (sscanf(cfg->train.profile_steps, "%lld:%lld%n", &first, &last, &used) != 2 ||
+         cfg->train.profile_steps[used] != '\0' || first < 1 || last < first))
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: train.profile_steps = '%s' is not A:B with 1 <= A <= B",
+                         cfg->train.profile_steps);
     const char *dev = cfg->train.device;
     if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda") && strncmp(dev, "cuda:", 5))
         return pmoe_fail(err, PMOE_ERR_CONFIG,

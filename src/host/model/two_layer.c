@@ -177,16 +177,23 @@ void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch) {
     pmoe_patch_shape img = m->image;
     img.batch = batch;
     m->batch = batch;
+    /* payloads: samples, then patches per expert (the same for every expert) */
+    const uint64_t per_expert = (uint64_t)(batch * m->topl);
+    pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
     op->patch_extract_forward(be, &img, m->images, m->patches);
     if (m->has_router) {
         pmoe_route_shape rs = route_shape(m, batch);
+        pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
         op->gate_topl_forward(be, &rs, m->patches, m->params[PARAM_ROUTER].value.data, m->scores,
                               m->selected, m->gate);
+        pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
         op->dispatch_gather(be, &rs, m->patches, m->selected, m->expert_in);
     }
+    pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
     op->expert_forward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
                        m->params[PARAM_EXPERT].value.data, m->hidden_out);
     pmoe_combine_shape cs = combine_shape(m, batch);
+    pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
     op->combine_forward(be, &cs, m->hidden_out, m->has_router ? m->gate : NULL,
                         m->params[PARAM_OUTPUT].value.data, m->logits);
 }
@@ -196,6 +203,8 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int64_t batch = m->batch;
+    const uint64_t per_expert = (uint64_t)(batch * m->topl);
+    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
     op->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
                               batch, m->classes, m->logits, m->labels,
                               backward ? m->dlogits : NULL, m->stats);
@@ -203,14 +212,17 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
         pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
         const int learn_gate = pmoe_two_layer_updates(m, PARAM_ROUTER);
         pmoe_combine_shape cs = combine_shape(m, batch);
+        pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
         op->combine_backward(be, &cs, m->dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
                              output->value.data, m->dhidden, learn_gate ? m->dgate : NULL,
                              output->trainable ? output->grad.data : NULL);
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
         op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
                             m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
                             m->params[PARAM_EXPERT].grad.data, NULL);
         if (learn_gate) {
             pmoe_route_shape rs = route_shape(m, batch);
+            pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
             op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
                                    m->selected, m->gate, m->dgate, m->dscores, router->grad.data,
                                    NULL);
@@ -247,11 +259,15 @@ pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double 
     img.batch = batch;
     const int64_t n = m->patch_count, d = m->patch_dim, k = m->experts;
     pmoe_param *router = &m->params[PARAM_ROUTER];
+    pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
     op->patch_extract_forward(be, &img, m->images, m->patches);
+    pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
     op->gemm(be, 0, 1, batch * n, k, d, 1.0f, m->patches, d, 0, router->value.data, d, 0, 0.0f,
              m->scores, k, 0, 1);
+    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
     op->router_linear_loss(be, batch, (int)n, (int)k, m->scores, m->router_pair,
                            m->router_weight, m->dscores, m->stats);
+    pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
     op->gemm(be, 1, 0, k, d, batch * n, 1.0f, m->dscores, k, 0, m->patches, d, 0, 0.0f,
              router->grad.data, d, 0, 1);
     float stats[2];

@@ -9,6 +9,7 @@
 #define PMOE_MODEL_TWO_LAYER_H
 
 #include "backend/backend.h"
+#include "core/phase_timer.h"
 #include "pmoe/config.h"
 
 typedef struct pmoe_param {
@@ -37,6 +38,7 @@ typedef struct pmoe_two_layer {
     int32_t *selected, *labels, *router_pair;
     float *router_weight, *stats;
     int64_t batch;         /* B of the last forward */
+    pmoe_phase_timer *timer; /* NULL: untimed; else each op is a timed, NVTX-named phase */
 } pmoe_two_layer;
 
 /* Builds the model for samples of image shape (C, H, W) with `classes`

@@ -45,10 +45,24 @@ static void clear_bar(pmoe_reporter *rep) {
     rep->bar_shown = 0;
 }
 
+/* Off a terminal: a plain line every PLAIN_EVERY seconds inside long epochs. */
+enum { PLAIN_EVERY = 30 };
+
 static void on_step(void *user, const pmoe_step_report *r) {
     pmoe_reporter *rep = user;
-    if (!rep->progress || !rep->is_terminal) return;
+    if (!rep->progress) return;
     double t = now_seconds();
+    if (!rep->is_terminal) {
+        if (rep->last_line == 0.0) rep->last_line = t;
+        if (t - rep->last_line < PLAIN_EVERY) return;
+        rep->last_line = t;
+        fprintf(rep->progress, "%s epoch %d/%d  step %lld  batch %lld/%lld  loss %.4f  %.0f samples/s\n",
+                r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", r->epoch, r->epochs,
+                (long long)r->step, (long long)r->batch_index, (long long)r->batches, r->loss,
+                r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0);
+        fflush(rep->progress);
+        return;
+    }
     if (t - rep->last_draw < 0.1 && r->batch_index != r->batches) return;
     rep->last_draw = t;
     const double done = ((r->epoch - 1) + (double)r->batch_index / (double)r->batches) / r->epochs;
@@ -94,6 +108,28 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
                 fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
             fprintf(f, "]");
         }
+        const pmoe_expert_load *ld = &r->load;
+        if (ld->experts > 0) {
+            fprintf(f, ",\"expert_load_position\":[");
+            for (int e = 0; e < ld->experts; e++) {
+                fprintf(f, "%s[", e ? "," : "");
+                for (int j = 0; j < ld->positions; j++)
+                    fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
+                fprintf(f, "]");
+            }
+            fprintf(f, "],\"expert_load_class\":[");
+            for (int e = 0; e < ld->experts; e++) {
+                fprintf(f, "%s[", e ? "," : "");
+                for (int c = 0; c < ld->classes; c++)
+                    fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
+                fprintf(f, "]");
+            }
+            fprintf(f, "],\"load_samples\":%lld", (long long)ld->samples);
+        }
+        fprintf(f, ",\"phase_seconds\":{");
+        for (int i = 0; i < pmoe_phase_count(); i++)
+            fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
+        fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
         fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
         fflush(f);
     }
@@ -104,9 +140,23 @@ pmoe_train_callbacks pmoe_reporter_callbacks(pmoe_reporter *rep) {
     return cb;
 }
 
+/* Where the run's time went, one line per phase that took any. */
+static void phase_table(FILE *out, const pmoe_train_result *res) {
+    double total = 0.0;
+    for (int i = 0; i < pmoe_phase_count(); i++) total += res->phase_seconds[i];
+    if (total <= 0.0) return;
+    fprintf(out, "time by phase (s, share of the timed total %.2f s; steps measured whole: %.2f s)\n",
+            total, res->step_seconds);
+    for (int i = 0; i < pmoe_phase_count(); i++)
+        if (res->phase_seconds[i] > 0.0)
+            fprintf(out, "  %-20s %9.3f  %5.1f%%\n", pmoe_phase_name(i), res->phase_seconds[i],
+                    100.0 * res->phase_seconds[i] / total);
+}
+
 void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
     if (!rep->progress) return;
     clear_bar(rep);
+    phase_table(rep->progress, res);
     fprintf(rep->progress, "done: test accuracy %.2f%%", 100 * res->test_acc);
     if (res->router_recall >= 0) fprintf(rep->progress, ", router recall %.2f%%", 100 * res->router_recall);
     fprintf(rep->progress, ", final train loss %.4f, %lld steps in %.1f s\n", res->train_loss,

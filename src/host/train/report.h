@@ -16,6 +16,7 @@ typedef struct pmoe_reporter {
     int is_terminal; /* draw a bar */
     FILE *log;       /* NULL: no JSON log */
     double last_draw;
+    double last_line;  /* when not a terminal: the last periodic line */
     int bar_shown;
 } pmoe_reporter;
 

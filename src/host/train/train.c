@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "core/phase_timer.h"
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "model/two_layer.h"
@@ -50,6 +51,9 @@ typedef struct run {
     pmoe_run_info info;
     char last_checkpoint[1024];
     double started;
+    pmoe_phase_timer timer;  /* this epoch's phases */
+    double step_seconds;     /* this epoch's steps, measured whole */
+    int64_t profile_first, profile_last; /* train.profile_steps; 0 = off */
 } run;
 
 /* ---- setup ---- */
@@ -103,6 +107,17 @@ static pmoe_status host_alloc(void *out, size_t bytes, const char *what, pmoe_er
                          "data size",
                          bytes, what);
     return PMOE_OK;
+}
+
+_Static_assert(PMOE_T_COUNT <= PMOE_MAX_PHASES, "raise PMOE_MAX_PHASES in train.h");
+
+int pmoe_phase_count(void) { return PMOE_T_COUNT; }
+int pmoe_step_phase_count(void) { return PMOE_T_STEP_PHASES; }
+const char *pmoe_phase_name(int phase) { return pmoe_timer_name((pmoe_phase_id)phase); }
+
+static void wait_for_backend(void *ctx) {
+    pmoe_backend *be = ctx;
+    be->synchronize(be, NULL); /* a failure is reported by the next checked call */
 }
 
 static void fill_info(run *r) {
@@ -170,7 +185,21 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     if (!s)
         s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(m->experts * r->load_classes),
                        "expert load", err);
-    if (!s) fill_info(r);
+    if (!s) {
+        fill_info(r);
+        pmoe_timer_reset(&r->timer);
+        if (r->be->asynchronous) {
+            r->timer.wait = wait_for_backend;
+            r->timer.wait_ctx = r->be;
+        }
+        r->model->timer = &r->timer;
+        long long first = 0, last = 0;
+        if (cfg->train.profile_steps[0] &&
+            sscanf(cfg->train.profile_steps, "%lld:%lld", &first, &last) == 2) {
+            r->profile_first = first;
+            r->profile_last = last;
+        }
+    }
     return s;
 }
 
@@ -347,6 +376,16 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
     return PMOE_OK;
 }
 
+/* Evaluation as one timed phase: the model's own phases stay out of it. */
+static pmoe_status timed_evaluate(run *r, eval_stats *st, pmoe_error *err) {
+    pmoe_timer_enter(&r->timer, PMOE_T_EVAL, (uint64_t)r->test->count);
+    r->model->timer = NULL;
+    pmoe_status s = evaluate(r, st, err);
+    r->model->timer = &r->timer;
+    pmoe_timer_stop(&r->timer);
+    return s;
+}
+
 /* ---- the loop ---- */
 
 typedef struct phase_plan {
@@ -402,8 +441,10 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, doub
         *nonfinite = "the loss";
         return PMOE_OK;
     }
+    pmoe_timer_enter(&r->timer, PMOE_T_GUARD, 0);
     s = first_nonfinite_gradient(r, plan->phase, nonfinite, err);
     if (s || *nonfinite) return s;
+    pmoe_timer_enter(&r->timer, PMOE_T_OPTIMIZER, 0);
     if (plan->phase == PMOE_PHASE_ROUTER) {
         pmoe_param *router = &m->params[PARAM_ROUTER];
         r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
@@ -441,6 +482,8 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
     er->step = pos->step;
     er->train_loss = pos->loss_sum / (double)plan->size;
     er->train_acc = plan->phase == PMOE_PHASE_MAIN ? (double)pos->correct_sum / (double)plan->size : -1.0;
+    memcpy(er->phase_seconds, r->timer.seconds, sizeof r->timer.seconds);
+    er->step_seconds = r->step_seconds;
     er->seconds = now_seconds() - epoch_began;
     er->elapsed = now_seconds() - r->started;
     if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
@@ -462,6 +505,11 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         for (; pos->next_batch < batches; pos->next_batch++) {
             const int64_t start = pos->next_batch * plan->batch;
             const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
+            const int64_t this_step = global_step(pos) + 1;
+            if (this_step == r->profile_first && r->be->profiler) r->be->profiler(r->be, 1);
+            const double step_began = now_seconds();
+            pmoe_trace_push("step", (uint64_t)this_step);
+            pmoe_timer_enter(&r->timer, PMOE_T_DATA, (uint64_t)count);
             pmoe_status s = load_batch(r, r->train, r->order + start, count, err);
             if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
                 s = poison_batch(r, err);
@@ -469,6 +517,10 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             int64_t correct = 0;
             const char *nonfinite = NULL;
             if (!s) s = take_step(r, plan, count, &loss, &correct, &nonfinite, err);
+            pmoe_timer_stop(&r->timer);
+            pmoe_trace_pop();
+            r->step_seconds += now_seconds() - step_began;
+            if (this_step == r->profile_last && r->be->profiler) r->be->profiler(r->be, 0);
             if (s) return s;
             if (nonfinite && cfg->train.on_nonfinite == PMOE_NONFINITE_STOP)
                 return pmoe_fail(err, PMOE_ERR_NONFINITE,
@@ -499,7 +551,9 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             const int stopping = r->stop && *r->stop;
             const int64_t every = cfg->train.checkpoint_every;
             if (stopping || (every > 0 && global_step(&after) % every == 0)) {
+                pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(&after));
                 s = save_checkpoint(r, &after, err);
+                pmoe_timer_stop(&r->timer);
                 if (s) return s;
             }
             if (stopping) {
@@ -514,13 +568,17 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         if (plan->phase == PMOE_PHASE_MAIN &&
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             eval_stats st = {0};
-            pmoe_status s = evaluate(r, &st, err);
+            pmoe_status s = timed_evaluate(r, &st, err);
             if (s) return s;
             fill_report_eval(r, &st, &er);
             res->test_acc = er.test_acc;
             res->router_recall = er.router_recall;
         }
         report_epoch(r, plan, pos, &er, epoch_began);
+        for (int i = 0; i < PMOE_T_COUNT; i++) res->phase_seconds[i] += r->timer.seconds[i];
+        res->step_seconds += r->step_seconds;
+        pmoe_timer_reset(&r->timer);
+        r->step_seconds = 0.0;
         if (plan->phase == PMOE_PHASE_MAIN) {
             res->train_loss = er.train_loss;
             res->train_acc = er.train_acc;

@@ -1,0 +1,90 @@
+/* phase_timer.c: see phase_timer.h. NVTX 3 is header-only: the ranges cost
+ * a branch when no tool is attached, and nothing at all when the build has
+ * no NVTX headers (PMOE_HAVE_NVTX undefined). */
+#include "core/phase_timer.h"
+
+#include <string.h>
+#include <time.h>
+
+#ifdef PMOE_HAVE_NVTX
+#include <nvtx3/nvToolsExt.h>
+#endif
+
+static const char *const NAMES[PMOE_T_COUNT] = {
+    "data",        "patch_extract", "gate_topl",    "dispatch",  "experts_forward",
+    "combine",     "loss",          "combine_backward", "experts_backward", "gate_topl_backward",
+    "nonfinite_check", "optimizer", "checkpoint",   "eval",
+};
+
+/* Distinct colours per phase, for the Nsight timeline. */
+static const uint32_t COLORS[PMOE_T_COUNT] = {
+    0xff9e9e9e, 0xff42a5f5, 0xffab47bc, 0xff26a69a, 0xffef5350, 0xffffa726, 0xff8d6e63,
+    0xffffca28, 0xffe57373, 0xffce93d8, 0xff78909c, 0xff66bb6a, 0xff5c6bc0, 0xff26c6da,
+};
+
+const char *pmoe_timer_name(pmoe_phase_id phase) {
+    return phase >= 0 && phase < PMOE_T_COUNT ? NAMES[phase] : "?";
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#ifdef PMOE_HAVE_NVTX
+static nvtxDomainHandle_t domain(void) {
+    static nvtxDomainHandle_t d;
+    if (!d) d = nvtxDomainCreateA("pmoe");
+    return d;
+}
+
+static void push(const char *name, uint32_t color, uint64_t payload) {
+    nvtxEventAttributes_t a;
+    memset(&a, 0, sizeof a);
+    a.version = NVTX_VERSION;
+    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    a.colorType = NVTX_COLOR_ARGB;
+    a.color = color;
+    a.payloadType = NVTX_PAYLOAD_TYPE_UNSIGNED_INT64;
+    a.payload.ullValue = payload;
+    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    a.message.ascii = name;
+    nvtxDomainRangePushEx(domain(), &a);
+}
+
+static void pop(void) { nvtxDomainRangePop(domain()); }
+int pmoe_trace_enabled(void) { return 1; }
+#else
+static void push(const char *name, uint32_t color, uint64_t payload) {
+    (void)name;
+    (void)color;
+    (void)payload;
+}
+static void pop(void) {}
+int pmoe_trace_enabled(void) { return 0; }
+#endif
+
+void pmoe_trace_push(const char *name, uint64_t payload) { push(name, 0xffffffff, payload); }
+void pmoe_trace_pop(void) { pop(); }
+
+void pmoe_timer_reset(pmoe_phase_timer *t) {
+    memset(t->seconds, 0, sizeof t->seconds);
+    t->current = -1;
+}
+
+void pmoe_timer_stop(pmoe_phase_timer *t) {
+    if (!t || t->current < 0) return;
+    if (t->wait) t->wait(t->wait_ctx);
+    t->seconds[t->current] += now_seconds() - t->since;
+    t->current = -1;
+    pop();
+}
+
+void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload) {
+    if (!t) return;
+    pmoe_timer_stop(t);
+    t->current = (int)phase;
+    push(NAMES[phase], COLORS[phase], payload);
+    t->since = now_seconds(); /* the previous phase's wait already drained the device */
+}
