@@ -13,12 +13,22 @@ bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 LONG=(--set data.source=synthetic --set data.train_size=2000 --set data.test_size=100
       --set train.epochs=100000 --quiet)
 
+# wait_for_epochs LOG N: until the run has logged N epochs (at most 60 s), so
+# a signal arrives mid-training however loaded the machine is.
+wait_for_epochs() {
+  for _ in $(seq 600); do
+    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # stop_with SIGNAL WANT_RC: start, let it train, signal it, check the exit and the checkpoint.
 stop_with() {
   local sig=$1 want=$2 dir="$TMP/$1"
-  "$PMOE" train "${LONG[@]}" --set train.checkpoint_dir="$dir" 2>"$TMP/err" &
+  "$PMOE" train "${LONG[@]}" --set train.checkpoint_dir="$dir" --log "$TMP/$1.log" 2>"$TMP/err" &
   local pid=$!
-  sleep 1.5
+  wait_for_epochs "$TMP/$1.log" 2 || bad "$sig: the run logged no epochs in 60 s"
   kill -s "$sig" "$pid"
   wait "$pid"
   local rc=$?
@@ -32,26 +42,34 @@ stop_with() {
 stop_with TERM 143
 stop_with INT 130
 
-# SIGKILL during checkpoint writes: a big model saved every step.
-dir="$TMP/kill"
-BIG=(--set data.source=synthetic --set data.synthetic_dim=2048 --set model.hidden=400
-     --set data.train_size=400 --set data.test_size=40 --set train.epochs=1000
-     --set train.checkpoint_every=1 --set train.keep=1000000 --set train.checkpoint_dir="$dir" --quiet)
-for delay in 0.7 0.9 1.3 1.6 2.0; do
-  "$PMOE" train "${BIG[@]}" >/dev/null 2>&1 &
+# SIGKILL during checkpoint writes: a big model saved every step, killed at
+# several moments after its first checkpoint; every checkpoint left behind
+# must load.
+count=0 broken=0 leftovers=0
+for delay in 0.1 0.3 0.5 0.7 1.0; do
+  dir="$TMP/kill-$delay"
+  "$PMOE" train --set data.source=synthetic --set data.synthetic_dim=2048 --set model.hidden=400 \
+      --set data.train_size=400 --set data.test_size=40 --set train.epochs=1000 \
+      --set train.checkpoint_every=1 --set train.keep=1000000 --set train.checkpoint_dir="$dir" \
+      --quiet >/dev/null 2>&1 &
   pid=$!
+  for _ in $(seq 600); do
+    ls "$dir"/step-*.safetensors >/dev/null 2>&1 && break
+    sleep 0.1
+  done
   sleep "$delay"
   kill -9 "$pid"
   wait "$pid" 2>/dev/null
-done
-count=0 broken=0
-for f in "$dir"/step-*.safetensors; do
-  [ -e "$f" ] || continue
-  count=$((count + 1))
-  "$PMOE" eval --checkpoint "$f" --quiet >/dev/null 2>"$TMP/err" || { broken=$((broken + 1)); echo "broken: $f: $(cat "$TMP/err")"; }
+  leftovers=$((leftovers + $(ls "$dir" | grep -c '\.tmp\.' || true)))
+  for f in "$dir"/step-*.safetensors; do
+    [ -e "$f" ] || continue
+    count=$((count + 1))
+    "$PMOE" eval --checkpoint "$f" --quiet >/dev/null 2>"$TMP/err" ||
+      { broken=$((broken + 1)); echo "broken: $f: $(cat "$TMP/err")"; }
+  done
 done
 if [ "$count" -gt 0 ] && [ "$broken" -eq 0 ]; then ok; else bad "after kill -9: $count checkpoints, $broken broken"; fi
-echo "  kill -9: $count checkpoints written, all loadable; $(ls "$dir" | grep -c '\.tmp\.' || true) temporary files left behind"
+echo "  kill -9: $count checkpoints written, all loadable; $leftovers interrupted temporary files left behind"
 
 echo "test_signals: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
