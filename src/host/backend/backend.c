@@ -1,22 +1,54 @@
 /* backend.c: choosing a backend for train.device, and tensor allocation.
  *
- * Until a CUDA backend registers, "auto" means the CPU, and an explicit
- * "cuda" request fails with a message rather than silently running on the
- * CPU. */
+ * "auto" asks at run time whether a CUDA device answers (so one binary
+ * serves machines with and without a GPU) and takes cuda:0 if one does, the
+ * CPU otherwise, without a word: the run's backend name says which. A device
+ * that answers but cannot be started is reported rather than hidden behind
+ * the CPU. "cuda" and "cuda:N" never fall back: with no such device they
+ * fail with a message. */
+#include <stdio.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "cuda/cuda_backend.h"
+
+/* "N" of "cuda:N": decimal digits only, below 10^6. */
+static int parse_device_index(const char *text, int *out) {
+    int value = 0, digits = 0;
+    for (; *text; text++, digits++) {
+        if (*text < '0' || *text > '9' || digits >= 6) return 0;
+        value = value * 10 + (*text - '0');
+    }
+    *out = value;
+    return digits > 0;
+}
 
 pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **out,
                                 pmoe_error *err) {
-    if (strcmp(device, "auto") == 0 || strcmp(device, "cpu") == 0)
+    if (strcmp(device, "cpu") == 0) return pmoe_cpu_backend_create(threads, out, err);
+    if (strcmp(device, "auto") == 0) {
+        if (pmoe_cuda_device_count(NULL, 0) > 0) {
+            pmoe_error why = {PMOE_OK, ""};
+            pmoe_status s = pmoe_cuda_backend_create(0, out, &why);
+            if (s)
+                return pmoe_fail(err, s,
+                                 "train.device = auto: a CUDA device answers but does not start "
+                                 "(%s); set train.device = cpu to run on the CPU",
+                                 why.message);
+            return PMOE_OK;
+        }
         return pmoe_cpu_backend_create(threads, out, err);
-    if (strcmp(device, "cuda") == 0 || strncmp(device, "cuda:", 5) == 0)
-        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
-                         "train.device = %s: this build has no CUDA backend; use cpu or auto",
-                         device);
-    return pmoe_fail(err, PMOE_ERR_CONFIG,
-                     "train.device: '%s' is not one of auto | cpu | cuda | cuda:N", device);
+    }
+    int index = 0;
+    if (strcmp(device, "cuda") != 0 &&
+        (strncmp(device, "cuda:", 5) != 0 || !parse_device_index(device + 5, &index)))
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "train.device: '%s' is not one of auto | cpu | cuda | cuda:N", device);
+    pmoe_error why = {PMOE_OK, ""};
+    pmoe_status s = pmoe_cuda_backend_create(index, out, &why);
+    if (s)
+        return pmoe_fail(err, s, "train.device = %s: %s; use cpu or auto", device, why.message);
+    return PMOE_OK;
 }
 
 void pmoe_backend_destroy(pmoe_backend *be) {

@@ -1,0 +1,383 @@
+/* cuda_backend.c: the backend table on one CUDA device.
+ *
+ * Every op is enqueued on the backend's one non-blocking stream and returns
+ * at once; nothing synchronises except copy_out (the host needs the bytes)
+ * and synchronize(). Dense products go to cuBLAS (row-major through the
+ * usual transpose: a row-major C = A B is the column-major C^T = B^T A^T,
+ * so A and B swap places and keep their own transpose flags), the experts
+ * as one strided-batched GEMM over k; everything else is pmoe's own
+ * kernels (src/kernels). cuBLAS runs in its default math mode, which for
+ * float32 never uses TF32, so results stay within float32 rounding of the
+ * CPU; a GEMM gives the same bits on every run on one GPU, and the custom
+ * kernels use no atomics, so two runs of a step are bit-identical. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_profiler_api.h>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_internal.h"
+
+_Static_assert((int)PMOE_GATE_RENORM == (int)PMOE_KERNEL_GATE_RENORM &&
+                   (int)PMOE_GATE_SOFTMAX_ALL == (int)PMOE_KERNEL_GATE_SOFTMAX_ALL &&
+                   (int)PMOE_GATE_ONES == (int)PMOE_KERNEL_GATE_ONES,
+               "gate modes numbered alike");
+_Static_assert((int)PMOE_LOSS_LOGISTIC == (int)PMOE_KERNEL_LOSS_LOGISTIC &&
+                   (int)PMOE_LOSS_SOFTMAX_CE == (int)PMOE_KERNEL_LOSS_SOFTMAX_CE,
+               "loss kinds numbered alike");
+
+void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...) {
+    if (c->error.code != PMOE_OK) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char text[sizeof c->error.message];
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    pmoe_fail(&c->error, code, "%s: %s", c->name, text);
+}
+
+int pmoe_cuda_built(void) { return 1; }
+
+int pmoe_cuda_device_count(char *why, size_t why_size) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        if (why) snprintf(why, why_size, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        cudaGetLastError(); /* not sticky: leave no trace for later calls */
+        return 0;
+    }
+    if (count == 0 && why) snprintf(why, why_size, "cudaGetDeviceCount found no device");
+    return count;
+}
+
+int pmoe_backend_is_cuda(const pmoe_backend *be) {
+    return be && strncmp(be->name, "cuda:", 5) == 0;
+}
+
+void *pmoe_cuda_backend_stream(pmoe_backend *be) {
+    return pmoe_backend_is_cuda(be) ? (void *)cuda_context_of(be)->stream : NULL;
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+#define CTX cuda_context *c = cuda_context_of(be)
+#define GUARD          \
+    if (c->error.code) \
+    return
+
+static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                      float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
+                      int64_t ldb, int64_t stride_b, float beta, float *cm, int64_t ldc,
+                      int64_t stride_c, int64_t batch) {
+    CTX;
+    GUARD;
+    if (m <= 0 || n <= 0 || batch <= 0) return;
+    PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(
+                             c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
+                             stride_b, a, lda, stride_a, &beta, cm, ldc, stride_c, batch));
+}
+
+static void cuda_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s,
+                                       const float *images, float *patches) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_patch_extract_forward(s->batch, s->channels, s->height, s->width,
+                                                      s->patch, images, patches, c->stream));
+}
+
+static void cuda_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
+                                        const float *dpatches, float *dimages) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_patch_extract_backward(s->batch, s->channels, s->height, s->width,
+                                                       s->patch, dpatches, dimages, c->stream));
+}
+
+static void cuda_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s,
+                                   const float *patches, const float *router_w, float *scores,
+                                   int32_t *selected, float *gate) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_forward(s->batch, s->patches, s->dim, s->experts,
+                                                  s->topl, (int)s->gate, patches, router_w,
+                                                  scores, selected, gate, c->stream));
+}
+
+static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
+                                    const float *patches, const float *router_w,
+                                    const float *scores, const int32_t *selected,
+                                    const float *gate, const float *dgate, float *dscores,
+                                    float *drouter_w, float *dpatches) {
+    CTX;
+    GUARD;
+    const int64_t rows = s->batch * s->patches;
+    const int d = s->dim, k = s->experts;
+    PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_backward_scores(s->batch, s->patches, k, s->topl,
+                                                          (int)s->gate, scores, selected, gate,
+                                                          dgate, dscores, c->stream));
+    /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
+    cuda_gemm(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w, d, 0, 1);
+    if (dpatches) /* dpatches (B n x d) += dscores (B n x k) router_w (k x d) */
+        cuda_gemm(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f, dpatches, d, 0,
+                  1);
+}
+
+static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s,
+                                 const float *patches, const int32_t *selected, float *expert_in) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_dispatch_gather(s->batch, s->patches, s->dim, s->experts, s->topl,
+                                                patches, selected, expert_in, c->stream));
+}
+
+static void cuda_dispatch_gather_backward(pmoe_backend *be, const pmoe_route_shape *s,
+                                          const float *dexpert_in, const int32_t *selected,
+                                          float *dpatches) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_dispatch_gather_backward(s->batch, s->patches, s->dim, s->experts,
+                                                         s->topl, dexpert_in, selected, dpatches,
+                                                         c->stream));
+}
+
+static void cuda_expert_forward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
+                                const float *expert_in, const float *expert_w, float *hidden_out) {
+    CTX;
+    GUARD;
+    /* hidden[s] (rows x h) = expert_in[s] (rows x d) W_s^T (d x h), for all s at once */
+    cuda_gemm(be, 0, 1, rows, hidden, dim, 1.0f, expert_in, dim, rows * dim, expert_w, dim,
+              (int64_t)hidden * dim, 0.0f, hidden_out, hidden, rows * hidden, experts);
+    PMOE_KERNEL_CHECK(c, pmoe_k_relu_forward((int64_t)experts * rows * hidden, hidden_out,
+                                             c->stream));
+}
+
+static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
+                                 const float *expert_in, const float *expert_w,
+                                 const float *hidden_out, float *dhidden, float *dexpert_w,
+                                 float *dexpert_in) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_relu_backward((int64_t)experts * rows * hidden, hidden_out,
+                                              dhidden, c->stream));
+    /* dW_s (h x d) = dpre_s^T (h x rows) expert_in[s] (rows x d) */
+    cuda_gemm(be, 1, 0, hidden, dim, rows, 1.0f, dhidden, hidden, rows * hidden, expert_in, dim,
+              rows * dim, 0.0f, dexpert_w, dim, (int64_t)hidden * dim, experts);
+    if (dexpert_in) /* dX_s (rows x d) = dpre_s (rows x h) W_s (h x d) */
+        cuda_gemm(be, 0, 0, rows, dim, hidden, 1.0f, dhidden, hidden, rows * hidden, expert_w, dim,
+                  (int64_t)hidden * dim, 0.0f, dexpert_in, dim, rows * dim, experts);
+}
+
+static void cuda_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s,
+                                 const float *hidden, const float *gate, const float *out_w,
+                                 float *logits) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_combine_forward(s->batch, s->experts, s->topl, s->hidden,
+                                                s->classes, hidden, gate, out_w, logits,
+                                                c->stream));
+}
+
+static void cuda_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s,
+                                  const float *dlogits, const float *hidden, const float *gate,
+                                  const float *out_w, float *dhidden, float *dgate,
+                                  float *dout_w) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_combine_backward(s->batch, s->experts, s->topl, s->hidden,
+                                                 s->classes, dlogits, hidden, gate, out_w,
+                                                 dhidden, dgate, dout_w, c->stream));
+}
+
+static void cuda_loss_forward_backward(pmoe_backend *be, pmoe_loss_kind kind, int64_t batch,
+                                       int classes, const float *logits, const int32_t *labels,
+                                       float *dlogits, float *stats) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_loss_forward_backward((int)kind, batch, classes, logits, labels,
+                                                      dlogits, stats, c->stream));
+}
+
+static void cuda_router_linear_loss(pmoe_backend *be, int64_t batch, int patches, int experts,
+                                    const float *scores, const int32_t *pair, const float *weight,
+                                    float *dscores, float *stats) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_router_linear_loss(batch, patches, experts, scores, pair, weight,
+                                                   dscores, stats, c->stream));
+}
+
+static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
+                            float *velocity, float lr, float momentum, float weight_decay) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum,
+                                           weight_decay, c->stream));
+}
+
+static const pmoe_ops CUDA_OPS = {
+    .gemm = cuda_gemm,
+    .patch_extract_forward = cuda_patch_extract_forward,
+    .patch_extract_backward = cuda_patch_extract_backward,
+    .gate_topl_forward = cuda_gate_topl_forward,
+    .gate_topl_backward = cuda_gate_topl_backward,
+    .dispatch_gather = cuda_dispatch_gather,
+    .dispatch_gather_backward = cuda_dispatch_gather_backward,
+    .expert_forward = cuda_expert_forward,
+    .expert_backward = cuda_expert_backward,
+    .combine_forward = cuda_combine_forward,
+    .combine_backward = cuda_combine_backward,
+    .loss_forward_backward = cuda_loss_forward_backward,
+    .router_linear_loss = cuda_router_linear_loss,
+    .sgd_update = cuda_sgd_update,
+};
+
+/* ---- memory and control ------------------------------------------------- */
+
+static pmoe_status cuda_alloc(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err) {
+    CTX;
+    *out = NULL;
+    if (!bytes) return PMOE_OK;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* an allocation failure is not sticky; clear it */
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        return pmoe_fail(err, PMOE_ERR_OOM,
+                         "%s: out of GPU memory: %zu bytes (%.1f MiB) asked, %.1f MiB held by "
+                         "pmoe, %.1f of %.1f MiB free; reduce train.batch, or the model "
+                         "(model.hidden, model.experts, model.topl)",
+                         c->name, bytes, bytes / 1048576.0, be->mem.current_bytes / 1048576.0,
+                         free_bytes / 1048576.0, total_bytes / 1048576.0);
+    }
+    if (e != cudaSuccess)
+        return pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: cudaMalloc(%zu bytes) failed: %s", c->name,
+                         bytes, cudaGetErrorString(e));
+    pmoe_mem_note_alloc(&be->mem, bytes);
+    *out = p;
+    return PMOE_OK;
+}
+
+static void cuda_release(pmoe_backend *be, void *ptr, size_t bytes) {
+    CTX;
+    if (!ptr) return;
+    PMOE_CUDA_CHECK(c, cudaFree(ptr));
+    pmoe_mem_note_free(&be->mem, bytes);
+}
+
+/* The stream orders a copy after the kernels enqueued before it. A pageable
+ * source is staged before cudaMemcpyAsync returns, so the caller may reuse
+ * it at once. */
+static pmoe_status cuda_copy_in(pmoe_backend *be, void *dst, const void *host_src, size_t bytes,
+                                pmoe_error *err) {
+    CTX;
+    if (!bytes) return PMOE_OK;
+    if (!c->error.code)
+        PMOE_CUDA_CHECK(c, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
+    if (c->error.code) {
+        if (err) *err = c->error;
+        return c->error.code;
+    }
+    return PMOE_OK;
+}
+
+static pmoe_status cuda_copy_out(pmoe_backend *be, void *host_dst, const void *src, size_t bytes,
+                                 pmoe_error *err) {
+    CTX;
+    if (bytes && !c->error.code)
+        PMOE_CUDA_CHECK(c, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    if (!c->error.code) PMOE_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    if (c->error.code) {
+        if (err) *err = c->error;
+        return c->error.code;
+    }
+    return PMOE_OK;
+}
+
+static void cuda_fill(pmoe_backend *be, float *dst, float value, int64_t count) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_fill(count, dst, value, c->stream));
+}
+
+static pmoe_status cuda_synchronize(pmoe_backend *be, pmoe_error *err) {
+    CTX;
+    if (!c->error.code) PMOE_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    if (c->error.code) {
+        if (err) *err = c->error;
+        return c->error.code;
+    }
+    return PMOE_OK;
+}
+
+static void cuda_profiler(pmoe_backend *be, int start) {
+    CTX;
+    if (start) PMOE_CUDA_CHECK(c, cudaProfilerStart());
+    else PMOE_CUDA_CHECK(c, cudaProfilerStop());
+}
+
+static void cuda_destroy(pmoe_backend *be) {
+    CTX;
+    cudaStreamSynchronize(c->stream);
+    cuda_conv_release(c);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    cudaGetLastError();
+    free(c);
+}
+
+pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error *err) {
+    char why[200] = "";
+    const int count = pmoe_cuda_device_count(why, sizeof why);
+    if (count == 0) return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "no CUDA device answers (%s)", why);
+    if (device < 0 || device >= count)
+        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                         "no CUDA device %d: this machine has %d (cuda:0 to cuda:%d)", device,
+                         count, count - 1);
+    cuda_context *c = calloc(1, sizeof *c);
+    if (!c) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the CUDA backend");
+    c->device = device;
+    snprintf(c->name, sizeof c->name, "cuda:%d", device);
+    struct cudaDeviceProp prop;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
+    if (e == cudaSuccess) {
+        snprintf(c->name, sizeof c->name, "cuda:%d (%.120s)", device, prop.name);
+        e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        pmoe_status s = pmoe_fail(err, PMOE_ERR_INTERNAL, "cuda:%d: cannot start: %s", device,
+                                  cudaGetErrorString(e));
+        free(c);
+        return s;
+    }
+    cublasStatus_t b = cublasCreate(&c->blas);
+    if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetStream(c->blas, c->stream);
+    if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    if (b != CUBLAS_STATUS_SUCCESS) {
+        pmoe_status s = pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: cuBLAS does not start: %s", c->name,
+                                  cublasGetStatusString(b));
+        if (c->blas) cublasDestroy(c->blas);
+        cudaStreamDestroy(c->stream);
+        free(c);
+        return s;
+    }
+    c->be.name = c->name;
+    c->be.ops = &CUDA_OPS;
+    c->be.impl = c;
+    c->be.alloc = cuda_alloc;
+    c->be.release = cuda_release;
+    c->be.copy_in = cuda_copy_in;
+    c->be.copy_out = cuda_copy_out;
+    c->be.fill = cuda_fill;
+    c->be.synchronize = cuda_synchronize;
+    c->be.destroy = cuda_destroy;
+    c->be.asynchronous = 1;
+    c->be.profiler = cuda_profiler;
+    *out = &c->be;
+    return PMOE_OK;
+}

@@ -1,0 +1,56 @@
+/* cuda_conv.h: 2-D convolution on a CUDA backend through cuDNN, ready for
+ * the deep models (WRN, WRN-pMoE). No CUDA types here.
+ *
+ * NCHW float32, groups 1, dilation 1, no bias; weights K x C x R x S. For
+ * each shape the descriptors are made once and kept in the backend's
+ * context, and for each direction the algorithm is chosen once (by cuDNN's
+ * heuristics, which do not time anything, so the choice is the same on every
+ * run) and cached. The math is FMA only (no TF32), so results can be held to
+ * float32 parity with a CPU convolution; with deterministic on (the default)
+ * only algorithms cuDNN marks deterministic are chosen, which matters for
+ * the filter gradient. The workspace belongs to the context and grows to the
+ * largest plan's need. Calls enqueue work on the backend's stream and
+ * return; failures of the work itself surface at the next synchronize().
+ * Builds without cuDNN (or without CUDA) return PMOE_ERR_UNSUPPORTED. */
+#ifndef PMOE_CUDA_CONV_H
+#define PMOE_CUDA_CONV_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+typedef struct pmoe_conv_shape {
+    int64_t batch;
+    int in_channels, height, width; /* input C x H x W */
+    int out_channels;               /* K */
+    int kernel_h, kernel_w;         /* R x S */
+    int stride, pad;                /* the same along both axes */
+} pmoe_conv_shape;
+
+static inline int pmoe_conv_out_height(const pmoe_conv_shape *s) {
+    return (s->height + 2 * s->pad - s->kernel_h) / s->stride + 1;
+}
+static inline int pmoe_conv_out_width(const pmoe_conv_shape *s) {
+    return (s->width + 2 * s->pad - s->kernel_w) / s->stride + 1;
+}
+
+/* 1 when this build has the cuDNN wrapper. */
+int pmoe_cuda_conv_built(void);
+
+/* y (B x K x P x Q) = conv(x (B x C x H x W), w (K x C x R x S)). */
+pmoe_status pmoe_cuda_conv_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                   const float *w, float *y, pmoe_error *err);
+/* dx (overwritten) from dy and w. */
+pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape *s,
+                                         const float *dy, const float *w, float *dx,
+                                         pmoe_error *err);
+/* dw (overwritten) from x and dy. */
+pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
+                                           const float *x, const float *dy, float *dw,
+                                           pmoe_error *err);
+/* Deterministic algorithms only (1, the default) or the fastest (0); plans
+ * made afterwards follow the setting. */
+pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,
+                                             pmoe_error *err);
+
+#endif

@@ -1,0 +1,69 @@
+/* cuda_internal.h: the CUDA backend's context and its check macros, shared
+ * by cuda_backend.c and cuda_conv.c (and nothing outside src/host/cuda).
+ *
+ * Ops are asynchronous and return nothing, so a failing CUDA, cuBLAS, cuDNN
+ * or kernel-launcher call is recorded in the context (the first failure
+ * wins: later ones are usually its consequences) with the call's text, the
+ * library's error name, file and line; every op does nothing once the
+ * context has failed, and synchronize() / copy_out() report the failure. */
+#ifndef PMOE_CUDA_INTERNAL_H
+#define PMOE_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+#include "kernels/pmoe_kernels.h"
+
+typedef struct cuda_conv_state cuda_conv_state;
+
+typedef struct cuda_context {
+    pmoe_backend be;      /* be.impl points back here */
+    int device;
+    cudaStream_t stream;  /* every op of this backend runs on it, in order */
+    cublasHandle_t blas;
+    pmoe_error error;     /* the first failure; code PMOE_OK while none */
+    char name[160];       /* "cuda:0 (NVIDIA H200)" */
+    cuda_conv_state *conv;/* cuDNN handle, plans and workspace; made on first use */
+} cuda_context;
+
+static inline cuda_context *cuda_context_of(pmoe_backend *be) { return (cuda_context *)be->impl; }
+
+void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
+void cuda_conv_release(cuda_context *c);
+
+#define PMOE_CUDA_CHECK(ctx, call)                                                          \
+    do {                                                                                    \
+        cudaError_t e_ = (call);                                                            \
+        if (e_ != cudaSuccess)                                                              \
+            cuda_record((ctx), e_ == cudaErrorMemoryAllocation ? PMOE_ERR_OOM : PMOE_ERR_INTERNAL, \
+                        "%s failed: %s (%s) at %s:%d", #call, cudaGetErrorName(e_),         \
+                        cudaGetErrorString(e_), __FILE__, __LINE__);                        \
+    } while (0)
+
+#define PMOE_CUBLAS_CHECK(ctx, call)                                                        \
+    do {                                                                                    \
+        cublasStatus_t s_ = (call);                                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                    \
+            cuda_record((ctx), PMOE_ERR_INTERNAL, "%s failed: %s (%s) at %s:%d", #call,     \
+                        cublasGetStatusName(s_), cublasGetStatusString(s_), __FILE__,       \
+                        __LINE__);                                                          \
+    } while (0)
+
+/* The launchers return 0, a cudaError_t, or a PMOE_KERNEL_ERR_*. */
+#define PMOE_KERNEL_CHECK(ctx, call)                                                        \
+    do {                                                                                    \
+        int rc_ = (call);                                                                   \
+        if (rc_)                                                                            \
+            cuda_record((ctx), rc_ == PMOE_KERNEL_ERR_ARGS ? PMOE_ERR_UNSUPPORTED : PMOE_ERR_INTERNAL, \
+                        "%s failed: %s at %s:%d", #call, pmoe_k_error_string(rc_), __FILE__, \
+                        __LINE__);                                                          \
+    } while (0)
+
+#endif

@@ -1,0 +1,116 @@
+/* pmoe_kernels.h: the C launchers of pmoe's own kernels.
+ *
+ * Each launcher checks its arguments, enqueues its kernel(s) on `stream` (a
+ * cudaStream_t, passed as void * so this header needs no CUDA header; NULL is
+ * the default stream) and returns at once: 0, a cudaError_t from the launch
+ * itself (> 0), or a PMOE_KERNEL_ERR_* (< 0). It never synchronises, so a
+ * fault inside a kernel shows up at the caller's next synchronisation.
+ * Pointers are device memory; shapes and layouts are those of
+ * src/host/backend/backend.h, and every kernel has its CPU twin in cpu_ops.h.
+ *
+ * The same sources are also compiled as C++ for host execution (see
+ * host_exec.h). That build defines PMOE_KERNELS_HOST_EXEC and its launchers
+ * carry a pmoe_hx_ prefix instead of pmoe_k_, so the emulated and the CUDA
+ * kernels can live in one program (the tests link both). */
+#ifndef PMOE_KERNELS_H
+#define PMOE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef PMOE_KERNELS_HOST_EXEC
+#define PMOE_KERNEL(name) pmoe_hx_##name
+#else
+#define PMOE_KERNEL(name) pmoe_k_##name
+#endif
+
+enum {
+    PMOE_KERNEL_ERR_ARGS = -1,     /* a shape the kernels do not support */
+    PMOE_KERNEL_ERR_EMULATOR = -2  /* host execution found a fault (barrier, warp mask, ...) */
+};
+
+/* Gate modes and loss kinds, numbered as pmoe_gate_mode and pmoe_loss_kind
+ * (the CUDA backend checks that at compile time). */
+enum { PMOE_KERNEL_GATE_RENORM = 0, PMOE_KERNEL_GATE_SOFTMAX_ALL = 1, PMOE_KERNEL_GATE_ONES = 2 };
+enum { PMOE_KERNEL_LOSS_LOGISTIC = 0, PMOE_KERNEL_LOSS_SOFTMAX_CE = 1 };
+
+/* A one-line description of a launcher's return code. */
+const char *PMOE_KERNEL(error_string)(int code);
+
+/* images (B x C x H x W) -> patches (B x n x d), and the adjoint, which
+ * overwrites every pixel of dimages (zero outside every patch). */
+int PMOE_KERNEL(patch_extract_forward)(int64_t batch, int channels, int height, int width,
+                                       int patch, const float *images, float *patches,
+                                       void *stream);
+int PMOE_KERNEL(patch_extract_backward)(int64_t batch, int channels, int height, int width,
+                                        int patch, const float *dpatches, float *dimages,
+                                        void *stream);
+
+/* The fused router: scores (B x n x k), top-l picks (B x k x l, best first,
+ * ties to the lower index) and gate values (B x k x l), one block per sample. */
+int PMOE_KERNEL(gate_topl_forward)(int64_t batch, int patches, int dim, int experts, int topl,
+                                   int gate_mode, const float *patch_data, const float *router_w,
+                                   float *scores, int32_t *selected, float *gate, void *stream);
+/* dscores (B x n x k, every element written) from dgate; the router and
+ * patch gradients that follow are GEMMs the caller runs. */
+int PMOE_KERNEL(gate_topl_backward_scores)(int64_t batch, int patches, int experts, int topl,
+                                           int gate_mode, const float *scores,
+                                           const int32_t *selected, const float *gate,
+                                           const float *dgate, float *dscores, void *stream);
+
+/* patches -> expert_in (k x B l x d), and the adjoint (dpatches overwritten,
+ * each patch's rows summed in expert order, without atomics). */
+int PMOE_KERNEL(dispatch_gather)(int64_t batch, int patches, int dim, int experts, int topl,
+                                 const float *patch_data, const int32_t *selected,
+                                 float *expert_in, void *stream);
+int PMOE_KERNEL(dispatch_gather_backward)(int64_t batch, int patches, int dim, int experts,
+                                          int topl, const float *dexpert_in,
+                                          const int32_t *selected, float *dpatches, void *stream);
+
+/* x = ReLU(x) in place (NaN -> 0, as the CPU); dx = 0 where out <= 0. */
+int PMOE_KERNEL(relu_forward)(int64_t count, float *x, void *stream);
+int PMOE_KERNEL(relu_backward)(int64_t count, const float *out, float *dout, void *stream);
+
+/* logits (B x c) from hidden (k x B l x h), gate (B x k x l, NULL for G = 1)
+ * and out_w (k x h x c); backward writes dhidden, dgate and dout_w (each
+ * optional but dhidden), every sum in a fixed order. */
+int PMOE_KERNEL(combine_forward)(int64_t batch, int experts, int topl, int hidden, int classes,
+                                 const float *hidden_data, const float *gate, const float *out_w,
+                                 float *logits, void *stream);
+int PMOE_KERNEL(combine_backward)(int64_t batch, int experts, int topl, int hidden, int classes,
+                                  const float *dlogits, const float *hidden_data,
+                                  const float *gate, const float *out_w, float *dhidden,
+                                  float *dgate, float *dout_w, void *stream);
+
+/* Mean loss and dlogits (optional); stats[0] = mean loss, stats[1] = correct. */
+int PMOE_KERNEL(loss_forward_backward)(int kind, int64_t batch, int classes, const float *logits,
+                                       const int32_t *labels, float *dlogits, float *stats,
+                                       void *stream);
+/* The separate-training router loss (see backend.h): dscores and stats[0]. */
+int PMOE_KERNEL(router_linear_loss)(int64_t batch, int patches, int experts, const float *scores,
+                                    const int32_t *pair, const float *weight, float *dscores,
+                                    float *stats, void *stream);
+
+/* v = momentum v + (grad + weight_decay param); param -= lr v (velocity may
+ * be NULL when momentum is 0). */
+int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad, float *velocity,
+                            float lr, float momentum, float weight_decay, void *stream);
+int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *stream);
+
+#ifdef PMOE_KERNELS_HOST_EXEC
+/* Host execution only: the order in which a block's fibers are resumed
+ * between barriers (seed is used by the shuffle). Overrides PMOE_EMU_ORDER. */
+enum { PMOE_EMU_FORWARD = 0, PMOE_EMU_BACKWARD = 1, PMOE_EMU_SHUFFLE = 2 };
+void pmoe_emu_set_order(int order, uint64_t seed);
+/* Number of fiber switches so far (a cost measure for tests). */
+uint64_t pmoe_emu_switches(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif
