@@ -192,6 +192,15 @@ static void test_idx_errors(const char *dir) {
     expect_read_failure("absurd size", dir, "absurd", absurd, n, 0, 3, PMOE_ERR_FORMAT,
                         "2^31");
     free(absurd);
+    /* A header promising the 2^31-byte maximum on a 16-byte file: rejected as
+     * truncated (the buffer grows with the data read, so this costs 1 MiB). */
+    uint32_t most[3] = {2048, 1024, 1024};
+    absurd = idx_bytes(0x08, 3, most, NULL, 0, &n);
+    expect_read_failure("promise without data", dir, "promise", absurd, n, 0, 3,
+                        PMOE_ERR_FORMAT,
+                        "truncated at offset 16: expected 2147483648 bytes of data from offset "
+                        "16, found 0");
+    free(absurd);
 
     n = 4 + 12 + 24;
     memcpy(bad, good, n);
@@ -243,6 +252,34 @@ static void test_idx_errors(const char *dir) {
     CHECK(split.images.data == NULL && split.labels.data == NULL);
     st = pmoe_idx_split_load(split_dir, "t10k", &split, &err);
     check_failure("missing split", st, &err, PMOE_ERR_IO, "t10k-images-idx3-ubyte", NULL);
+}
+
+static void test_idx_growing_buffer(const char *dir) {
+    /* Larger than the first 1 MiB buffer, so the read grows it twice; plain
+     * and gzip, whole and one byte short. */
+    uint32_t big_dims[3] = {3, 700, 700};
+    const size_t big_n = 3 * 700 * 700;
+    uint8_t *big = malloc(big_n);
+    for (size_t i = 0; i < big_n; i++) big[i] = (uint8_t)(i * 2654435761u >> 13);
+    for (int gzip = 0; gzip < 2; gzip++) {
+        char path[1200];
+        join(path, sizeof path, dir, gzip ? "big.gz" : "big");
+        write_idx(path, 3, big_dims, big, gzip);
+        pmoe_idx idx;
+        pmoe_error err = {0};
+        pmoe_status st = pmoe_idx_read(path, 3, &idx, &err);
+        CHECK_MSG(st == PMOE_OK, "%s", err.message);
+        if (st) continue;
+        CHECK(idx.dims[0] == 3 && idx.dims[1] == 700 && memcmp(idx.data, big, big_n) == 0);
+        pmoe_idx_free(&idx);
+    }
+    size_t big_file_n;
+    uint8_t *big_file = idx_bytes(0x08, 3, big_dims, big, big_n, &big_file_n);
+    expect_read_failure("big truncated", dir, "bigcut", big_file, big_file_n - 1, 0, 3,
+                        PMOE_ERR_FORMAT, "found 1469999");
+    free(big_file);
+    free(big);
+
 }
 
 /* ---- the theory's synthetic model -------------------------------------- */
@@ -777,6 +814,7 @@ int main(void) {
     new_dir(dir, sizeof dir);
     test_idx_read_roundtrip(dir);
     test_idx_errors(dir);
+    test_idx_growing_buffer(dir);
     test_synthetic_patterns_and_samples();
     test_synthetic_config_errors();
 

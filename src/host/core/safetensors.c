@@ -133,6 +133,64 @@ static int as_count(const cJSON *v, int64_t *out) {
     return 1;
 }
 
+/* The file offset of entry `name`'s key in the header text, so a message can
+ * point at the entry; the header's start (8) when the key is not found
+ * verbatim (it was written with escapes). */
+static int64_t entry_offset(const char *text, const char *name) {
+    const size_t len = strlen(name);
+    for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {
+        if (strncmp(p + 1, name, len) != 0 || p[1 + len] != '"') continue;
+        const char *q = p + 2 + len;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r') q++;
+        if (*q == ':') return 8 + (int64_t)(p - text);
+    }
+    return 8;
+}
+
+typedef struct data_span {
+    int64_t begin, end;
+    const char *name;
+} data_span;
+
+static int span_order(const void *a, const void *b) {
+    const data_span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+/* safetensors requires the tensors' data to tile the data section exactly:
+ * no overlap, no gap, nothing after the last tensor (the Python package
+ * rejects anything else), so a checkpoint pmoe accepts, PyTorch opens too. */
+static pmoe_status check_tiling(const pmoe_st_file *f, const char *origin, int64_t data_start,
+                                pmoe_error *err) {
+    data_span *spans = malloc(sizeof *spans * (size_t)(f->tensor_count + 1));
+    if (!spans) return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot allocate the tensor table", origin);
+    for (int i = 0; i < f->tensor_count; i++) {
+        const int64_t begin = 4 * (int64_t)(f->tensors[i].data - f->data);
+        spans[i] = (data_span){begin, begin + 4 * f->tensors[i].count, f->tensors[i].name};
+    }
+    qsort(spans, (size_t)f->tensor_count, sizeof *spans, span_order);
+    int64_t covered = 0;
+    pmoe_status s = PMOE_OK;
+    for (int i = 0; !s && i < f->tensor_count; i++) {
+        if (spans[i].begin != covered)
+            s = pmoe_fail(err, PMOE_ERR_FORMAT,
+                          "%s: offset %lld: tensor '%s' starts at data offset %lld, expected %lld "
+                          "(tensors must cover the data without gaps or overlaps)",
+                          origin, (long long)(data_start + spans[i].begin), spans[i].name,
+                          (long long)spans[i].begin, (long long)covered);
+        covered = spans[i].end;
+    }
+    if (!s && covered != f->data_bytes)
+        s = pmoe_fail(err, PMOE_ERR_FORMAT,
+                      "%s: offset %lld: %lld data bytes follow the last tensor (expected the "
+                      "tensors to end at the end of the file)",
+                      origin, (long long)(data_start + covered),
+                      (long long)(f->data_bytes - covered));
+    free(spans);
+    return s;
+}
+
 pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char *origin,
                                    pmoe_st_file *out, pmoe_error *err) {
     memset(out, 0, sizeof *out);
@@ -142,7 +200,7 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
     if (size < 8) return bad(err, origin, (int64_t)size, "file too short for the 8-byte header length");
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)bytes[i] << (8 * i);
-    if (header_len < 2 || header_len > HEADER_LIMIT || header_len > size - 8)
+    if (header_len > HEADER_LIMIT || header_len > size - 8)
         return pmoe_fail(err, PMOE_ERR_FORMAT,
                          "%s: offset 0: header length %llu does not fit the file of %zu bytes",
                          origin, (unsigned long long)header_len, size);
@@ -152,13 +210,17 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
     memcpy(text, bytes + 8, header_len);
     text[header_len] = '\0';
     if (strlen(text) != header_len) {
+        const int64_t nul_at = 8 + (int64_t)strlen(text);
         free(text);
-        return bad(err, origin, 8, "NUL byte inside the JSON header");
+        return bad(err, origin, nul_at, "NUL byte inside the JSON header");
     }
     cJSON *root = cJSON_Parse(text);
-    int64_t error_at = root ? 0 : (int64_t)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : 0);
-    free(text);
-    if (!root) return bad(err, origin, 8 + error_at, "the header is not valid JSON");
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        const int64_t error_at = at && at >= text && at <= text + header_len ? at - text : 0;
+        free(text);
+        return bad(err, origin, 8 + error_at, "the header is not valid JSON");
+    }
     pmoe_status s = PMOE_OK;
     if (!cJSON_IsObject(root)) s = bad(err, origin, 8, "the header is not a JSON object");
     int entries = 0, meta_cap = 0;
@@ -180,18 +242,19 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
     for (cJSON *e = root ? root->child : NULL; !s && e; e = e->next) {
         char what[256];
         if (!e->string || strlen(e->string) >= PMOE_ST_MAX_NAME) {
-            s = bad(err, origin, 8, "a tensor name is missing or longer than 127 bytes");
+            s = bad(err, origin, e->string ? entry_offset(text, e->string) : 8,
+                    "a tensor name is missing or longer than 127 bytes");
             break;
         }
         if (strcmp(e->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(e)) {
-                s = bad(err, origin, 8, "__metadata__ is not an object");
+                s = bad(err, origin, entry_offset(text, e->string), "__metadata__ is not an object");
                 break;
             }
             for (cJSON *m = e->child; !s && m; m = m->next) {
                 if (!cJSON_IsString(m) || !m->string) {
                     snprintf(what, sizeof what, "metadata '%.100s' is not a string", m->string ? m->string : "");
-                    s = bad(err, origin, 8, what);
+                    s = bad(err, origin, m->string ? entry_offset(text, m->string) : 8, what);
                     break;
                 }
                 if (out->meta_count >= meta_cap) { /* grow: metadata can outnumber entries */
@@ -211,9 +274,17 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
             }
             continue;
         }
+        const int64_t at = entry_offset(text, e->string);
+        if (!cJSON_IsObject(e)) {
+            snprintf(what, sizeof what,
+                     "tensor '%s': expected an object with dtype, shape and data_offsets",
+                     e->string);
+            s = bad(err, origin, at, what);
+            break;
+        }
         if (pmoe_safetensors_find(out, e->string)) {
             snprintf(what, sizeof what, "tensor '%s' appears twice", e->string);
-            s = bad(err, origin, 8, what);
+            s = bad(err, origin, at, what);
             break;
         }
         const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
@@ -221,7 +292,7 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
         const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
         if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, "F32") != 0) {
             snprintf(what, sizeof what, "tensor '%s': expected dtype F32", e->string);
-            s = bad(err, origin, 8, what);
+            s = bad(err, origin, at, what);
             break;
         }
         pmoe_st_tensor *t = &out->tensors[out->tensor_count];
@@ -235,9 +306,10 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
             if (shape_ok) count *= t->shape[d];
         }
         if (!shape_ok) {
-            snprintf(what, sizeof what, "tensor '%s': expected a shape of at most %d sizes",
+            snprintf(what, sizeof what,
+                     "tensor '%s': expected a shape of at most %d non-negative integer sizes",
                      e->string, PMOE_ST_MAX_DIMS);
-            s = bad(err, origin, 8, what);
+            s = bad(err, origin, at, what);
             break;
         }
         if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
@@ -247,7 +319,7 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
             snprintf(what, sizeof what,
                      "tensor '%s': data_offsets must span 4 x %lld bytes inside the %lld data bytes",
                      e->string, (long long)count, (long long)data_size);
-            s = bad(err, origin, data_start, what);
+            s = bad(err, origin, at, what);
             break;
         }
         t->ndim = ndim;
@@ -256,6 +328,8 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
         out->tensor_count++;
     }
     cJSON_Delete(root);
+    free(text);
+    if (!s) s = check_tiling(out, origin, data_start, err);
     if (s) pmoe_safetensors_free(out);
     return s;
 }

@@ -23,7 +23,8 @@ pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const 
     return PMOE_OK;
 }
 
-pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, pmoe_dataset **out,
+pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_bytes,
+                               void (*destroy)(pmoe_dataset *ds), pmoe_dataset **out,
                                pmoe_error *err) {
     *out = NULL;
     pmoe_dataset *ds = calloc(1, sizeof *ds);
@@ -35,6 +36,13 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, pmoe_dataset **
     if (!st && with_decisive)
         st = pmoe_data_malloc((void **)&ds->decisive_patch, count, sizeof(int32_t),
                               "decisive patch indices", err);
+    if (!st && impl_bytes > 0) {
+        ds->impl = calloc(1, impl_bytes);
+        if (!ds->impl)
+            st = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset", impl_bytes);
+        else
+            ds->destroy = destroy;
+    }
     if (st) {
         pmoe_dataset_free(ds);
         return st;
@@ -67,6 +75,7 @@ pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
     case PMOE_DATA_SYNTHETIC: return pmoe_synthetic_open(cfg, train, test, err);
     case PMOE_DATA_MOSAIC: return pmoe_mosaic_open(cfg, train, test, err);
     case PMOE_DATA_IDX: return pmoe_idx_dataset_open(cfg, train, test, err);
+    case PMOE_DATA_CIFAR10: return pmoe_cifar_open(cfg, train, test, err);
     case PMOE_DATA_AUTO: break;
     }
     return pmoe_fail(err, PMOE_ERR_CONFIG, "data.source: unknown source %d", (int)cfg->source);

@@ -28,10 +28,17 @@ struct pmoe_dataset {
     int32_t *labels;          /* [count] */
     int32_t *decisive_patch;  /* [count], or NULL when the task has none */
     int decisive_patch_size;  /* patch size at which decisive_patch is an index */
+    int default_patch;        /* the patch size model.patch = 0 means; 0 = none */
     void *impl;
     /* Writes sample `index` to out[channels * height * width]. Thread safe. */
     void (*compose)(const pmoe_dataset *ds, int64_t index, float *out);
     void (*destroy)(pmoe_dataset *ds);
+    /* Optional (NULL when patches have no class of their own): the class of
+     * what patch `patch` (on the decisive_patch_size grid) of sample `index`
+     * shows, in [0, patch_classes). Mosaic: the item's class; synthetic:
+     * 0 for o2, 1 for o1, 2 + c for irrelevant cluster c. Thread safe. */
+    int (*patch_class)(const pmoe_dataset *ds, int64_t index, int patch);
+    int patch_classes;
 };
 
 /* Frees a dataset made by any of the openers below (NULL is fine): calls
@@ -39,8 +46,11 @@ struct pmoe_dataset {
 void pmoe_dataset_free(pmoe_dataset *ds);
 
 /* For data sources: a zeroed dataset with labels[count] (and
- * decisive_patch[count] when with_decisive) allocated; count >= 1. */
-pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, pmoe_dataset **out,
+ * decisive_patch[count] when with_decisive) allocated; count >= 1. With
+ * impl_bytes > 0 it also allocates a zeroed impl of that size and sets
+ * destroy (which must free impl), so one call undoes everything on error. */
+pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_bytes,
+                               void (*destroy)(pmoe_dataset *ds), pmoe_dataset **out,
                                pmoe_error *err);
 
 /* For data sources: malloc of count * elem_size bytes, failing with
@@ -61,6 +71,30 @@ pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
 /* Plain 10-class IDX classification (the first train_size / test_size images). */
 pmoe_status pmoe_idx_dataset_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                                   pmoe_dataset **test, pmoe_error *err);
+
+/* CIFAR-10, binary version: data_batch_1.bin .. data_batch_5.bin (train, in
+ * that order) and test_batch.bin under cfg->path; the first train_size /
+ * test_size records, each 3 x 32 x 32 with values pixel / 255. */
+pmoe_status pmoe_cifar_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                            pmoe_dataset **test, pmoe_error *err);
+
+/* One CIFAR-10 binary batch held in memory: count records of
+ * PMOE_CIFAR_RECORD_BYTES bytes, each a label byte (0..9) then 1024 red,
+ * 1024 green and 1024 blue bytes, rows top to bottom. */
+#define PMOE_CIFAR_SIDE 32
+#define PMOE_CIFAR_PIXEL_BYTES (3 * PMOE_CIFAR_SIDE * PMOE_CIFAR_SIDE)
+#define PMOE_CIFAR_RECORD_BYTES (1 + PMOE_CIFAR_PIXEL_BYTES)
+typedef struct pmoe_cifar_batch {
+    int64_t count;
+    uint8_t *records; /* [count][PMOE_CIFAR_RECORD_BYTES] */
+} pmoe_cifar_batch;
+
+/* Parses a whole batch file held in memory (origin names it in messages):
+ * rejects a size that is not a whole number of records and any label above
+ * 9, with the offset. Never reads outside bytes[0, size). */
+pmoe_status pmoe_cifar_parse(const uint8_t *bytes, size_t size, const char *origin,
+                             pmoe_cifar_batch *out, pmoe_error *err);
+void pmoe_cifar_batch_free(pmoe_cifar_batch *batch);
 
 /* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
  * files exist under cfg->path and the synthetic model otherwise. *chosen says

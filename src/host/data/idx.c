@@ -5,7 +5,9 @@
  * are peeked only so that messages can say "gzip" (offsets in messages are
  * then offsets in the decompressed stream). The header is checked field by
  * field before anything is allocated, and the size it promises is capped at
- * 2^31 bytes, so a hostile header cannot make us allocate gigabytes. One byte
+ * 2^31 bytes. The data buffer then grows with the bytes actually read
+ * (doubling from 1 MiB), so a 20-byte file whose header promises 2 GiB costs
+ * 1 MiB before it is rejected as truncated, not 2 GiB. One byte
  * past the data is read to reject trailing garbage. (zlib itself skips
  * non-gzip garbage after a gzip member, so only plain files and extra gzip
  * members are caught there.) */
@@ -19,6 +21,7 @@
 #include <zlib.h>
 
 #define IDX_MAX_DATA_BYTES ((int64_t)1 << 31)
+#define IDX_FIRST_CHUNK ((int64_t)1 << 20)
 #define IDX_TYPE_UBYTE 0x08
 
 typedef struct idx_reader {
@@ -146,21 +149,34 @@ pmoe_status pmoe_idx_read(const char *path, int expected_ndim, pmoe_idx *out, pm
     pmoe_status st = read_header(&r, expected_ndim, &idx, &data_bytes, err);
     if (st) goto fail;
 
-    idx.data = malloc((size_t)data_bytes);
-    if (!idx.data) {
-        st = pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot allocate %lld bytes for the IDX data",
-                       path, (long long)data_bytes);
-        goto fail;
+    const int64_t data_start = r.offset;
+    int64_t have = 0, capacity = 0;
+    while (have < data_bytes) {
+        if (have == capacity) {
+            int64_t grown = capacity ? 2 * capacity : IDX_FIRST_CHUNK;
+            if (grown > data_bytes) grown = data_bytes;
+            uint8_t *bigger = realloc(idx.data, (size_t)grown);
+            if (!bigger) {
+                st = pmoe_fail(err, PMOE_ERR_OOM,
+                               "%s: cannot allocate %lld bytes for the IDX data", path,
+                               (long long)grown);
+                goto fail;
+            }
+            idx.data = bigger;
+            capacity = grown;
+        }
+        st = read_bytes(&r, idx.data + have, capacity - have, &got, err);
+        if (st) goto fail;
+        const int at_end = got < capacity - have;
+        have += got;
+        if (at_end) break;
     }
-    int64_t data_start = r.offset;
-    st = read_bytes(&r, idx.data, data_bytes, &got, err);
-    if (st) goto fail;
-    if (got < data_bytes) {
+    if (have < data_bytes) {
         st = pmoe_fail(err, PMOE_ERR_FORMAT,
                        "%s%s: truncated at offset %lld: expected %lld bytes of data from offset "
                        "%lld, found %lld",
                        path, r.kind, (long long)r.offset, (long long)data_bytes,
-                       (long long)data_start, (long long)got);
+                       (long long)data_start, (long long)have);
         goto fail;
     }
     uint8_t extra;

@@ -45,7 +45,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
                        split->images_path, (long long)split->images.dims[1],
                        (long long)split->images.dims[2]);
     pmoe_dataset *ds = NULL;
-    if (!st) st = pmoe_dataset_alloc(count, 0, &ds, err);
+    if (!st) st = pmoe_dataset_alloc(count, 0, 0, NULL, &ds, err);
     if (st) {
         pmoe_idx_split_free(split);
         free(split);
@@ -59,6 +59,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
     ds->height = (int)split->images.dims[1];
     ds->width = (int)split->images.dims[2];
     ds->classes = IDX_CLASSES;
+    ds->default_patch = 7; /* 4 x 4 patches of a 28 x 28 MNIST image */
     ds->compose = idx_compose;
     for (int64_t i = 0; i < count; i++) ds->labels[i] = split->labels.data[i];
     *out = ds;

@@ -41,6 +41,11 @@ static void mosaic_compose(const pmoe_dataset *ds, int64_t index, float *out) {
     }
 }
 
+static int mosaic_patch_class(const pmoe_dataset *ds, int64_t index, int patch) {
+    const mosaic *m = ds->impl;
+    return m->split.labels.data[m->items[(size_t)index * m->grid * m->grid + patch]];
+}
+
 static void mosaic_destroy(pmoe_dataset *ds) {
     mosaic *m = ds->impl;
     if (m) {
@@ -129,16 +134,9 @@ done:
 static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, int64_t count,
                               uint64_t stream, pmoe_dataset **out, pmoe_error *err) {
     pmoe_dataset *ds;
-    pmoe_status st = pmoe_dataset_alloc(count, 1, &ds, err);
+    pmoe_status st = pmoe_dataset_alloc(count, 1, sizeof(mosaic), mosaic_destroy, &ds, err);
     if (st) return st;
-    mosaic *m = calloc(1, sizeof *m);
-    if (!m) {
-        pmoe_dataset_free(ds);
-        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
-                         sizeof *m);
-    }
-    ds->impl = m;
-    ds->destroy = mosaic_destroy;
+    mosaic *m = ds->impl;
     m->grid = cfg->grid;
 
     st = pmoe_idx_split_load(cfg->path, prefix, &m->split, err);
@@ -170,7 +168,10 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
     ds->height = ds->width = m->item_size * cfg->grid;
     ds->classes = 1;
     ds->decisive_patch_size = m->item_size;
+    ds->default_patch = m->item_size; /* one patch per item */
     ds->compose = mosaic_compose;
+    ds->patch_class = mosaic_patch_class;
+    ds->patch_classes = IDX_CLASSES;
     *out = ds;
     return PMOE_OK;
 fail:

@@ -50,26 +50,51 @@ static pmoe_rng sample_rng(const synthetic *s, int64_t index, uint64_t purpose) 
     return pmoe_rng_make(pmoe_rng_bits(s->seed, s->split_stream, (uint64_t)index), purpose);
 }
 
-static void synthetic_compose(const pmoe_dataset *ds, int64_t index, float *out) {
+/* Which pattern each of the n patches of sample `index` shows: 0 (o1),
+ * 1 (o2) or 2 + c (cluster c), drawn from the sample's own generator. */
+static void sample_layout(const pmoe_dataset *ds, int64_t index, int *which) {
     const synthetic *s = ds->impl;
-    const int n = s->patches, d = s->dim;
+    const int n = s->patches;
     pmoe_rng layout = sample_rng(s, index, PURPOSE_LAYOUT);
     /* Redraw the position exactly as at open time, so the cluster draws that
      * follow line up with it. */
-    int decisive = (int)pmoe_rng_next_below(&layout, (uint64_t)n);
-    const double *decisive_pattern = s->patterns + (size_t)(ds->labels[index] ? 0 : 1) * d;
+    const int decisive = (int)pmoe_rng_next_below(&layout, (uint64_t)n);
+    for (int j = 0; j < n; j++)
+        which[j] = j == decisive ? (ds->labels[index] ? 0 : 1)
+                                 : 2 + (int)pmoe_rng_next_below(&layout, (uint64_t)s->clusters);
+}
+
+static void synthetic_compose(const pmoe_dataset *ds, int64_t index, float *out) {
+    const synthetic *s = ds->impl;
+    const int n = s->patches, d = s->dim;
+    int small[256], *which = n <= 256 ? small : malloc(sizeof(int) * (size_t)n);
+    if (!which) { /* compose cannot fail; an unallocatable layout is all noise-free zeros */
+        for (size_t i = 0; i < (size_t)n * d; i++) out[i] = 0.0f;
+        return;
+    }
+    sample_layout(ds, index, which);
     for (int j = 0; j < n; j++) {
-        const double *pattern =
-            j == decisive ? decisive_pattern
-                          : s->patterns +
-                                (size_t)(2 + pmoe_rng_next_below(&layout, (uint64_t)s->clusters)) * d;
+        const double *pattern = s->patterns + (size_t)which[j] * d;
         for (int c = 0; c < d; c++) out[(size_t)c * n + j] = (float)pattern[c];
     }
+    if (which != small) free(which);
     if (s->noise > 0) {
         pmoe_rng noise = sample_rng(s, index, PURPOSE_NOISE);
         for (size_t i = 0; i < (size_t)n * d; i++)
             out[i] += (float)(s->noise * pmoe_rng_normal_at(&noise, i));
     }
+}
+
+/* Classes by what a patch shows: 0 for o2 (y = -1), 1 for o1 (y = +1), so
+ * the deciding patch's class is the sample's label; 2 + c for cluster c. */
+static int synthetic_patch_class(const pmoe_dataset *ds, int64_t index, int patch) {
+    const synthetic *s = ds->impl;
+    int small[256], *which = s->patches <= 256 ? small : malloc(sizeof(int) * (size_t)s->patches);
+    if (!which) return 2; /* cannot happen in practice; any irrelevant class is harmless */
+    sample_layout(ds, index, which);
+    const int pattern = which[patch];
+    if (which != small) free(which);
+    return pattern == 0 ? 1 : pattern == 1 ? 0 : pattern;
 }
 
 static void synthetic_destroy(pmoe_dataset *ds) {
@@ -187,16 +212,9 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const double *pattern
                               pmoe_dataset **out, pmoe_error *err) {
     const int n = cfg->synthetic_patches, d = cfg->synthetic_dim, p = cfg->synthetic_clusters;
     pmoe_dataset *ds;
-    pmoe_status st = pmoe_dataset_alloc(count, 1, &ds, err);
+    pmoe_status st = pmoe_dataset_alloc(count, 1, sizeof(synthetic), synthetic_destroy, &ds, err);
     if (st) return st;
-    synthetic *s = calloc(1, sizeof *s);
-    if (!s) {
-        pmoe_dataset_free(ds);
-        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
-                         sizeof *s);
-    }
-    ds->impl = s;
-    ds->destroy = synthetic_destroy;
+    synthetic *s = ds->impl;
     *s = (synthetic){n, d, p, cfg->noise, cfg->seed, split_stream, NULL};
     st = pmoe_data_malloc((void **)&s->patterns, (int64_t)(p + 2) * d, sizeof(double),
                           "the synthetic patterns", err);
@@ -214,7 +232,10 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const double *pattern
     ds->width = n;
     ds->classes = 1;
     ds->decisive_patch_size = 1;
+    ds->default_patch = 1; /* one patch per column: the model's n patches */
     ds->compose = synthetic_compose;
+    ds->patch_class = synthetic_patch_class;
+    ds->patch_classes = 2 + cfg->synthetic_clusters;
     for (int64_t i = 0; i < count; i++) {
         ds->labels[i] = i % 2 == 0;
         pmoe_rng layout = sample_rng(s, i, PURPOSE_LAYOUT);
