@@ -103,6 +103,21 @@ typedef struct pmoe_ops {
                             const float *expert_in, const float *expert_w, const float *hidden_out,
                             float *dhidden, float *dexpert_w, float *dexpert_in);
 
+    /* Optional (NULL where a backend lacks them): dispatch_gather and
+     * expert_forward / expert_backward in one op each, reading every
+     * expert's rows straight from patches through selected, so expert_in is
+     * never written (the model then does not allocate it). Results are
+     * those of the pair each replaces, to rounding (a sum may run in another
+     * fixed order); the backward gives dexpert_w only (the patches are input
+     * data and need no gradient). */
+    void (*expert_forward_gathered)(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
+                                    const float *patches, const int32_t *selected,
+                                    const float *expert_w, float *hidden_out);
+    void (*expert_backward_gathered)(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
+                                     const float *patches, const int32_t *selected,
+                                     const float *expert_w, const float *hidden_out,
+                                     float *dhidden, float *dexpert_w);
+
     /* logits[b, c] = sum_s sum_r out_w[s, r, c] / l * sum_t gate[b, s, t] *
      * hidden[s, b l + t, r]; gate may be NULL for G = 1. Backward overwrites
      * dhidden, dgate (when not NULL) and dout_w (when not NULL). */

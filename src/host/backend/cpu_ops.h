@@ -42,6 +42,23 @@ void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, i
                          const float *expert_in, const float *expert_w, const float *hidden_out,
                          float *dhidden, float *dexpert_w, float *dexpert_in);
 
+/* The fused forms (see backend.h): cpu_dispatch_gather followed by
+ * cpu_expert_forward / cpu_expert_backward (without dexpert_in), equal to
+ * rounding: on CPUs with AVX-512 they run their own kernels, elsewhere a
+ * gather into cache and OpenBLAS (cpu_expert.c says why). */
+void cpu_expert_forward_gathered(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
+                                 const float *patches, const int32_t *selected,
+                                 const float *expert_w, float *hidden_out);
+void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
+                                  const float *patches, const int32_t *selected,
+                                  const float *expert_w, const float *hidden_out, float *dhidden,
+                                  float *dexpert_w);
+
+/* Whether the fused forms use their AVX-512 kernels: on = 1 asks for them
+ * (granted only where the CPU has AVX-512F), 0 forbids them, -1 only asks.
+ * Returns the setting in force. For tests; the default is on. */
+int cpu_expert_gathered_simd(int on);
+
 void cpu_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s, const float *hidden,
                          const float *gate, const float *out_w, float *logits);
 void cpu_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s, const float *dlogits,

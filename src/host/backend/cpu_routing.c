@@ -71,6 +71,12 @@ static void gate_values(pmoe_gate_mode mode, const float *scores, int64_t stride
     /* picks[0] is the largest selected score, and the largest overall. */
     const float top = scores[picks[0] * stride];
     double denom = 0.0;
+    if (mode == PMOE_GATE_RENORM && l <= 64) { /* each exp once (the same values and order) */
+        double e[64];
+        for (int t = 0; t < l; t++) denom += e[t] = exp((double)scores[picks[t] * stride] - top);
+        for (int t = 0; t < l; t++) gate[t] = (float)(e[t] / denom);
+        return;
+    }
     if (mode == PMOE_GATE_RENORM)
         for (int t = 0; t < l; t++) denom += exp((double)scores[picks[t] * stride] - top);
     else

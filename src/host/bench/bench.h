@@ -1,0 +1,123 @@
+/* bench.h: `pmoe bench`: what a configuration costs, against its baseline.
+ *
+ * A bench run builds the configured pMoE and its single-expert baseline (the
+ * CNN of eq. 5: model.type = cnn, the same data, the same total hidden m),
+ * composes one real batch into each model once, and times its steps: after
+ * bench.warmup untimed steps, each of bench.repeats steps is timed on its
+ * own and the median, min and max are kept. What is inside the timed region:
+ *   train step     forward (patch extraction, routing, dispatch, experts,
+ *                  combine) + loss and backward + SGD update + synchronize
+ *                  (this reads the loss back, 8 bytes); the update runs with
+ *                  learning rate 0, so every step sees the initial weights
+ *                  (bench.c says why);
+ *   inference step forward + synchronize.
+ * Batch composition and its copy in are outside (done once); so are the
+ * training loop's non-finite gradient check and its bookkeeping.
+ * Alongside: the analytic FLOPs (model/flops.h), the memory (parameters,
+ * activations, workspace on the backend; the bench's own host staging), and
+ * the machine's peak measured by one large SGEMM.
+ *
+ * The models are behind bench_target (bench.c), one implementation per
+ * model family: the two-layer pMoE/CNN today; WRN-pMoE/WRN adds another
+ * (build, cost, one train step, one inference step, peer export) and reuses
+ * the timing, table, JSON and sweeps unchanged. */
+#ifndef PMOE_BENCH_BENCH_H
+#define PMOE_BENCH_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/phase_timer.h"
+#include "model/flops.h"
+#include "pmoe/config.h"
+#include "pmoe/status.h"
+
+typedef struct pmoe_timing {
+    double median_ms, min_ms, max_ms;
+} pmoe_timing;
+
+typedef struct pmoe_bench_memory {
+    int64_t parameter_bytes;   /* values, gradients, optimizer state */
+    int64_t activation_bytes;  /* forward buffers for the batch */
+    int64_t workspace_bytes;   /* the rest of the backend's peak: backward buffers and the
+                                  ops' transient scratch */
+    int64_t backward_bytes;    /* of which the backward buffers */
+    int64_t device_peak_bytes; /* the backend's peak (on the CPU backend, host memory) */
+    int64_t host_bytes;        /* the bench's host staging (one batch) */
+    int64_t peak_bytes;        /* device_peak_bytes + host_bytes */
+} pmoe_bench_memory;
+
+typedef struct pmoe_bench_model {
+    char model[16];        /* "pmoe", "cnn" */
+    char gate[16];
+    int patches, dim, experts, topl, hidden, classes; /* n, d, k, l, m (total), c */
+    int learn_router, train_output; /* what the train step updates besides the experts */
+    int64_t params;
+    pmoe_flop_report flops;
+    double train_flops[PMOE_FLOPS_KINDS]; /* per sample */
+    double infer_flops[PMOE_FLOPS_KINDS]; /* per sample */
+    pmoe_bench_memory mem;
+    pmoe_timing train, infer;
+    double first_loss, last_loss; /* before any update; after the last timed step */
+    /* A second pass of `repeats` train steps with the phase timer on: the mean ms per step
+     * of each phase (the timer's clock reads, and on an asynchronous backend its waits,
+     * make this pass a little slower than the timed one). */
+    double phase_ms[PMOE_T_COUNT];
+} pmoe_bench_model;
+
+typedef struct pmoe_bench_result {
+    char date[32];         /* UTC, ISO 8601 */
+    char cpu[128];         /* the CPU's model name */
+    int cores;             /* online CPUs */
+    char backend[32];
+    char blas[128];        /* the BLAS library and its build */
+    int threads;           /* threads the run used */
+    double load_before, load_after; /* the 1-minute load average around the run (< 0: unknown) */
+    double others_cpu_share; /* the share of all cores other processes kept busy during the run
+                                (< 0: unknown): other work makes threaded timings unreliable */
+    char data[128];
+    int channels, height, width, patch;
+    int64_t batch;
+    int warmup, repeats;
+    char mode[16];         /* train.mode; separate: the expert phase is timed */
+    double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (see BENCH_LR in bench.c) */
+    int sgemm_size;
+    double sgemm_gflops;   /* < 0: not measured */
+    pmoe_bench_model pmoe, baseline;
+} pmoe_bench_result;
+
+typedef struct pmoe_bench_options {
+    /* When not NULL, a folder that receives what the PyTorch peer needs:
+     * <model>.init.safetensors (the initial weights, as a checkpoint) and
+     * <model>.batch.safetensors (images B x C x H x W, labels B as floats). */
+    const char *peer_dir;
+    /* When >= 0, the peak to use instead of measuring it (sweeps measure once). */
+    double sgemm_gflops;
+} pmoe_bench_options;
+
+/* Runs the bench for cfg (model.type must be pmoe). */
+pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *options,
+                           pmoe_bench_result *out, pmoe_error *err);
+
+/* GFLOP/s of one size^3 SGEMM on the device cfg names, with its threads
+ * (best of three after a warm-up). */
+pmoe_status pmoe_bench_peak_gflops(const pmoe_config *cfg, int size, double *gflops,
+                                   pmoe_error *err);
+
+/* The result as a table: a row per model and a ratio row. */
+void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r);
+
+/* The result as one JSON object on one line (no newline). */
+void pmoe_bench_write_json(FILE *out, const pmoe_bench_result *r);
+
+/* Derived figures. */
+double pmoe_bench_train_gflops(const pmoe_bench_result *r, const pmoe_bench_model *m);
+double pmoe_bench_infer_gflops(const pmoe_bench_result *r, const pmoe_bench_model *m);
+
+/* --sweep KEY=V1,V2,...: runs the bench once per value (cfg with KEY=value)
+ * and writes dir/sweep-KEY.csv and dir/sweep-KEY.png (cost against the
+ * value); progress lines go to log when not NULL. */
+pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
+                             FILE *log, pmoe_error *err);
+
+#endif
