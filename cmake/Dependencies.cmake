@@ -1,68 +1,73 @@
 # Dependencies.cmake: find what pmoe links, and say what was found.
 #
-# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih, cJSON. Optional, each
-# reported on its own line: CUDA (nvcc), cuDNN, NCCL, MPI.
+# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih, cJSON, libpng (each
+# also found under <NAME>_ROOT, a prefix, for machines without pkg-config or
+# the -dev packages). Optional, each reported on its own line: CUDA (nvcc),
+# cuDNN, NCCL (cmake/Accelerators.cmake), MPI.
 
 find_package(OpenMP REQUIRED COMPONENTS C)
+# FindZLIB honours ZLIB_ROOT, a prefix (such as Debian packages unpacked with
+# dpkg -x on a machine without them: see tools/fetch_device_deps.sh).
 find_package(ZLIB REQUIRED)
-find_package(PkgConfig REQUIRED)
+# pkg-config is used where present; a machine without it names prefixes.
+find_package(PkgConfig QUIET)
 
-# OpenBLAS: Debian installs cblas.h under an alternatives-managed folder.
-find_path(OPENBLAS_INCLUDE_DIR cblas.h
-  PATH_SUFFIXES openblas openblas-pthread openblas-openmp x86_64-linux-gnu x86_64-linux-gnu/openblas-pthread)
-find_library(OPENBLAS_LIBRARY NAMES openblas)
+# OpenBLAS: Debian installs cblas.h under an alternatives-managed folder;
+# OPENBLAS_ROOT (cache or environment) names another prefix to look in first.
+set(_pmoe_blas_root ${OPENBLAS_ROOT} $ENV{OPENBLAS_ROOT})
+list(TRANSFORM _pmoe_blas_root APPEND /include OUTPUT_VARIABLE _pmoe_blas_include_hints)
+list(TRANSFORM _pmoe_blas_root APPEND /lib OUTPUT_VARIABLE _pmoe_blas_lib_hints)
+find_path(OPENBLAS_INCLUDE_DIR cblas.h HINTS ${_pmoe_blas_include_hints}
+  PATH_SUFFIXES openblas openblas-pthread openblas-openmp x86_64-linux-gnu
+    x86_64-linux-gnu/openblas-pthread x86_64-linux-gnu/openblas-openmp)
+find_library(OPENBLAS_LIBRARY NAMES openblas HINTS ${_pmoe_blas_lib_hints}
+  PATH_SUFFIXES x86_64-linux-gnu x86_64-linux-gnu/openblas-pthread x86_64-linux-gnu/openblas-openmp)
 if(NOT OPENBLAS_INCLUDE_DIR OR NOT OPENBLAS_LIBRARY)
-  message(FATAL_ERROR "pmoe: OpenBLAS not found (install libopenblas-dev)")
+  message(FATAL_ERROR "pmoe: OpenBLAS not found (install libopenblas-dev, or set OPENBLAS_ROOT to a prefix)")
 endif()
 add_library(PMOE::openblas INTERFACE IMPORTED)
 target_include_directories(PMOE::openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
 target_link_libraries(PMOE::openblas INTERFACE ${OPENBLAS_LIBRARY})
 message(STATUS "pmoe: OpenBLAS  found: ${OPENBLAS_LIBRARY}")
 
-pkg_check_modules(INIH REQUIRED IMPORTED_TARGET inih)
-add_library(PMOE::inih ALIAS PkgConfig::INIH)
-message(STATUS "pmoe: inih      found: ${INIH_LINK_LIBRARIES}")
+# pmoe_find_plain(VAR TARGET HEADER LIBRARY PKG_MODULE DEBIAN_PACKAGE [SUFFIX]):
+# a C library with one header and one .so, as PMOE::<TARGET>. With VAR_ROOT
+# set (cache or environment) it looks there first; else pkg-config; else the
+# default paths.
+function(pmoe_find_plain var target header library module package)
+  set(root ${${var}_ROOT} $ENV{${var}_ROOT})
+  if(NOT root AND PKG_CONFIG_FOUND)
+    pkg_check_modules(${var} QUIET IMPORTED_TARGET ${module})
+    if(${var}_FOUND)
+      add_library(PMOE::${target} ALIAS PkgConfig::${var})
+      message(STATUS "pmoe: ${target}${ARGN} found: ${${var}_LINK_LIBRARIES}")
+      return()
+    endif()
+  endif()
+  list(TRANSFORM root APPEND /include OUTPUT_VARIABLE include_hints)
+  list(TRANSFORM root APPEND /lib OUTPUT_VARIABLE lib_hints)
+  find_path(${var}_INCLUDE_DIR ${header} HINTS ${include_hints})
+  find_library(${var}_LIBRARY NAMES ${library} HINTS ${lib_hints} PATH_SUFFIXES x86_64-linux-gnu)
+  if(NOT ${var}_INCLUDE_DIR OR NOT ${var}_LIBRARY)
+    message(FATAL_ERROR "pmoe: ${target} not found (install ${package}, or set ${var}_ROOT to a prefix)")
+  endif()
+  add_library(PMOE::${target} INTERFACE IMPORTED)
+  target_include_directories(PMOE::${target} INTERFACE ${${var}_INCLUDE_DIR})
+  target_link_libraries(PMOE::${target} INTERFACE ${${var}_LIBRARY})
+  message(STATUS "pmoe: ${target}${ARGN} found: ${${var}_LIBRARY}")
+endfunction()
 
-pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
-add_library(PMOE::cjson ALIAS PkgConfig::CJSON)
-message(STATUS "pmoe: cJSON     found: ${CJSON_LINK_LIBRARIES}")
+pmoe_find_plain(INIH inih ini.h inih inih libinih-dev "     ")
+pmoe_find_plain(CJSON cjson cjson/cJSON.h cjson libcjson libcjson-dev "    ")
 
-# Optional accelerators and communicators: reported now, used by later backends.
-include(CheckLanguage)
-check_language(CUDA)
-if(CMAKE_CUDA_COMPILER)
-  set(PMOE_HAVE_CUDA ON)
-  message(STATUS "pmoe: CUDA      found: ${CMAKE_CUDA_COMPILER}")
-else()
-  set(PMOE_HAVE_CUDA OFF)
-  message(STATUS "pmoe: CUDA      not found (no nvcc): the CPU engine alone is built")
+# libpng: `pmoe route` writes its pictures with it. FindPNG honours PNG_ROOT.
+find_package(PNG QUIET)
+if(NOT PNG_FOUND)
+  message(FATAL_ERROR "pmoe: libpng not found (install libpng-dev, or set PNG_ROOT to a prefix)")
 endif()
+message(STATUS "pmoe: libpng    found: ${PNG_LIBRARIES}")
 
-set(_pmoe_cuda_hints /usr/local/cuda $ENV{CUDA_HOME})
-find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS $ENV{CUDNN_ROOT} ${CUDNN_ROOT} ${_pmoe_cuda_hints}
-  PATH_SUFFIXES include include/x86_64-linux-gnu)
-find_library(CUDNN_LIBRARY cudnn HINTS $ENV{CUDNN_ROOT} ${CUDNN_ROOT} ${_pmoe_cuda_hints}
-  PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu)
-if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY)
-  set(PMOE_HAVE_CUDNN ON)
-  message(STATUS "pmoe: cuDNN     found: ${CUDNN_LIBRARY}")
-else()
-  set(PMOE_HAVE_CUDNN OFF)
-  message(STATUS "pmoe: cuDNN     not found (set CUDNN_ROOT)")
-endif()
-
-find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_ROOT} ${NCCL_ROOT} ${_pmoe_cuda_hints}
-  PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY nccl HINTS $ENV{NCCL_ROOT} ${NCCL_ROOT} ${_pmoe_cuda_hints}
-  PATH_SUFFIXES lib lib64)
-if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
-  set(PMOE_HAVE_NCCL ON)
-  message(STATUS "pmoe: NCCL      found: ${NCCL_LIBRARY}")
-else()
-  set(PMOE_HAVE_NCCL OFF)
-  message(STATUS "pmoe: NCCL      not found (set NCCL_ROOT)")
-endif()
-
+include(cmake/Accelerators.cmake)
 find_package(MPI QUIET COMPONENTS C)
 if(MPI_C_FOUND)
   set(PMOE_HAVE_MPI ON)

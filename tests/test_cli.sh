@@ -99,5 +99,26 @@ if "$PMOE" train "${SYN[@]}" --set model.type=cnn --json --quiet | tail -1 | gre
    ! "$PMOE" train "${SYN[@]}" --set model.type=cnn --json --quiet | grep -q router_recall; then ok; else bad "cnn --json"; fi
 if "$PMOE" keys | grep -q '^topl = 6$'; then ok; else bad "pmoe keys"; fi
 
+# pmoe route: a PNG of what a checkpoint's experts pick; one line for each misuse.
+CK=(--set train.checkpoint_every=1000000)
+expect_error "route needs --out FILE.png" route --checkpoint "$TMP/none"
+expect_error "route needs --checkpoint PATH" route --out "$TMP/r.png"
+expect_error "--samples: expected an integer" route --checkpoint "$TMP/none" --out "$TMP/r.png" --samples 0
+if "$PMOE" train "${SYN[@]}" "${CK[@]}" --set train.checkpoint_dir="$TMP/ck-route" --quiet 2>"$TMP/err" &&
+   "$PMOE" route --checkpoint "$TMP/ck-route" --out "$TMP/route.png" --samples 2 >"$TMP/out" 2>"$TMP/err" &&
+   grep -q "^wrote $TMP/route.png: [0-9]* x [0-9]* pixels" "$TMP/out" &&
+   [ "$(head -c 8 "$TMP/route.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then
+  ok
+else
+  bad "pmoe route on a pMoE checkpoint: $(cat "$TMP/err")"
+fi
+expect_error "$TMP/no-such-folder/r.png: cannot create" route --checkpoint "$TMP/ck-route" --out "$TMP/no-such-folder/r.png"
+if "$PMOE" train "${SYN[@]}" "${CK[@]}" --set model.type=cnn --set train.checkpoint_dir="$TMP/ck-cnn" --quiet 2>"$TMP/err"; then
+  expect_error "has no router to draw" route --checkpoint "$TMP/ck-cnn" --out "$TMP/cnn.png"
+  if [ ! -e "$TMP/cnn.png" ]; then ok; else bad "route on a CNN left $TMP/cnn.png"; fi
+else
+  bad "cnn checkpoint run: $(cat "$TMP/err")"
+fi
+
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

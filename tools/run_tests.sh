@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# run_tests.sh: set up, build from scratch and run the test suite (label cpu:
-# everything this machine can run; gpu and mpi tests report skipped).
+# run_tests.sh: set up, build and run the whole test suite: labels cpu and
+# mpi run here; gpu tests report skipped (exit 77) where no device answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --test

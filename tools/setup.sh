@@ -5,11 +5,15 @@
 #   tools/setup.sh --test   the same, plus what the test suite uses
 # Runs apt-get (through sudo when not root). Installing twice is harmless.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev zlib1g-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--test" ]; then
-  # PyTorch and numpy: the reference in the checkpoint test (it is skipped without them)
-  packages+=(python3 python3-pip python3-numpy python3-torch gzip)
+  # PyTorch and numpy: the reference in the checkpoint test; matplotlib: the plot test
+  # (each is skipped without them); Open MPI: the expert-parallel tests
+  packages+=(python3 python3-pip python3-numpy python3-torch python3-matplotlib gzip
+            libopenmpi-dev openmpi-bin)
+  # Open MPI: the expert-parallel tests (label mpi) run 2 to 4 ranks with mpirun
+  packages+=(libopenmpi-dev openmpi-bin)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -17,7 +17,13 @@
 extern "C" {
 #endif
 
-typedef enum { PMOE_DATA_AUTO, PMOE_DATA_SYNTHETIC, PMOE_DATA_MOSAIC, PMOE_DATA_IDX } pmoe_data_source;
+typedef enum {
+    PMOE_DATA_AUTO,
+    PMOE_DATA_SYNTHETIC,
+    PMOE_DATA_MOSAIC,
+    PMOE_DATA_IDX,
+    PMOE_DATA_CIFAR10 /* the CIFAR-10 binary batches in data.path */
+} pmoe_data_source;
 typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN } pmoe_model_type;
 typedef enum { PMOE_TRAIN_JOINT, PMOE_TRAIN_SEPARATE } pmoe_train_mode;
 /* renorm: softmax over the l selected scores (the paper's eq. 1);
@@ -25,12 +31,16 @@ typedef enum { PMOE_TRAIN_JOINT, PMOE_TRAIN_SEPARATE } pmoe_train_mode;
  * ones: G = 1 (the expert phase of separate training). */
 typedef enum { PMOE_GATE_RENORM, PMOE_GATE_SOFTMAX_ALL, PMOE_GATE_ONES } pmoe_gate_mode;
 typedef enum { PMOE_OUTPUT_INIT_NORMAL, PMOE_OUTPUT_INIT_SIGN } pmoe_output_init;
+/* How the ranks of an expert-parallel job talk (src/host/comm): auto (MPI
+ * when started by mpirun and built with MPI, NCCL on top when the backend is
+ * CUDA and NCCL is built; else one process), one process, MPI, NCCL. */
+typedef enum { PMOE_COMM_AUTO, PMOE_COMM_SINGLE, PMOE_COMM_MPI, PMOE_COMM_NCCL } pmoe_comm_kind;
 /* What a non-finite loss or gradient does: end the run, or skip that step's update. */
 typedef enum { PMOE_NONFINITE_STOP, PMOE_NONFINITE_SKIP } pmoe_on_nonfinite;
 
 typedef struct pmoe_data_config {
     pmoe_data_source source;
-    char path[1024];       /* folder holding the IDX files */
+    char path[1024];       /* folder holding the IDX files (CIFAR-10: cifar-10-batches-bin) */
     int64_t train_size;
     int64_t test_size;
     uint64_t seed;
@@ -80,12 +90,22 @@ typedef struct pmoe_train_config {
     char checkpoint_dir[1024];
     int on_nonfinite;         /* pmoe_on_nonfinite */
     char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */
+    int comm;                 /* pmoe_comm_kind */
+    int fault_rank;           /* testing aid: this rank's data open fails; -1 = off */
 } pmoe_train_config;
+
+/* pmoe bench: how long to warm up and how often to time a step. */
+typedef struct pmoe_bench_config {
+    int warmup;       /* untimed steps before timing */
+    int repeats;      /* timed steps: the median, min and max are reported */
+    int sgemm_size;   /* the square SGEMM that measures the machine's peak; 0 = skip */
+} pmoe_bench_config;
 
 typedef struct pmoe_config {
     pmoe_data_config data;
     pmoe_model_config model;
     pmoe_train_config train;
+    pmoe_bench_config bench;
 } pmoe_config;
 
 /* The defaults: joint pMoE (k = 8, l = 6, m = 40) on the mosaic with the

@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 #define PMOE_MAX_REPORTED_EXPERTS 64
-#define PMOE_MAX_PHASES 16
+#define PMOE_MAX_PHASES 24
 
 /* The timed phases of a step, in order: "data", "patch_extract", "gate_topl",
  * ... (pmoe_phase_count() of them; the first pmoe_step_phase_count() make up
@@ -33,13 +33,19 @@ typedef enum { PMOE_PHASE_ROUTER, PMOE_PHASE_MAIN } pmoe_phase;
 typedef struct pmoe_run_info {
     char data[160];          /* what data the run uses, in words */
     pmoe_data_source source; /* the source chosen (AUTO resolved) */
-    char backend[32];
+    char backend[96];         /* e.g. "cpu", "cuda:0 (NVIDIA H200)" */
     char model[16];
     int64_t params;
     int64_t train_size, test_size;
     int patches, patch_dim, patch, classes, experts, topl;
     int64_t steps_per_epoch;
     int epochs, router_epochs; /* router_epochs = 0 without a router phase */
+    /* Expert parallelism: this process is rank `rank` of `ranks` (0 of 1
+     * alone), talking through `comm` ("single", "mpi", "nccl"); it owns
+     * experts [rank * k / ranks, (rank + 1) * k / ranks). Callbacks run on
+     * rank 0 only. */
+    int rank, ranks;
+    char comm[16];
 } pmoe_run_info;
 
 typedef struct pmoe_step_report {
@@ -57,7 +63,10 @@ typedef struct pmoe_step_report {
 typedef struct pmoe_expert_load {
     int experts, positions, classes; /* 0 experts: not measured */
     const int64_t *by_position;      /* experts x positions */
-    const int64_t *by_class;         /* experts x classes (binary: 0 is y = -1, 1 is y = +1) */
+    const int64_t *by_class;         /* experts x classes: what the picked patches show
+                                        (mosaic: the item's class; synthetic: 0 = o2,
+                                        1 = o1, 2 + c = cluster c), or else the sample's
+                                        class (binary: 0 is y = -1, 1 is y = +1) */
     int64_t samples;
 } pmoe_expert_load;
 
@@ -76,6 +85,8 @@ typedef struct pmoe_epoch_report {
     double step_seconds;   /* this epoch's steps, measured around each whole step */
     double seconds;        /* this epoch, evaluation included */
     double elapsed;        /* since the run began */
+    int64_t exchange_bytes;/* expert parallelism: bytes this rank sent to other ranks this
+                              epoch (exchanges and reductions); 0 alone */
 } pmoe_epoch_report;
 
 typedef struct pmoe_train_callbacks {

@@ -1,7 +1,9 @@
 /* args.c: see args.h. */
 #include "cli/args.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pmoe/train.h"
@@ -15,6 +17,8 @@ typedef struct flag_spec {
 static const flag_spec FLAGS[] = {
     {"--log", ARG_LOG, 1},   {"--resume", ARG_RESUME, 1}, {"--checkpoint", ARG_CHECKPOINT, 1},
     {"--json", ARG_JSON, 0}, {"--quiet", ARG_QUIET, 0},
+    {"--sweep", ARG_SWEEP, 1}, {"--out", ARG_OUT, 1},       {"--peer", ARG_PEER, 1},
+    {"--samples", ARG_SAMPLES, 1},
 };
 
 int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out) {
@@ -56,6 +60,27 @@ int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_
         case ARG_CHECKPOINT: out->checkpoint = argv[++i]; break;
         case ARG_JSON: out->json = 1; break;
         case ARG_QUIET: out->quiet = 1; break;
+        case ARG_SWEEP:
+            if (out->sweep_count == CLI_MAX_ITEMS) {
+                fprintf(stderr, "pmoe: error: more than %d --sweep arguments\n", CLI_MAX_ITEMS);
+                return 2;
+            }
+            out->sweeps[out->sweep_count++] = argv[++i];
+            break;
+        case ARG_OUT: out->out = argv[++i]; break;
+        case ARG_PEER: out->peer = argv[++i]; break;
+        case ARG_SAMPLES: {
+            const char *v = argv[++i];
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || end == v || *end || n < 1 || n > 1024) {
+                fprintf(stderr, "pmoe: error: --samples: expected an integer in [1, 1024], got '%s'\n", v);
+                return 2;
+            }
+            out->samples = (int)n;
+            break;
+        }
         }
     }
     return 0;

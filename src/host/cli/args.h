@@ -14,6 +14,10 @@ enum {
     ARG_CHECKPOINT = 1 << 2, /* --checkpoint PATH */
     ARG_JSON = 1 << 3,       /* --json */
     ARG_QUIET = 1 << 4,      /* --quiet */
+    ARG_SWEEP = 1 << 5,      /* --sweep section.key=v1,v2,... (repeatable) */
+    ARG_OUT = 1 << 6,        /* --out DIR (bench), --out FILE (route) */
+    ARG_PEER = 1 << 7,       /* --peer DIR */
+    ARG_SAMPLES = 1 << 8,    /* --samples N, an integer in [1, 1024] */
 };
 
 #define CLI_MAX_ITEMS 256
@@ -25,6 +29,10 @@ typedef struct cli_args {
     int set_count;
     const char *log, *resume, *checkpoint;
     int json, quiet, help;
+    const char *sweeps[CLI_MAX_ITEMS];
+    int sweep_count;
+    const char *out, *peer;
+    int samples; /* --samples N; 0 when not given */
 } cli_args;
 
 /* Parses argv for `command`; prints one line and returns 2 on a bad

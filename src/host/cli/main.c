@@ -17,6 +17,8 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"train", pmoe_cli_train, "train a model (see pmoe train --help)"},
     {"eval", pmoe_cli_eval, "test accuracy of a checkpoint (see pmoe eval --help)"},
+    {"bench", pmoe_cli_bench, "FLOPs, memory and time of pMoE against its CNN (see pmoe bench --help)"},
+    {"route", pmoe_cli_route, "draw what a checkpoint's experts pick, as a PNG (see pmoe route --help)"},
     {"keys", pmoe_cli_keys, "list every config key with its default, as INI"},
 };
 #define NCOMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))

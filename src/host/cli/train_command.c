@@ -3,7 +3,12 @@
  *
  * SIGINT and SIGTERM set a flag that the loop reads after each step: it
  * saves a checkpoint and returns, and the command exits 130 or 143. A second
- * signal kills at once (the handler is one-shot). */
+ * signal kills at once (the handler is one-shot).
+ *
+ * Under mpirun every rank runs this command; rank 0 alone prints, writes the
+ * log and the JSON result (errors are agreed by all ranks, see
+ * comm/comm.h, so rank 0's line names the failing rank), and every rank
+ * exits with the same code. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +16,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "comm/comm.h"
 #include "pmoe/train.h"
 #include "train/report.h"
 
@@ -46,24 +52,27 @@ int pmoe_cli_train(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    /* the launcher's rank (0 alone); the job's rank 0 speaks for it */
+    const int speaker = pmoe_comm_launch_rank() == 0;
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
-    if (cli_build_config(&a, a.resume, &cfg, &err)) return pmoe_cli_fail(&err);
+    if (cli_build_config(&a, a.resume, &cfg, &err))
+        return speaker ? pmoe_cli_fail(&err) : err.code == PMOE_ERR_CONFIG ? 2 : 1;
     pmoe_reporter rep;
     memset(&rep, 0, sizeof rep);
-    rep.progress = a.quiet ? NULL : stdout;
+    rep.progress = a.quiet || !speaker ? NULL : stdout;
     rep.is_terminal = isatty(fileno(stdout));
-    if (a.log) {
+    if (a.log && speaker) {
         rep.log = fopen(a.log, a.resume ? "a" : "w");
         if (!rep.log) {
             pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing", a.log);
             return pmoe_cli_fail(&err);
         }
     }
-    if (!a.quiet && cfg.data.source == PMOE_DATA_AUTO)
+    if (rep.progress && cfg.data.source == PMOE_DATA_AUTO)
         printf("pmoe: data.source = auto: the mosaic if IDX files are in %s, else synthetic\n",
                cfg.data.path);
-    if (!a.quiet && a.resume) printf("pmoe: resuming from %s\n", a.resume);
+    if (rep.progress && a.resume) printf("pmoe: resuming from %s\n", a.resume);
     install_handlers();
     pmoe_train_callbacks cb = pmoe_reporter_callbacks(&rep);
     pmoe_train_options options = {a.resume, &stop_signal};
@@ -73,10 +82,14 @@ int pmoe_cli_train(int argc, char **argv) {
         s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", a.log);
     if (rep.bar_shown) fprintf(stdout, "\n");
     fflush(stdout);
+    /* sharded, a signal to any rank stops them all: the others report SIGTERM */
+    const int sig = stop_signal ? (int)stop_signal : SIGTERM;
+    if (res.info.rank != 0) /* an agreed outcome: rank 0 says it */
+        return s == PMOE_ERR_INTERRUPTED ? 128 + sig : s ? (s == PMOE_ERR_CONFIG ? 2 : 1) : 0;
     if (s == PMOE_ERR_INTERRUPTED) {
-        fprintf(stderr, "pmoe: %s by signal %d: %s\n", stop_signal == SIGINT ? "interrupted" : "terminated",
-                (int)stop_signal, err.message);
-        return 128 + (int)stop_signal;
+        fprintf(stderr, "pmoe: %s by signal %d: %s\n", sig == SIGINT ? "interrupted" : "terminated",
+                sig, err.message);
+        return 128 + sig;
     }
     if (s) return pmoe_cli_fail(&err);
     pmoe_reporter_summary(&rep, &res);

@@ -6,6 +6,7 @@
  * table, so a new key is one line here and one field in config.h. */
 #include "pmoe/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -27,9 +28,10 @@ typedef struct key_spec {
 
 #define OFF(field) offsetof(pmoe_config, field)
 #define BIG 1e18
+enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
 static const key_spec KEYS[] = {
-    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx"}},
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10"}},
     {"data.path", KEY_STRING, OFF(data.path), sizeof(((pmoe_config *)0)->data.path), 0, 0, {0}},
     {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, {0}},
     {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, {0}},
@@ -75,6 +77,12 @@ static const key_spec KEYS[] = {
     {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
     {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), sizeof(((pmoe_config *)0)->train.profile_steps), 0, 0, {0}},
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
+    {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, {"auto", "single", "mpi", "nccl"}},
+    {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, {0}},
+
+    {"bench.warmup", KEY_INT, OFF(bench.warmup), 0, 0, 1e6, {0}},
+    {"bench.repeats", KEY_INT, OFF(bench.repeats), 0, 1, 1e6, {0}},
+    {"bench.sgemm_size", KEY_INT, OFF(bench.sgemm_size), 0, 0, 16384, {0}},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -127,6 +135,13 @@ void pmoe_config_default(pmoe_config *cfg) {
     t->keep = 3;
     snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%s", "checkpoints");
     t->on_nonfinite = PMOE_NONFINITE_STOP;
+    t->comm = PMOE_COMM_AUTO;
+    t->fault_rank = -1;
+
+    pmoe_bench_config *b = &cfg->bench;
+    b->warmup = 20;
+    b->repeats = 50;
+    b->sgemm_size = 2048;
 }
 
 static const key_spec *find_key(const char *name) {
@@ -138,6 +153,35 @@ static const key_spec *find_key(const char *name) {
 static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
     return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
                      value, k->min, k->max);
+}
+
+/* A string value must read back unchanged from the INI that
+ * pmoe_config_to_ini writes (checkpoints keep the config that way, and
+ * --resume reads it): inih strips outer whitespace, ends the value at a ';'
+ * that starts it or follows whitespace, cannot hold a line break, and keeps
+ * INI_LONGEST_LINE characters of a line. */
+static pmoe_status check_ini_string(const key_spec *k, const char *value, pmoe_error *err) {
+    const size_t len = strlen(value);
+    const size_t line = strlen(strchr(k->name, '.') + 1) + 3 + len; /* "key = value" */
+    if (line > INI_LONGEST_LINE)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: %s: value of %zu characters; at most %zu fit on one INI line, "
+                         "which is how the config is saved with checkpoints",
+                         k->name, len, len - (line - INI_LONGEST_LINE));
+    for (size_t i = 0; i < len; i++) {
+        const unsigned char c = (unsigned char)value[i];
+        const char *why = NULL;
+        if (c < 0x20 && c != '\t') why = "a control character (a line break?)";
+        else if ((i == 0 || i == len - 1) && isspace(c)) why = "whitespace at either end";
+        else if (c == ';' && (i == 0 || isspace((unsigned char)value[i - 1])))
+            why = "a ';' at the start or after a space (INI reads a comment from there)";
+        if (why)
+            return pmoe_fail(err, PMOE_ERR_CONFIG,
+                             "config: %s: the value holds %s at character %zu; INI cannot "
+                             "keep it",
+                             k->name, why, i + 1);
+    }
+    return PMOE_OK;
 }
 
 pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char *value,
@@ -175,12 +219,15 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
         *(double *)field = v;
         return PMOE_OK;
     }
-    case KEY_STRING:
+    case KEY_STRING: {
         if (strlen(value) >= k->size)
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: value longer than %zu characters",
                              k->name, k->size - 1);
+        pmoe_status st = check_ini_string(k, value, err);
+        if (st) return st;
         memcpy(field, value, strlen(value) + 1);
         return PMOE_OK;
+    }
     case KEY_ENUM:
         for (int i = 0; i < 6 && k->words[i]; i++)
             if (strcmp(value, k->words[i]) == 0) {
@@ -214,13 +261,73 @@ pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error
     return pmoe_config_set_value(cfg, name, eq + 1, err);
 }
 
+/* INI text goes to inih through our own line reader, which counts lines (so
+ * a bad value is reported on its own line, not on an earlier syntax error's)
+ * and rejects two inputs inih would otherwise misread without a word: a line
+ * longer than inih's buffer, which it splits into two lines, and an indented
+ * line after a key, which it takes as a new value for that key (a
+ * "continuation", even across blank and comment lines), so "path = /a" then
+ * "  train_size = 5" would set data.path to "train_size = 5". */
 typedef struct ini_state {
     pmoe_config *cfg;
+    const char *next;  /* the text not yet read */
+    int line;          /* the line inih is parsing */
+    int after_key;     /* a key line since the last [section] */
     pmoe_status status;
-    pmoe_error first; /* the first failing key's message */
+    int error_line;
+    pmoe_error first;  /* the first failure we detected (a key's, or the reader's) */
 } ini_state;
 
-/* inih calls this per key; returning 0 makes ini_parse_string report the line. */
+static void ini_record(ini_state *st, pmoe_status code, const pmoe_error *e) {
+    if (st->status != PMOE_OK) return;
+    st->status = code;
+    st->error_line = st->line;
+    st->first = *e;
+}
+
+/* inih's reader: one line per call, so inih's line numbers are ours. */
+static char *ini_read_line(char *str, int num, void *stream) {
+    ini_state *st = stream;
+    const char *p = st->next;
+    if (*p == '\0' || st->status != PMOE_OK) return NULL;
+    st->line++;
+    const char *eol = strchr(p, '\n');
+    size_t len = eol ? (size_t)(eol - p) : strlen(p);
+    pmoe_error e;
+    if (len > INI_LONGEST_LINE || len + 2 > (size_t)num) {
+        pmoe_fail(&e, PMOE_ERR_CONFIG,
+                  "line of %zu characters, longer than the %d an INI line may have (give a "
+                  "longer value with --set section.key=value)",
+                  len, INI_LONGEST_LINE);
+        ini_record(st, PMOE_ERR_CONFIG, &e);
+        return NULL;
+    }
+    const char *start = p;
+    if (st->line == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0) start += 3; /* a UTF-8 BOM */
+    const char *text = start;
+    while (text < p + len && (*text == ' ' || *text == '\t' || *text == '\r' || *text == '\v' ||
+                              *text == '\f'))
+        text++;
+    const int blank = text == p + len || *text == '\r';
+    const int comment = !blank && (*text == ';' || *text == '#');
+    if (!blank && !comment) {
+        if (text > start && st->after_key) {
+            pmoe_fail(&e, PMOE_ERR_CONFIG,
+                      "indented line after a key: INI would read it as a second line of that "
+                      "key's value, which pmoe does not take (remove the indentation)");
+            ini_record(st, PMOE_ERR_CONFIG, &e);
+            return NULL;
+        }
+        st->after_key = *text != '[';
+    }
+    const size_t copy = eol ? len + 1 : len;
+    memcpy(str, p, copy);
+    str[copy] = '\0';
+    st->next = p + copy;
+    return str;
+}
+
+/* inih calls this per key; returning 0 makes inih report the line. */
 static int on_ini_key(void *user, const char *section, const char *name, const char *value) {
     ini_state *st = user;
     char key[160];
@@ -228,22 +335,20 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
     pmoe_error local;
     pmoe_status s = pmoe_config_set_value(st->cfg, key, value, &local);
     if (s == PMOE_OK) return 1;
-    if (st->status == PMOE_OK) {
-        st->status = s;
-        st->first = local;
-    }
+    ini_record(st, s, &local);
     return 0;
 }
 
 pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char *origin,
                                   pmoe_error *err) {
-    ini_state st = {cfg, PMOE_OK, {PMOE_OK, ""}};
-    int line = ini_parse_string(text, on_ini_key, &st);
+    ini_state st = {cfg, text, 0, 0, PMOE_OK, 0, {PMOE_OK, ""}};
+    /* inih's first failing line: ours (a key or the reader) or its own syntax error. */
+    int line = ini_parse_stream(ini_read_line, &st, on_ini_key, &st);
     if (!origin) origin = "config";
-    if (st.status != PMOE_OK) {
+    if (st.status != PMOE_OK && (line == 0 || st.error_line <= line)) {
         const char *msg = st.first.message;
         if (strncmp(msg, "config: ", 8) == 0) msg += 8;
-        return pmoe_fail(err, st.status, "%s:%d: %s", origin, line, msg);
+        return pmoe_fail(err, st.status, "%s:%d: %s", origin, st.error_line, msg);
     }
     if (line != 0)
         return pmoe_fail(err, PMOE_ERR_CONFIG, "%s:%d: not a 'key = value' line or [section]",

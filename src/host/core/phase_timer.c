@@ -13,13 +13,15 @@
 static const char *const NAMES[PMOE_T_COUNT] = {
     "data",        "patch_extract", "gate_topl",    "dispatch",  "experts_forward",
     "combine",     "loss",          "combine_backward", "experts_backward", "gate_topl_backward",
-    "nonfinite_check", "optimizer", "checkpoint",   "eval",
+    "nonfinite_check", "optimizer", "exchange",     "exchange_back", "exchange_backward",
+    "all_reduce",  "checkpoint",    "eval",
 };
 
 /* Distinct colours per phase, for the Nsight timeline. */
 static const uint32_t COLORS[PMOE_T_COUNT] = {
     0xff9e9e9e, 0xff42a5f5, 0xffab47bc, 0xff26a69a, 0xffef5350, 0xffffa726, 0xff8d6e63,
-    0xffffca28, 0xffe57373, 0xffce93d8, 0xff78909c, 0xff66bb6a, 0xff5c6bc0, 0xff26c6da,
+    0xffffca28, 0xffe57373, 0xffce93d8, 0xff78909c, 0xff66bb6a, 0xffd4e157, 0xff9ccc65,
+    0xffaed581, 0xff8e24aa, 0xff5c6bc0, 0xff26c6da,
 };
 
 const char *pmoe_timer_name(pmoe_phase_id phase) {

@@ -30,6 +30,10 @@ typedef enum pmoe_phase_id {
     PMOE_T_GATE_BWD,
     PMOE_T_GUARD,       /* the non-finite check of the gradients */
     PMOE_T_OPTIMIZER,
+    PMOE_T_EXCHANGE,    /* expert parallelism: patches to the experts' ranks */
+    PMOE_T_EXCHANGE_BACK,   /* the experts' outputs back to the samples' ranks */
+    PMOE_T_EXCHANGE_BWD,    /* the outputs' gradients to the experts' ranks */
+    PMOE_T_ALL_REDUCE,  /* replicated parameters' gradients (and the loss's logits) */
     PMOE_T_CHECKPOINT,
     PMOE_T_EVAL,        /* test-set evaluation, as one phase */
     PMOE_T_COUNT

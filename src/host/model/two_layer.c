@@ -1,5 +1,6 @@
 /* two_layer.c: forward, backward and update of the two-layer pMoE and CNN
- * (see two_layer.h), written once against the backend table. */
+ * (see two_layer.h), written once against the backend table and, for expert
+ * parallelism, the communicator table: no #ifdef, no MPI or CUDA header. */
 #include "model/two_layer.h"
 
 #include <math.h>
@@ -52,13 +53,56 @@ static void fill_output(float *a, int k, int h, int c, pmoe_output_init how, uin
                 a[((int64_t)s * h + r) * c + j] = ((r < (h + 1) / 2) ^ (j % 2)) ? 1.0f : -1.0f;
 }
 
+/* Sharded, with a backend that has the fused gather + expert ops (which one
+ * process uses): the owners run their experts through the same ops, so each
+ * expert's arithmetic is the one-process arithmetic whichever kernels the
+ * backend picks. An owner's rows of expert j, global sample order, are a
+ * batch of B "samples" of l patches each, all of them selected (the identity
+ * table): the very rows, in the very order, one process reads through
+ * selected. */
+static int owner_fused(const pmoe_two_layer *m) {
+    return m->comm && m->has_router && m->be->ops->expert_forward_gathered &&
+           m->be->ops->expert_backward_gathered;
+}
+
+static pmoe_route_shape owner_shape(const pmoe_two_layer *m, int64_t global_batch) {
+    return (pmoe_route_shape){global_batch, m->topl, m->patch_dim, 1, m->topl, m->gate_mode};
+}
+
 pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
                                   int height, int width, int patch, int classes,
                                   int64_t max_batch, pmoe_two_layer **out, pmoe_error *err) {
+    return pmoe_two_layer_create_sharded(be, NULL, cfg, channels, height, width, patch, classes,
+                                         max_batch, out, err);
+}
+
+pmoe_status pmoe_two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
+                                          const pmoe_config *cfg, int channels, int height,
+                                          int width, int patch, int classes, int64_t max_batch,
+                                          pmoe_two_layer **out, pmoe_error *err) {
+    const pmoe_model_config *mc = &cfg->model;
+    if (comm && !comm->distributed) comm = NULL;
+    const int ranks = comm ? comm->size : 1;
+    const int all_experts = mc->type == PMOE_MODEL_PMOE ? mc->experts : 1;
+    if (all_experts % ranks)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.experts = %d is not divisible by the %d ranks: each rank "
+                         "owns k / R experts; start a rank count that divides it%s",
+                         all_experts, ranks,
+                         mc->type == PMOE_MODEL_CNN ? " (the CNN has one expert: one rank)" : "");
+    if (max_batch % ranks)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: a batch of %lld samples does not split evenly over %d ranks; "
+                         "choose train.batch (and train.router_batch) divisible by the rank count",
+                         (long long)max_batch, ranks);
     pmoe_two_layer *m = calloc(1, sizeof *m);
     if (!m) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
-    const pmoe_model_config *mc = &cfg->model;
     m->be = be;
+    m->comm = comm;
+    m->ranks = ranks;
+    m->rank = comm ? comm->rank : 0;
+    m->max_batch = max_batch;
+    max_batch /= ranks; /* from here on: this rank's share */
     m->image = (pmoe_patch_shape){max_batch, channels, height, width, patch};
     m->patch_count = pmoe_patch_count(&m->image);
     m->patch_dim = pmoe_patch_dim(&m->image);
@@ -68,10 +112,17 @@ pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int 
     m->topl = m->has_router ? mc->topl : m->patch_count;
     m->hidden = mc->hidden / m->experts;
     m->gate_mode = m->has_router ? mc->gate : PMOE_GATE_ONES;
+    /* one process: the backend's fused gather + expert ops, when it has them (expert
+     * parallelism sends the dispatched rows, so it needs them written) */
+    m->gathered = m->has_router && !m->comm && be->ops->expert_forward_gathered &&
+                  be->ops->expert_backward_gathered;
     if (m->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) m->gate_mode = PMOE_GATE_ONES;
 
+    m->local_experts = m->experts / ranks;
+    m->expert_base = m->rank * m->local_experts;
     const int64_t B = max_batch, n = m->patch_count, d = m->patch_dim, k = m->experts, l = m->topl;
     const int64_t h = m->hidden, c = classes, rows = B * l;
+    const int64_t kr = m->local_experts, global_rows = m->max_batch * l;
     const int momentum = cfg->train.momentum > 0.0;
     const uint64_t seed = cfg->train.seed;
 
@@ -88,10 +139,11 @@ pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int 
         s = init_param(m, &m->params[PARAM_ROUTER], "router.weight", NULL, 2, (int64_t[]){k, d}, 1,
                        momentum, host, err);
     }
-    if (!s) {
+    if (!s) { /* every rank draws all experts and keeps its own: the same values at any R */
         fill_normal(host, k * h * d, seed, STREAM_EXPERT, mc->expert_init_std);
-        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", "weight", 3, (int64_t[]){k, h, d}, 1,
-                       momentum, host, err);
+        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", "weight", 3, (int64_t[]){kr, h, d}, 1,
+                       momentum, host + m->expert_base * h * d, err);
+        m->params[PARAM_EXPERT].sharded = comm != NULL;
     }
     if (!s) {
         fill_output(host, (int)k, (int)h, (int)c, mc->output_init, seed);
@@ -110,7 +162,7 @@ pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int 
         if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->gate, err);
         if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->dgate, err);
         if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * I, &m->selected, err);
-        if (!s) s = alloc_bytes(be, (size_t)(k * rows * d) * F, &m->expert_in, err);
+        if (!s && !m->gathered) s = alloc_bytes(be, (size_t)(k * rows * d) * F, &m->expert_in, err);
         if (!s) s = alloc_bytes(be, (size_t)B * I, &m->router_pair, err);
         if (!s) s = alloc_bytes(be, (size_t)B * F, &m->router_weight, err);
     }
@@ -118,8 +170,23 @@ pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int 
     if (!s) s = alloc_bytes(be, (size_t)(k * rows * h) * F, &m->dhidden, err);
     if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->logits, err);
     if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->dlogits, err);
-    if (!s) s = alloc_bytes(be, (size_t)B * I, &m->labels, err);
+    if (!s) s = alloc_bytes(be, (size_t)m->max_batch * I, &m->labels, err);
     if (!s) s = alloc_bytes(be, 2 * F, &m->stats, err);
+    if (!s && comm) {
+        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * d) * F, &m->expert_rows, err);
+        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * h) * F, &m->expert_hidden, err);
+        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * h) * F, &m->expert_dhidden, err);
+        if (!s) s = alloc_bytes(be, (size_t)(m->max_batch * c) * F, &m->logits_all, err);
+        if (!s) s = alloc_bytes(be, (size_t)(m->max_batch * c) * F, &m->dlogits_all, err);
+        if (!s && owner_fused(m)) {
+            s = alloc_bytes(be, (size_t)global_rows * I, &m->identity, err);
+            int32_t *host_identity = s ? NULL : malloc((size_t)global_rows * I);
+            if (!s && !host_identity) s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
+            for (int64_t r = 0; !s && r < global_rows; r++) host_identity[r] = (int32_t)(r % l);
+            if (!s) s = be->copy_in(be, m->identity, host_identity, (size_t)global_rows * I, err);
+            free(host_identity);
+        }
+    }
     if (s) {
         pmoe_two_layer_free(m);
         return s;
@@ -153,8 +220,15 @@ void pmoe_two_layer_free(pmoe_two_layer *m) {
     be->release(be, m->dhidden, (size_t)(k * rows * h) * F);
     be->release(be, m->logits, (size_t)(B * c) * F);
     be->release(be, m->dlogits, (size_t)(B * c) * F);
-    be->release(be, m->labels, (size_t)B * I);
+    be->release(be, m->labels, (size_t)m->max_batch * I);
     be->release(be, m->stats, 2 * F);
+    const int64_t kr = m->local_experts, global_rows = m->max_batch * l;
+    be->release(be, m->expert_rows, (size_t)(kr * global_rows * d) * F);
+    be->release(be, m->expert_hidden, (size_t)(kr * global_rows * h) * F);
+    be->release(be, m->expert_dhidden, (size_t)(kr * global_rows * h) * F);
+    be->release(be, m->logits_all, (size_t)(m->max_batch * c) * F);
+    be->release(be, m->dlogits_all, (size_t)(m->max_batch * c) * F);
+    be->release(be, m->identity, (size_t)global_rows * I);
     free(m);
 }
 
@@ -171,12 +245,52 @@ static const float *expert_input(const pmoe_two_layer *m) {
     return m->has_router ? m->expert_in : m->patches;
 }
 
+/* ---- expert parallelism ----
+ *
+ * The two exchanges of a step. `width` is d (patches) or h (outputs, their
+ * gradients); b is this rank's sample count, so a block (one expert's rows
+ * of one rank's samples) holds b l width floats. */
+
+/* k x (b l) x width, expert-major, on every rank -> local_experts x (R b l) x
+ * width on the owners: block j of rank q's send is expert q k/R + j; block j
+ * from rank p lands at rows p b l .. of local expert j, i.e. in global
+ * sample order. */
+static void exchange_to_owners(pmoe_two_layer *m, int64_t b, int64_t width, const float *from,
+                               float *to) {
+    const int64_t block = b * m->topl * width, kr = m->local_experts;
+    const pmoe_exchange_layout layout = {block, (int)kr, kr * block, block, block, m->ranks * block};
+    m->comm->all_to_all(m->comm, from, to, &layout);
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
+}
+
+/* The inverse: the owners' local_experts x (R b l) x width back to k x (b l)
+ * x width on the samples' ranks. */
+static void exchange_from_owners(pmoe_two_layer *m, int64_t b, int64_t width, const float *from,
+                                 float *to) {
+    const int64_t block = b * m->topl * width, kr = m->local_experts;
+    const pmoe_exchange_layout layout = {block, (int)kr, block, m->ranks * block, kr * block, block};
+    m->comm->all_to_all(m->comm, from, to, &layout);
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
+}
+
+/* A replicated parameter's gradient, summed over the ranks' samples. */
+static void all_reduce(pmoe_two_layer *m, float *buf, int64_t count) {
+    m->comm->all_reduce_sum(m->comm, buf, count);
+    const int64_t chunk = (count + m->ranks - 1) / m->ranks; /* reduce-scatter + all-gather */
+    m->exchange_bytes += (int64_t)sizeof(float) * 2 * (m->ranks - 1) * chunk;
+}
+
 void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch) {
+    pmoe_two_layer_forward_valid(m, batch, batch * m->ranks);
+}
+
+void pmoe_two_layer_forward_valid(pmoe_two_layer *m, int64_t batch, int64_t valid) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     pmoe_patch_shape img = m->image;
     img.batch = batch;
     m->batch = batch;
+    m->valid = valid;
     /* payloads: samples, then patches per expert (the same for every expert) */
     const uint64_t per_expert = (uint64_t)(batch * m->topl);
     pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
@@ -186,16 +300,62 @@ void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch) {
         pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
         op->gate_topl_forward(be, &rs, m->patches, m->params[PARAM_ROUTER].value.data, m->scores,
                               m->selected, m->gate);
-        pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
-        op->dispatch_gather(be, &rs, m->patches, m->selected, m->expert_in);
+        if (m->gathered) { /* the dispatch happens inside the experts' op */
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
+            op->expert_forward_gathered(be, &rs, m->hidden, m->patches, m->selected,
+                                        m->params[PARAM_EXPERT].value.data, m->hidden_out);
+        } else {
+            pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
+            op->dispatch_gather(be, &rs, m->patches, m->selected, m->expert_in);
+        }
     }
-    pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-    op->expert_forward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
-                       m->params[PARAM_EXPERT].value.data, m->hidden_out);
+    if (m->comm) {
+        const int64_t global_rows = batch * m->ranks * m->topl;
+        pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE, per_expert);
+        exchange_to_owners(m, batch, m->patch_dim, expert_input(m), m->expert_rows);
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, (uint64_t)global_rows);
+        if (owner_fused(m)) {
+            const pmoe_route_shape os = owner_shape(m, batch * m->ranks);
+            const int64_t h = m->hidden, d = m->patch_dim;
+            for (int j = 0; j < m->local_experts; j++)
+                op->expert_forward_gathered(be, &os, m->hidden, m->expert_rows + j * global_rows * d,
+                                            m->identity,
+                                            m->params[PARAM_EXPERT].value.data + j * h * d,
+                                            m->expert_hidden + j * global_rows * h);
+        } else {
+            op->expert_forward(be, m->local_experts, global_rows, m->patch_dim, m->hidden,
+                               m->expert_rows, m->params[PARAM_EXPERT].value.data, m->expert_hidden);
+        }
+        pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BACK, per_expert);
+        exchange_from_owners(m, batch, m->hidden, m->expert_hidden, m->hidden_out);
+    } else if (!m->gathered) { /* (gathered: ran with the dispatch above) */
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
+        op->expert_forward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden,
+                           expert_input(m), m->params[PARAM_EXPERT].value.data, m->hidden_out);
+    }
     pmoe_combine_shape cs = combine_shape(m, batch);
     pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
     op->combine_forward(be, &cs, m->hidden_out, m->has_router ? m->gate : NULL,
                         m->params[PARAM_OUTPUT].value.data, m->logits);
+}
+
+/* Sharded loss: every rank computes the one-process loss on the gathered
+ * logits of the global batch's valid samples (the same op on the same
+ * numbers, so the same loss, bit for bit, and dlogits scaled by 1 / valid);
+ * returns this rank's rows of dlogits (padding's rows zeroed). */
+static const float *sharded_loss(pmoe_two_layer *m, int backward) {
+    pmoe_backend *be = m->be;
+    const int64_t b = m->batch, c = m->classes, all = b * m->ranks;
+    pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)b);
+    m->comm->all_gather(m->comm, m->logits, m->logits_all, b * c);
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * b * c;
+    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->valid);
+    be->ops->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
+                                   m->valid, m->classes, m->logits_all, m->labels,
+                                   backward ? m->dlogits_all : NULL, m->stats);
+    if (backward && m->valid < all)
+        be->fill(be, m->dlogits_all + m->valid * c, 0.0f, (all - m->valid) * c);
+    return m->dlogits_all + m->rank * b * c;
 }
 
 pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, int64_t *correct,
@@ -204,28 +364,67 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
     const pmoe_ops *op = be->ops;
     const int64_t batch = m->batch;
     const uint64_t per_expert = (uint64_t)(batch * m->topl);
-    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
-    op->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
-                              batch, m->classes, m->logits, m->labels,
-                              backward ? m->dlogits : NULL, m->stats);
+    const float *dlogits = m->dlogits;
+    if (m->comm) {
+        dlogits = sharded_loss(m, backward);
+    } else {
+        pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
+        op->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
+                                  batch, m->classes, m->logits, m->labels,
+                                  backward ? m->dlogits : NULL, m->stats);
+    }
     if (backward) {
         pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
         const int learn_gate = pmoe_two_layer_updates(m, PARAM_ROUTER);
         pmoe_combine_shape cs = combine_shape(m, batch);
         pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
-        op->combine_backward(be, &cs, m->dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
+        op->combine_backward(be, &cs, dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
                              output->value.data, m->dhidden, learn_gate ? m->dgate : NULL,
                              output->trainable ? output->grad.data : NULL);
-        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-        op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
-                            m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
-                            m->params[PARAM_EXPERT].grad.data, NULL);
+        if (m->comm) {
+            const int64_t global_rows = batch * m->ranks * m->topl;
+            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BWD, per_expert);
+            exchange_to_owners(m, batch, m->hidden, m->dhidden, m->expert_dhidden);
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, (uint64_t)global_rows);
+            if (owner_fused(m)) {
+                const pmoe_route_shape os = owner_shape(m, batch * m->ranks);
+                const int64_t h = m->hidden, d = m->patch_dim;
+                for (int j = 0; j < m->local_experts; j++)
+                    op->expert_backward_gathered(be, &os, m->hidden,
+                                                 m->expert_rows + j * global_rows * d, m->identity,
+                                                 m->params[PARAM_EXPERT].value.data + j * h * d,
+                                                 m->expert_hidden + j * global_rows * h,
+                                                 m->expert_dhidden + j * global_rows * h,
+                                                 m->params[PARAM_EXPERT].grad.data + j * h * d);
+            } else {
+                op->expert_backward(be, m->local_experts, global_rows, m->patch_dim, m->hidden,
+                                    m->expert_rows, m->params[PARAM_EXPERT].value.data,
+                                    m->expert_hidden, m->expert_dhidden,
+                                    m->params[PARAM_EXPERT].grad.data, NULL);
+            }
+        } else if (m->gathered) {
+            pmoe_route_shape rs = route_shape(m, batch);
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
+            op->expert_backward_gathered(be, &rs, m->hidden, m->patches, m->selected,
+                                         m->params[PARAM_EXPERT].value.data, m->hidden_out,
+                                         m->dhidden, m->params[PARAM_EXPERT].grad.data);
+        } else {
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
+            op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
+                                m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
+                                m->params[PARAM_EXPERT].grad.data, NULL);
+        }
         if (learn_gate) {
             pmoe_route_shape rs = route_shape(m, batch);
             pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
             op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
                                    m->selected, m->gate, m->dgate, m->dscores, router->grad.data,
                                    NULL);
+        }
+        if (m->comm && (learn_gate || output->trainable)) {
+            pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
+            if (learn_gate) all_reduce(m, router->grad.data, pmoe_tensor_numel(&router->grad));
+            if (output->trainable) all_reduce(m, output->grad.data, pmoe_tensor_numel(&output->grad));
         }
     }
     float stats[2];
@@ -270,6 +469,11 @@ pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double 
     pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
     op->gemm(be, 1, 0, k, d, batch * n, 1.0f, m->dscores, k, 0, m->patches, d, 0, 0.0f,
              router->grad.data, d, 0, 1);
+    if (m->comm) { /* each rank's samples carry their share of the (global) loss and gradient */
+        pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
+        all_reduce(m, router->grad.data, k * d);
+        all_reduce(m, m->stats, 1);
+    }
     float stats[2];
     pmoe_status s = be->copy_out(be, stats, m->stats, sizeof stats, err);
     if (!s) *loss = stats[0];
@@ -279,6 +483,7 @@ pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double 
 int64_t pmoe_two_layer_param_count(const pmoe_two_layer *m) {
     int64_t total = 0;
     for (int i = 0; i < PARAM_COUNT; i++)
-        if (m->params[i].value.data) total += pmoe_tensor_numel(&m->params[i].value);
+        if (m->params[i].value.data)
+            total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->ranks : 1);
     return total;
 }

@@ -1,4 +1,12 @@
-/* checkpoint.c: see checkpoint.h. */
+/* checkpoint.c: see checkpoint.h.
+ *
+ * Expert parallelism: a checkpoint is one file whatever the rank count. To
+ * save, every rank copies its experts out and rank 0 gathers them (by global
+ * expert id: rank p holds experts p k/R ..., so the gathered tensor is in
+ * global order) and writes the file alone; every rank then learns whether
+ * the write worked. To restore, every rank reads the file and takes the
+ * replicated tensors and its own experts' slices, so a file saved by R ranks
+ * loads into any rank count that divides k. */
 #include "train/checkpoint.h"
 
 #include <dirent.h>
@@ -26,8 +34,11 @@ static size_t max_slices(const pmoe_two_layer *m) {
     return (size_t)(2 * PARAM_COUNT * (m->experts + 1));
 }
 
-/* Lists what a model saves, in a fixed order. Returns the count. */
-static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity) {
+/* Lists what a model saves, in a fixed order. Returns the count. With
+ * whole != 0 a sharded tensor is listed with every rank's experts (what rank
+ * 0 gathers and writes; offsets then index the gathered copy), else with
+ * this rank's (what it restores), named by global expert id either way. */
+static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity, int whole) {
     int n = 0;
     for (int kind = 0; kind < (with_velocity ? 2 : 1); kind++)
         for (int i = 0; i < PARAM_COUNT; i++) {
@@ -36,15 +47,18 @@ static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity) {
             if (!t->data) continue;
             const char *prefix = kind ? "optimizer.velocity." : "";
             const int64_t total = pmoe_tensor_numel(t);
-            const int parts = p->field ? (int)t->shape[0] : 1;
+            const int local_parts = p->field ? (int)t->shape[0] : 1;
+            const int parts = local_parts * (whole && p->sharded ? m->ranks : 1);
+            const int first = !whole && p->sharded ? m->expert_base : 0;
             for (int s = 0; s < parts; s++) {
                 slice *sl = &out[n++];
                 sl->param = p;
                 sl->tensor = t;
-                sl->count = total / parts;
+                sl->count = total / local_parts;
                 sl->offset = s * sl->count;
                 if (p->field) {
-                    snprintf(sl->name, sizeof sl->name, "%sexperts.%d.%s", prefix, s, p->field);
+                    snprintf(sl->name, sizeof sl->name, "%sexperts.%d.%s", prefix, first + s,
+                             p->field);
                     sl->ndim = t->ndim - 1;
                     memcpy(sl->shape, t->shape + 1, sizeof(int64_t) * (size_t)sl->ndim);
                 } else {
@@ -57,57 +71,110 @@ static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity) {
     return n;
 }
 
+/* Every rank's outcome, on every rank (alone: its own). */
+static pmoe_status agree(const pmoe_two_layer *m, pmoe_status mine, pmoe_error *err) {
+    return m->comm ? pmoe_comm_agree(m->comm, mine, err, NULL, 0) : mine;
+}
+
+/* Copies the tensors into host (rank 0's; NULL elsewhere) in list_slices
+ * order, gathering the sharded ones from every rank. Collective. */
+static pmoe_status gather_tensors(const pmoe_two_layer *m, float *host, float *local,
+                                  pmoe_error *err) {
+    pmoe_status s = PMOE_OK;
+    int64_t at = 0;
+    for (int kind = 0; kind < 2; kind++)
+        for (int i = 0; i < PARAM_COUNT; i++) {
+            const pmoe_param *p = &m->params[i];
+            const pmoe_tensor *t = kind ? &p->velocity : &p->value;
+            if (!t->data) continue;
+            const int64_t count = pmoe_tensor_numel(t);
+            const size_t bytes = (size_t)count * sizeof(float);
+            if (p->sharded) { /* a failed copy still takes part in the gather */
+                pmoe_status c = m->be->copy_out(m->be, local, t->data, bytes, err);
+                if (!s) s = c;
+                m->comm->host_gather(m->comm, local, host ? host + at : NULL, bytes, 0);
+                at += count * m->ranks;
+            } else {
+                if (host && !s) s = m->be->copy_out(m->be, host + at, t->data, bytes, err);
+                at += count;
+            }
+        }
+    return s;
+}
+
+static pmoe_status write_file(const char *path, const pmoe_config *cfg,
+                              const pmoe_train_position *pos, const slice *slices,
+                              pmoe_st_entry *entries, int n, float *host, char *config,
+                              int config_len, pmoe_error *err);
+
 pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
                                  const pmoe_config *cfg, const pmoe_train_position *pos,
                                  pmoe_error *err) {
+    const int writer = !m->comm || m->comm->rank == 0;
     slice *slices = calloc(max_slices(m), sizeof *slices);
     pmoe_st_entry *entries = calloc(max_slices(m), sizeof *entries);
-    int n = slices && entries ? list_slices(m, slices, 1) : 0;
-    int64_t total = 0;
+    int n = slices && entries ? list_slices(m, slices, 1, 1) : 0;
+    int64_t total = 0, largest_shard = 0;
     for (int i = 0; i < n; i++) total += slices[i].count;
-    float *host = malloc((size_t)(total ? total : 1) * sizeof(float));
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (m->params[i].sharded && pmoe_tensor_numel(&m->params[i].value) > largest_shard)
+            largest_shard = pmoe_tensor_numel(&m->params[i].value);
+    float *host = writer ? malloc((size_t)(total ? total : 1) * sizeof(float)) : NULL;
+    float *local = largest_shard ? malloc((size_t)largest_shard * sizeof(float)) : NULL;
     int config_len = pmoe_config_to_ini(cfg, NULL, 0) + 1;
     char *config = malloc((size_t)config_len);
     pmoe_status s = PMOE_OK;
-    if (!slices || !entries || !host || !config)
+    if (!slices || !entries || (writer && !host) || (largest_shard && !local) || !config)
         s = pmoe_fail(err, PMOE_ERR_OOM, "checkpoint: cannot allocate %lld bytes for %s",
                       (long long)total * 4, path);
+    s = agree(m, s, err); /* the gathers below need every rank's buffers */
+    if (!s) s = agree(m, gather_tensors(m, host, local, err), err);
+    if (!s) {
+        pmoe_status written = PMOE_OK;
+        if (writer) written = write_file(path, cfg, pos, slices, entries, n, host, config,
+                                         config_len, err);
+        s = agree(m, written, err); /* everyone learns whether rank 0's write worked */
+    }
+    free(slices);
+    free(entries);
+    free(host);
+    free(local);
+    free(config);
+    return s;
+}
+
+/* Rank 0 (or the one process): the file, from the gathered host copy. */
+static pmoe_status write_file(const char *path, const pmoe_config *cfg,
+                              const pmoe_train_position *pos, const slice *slices,
+                              pmoe_st_entry *entries, int n, float *host, char *config,
+                              int config_len, pmoe_error *err) {
     int64_t at = 0;
-    for (int i = 0; !s && i < n; i++) {
+    for (int i = 0; i < n; i++) {
         const slice *sl = &slices[i];
-        s = m->be->copy_out(m->be, host + at, sl->tensor->data + sl->offset,
-                            (size_t)sl->count * sizeof(float), err);
         entries[i].name = sl->name;
         entries[i].ndim = sl->ndim;
         memcpy(entries[i].shape, sl->shape, sizeof sl->shape);
         entries[i].data = host + at;
         at += sl->count;
     }
-    if (!s) {
-        pmoe_config_to_ini(cfg, config, config_len);
-        char phase[8], epoch[24], next[24], step[24], router[24], skipped[24], loss[40], correct[24];
-        snprintf(phase, sizeof phase, "%s", pos->phase == PMOE_PHASE_ROUTER ? "router" : "main");
-        snprintf(epoch, sizeof epoch, "%d", pos->epoch);
-        snprintf(next, sizeof next, "%" PRId64, pos->next_batch);
-        snprintf(step, sizeof step, "%" PRId64, pos->step);
-        snprintf(router, sizeof router, "%" PRId64, pos->router_steps);
-        snprintf(skipped, sizeof skipped, "%" PRId64, pos->skipped);
-        snprintf(loss, sizeof loss, "%.17g", pos->loss_sum);
-        snprintf(correct, sizeof correct, "%" PRId64, pos->correct_sum);
-        const pmoe_st_meta meta[] = {
-            {"format", FORMAT},       {"config", config},        {"phase", phase},
-            {"epoch", epoch},         {"next_batch", next},      {"step", step},
-            {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
-            {"epoch_correct_sum", correct},
-            {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
-        };
-        s = pmoe_safetensors_write(path, entries, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
-    }
-    free(slices);
-    free(entries);
-    free(host);
-    free(config);
-    return s;
+    pmoe_config_to_ini(cfg, config, config_len);
+    char phase[8], epoch[24], next[24], step[24], router[24], skipped[24], loss[40], correct[24];
+    snprintf(phase, sizeof phase, "%s", pos->phase == PMOE_PHASE_ROUTER ? "router" : "main");
+    snprintf(epoch, sizeof epoch, "%d", pos->epoch);
+    snprintf(next, sizeof next, "%" PRId64, pos->next_batch);
+    snprintf(step, sizeof step, "%" PRId64, pos->step);
+    snprintf(router, sizeof router, "%" PRId64, pos->router_steps);
+    snprintf(skipped, sizeof skipped, "%" PRId64, pos->skipped);
+    snprintf(loss, sizeof loss, "%.17g", pos->loss_sum);
+    snprintf(correct, sizeof correct, "%" PRId64, pos->correct_sum);
+    const pmoe_st_meta meta[] = {
+        {"format", FORMAT},       {"config", config},        {"phase", phase},
+        {"epoch", epoch},         {"next_batch", next},      {"step", step},
+        {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
+        {"epoch_correct_sum", correct},
+        {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
+    };
+    return pmoe_safetensors_write(path, entries, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
 }
 
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size) {
@@ -185,7 +252,7 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_two_layer *m,
                                     pmoe_train_position *pos, pmoe_error *err) {
     slice *slices = calloc(max_slices(m), sizeof *slices);
     if (!slices) return pmoe_fail(err, PMOE_ERR_OOM, "checkpoint: out of memory");
-    const int n = list_slices(m, slices, 1);
+    const int n = list_slices(m, slices, 1, 0);
     pmoe_status s = PMOE_OK;
     for (int i = 0; !s && i < n; i++) {
         const slice *sl = &slices[i];

@@ -37,6 +37,9 @@ static void on_start(void *user, const pmoe_run_info *in) {
             in->model, in->data, in->backend, (long long)in->train_size,
             (long long)in->test_size, in->patches, in->patch, in->patch, in->patch_dim,
             in->experts, in->topl, (long long)in->params);
+    if (in->ranks > 1)
+        fprintf(rep->progress, "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
+                in->ranks, in->comm, in->experts / in->ranks, in->ranks);
     fflush(rep->progress);
 }
 
@@ -130,6 +133,7 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
         for (int i = 0; i < pmoe_phase_count(); i++)
             fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
         fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
+        if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
         fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
         fflush(f);
     }
@@ -174,6 +178,8 @@ void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {
     fprintf(out, ",\"test_acc\":%.6g,\"train_loss\":%.9g,\"train_acc\":%.6g", res->test_acc,
             res->train_loss, res->train_acc);
     if (res->router_recall >= 0) fprintf(out, ",\"router_recall\":%.6g", res->router_recall);
+    if (res->info.ranks > 1) /* expert parallel (peak_bytes below is rank 0's) */
+        fprintf(out, ",\"ranks\":%d,\"comm\":\"%s\"", res->info.ranks, res->info.comm);
     fprintf(out,
             ",\"steps\":%lld,\"router_steps\":%lld,\"seconds\":%.6g,\"params\":%lld,"
             "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld}",

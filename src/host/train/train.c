@@ -7,18 +7,36 @@
  * routers and G = 1. Both phases share one loop. Its position (phase, epoch,
  * next batch, step counts, the epoch's partial sums) is all a checkpoint
  * needs besides the weights, because each epoch's shuffle is a pure function
- * of (train.seed, epoch): a resumed run replays exactly. */
+ * of (train.seed, epoch): a resumed run replays exactly.
+ *
+ * Expert parallelism (a distributed communicator, see comm/comm.h and
+ * model/two_layer.h): every rank opens the same data and computes the same
+ * shuffle, then composes only its shard of each global batch (rank r: the
+ * batch's samples [r B/R, (r+1) B/R)). A batch that does not split evenly
+ * (an epoch's last, or the test set's) is padded with zero images up to a
+ * multiple of R; padding carries no loss and no gradient, so every rank count
+ * trains on exactly the one-process batches. The loss, its sums and the
+ * correct counts are the global batch's on every rank; evaluation's recall
+ * and load counts are summed over ranks exactly (integers). Ranks agree on
+ * every outcome a rank can meet alone (a failed data open, a NaN in its
+ * experts' gradients, a signal) at fixed points: after setup and once per
+ * step (one all-reduce of three ints), so they stop together with the
+ * failing rank's message; callbacks run on rank 0 only. */
 #include "pmoe/train.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
+#include "comm/comm.h"
 #include "core/phase_timer.h"
 #include "core/rng.h"
+#include "cuda/cuda_backend.h"
 #include "data/dataset.h"
 #include "model/two_layer.h"
 #include "train/checkpoint.h"
@@ -38,16 +56,21 @@ typedef struct run {
     pmoe_dataset *train, *test;
     pmoe_data_source chosen;
     pmoe_backend *be;
+    pmoe_comm *comm;      /* single in one process */
+    int rank, ranks;
+    int sharded;          /* the model exchanges through comm (comm->distributed) */
+    int stop_agreed;      /* sharded: some rank was asked to stop during this step */
     pmoe_two_layer *model;
     int patch;
-    int64_t max_batch;
-    float *host_images;   /* max_batch composed samples */
+    int64_t max_batch;    /* the global batch */
+    float *host_images;   /* this rank's share of max_batch composed samples */
     float *host_scratch;  /* the largest parameter, for gradient checks */
-    int32_t *host_labels, *host_selected, *host_pair;
+    int32_t *host_labels, *host_selected, *host_pair; /* labels, pairs, weights: the global batch */
     float *host_weight;
     int64_t *order;       /* the epoch's permutation of the training set */
     int64_t *load_position, *load_class; /* experts x n, experts x classes (routing models) */
-    int load_classes;     /* 2 for binary tasks, else the class count */
+    int load_classes;     /* patch classes, or 2 for binary tasks, else the class count */
+    int load_by_patch_class; /* load_class counts what the picked patches show */
     pmoe_run_info info;
     char last_checkpoint[1024];
     double started;
@@ -58,12 +81,42 @@ typedef struct run {
 
 /* ---- setup ---- */
 
+/* Expert parallelism over R ranks: R divides k (each rank owns k / R
+ * experts) and the batch (each rank composes B / R samples). */
+static pmoe_status check_ranks(const run *r, pmoe_error *err) {
+    const pmoe_config *cfg = r->cfg;
+    const int R = r->ranks;
+    const int k = cfg->model.type == PMOE_MODEL_PMOE ? cfg->model.experts : 1;
+    if (k % R)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.experts = %d is not divisible by the %d ranks: expert "
+                         "parallelism gives each rank k / R experts; start a rank count that "
+                         "divides %d%s",
+                         k, R, k,
+                         cfg->model.type == PMOE_MODEL_CNN
+                             ? " (the CNN is one expert: run it in one process)"
+                             : "");
+    if (cfg->train.batch % R)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: train.batch = %d is not divisible by the %d ranks: each rank "
+                         "takes B / R samples of every batch",
+                         cfg->train.batch, R);
+    if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch % R)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: train.router_batch = %d is not divisible by the %d ranks",
+                         cfg->train.router_batch, R);
+    return PMOE_OK;
+}
+
 /* Checks that need the data: patch size, l <= n, separate-training layout. */
 static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const pmoe_dataset *ds = r->train;
     int p = cfg->model.patch;
-    if (p == 0) p = ds->decisive_patch_size > 0 ? ds->decisive_patch_size : 7;
+    if (p == 0) p = ds->default_patch;
+    if (p <= 0)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: model.patch: %s has no default patch size; set one",
+                         ds->description);
     if (ds->height % p || ds->width % p)
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: model.patch = %d does not divide the %dx%d input of %s", p,
@@ -95,7 +148,7 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: train.mode = separate needs model.type = pmoe (the CNN has no "
                          "router)");
-    return PMOE_OK;
+    return r->sharded ? check_ranks(r, err) : PMOE_OK;
 }
 
 static pmoe_status host_alloc(void *out, size_t bytes, const char *what, pmoe_error *err) {
@@ -141,44 +194,83 @@ static void fill_info(run *r) {
     in->router_epochs = m->has_router && r->cfg->train.mode == PMOE_TRAIN_SEPARATE
                             ? r->cfg->train.router_epochs
                             : 0;
+    in->rank = r->rank;
+    in->ranks = r->ranks;
+    snprintf(in->comm, sizeof in->comm, "%s", r->comm->name);
 }
 
-/* Data, backend, model and host buffers; undone by close_run. */
-static pmoe_status open_run(run *r, pmoe_error *err) {
-    const pmoe_config *cfg = r->cfg;
-    r->started = now_seconds();
-    r->chosen = cfg->data.source;
-    pmoe_status s = pmoe_config_check(cfg, err);
-    if (!s) s = pmoe_data_open(&cfg->data, &r->train, &r->test, &r->chosen, err);
-    if (!s) s = resolve_against_data(r, err);
-    if (!s) s = pmoe_backend_create(cfg->train.device, cfg->train.threads, &r->be, err);
-    if (!s) {
-        r->max_batch = cfg->train.batch;
-        if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch > r->max_batch)
-            r->max_batch = cfg->train.router_batch;
-        s = pmoe_two_layer_create(r->be, cfg, r->train->channels, r->train->height,
-                                  r->train->width, r->patch, r->train->classes, r->max_batch,
-                                  &r->model, err);
-    }
+/* The process's communicator, and who we are in it. */
+static pmoe_status open_comm(run *r, pmoe_error *err) {
+    pmoe_status s = pmoe_comm_open((pmoe_comm_kind)r->cfg->train.comm, &r->comm, err);
     if (s) return s;
+    r->rank = r->comm->rank;
+    r->ranks = r->comm->size;
+    r->sharded = r->comm->distributed;
+    r->info.rank = r->rank;
+    r->info.ranks = r->ranks;
+    return PMOE_OK;
+}
+
+/* train.device for this rank: with several ranks on a node, "auto" (when a
+ * GPU answers) and "cuda" take GPU local_rank mod the GPUs present; an
+ * explicit cuda:N is kept. *cuda_index gets the CUDA device a CUDA backend
+ * will use. */
+static void choose_device(const run *r, char *out, size_t size, int *cuda_index) {
+    const char *want = r->cfg->train.device;
+    snprintf(out, size, "%s", want);
+    *cuda_index = 0;
+    if (strncmp(want, "cuda:", 5) == 0) *cuda_index = atoi(want + 5);
+    const int per_rank = (r->ranks > 1 || r->cfg->train.comm == PMOE_COMM_NCCL) &&
+                         (strcmp(want, "auto") == 0 || strcmp(want, "cuda") == 0);
+    const int gpus = per_rank ? pmoe_cuda_device_count(NULL, 0) : 0;
+    if (gpus > 0) {
+        *cuda_index = r->comm->local_rank % gpus;
+        snprintf(out, size, "cuda:%d", *cuda_index);
+    }
+}
+
+/* train.fault_rank (a testing aid): that rank reads its data from a folder
+ * that does not exist, so the real reader fails the real way on one rank. */
+static pmoe_status open_data(run *r, pmoe_error *err) {
+    pmoe_data_config data = r->cfg->data;
+    if (r->cfg->train.fault_rank == r->rank) {
+        char path[sizeof data.path];
+        int n = snprintf(path, sizeof path, "%s/pmoe-fault-rank-%d", data.path, r->rank);
+        if (n > 0 && (size_t)n < sizeof path) memcpy(data.path, path, (size_t)n + 1);
+        if (data.source == PMOE_DATA_AUTO || data.source == PMOE_DATA_SYNTHETIC)
+            data.source = PMOE_DATA_IDX;
+    }
+    return pmoe_data_open(&data, &r->train, &r->test, &r->chosen, err);
+}
+
+/* Host buffers, the timer and the run's description. */
+static pmoe_status open_buffers(run *r, pmoe_error *err) {
+    const pmoe_config *cfg = r->cfg;
     const pmoe_two_layer *m = r->model;
-    const int64_t B = r->max_batch;
+    const int64_t B = r->max_batch, local = B / r->ranks;
+    pmoe_status s;
     const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
     const size_t per_sample = (size_t)r->train->channels * r->train->height * r->train->width;
     int64_t largest = 0;
     for (int i = 0; i < PARAM_COUNT; i++)
         if (m->params[i].value.data && pmoe_tensor_numel(&m->params[i].value) > largest)
             largest = pmoe_tensor_numel(&m->params[i].value);
-    s = host_alloc(&r->host_images, (size_t)B * per_sample * sizeof(float), "a batch", err);
+    s = host_alloc(&r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
     if (!s) s = host_alloc(&r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
     if (!s) s = host_alloc(&r->host_labels, (size_t)B * 4, "labels", err);
     if (!s) s = host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
     if (!s)
-        s = host_alloc(&r->host_selected, (size_t)(B * m->experts * m->topl) * 4,
+        s = host_alloc(&r->host_selected, (size_t)(local * m->experts * m->topl) * 4,
                        "the selections", err);
     if (!s) s = host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
-    r->load_classes = m->classes == 1 ? 2 : m->classes;
+    /* Load by class: by what each picked patch shows where the data says
+     * (mosaic items, synthetic patterns) on the model's patch grid, else by
+     * the sample's class. */
+    r->load_by_patch_class = r->test->patch_class && r->test->decisive_patch_size == r->patch;
+    r->load_classes = r->load_by_patch_class ? r->test->patch_classes
+                      : m->classes == 1     ? 2
+                                            : m->classes;
     if (!s)
         s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(m->experts * m->patch_count),
                        "expert load", err);
@@ -203,7 +295,44 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     return s;
 }
 
+/* Communicator, data, backend, model and host buffers; undone by close_run.
+ * Sharded, the ranks agree after the local setup (before NCCL's collective
+ * start) and after the model, so a rank that fails stops them all. */
+static pmoe_status open_run(run *r, pmoe_error *err) {
+    const pmoe_config *cfg = r->cfg;
+    r->started = now_seconds();
+    r->chosen = cfg->data.source;
+    pmoe_status s = open_comm(r, err);
+    if (s) return s;
+    int threads = cfg->train.threads, cuda_index = 0;
+    if (threads == 0 && r->comm->local_size > 1) { /* share the node's cores */
+        const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > r->comm->local_size ? (int)(cores / r->comm->local_size) : 1;
+    }
+    char device[sizeof cfg->train.device];
+    choose_device(r, device, sizeof device, &cuda_index);
+    s = pmoe_config_check(cfg, err);
+    if (!s) s = open_data(r, err);
+    if (!s) s = resolve_against_data(r, err);
+    if (!s) s = pmoe_backend_create(device, threads, &r->be, err);
+    s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
+    if (!s)
+        s = pmoe_comm_use_device(&r->comm, (pmoe_comm_kind)cfg->train.comm,
+                                 pmoe_backend_is_cuda(r->be) ? cuda_index : -1,
+                                 pmoe_cuda_backend_stream(r->be), err);
+    if (s) return s;
+    r->max_batch = cfg->train.batch;
+    if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch > r->max_batch)
+        r->max_batch = cfg->train.router_batch;
+    s = pmoe_two_layer_create_sharded(r->be, r->comm, cfg, r->train->channels, r->train->height,
+                                      r->train->width, r->patch, r->train->classes, r->max_batch,
+                                      &r->model, err);
+    if (!s) s = open_buffers(r, err);
+    return pmoe_comm_agree(r->comm, s, err, NULL, 0);
+}
+
 static void close_run(run *r) {
+    pmoe_comm *comm = r->comm;
     free(r->host_images);
     free(r->host_scratch);
     free(r->host_labels);
@@ -214,6 +343,7 @@ static void close_run(run *r) {
     free(r->load_position);
     free(r->load_class);
     pmoe_two_layer_free(r->model);
+    pmoe_comm_close(comm); /* before the backend: NCCL's stream waits on the backend's */
     pmoe_backend_destroy(r->be);
     pmoe_dataset_free(r->train);
     pmoe_dataset_free(r->test);
@@ -221,17 +351,38 @@ static void close_run(run *r) {
 
 /* ---- one batch ---- */
 
-/* Composes samples indices[0..count) into the model's images and labels. */
+/* How a global batch of `count` samples splits: this rank composes `local`
+ * positions starting at `first`, of which the first `real` are samples and
+ * the rest padding (one process: all of them, no padding). */
+typedef struct shard {
+    int64_t first, local, real;
+} shard;
+
+static shard shard_of(const run *r, int64_t count) {
+    if (!r->sharded) return (shard){0, count, count};
+    const int64_t local = (count + r->ranks - 1) / r->ranks, first = r->rank * local;
+    const int64_t left = count - first;
+    return (shard){first, local, left < 0 ? 0 : left < local ? left : local};
+}
+
+/* Composes this rank's share of the global batch indices[0..count) into the
+ * model's images (padding: zeros), and the labels of the whole batch (the
+ * loss of every rank reads them all). Returns the share in *sh. */
 static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                              int64_t count, pmoe_error *err) {
+                              int64_t count, shard *sh, pmoe_error *err) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
+    *sh = shard_of(r, count);
+    const int64_t *mine = indices + sh->first, real = sh->real;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++)
-        ds->compose(ds, indices[i], r->host_images + i * per_sample);
+    for (int64_t i = 0; i < real; i++)
+        ds->compose(ds, mine[i], r->host_images + i * per_sample);
+    if (real < sh->local)
+        memset(r->host_images + real * per_sample, 0,
+               (size_t)((sh->local - real) * per_sample) * sizeof(float));
     for (int64_t i = 0; i < count; i++) r->host_labels[i] = ds->labels[indices[i]];
     pmoe_backend *be = r->be;
     pmoe_status s = be->copy_in(be, r->model->images, r->host_images,
-                                (size_t)(count * per_sample) * sizeof(float), err);
+                                (size_t)(sh->local * per_sample) * sizeof(float), err);
     if (!s)
         s = be->copy_in(be, r->model->labels, r->host_labels, (size_t)count * sizeof(int32_t),
                         err);
@@ -239,20 +390,22 @@ static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *ind
 }
 
 /* train.fault_nan_step: makes the first pixel of the batch NaN, so tests can
- * drive the non-finite guard through the real path. */
+ * drive the non-finite guard through the real path (sharded: on rank 0,
+ * which holds the batch's first sample). */
 static pmoe_status poison_batch(run *r, pmoe_error *err) {
     const float nan = NAN;
+    if (r->rank != 0) return PMOE_OK;
     return r->be->copy_in(r->be, r->model->images, &nan, sizeof nan, err);
 }
 
-/* The name of the first parameter about to be updated in this phase whose
- * gradient holds a NaN or Inf, or NULL. Costs one copy of the gradients to
- * the host. */
-static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, const char **name,
+/* The index of the first parameter about to be updated in this phase whose
+ * gradient holds a NaN or Inf, or -1. Costs one copy of the gradients to the
+ * host (sharded: this rank's experts and the replicated rest). */
+static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which,
                                             pmoe_error *err) {
     pmoe_two_layer *m = r->model;
-    *name = NULL;
-    for (int i = 0; i < PARAM_COUNT && !*name; i++) {
+    *which = -1;
+    for (int i = 0; i < PARAM_COUNT && *which < 0; i++) {
         const int updated = phase == PMOE_PHASE_ROUTER ? i == PARAM_ROUTER
                                                        : pmoe_two_layer_updates(m, i);
         if (!updated) continue;
@@ -262,7 +415,7 @@ static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, const char
         if (s) return s;
         for (int64_t j = 0; j < n; j++)
             if (!isfinite(r->host_scratch[j])) {
-                *name = m->params[i].name;
+                *which = i;
                 break;
             }
     }
@@ -271,7 +424,8 @@ static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, const char
 
 /* Fills the router phase's per-sample pair and weight: routers (2q, 2q + 1)
  * learn class pair q; a sample's weight is its sign over its pair's count in
- * the batch, so every pair sees a batch mean. */
+ * the (global) batch, so every pair sees a batch mean. Sharded, each rank
+ * copies in its share; padding gets weight 0. */
 static pmoe_status set_router_targets(run *r, int64_t count, pmoe_error *err) {
     const int classes = r->train->classes;
     int64_t pair_count[PMOE_MAX_REPORTED_EXPERTS] = {0};
@@ -284,8 +438,16 @@ static pmoe_status set_router_targets(run *r, int64_t count, pmoe_error *err) {
         const int positive = classes == 1 ? label == 1 : label % 2 == 0;
         r->host_weight[i] = (positive ? 1.0f : -1.0f) / (float)pair_count[r->host_pair[i]];
     }
-    pmoe_status s = r->be->copy_in(r->be, r->model->router_pair, r->host_pair, (size_t)count * 4, err);
-    if (!s) s = r->be->copy_in(r->be, r->model->router_weight, r->host_weight, (size_t)count * 4, err);
+    const shard sh = shard_of(r, count);
+    for (int64_t i = count; i < sh.first + sh.local; i++) { /* padding */
+        r->host_pair[i] = 0;
+        r->host_weight[i] = 0.0f;
+    }
+    pmoe_status s = r->be->copy_in(r->be, r->model->router_pair, r->host_pair + sh.first,
+                                   (size_t)sh.local * 4, err);
+    if (!s)
+        s = r->be->copy_in(r->be, r->model->router_weight, r->host_weight + sh.first,
+                           (size_t)sh.local * 4, err);
     return s;
 }
 
@@ -318,39 +480,50 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
         memset(r->load_position, 0, sizeof(int64_t) * (size_t)(k * n));
         memset(r->load_class, 0, sizeof(int64_t) * (size_t)(k * c));
     }
+    /* Sharded, a rank that fails keeps taking part in the collectives until
+     * the agreement at the end, where every rank learns of it; alone it
+     * returns at once. */
+    pmoe_status failed = PMOE_OK;
+    pmoe_error ignored;
     for (int64_t start = 0; start < ds->count; start += r->max_batch) {
         int64_t count = ds->count - start < r->max_batch ? ds->count - start : r->max_batch;
         for (int64_t i = 0; i < count; i++) r->order[i] = start + i;
-        pmoe_status s = load_batch(r, ds, r->order, count, err);
-        if (s) return s;
-        pmoe_two_layer_forward(m, count);
+        shard sh;
+        pmoe_status s = load_batch(r, ds, r->order, count, &sh, failed ? &ignored : err);
+        if (s && !r->sharded) return s;
+        if (!failed) failed = s;
+        pmoe_two_layer_forward_valid(m, sh.local, count);
         double loss;
-        int64_t correct;
-        s = pmoe_two_layer_loss(m, 0, &loss, &correct, err);
-        if (s) return s;
-        correct_total += correct;
+        int64_t correct = 0;
+        s = pmoe_two_layer_loss(m, 0, &loss, &correct, failed ? &ignored : err);
+        if (s && !r->sharded) return s;
+        if (!failed) failed = s;
+        correct_total += correct; /* the global batch's, on every rank */
         if (!routes) continue;
         s = r->be->copy_out(r->be, r->host_selected, m->selected,
-                            (size_t)(count * k * l) * sizeof(int32_t), err);
-        if (s) return s;
-        for (int64_t i = 0; i < count; i++) {
-            const int label = r->host_labels[i];
-            const int32_t want = measure_recall ? ds->decisive_patch[start + i] : -1;
+                            (size_t)(sh.local * k * l) * sizeof(int32_t), failed ? &ignored : err);
+        if (s && !r->sharded) return s;
+        if (!failed) failed = s;
+        for (int64_t i = 0; i < sh.real; i++) {
+            const int label = r->host_labels[sh.first + i];
+            const int32_t want = measure_recall ? ds->decisive_patch[start + sh.first + i] : -1;
             int any = 0;
             for (int e = 0; e < k; e++) {
                 int hit = 0;
                 for (int t = 0; t < l; t++) {
                     const int32_t j = r->host_selected[(i * k + e) * l + t];
                     r->load_position[e * n + j]++;
+                    if (r->load_by_patch_class)
+                        r->load_class[e * c + ds->patch_class(ds, start + sh.first + i, j)]++;
                     hit |= j == want;
                 }
-                r->load_class[e * c + label] += l;
+                if (!r->load_by_patch_class) r->load_class[e * c + label] += l;
                 any |= hit;
                 if (e < PMOE_MAX_REPORTED_EXPERTS) recalled[e] += hit;
             }
             recalled_any += any;
         }
-        pmoe_routing *keep = st->keep;
+        pmoe_routing *keep = st->keep; /* one process only (pmoe_route) */
         const int64_t kept = keep && start < keep->samples
                                  ? (keep->samples - start < count ? keep->samples - start : count)
                                  : 0;
@@ -367,6 +540,21 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
                 keep->decisive[start + i] = ds->decisive_patch ? ds->decisive_patch[start + i] : -1;
             }
         }
+    }
+    if (r->sharded) { /* exact integer sums of every rank's samples */
+        int64_t counts[1 + PMOE_MAX_REPORTED_EXPERTS];
+        const int reported = k < PMOE_MAX_REPORTED_EXPERTS ? k : PMOE_MAX_REPORTED_EXPERTS;
+        counts[0] = recalled_any;
+        memcpy(counts + 1, recalled, sizeof(int64_t) * (size_t)reported);
+        r->comm->sum_i64(r->comm, counts, 1 + reported);
+        recalled_any = counts[0];
+        memcpy(recalled, counts + 1, sizeof(int64_t) * (size_t)reported);
+        if (routes) {
+            r->comm->sum_i64(r->comm, r->load_position, k * n);
+            r->comm->sum_i64(r->comm, r->load_class, k * c);
+        }
+        failed = pmoe_comm_agree(r->comm, failed, err, NULL, 0);
+        if (failed) return failed;
     }
     st->accuracy = (double)correct_total / (double)ds->count;
     st->recall = measure_recall ? (double)recalled_any / (double)ds->count : -1.0;
@@ -404,7 +592,8 @@ static int64_t global_step(const pmoe_train_position *pos) {
 static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_error *err) {
     const char *dir = r->cfg->train.checkpoint_dir;
     char path[sizeof r->last_checkpoint];
-    pmoe_status s = pmoe_checkpoint_make_dir(dir, err);
+    pmoe_status s = r->rank == 0 ? pmoe_checkpoint_make_dir(dir, err) : PMOE_OK; /* rank 0 writes */
+    s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
     if (s) return s;
     pmoe_checkpoint_path(dir, global_step(pos), path, sizeof path);
     s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
@@ -416,34 +605,59 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
                          detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
-    pmoe_checkpoint_prune(dir, r->cfg->train.keep);
+    if (r->rank == 0) pmoe_checkpoint_prune(dir, r->cfg->train.keep);
     return PMOE_OK;
 }
 
-/* One step on the batch in the model. Sets *nonfinite (with what and where)
- * instead of updating when the loss or a gradient is NaN or Inf. */
-static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, double *loss,
-                             int64_t *correct, const char **nonfinite, pmoe_error *err) {
+/* One step on the global batch of `count` samples, this rank's share `sh` of
+ * it in the model. Sets *nonfinite (with what and where) instead of updating
+ * when the loss or a gradient is NaN or Inf. Sharded, `loaded` is the batch
+ * load's outcome: a rank whose load failed still runs the step's
+ * collectives, and before anyone updates the ranks agree on failures,
+ * non-finite gradients (each rank sees only its experts') and stop
+ * requests, so all of them update or none does. */
+static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, const shard *sh,
+                             pmoe_status loaded, double *loss, int64_t *correct,
+                             const char **nonfinite, pmoe_error *err) {
     pmoe_two_layer *m = r->model;
     const pmoe_train_config *t = &r->cfg->train;
-    pmoe_status s;
+    pmoe_error ignored; /* a rank's later failures, once it has one */
+    pmoe_status s = loaded, next;
+    *loss = 0.0;
     *correct = 0;
     *nonfinite = NULL;
     if (plan->phase == PMOE_PHASE_ROUTER) {
-        s = set_router_targets(r, count, err);
-        if (!s) s = pmoe_two_layer_router_loss(m, count, loss, err);
+        next = set_router_targets(r, count, s ? &ignored : err);
+        if (!s) s = next;
+        if (!s || r->sharded) {
+            next = pmoe_two_layer_router_loss(m, sh->local, loss, s ? &ignored : err);
+            if (!s) s = next;
+        }
     } else {
-        pmoe_two_layer_forward(m, count);
-        s = pmoe_two_layer_loss(m, 1, loss, correct, err);
+        pmoe_two_layer_forward_valid(m, sh->local, count);
+        next = pmoe_two_layer_loss(m, 1, loss, correct, s ? &ignored : err);
+        if (!s) s = next;
+    }
+    int bad = INT_MAX; /* 0: the loss; 1 + i: parameter i's gradient */
+    if (!s && !isfinite(*loss)) {
+        bad = 0;
+    } else if (!s) {
+        pmoe_timer_enter(&r->timer, PMOE_T_GUARD, 0);
+        int which = -1;
+        s = first_nonfinite_gradient(r, plan->phase, &which, err);
+        if (which >= 0) bad = 1 + which;
+    }
+    if (r->sharded) {
+        int agreed[2] = {bad, r->stop && *r->stop ? -1 : 0};
+        s = pmoe_comm_agree(r->comm, s, err, agreed, 2);
+        bad = agreed[0];
+        r->stop_agreed = agreed[1] < 0;
     }
     if (s) return s;
-    if (!isfinite(*loss)) {
-        *nonfinite = "the loss";
+    if (bad != INT_MAX) {
+        *nonfinite = bad == 0 ? "the loss" : m->params[bad - 1].name;
         return PMOE_OK;
     }
-    pmoe_timer_enter(&r->timer, PMOE_T_GUARD, 0);
-    s = first_nonfinite_gradient(r, plan->phase, nonfinite, err);
-    if (s || *nonfinite) return s;
     pmoe_timer_enter(&r->timer, PMOE_T_OPTIMIZER, 0);
     if (plan->phase == PMOE_PHASE_ROUTER) {
         pmoe_param *router = &m->params[PARAM_ROUTER];
@@ -496,6 +710,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
     const int64_t batches = (plan->size + plan->batch - 1) / plan->batch;
     const double began = now_seconds();
     const int64_t first_step = pos->step;
+    r->model->exchange_bytes = 0;
     for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
                                        pos->correct_sum = 0) {
         const double epoch_began = now_seconds();
@@ -510,13 +725,15 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             const double step_began = now_seconds();
             pmoe_trace_push("step", (uint64_t)this_step);
             pmoe_timer_enter(&r->timer, PMOE_T_DATA, (uint64_t)count);
-            pmoe_status s = load_batch(r, r->train, r->order + start, count, err);
+            shard sh;
+            pmoe_status s = load_batch(r, r->train, r->order + start, count, &sh, err);
             if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
                 s = poison_batch(r, err);
             double loss = 0.0;
             int64_t correct = 0;
             const char *nonfinite = NULL;
-            if (!s) s = take_step(r, plan, count, &loss, &correct, &nonfinite, err);
+            if (!s || r->sharded)
+                s = take_step(r, plan, count, &sh, s, &loss, &correct, &nonfinite, err);
             pmoe_timer_stop(&r->timer);
             pmoe_trace_pop();
             r->step_seconds += now_seconds() - step_began;
@@ -548,7 +765,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             }
             pmoe_train_position after = *pos;
             after.next_batch++;
-            const int stopping = r->stop && *r->stop;
+            const int stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
             const int64_t every = cfg->train.checkpoint_every;
             if (stopping || (every > 0 && global_step(&after) % every == 0)) {
                 pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(&after));
@@ -565,6 +782,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         pmoe_epoch_report er;
         memset(&er, 0, sizeof er);
         er.test_acc = er.router_recall = -1.0;
+        er.exchange_bytes = r->model->exchange_bytes; /* the steps' (evaluation's not counted) */
         if (plan->phase == PMOE_PHASE_MAIN &&
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             eval_stats st = {0};
@@ -579,6 +797,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         res->step_seconds += r->step_seconds;
         pmoe_timer_reset(&r->timer);
         r->step_seconds = 0.0;
+        r->model->exchange_bytes = 0;
         if (plan->phase == PMOE_PHASE_MAIN) {
             res->train_loss = er.train_loss;
             res->train_acc = er.train_acc;
@@ -635,10 +854,13 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     result->test_acc = result->router_recall = -1.0;
     pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0};
     pmoe_status s = open_run(&r, err);
+    result->info.rank = r.rank;
+    result->info.ranks = r.ranks > 0 ? r.ranks : 1;
+    if (r.rank != 0) r.cb = NULL; /* rank 0 reports for the job */
     if (!s && resume[0]) {
         pmoe_st_file file;
         s = pmoe_checkpoint_open(resume, &file, err);
-        if (!s) {
+        if (!s) { /* every rank reads the file and takes its own experts */
             s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
             if (!s) snprintf(r.last_checkpoint, sizeof r.last_checkpoint, "%s", file.origin);
             pmoe_safetensors_free(&file);
@@ -648,13 +870,14 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
                           "%s: saved in a router phase, but this config has none "
                           "(train.mode = %s)",
                           resume, pmoe_train_mode_name(cfg->train.mode));
+        s = pmoe_comm_agree(r.comm, s, err, NULL, 0);
     }
     if (!s) {
         result->info = r.info;
         if (r.cb && r.cb->on_start) r.cb->on_start(r.cb->user, &r.info);
         s = train_phases(&r, &pos, result, err);
     }
-    if (!s) s = r.be->synchronize(r.be, err);
+    if (!s) s = pmoe_comm_agree(r.comm, r.be->synchronize(r.be, err), err, NULL, 0);
     result->steps = pos.phase == PMOE_PHASE_MAIN ? pos.step : 0;
     result->router_steps = pos.phase == PMOE_PHASE_MAIN ? pos.router_steps : pos.step;
     result->skipped_steps = pos.skipped;
@@ -683,14 +906,15 @@ static pmoe_status open_saved(run *r, const pmoe_config *cfg, const char *checkp
     memset(&file, 0, sizeof file);
     pmoe_train_position pos;
     pmoe_status s = open_run(r, err);
-    if (!s) s = pmoe_checkpoint_open(checkpoint, &file, err);
+    if (s) return s;
+    s = pmoe_checkpoint_open(checkpoint, &file, err);
     if (!s) s = pmoe_checkpoint_restore(&file, r->model, &pos, err);
     if (!s) {
         snprintf(origin, origin_size, "%s", file.origin);
         *step = global_step(&pos);
     }
     pmoe_safetensors_free(&file);
-    return s;
+    return pmoe_comm_agree(r->comm, s, err, NULL, 0);
 }
 
 pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
@@ -724,6 +948,9 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
     if (!s && !r.model->has_router)
         s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: model.type = %s has no router to draw", origin,
                       r.info.model);
+    if (!s && r.sharded)
+        s = pmoe_fail(err, PMOE_ERR_CONFIG,
+                      "pmoe route runs in one process (train.comm = single, or no mpirun)");
     if (!s) {
         const pmoe_two_layer *m = r.model;
         out->info = r.info;
