@@ -21,6 +21,9 @@
  * found; never run on a machine without a GPU. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#ifdef PMOE_HAVE_NVTX
+#include <nvtx3/nvToolsExtCudaRt.h> /* to name the stream in Nsight's timeline */
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,6 +215,9 @@ pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stre
     mpi->host_broadcast(mpi, &id, sizeof id, 0);
     NCCL_CHECK(c, ncclCommInitRank(&n->nccl, c->size, id, c->rank));
     CUDA_CHECK(c, cudaStreamCreateWithFlags(&n->stream, cudaStreamNonBlocking));
+#ifdef PMOE_HAVE_NVTX
+    nvtxNameCudaStreamA(n->stream, "pmoe nccl exchange");
+#endif
     CUDA_CHECK(c, cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming));
     CUDA_CHECK(c, cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming));
     c->all_to_all = nccl_all_to_all;

@@ -16,6 +16,9 @@
 #include <string.h>
 
 #include <cuda_profiler_api.h>
+#ifdef PMOE_HAVE_NVTX
+#include <nvtx3/nvToolsExtCudaRt.h> /* to name the stream in Nsight's timeline */
+#endif
 
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_internal.h"
@@ -348,6 +351,9 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
         snprintf(c->name, sizeof c->name, "cuda:%d (%.120s)", device, prop.name);
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     }
+#ifdef PMOE_HAVE_NVTX
+    if (e == cudaSuccess) nvtxNameCudaStreamA(c->stream, "pmoe compute");
+#endif
     if (e != cudaSuccess) {
         cudaGetLastError();
         pmoe_status s = pmoe_fail(err, PMOE_ERR_INTERNAL, "cuda:%d: cannot start: %s", device,
