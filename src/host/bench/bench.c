@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 #include "data/dataset.h"
 #include "model/two_layer.h"
+#include "train/resolve.h"
 #include "train/checkpoint.h"
 #include "train/report.h"
 
@@ -395,26 +396,6 @@ pmoe_status pmoe_bench_peak_gflops(const pmoe_config *cfg, int size, double *gfl
 
 /* The patch size and the checks that need the data (as a training run
  * makes them). */
-static pmoe_status resolve_patch(const pmoe_config *cfg, const pmoe_dataset *ds, int *patch,
-                                 pmoe_error *err) {
-    int p = cfg->model.patch;
-    if (p == 0)
-        p = ds->default_patch > 0 ? ds->default_patch
-            : ds->decisive_patch_size > 0 ? ds->decisive_patch_size : 7;
-    if (ds->height % p || ds->width % p)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.patch = %d does not divide the %dx%d input of %s", p,
-                         ds->height, ds->width, ds->description);
-    const int n = (ds->height / p) * (ds->width / p);
-    if (cfg->model.topl > n)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.topl = %d exceeds the %d patches per sample "
-                         "(model.patch = %d)",
-                         cfg->model.topl, n, p);
-    *patch = p;
-    return PMOE_OK;
-}
-
 /* The target for cfg's model. The two-layer pMoE and CNN are the only models
  * today; WRN and WRN-pMoE add their family here (and their baseline in
  * baseline_config), and everything else stays as it is. */
@@ -461,7 +442,7 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
     pmoe_data_source chosen = cfg->data.source;
     int patch = 0;
     st = pmoe_data_open(&cfg->data, &train, &test, &chosen, err);
-    if (!st) st = resolve_patch(cfg, train, &patch, err);
+    if (!st) st = pmoe_resolve_patch(cfg, train, &patch, err);
     if (!st) {
         snprintf(out->data, sizeof out->data, "%s", train->description);
         out->channels = train->channels;

@@ -9,6 +9,7 @@
 #include "comm/comm.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,16 @@ static void single_abort(pmoe_comm *c, int code, const char *message) {
 }
 
 static void single_destroy(pmoe_comm *c) { free(c); }
+
+void pmoe_comm_failf(pmoe_comm *c, const char *fmt, ...) {
+    char message[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    c->abort(c, 1, message);
+    exit(1); /* abort does not return; this keeps the compiler sure of it */
+}
 
 pmoe_status pmoe_comm_single_open(pmoe_comm **out, pmoe_error *err) {
     pmoe_comm *c = calloc(1, sizeof *c);

@@ -94,6 +94,14 @@ struct pmoe_comm {
     void *impl;
 };
 
+/* Formats a message and calls c->abort(c, 1, message): for a failed call
+ * inside an implementation. Does not return. */
+void pmoe_comm_failf(pmoe_comm *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3), noreturn))
+#endif
+    ;
+
 /* Which implementations this build holds. */
 int pmoe_comm_mpi_built(void);
 int pmoe_comm_nccl_built(void);

@@ -40,19 +40,6 @@ static void abort_job(pmoe_comm *c, int code, const char *message) {
     exit(code); /* MPI_Abort does not return; this keeps the compiler sure of it */
 }
 
-static void fail(pmoe_comm *c, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void fail(pmoe_comm *c, const char *fmt, ...) {
-    char message[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
-    va_end(ap);
-    abort_job(c, 1, message);
-}
 
 #define MPI_CHECK(c, call)                                                                \
     do {                                                                                  \
@@ -61,14 +48,14 @@ static void fail(pmoe_comm *c, const char *fmt, ...) {
             char text_[MPI_MAX_ERROR_STRING];                                             \
             int len_ = 0;                                                                 \
             MPI_Error_string(rc_, text_, &len_);                                          \
-            fail((c), "%s failed: %s (%s:%d)", #call, text_, __FILE__, __LINE__);         \
+            pmoe_comm_failf((c), "%s failed: %s (%s:%d)", #call, text_, __FILE__, __LINE__);         \
         }                                                                                 \
     } while (0)
 
 /* MPI counts are ints; pmoe's are 64-bit. */
 static int as_int(pmoe_comm *c, int64_t value, const char *what) {
     if (value < 0 || value > INT_MAX)
-        fail(c, "%s = %lld does not fit MPI's int counts; use fewer samples per rank or the "
+        pmoe_comm_failf(c, "%s = %lld does not fit MPI's int counts; use fewer samples per rank or the "
                 "nccl communicator",
              what, (long long)value);
     return (int)value;
@@ -119,7 +106,7 @@ static float *scratch(pmoe_comm *c, size_t floats) {
         free(m->scratch);
         m->scratch = malloc(floats * sizeof(float));
         if (!m->scratch)
-            fail(c, "out of host memory: %zu bytes for an all-reduce", floats * sizeof(float));
+            pmoe_comm_failf(c, "out of host memory: %zu bytes for an all-reduce", floats * sizeof(float));
         m->scratch_floats = floats;
     }
     return m->scratch;

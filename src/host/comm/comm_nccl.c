@@ -51,26 +51,13 @@ static void nccl_abort(pmoe_comm *c, int code, const char *message) {
     n->mpi->abort(n->mpi, code, message);
 }
 
-static void fail(pmoe_comm *c, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void fail(pmoe_comm *c, const char *fmt, ...) {
-    char message[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
-    va_end(ap);
-    nccl_abort(c, 1, message);
-}
 
 #define NCCL_CHECK(c, call)                                                                \
     do {                                                                                   \
         ncclResult_t r_ = (call);                                                          \
         if (r_ != ncclSuccess && r_ != ncclInProgress) {                                   \
             const char *last_ = impl_of(c)->nccl ? ncclGetLastError(impl_of(c)->nccl) : ""; \
-            fail((c), "%s failed: %s%s%s (%s:%d)", #call, ncclGetErrorString(r_),          \
+            pmoe_comm_failf((c), "%s failed: %s%s%s (%s:%d)", #call, ncclGetErrorString(r_),          \
                  last_ && *last_ ? ": " : "", last_ ? last_ : "", __FILE__, __LINE__);     \
         }                                                                                  \
     } while (0)
@@ -79,7 +66,7 @@ static void fail(pmoe_comm *c, const char *fmt, ...) {
     do {                                                                                   \
         cudaError_t e_ = (call);                                                           \
         if (e_ != cudaSuccess)                                                             \
-            fail((c), "%s failed: %s (%s) (%s:%d)", #call, cudaGetErrorName(e_),           \
+            pmoe_comm_failf((c), "%s failed: %s (%s) (%s:%d)", #call, cudaGetErrorName(e_),           \
                  cudaGetErrorString(e_), __FILE__, __LINE__);                              \
     } while (0)
 
@@ -142,7 +129,7 @@ static void check_async(pmoe_comm *c) {
     ncclResult_t async = ncclSuccess;
     NCCL_CHECK(c, ncclCommGetAsyncError(n->nccl, &async));
     if (async != ncclSuccess && async != ncclInProgress)
-        fail(c, "NCCL reported an asynchronous error: %s: %s", ncclGetErrorString(async),
+        pmoe_comm_failf(c, "NCCL reported an asynchronous error: %s: %s", ncclGetErrorString(async),
              ncclGetLastError(n->nccl));
 }
 

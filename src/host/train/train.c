@@ -40,6 +40,7 @@
 #include "data/dataset.h"
 #include "model/two_layer.h"
 #include "train/checkpoint.h"
+#include "train/resolve.h"
 
 enum { STREAM_SHUFFLE = 0x5eed, STREAM_ROUTER_SHUFFLE = 0x5eee };
 
@@ -112,37 +113,21 @@ static pmoe_status check_ranks(const run *r, pmoe_error *err) {
 static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const pmoe_dataset *ds = r->train;
-    int p = cfg->model.patch;
-    if (p == 0) p = ds->default_patch;
-    if (p <= 0)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: model.patch: %s has no default patch size; set one",
-                         ds->description);
-    if (ds->height % p || ds->width % p)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.patch = %d does not divide the %dx%d input of %s", p,
-                         ds->height, ds->width, ds->description);
-    r->patch = p;
-    const int n = (ds->height / p) * (ds->width / p);
-    const int k = cfg->model.experts, l = cfg->model.topl;
-    if (cfg->model.type == PMOE_MODEL_PMOE) {
-        if (l > n)
+    pmoe_status s = pmoe_resolve_patch(cfg, ds, &r->patch, err);
+    if (s) return s;
+    const int k = cfg->model.experts;
+    if (cfg->model.type == PMOE_MODEL_PMOE && cfg->train.mode == PMOE_TRAIN_SEPARATE) {
+        if (ds->classes == 1 && k != 2)
             return pmoe_fail(err, PMOE_ERR_CONFIG,
-                             "config: model.topl = %d exceeds the %d patches per sample "
-                             "(model.patch = %d)",
-                             l, n, p);
-        if (cfg->train.mode == PMOE_TRAIN_SEPARATE) {
-            if (ds->classes == 1 && k != 2)
-                return pmoe_fail(err, PMOE_ERR_CONFIG,
-                                 "config: train.mode = separate on a binary task needs "
-                                 "model.experts = 2, not %d",
-                                 k);
-            if (ds->classes > 1 && (k != ds->classes || ds->classes % 2))
-                return pmoe_fail(err, PMOE_ERR_CONFIG,
-                                 "config: train.mode = separate with %d classes needs "
-                                 "model.experts = %d (routers trained in class pairs) and an "
-                                 "even class count",
-                                 ds->classes, ds->classes);
-        }
+                             "config: train.mode = separate on a binary task needs "
+                             "model.experts = 2, not %d",
+                             k);
+        if (ds->classes > 1 && (k != ds->classes || ds->classes % 2))
+            return pmoe_fail(err, PMOE_ERR_CONFIG,
+                             "config: train.mode = separate with %d classes needs "
+                             "model.experts = %d (routers trained in class pairs) and an "
+                             "even class count",
+                             ds->classes, ds->classes);
     }
     if (cfg->model.type == PMOE_MODEL_CNN && cfg->train.mode == PMOE_TRAIN_SEPARATE)
         return pmoe_fail(err, PMOE_ERR_CONFIG,
