@@ -53,6 +53,26 @@ int check_close_f(const char *what, const float *got, const float *want, int64_t
     return close_impl(what, got, want, 0, n, atol, rtol);
 }
 
+int check_exact_f(const char *what, const float *got, const float *want, int64_t n) {
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) bad = i;
+    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "bit-identical" : "DIFFERS");
+    CHECK_MSG(bad < 0, "%s: element %lld: got %.9g want %.9g", what, (long long)bad,
+              bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : want[bad]);
+    return bad < 0;
+}
+
+int check_exact_i(const char *what, const int32_t *got, const int32_t *want, int64_t n) {
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (got[i] != want[i]) bad = i;
+    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "identical" : "DIFFERS");
+    CHECK_MSG(bad < 0, "%s: element %lld: got %d want %d", what, (long long)bad,
+              bad < 0 ? 0 : got[bad], bad < 0 ? 0 : want[bad]);
+    return bad < 0;
+}
+
 void fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
     pmoe_rng r = pmoe_rng_make(seed, 0x7e57);
     for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)pmoe_rng_uniform_at(&r, (uint64_t)i);

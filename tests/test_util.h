@@ -42,6 +42,11 @@ int check_close(const char *what, const float *got, const double *want, int64_t 
 int check_close_f(const char *what, const float *got, const float *want, int64_t n,
                   double atol, double rtol);
 
+/* Bit-for-bit comparisons; print "bit-identical"/"identical" or the first
+ * element that differs, record a pass or a failure, return 1 when equal. */
+int check_exact_f(const char *what, const float *got, const float *want, int64_t n);
+int check_exact_i(const char *what, const int32_t *got, const int32_t *want, int64_t n);
+
 /* Fills x[n] with uniform values in [lo, hi) from a fixed seed. */
 void fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 

@@ -80,26 +80,6 @@ static int close_scaled(const char *what, const float *got, const float *want, i
     return check_close_f(what, got, want, n, rel * (top > 0 ? top : 1.0), rel);
 }
 
-static int exact_f(const char *what, const float *got, const float *want, int64_t n) {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n && bad < 0; i++)
-        if (memcmp(&got[i], &want[i], 4)) bad = i;
-    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "bit-identical" : "DIFFERS");
-    CHECK_MSG(bad < 0, "%s at %lld: got %.9g want %.9g", what, (long long)bad,
-              bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : want[bad]);
-    return bad < 0;
-}
-
-static int exact_i(const char *what, const int32_t *got, const int32_t *want, int64_t n) {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n && bad < 0; i++)
-        if (got[i] != want[i]) bad = i;
-    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "identical" : "DIFFERS");
-    CHECK_MSG(bad < 0, "%s at %lld: got %d want %d", what, (long long)bad, bad < 0 ? 0 : got[bad],
-              bad < 0 ? 0 : want[bad]);
-    return bad < 0;
-}
-
 static void sync_or_fail(const char *what) {
     pmoe_error err = {PMOE_OK, ""};
     pmoe_status s = gpu->synchronize(gpu, &err);
@@ -146,8 +126,8 @@ static void test_patches(pmoe_patch_shape s) {
     float *want = hbuf(elems), *dwant = hbuf(pixels);
     cpu_patch_extract_forward(NULL, &s, images, want);
     cpu_patch_extract_backward(NULL, &s, dpatches, dwant);
-    exact_f("patch_extract_forward", back(dpatch_out, (size_t)elems * 4), want, elems);
-    exact_f("patch_extract_backward", back(dimage_out, (size_t)pixels * 4), dwant, pixels);
+    check_exact_f("patch_extract_forward", back(dpatch_out, (size_t)elems * 4), want, elems);
+    check_exact_f("patch_extract_backward", back(dimage_out, (size_t)pixels * 4), dwant, pixels);
     sync_or_fail("patch extraction");
     release_all();
 }
@@ -171,12 +151,12 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
     float *cscores = hbuf(B * n * k), *cgate = hbuf(B * k * l);
     int32_t *cselected = hibuf(B * k * l), *own = hibuf(B * k * l);
     cpu_gate_topl_forward(NULL, &s, patches, router, cscores, cselected, cgate);
-    if (ties) exact_f("scores (exact integers)", scores, cscores, B * n * k);
+    if (ties) check_exact_f("scores (exact integers)", scores, cscores, B * n * k);
     else close_scaled("scores", scores, cscores, B * n * k, 2e-6);
     for (int64_t q = 0; q < B * k; q++)
         cpu_topl_select(scores + (q / k) * n * k + q % k, k, (int)n, (int)l, own + q * l);
-    exact_i("picks = CPU rule on the GPU's scores", selected, own, B * k * l);
-    if (ties) exact_i("picks = CPU's (ties to the lower index)", selected, cselected, B * k * l);
+    check_exact_i("picks = CPU rule on the GPU's scores", selected, own, B * k * l);
+    if (ties) check_exact_i("picks = CPU's (ties to the lower index)", selected, cselected, B * k * l);
     close_scaled("gate", gate, cgate, B * k * l, 2e-6);
 
     /* Backward from the CPU's forward, so both take the same picks; the
@@ -229,8 +209,8 @@ static void test_dispatch(const char *label, pmoe_route_shape s) {
     float *want = hbuf(k * B * l * d), *dwant = hbuf(B * n * d);
     cpu_dispatch_gather(NULL, &s, patches, sel, want);
     cpu_dispatch_gather_backward(NULL, &s, dexp, sel, dwant);
-    exact_f("dispatch_gather", back(out, (size_t)(k * B * l * d) * 4), want, k * B * l * d);
-    exact_f("dispatch_gather_backward (same adds, same order)", back(dout, (size_t)(B * n * d) * 4),
+    check_exact_f("dispatch_gather", back(out, (size_t)(k * B * l * d) * 4), want, k * B * l * d);
+    check_exact_f("dispatch_gather_backward (same adds, same order)", back(dout, (size_t)(B * n * d) * 4),
             dwant, B * n * d);
     sync_or_fail("dispatch");
     release_all();
@@ -257,7 +237,7 @@ static void test_experts(int k, int64_t rows, int d, int h) {
                               d_dw, d_dx);
     float *w_dh = copy_of(dh, (size_t)h_n * 4), *w_dw = hbuf(w_n), *w_dx = hbuf(in_n);
     cpu_expert_backward(NULL, k, rows, d, h, in, w, want, w_dh, w_dw, w_dx);
-    exact_f("dhidden masked in place", back(d_dh, (size_t)h_n * 4), w_dh, h_n);
+    check_exact_f("dhidden masked in place", back(d_dh, (size_t)h_n * 4), w_dh, h_n);
     close_scaled("dexpert_w", back(d_dw, (size_t)w_n * 4), w_dw, w_n, 1e-5);
     close_scaled("dexpert_in", back(d_dx, (size_t)in_n * 4), w_dx, in_n, 1e-5);
     sync_or_fail("experts");
@@ -314,7 +294,7 @@ static void test_losses(void) {
         printf(" %s\n", kind ? "softmax cross-entropy, c = 10" : "logistic");
         close_scaled("dlogits", back(d_dl, (size_t)(B * C) * 4), dl, B * C, 1e-5);
         check_close_f("mean loss", got, stats, 1, 1e-6, 1e-5);
-        exact_f("correct predictions", got + 1, stats + 1, 1);
+        check_exact_f("correct predictions", got + 1, stats + 1, 1);
     }
     {
         const int64_t B = 20;
@@ -329,7 +309,7 @@ static void test_losses(void) {
         float *ds = hbuf(B * n * k), stats[2];
         cpu_router_linear_loss(NULL, B, n, k, scores, pair, weight, ds, stats);
         printf(" router linear loss\n");
-        exact_f("dscores", back(d_ds, (size_t)(B * n * k) * 4), ds, B * n * k);
+        check_exact_f("dscores", back(d_ds, (size_t)(B * n * k) * 4), ds, B * n * k);
         close_scaled("loss", back(d_stats, 4), stats, 1, 1e-5);
     }
     sync_or_fail("losses");

@@ -101,26 +101,6 @@ static int run_orders(const char *what, kernel_call call, void *ctx, out_buf *ou
     return same;
 }
 
-static int exact_f(const char *what, const float *got, const float *want, int64_t n) {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n && bad < 0; i++)
-        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) bad = i;
-    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "bit-identical" : "DIFFERS");
-    CHECK_MSG(bad < 0, "%s: element %lld: got %.9g want %.9g", what, (long long)bad,
-              bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : want[bad]);
-    return bad < 0;
-}
-
-static int exact_i(const char *what, const int32_t *got, const int32_t *want, int64_t n) {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n && bad < 0; i++)
-        if (got[i] != want[i]) bad = i;
-    printf("  %-44s n=%-7lld %s\n", what, (long long)n, bad < 0 ? "identical" : "DIFFERS");
-    CHECK_MSG(bad < 0, "%s: element %lld: got %d want %d", what, (long long)bad,
-              bad < 0 ? 0 : got[bad], bad < 0 ? 0 : want[bad]);
-    return bad < 0;
-}
-
 /* ------------------------------------------------------------ patch extraction */
 
 typedef struct patch_case {
@@ -152,11 +132,11 @@ static void test_patch_extract(void) {
     out_buf fo = {patches, (size_t)elems * 4}, bo = {dimages, (size_t)pixels * 4};
     if (run_orders("patch_extract_forward", call_patch, &f, &fo, 1, 2)) {
         cpu_patch_extract_forward(NULL, &s, images, want);
-        exact_f("patch_extract_forward vs CPU", patches, want, elems);
+        check_exact_f("patch_extract_forward vs CPU", patches, want, elems);
     }
     if (run_orders("patch_extract_backward", call_patch, &b, &bo, 1, 2)) {
         cpu_patch_extract_backward(NULL, &s, dpatches, dwant);
-        exact_f("patch_extract_backward vs CPU", dimages, dwant, pixels);
+        check_exact_f("patch_extract_backward vs CPU", dimages, dwant, pixels);
     }
     free_all();
 }
@@ -215,7 +195,7 @@ static void check_router(const char *label, pmoe_route_shape s, int ties, uint64
         for (int e = 0; e < k; e++)
             cpu_topl_select(c.scores + b * n * k + e, k, (int)n, (int)l, own + (b * k + e) * l);
     snprintf(what, sizeof what, "  picks = CPU rule on own scores %s", label);
-    exact_i(what, c.selected, own, B * k * l);
+    check_exact_i(what, c.selected, own, B * k * l);
     if (ties) {
         /* The case must really tie at the cut: the l-th pick's score equal
          * to a patch left out, so only the index rule decides. */
@@ -231,9 +211,9 @@ static void check_router(const char *label, pmoe_route_shape s, int ties, uint64
         printf("  %-44s %d of %lld (sample, expert) cuts\n", "ties at the top-l cut", cut_ties,
                (long long)(B * k));
         CHECK_MSG(cut_ties > 0 || l == n, "the tie case has no tie at the cut");
-        exact_f("  scores (exact integers) vs CPU", c.scores, scores, B * n * k);
+        check_exact_f("  scores (exact integers) vs CPU", c.scores, scores, B * n * k);
         snprintf(what, sizeof what, "  picks vs CPU %s", label);
-        exact_i(what, c.selected, selected, B * k * l);
+        check_exact_i(what, c.selected, selected, B * k * l);
     }
     snprintf(what, sizeof what, "  gate %s", label);
     check_close_f(what, c.gate, gate, B * k * l, 1e-6, 2e-5);
@@ -324,12 +304,12 @@ static void check_dispatch(const char *label, pmoe_route_shape s, uint64_t seed)
     snprintf(what, sizeof what, "dispatch_gather %s", label);
     if (run_orders(what, call_dispatch, &f, &fo, 1, 2)) {
         cpu_dispatch_gather(NULL, &s, patches, sel, want);
-        exact_f("  vs CPU", expert_in, want, k * B * l * d);
+        check_exact_f("  vs CPU", expert_in, want, k * B * l * d);
     }
     snprintf(what, sizeof what, "dispatch_gather_backward %s", label);
     if (run_orders(what, call_dispatch, &b, &bo, 1, 3)) {
         cpu_dispatch_gather_backward(NULL, &s, dexp, sel, dwant);
-        exact_f("  vs CPU (same additions, same order)", dpatches, dwant, B * n * d);
+        check_exact_f("  vs CPU (same additions, same order)", dpatches, dwant, B * n * d);
     }
 }
 
@@ -373,13 +353,13 @@ static void test_relu(void) {
     if (run_orders("relu_forward", call_relu, &f, &o, 1, 2)) {
         float *want = fbuf(count);
         for (int64_t i = 0; i < count; i++) want[i] = src[i] > 0.0f ? src[i] : 0.0f;
-        exact_f("  vs rule", x, want, count);
+        check_exact_f("  vs rule", x, want, count);
     }
     relu_case b = {count, src, out, x, 1};
     if (run_orders("relu_backward", call_relu, &b, &o, 1, 2)) {
         float *want = fbuf(count);
         for (int64_t i = 0; i < count; i++) want[i] = out[i] > 0.0f ? src[i] : 0.0f;
-        exact_f("  vs rule", x, want, count);
+        check_exact_f("  vs rule", x, want, count);
     }
     /* And the expert layer as the CPU runs it: GEMM then this ReLU. */
     const int k = 3, h = 5, dim = 7;
@@ -390,7 +370,7 @@ static void test_relu(void) {
              hidden, h, rows * h, k);
     CHECK(pmoe_hx_relu_forward(k * rows * h, hidden, NULL) == 0);
     cpu_expert_forward(NULL, k, rows, dim, h, in, w, want);
-    exact_f("expert_forward = GEMM + relu_forward", hidden, want, k * rows * h);
+    check_exact_f("expert_forward = GEMM + relu_forward", hidden, want, k * rows * h);
     free_all();
 }
 
@@ -501,7 +481,7 @@ static void test_losses(void) {
                                   c.labels, dwant, swant);
         check_close_f("  dlogits", c.dlogits, dwant, n, 1e-8, 1e-5);
         check_close_f("  mean loss", c.stats, swant, 1, 1e-6, 1e-5);
-        exact_f("  correct count", c.stats + 1, swant + 1, 1);
+        check_exact_f("  correct count", c.stats + 1, swant + 1, 1);
     }
     {
         loss_case c = {.batch = 6, .patches = 16, .experts = 4};
@@ -519,7 +499,7 @@ static void test_losses(void) {
             float *dwant = fbuf(n), *swant = fbuf(2);
             cpu_router_linear_loss(NULL, c.batch, c.patches, c.experts, c.scores, c.pair,
                                    c.weight, dwant, swant);
-            exact_f("  dscores", c.dscores, dwant, n);
+            check_exact_f("  dscores", c.dscores, dwant, n);
             check_close_f("  loss", c.stats, swant, 1, 1e-5, 1e-5);
         }
     }
