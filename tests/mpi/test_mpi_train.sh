@@ -27,6 +27,7 @@ MPIRUN=("$@")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+HERE=$(cd "$(dirname "$0")" && pwd)  # this folder, for same_logs.py
 cd "$TMP" || exit 1
 passed=0
 failed=0
@@ -40,23 +41,10 @@ run() {
   if [ "$ranks" = 0 ]; then "$PMOE" "$@"; else timeout 300 "${MPIRUN[@]}" -np "$ranks" "$PMOE" "$@"; fi
 }
 
-# The per-epoch measures of two logs, as text (train_loss is printed with 9
-# significant digits: a float's loss round-trips exactly).
+# The per-epoch measures of two logs agree bit for bit (tests/mpi/same_logs.py).
 same_logs() {
-  python3 - "$1" "$2" <<'PYEOF'
-import json, sys
-keys = ('epoch', 'step', 'train_loss', 'train_acc', 'test_acc', 'router_recall', 'expert_recall',
-        'expert_load_position', 'expert_load_class', 'load_samples')
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-bad = len(a) != len(b) or not a
-for x, y in zip(a, b):
-    for k in keys:
-        if x.get(k) != y.get(k):
-            print(f'    epoch {x.get("epoch")}: {k} {x.get(k)} vs {y.get(k)}')
-            bad = True
-sys.exit(1 if bad else 0)
-PYEOF
+  python3 "$HERE/same_logs.py" "$1" "$2" epoch step train_loss train_acc test_acc router_recall \
+    expert_recall expert_load_position expert_load_class load_samples
 }
 
 SMALL=(--quiet --set data.source=synthetic --set data.test_size=50 --set train.batch=16

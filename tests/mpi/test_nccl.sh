@@ -16,6 +16,7 @@ COMPARE=$2
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+HERE=$(cd "$(dirname "$0")" && pwd)  # this folder, for same_logs.py
 cd "$TMP" || exit 1
 ARGS=(--quiet --set data.source=synthetic --set data.train_size=64 --set data.test_size=64
       --set train.batch=16 --set model.experts=4 --set model.topl=3 --set model.hidden=16
@@ -32,19 +33,7 @@ if ! "$PMOE" train "${ARGS[@]}" --set train.comm=single --set train.checkpoint_d
 fi
 failed=0
 check() { # NAME LOG DIR
-  if python3 - single.log "$2" <<'PYEOF'
-import json, sys
-keys = ('train_loss', 'train_acc', 'test_acc', 'router_recall')
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-bad = len(a) != len(b)
-for x, y in zip(a, b):
-    for k in keys:
-        if x.get(k) != y.get(k):
-            print(f'    epoch {x["epoch"]}: {k} {x.get(k)} vs {y.get(k)}')
-            bad = True
-sys.exit(1 if bad else 0)
-PYEOF
+  if python3 "$HERE/same_logs.py" single.log "$2" train_loss train_acc test_acc router_recall
   then echo "  ok: $1: the single run's losses and accuracies"
   else echo "FAIL: $1: the logs differ"; failed=1; fi
   if out=$("$COMPARE" single/step-000000012.safetensors "$3/step-000000012.safetensors" 1e-5); then
