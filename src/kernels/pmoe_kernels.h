@@ -101,6 +101,83 @@ int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad, floa
                             float lr, float momentum, float weight_decay, void *stream);
 int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *stream);
 
+/* ---- The deep models' layers (backend.h, "Deep-model layers"): every
+ * backward adds into dx, parameter gradients are overwritten, a NULL
+ * gradient is not computed. Feature maps are batch x channels x spatial. */
+
+/* layers.cu. y = max(x, 0) (NaN -> 0; y may be x); dx += dy where y > 0. */
+int PMOE_KERNEL(relu_forward_out)(int64_t count, const float *x, float *y, void *stream);
+int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y, const float *dy,
+                                          float *dx, void *stream);
+/* y = alpha x + beta y; beta = 0 never reads y. */
+int PMOE_KERNEL(axpby)(int64_t count, float alpha, const float *x, float beta, float *y,
+                       void *stream);
+/* y[r] = mean of x[r, :] (rows x spatial); dx[r, :] += dy[r] / spatial. */
+int PMOE_KERNEL(avgpool_forward)(int64_t rows, int64_t spatial, const float *x, float *y,
+                                 void *stream);
+int PMOE_KERNEL(avgpool_backward)(int64_t rows, int64_t spatial, const float *dy, float *dx,
+                                  void *stream);
+/* y[b, c, :] += bias[c]; dbias[c] = sum of dy[:, c, :] (one block per channel). */
+int PMOE_KERNEL(channel_bias_forward)(int64_t batch, int channels, int64_t spatial,
+                                      const float *bias, float *y, void *stream);
+int PMOE_KERNEL(channel_bias_backward)(int64_t batch, int channels, int64_t spatial,
+                                       const float *dy, float *dbias, void *stream);
+/* Batch norm, one block per channel for the statistics (batch * spatial
+ * below 2^31): training mode writes y, save_mean, save_invstd and moves the
+ * running statistics when not NULL (unbiased variance); evaluation mode
+ * normalises with the running statistics; the backward writes dgamma,
+ * dbeta and adds into dx, each optional. y may be x. */
+int PMOE_KERNEL(batchnorm_forward_train)(int64_t batch, int channels, int64_t spatial, float eps,
+                                         const float *x, const float *gamma, const float *beta,
+                                         float *y, float *save_mean, float *save_invstd,
+                                         float *running_mean, float *running_var, float momentum,
+                                         void *stream);
+int PMOE_KERNEL(batchnorm_forward_eval)(int64_t batch, int channels, int64_t spatial, float eps,
+                                        const float *x, const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var,
+                                        float *y, void *stream);
+int PMOE_KERNEL(batchnorm_backward)(int64_t batch, int channels, int64_t spatial, const float *x,
+                                    const float *gamma, const float *save_mean,
+                                    const float *save_invstd, const float *dy, float *dx,
+                                    float *dgamma, float *dbeta, void *stream);
+
+/* moe_layer.cu. The scatter of expert_out (k x B l x e) into out_patches
+ * (B x n x k e, overwritten, zero where nothing was picked), gate NULL for
+ * 1; backward: dexpert_out (gathered) and dgate (one fixed-order sum per
+ * pick), each optional. */
+int PMOE_KERNEL(moe_scatter_forward)(int64_t batch, int patches, int experts, int topl,
+                                     int expert_dim, const float *expert_out,
+                                     const int32_t *selected, const float *gate,
+                                     float *out_patches, void *stream);
+int PMOE_KERNEL(moe_scatter_backward)(int64_t batch, int patches, int experts, int topl,
+                                      int expert_dim, const float *dout_patches,
+                                      const float *expert_out, const int32_t *selected,
+                                      const float *gate, float *dexpert_out, float *dgate,
+                                      void *stream);
+/* weights (k x B x n, overwritten): gate (or 1) at the picks, else 0;
+ * dgate[b, s, t] = dweights[s, b, selected[b, s, t]]. */
+int PMOE_KERNEL(moe_position_weights)(int64_t batch, int patches, int experts, int topl,
+                                      const int32_t *selected, const float *gate, float *weights,
+                                      void *stream);
+int PMOE_KERNEL(moe_position_weights_backward)(int64_t batch, int patches, int experts, int topl,
+                                               const int32_t *selected, const float *dweights,
+                                               float *dgate, void *stream);
+/* y = weight[b, j] x on the p x p patch j (B x C x H x W; pixels outside
+ * every patch scale by 0); backward dx += weight dy and dweight[b, j] = sum
+ * over patch j of dy x, each optional. */
+int PMOE_KERNEL(patch_scale_forward)(int64_t batch, int channels, int height, int width,
+                                     int patch, const float *weight, const float *x, float *y,
+                                     void *stream);
+int PMOE_KERNEL(patch_scale_backward)(int64_t batch, int channels, int height, int width,
+                                      int patch, const float *weight, const float *x,
+                                      const float *dy, float *dx, float *dweight, void *stream);
+/* dst[b, dst_offset + c, i] = src[b, src_offset + c, i] for c < channels,
+ * maps of batch x {src,dst}_channels x spatial; the rest of dst is not
+ * touched. The two blocks must not overlap (as the twin's memcpy). */
+int PMOE_KERNEL(channel_copy)(int64_t batch, int64_t spatial, int channels, const float *src,
+                              int src_channels, int src_offset, float *dst, int dst_channels,
+                              int dst_offset, void *stream);
+
 #ifdef PMOE_KERNELS_HOST_EXEC
 /* Host execution only: the order in which a block's fibers are resumed
  * between barriers (seed is used by the shuffle). Overrides PMOE_EMU_ORDER. */

@@ -59,6 +59,44 @@ typedef struct pmoe_combine_shape {
 
 typedef enum { PMOE_LOSS_LOGISTIC, PMOE_LOSS_SOFTMAX_CE } pmoe_loss_kind;
 
+/* The deep models' layers (model/wrn.c). Feature maps are NCHW. */
+typedef struct pmoe_conv_shape {
+    int64_t batch;
+    int in_channels, height, width; /* input C x H x W */
+    int out_channels;               /* K */
+    int kernel_h, kernel_w;         /* R x S */
+    int stride, pad;                /* the same along both axes */
+} pmoe_conv_shape;
+
+static inline int pmoe_conv_out_height(const pmoe_conv_shape *s) {
+    return (s->height + 2 * s->pad - s->kernel_h) / s->stride + 1;
+}
+static inline int pmoe_conv_out_width(const pmoe_conv_shape *s) {
+    return (s->width + 2 * s->pad - s->kernel_w) / s->stride + 1;
+}
+
+/* Batch norm over x (batch x channels x spatial): per channel, statistics
+ * over batch * spatial values. */
+typedef struct pmoe_bn_shape {
+    int64_t batch;
+    int channels;
+    int64_t spatial;
+    float eps;        /* added to the variance */
+} pmoe_bn_shape;
+
+/* The pMoE convolution layer's scatter (model/moe_conv.c): k experts, each
+ * with B*l output rows of e = (C_out / k) p p values (expert_out is
+ * k x (B l) x e); the layer's output patches are B x n x (k e), expert s
+ * owning the block [s e, (s + 1) e) of each patch, which is its C_out / k
+ * channels in the (c, y, x) order patch_extract uses. */
+typedef struct pmoe_scatter_shape {
+    int64_t batch;
+    int patches;     /* n */
+    int experts;     /* k */
+    int topl;        /* l */
+    int expert_dim;  /* e */
+} pmoe_scatter_shape;
+
 typedef struct pmoe_ops {
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major,
      * op(X) = X or X^T; strides in elements between consecutive matrices. */
@@ -146,6 +184,100 @@ typedef struct pmoe_ops {
      * (velocity may be NULL when momentum is 0). */
     void (*sgd_update)(pmoe_backend *be, int64_t count, float *param, const float *grad,
                        float *velocity, float lr, float momentum, float weight_decay);
+
+    /* ---- Deep-model layers. Convention: every backward ADDS its input
+     * gradient into dx (dx += ...; the caller zeroes it once), so a tensor
+     * read by two layers (a residual block's input) collects both
+     * gradients; parameter gradients (dw, dbias, dgamma, dbeta) are
+     * OVERWRITTEN. A NULL gradient pointer is not computed. */
+
+    /* y = conv(x, w) (+ bias[K] on every output position when bias is not
+     * NULL); x is B x C x H x W, w K x C x R x S (zero padding). */
+    void (*conv2d_forward)(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                           const float *w, const float *bias, float *y);
+    void (*conv2d_backward)(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                            const float *w, const float *dy, float *dx, float *dw, float *dbias);
+
+    /* Training mode: normalises with the batch statistics, writes save_mean
+     * and save_invstd (1 / sqrt(var + eps), biased var) per channel, and
+     * moves the running statistics: r = (1 - momentum) r + momentum stat,
+     * with the unbiased variance (as PyTorch). */
+    void (*batchnorm_forward_train)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                    const float *gamma, const float *beta, float *y,
+                                    float *save_mean, float *save_invstd, float *running_mean,
+                                    float *running_var, float momentum);
+    /* Evaluation mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta. */
+    void (*batchnorm_forward_eval)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                   const float *gamma, const float *beta,
+                                   const float *running_mean, const float *running_var, float *y);
+    /* The training-mode backward (through the batch statistics). */
+    void (*batchnorm_backward)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, const float *dy, float *dx,
+                               float *dgamma, float *dbeta);
+
+    /* y = max(x, 0) (y may be x); dx += dy where y > 0. */
+    void (*relu_forward)(pmoe_backend *be, int64_t count, const float *x, float *y);
+    void (*relu_backward)(pmoe_backend *be, int64_t count, const float *y, const float *dy,
+                          float *dx);
+
+    /* y = alpha x + beta y; with beta = 0, y's old contents are not read
+     * (NaN there does not leak): a scaled copy. */
+    void (*axpby)(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,
+                  float *y);
+
+    /* Global average pooling of x (rows x spatial) into y (rows); backward
+     * dx[r, :] += dy[r] / spatial. */
+    void (*avgpool_forward)(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x,
+                            float *y);
+    void (*avgpool_backward)(pmoe_backend *be, int64_t rows, int64_t spatial, const float *dy,
+                             float *dx);
+
+    /* y[b, c, i] += bias[c] for y of batch x channels x spatial (a fully
+     * connected layer's bias: spatial 1); backward dbias[c] = sum of dy[:, c, :]. */
+    void (*channel_bias_forward)(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
+                                 const float *bias, float *y);
+    void (*channel_bias_backward)(pmoe_backend *be, int64_t batch, int channels,
+                                  int64_t spatial, const float *dy, float *dbias);
+
+    /* The pMoE layer's combine: out_patches (B x n x k e, overwritten) is zero
+     * except out_patches[b, selected[b, s, t], s e + i] = gate[b, s, t]
+     * expert_out[s, b l + t, i] (gate NULL: 1). The l picks of one (b, s) are
+     * distinct, so every output value has one writer. Backward overwrites
+     * dexpert_out = gate dout at the same places and, when dgate is not
+     * NULL, dgate[b, s, t] = sum_i dout[b, selected, s e + i] expert_out[s, b l + t, i]. */
+    void (*moe_scatter_forward)(pmoe_backend *be, const pmoe_scatter_shape *s,
+                                const float *expert_out, const int32_t *selected,
+                                const float *gate, float *out_patches);
+    void (*moe_scatter_backward)(pmoe_backend *be, const pmoe_scatter_shape *s,
+                                 const float *dout_patches, const float *expert_out,
+                                 const int32_t *selected, const float *gate, float *dexpert_out,
+                                 float *dgate);
+
+    /* The dense-masked form's masks: weights (k x B x n, overwritten) is zero
+     * except weights[s, b, selected[b, s, t]] = gate[b, s, t] (gate NULL: 1).
+     * Backward: dgate[b, s, t] = dweights[s, b, selected[b, s, t]] (overwritten). */
+    void (*moe_position_weights)(pmoe_backend *be, const pmoe_route_shape *s,
+                                 const int32_t *selected, const float *gate, float *weights);
+    void (*moe_position_weights_backward)(pmoe_backend *be, const pmoe_route_shape *s,
+                                          const int32_t *selected, const float *dweights,
+                                          float *dgate);
+    /* y = x scaled per patch: y[b, c, py, px] = weight[b, j] x[b, c, py, px] for
+     * the p x p patch j (row-major over the (H/p) x (W/p) grid) holding (py, px);
+     * x, y are s->batch x C x H x W. Backward: dx += weight dy (dx may be NULL),
+     * dweight[b, j] = sum over patch j of dy x (overwritten; may be NULL). */
+    void (*patch_scale_forward)(pmoe_backend *be, const pmoe_patch_shape *s, const float *weight,
+                                const float *x, float *y);
+    void (*patch_scale_backward)(pmoe_backend *be, const pmoe_patch_shape *s, const float *weight,
+                                 const float *x, const float *dy, float *dx, float *dweight);
+
+    /* A block of channels from one map to another of the same batch and
+     * spatial size: dst[b, dst_offset + c, i] = src[b, src_offset + c, i] for
+     * c < channels (overwritten; the rest of dst untouched); src has
+     * src_channels and dst dst_channels channels per sample. */
+    void (*channel_copy)(pmoe_backend *be, int64_t batch, int64_t spatial, int channels,
+                         const float *src, int src_channels, int src_offset, float *dst,
+                         int dst_channels, int dst_offset);
 } pmoe_ops;
 
 struct pmoe_backend {

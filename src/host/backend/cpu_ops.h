@@ -75,4 +75,53 @@ void cpu_router_linear_loss(pmoe_backend *be, int64_t batch, int patches, int ex
 void cpu_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
                     float *velocity, float lr, float momentum, float weight_decay);
 
+/* The deep models' layers (backend.h, "Deep-model layers"): cpu_layers.c
+ * (dense layers: convolution as im2col + OpenBLAS, batch norm, ReLU, pool,
+ * bias) and cpu_moe_layer.c (the pMoE layer's scatter, masks, patch scale). */
+void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                        const float *w, const float *bias, float *y);
+void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                         const float *w, const float *dy, float *dx, float *dw, float *dbias);
+void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                 const float *gamma, const float *beta, float *y, float *save_mean,
+                                 float *save_invstd, float *running_mean, float *running_var,
+                                 float momentum);
+void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, float *y);
+void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                            const float *gamma, const float *save_mean, const float *save_invstd,
+                            const float *dy, float *dx, float *dgamma, float *dbeta);
+void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y);
+void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
+                       float *dx);
+void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta, float *y);
+void cpu_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x,
+                         float *y);
+void cpu_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *dy,
+                          float *dx);
+void cpu_channel_bias_forward(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
+                              const float *bias, float *y);
+void cpu_channel_bias_backward(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
+                               const float *dy, float *dbias);
+void cpu_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
+                             const float *expert_out, const int32_t *selected, const float *gate,
+                             float *out_patches);
+void cpu_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape *s,
+                              const float *dout_patches, const float *expert_out,
+                              const int32_t *selected, const float *gate, float *dexpert_out,
+                              float *dgate);
+void cpu_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
+                              const int32_t *selected, const float *gate, float *weights);
+void cpu_moe_position_weights_backward(pmoe_backend *be, const pmoe_route_shape *s,
+                                       const int32_t *selected, const float *dweights,
+                                       float *dgate);
+void cpu_patch_scale_forward(pmoe_backend *be, const pmoe_patch_shape *s, const float *weight,
+                             const float *x, float *y);
+void cpu_patch_scale_backward(pmoe_backend *be, const pmoe_patch_shape *s, const float *weight,
+                              const float *x, const float *dy, float *dx, float *dweight);
+void cpu_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, int channels,
+                      const float *src, int src_channels, int src_offset, float *dst,
+                      int dst_channels, int dst_offset);
+
 #endif

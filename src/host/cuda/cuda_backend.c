@@ -5,11 +5,13 @@
  * and synchronize(). Dense products go to cuBLAS (row-major through the
  * usual transpose: a row-major C = A B is the column-major C^T = B^T A^T,
  * so A and B swap places and keep their own transpose flags), the experts
- * as one strided-batched GEMM over k; everything else is pmoe's own
- * kernels (src/kernels). cuBLAS runs in its default math mode, which for
- * float32 never uses TF32, so results stay within float32 rounding of the
- * CPU; a GEMM gives the same bits on every run on one GPU, and the custom
- * kernels use no atomics, so two runs of a step are bit-identical. */
+ * as one strided-batched GEMM over k; convolutions go to cuDNN
+ * (cuda_conv.c: FMA math, deterministic algorithms); everything else is
+ * pmoe's own kernels (src/kernels). cuBLAS runs in its default math mode,
+ * which for float32 never uses TF32, so results stay within float32
+ * rounding of the CPU; a GEMM gives the same bits on every run on one GPU,
+ * and the custom kernels use no atomics, so two runs of a step are
+ * bit-identical. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #endif
 
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_conv.h"
 #include "cuda/cuda_internal.h"
 
 _Static_assert((int)PMOE_GATE_RENORM == (int)PMOE_KERNEL_GATE_RENORM &&
@@ -220,6 +223,215 @@ static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const
                                            weight_decay, c->stream));
 }
 
+/* ---- deep-model layers: convolution through cuDNN (cuda_conv.c), the
+ * rest pmoe's own kernels (layers.cu, moe_layer.cu) ---------------------- */
+
+/* A failure of the cuDNN wrapper, recorded like any op's. Its message may
+ * already start with the device's name, which cuda_record adds again. */
+static void record_conv(cuda_context *c, pmoe_status status, const pmoe_error *err) {
+    if (status == PMOE_OK) return;
+    const char *text = err->message;
+    const size_t len = strlen(c->name);
+    if (strncmp(text, c->name, len) == 0 && strncmp(text + len, ": ", 2) == 0) text += len + 2;
+    cuda_record(c, status, "%s", text);
+}
+
+static void cuda_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                const float *w, const float *bias, float *y) {
+    CTX;
+    GUARD;
+    if (s->batch == 0) return;
+    pmoe_error err = {PMOE_OK, ""};
+    record_conv(c, pmoe_cuda_conv_forward(be, s, x, w, y, &err), &err);
+    GUARD;
+    if (bias)
+        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(
+                                 s->batch, s->out_channels,
+                                 (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s), bias,
+                                 y, c->stream));
+}
+
+/* dbias and dw are overwritten, dx accumulates (cuDNN's beta = 1). */
+static void cuda_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                 const float *w, const float *dy, float *dx, float *dw,
+                                 float *dbias) {
+    CTX;
+    GUARD;
+    const int K = s->out_channels;
+    if (s->batch == 0) { /* empty sums */
+        if (dw)
+            PMOE_KERNEL_CHECK(c, pmoe_k_fill((int64_t)K * s->in_channels * s->kernel_h *
+                                                 s->kernel_w,
+                                             dw, 0.0f, c->stream));
+        if (dbias) PMOE_KERNEL_CHECK(c, pmoe_k_fill(K, dbias, 0.0f, c->stream));
+        return;
+    }
+    pmoe_error err = {PMOE_OK, ""};
+    if (dbias)
+        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(
+                                 s->batch, K,
+                                 (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s), dy,
+                                 dbias, c->stream));
+    GUARD;
+    if (dw) record_conv(c, pmoe_cuda_conv_backward_filter(be, s, x, dy, dw, &err), &err);
+    GUARD;
+    if (dx)
+        record_conv(c, pmoe_cuda_conv_backward_data_accumulate(be, s, dy, w, dx, &err), &err);
+}
+
+static void cuda_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                         const float *gamma, const float *beta, float *y,
+                                         float *save_mean, float *save_invstd,
+                                         float *running_mean, float *running_var,
+                                         float momentum) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_train(s->batch, s->channels, s->spatial, s->eps,
+                                                        x, gamma, beta, y, save_mean, save_invstd,
+                                                        running_mean, running_var, momentum,
+                                                        c->stream));
+}
+
+static void cuda_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var,
+                                        float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps,
+                                                       x, gamma, beta, running_mean, running_var,
+                                                       y, c->stream));
+}
+
+static void cuda_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                    const float *gamma, const float *save_mean,
+                                    const float *save_invstd, const float *dy, float *dx,
+                                    float *dgamma, float *dbeta) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_backward(s->batch, s->channels, s->spatial, x, gamma,
+                                                   save_mean, save_invstd, dy, dx, dgamma, dbeta,
+                                                   c->stream));
+}
+
+static void cuda_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_relu_forward_out(count, x, y, c->stream));
+}
+
+static void cuda_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
+                               float *dx) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_relu_backward_accumulate(count, y, dy, dx, c->stream));
+}
+
+static void cuda_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,
+                       float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_axpby(count, alpha, x, beta, y, c->stream));
+}
+
+static void cuda_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x,
+                                 float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_forward(rows, spatial, x, y, c->stream));
+}
+
+static void cuda_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial,
+                                  const float *dy, float *dx) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_backward(rows, spatial, dy, dx, c->stream));
+}
+
+static void cuda_channel_bias_forward(pmoe_backend *be, int64_t batch, int channels,
+                                      int64_t spatial, const float *bias, float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(batch, channels, spatial, bias, y, c->stream));
+}
+
+static void cuda_channel_bias_backward(pmoe_backend *be, int64_t batch, int channels,
+                                       int64_t spatial, const float *dy, float *dbias) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(batch, channels, spatial, dy, dbias,
+                                                      c->stream));
+}
+
+static void cuda_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
+                                     const float *expert_out, const int32_t *selected,
+                                     const float *gate, float *out_patches) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_forward(s->batch, s->patches, s->experts, s->topl,
+                                                    s->expert_dim, expert_out, selected, gate,
+                                                    out_patches, c->stream));
+}
+
+static void cuda_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape *s,
+                                      const float *dout_patches, const float *expert_out,
+                                      const int32_t *selected, const float *gate,
+                                      float *dexpert_out, float *dgate) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_backward(s->batch, s->patches, s->experts, s->topl,
+                                                     s->expert_dim, dout_patches, expert_out,
+                                                     selected, gate, dexpert_out, dgate,
+                                                     c->stream));
+}
+
+static void cuda_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
+                                      const int32_t *selected, const float *gate,
+                                      float *weights) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_moe_position_weights(s->batch, s->patches, s->experts, s->topl,
+                                                     selected, gate, weights, c->stream));
+}
+
+static void cuda_moe_position_weights_backward(pmoe_backend *be, const pmoe_route_shape *s,
+                                               const int32_t *selected, const float *dweights,
+                                               float *dgate) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_moe_position_weights_backward(s->batch, s->patches, s->experts,
+                                                              s->topl, selected, dweights, dgate,
+                                                              c->stream));
+}
+
+static void cuda_patch_scale_forward(pmoe_backend *be, const pmoe_patch_shape *s,
+                                     const float *weight, const float *x, float *y) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_patch_scale_forward(s->batch, s->channels, s->height, s->width,
+                                                    s->patch, weight, x, y, c->stream));
+}
+
+static void cuda_patch_scale_backward(pmoe_backend *be, const pmoe_patch_shape *s,
+                                      const float *weight, const float *x, const float *dy,
+                                      float *dx, float *dweight) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_patch_scale_backward(s->batch, s->channels, s->height, s->width,
+                                                     s->patch, weight, x, dy, dx, dweight,
+                                                     c->stream));
+}
+
+static void cuda_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, int channels,
+                              const float *src, int src_channels, int src_offset, float *dst,
+                              int dst_channels, int dst_offset) {
+    CTX;
+    GUARD;
+    PMOE_KERNEL_CHECK(c, pmoe_k_channel_copy(batch, spatial, channels, src, src_channels,
+                                             src_offset, dst, dst_channels, dst_offset,
+                                             c->stream));
+}
+
 static const pmoe_ops CUDA_OPS = {
     .gemm = cuda_gemm,
     .patch_extract_forward = cuda_patch_extract_forward,
@@ -235,6 +447,25 @@ static const pmoe_ops CUDA_OPS = {
     .loss_forward_backward = cuda_loss_forward_backward,
     .router_linear_loss = cuda_router_linear_loss,
     .sgd_update = cuda_sgd_update,
+    .conv2d_forward = cuda_conv2d_forward,
+    .conv2d_backward = cuda_conv2d_backward,
+    .batchnorm_forward_train = cuda_batchnorm_forward_train,
+    .batchnorm_forward_eval = cuda_batchnorm_forward_eval,
+    .batchnorm_backward = cuda_batchnorm_backward,
+    .relu_forward = cuda_relu_forward,
+    .relu_backward = cuda_relu_backward,
+    .axpby = cuda_axpby,
+    .avgpool_forward = cuda_avgpool_forward,
+    .avgpool_backward = cuda_avgpool_backward,
+    .channel_bias_forward = cuda_channel_bias_forward,
+    .channel_bias_backward = cuda_channel_bias_backward,
+    .moe_scatter_forward = cuda_moe_scatter_forward,
+    .moe_scatter_backward = cuda_moe_scatter_backward,
+    .moe_position_weights = cuda_moe_position_weights,
+    .moe_position_weights_backward = cuda_moe_position_weights_backward,
+    .patch_scale_forward = cuda_patch_scale_forward,
+    .patch_scale_backward = cuda_patch_scale_backward,
+    .channel_copy = cuda_channel_copy,
 };
 
 /* ---- memory and control ------------------------------------------------- */

@@ -269,19 +269,32 @@ pmoe_status pmoe_cuda_conv_forward(pmoe_backend *be, const pmoe_conv_shape *s, c
     return PMOE_OK;
 }
 
-pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape *s,
-                                         const float *dy, const float *w, float *dx,
-                                         pmoe_error *err) {
+/* dx = dx_old beta + the data gradient: beta 0 overwrites (dx's old
+ * contents are not read, as cuDNN documents for beta = 0), 1 accumulates. */
+static pmoe_status backward_data(pmoe_backend *be, const pmoe_conv_shape *s, const float *dy,
+                                 const float *w, float beta, float *dx, pmoe_error *err) {
     cuda_conv_state *st = NULL;
     conv_plan *p = NULL;
     pmoe_status status = prepare(be, s, 1, &st, &p, err);
     if (status) return status;
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     PMOE_CUDNN_CHECK(cuda_context_of(be),
                      cudnnConvolutionBackwardData(st->handle, &one, p->w, w, p->y, dy, p->conv,
                                                   p->backward_data, st->workspace,
-                                                  p->workspace[1], &zero, p->x, dx));
+                                                  p->workspace[1], &beta, p->x, dx));
     return PMOE_OK;
+}
+
+pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape *s,
+                                         const float *dy, const float *w, float *dx,
+                                         pmoe_error *err) {
+    return backward_data(be, s, dy, w, 0.0f, dx, err);
+}
+
+pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe_conv_shape *s,
+                                                    const float *dy, const float *w, float *dx,
+                                                    pmoe_error *err) {
+    return backward_data(be, s, dy, w, 1.0f, dx, err);
 }
 
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,

@@ -19,20 +19,7 @@
 
 #include "backend/backend.h"
 
-typedef struct pmoe_conv_shape {
-    int64_t batch;
-    int in_channels, height, width; /* input C x H x W */
-    int out_channels;               /* K */
-    int kernel_h, kernel_w;         /* R x S */
-    int stride, pad;                /* the same along both axes */
-} pmoe_conv_shape;
-
-static inline int pmoe_conv_out_height(const pmoe_conv_shape *s) {
-    return (s->height + 2 * s->pad - s->kernel_h) / s->stride + 1;
-}
-static inline int pmoe_conv_out_width(const pmoe_conv_shape *s) {
-    return (s->width + 2 * s->pad - s->kernel_w) / s->stride + 1;
-}
+/* pmoe_conv_shape and its output size: backend/backend.h. */
 
 /* 1 when this build has the cuDNN wrapper. */
 int pmoe_cuda_conv_built(void);
@@ -44,6 +31,11 @@ pmoe_status pmoe_cuda_conv_forward(pmoe_backend *be, const pmoe_conv_shape *s, c
 pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape *s,
                                          const float *dy, const float *w, float *dx,
                                          pmoe_error *err);
+/* dx += the same (cuDNN's beta = 1, in the same call, no extra pass): the
+ * backend table's conv2d_backward, whose input gradients add up. */
+pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe_conv_shape *s,
+                                                    const float *dy, const float *w, float *dx,
+                                                    pmoe_error *err);
 /* dw (overwritten) from x and dy. */
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
                                            const float *x, const float *dy, float *dw,

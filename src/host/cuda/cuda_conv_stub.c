@@ -24,6 +24,12 @@ pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape
     return NO_CUDNN(err);
 }
 
+pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe_conv_shape *s,
+                                                    const float *dy, const float *w, float *dx,
+                                                    pmoe_error *err) {
+    return NO_CUDNN(err);
+}
+
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
                                            const float *x, const float *dy, float *dw,
                                            pmoe_error *err) {

@@ -38,6 +38,12 @@ pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape
     return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, NOT_BUILT);
 }
 
+pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe_conv_shape *s,
+                                                    const float *dy, const float *w, float *dx,
+                                                    pmoe_error *err) {
+    return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, NOT_BUILT);
+}
+
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
                                            const float *x, const float *dy, float *dw,
                                            pmoe_error *err) {
