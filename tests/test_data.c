@@ -1,5 +1,6 @@
 /* test_data.c: the data sources (IDX reading, the theory's synthetic model,
- * the mosaic, plain IDX classification, and the AUTO choice).
+ * the mosaic, plain and padded IDX classification, the noisy-background
+ * task, and the AUTO choice).
  *
  * IDX inputs are written by the test itself into a temporary folder, plain
  * and gzip, well-formed and broken in one way each, so every check knows the
@@ -779,6 +780,415 @@ static void test_idx_dataset(const char *dir) {
     check_failure("too many test", st, &err, PMOE_ERR_CONFIG, "data.test_size", NULL);
 }
 
+/* data.image_size pads each image with zeros, centred; the stored image is
+ * untouched in the middle. An odd margin puts the extra row and column at
+ * the bottom and right. */
+static void test_idx_padding(const char *dir) {
+    const int sizes[3] = {32, 31, 28}, margins[3] = {2, 1, 0};
+    for (int k = 0; k < 3; k++) {
+        pmoe_data_config cfg = mosaic_config(dir);
+        cfg.source = PMOE_DATA_IDX;
+        cfg.train_size = 12;
+        cfg.test_size = 5;
+        cfg.image_size = sizes[k];
+        pmoe_dataset *train, *test;
+        pmoe_error err = {0};
+        pmoe_status st = pmoe_idx_dataset_open(&cfg, &train, &test, &err);
+        CHECK_MSG(st == PMOE_OK, "image_size %d: %s", sizes[k], err.message);
+        if (st) continue;
+        const int side = sizes[k], m = margins[k];
+        CHECK(train->channels == 1 && train->height == side && train->width == side);
+        CHECK(test->height == side && test->width == side && train->classes == 10);
+        CHECK_MSG(train->default_patch == (side % 4 ? 0 : side / 4), "image_size %d: patch %d",
+                  side, train->default_patch);
+        float *x = malloc(sizeof(float) * side * side);
+        int64_t border_nonzero = 0, centre_wrong = 0;
+        const pmoe_dataset *sets[2] = {train, test};
+        for (int which = 0; which < 2; which++)
+            for (int64_t i = 0; i < sets[which]->count; i++) {
+                CHECK(sets[which]->labels[i] == i % 10);
+                sets[which]->compose(sets[which], i, x);
+                for (int r = 0; r < side; r++)
+                    for (int c = 0; c < side; c++) {
+                        const float v = x[r * side + c];
+                        if (r < m || r >= m + ITEM || c < m || c >= m + ITEM)
+                            border_nonzero += v != 0.0f;
+                        else
+                            centre_wrong +=
+                                v != (float)fake_pixel((int)i, which, r - m, c - m) / 255.0f;
+                    }
+            }
+        CHECK_MSG(border_nonzero == 0 && centre_wrong == 0,
+                  "image_size %d: %lld border pixels not zero, %lld centre pixels wrong", side,
+                  (long long)border_nonzero, (long long)centre_wrong);
+        free(x);
+        pmoe_dataset_free(train);
+        pmoe_dataset_free(test);
+    }
+
+    /* Smaller than the stored images: a config error naming the key. */
+    pmoe_data_config cfg = mosaic_config(dir);
+    cfg.source = PMOE_DATA_IDX;
+    cfg.train_size = 10;
+    cfg.test_size = 5;
+    cfg.image_size = ITEM - 1;
+    pmoe_dataset *train = (pmoe_dataset *)1, *test = (pmoe_dataset *)1;
+    pmoe_error err = {0};
+    pmoe_status st = pmoe_idx_dataset_open(&cfg, &train, &test, &err);
+    check_failure("idx image_size too small", st, &err, PMOE_ERR_CONFIG, "data.image_size",
+                  "28 x 28");
+    CHECK(train == NULL && test == NULL);
+}
+
+/* ---- the noisy-background task ----------------------------------------- */
+
+static pmoe_data_config noisy_config(const char *dir, int background) {
+    pmoe_data_config cfg = mosaic_config(dir);
+    cfg.source = PMOE_DATA_NOISY;
+    cfg.image_size = 32;
+    cfg.background = background;
+    cfg.noise = 0.25;
+    return cfg;
+}
+
+/* The item of fake_pixel(image, tag), shrunk to s x s by area averaging,
+ * computed independently of noisy.c: destination pixel d covers the
+ * continuous source interval [d 28 / s, (d + 1) 28 / s). */
+static void expected_shrunk(int image, int tag, int s, double *out) {
+    const double span = (double)ITEM / s;
+    for (int r = 0; r < s; r++)
+        for (int c = 0; c < s; c++) {
+            double sum = 0;
+            for (int i = 0; i < ITEM; i++) {
+                double wr = fmin((r + 1) * span, i + 1.0) - fmax(r * span, (double)i);
+                if (wr <= 0) continue;
+                for (int j = 0; j < ITEM; j++) {
+                    double wc = fmin((c + 1) * span, j + 1.0) - fmax(c * span, (double)j);
+                    if (wc > 0) sum += wr * wc * fake_pixel(image, tag, i, j);
+                }
+            }
+            out[r * s + c] = sum / (span * span) / 255.0;
+        }
+}
+
+/* The fake image whose mean the region shows (area averaging keeps an
+ * item's mean), or -1 when it is not 5 i + tag plus the pattern's mean. */
+static int decode_by_mean(const float *x, int side, int top, int left, int s, int tag) {
+    double pattern = 0, sum = 0;
+    for (int r = 0; r < ITEM; r++)
+        for (int c = 0; c < ITEM; c++) pattern += (r + c) % 3;
+    pattern /= ITEM * ITEM;
+    for (int r = 0; r < s; r++)
+        for (int c = 0; c < s; c++) sum += x[(top + r) * side + left + c];
+    const double v = sum / (s * s) * 255.0 - pattern - tag;
+    const long image = lround(v / 5);
+    return fabs(v - 5.0 * image) < 1e-3 ? (int)image : -1;
+}
+
+/* Checks every sample of a noisy dataset over fake items: placement, label,
+ * decisive patch, the pasted item's exact pixels and its split; returns the
+ * number of broken rules. Background pixels go to stats (sum, sum of
+ * squares, count, min, max). */
+static int64_t check_noisy(const pmoe_dataset *ds, int tag, int split_items, double stats[5],
+                           int positions_seen[2]) {
+    const int S = ds->width, s = S / 2, p = S / 4;
+    float *x = malloc(sizeof(float) * S * S);
+    double *want = malloc(sizeof(double) * s * s);
+    int64_t broken = 0;
+    int seen_top[4096] = {0}, seen_patch[16] = {0};
+    stats[0] = stats[1] = stats[2] = 0;
+    stats[3] = 1e30;
+    stats[4] = -1e30;
+    for (int64_t i = 0; i < ds->count; i++) {
+        int top = -1, left = -1;
+        const int item = pmoe_noisy_placement(ds, i, &top, &left);
+        if (item < 0 || item >= split_items || top < 0 || top > S - s || left < 0 ||
+            left > S - s) {
+            broken++;
+            continue;
+        }
+        seen_top[top] = 1;
+        broken += ds->labels[i] != item % 10 || ds->labels[i] < 0 || ds->labels[i] > 9;
+        const int decisive = ds->decisive_patch[i];
+        broken += decisive != ((top + s / 2) / p) * (S / p) + (left + s / 2) / p;
+        if (decisive >= 0 && decisive < 16) seen_patch[decisive] = 1;
+        /* The decisive patch lies inside the pasted item. */
+        const int pr = decisive / (S / p) * p, pc = decisive % (S / p) * p;
+        broken += pr < top || pr + p > top + s || pc < left || pc + p > left + s;
+
+        ds->compose(ds, i, x);
+        expected_shrunk(item, tag, s, want);
+        for (int r = 0; r < s; r++)
+            for (int c = 0; c < s; c++)
+                broken += fabs(x[(top + r) * S + left + c] - want[r * s + c]) > 1e-5;
+        broken += decode_by_mean(x, S, top, left, s, tag) != item;
+        for (int r = 0; r < S; r++)
+            for (int c = 0; c < S; c++) {
+                if (r >= top && r < top + s && c >= left && c < left + s) continue;
+                const double v = x[r * S + c];
+                stats[0] += v;
+                stats[1] += v * v;
+                stats[2] += 1;
+                stats[3] = fmin(stats[3], v);
+                stats[4] = fmax(stats[4], v);
+            }
+    }
+    positions_seen[0] = positions_seen[1] = 0;
+    for (int t = 0; t < S; t++) positions_seen[0] += seen_top[t];
+    for (int k = 0; k < 16; k++) positions_seen[1] += seen_patch[k];
+    free(x);
+    free(want);
+    return broken;
+}
+
+/* Over consecutive samples, the background pixels (outside both items) that
+ * are equal, and the pairs whose backgrounds are wholly equal: the background
+ * must be drawn per sample. */
+static void background_repeats(const pmoe_dataset *ds, int64_t *equal_pixels,
+                               int64_t *equal_pairs) {
+    const int S = ds->width, s = S / 2;
+    float *a = malloc(sizeof(float) * S * S), *b = malloc(sizeof(float) * S * S);
+    *equal_pixels = *equal_pairs = 0;
+    for (int64_t i = 0; i + 1 < ds->count; i++) {
+        int ta, la, tb, lb;
+        pmoe_noisy_placement(ds, i, &ta, &la);
+        pmoe_noisy_placement(ds, i + 1, &tb, &lb);
+        ds->compose(ds, i, a);
+        ds->compose(ds, i + 1, b);
+        int64_t equal = 0, compared = 0;
+        for (int r = 0; r < S; r++)
+            for (int c = 0; c < S; c++) {
+                if ((r >= ta && r < ta + s && c >= la && c < la + s) ||
+                    (r >= tb && r < tb + s && c >= lb && c < lb + s))
+                    continue;
+                compared++;
+                equal += a[r * S + c] == b[r * S + c];
+            }
+        *equal_pixels += equal;
+        *equal_pairs += equal == compared;
+    }
+    free(a);
+    free(b);
+}
+
+static void test_noisy(const char *dir) {
+    for (int background = 0; background < 2; background++) {
+        const char *name = background == PMOE_BACKGROUND_NOISE ? "noise" : "items";
+        pmoe_data_config cfg = noisy_config(dir, background);
+        pmoe_dataset *train, *test;
+        pmoe_error err = {0};
+        pmoe_status st = pmoe_noisy_open(&cfg, &train, &test, &err);
+        CHECK_MSG(st == PMOE_OK, "%s: %s", name, err.message);
+        if (st) continue;
+        CHECK(train->channels == 1 && train->height == 32 && train->width == 32);
+        CHECK(test->channels == 1 && test->height == 32 && test->width == 32);
+        CHECK(train->classes == 10 && train->count == 60 && test->count == 31);
+        CHECK(train->decisive_patch && train->decisive_patch_size == 8);
+        CHECK(train->default_patch == 0 && train->patch_class == NULL);
+
+        /* Train items come from the train split (tag 0), test from t10k. */
+        double stats[5];
+        int seen[2];
+        int64_t broken = check_noisy(train, 0, TRAIN_ITEMS, stats, seen);
+        CHECK_MSG(broken == 0, "%s train: %lld broken rules", name, (long long)broken);
+        CHECK_MSG(seen[0] >= 12 && seen[1] >= 6, "%s: %d rows, %d decisive patches used", name,
+                  seen[0], seen[1]);
+        const double mean = stats[0] / stats[2];
+        const double std = sqrt(stats[1] / stats[2] - mean * mean);
+        if (background == PMOE_BACKGROUND_NOISE) {
+            CHECK_MSG(fabs(mean) < 0.01 && fabs(std - 0.25) < 0.01, "noise mean %g std %g",
+                      mean, std);
+        } else {
+            /* Dimmed fragments of fake items: inside [0, 0.5 * max pixel] and not empty. */
+            CHECK_MSG(stats[3] >= 0 && stats[4] <= 0.5 * 203 / 255.0 + 1e-6 && mean > 0.05,
+                      "items background: min %g max %g mean %g", stats[3], stats[4], mean);
+        }
+        broken = check_noisy(test, 1, TEST_ITEMS, stats, seen);
+        CHECK_MSG(broken == 0, "%s test: %lld broken rules", name, (long long)broken);
+        int64_t equal_pixels, equal_pairs;
+        background_repeats(train, &equal_pixels, &equal_pairs);
+        if (background == PMOE_BACKGROUND_NOISE)
+            CHECK_MSG(equal_pixels == 0, "noise: %lld background pixels repeat",
+                      (long long)equal_pixels);
+        else
+            CHECK_MSG(equal_pairs == 0, "items: %lld samples repeat the previous background",
+                      (long long)equal_pairs);
+        /* Train and test are different draws, not only different items. */
+        int layouts_differ = 0;
+        for (int64_t i = 0; i < test->count; i++) {
+            int ta, la, tb, lb;
+            pmoe_noisy_placement(train, i, &ta, &la);
+            pmoe_noisy_placement(test, i, &tb, &lb);
+            layouts_differ += ta != tb || la != lb;
+        }
+        CHECK(layouts_differ > test->count / 2);
+
+        /* compose() is a pure function of the index. */
+        float *x = malloc(sizeof(float) * 32 * 32), *y = malloc(sizeof(float) * 32 * 32);
+        train->compose(train, 5, x);
+        train->compose(train, 3, y);
+        train->compose(train, 5, y);
+        CHECK(memcmp(x, y, sizeof(float) * 32 * 32) == 0);
+        test->compose(test, 5, y); /* another split, another draw */
+        CHECK(memcmp(x, y, sizeof(float) * 32 * 32) != 0);
+        free(x);
+        free(y);
+
+        /* Determinism from data.seed: same seed, same samples; another, others. */
+        pmoe_dataset *again, *again_test;
+        CHECK(pmoe_noisy_open(&cfg, &again, &again_test, &err) == PMOE_OK);
+        CHECK(same_samples(train, again, train->count));
+        CHECK(same_samples(test, again_test, test->count));
+        pmoe_dataset_free(again);
+        pmoe_dataset_free(again_test);
+        cfg.seed = 4;
+        CHECK(pmoe_noisy_open(&cfg, &again, &again_test, &err) == PMOE_OK);
+        CHECK(!same_samples(train, again, 1) && !same_samples(test, again_test, 1));
+        pmoe_dataset_free(again);
+        pmoe_dataset_free(again_test);
+
+        /* data.noise = 0 means the default noise, not none. */
+        if (background == PMOE_BACKGROUND_NOISE) {
+            cfg = noisy_config(dir, background);
+            cfg.noise = 0;
+            CHECK(pmoe_noisy_open(&cfg, &again, &again_test, &err) == PMOE_OK);
+            check_noisy(again, 0, TRAIN_ITEMS, stats, seen);
+            const double m0 = stats[0] / stats[2], s0 = sqrt(stats[1] / stats[2] - m0 * m0);
+            CHECK_MSG(s0 > 0.2 && s0 < 0.4, "default noise std %g", s0);
+            pmoe_dataset_free(again);
+            pmoe_dataset_free(again_test);
+        }
+        CHECK(pmoe_noisy_placement(train, train->count, NULL, NULL) == -1);
+        pmoe_dataset_free(train);
+        pmoe_dataset_free(test);
+    }
+
+    /* Other canvases: 56 pastes the 28 x 28 items unscaled, 64 enlarges them,
+     * 0 means 32; through pmoe_data_open. */
+    const int sizes[3] = {56, 64, 0}, sides[3] = {56, 64, 32};
+    for (int k = 0; k < 3; k++) {
+        pmoe_data_config cfg = noisy_config(dir, PMOE_BACKGROUND_ITEMS);
+        cfg.image_size = sizes[k];
+        cfg.train_size = 20;
+        pmoe_dataset *train, *test;
+        pmoe_data_source chosen = PMOE_DATA_AUTO;
+        pmoe_error err = {0};
+        pmoe_status st = pmoe_data_open(&cfg, &train, &test, &chosen, &err);
+        CHECK_MSG(st == PMOE_OK, "image_size %d: %s", sizes[k], err.message);
+        if (st) continue;
+        CHECK(chosen == PMOE_DATA_NOISY && train->height == sides[k] && test->width == sides[k]);
+        CHECK(train->decisive_patch_size == sides[k] / 4);
+        double stats[5];
+        int seen[2];
+        int64_t broken = check_noisy(train, 0, TRAIN_ITEMS, stats, seen);
+        broken += check_noisy(test, 1, TEST_ITEMS, stats, seen);
+        CHECK_MSG(broken == 0, "image_size %d: %lld broken rules", sizes[k], (long long)broken);
+        pmoe_dataset_free(train);
+        pmoe_dataset_free(test);
+    }
+
+    /* Not a noisy dataset: no placement. */
+    pmoe_data_config cfg = mosaic_config(dir);
+    pmoe_dataset *train, *test;
+    pmoe_error err = {0};
+    CHECK(pmoe_mosaic_open(&cfg, &train, &test, &err) == PMOE_OK);
+    CHECK(pmoe_noisy_placement(train, 0, NULL, NULL) == -1);
+    CHECK(pmoe_noisy_placement(NULL, 0, NULL, NULL) == -1);
+    pmoe_dataset_free(train);
+    pmoe_dataset_free(test);
+}
+
+static void expect_noisy_error(const char *what, pmoe_data_config cfg, pmoe_status code,
+                               const char *also, const char *also2) {
+    pmoe_dataset *train = (pmoe_dataset *)1, *test = (pmoe_dataset *)1;
+    pmoe_error err = {0};
+    pmoe_status st = pmoe_noisy_open(&cfg, &train, &test, &err);
+    check_failure(what, st, &err, code, also, also2);
+    CHECK_MSG(strchr(err.message, '\n') == NULL, "%s: message is not one line: %s", what,
+              err.message);
+    CHECK(train == NULL && test == NULL);
+}
+
+static void test_noisy_errors(const char *dir) {
+    char missing[1200];
+    join(missing, sizeof missing, dir, "no-such-folder");
+    pmoe_data_config cfg = noisy_config(missing, PMOE_BACKGROUND_ITEMS);
+    expect_noisy_error("missing folder", cfg, PMOE_ERR_IO, missing, "train-images-idx3-ubyte");
+    cfg = noisy_config(dir, PMOE_BACKGROUND_ITEMS);
+    cfg.image_size = 4;
+    expect_noisy_error("image_size too small", cfg, PMOE_ERR_CONFIG, "data.image_size", NULL);
+    cfg.image_size = 30;
+    expect_noisy_error("image_size not a multiple of 4", cfg, PMOE_ERR_CONFIG,
+                       "data.image_size", NULL);
+    cfg = noisy_config(dir, 7);
+    expect_noisy_error("background", cfg, PMOE_ERR_CONFIG, "data.background", NULL);
+    cfg = noisy_config(dir, PMOE_BACKGROUND_NOISE);
+    cfg.test_size = 0;
+    expect_noisy_error("test_size", cfg, PMOE_ERR_CONFIG, "data.test_size", NULL);
+
+    /* A bad label in the test split: named like the other IDX sources. */
+    char bad_dir[1100], labels_path[1200];
+    new_dir(bad_dir, sizeof bad_dir);
+    write_fake_split(bad_dir, "train", TRAIN_ITEMS, 0, 0, -1);
+    write_fake_split(bad_dir, "t10k", TEST_ITEMS, 1, 0, 3);
+    join(labels_path, sizeof labels_path, bad_dir, "t10k-labels-idx1-ubyte");
+    cfg = noisy_config(bad_dir, PMOE_BACKGROUND_ITEMS);
+    expect_noisy_error("label range", cfg, PMOE_ERR_FORMAT, labels_path, "index 3");
+}
+
+/* On real Fashion-MNIST: every label is the IDX label of the pasted item,
+ * and the pasted region keeps that item's mean brightness. */
+static void test_real_noisy(void) {
+    const char *dir = "/usr/share/datasets/fashion-mnist";
+    char found[1200];
+    if (pmoe_idx_find(dir, "train-images-idx3-ubyte", found, sizeof found, NULL) != PMOE_OK) {
+        printf("  skipped: fashion-mnist not installed (noisy)\n");
+        return;
+    }
+    pmoe_idx_split splits[2];
+    pmoe_error err = {0};
+    if (pmoe_idx_split_load(dir, "train", &splits[0], &err) != PMOE_OK ||
+        pmoe_idx_split_load(dir, "t10k", &splits[1], &err) != PMOE_OK) {
+        CHECK_MSG(0, "%s", err.message);
+        return;
+    }
+    for (int background = 0; background < 2; background++) {
+        pmoe_data_config cfg = noisy_config(dir, background);
+        cfg.train_size = 40;
+        cfg.test_size = 40;
+        pmoe_dataset *sets[2];
+        pmoe_status st = pmoe_noisy_open(&cfg, &sets[0], &sets[1], &err);
+        CHECK_MSG(st == PMOE_OK, "%s", err.message);
+        if (st) continue;
+        CHECK(strstr(sets[0]->description, "fashion-mnist") != NULL);
+        float x[32 * 32];
+        int64_t broken = 0, out_of_range = 0;
+        for (int which = 0; which < 2; which++)
+            for (int64_t i = 0; i < sets[which]->count; i++) {
+                int top, left;
+                const int item = pmoe_noisy_placement(sets[which], i, &top, &left);
+                broken += item < 0 || sets[which]->labels[i] != splits[which].labels.data[item];
+                if (item < 0) continue;
+                sets[which]->compose(sets[which], i, x);
+                double sum = 0, want = 0;
+                for (int r = 0; r < 16; r++)
+                    for (int c = 0; c < 16; c++) sum += x[(top + r) * 32 + left + c];
+                for (int k = 0; k < 28 * 28; k++)
+                    want += splits[which].images.data[(size_t)item * 28 * 28 + k];
+                broken += fabs(sum / 256 - want / (28 * 28 * 255.0)) > 1e-4;
+                for (int k = 0; k < 32 * 32 && background == PMOE_BACKGROUND_ITEMS; k++)
+                    out_of_range += x[k] < 0 || x[k] > 1;
+            }
+        CHECK_MSG(broken == 0 && out_of_range == 0, "real noisy: %lld broken, %lld out of range",
+                  (long long)broken, (long long)out_of_range);
+        printf("  real noisy: %s\n", sets[0]->description);
+        pmoe_dataset_free(sets[0]);
+        pmoe_dataset_free(sets[1]);
+    }
+    pmoe_idx_split_free(&splits[0]);
+    pmoe_idx_split_free(&splits[1]);
+}
+
 static void test_data_open(const char *fake_dir) {
     char empty_dir[1100];
     new_dir(empty_dir, sizeof empty_dir);
@@ -825,6 +1235,10 @@ int main(void) {
     test_mosaic_errors(fake_dir);
     test_real_fashion_mnist();
     test_idx_dataset(fake_dir);
+    test_idx_padding(fake_dir);
+    test_noisy(fake_dir);
+    test_noisy_errors(fake_dir);
+    test_real_noisy();
     test_data_open(fake_dir);
     remove_created();
     return test_finish("test_data");

@@ -22,9 +22,18 @@ typedef enum {
     PMOE_DATA_SYNTHETIC,
     PMOE_DATA_MOSAIC,
     PMOE_DATA_IDX,
-    PMOE_DATA_CIFAR10 /* the CIFAR-10 binary batches in data.path */
+    PMOE_DATA_CIFAR10, /* the CIFAR-10 binary batches in data.path */
+    PMOE_DATA_NOISY    /* an IDX item shrunk and pasted on a cluttered background */
 } pmoe_data_source;
-typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN } pmoe_model_type;
+/* pmoe and cnn: the two-layer models of the theory (spec section 2); wrn
+ * and wrn_pmoe: the deep models (spec section 4). */
+typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN, PMOE_MODEL_WRN, PMOE_MODEL_WRN_PMOE } pmoe_model_type;
+/* The WRN-pMoE layer: sparse runs each expert on its selected patches only;
+ * dense_masked is the paper code's form (mask the map, run every expert on
+ * all of it), kept for fidelity and to measure what sparsity saves. */
+typedef enum { PMOE_MOE_SPARSE, PMOE_MOE_DENSE_MASKED } pmoe_moe_impl;
+/* The noisy task's background: fragments of other items, or Gaussian noise. */
+typedef enum { PMOE_BACKGROUND_ITEMS, PMOE_BACKGROUND_NOISE } pmoe_background;
 typedef enum { PMOE_TRAIN_JOINT, PMOE_TRAIN_SEPARATE } pmoe_train_mode;
 /* renorm: softmax over the l selected scores (the paper's eq. 1);
  * softmax_all: softmax over all n scores, keep the l selected, no renormalising;
@@ -53,6 +62,10 @@ typedef struct pmoe_data_config {
     double delta_d;           /* <o1, o2> */
     double delta_r;           /* max |<o, q>| for irrelevant q */
     double noise;             /* standard deviation of the Gaussian noise per coordinate */
+    /* idx: pad each image (centred, zeros) to image_size x image_size; 0 = as stored.
+     * noisy: the side of the canvas (the item is pasted at half of it). */
+    int image_size;
+    int background;           /* noisy: pmoe_background */
 } pmoe_data_config;
 
 typedef struct pmoe_model_config {
@@ -66,6 +79,10 @@ typedef struct pmoe_model_config {
     int train_output; /* train the output weights a (off in the paper) */
     double expert_init_std;
     double router_init_std;   /* < 0: the paper's default for the mode */
+    /* deep models (wrn, wrn_pmoe) */
+    int width;        /* w: groups of 16w, 32w, 64w channels */
+    int expert_kernel;/* wrn_pmoe: 1 or 3 (3 pads within the patch) */
+    int moe_impl;     /* wrn_pmoe: pmoe_moe_impl */
 } pmoe_model_config;
 
 typedef struct pmoe_train_config {
@@ -137,6 +154,8 @@ const char *pmoe_data_source_name(pmoe_data_source s);
 const char *pmoe_model_type_name(pmoe_model_type t);
 const char *pmoe_train_mode_name(pmoe_train_mode m);
 const char *pmoe_gate_mode_name(pmoe_gate_mode g);
+/* 1 for wrn and wrn_pmoe. */
+int pmoe_model_is_deep(pmoe_model_type t);
 
 #ifdef __cplusplus
 }

@@ -31,7 +31,7 @@ typedef struct key_spec {
 enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
 static const key_spec KEYS[] = {
-    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10"}},
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy"}},
     {"data.path", KEY_STRING, OFF(data.path), sizeof(((pmoe_config *)0)->data.path), 0, 0, {0}},
     {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, {0}},
     {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, {0}},
@@ -45,8 +45,10 @@ static const key_spec KEYS[] = {
     {"data.delta_d", KEY_DOUBLE, OFF(data.delta_d), 0, -1, 0.999999, {0}},
     {"data.delta_r", KEY_DOUBLE, OFF(data.delta_r), 0, 0, 0.999999, {0}},
     {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, {0}},
+    {"data.image_size", KEY_INT, OFF(data.image_size), 0, 0, 4096, {0}},
+    {"data.background", KEY_ENUM, OFF(data.background), 0, 0, 0, {"items", "noise"}},
 
-    {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, {"pmoe", "cnn"}},
+    {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, {"pmoe", "cnn", "wrn", "wrn_pmoe"}},
     {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, {0}},
     {"model.topl", KEY_INT, OFF(model.topl), 0, 1, 1 << 20, {0}},
     {"model.hidden", KEY_INT, OFF(model.hidden), 0, 1, 1 << 20, {0}},
@@ -56,6 +58,9 @@ static const key_spec KEYS[] = {
     {"model.train_output", KEY_BOOL, OFF(model.train_output), 0, 0, 1, {0}},
     {"model.expert_init_std", KEY_DOUBLE, OFF(model.expert_init_std), 0, 0, 1e3, {0}},
     {"model.router_init_std", KEY_DOUBLE, OFF(model.router_init_std), 0, -1, 1e3, {0}},
+    {"model.width", KEY_INT, OFF(model.width), 0, 1, 64, {0}},
+    {"model.expert_kernel", KEY_INT, OFF(model.expert_kernel), 0, 1, 3, {0}},
+    {"model.moe_impl", KEY_ENUM, OFF(model.moe_impl), 0, 0, 0, {"sparse", "dense_masked"}},
 
     {"train.mode", KEY_ENUM, OFF(train.mode), 0, 0, 0, {"joint", "separate"}},
     {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, {0}},
@@ -115,6 +120,9 @@ void pmoe_config_default(pmoe_config *cfg) {
     m->train_output = 0;
     m->expert_init_std = 0.01;
     m->router_init_std = -1.0;
+    m->width = 1;
+    m->expert_kernel = 3;
+    m->moe_impl = PMOE_MOE_SPARSE;
 
     pmoe_train_config *t = &cfg->train;
     t->mode = PMOE_TRAIN_JOINT;
@@ -393,6 +401,19 @@ pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err) {
                          "config: model.gate = %s has no meaning with train.mode = separate "
                          "(its expert phase uses G = 1)",
                          pmoe_gate_mode_name(m->gate));
+    if (pmoe_model_is_deep(m->type) && cfg->train.mode == PMOE_TRAIN_SEPARATE)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: train.mode = separate is defined for the two-layer models "
+                         "only, not model.type = %s",
+                         pmoe_model_type_name(m->type));
+    if (m->type == PMOE_MODEL_WRN_PMOE && m->expert_kernel != 1 && m->expert_kernel != 3)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: model.expert_kernel = %d (1 or 3)",
+                         m->expert_kernel);
+    if (m->type == PMOE_MODEL_WRN_PMOE && (64 * m->width) % m->experts != 0)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.experts = %d does not divide the pMoE layer's %d "
+                         "channels (64 x model.width)",
+                         m->experts, 64 * m->width);
     if (cfg->data.source == PMOE_DATA_MOSAIC && cfg->data.pos_class == cfg->data.neg_class)
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: data.pos_class and data.neg_class are both %d",
@@ -458,3 +479,6 @@ const char *pmoe_data_source_name(pmoe_data_source s) { return word_of("data.sou
 const char *pmoe_model_type_name(pmoe_model_type t) { return word_of("model.type", (int)t); }
 const char *pmoe_train_mode_name(pmoe_train_mode m) { return word_of("train.mode", (int)m); }
 const char *pmoe_gate_mode_name(pmoe_gate_mode g) { return word_of("model.gate", (int)g); }
+int pmoe_model_is_deep(pmoe_model_type t) {
+    return t == PMOE_MODEL_WRN || t == PMOE_MODEL_WRN_PMOE;
+}

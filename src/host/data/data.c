@@ -76,6 +76,7 @@ pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
     case PMOE_DATA_MOSAIC: return pmoe_mosaic_open(cfg, train, test, err);
     case PMOE_DATA_IDX: return pmoe_idx_dataset_open(cfg, train, test, err);
     case PMOE_DATA_CIFAR10: return pmoe_cifar_open(cfg, train, test, err);
+    case PMOE_DATA_NOISY: return pmoe_noisy_open(cfg, train, test, err);
     case PMOE_DATA_AUTO: break;
     }
     return pmoe_fail(err, PMOE_ERR_CONFIG, "data.source: unknown source %d", (int)cfg->source);

@@ -7,9 +7,9 @@
  *
  * Labels: binary tasks (classes == 1) use 1 for y = +1 and 0 for y = -1;
  * c-class tasks use 0..c-1. Tasks that know which patch decides the label
- * (the mosaic, the theory's data model) give its index in the grid of
- * decisive_patch_size x decisive_patch_size patches, so router recall can be
- * measured. */
+ * (the mosaic, the noisy task, the theory's data model) give its index in
+ * the grid of decisive_patch_size x decisive_patch_size patches, so router
+ * recall can be measured. */
 #ifndef PMOE_DATA_DATASET_H
 #define PMOE_DATA_DATASET_H
 
@@ -68,9 +68,24 @@ pmoe_status pmoe_synthetic_open(const pmoe_data_config *cfg, pmoe_dataset **trai
 pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                              pmoe_dataset **test, pmoe_error *err);
 
-/* Plain 10-class IDX classification (the first train_size / test_size images). */
+/* Plain 10-class IDX classification (the first train_size / test_size images),
+ * each padded with zeros, centred, to data.image_size x data.image_size when
+ * that is not 0 (an odd margin puts the extra row / column bottom / right). */
 pmoe_status pmoe_idx_dataset_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                                   pmoe_dataset **test, pmoe_error *err);
+
+/* The noisy-background task (noisy.c): an IDX item from cfg->path, shrunk
+ * to half of a data.image_size canvas (0 = 32), pasted at a random place on
+ * a background of other items' fragments or Gaussian noise (data.background);
+ * 10 classes, the pasted item's. Train samples draw items from the IDX
+ * training split, test samples from the test split. */
+pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                            pmoe_dataset **test, pmoe_error *err);
+
+/* For tests and pictures: the pasted item of noisy sample `index` (its
+ * index in the split) and its top-left corner on the canvas; -1 when ds is
+ * not a noisy dataset or index is out of range. */
+int pmoe_noisy_placement(const pmoe_dataset *ds, int64_t index, int *top, int *left);
 
 /* CIFAR-10, binary version: data_batch_1.bin .. data_batch_5.bin (train, in
  * that order) and test_batch.bin under cfg->path; the first train_size /
