@@ -26,7 +26,7 @@
 #include "backend/cpu_ops.h"
 #include "cuda/cuda_backend.h"
 #include "kernels/pmoe_kernels.h"
-#include "model/two_layer.h"
+#include "model/model.h"
 
 #define CHECK_CUDA(call)                                                                   \
     do {                                                                                   \
@@ -128,8 +128,8 @@ static double time_steps(pmoe_backend *be, const char *const *sets, int channels
     pmoe_config_default(&cfg);
     pmoe_error err = {PMOE_OK, ""};
     for (int i = 0; sets[i]; i++) die(pmoe_config_set(&cfg, sets[i], &err), &err);
-    pmoe_two_layer *m = NULL;
-    die(pmoe_two_layer_create(be, &cfg, channels, size, size, patch, classes, batch, &m, &err), &err);
+    pmoe_model *m = NULL;
+    die(pmoe_model_create(be, &cfg, channels, size, size, patch, classes, batch, &m, &err), &err);
     const int64_t pixels = batch * channels * size * size;
     float *images = malloc((size_t)pixels * 4);
     fill(images, pixels, 5, 0, 1);
@@ -144,14 +144,14 @@ static double time_steps(pmoe_backend *be, const char *const *sets, int channels
             die(be->synchronize(be, &err), &err);
             t0 = now();
         }
-        pmoe_two_layer_forward(m, batch);
-        die(pmoe_two_layer_loss(m, 1, &loss, &correct, &err), &err);
-        pmoe_two_layer_sgd(m, (float)cfg.train.lr, 0.0f, 0.0f);
+        pmoe_model_forward(m, batch);
+        die(pmoe_model_loss(m, 1, &loss, &correct, &err), &err);
+        pmoe_model_sgd(m, (float)cfg.train.lr, 0.0f, 0.0f);
         if (s == 0) *first_loss = loss;
     }
     die(be->synchronize(be, &err), &err);
     const double ms = (now() - t0) * 1e3 / steps;
-    pmoe_two_layer_free(m);
+    pmoe_model_free(m);
     free(images);
     free(labels);
     return ms;

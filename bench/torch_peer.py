@@ -1,4 +1,4 @@
-"""torch_peer.py: the two-layer pMoE and CNN in PyTorch, timed beside pmoe.
+"""torch_peer.py: pmoe's models in PyTorch, timed beside pmoe.
 
 Usage: /usr/bin/python3 bench/torch_peer.py DIR [--check-only] [--json]
        [--warmup N] [--repeats N]
@@ -18,6 +18,20 @@ The pMoE is built twice, with the same weights:
                 multiplied in, so unpicked patches cost as much as picked ones.
 The CNN has one form (l = n: there is nothing to mask).
 
+Deep models (pmoe-bench.json says "bench": "deep"; the files are then
+wrn_pmoe.* and wrn.*, with the checkpoint names of src/host/model/wrn.c):
+WRN-pMoE and its WRN, built by bench/torch_wrn.py. The deep pMoE layer's two
+forms are different functions (its experts' batch norm has statistics over
+the B l picked patches or over the whole masked map, and the dense form's
+convolution crosses patch borders), so only the form pmoe ran
+(model.moe_impl, "sparse": gather each expert's patches and run it on those;
+"dense_masked": run it on the masked whole map) can be checked against
+pmoe's first loss, and only that one is timed; the other is named with the
+pmoe bench command that would time it. The WRN has one form. The train
+step is the same as above (batch norm on batch statistics); the inference
+step is what pmoe's is for deep models: evaluation mode (running
+statistics), forward + loss.
+
 Before timing anything, each form's loss on the batch at the initial weights
 must equal pmoe's first loss to 1e-5 (relative); otherwise it exits 1. Then
 it times the train step (forward + loss + backward + SGD step) and the
@@ -27,7 +41,6 @@ ratios. Without torch or safetensors it prints "skipped: ..." and exits 77.
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -135,28 +148,53 @@ def median_min_max(ms):
     return {"median": statistics.median(ms), "min": min(ms), "max": max(ms)}
 
 
-def time_form(model, patches_fn, labels, classes, cfg, warmup, repeats):
+def time_form(model, input_fn, labels, classes, cfg, warmup, repeats, deep=False):
+    """deep: the inference step runs in evaluation mode and includes the loss, as pmoe's."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
                            weight_decay=cfg["weight_decay"])
     train_ms, infer_ms = [], []
+    model.train()
     for i in range(warmup + repeats):
         began = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = loss_of(model(patches_fn()), labels, classes)
+        loss = loss_of(model(input_fn()), labels, classes)
         loss.backward()
         opt.step()
         took = time.perf_counter() - began
         if i >= warmup:
             train_ms.append(1e3 * took)
+    if deep:
+        model.eval()
     with torch.inference_mode():
         for i in range(warmup + repeats):
             began = time.perf_counter()
-            model(patches_fn())
+            out = model(input_fn())
+            if deep:
+                float(loss_of(out, labels, classes))
             took = time.perf_counter() - began
             if i >= warmup:
                 infer_ms.append(1e3 * took)
+    model.train()
     return median_min_max(train_ms), median_min_max(infer_ms), float(loss)
+
+
+def deep_forms(run, eng, w):
+    """{form: module} for a deep model (only the form pmoe ran), and a note on the other."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_wrn  # the deep models; beside this file
+
+    name = eng["model"]
+    if name == "wrn":
+        return {"dense": torch_wrn.WRN(w, "wrn")}, None
+    impl = eng["moe_impl"]
+    other = "dense_masked" if impl == "sparse" else "sparse"
+    module = torch_wrn.WRN(w, "wrn_pmoe", experts=eng["experts"], topl=eng["topl"],
+                           patch=run["patch"], gate=eng["gate"], moe_impl=impl)
+    note = (f"{name} {other}: not run: pmoe ran model.moe_impl = {impl}, and the deep layer's two "
+            f"forms compute different functions, so there is no first loss to check it against "
+            f"(pmoe bench --set model.moe_impl={other} --peer DIR times it)")
+    return {impl: module}, note
 
 
 def main():
@@ -180,6 +218,7 @@ def main():
     repeats = run["repeats"] if args.repeats is None else args.repeats
     cfg = {"lr": run["lr"], "momentum": run["momentum"], "weight_decay": run["weight_decay"]}
     p = run["patch"]
+    deep = run.get("bench") == "deep"
 
     result = {"peer": "torch", "torch": torch.__version__, "threads": threads,
               "batch": run["batch"], "warmup": warmup, "repeats": repeats,
@@ -187,7 +226,7 @@ def main():
     failed = False
     print(f"peer: PyTorch {torch.__version__} on the CPU, {threads} threads; batch {run['batch']}; "
           f"{warmup} warm-up + {repeats} timed steps; {run['data']}")
-    header = (f"{'model':6} {'form':18} {'first loss':>12} {'rel diff':>9}  {'train ms/step [min-max]':>26}"
+    header = (f"{'model':8} {'form':18} {'first loss':>12} {'rel diff':>9}  {'train ms/step [min-max]':>26}"
               f"  {'infer ms/step':>13}  {'pmoe/peer train':>15}  {'pmoe/peer infer':>15}")
     if not args.check_only:
         print(header)
@@ -200,8 +239,10 @@ def main():
         labels = batch["labels"].round().long()
         classes = eng["classes"]
         train_output = bool(eng["train_output"])
-        forms = {}
-        if name == "pmoe":
+        forms, note = {}, None
+        if deep:
+            forms, note = deep_forms(run, eng, w)
+        elif name == "pmoe":
             learn_router = bool(eng["learn_router"])
             for form, dense in (("sparse", False), ("dense_masked", True)):
                 forms[form] = PMoE(w, eng["experts"], eng["topl"], eng["gate"], learn_router,
@@ -210,13 +251,14 @@ def main():
             forms["dense"] = CNN(w, train_output)
         out = {}
         if not args.check_only:
-            print(f"{name:6} {'pmoe engine':18} {eng['first_loss']:12.7f} {'':>9}  "
+            print(f"{name:8} {'pmoe engine':18} {eng['first_loss']:12.7f} {'':>9}  "
                   f"{eng['train_ms_per_step']:8.3f} [{eng['train_ms_min']:.3f}-{eng['train_ms_max']:.3f}]"
                   f"  {eng['infer_ms_per_step']:13.3f}")
         for form, model in forms.items():
-            # patch extraction is part of both steps, as it is in pmoe
-            patches_fn = lambda: patches_of(images, p)  # noqa: E731
-            with torch.no_grad():
+            # patch extraction is part of both steps, as it is in pmoe (the deep models
+            # take the images; their pMoE layer extracts its own patches)
+            patches_fn = (lambda: images) if deep else (lambda: patches_of(images, p))  # noqa: E731
+            with torch.no_grad():  # train mode: batch norm on the batch, as pmoe's first step
                 first = float(loss_of(model(patches_fn()), labels, classes))
             rel = abs(first - eng["first_loss"]) / max(abs(eng["first_loss"]), 1e-30)
             ok = rel <= TOLERANCE
@@ -231,7 +273,8 @@ def main():
                       f"relative difference {rel:.3g} <= {TOLERANCE:g}")
             else:
                 began = cpu_clock()
-                train, infer, last = time_form(model, patches_fn, labels, classes, cfg, warmup, repeats)
+                train, infer, last = time_form(model, patches_fn, labels, classes, cfg, warmup, repeats,
+                                               deep)
                 entry["others_cpu_share"] = others_share(began, cpu_clock())
                 entry.update({"train_ms_per_step": train["median"], "train_ms_min": train["min"],
                               "train_ms_max": train["max"], "infer_ms_per_step": infer["median"],
@@ -239,11 +282,13 @@ def main():
                               "last_loss": last,
                               "pmoe_over_peer_train": eng["train_ms_per_step"] / train["median"],
                               "pmoe_over_peer_infer": eng["infer_ms_per_step"] / infer["median"]})
-                print(f"{name:6} {'torch ' + form:18} {first:12.7f} {rel:9.1e}  "
+                print(f"{name:8} {'torch ' + form:18} {first:12.7f} {rel:9.1e}  "
                       f"{train['median']:8.3f} [{train['min']:.3f}-{train['max']:.3f}]"
                       f"  {infer['median']:13.3f}  {entry['pmoe_over_peer_train']:15.3f}"
                       f"  {entry['pmoe_over_peer_infer']:15.3f}")
             out[form] = entry
+        if note:
+            print(note)
         result[role] = {"model": name, **out}
     if args.json:
         print(json.dumps(result))

@@ -41,8 +41,20 @@ expect_error "model.patch = 5 does not divide" train "${SYN[@]}" --set model.pat
 expect_error "data.pos_class" train --set data.pos_class=11
 expect_error "unknown argument '--frobnicate'" train --frobnicate
 expect_error "unknown command 'fly'" fly
-printf '[model]\nexperts = 4\nwidth = 2\n' >"$TMP/bad.ini"
-expect_error "bad.ini:3: unknown key 'model.width'" train --config "$TMP/bad.ini"
+printf '[model]\nexperts = 4\ndepth = 2\n' >"$TMP/bad.ini"
+expect_error "bad.ini:3: unknown key 'model.depth'" train --config "$TMP/bad.ini"
+# The deep models' settings (checked before any data is read).
+WRN=(--set model.type=wrn_pmoe --set model.width=1)
+expect_error "model.expert_kernel = 2 (1 or 3)" train "${WRN[@]}" --set model.expert_kernel=2
+expect_error "model.experts = 3 does not divide the pMoE layer's 64 channels" train "${WRN[@]}" --set model.experts=3
+expect_error "train.mode = separate is defined for the two-layer models only" train "${WRN[@]}" --set train.mode=separate --set model.experts=2
+expect_error "model.moe_impl" train "${WRN[@]}" --set model.moe_impl=masked
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  NOISY=(--set data.source=noisy --set data.train_size=20 --set data.test_size=10)
+  expect_error "model.topl = 65 exceeds the 64 patches of the 8x8 feature map" train "${WRN[@]}" "${NOISY[@]}" --set model.patch=1 --set model.topl=65
+  expect_error "model.patch = 3 does not divide the 8x8 feature map" train "${WRN[@]}" "${NOISY[@]}" --set model.patch=3
+  expect_error "needs an input side divisible by 4" train "${WRN[@]}" --set data.source=idx --set data.train_size=20 --set data.test_size=10 --set data.image_size=30
+fi
 expect_error "cannot open config" train --config "$TMP/missing.ini"
 
 # Data errors: a missing dataset, a truncated file, a wrong magic, a gzip error.

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "model/two_layer.h"
+#include "model/model.h"
 #include "pmoe/config.h"
 #include "test_util.h"
 
@@ -300,9 +300,9 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
     cfg.train.mode = PMOE_TRAIN_JOINT;
     cfg.train.momentum = 0.0;
 
-    pmoe_two_layer *m = NULL;
+    pmoe_model *m = NULL;
     pmoe_error err = {0};
-    if (pmoe_two_layer_create(be, &cfg, c->channels, c->height, c->width, c->patch, c->classes, B,
+    if (pmoe_model_create(be, &cfg, c->channels, c->height, c->width, c->patch, c->classes, B,
                               &m, &err)) {
         fprintf(stderr, "FAIL: case %s: pmoe_two_layer_create: %s\n", c->name, err.message);
         test_failed++;
@@ -341,13 +341,13 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
     }
 
     /* Forward, loss and backward. */
-    pmoe_two_layer_forward(m, B);
+    pmoe_model_forward(m, B);
     double loss = NAN;
     int64_t correct = -1;
-    if (pmoe_two_layer_loss(m, 1, &loss, &correct, &err) || be->synchronize(be, &err)) {
+    if (pmoe_model_loss(m, 1, &loss, &correct, &err) || be->synchronize(be, &err)) {
         fprintf(stderr, "FAIL: case %s: loss: %s\n", c->name, err.message);
         test_failed++;
-        pmoe_two_layer_free(m);
+        pmoe_model_free(m);
         return;
     }
 
@@ -384,7 +384,7 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
         compare(c, grad_names[i], got, need(c, grad_names[i], sources[i]->count));
         free(got);
     }
-    pmoe_two_layer_free(m);
+    pmoe_model_free(m);
 }
 
 int main(void) {

@@ -12,7 +12,7 @@
  * CUDA device the test exits 77 (skipped). */
 #include "core/rng.h"
 #include "gpu_test_util.h"
-#include "model/two_layer.h"
+#include "model/model.h"
 #include "pmoe/train.h"
 
 static pmoe_backend *gpu, *cpu;
@@ -41,7 +41,7 @@ static double max_abs(const float *x, int64_t n) {
 }
 
 /* Compares a tensor of both models, tolerance scaled by the CPU's largest value. */
-static void compare(const char *what, pmoe_two_layer *g, pmoe_two_layer *c, const void *gp,
+static void compare(const char *what, pmoe_model *g, pmoe_model *c, const void *gp,
                     const void *cp, int64_t count, double rel) {
     if (!gp || !cp) return;
     float *a = host_copy(g->be, gp, count), *b = host_copy(c->be, cp, count);
@@ -51,18 +51,18 @@ static void compare(const char *what, pmoe_two_layer *g, pmoe_two_layer *c, cons
     free(b);
 }
 
-static pmoe_status build(pmoe_backend *be, const setup *u, pmoe_two_layer **m, pmoe_error *err) {
+static pmoe_status build(pmoe_backend *be, const setup *u, pmoe_model **m, pmoe_error *err) {
     pmoe_config cfg;
     pmoe_config_default(&cfg);
     for (int i = 0; u->sets[i]; i++) {
         pmoe_status s = pmoe_config_set(&cfg, u->sets[i], err);
         if (s) return s;
     }
-    return pmoe_two_layer_create(be, &cfg, u->channels, u->height, u->width, u->patch, u->classes,
+    return pmoe_model_create(be, &cfg, u->channels, u->height, u->width, u->patch, u->classes,
                                  u->batch, m, err);
 }
 
-static void load_batch(pmoe_two_layer *m, const setup *u, const float *images,
+static void load_batch(pmoe_model *m, const setup *u, const float *images,
                        const int32_t *labels) {
     pmoe_error err = {PMOE_OK, ""};
     const int64_t pixels = u->batch * u->channels * u->height * u->width;
@@ -70,17 +70,17 @@ static void load_batch(pmoe_two_layer *m, const setup *u, const float *images,
     gpu_die(m->be->copy_in(m->be, m->labels, labels, (size_t)u->batch * 4, &err), &err);
 }
 
-static void step(pmoe_two_layer *m, int64_t batch, double *loss, int64_t *correct) {
+static void step(pmoe_model *m, int64_t batch, double *loss, int64_t *correct) {
     pmoe_error err = {PMOE_OK, ""};
-    pmoe_two_layer_forward(m, batch);
-    gpu_die(pmoe_two_layer_loss(m, 1, loss, correct, &err), &err);
+    pmoe_model_forward(m, batch);
+    gpu_die(pmoe_model_loss(m, 1, loss, correct, &err), &err);
 }
 
 static void test_step(const setup *u) {
     printf("%s: B%lld, %dx%dx%d images, p = %d, c = %d\n", u->name, (long long)u->batch,
            u->channels, u->height, u->width, u->patch, u->classes);
     pmoe_error err = {PMOE_OK, ""};
-    pmoe_two_layer *g = NULL, *c = NULL;
+    pmoe_model *g = NULL, *c = NULL;
     gpu_die(build(gpu, u, &g, &err), &err);
     gpu_die(build(cpu, u, &c, &err), &err);
     const int64_t pixels = u->batch * u->channels * u->height * u->width;
@@ -119,16 +119,16 @@ static void test_step(const setup *u) {
         if (c->params[i].grad.data)
             compare(names[i], g, c, g->params[i].grad.data, c->params[i].grad.data,
                     pmoe_tensor_numel(&c->params[i].grad), 1e-4);
-    pmoe_two_layer_sgd(g, 0.2f, 0.9f, 1e-4f);
-    pmoe_two_layer_sgd(c, 0.2f, 0.9f, 1e-4f);
+    pmoe_model_sgd(g, 0.2f, 0.9f, 1e-4f);
+    pmoe_model_sgd(c, 0.2f, 0.9f, 1e-4f);
     static const char *after[PARAM_COUNT] = {"router after SGD", "experts after SGD", "output after SGD"};
     for (int i = 0; i < PARAM_COUNT; i++)
         if (c->params[i].value.data)
             compare(after[i], g, c, g->params[i].value.data, c->params[i].value.data,
                     pmoe_tensor_numel(&c->params[i].value), 1e-5);
     gpu_die(gpu->synchronize(gpu, &err), &err);
-    pmoe_two_layer_free(g);
-    pmoe_two_layer_free(c);
+    pmoe_model_free(g);
+    pmoe_model_free(c);
 
     /* Determinism: two fresh GPU models, three steps, the same bits. */
     double losses[2][3];
@@ -140,14 +140,14 @@ static void test_step(const setup *u) {
         for (int s = 0; s < 3; s++) {
             int64_t correct;
             step(g, u->batch, &losses[run][s], &correct);
-            pmoe_two_layer_sgd(g, 0.2f, 0.9f, 1e-4f);
+            pmoe_model_sgd(g, 0.2f, 0.9f, 1e-4f);
         }
         for (int i = 0; i < PARAM_COUNT; i++)
             if (g->params[i].value.data) {
                 counts[i] = pmoe_tensor_numel(&g->params[i].value);
                 params[run][i] = from_device(gpu, g->params[i].value.data, (size_t)counts[i] * 4);
             }
-        pmoe_two_layer_free(g);
+        pmoe_model_free(g);
     }
     int same = memcmp(losses[0], losses[1], sizeof losses[0]) == 0;
     for (int i = 0; i < PARAM_COUNT; i++)

@@ -1,26 +1,48 @@
 /* bench.h: `pmoe bench`: what a configuration costs, against its baseline.
  *
- * A bench run builds the configured pMoE and its single-expert baseline (the
- * CNN of eq. 5: model.type = cnn, the same data, the same total hidden m),
- * composes one real batch into each model once, and times its steps: after
+ * A bench run builds the configured pMoE and its single-expert baseline, and
+ * times their steps on one real batch composed into each model once: after
  * bench.warmup untimed steps, each of bench.repeats steps is timed on its
- * own and the median, min and max are kept. What is inside the timed region:
- *   train step     forward (patch extraction, routing, dispatch, experts,
- *                  combine) + loss and backward + SGD update + synchronize
+ * own and the median, min and max are kept. The baselines:
+ *   model.type = pmoe      the CNN of eq. 5 (model.type = cnn, the same data,
+ *                          the same total hidden m);
+ *   model.type = wrn_pmoe  the WRN it replaces (the same config with
+ *                          model.type = wrn: group 3 a full residual block);
+ *   model.type = wrn       the WRN itself, built and timed a second time on
+ *                          a fresh backend: its ratio row is an A/A
+ *                          comparison, 1 up to the timing noise, which is
+ *                          what a WRN-pMoE ratio must be read against.
+ * (model.type = cnn is refused: it is a baseline.) What is inside the timed
+ * region:
+ *   train step     forward + loss and backward + SGD update + synchronize
  *                  (this reads the loss back, 8 bytes); the update runs with
  *                  learning rate 0, so every step sees the initial weights
  *                  (bench.c says why);
- *   inference step forward + synchronize.
+ *   inference step the two-layer models: forward + synchronize; the deep
+ *                  ones: evaluation mode (batch norm on running statistics),
+ *                  forward + loss without backward (which reads the loss back;
+ *                  the loss's 4 c FLOPs stay out of the inference count).
  * Batch composition and its copy in are outside (done once); so are the
  * training loop's non-finite gradient check and its bookkeeping.
  * Alongside: the analytic FLOPs (model/flops.h), the memory (parameters,
  * activations, workspace on the backend; the bench's own host staging), and
  * the machine's peak measured by one large SGEMM.
  *
+ * For WRN-pMoE the run also isolates the pMoE layer: it builds, each alone
+ * on its own backend with the layer list of layers.h, (1) the WRN layers it
+ * replaces (group 3's second batch norm, ReLU and 3x3 convolution, the 1x1
+ * shortcut and the residual add), (2) the sparse pMoE layer and (3) the
+ * dense-masked one, on random inputs of the shapes they have in the models
+ * (the map group 3's first convolution writes, C x H x W, and for the
+ * shortcut the C/2 x 2H x 2W map it reads), and times forward + backward
+ * (train) and the evaluation forward (infer) of each at the same batch.
+ * Their FLOPs are the same rows as in the models' reports, so the time
+ * ratio of the pMoE layer to what it replaces can be held against its FLOP
+ * ratio without the rest of the network in the way.
+ *
  * The models are behind bench_target (bench.c), one implementation per
- * model family: the two-layer pMoE/CNN today; WRN-pMoE/WRN adds another
- * (build, cost, one train step, one inference step, peer export) and reuses
- * the timing, table, JSON and sweeps unchanged. */
+ * model family (the two-layer pMoE/CNN, the deep WRN-pMoE/WRN) and one for
+ * the isolated blocks, sharing the timing, table, JSON and sweeps. */
 #ifndef PMOE_BENCH_BENCH_H
 #define PMOE_BENCH_BENCH_H
 
@@ -48,9 +70,12 @@ typedef struct pmoe_bench_memory {
 } pmoe_bench_memory;
 
 typedef struct pmoe_bench_model {
-    char model[16];        /* "pmoe", "cnn" */
+    char model[16];        /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
     char gate[16];
-    int patches, dim, experts, topl, hidden, classes; /* n, d, k, l, m (total), c */
+    char moe_impl[16];     /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
+    int width;             /* deep models: model.width; else 0 */
+    int patches, dim, experts, topl, hidden, classes; /* n, d, k, l, m (total; deep: 0), c;
+                                                         a WRN has n = k = l = 1, d = 0 */
     int learn_router, train_output; /* what the train step updates besides the experts */
     int64_t params;
     pmoe_flop_report flops;
@@ -65,6 +90,16 @@ typedef struct pmoe_bench_model {
     double phase_ms[PMOE_T_COUNT];
 } pmoe_bench_model;
 
+/* One isolated block of the deep bench (see above). */
+typedef struct pmoe_bench_block {
+    char name[24];         /* "wrn_block", "pmoe_sparse", "pmoe_dense_masked" */
+    double train_flops[PMOE_FLOPS_KINDS]; /* forward + backward, per sample */
+    double infer_flops[PMOE_FLOPS_KINDS]; /* the evaluation forward, per sample */
+    pmoe_timing train, infer;             /* forward + backward; evaluation forward */
+} pmoe_bench_block;
+
+enum { PMOE_BENCH_BLOCK_WRN, PMOE_BENCH_BLOCK_SPARSE, PMOE_BENCH_BLOCK_DENSE, PMOE_BENCH_BLOCKS };
+
 typedef struct pmoe_bench_result {
     char date[32];         /* UTC, ISO 8601 */
     char cpu[128];         /* the CPU's model name */
@@ -76,7 +111,9 @@ typedef struct pmoe_bench_result {
     double others_cpu_share; /* the share of all cores other processes kept busy during the run
                                 (< 0: unknown): other work makes threaded timings unreliable */
     char data[128];
-    int channels, height, width, patch;
+    int channels, height, width, patch; /* the input; patch: deep models, on the pMoE map */
+    int deep;              /* the models are deep (wrn_pmoe / wrn) */
+    int map_channels, map_height, map_width; /* wrn_pmoe: the map the pMoE layer routes */
     int64_t batch;
     int warmup, repeats;
     char mode[16];         /* train.mode; separate: the expert phase is timed */
@@ -84,6 +121,8 @@ typedef struct pmoe_bench_result {
     int sgemm_size;
     double sgemm_gflops;   /* < 0: not measured */
     pmoe_bench_model pmoe, baseline;
+    int block_count;       /* wrn_pmoe: PMOE_BENCH_BLOCKS; else 0 */
+    pmoe_bench_block blocks[PMOE_BENCH_BLOCKS];
 } pmoe_bench_result;
 
 typedef struct pmoe_bench_options {
@@ -95,7 +134,7 @@ typedef struct pmoe_bench_options {
     double sgemm_gflops;
 } pmoe_bench_options;
 
-/* Runs the bench for cfg (model.type must be pmoe). */
+/* Runs the bench for cfg (model.type pmoe, wrn_pmoe or wrn). */
 pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *options,
                            pmoe_bench_result *out, pmoe_error *err);
 
@@ -104,7 +143,8 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
 pmoe_status pmoe_bench_peak_gflops(const pmoe_config *cfg, int size, double *gflops,
                                    pmoe_error *err);
 
-/* The result as a table: a row per model and a ratio row. */
+/* The result as a table: a row per model and a ratio row (and for
+ * WRN-pMoE the isolated blocks, with their ratios to the WRN block). */
 void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r);
 
 /* The result as one JSON object on one line (no newline). */

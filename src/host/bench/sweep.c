@@ -1,8 +1,9 @@
 /* sweep.c: pmoe_bench_sweep (see bench.h): one bench per value of one key,
  * written as a CSV (a row per value and model), JSON Lines (each run's full
  * JSON) and a PNG with four panels against the value: train time per step,
- * train MFLOP per sample (pMoE useful, executed and dense-masked; CNN), peak
- * memory and achieved GFLOP/s. */
+ * train MFLOP per sample (pMoE useful, executed and dense-masked; the
+ * baseline: the CNN, or for WRN-pMoE the WRN), peak memory and achieved
+ * GFLOP/s. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,8 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
     pmoe_plot_panel *p = &fig->panels[0];
     p->title = "train ms/step";
     p->series_count = 2;
-    p->series[0].label = "pmoe";
-    p->series[1].label = "cnn";
+    p->series[0].label = runs[0].pmoe.model;
+    p->series[1].label = runs[0].baseline.model;
     for (int i = 0; i < sv->count; i++) {
         p->series[0].y[i] = runs[i].pmoe.train.median_ms;
         p->series[1].y[i] = runs[i].baseline.train.median_ms;
@@ -78,7 +79,7 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
     p->title = "train MFLOP/sample";
     p->series_count = 4;
     p->series[0].label = "pmoe executed";
-    p->series[1].label = "cnn";
+    p->series[1].label = runs[0].baseline.model;
     p->series[2].label = "pmoe useful";
     p->series[3].label = "pmoe dense-masked";
     for (int i = 0; i < sv->count; i++) {
@@ -90,8 +91,8 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
     p = &fig->panels[2];
     p->title = "peak MiB";
     p->series_count = 2;
-    p->series[0].label = "pmoe";
-    p->series[1].label = "cnn";
+    p->series[0].label = runs[0].pmoe.model;
+    p->series[1].label = runs[0].baseline.model;
     for (int i = 0; i < sv->count; i++) {
         p->series[0].y[i] = (double)runs[i].pmoe.mem.peak_bytes / 1048576.0;
         p->series[1].y[i] = (double)runs[i].baseline.mem.peak_bytes / 1048576.0;
@@ -99,8 +100,8 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
     p = &fig->panels[3];
     p->title = "train GFLOP/s (executed)";
     p->series_count = 2;
-    p->series[0].label = "pmoe";
-    p->series[1].label = "cnn";
+    p->series[0].label = runs[0].pmoe.model;
+    p->series[1].label = runs[0].baseline.model;
     for (int i = 0; i < sv->count; i++) {
         p->series[0].y[i] = pmoe_bench_train_gflops(&runs[i], &runs[i].pmoe);
         p->series[1].y[i] = pmoe_bench_train_gflops(&runs[i], &runs[i].baseline);
@@ -140,10 +141,11 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
         } else if (log) {
             const pmoe_bench_result *r = &runs[i];
             fprintf(log,
-                    "%s = %-8s pmoe %8.3f ms/step %8.3f MFLOP/sample | cnn %8.3f ms/step %8.3f "
+                    "%s = %-8s %s %8.3f ms/step %8.3f MFLOP/sample | %s %8.3f ms/step %8.3f "
                     "MFLOP/sample | time ratio %.3f, executed FLOP ratio %.3f\n",
-                    sv.key, sv.text[i], r->pmoe.train.median_ms,
-                    r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] / 1e6, r->baseline.train.median_ms,
+                    sv.key, sv.text[i], r->pmoe.model, r->pmoe.train.median_ms,
+                    r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] / 1e6, r->baseline.model,
+                    r->baseline.train.median_ms,
                     r->baseline.train_flops[PMOE_FLOPS_EXECUTED] / 1e6,
                     r->pmoe.train.median_ms / r->baseline.train.median_ms,
                     r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] / r->baseline.train_flops[PMOE_FLOPS_EXECUTED]);

@@ -1,7 +1,7 @@
-/* bench_command.c: `pmoe bench`: the configured pMoE against its CNN
- * baseline (FLOPs, memory, time), as a table and optionally JSON; sweeps
- * over a key; and the files the PyTorch peer (bench/torch_peer.py) starts
- * from. */
+/* bench_command.c: `pmoe bench`: the configured pMoE against its baseline
+ * (the two-layer pMoE against its CNN, WRN-pMoE against its WRN: FLOPs,
+ * memory, time), as a table and optionally JSON; sweeps over a key; and the
+ * files the PyTorch peer (bench/torch_peer.py) starts from. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,8 +17,12 @@ static void usage(FILE *out) {
             "Times the configured pMoE and its single-expert CNN baseline (model.type = cnn,\n"
             "the same data and total hidden m) on one composed batch of train.batch samples:\n"
             "bench.warmup untimed steps, then bench.repeats timed ones (median, min, max).\n"
+            "With model.type = wrn_pmoe the baseline is the WRN it replaces (model.type = wrn),\n"
+            "and the pMoE layer is also timed alone, sparse and dense-masked, against the WRN\n"
+            "layers it replaces; model.type = wrn runs the WRN against itself (an A/A run).\n"
             "A train step is forward + backward + SGD update (at learning rate 0, so every\n"
-            "step sees the initial weights); an inference step is the forward pass.\n"
+            "step sees the initial weights); an inference step is the forward pass (deep\n"
+            "models: in evaluation mode, with the loss).\n"
             "FLOPs are counted analytically per layer (useful, executed,\n"
             "dense-masked); the peak is a bench.sgemm_size^3 SGEMM on the same threads.\n"
             "  --json        the last line of stdout is the result as one JSON object\n"

@@ -34,6 +34,8 @@ typedef enum pmoe_phase_id {
     PMOE_T_EXCHANGE_BACK,   /* the experts' outputs back to the samples' ranks */
     PMOE_T_EXCHANGE_BWD,    /* the outputs' gradients to the experts' ranks */
     PMOE_T_ALL_REDUCE,  /* replicated parameters' gradients (and the loss's logits) */
+    PMOE_T_LAYERS,      /* deep models: the dense layers' forward (convolutions, batch norm, ...) */
+    PMOE_T_LAYERS_BWD,  /* and their backward */
     PMOE_T_CHECKPOINT,
     PMOE_T_EVAL,        /* test-set evaluation, as one phase */
     PMOE_T_COUNT

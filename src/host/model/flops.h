@@ -10,29 +10,35 @@
  *                 then masked (executed, with l replaced by n in the expert
  *                 and combine layers).
  *
- * A report is a list of named layers, so a deeper model (WRN, WRN-pMoE)
- * fills the same structure with its own layers; pmoe_flops_two_layer() is
- * the two-layer model's. Per-step costs (the optimizer) are kept apart and
- * shared over the batch: train per sample = sum of forward and backward +
- * update / batch; inference per sample = the forward of every layer but the
- * loss. The conventions of each two-layer layer are in flops.c. */
+ * A report is a list of named layers: pmoe_flops_two_layer() fills it with
+ * the two-layer model's, pmoe_flops_deep() with a deep model's (WRN,
+ * WRN-pMoE: one row per layer of its list, the pMoE layer split into
+ * router, gate_topl, dispatch, experts and combine rows). Per-step costs
+ * (the optimizer) are kept apart and shared over the batch: train per
+ * sample = sum of forward and backward + update / batch; inference per
+ * sample = the forward of every layer but the loss, in evaluation mode
+ * where that costs less (batch norm on its running statistics). The
+ * conventions of each layer, and the per-element constants of the deep
+ * models' batch norm, ReLU, residual add and pooling, are in flops.c. */
 #ifndef PMOE_MODEL_FLOPS_H
 #define PMOE_MODEL_FLOPS_H
 
 #include <stdint.h>
 
-#include "model/two_layer.h"
+#include "model/model.h"
 #include "pmoe/config.h"
 
-#define PMOE_FLOP_MAX_LAYERS 16
+#define PMOE_FLOP_MAX_LAYERS 72 /* a deep model's list (layers.h: 64) + the pMoE split + loss */
 
 typedef enum { PMOE_FLOPS_USEFUL, PMOE_FLOPS_EXECUTED, PMOE_FLOPS_DENSE_MASKED, PMOE_FLOPS_KINDS } pmoe_flop_kind;
 
 typedef struct pmoe_layer_flops {
-    const char *name;    /* "router", "experts", ... (static storage) */
+    char name[48];       /* "router", "group2.conv1", "group3.moe.experts", ... */
     int is_loss;         /* not part of inference */
-    double forward[PMOE_FLOPS_KINDS];  /* per sample */
+    int has_eval;        /* eval_forward holds the inference forward (else forward does) */
+    double forward[PMOE_FLOPS_KINDS];  /* per sample, in training mode */
     double backward[PMOE_FLOPS_KINDS]; /* per sample */
+    double eval_forward[PMOE_FLOPS_KINDS]; /* per sample, evaluation mode (when has_eval) */
 } pmoe_layer_flops;
 
 typedef struct pmoe_flop_report {
@@ -56,7 +62,7 @@ typedef struct pmoe_two_layer_cost_shape {
 } pmoe_two_layer_cost_shape;
 
 /* The cost shape of a built model under the given training settings. */
-pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_two_layer *m,
+pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
                                                        const pmoe_train_config *train);
 
 /* Fills out with the layers patch_extract, router, gate_topl, dispatch,
@@ -65,12 +71,32 @@ pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_two_layer *m,
 void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch,
                           pmoe_flop_report *out);
 
+/* Fills out with a deep model's layers (m->deep: model.type wrn or
+ * wrn_pmoe, or any network built with layers.h), in the order of its list,
+ * then "loss" and the SGD update under `train`, for steps of `batch`
+ * samples. Rows are named after the layers; the pMoE layer "X" gives the
+ * rows "X.router", "X.gate_topl", "X.dispatch", "X.experts" and
+ * "X.combine". Executed counts follow the layer's model.moe_impl;
+ * dense_masked ones are what the dense-masked form would run. */
+void pmoe_flops_deep(const pmoe_model *m, const pmoe_train_config *train, int64_t batch,
+                     pmoe_flop_report *out);
+
 /* Forward + backward + update / batch, per sample. */
 double pmoe_flops_train_per_sample(const pmoe_flop_report *r, pmoe_flop_kind kind);
-/* Forward of every layer but the loss, per sample. */
+/* Forward of every layer but the loss (in evaluation mode where a row has one), per sample. */
 double pmoe_flops_infer_per_sample(const pmoe_flop_report *r, pmoe_flop_kind kind);
 /* The layer of that name, or NULL. */
 const pmoe_layer_flops *pmoe_flops_layer(const pmoe_flop_report *r, const char *name);
+
+/* Sums into out (named `name`) the rows of a that b has no row of the same
+ * name: for WRN-pMoE against its WRN, the pMoE layer (a = WRN-pMoE) or the
+ * layers it replaces (a = WRN), since every other row is the same layer on
+ * the same shape. Returns the number of rows summed. */
+int pmoe_flops_unshared(const pmoe_flop_report *a, const pmoe_flop_report *b, const char *name,
+                        pmoe_layer_flops *out);
+/* A row's forward + backward, and its inference forward, of one kind. */
+double pmoe_layer_flops_train(const pmoe_layer_flops *L, pmoe_flop_kind kind);
+double pmoe_layer_flops_infer(const pmoe_layer_flops *L, pmoe_flop_kind kind);
 
 const char *pmoe_flop_kind_name(pmoe_flop_kind kind);
 

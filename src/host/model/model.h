@@ -1,6 +1,16 @@
-/* two_layer.h: the paper's two-layer pMoE (eq. 1) and its CNN baseline (eq. 5).
+/* model.h: a model the training loop drives, whichever its kind.
  *
- * One structure serves both: the CNN is the pMoE with k = 1, l = n, G = 1
+ * Two families sit behind this one API (model.c dispatches): the paper's
+ * two-layer pMoE (eq. 1) and its CNN baseline (eq. 5), in two_layer.c, and
+ * the deep models WRN and WRN-pMoE (spec section 4), in wrn.c, which walk a
+ * list of layers (layers.c) with one pMoE convolution layer (moe_conv.c).
+ * The training loop sees the parameters as a list (params, param_count),
+ * fills images and labels, and calls forward / loss / sgd; the fields
+ * marked "two-layer" below mean nothing for a deep model, except that
+ * experts, topl, patch_count and selected describe its pMoE layer (a WRN
+ * has no router: has_router 0, experts 1).
+ *
+ * The two-layer models. One structure serves both: the CNN is the pMoE with k = 1, l = n, G = 1
  * and no router, and it skips the dispatch (its expert reads the patches in
  * place), so what it executes is what it needs. All buffers are sized for
  * max_batch once at creation; a step uses the first B <= max_batch rows.
@@ -28,8 +38,8 @@
  * samples, so it splits evenly); padding gets zero loss weight and zero
  * gradient. Without a communicator (or a single one) none of this runs:
  * the one-process path is the code as it was, with no copy added. */
-#ifndef PMOE_MODEL_TWO_LAYER_H
-#define PMOE_MODEL_TWO_LAYER_H
+#ifndef PMOE_MODEL_MODEL_H
+#define PMOE_MODEL_MODEL_H
 
 #include "backend/backend.h"
 #include "comm/comm.h"
@@ -47,7 +57,7 @@ typedef struct pmoe_param {
 
 enum { PARAM_ROUTER, PARAM_EXPERT, PARAM_OUTPUT, PARAM_COUNT };
 
-typedef struct pmoe_two_layer {
+typedef struct pmoe_model {
     pmoe_backend *be;
     int has_router;        /* 0 for the CNN */
     pmoe_patch_shape image;/* batch = max_batch */
@@ -56,7 +66,12 @@ typedef struct pmoe_two_layer {
     int hidden;            /* h, per expert */
     int classes;           /* c; 1 = binary logistic */
     pmoe_gate_mode gate_mode;
-    pmoe_param params[PARAM_COUNT];
+    pmoe_param *params;    /* param_count trainable or saved tensors: the two-layer's
+                              PARAM_COUNT (indexed by PARAM_*), or a deep model's list */
+    int param_count;
+    pmoe_param two_layer_params[PARAM_COUNT];
+    struct pmoe_deep_model *deep; /* wrn / wrn_pmoe (wrn.h); NULL for the two-layer models */
+    int training;          /* batch norm: batch statistics (1) or running ones (0, evaluation) */
 
     /* activations and their gradients, for max_batch samples */
     int gathered;          /* the backend's fused gather + expert ops run: no expert_in */
@@ -80,53 +95,53 @@ typedef struct pmoe_two_layer {
     float *logits_all, *dlogits_all;       /* B x c: the global batch */
     int32_t *identity;     /* B x l: t at [b, t]: an owner's rows as "patches" of the fused ops */
     int64_t exchange_bytes; /* sent to other ranks since created (the caller may reset it) */
-} pmoe_two_layer;
+} pmoe_model;
 
 /* Builds the model for samples of image shape (C, H, W) with `classes`
  * outputs; initialises parameters from train.seed as the paper does. */
-pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
+pmoe_status pmoe_model_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
                                   int height, int width, int patch, int classes,
-                                  int64_t max_batch, pmoe_two_layer **out, pmoe_error *err);
-void pmoe_two_layer_free(pmoe_two_layer *m);
+                                  int64_t max_batch, pmoe_model **out, pmoe_error *err);
+void pmoe_model_free(pmoe_model *m);
 
 /* The same model split over comm's ranks when comm is distributed (else
  * exactly pmoe_two_layer_create). max_batch is the global batch: it and
  * model.experts must be divisible by the rank count (a config error says so
  * otherwise); this rank's buffers hold max_batch / ranks samples. */
-pmoe_status pmoe_two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
+pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm,
                                           const pmoe_config *cfg, int channels, int height,
                                           int width, int patch, int classes, int64_t max_batch,
-                                          pmoe_two_layer **out, pmoe_error *err);
+                                          pmoe_model **out, pmoe_error *err);
 
 /* Forward pass on the B images already in m->images. */
-void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch);
+void pmoe_model_forward(pmoe_model *m, int64_t batch);
 
 /* Sharded: forward on this rank's `batch` images of a global batch of
  * ranks * batch samples whose first `valid` are real (the rest padding,
  * which the loss ignores); labels hold the global batch's `valid` labels.
- * In one process valid must equal batch. pmoe_two_layer_forward(m, b) is
+ * In one process valid must equal batch. pmoe_model_forward(m, b) is
  * this with valid = ranks * b. */
-void pmoe_two_layer_forward_valid(pmoe_two_layer *m, int64_t batch, int64_t valid);
+void pmoe_model_forward_valid(pmoe_model *m, int64_t batch, int64_t valid);
 
 /* Loss on m->labels; with backward != 0 also every trainable gradient.
  * Reads back stats: *loss is the batch mean, *correct the count. */
-pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, int64_t *correct,
+pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
                                 pmoe_error *err);
 
 /* Whether the SGD step updates parameter i (trainable, and for the router,
  * only while its gate carries a gradient). */
-int pmoe_two_layer_updates(const pmoe_two_layer *m, int i);
+int pmoe_model_updates(const pmoe_model *m, int i);
 
-/* One SGD step on every parameter that pmoe_two_layer_updates() names. */
-void pmoe_two_layer_sgd(pmoe_two_layer *m, float lr, float momentum, float weight_decay);
+/* One SGD step on every parameter that pmoe_model_updates() names. */
+void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay);
 
 /* The separate-training router step: forward scores of m->images, the
  * linear loss with m->router_pair / m->router_weight, and the gradient into
  * the router's grad. Returns the loss in *loss. */
-pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double *loss,
+pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss,
                                        pmoe_error *err);
 
 /* Count of parameters (trainable or not), over all ranks' experts. */
-int64_t pmoe_two_layer_param_count(const pmoe_two_layer *m);
+int64_t pmoe_model_param_count(const pmoe_model *m);
 
 #endif

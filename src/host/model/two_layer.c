@@ -1,5 +1,5 @@
 /* two_layer.c: forward, backward and update of the two-layer pMoE and CNN
- * (see two_layer.h), written once against the backend table and, for expert
+ * (see model.h), written once against the backend table and, for expert
  * parallelism, the communicator table: no #ifdef, no MPI or CUDA header. */
 #include "model/two_layer.h"
 
@@ -17,7 +17,7 @@ static pmoe_status alloc_bytes(pmoe_backend *be, size_t bytes, void *out, pmoe_e
     return be->alloc(be, bytes, (void **)out, err);
 }
 
-static pmoe_status init_param(pmoe_two_layer *m, pmoe_param *p, const char *name,
+static pmoe_status init_param(pmoe_model *m, pmoe_param *p, const char *name,
                               const char *field, int ndim, const int64_t *shape, int trainable,
                               int with_velocity, const float *host_init, pmoe_error *err) {
     p->name = name;
@@ -60,26 +60,19 @@ static void fill_output(float *a, int k, int h, int c, pmoe_output_init how, uin
  * batch of B "samples" of l patches each, all of them selected (the identity
  * table): the very rows, in the very order, one process reads through
  * selected. */
-static int owner_fused(const pmoe_two_layer *m) {
+static int owner_fused(const pmoe_model *m) {
     return m->comm && m->has_router && m->be->ops->expert_forward_gathered &&
            m->be->ops->expert_backward_gathered;
 }
 
-static pmoe_route_shape owner_shape(const pmoe_two_layer *m, int64_t global_batch) {
+static pmoe_route_shape owner_shape(const pmoe_model *m, int64_t global_batch) {
     return (pmoe_route_shape){global_batch, m->topl, m->patch_dim, 1, m->topl, m->gate_mode};
 }
 
-pmoe_status pmoe_two_layer_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
-                                  int height, int width, int patch, int classes,
-                                  int64_t max_batch, pmoe_two_layer **out, pmoe_error *err) {
-    return pmoe_two_layer_create_sharded(be, NULL, cfg, channels, height, width, patch, classes,
-                                         max_batch, out, err);
-}
-
-pmoe_status pmoe_two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
+pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
                                           const pmoe_config *cfg, int channels, int height,
                                           int width, int patch, int classes, int64_t max_batch,
-                                          pmoe_two_layer **out, pmoe_error *err) {
+                                          pmoe_model **out, pmoe_error *err) {
     const pmoe_model_config *mc = &cfg->model;
     if (comm && !comm->distributed) comm = NULL;
     const int ranks = comm ? comm->size : 1;
@@ -95,9 +88,12 @@ pmoe_status pmoe_two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
                          "config: a batch of %lld samples does not split evenly over %d ranks; "
                          "choose train.batch (and train.router_batch) divisible by the rank count",
                          (long long)max_batch, ranks);
-    pmoe_two_layer *m = calloc(1, sizeof *m);
+    pmoe_model *m = calloc(1, sizeof *m);
     if (!m) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
     m->be = be;
+    m->params = m->two_layer_params;
+    m->param_count = PARAM_COUNT;
+    m->training = 1;
     m->comm = comm;
     m->ranks = ranks;
     m->rank = comm ? comm->rank : 0;
@@ -188,14 +184,14 @@ pmoe_status pmoe_two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
         }
     }
     if (s) {
-        pmoe_two_layer_free(m);
+        two_layer_free(m);
         return s;
     }
     *out = m;
     return PMOE_OK;
 }
 
-void pmoe_two_layer_free(pmoe_two_layer *m) {
+void two_layer_free(pmoe_model *m) {
     if (!m) return;
     pmoe_backend *be = m->be;
     for (int i = 0; i < PARAM_COUNT; i++) {
@@ -232,16 +228,16 @@ void pmoe_two_layer_free(pmoe_two_layer *m) {
     free(m);
 }
 
-static pmoe_route_shape route_shape(const pmoe_two_layer *m, int64_t batch) {
+static pmoe_route_shape route_shape(const pmoe_model *m, int64_t batch) {
     return (pmoe_route_shape){batch, m->patch_count, m->patch_dim, m->experts, m->topl, m->gate_mode};
 }
 
-static pmoe_combine_shape combine_shape(const pmoe_two_layer *m, int64_t batch) {
+static pmoe_combine_shape combine_shape(const pmoe_model *m, int64_t batch) {
     return (pmoe_combine_shape){batch, m->experts, m->topl, m->hidden, m->classes};
 }
 
 /* What the experts read: the dispatched rows, or (CNN) the patches in place. */
-static const float *expert_input(const pmoe_two_layer *m) {
+static const float *expert_input(const pmoe_model *m) {
     return m->has_router ? m->expert_in : m->patches;
 }
 
@@ -255,7 +251,7 @@ static const float *expert_input(const pmoe_two_layer *m) {
  * width on the owners: block j of rank q's send is expert q k/R + j; block j
  * from rank p lands at rows p b l .. of local expert j, i.e. in global
  * sample order. */
-static void exchange_to_owners(pmoe_two_layer *m, int64_t b, int64_t width, const float *from,
+static void exchange_to_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                float *to) {
     const int64_t block = b * m->topl * width, kr = m->local_experts;
     const pmoe_exchange_layout layout = {block, (int)kr, kr * block, block, block, m->ranks * block};
@@ -265,7 +261,7 @@ static void exchange_to_owners(pmoe_two_layer *m, int64_t b, int64_t width, cons
 
 /* The inverse: the owners' local_experts x (R b l) x width back to k x (b l)
  * x width on the samples' ranks. */
-static void exchange_from_owners(pmoe_two_layer *m, int64_t b, int64_t width, const float *from,
+static void exchange_from_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                  float *to) {
     const int64_t block = b * m->topl * width, kr = m->local_experts;
     const pmoe_exchange_layout layout = {block, (int)kr, block, m->ranks * block, kr * block, block};
@@ -274,17 +270,13 @@ static void exchange_from_owners(pmoe_two_layer *m, int64_t b, int64_t width, co
 }
 
 /* A replicated parameter's gradient, summed over the ranks' samples. */
-static void all_reduce(pmoe_two_layer *m, float *buf, int64_t count) {
+static void all_reduce(pmoe_model *m, float *buf, int64_t count) {
     m->comm->all_reduce_sum(m->comm, buf, count);
     const int64_t chunk = (count + m->ranks - 1) / m->ranks; /* reduce-scatter + all-gather */
     m->exchange_bytes += (int64_t)sizeof(float) * 2 * (m->ranks - 1) * chunk;
 }
 
-void pmoe_two_layer_forward(pmoe_two_layer *m, int64_t batch) {
-    pmoe_two_layer_forward_valid(m, batch, batch * m->ranks);
-}
-
-void pmoe_two_layer_forward_valid(pmoe_two_layer *m, int64_t batch, int64_t valid) {
+void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     pmoe_patch_shape img = m->image;
@@ -343,7 +335,7 @@ void pmoe_two_layer_forward_valid(pmoe_two_layer *m, int64_t batch, int64_t vali
  * logits of the global batch's valid samples (the same op on the same
  * numbers, so the same loss, bit for bit, and dlogits scaled by 1 / valid);
  * returns this rank's rows of dlogits (padding's rows zeroed). */
-static const float *sharded_loss(pmoe_two_layer *m, int backward) {
+static const float *sharded_loss(pmoe_model *m, int backward) {
     pmoe_backend *be = m->be;
     const int64_t b = m->batch, c = m->classes, all = b * m->ranks;
     pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)b);
@@ -358,7 +350,7 @@ static const float *sharded_loss(pmoe_two_layer *m, int backward) {
     return m->dlogits_all + m->rank * b * c;
 }
 
-pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, int64_t *correct,
+pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
                                 pmoe_error *err) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
@@ -375,7 +367,7 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
     }
     if (backward) {
         pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
-        const int learn_gate = pmoe_two_layer_updates(m, PARAM_ROUTER);
+        const int learn_gate = two_layer_updates(m, PARAM_ROUTER);
         pmoe_combine_shape cs = combine_shape(m, batch);
         pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
         op->combine_backward(be, &cs, dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
@@ -435,22 +427,13 @@ pmoe_status pmoe_two_layer_loss(pmoe_two_layer *m, int backward, double *loss, i
     return PMOE_OK;
 }
 
-int pmoe_two_layer_updates(const pmoe_two_layer *m, int i) {
+int two_layer_updates(const pmoe_model *m, int i) {
     const pmoe_param *p = &m->params[i];
     if (!p->value.data || !p->trainable) return 0;
     return i != PARAM_ROUTER || m->gate_mode != PMOE_GATE_ONES; /* G = 1 carries no gradient */
 }
 
-void pmoe_two_layer_sgd(pmoe_two_layer *m, float lr, float momentum, float weight_decay) {
-    for (int i = 0; i < PARAM_COUNT; i++) {
-        pmoe_param *p = &m->params[i];
-        if (!pmoe_two_layer_updates(m, i)) continue;
-        m->be->ops->sgd_update(m->be, pmoe_tensor_numel(&p->value), p->value.data, p->grad.data,
-                               p->velocity.data, lr, momentum, weight_decay);
-    }
-}
-
-pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double *loss,
+pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *loss,
                                        pmoe_error *err) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
@@ -478,12 +461,4 @@ pmoe_status pmoe_two_layer_router_loss(pmoe_two_layer *m, int64_t batch, double 
     pmoe_status s = be->copy_out(be, stats, m->stats, sizeof stats, err);
     if (!s) *loss = stats[0];
     return s;
-}
-
-int64_t pmoe_two_layer_param_count(const pmoe_two_layer *m) {
-    int64_t total = 0;
-    for (int i = 0; i < PARAM_COUNT; i++)
-        if (m->params[i].value.data)
-            total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->ranks : 1);
-    return total;
 }

@@ -30,18 +30,18 @@ typedef struct slice {
 } slice;
 
 /* Values and velocities, each whole or split into one slice per expert. */
-static size_t max_slices(const pmoe_two_layer *m) {
-    return (size_t)(2 * PARAM_COUNT * (m->experts + 1));
+static size_t max_slices(const pmoe_model *m) {
+    return (size_t)(2 * m->param_count * (m->experts + 1));
 }
 
 /* Lists what a model saves, in a fixed order. Returns the count. With
  * whole != 0 a sharded tensor is listed with every rank's experts (what rank
  * 0 gathers and writes; offsets then index the gathered copy), else with
  * this rank's (what it restores), named by global expert id either way. */
-static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity, int whole) {
+static int list_slices(const pmoe_model *m, slice *out, int with_velocity, int whole) {
     int n = 0;
     for (int kind = 0; kind < (with_velocity ? 2 : 1); kind++)
-        for (int i = 0; i < PARAM_COUNT; i++) {
+        for (int i = 0; i < m->param_count; i++) {
             const pmoe_param *p = &m->params[i];
             const pmoe_tensor *t = kind ? &p->velocity : &p->value;
             if (!t->data) continue;
@@ -72,18 +72,18 @@ static int list_slices(const pmoe_two_layer *m, slice *out, int with_velocity, i
 }
 
 /* Every rank's outcome, on every rank (alone: its own). */
-static pmoe_status agree(const pmoe_two_layer *m, pmoe_status mine, pmoe_error *err) {
+static pmoe_status agree(const pmoe_model *m, pmoe_status mine, pmoe_error *err) {
     return m->comm ? pmoe_comm_agree(m->comm, mine, err, NULL, 0) : mine;
 }
 
 /* Copies the tensors into host (rank 0's; NULL elsewhere) in list_slices
  * order, gathering the sharded ones from every rank. Collective. */
-static pmoe_status gather_tensors(const pmoe_two_layer *m, float *host, float *local,
+static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local,
                                   pmoe_error *err) {
     pmoe_status s = PMOE_OK;
     int64_t at = 0;
     for (int kind = 0; kind < 2; kind++)
-        for (int i = 0; i < PARAM_COUNT; i++) {
+        for (int i = 0; i < m->param_count; i++) {
             const pmoe_param *p = &m->params[i];
             const pmoe_tensor *t = kind ? &p->velocity : &p->value;
             if (!t->data) continue;
@@ -107,7 +107,7 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
                               pmoe_st_entry *entries, int n, float *host, char *config,
                               int config_len, pmoe_error *err);
 
-pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
                                  const pmoe_config *cfg, const pmoe_train_position *pos,
                                  pmoe_error *err) {
     const int writer = !m->comm || m->comm->rank == 0;
@@ -116,7 +116,7 @@ pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
     int n = slices && entries ? list_slices(m, slices, 1, 1) : 0;
     int64_t total = 0, largest_shard = 0;
     for (int i = 0; i < n; i++) total += slices[i].count;
-    for (int i = 0; i < PARAM_COUNT; i++)
+    for (int i = 0; i < m->param_count; i++)
         if (m->params[i].sharded && pmoe_tensor_numel(&m->params[i].value) > largest_shard)
             largest_shard = pmoe_tensor_numel(&m->params[i].value);
     float *host = writer ? malloc((size_t)(total ? total : 1) * sizeof(float)) : NULL;
@@ -248,7 +248,7 @@ static void shape_text(int ndim, const int64_t *shape, char *out, size_t size) {
     if (used < size) snprintf(out + used, size - used, "]");
 }
 
-pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_two_layer *m,
+pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                                     pmoe_train_position *pos, pmoe_error *err) {
     slice *slices = calloc(max_slices(m), sizeof *slices);
     if (!slices) return pmoe_fail(err, PMOE_ERR_OOM, "checkpoint: out of memory");

@@ -12,7 +12,7 @@
 #define PMOE_TRAIN_CHECKPOINT_H
 
 #include "core/safetensors.h"
-#include "model/two_layer.h"
+#include "model/model.h"
 #include "pmoe/config.h"
 #include "pmoe/train.h"
 
@@ -29,7 +29,7 @@ typedef struct pmoe_train_position {
 
 /* Writes path atomically (the previous file of that name stays whole on any
  * failure). */
-pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_two_layer *m,
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
                                  const pmoe_config *cfg, const pmoe_train_position *pos,
                                  pmoe_error *err);
 
@@ -42,7 +42,7 @@ pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, p
 
 /* Copies the saved parameters (and velocities, when the model has them)
  * into m, checking every name and shape; fills pos when not NULL. */
-pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_two_layer *m,
+pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                                     pmoe_train_position *pos, pmoe_error *err);
 
 /* "<dir>/step-<global step, 9 digits>.safetensors" */

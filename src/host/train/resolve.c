@@ -1,8 +1,43 @@
 /* resolve.c: see resolve.h. */
 #include "train/resolve.h"
 
+/* The deep models route on the feature map of group 3, a quarter of the
+ * input's side (two stride-2 convolutions). */
+enum { DEEP_MAP_REDUCTION = 4 };
+
+int pmoe_input_patch(const pmoe_config *cfg, int model_patch) {
+    return pmoe_model_is_deep(cfg->model.type) ? model_patch * DEEP_MAP_REDUCTION : model_patch;
+}
+
+static pmoe_status resolve_deep(const pmoe_config *cfg, const pmoe_dataset *ds, int *patch,
+                                pmoe_error *err) {
+    if (ds->height % DEEP_MAP_REDUCTION || ds->width % DEEP_MAP_REDUCTION)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.type = %s needs an input side divisible by 4, not "
+                         "%dx%d (%s)",
+                         pmoe_model_type_name(cfg->model.type), ds->height, ds->width,
+                         ds->description);
+    const int map_h = ds->height / DEEP_MAP_REDUCTION, map_w = ds->width / DEEP_MAP_REDUCTION;
+    int p = cfg->model.patch;
+    if (p == 0) p = map_h % 4 == 0 && map_w % 4 == 0 ? map_h / 4 : 1; /* a 4x4 grid if it fits */
+    if (map_h % p || map_w % p)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.patch = %d does not divide the %dx%d feature map that "
+                         "the pMoE layer routes (a quarter of the %dx%d input)",
+                         p, map_h, map_w, ds->height, ds->width);
+    const int n = (map_h / p) * (map_w / p);
+    if (cfg->model.type == PMOE_MODEL_WRN_PMOE && cfg->model.topl > n)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.topl = %d exceeds the %d patches of the %dx%d feature "
+                         "map (model.patch = %d)",
+                         cfg->model.topl, n, map_h, map_w, p);
+    *patch = p;
+    return PMOE_OK;
+}
+
 pmoe_status pmoe_resolve_patch(const pmoe_config *cfg, const pmoe_dataset *ds, int *patch,
                                pmoe_error *err) {
+    if (pmoe_model_is_deep(cfg->model.type)) return resolve_deep(cfg, ds, patch, err);
     int p = cfg->model.patch;
     if (p == 0) p = ds->default_patch;
     if (p <= 0)

@@ -1,6 +1,8 @@
 /* resolve.h: the checks a config needs the data for, shared by training and
  * the bench: which patch size the model uses (model.patch, or the data's
- * default), that it divides the input, and that l <= n for a routing model. */
+ * default), that it divides the input, and that l <= n for a routing model.
+ * For the deep models the patch is one of the pMoE layer's feature map
+ * (a quarter of the input's side), and model.patch = 0 means a 4 x 4 grid. */
 #ifndef PMOE_TRAIN_RESOLVE_H
 #define PMOE_TRAIN_RESOLVE_H
 
@@ -9,5 +11,9 @@
 
 pmoe_status pmoe_resolve_patch(const pmoe_config *cfg, const pmoe_dataset *ds, int *patch,
                                pmoe_error *err);
+
+/* The side, on the input image, of the region one routed patch covers:
+ * model_patch for the two-layer models, 4 model_patch for the deep ones. */
+int pmoe_input_patch(const pmoe_config *cfg, int model_patch);
 
 #endif

@@ -10,7 +10,7 @@
  * of (train.seed, epoch): a resumed run replays exactly.
  *
  * Expert parallelism (a distributed communicator, see comm/comm.h and
- * model/two_layer.h): every rank opens the same data and computes the same
+ * model/model.h): every rank opens the same data and computes the same
  * shuffle, then composes only its shard of each global batch (rank r: the
  * batch's samples [r B/R, (r+1) B/R)). A batch that does not split evenly
  * (an epoch's last, or the test set's) is padded with zero images up to a
@@ -38,7 +38,7 @@
 #include "core/rng.h"
 #include "cuda/cuda_backend.h"
 #include "data/dataset.h"
-#include "model/two_layer.h"
+#include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/resolve.h"
 
@@ -61,8 +61,9 @@ typedef struct run {
     int rank, ranks;
     int sharded;          /* the model exchanges through comm (comm->distributed) */
     int stop_agreed;      /* sharded: some rank was asked to stop during this step */
-    pmoe_two_layer *model;
-    int patch;
+    pmoe_model *model;
+    int patch;             /* the model's patch (deep models: on the pMoE layer's map) */
+    int input_patch;       /* the input region one routed patch covers */
     int64_t max_batch;    /* the global batch */
     float *host_images;   /* this rank's share of max_batch composed samples */
     float *host_scratch;  /* the largest parameter, for gradient checks */
@@ -115,6 +116,7 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
     const pmoe_dataset *ds = r->train;
     pmoe_status s = pmoe_resolve_patch(cfg, ds, &r->patch, err);
     if (s) return s;
+    r->input_patch = pmoe_input_patch(cfg, r->patch);
     const int k = cfg->model.experts;
     if (cfg->model.type == PMOE_MODEL_PMOE && cfg->train.mode == PMOE_TRAIN_SEPARATE) {
         if (ds->classes == 1 && k != 2)
@@ -160,12 +162,12 @@ static void wait_for_backend(void *ctx) {
 
 static void fill_info(run *r) {
     pmoe_run_info *in = &r->info;
-    const pmoe_two_layer *m = r->model;
+    const pmoe_model *m = r->model;
     snprintf(in->data, sizeof in->data, "%s", r->train->description);
     in->source = r->chosen;
     snprintf(in->backend, sizeof in->backend, "%s", r->be->name);
     snprintf(in->model, sizeof in->model, "%s", pmoe_model_type_name(r->cfg->model.type));
-    in->params = pmoe_two_layer_param_count(m);
+    in->params = pmoe_model_param_count(m);
     in->train_size = r->train->count;
     in->test_size = r->test->count;
     in->patches = m->patch_count;
@@ -231,13 +233,13 @@ static pmoe_status open_data(run *r, pmoe_error *err) {
 /* Host buffers, the timer and the run's description. */
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
-    const pmoe_two_layer *m = r->model;
+    const pmoe_model *m = r->model;
     const int64_t B = r->max_batch, local = B / r->ranks;
     pmoe_status s;
     const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
     const size_t per_sample = (size_t)r->train->channels * r->train->height * r->train->width;
     int64_t largest = 0;
-    for (int i = 0; i < PARAM_COUNT; i++)
+    for (int i = 0; i < m->param_count; i++)
         if (m->params[i].value.data && pmoe_tensor_numel(&m->params[i].value) > largest)
             largest = pmoe_tensor_numel(&m->params[i].value);
     s = host_alloc(&r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
@@ -252,7 +254,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
     /* Load by class: by what each picked patch shows where the data says
      * (mosaic items, synthetic patterns) on the model's patch grid, else by
      * the sample's class. */
-    r->load_by_patch_class = r->test->patch_class && r->test->decisive_patch_size == r->patch;
+    r->load_by_patch_class = r->test->patch_class && r->test->decisive_patch_size == r->input_patch;
     r->load_classes = r->load_by_patch_class ? r->test->patch_classes
                       : m->classes == 1     ? 2
                                             : m->classes;
@@ -309,7 +311,7 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     r->max_batch = cfg->train.batch;
     if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch > r->max_batch)
         r->max_batch = cfg->train.router_batch;
-    s = pmoe_two_layer_create_sharded(r->be, r->comm, cfg, r->train->channels, r->train->height,
+    s = pmoe_model_create_sharded(r->be, r->comm, cfg, r->train->channels, r->train->height,
                                       r->train->width, r->patch, r->train->classes, r->max_batch,
                                       &r->model, err);
     if (!s) s = open_buffers(r, err);
@@ -327,7 +329,7 @@ static void close_run(run *r) {
     free(r->order);
     free(r->load_position);
     free(r->load_class);
-    pmoe_two_layer_free(r->model);
+    pmoe_model_free(r->model);
     pmoe_comm_close(comm); /* before the backend: NCCL's stream waits on the backend's */
     pmoe_backend_destroy(r->be);
     pmoe_dataset_free(r->train);
@@ -388,11 +390,11 @@ static pmoe_status poison_batch(run *r, pmoe_error *err) {
  * host (sharded: this rank's experts and the replicated rest). */
 static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which,
                                             pmoe_error *err) {
-    pmoe_two_layer *m = r->model;
+    pmoe_model *m = r->model;
     *which = -1;
-    for (int i = 0; i < PARAM_COUNT && *which < 0; i++) {
+    for (int i = 0; i < m->param_count && *which < 0; i++) {
         const int updated = phase == PMOE_PHASE_ROUTER ? i == PARAM_ROUTER
-                                                       : pmoe_two_layer_updates(m, i);
+                                                       : pmoe_model_updates(m, i);
         if (!updated) continue;
         const pmoe_tensor *g = &m->params[i].grad;
         const int64_t n = pmoe_tensor_numel(g);
@@ -453,14 +455,15 @@ typedef struct eval_stats {
  * whose deciding patch is among the l picks of at least one expert (and per
  * expert). */
 static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
-    pmoe_two_layer *m = r->model;
+    pmoe_model *m = r->model;
     const pmoe_dataset *ds = r->test;
     const int k = m->experts, l = m->topl, n = m->patch_count, c = r->load_classes;
     const int routes = m->has_router;
-    const int measure_recall = routes && ds->decisive_patch && ds->decisive_patch_size == r->patch;
+    const int measure_recall = routes && ds->decisive_patch && ds->decisive_patch_size == r->input_patch;
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
     int64_t correct_total = 0, recalled_any = 0;
     int64_t recalled[PMOE_MAX_REPORTED_EXPERTS] = {0};
+    m->training = 0; /* batch norm on its running statistics (the step sets it back) */
     if (routes) {
         memset(r->load_position, 0, sizeof(int64_t) * (size_t)(k * n));
         memset(r->load_class, 0, sizeof(int64_t) * (size_t)(k * c));
@@ -477,10 +480,10 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
         pmoe_status s = load_batch(r, ds, r->order, count, &sh, failed ? &ignored : err);
         if (s && !r->sharded) return s;
         if (!failed) failed = s;
-        pmoe_two_layer_forward_valid(m, sh.local, count);
+        pmoe_model_forward_valid(m, sh.local, count);
         double loss;
         int64_t correct = 0;
-        s = pmoe_two_layer_loss(m, 0, &loss, &correct, failed ? &ignored : err);
+        s = pmoe_model_loss(m, 0, &loss, &correct, failed ? &ignored : err);
         if (s && !r->sharded) return s;
         if (!failed) failed = s;
         correct_total += correct; /* the global batch's, on every rank */
@@ -604,7 +607,7 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
 static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, const shard *sh,
                              pmoe_status loaded, double *loss, int64_t *correct,
                              const char **nonfinite, pmoe_error *err) {
-    pmoe_two_layer *m = r->model;
+    pmoe_model *m = r->model;
     const pmoe_train_config *t = &r->cfg->train;
     pmoe_error ignored; /* a rank's later failures, once it has one */
     pmoe_status s = loaded, next;
@@ -615,12 +618,13 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, cons
         next = set_router_targets(r, count, s ? &ignored : err);
         if (!s) s = next;
         if (!s || r->sharded) {
-            next = pmoe_two_layer_router_loss(m, sh->local, loss, s ? &ignored : err);
+            next = pmoe_model_router_loss(m, sh->local, loss, s ? &ignored : err);
             if (!s) s = next;
         }
     } else {
-        pmoe_two_layer_forward_valid(m, sh->local, count);
-        next = pmoe_two_layer_loss(m, 1, loss, correct, s ? &ignored : err);
+        m->training = 1;
+        pmoe_model_forward_valid(m, sh->local, count);
+        next = pmoe_model_loss(m, 1, loss, correct, s ? &ignored : err);
         if (!s) s = next;
     }
     int bad = INT_MAX; /* 0: the loss; 1 + i: parameter i's gradient */
@@ -650,7 +654,7 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, cons
                                router->grad.data, router->velocity.data, plan->lr,
                                (float)t->momentum, (float)t->weight_decay);
     } else {
-        pmoe_two_layer_sgd(m, plan->lr, (float)t->momentum, (float)t->weight_decay);
+        pmoe_model_sgd(m, plan->lr, (float)t->momentum, (float)t->weight_decay);
     }
     return PMOE_OK;
 }
@@ -937,14 +941,14 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
         s = pmoe_fail(err, PMOE_ERR_CONFIG,
                       "pmoe route runs in one process (train.comm = single, or no mpirun)");
     if (!s) {
-        const pmoe_two_layer *m = r.model;
+        const pmoe_model *m = r.model;
         out->info = r.info;
         out->channels = r.test->channels;
         out->height = r.test->height;
         out->width = r.test->width;
-        out->patch = r.patch;
-        out->grid_rows = r.test->height / r.patch;
-        out->grid_cols = r.test->width / r.patch;
+        out->patch = r.input_patch;
+        out->grid_rows = r.test->height / r.input_patch;
+        out->grid_cols = r.test->width / r.input_patch;
         out->experts = m->experts;
         out->topl = m->topl;
         out->classes = r.load_classes;
