@@ -16,60 +16,14 @@
 #include <string.h>
 
 #include "backend/cpu_ops.h"
-#include "core/rng.h"
-#include "test_util.h"
+#include "op_test_util.h"
 
-/* ---------------------------------------------------------------- buffers */
+/* ---------------------------------------------------------------- helpers */
 
-enum { MAX_BUFS = 4096 };
-static void *bufs[MAX_BUFS];
-static int nbufs;
+/* The buffers (fbuf, dbuf, ibuf, frand, fcopy, free_all) are test_util.h's;
+ * dot_ff, all_finite, fd_derivative and the determinism check are
+ * op_test_util.h's. */
 
-static void *track(void *p) {
-    if (!p || nbufs == MAX_BUFS) {
-        fprintf(stderr, "test_layers: out of memory or buffer slots\n");
-        exit(2);
-    }
-    bufs[nbufs++] = p;
-    return p;
-}
-/* Float buffers start as NaN, int buffers as -1, double buffers as 0. */
-static float *fbuf(int64_t n) {
-    float *p = track(malloc((size_t)(n > 0 ? n : 1) * sizeof(float)));
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
-static double *dbuf(int64_t n) { return track(calloc((size_t)(n > 0 ? n : 1), sizeof(double))); }
-static int32_t *ibuf(int64_t n) {
-    int32_t *p = track(malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t)));
-    for (int64_t i = 0; i < n; i++) p[i] = -1;
-    return p;
-}
-static float *frand(int64_t n, uint64_t seed, float lo, float hi) {
-    float *p = fbuf(n);
-    fill_uniform(p, n, seed, lo, hi);
-    return p;
-}
-static float *fcopy(const float *src, int64_t n) {
-    float *p = fbuf(n);
-    memcpy(p, src, (size_t)n * sizeof(float));
-    return p;
-}
-static void free_all(void) {
-    for (int i = 0; i < nbufs; i++) free(bufs[i]);
-    nbufs = 0;
-}
-
-static double dot_ff(const float *a, const float *b, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-static int all_finite(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
 /* want[i] = base[i] + add[i]: what an accumulating gradient must end at. */
 static double *plus(const float *base, const double *add, int64_t n) {
     double *w = dbuf(n);
@@ -83,24 +37,13 @@ static void check_same(const char *what, const float *got, const float *want, in
 /* Distinct picks per (b, s): the first l of a shuffle of the n patches. */
 static int32_t *random_selection(int64_t B, int k, int n, int l, uint64_t seed) {
     int32_t *sel = ibuf(B * k * l);
-    int64_t perm[256];
-    pmoe_rng r = pmoe_rng_make(seed, 0x5e1);
-    for (int64_t g = 0; g < B * k; g++) {
-        for (int j = 0; j < n; j++) perm[j] = j;
-        pmoe_rng_shuffle(&r, perm, n);
-        for (int t = 0; t < l; t++) sel[g * l + t] = (int32_t)perm[t];
-    }
+    fill_random_picks(sel, B * k, n, l, seed, 0x5e1);
     return sel;
 }
 
 /* ------------------------------------------------------ finite differences */
 
-/* Evaluates L at the current inputs; sets *same = 0 when a discrete choice
- * (the ReLU pattern) differs from the unperturbed one. */
-typedef double (*objective_fn)(void *ctx, int *same);
-
-/* Compares got[i] with the central difference of f w.r.t. x[i] (steps eps and
- * eps/2, Richardson-extrapolated, the float-rounded step actually taken) at
+/* Compares got[i] with fd_derivative (op_test_util.h) of f w.r.t. x[i] at
  * every element when n <= max_points, else at max_points evenly spread ones.
  * Elements whose perturbation flipped a discrete choice are left out (at
  * most half may be). base, when not NULL, is what an accumulating gradient
@@ -114,24 +57,10 @@ static void fd_check(const char *what, objective_fn f, void *ctx, float *x, int6
     int64_t kept = 0;
     for (int64_t q = 0; q < points; q++) {
         const int64_t i = points == n ? q : (q * n + n / (2 * points)) / points;
-        const float x0 = x[i];
-        double d[2];
         int ok = 1;
-        for (int r = 0; r < 2; r++) {
-            const double h = eps / (1 << r);
-            int s1 = 1, s2 = 1;
-            x[i] = (float)(x0 + h);
-            const double hp = (double)x[i] - x0;
-            const double fp = f(ctx, &s1);
-            x[i] = (float)(x0 - h);
-            const double hm = x0 - (double)x[i];
-            const double fm = f(ctx, &s2);
-            ok &= s1 && s2;
-            d[r] = (fp - fm) / (hp + hm);
-        }
-        x[i] = x0;
+        const double derivative = fd_derivative(f, ctx, x, i, eps, &ok);
         if (!ok) continue;
-        w[kept] = (4.0 * d[1] - d[0]) / 3.0 + (base ? (double)base[i] : 0.0);
+        w[kept] = derivative + (base ? (double)base[i] : 0.0);
         g[kept] = got[i];
         kept++;
     }
@@ -770,24 +699,6 @@ static void test_moe_layer(void) {
 
 /* ------------------------------------------------------------ determinism */
 
-enum { DET_MAX = 64 };
-typedef struct {
-    int count;
-    const char *name[DET_MAX];
-    void *data[DET_MAX];
-    size_t bytes[DET_MAX];
-} det_result;
-
-static void det_add(det_result *r, const char *name, const void *src, int64_t floats) {
-    const size_t bytes = (size_t)floats * sizeof(float);
-    void *copy = track(malloc(bytes));
-    memcpy(copy, src, bytes);
-    r->name[r->count] = name;
-    r->data[r->count] = copy;
-    r->bytes[r->count] = bytes;
-    r->count++;
-}
-
 static void det_run(det_result *r) {
     r->count = 0;
     /* Shapes with several tasks and weight-gradient groups: many samples
@@ -876,46 +787,9 @@ static void det_run(det_result *r) {
     }
 }
 
-static void test_determinism(void) {
-    printf("determinism across thread counts\n");
-    det_result base, other;
-    omp_set_num_threads(1);
-    det_run(&base);
-    for (int threads = 2; threads <= 3; threads++) {
-        omp_set_num_threads(threads);
-        int used = 0;
-#pragma omp parallel
-        {
-#pragma omp single
-            used = omp_get_num_threads();
-        }
-        det_run(&other);
-        int differ = 0;
-        for (int i = 0; i < base.count; i++)
-            if (memcmp(base.data[i], other.data[i], base.bytes[i]) != 0) {
-                differ++;
-                fprintf(stderr, "  %s differs between 1 and %d threads\n", base.name[i], threads);
-            }
-        printf("  %d threads (team of %d): %d of %d outputs bitwise equal to 1 thread\n", threads,
-               used, base.count - differ, base.count);
-        CHECK_MSG(differ == 0, "%d outputs differ with %d threads", differ, threads);
-        CHECK(used == threads);
-        int finite = 1;
-        for (int i = 0; i < other.count; i++)
-            finite &= all_finite(other.data[i], (int64_t)(other.bytes[i] / sizeof(float)));
-        CHECK_MSG(finite, "NaN or Inf in the determinism outputs");
-    }
-    omp_set_num_threads(1);
-}
-
 int main(void) {
     /* The backend keeps OpenBLAS to one thread; the ops themselves take NULL. */
-    pmoe_backend *be = NULL;
-    pmoe_error err;
-    if (pmoe_cpu_backend_create(0, &be, &err) != PMOE_OK) {
-        fprintf(stderr, "cpu backend: %s\n", err.message);
-        return 1;
-    }
+    pmoe_backend *be = cpu_backend_or_exit();
     /* The checks against references run on one thread: finite differences
      * call the ops thousands of times, and on a shared 2-core machine each
      * parallel region can wait a time slice for its second thread. The
@@ -925,7 +799,7 @@ int main(void) {
     test_batchnorm();
     test_elementwise();
     test_moe_layer();
-    test_determinism();
+    check_thread_determinism(det_run, 1);
     free_all();
     pmoe_backend_destroy(be);
     return test_finish("test_layers");

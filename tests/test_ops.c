@@ -10,65 +10,18 @@
  * adjoints, <A x, y> == <x, A^T y>. Output buffers start as NaN so that an op
  * that fails to overwrite what its contract says it overwrites is caught. */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu_ops.h"
-#include "test_util.h"
+#include "op_test_util.h"
 
-/* ---------------------------------------------------------------- buffers */
+/* ---------------------------------------------------------------- helpers */
 
-enum { MAX_BUFS = 4096 };
-static void *bufs[MAX_BUFS];
-static int nbufs;
+/* The buffers (fbuf, dbuf, ibuf, bbuf, frand, fcopy, free_all) are
+ * test_util.h's; dot_ff, all_finite, fd_derivative and the determinism
+ * check are op_test_util.h's. */
 
-static void *track(void *p) {
-    if (!p || nbufs == MAX_BUFS) {
-        fprintf(stderr, "test_ops: out of memory or buffer slots\n");
-        exit(2);
-    }
-    bufs[nbufs++] = p;
-    return p;
-}
-/* Float buffers start as NaN, int buffers as -1, double buffers as 0. */
-static float *fbuf(int64_t n) {
-    float *p = track(malloc((size_t)(n > 0 ? n : 1) * sizeof(float)));
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
-static double *dbuf(int64_t n) { return track(calloc((size_t)(n > 0 ? n : 1), sizeof(double))); }
-static int32_t *ibuf(int64_t n) {
-    int32_t *p = track(malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t)));
-    for (int64_t i = 0; i < n; i++) p[i] = -1;
-    return p;
-}
-static unsigned char *bbuf(int64_t n) { return track(calloc((size_t)(n > 0 ? n : 1), 1)); }
-static float *frand(int64_t n, uint64_t seed, float lo, float hi) {
-    float *p = fbuf(n);
-    fill_uniform(p, n, seed, lo, hi);
-    return p;
-}
-static float *fcopy(const float *src, int64_t n) {
-    float *p = fbuf(n);
-    memcpy(p, src, (size_t)n * sizeof(float));
-    return p;
-}
-static void free_all(void) {
-    for (int i = 0; i < nbufs; i++) free(bufs[i]);
-    nbufs = 0;
-}
-
-static double dot_ff(const float *a, const float *b, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-static int all_finite(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
 static int all_zero(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (x[i] != 0.0f) return 0;
@@ -88,34 +41,13 @@ static void check_scalar(const char *what, double got, double want, double rtol)
 
 /* ------------------------------------------------------ finite differences */
 
-/* Evaluates L at the current inputs; sets *same = 0 when a discrete choice
- * (top-l selection, ReLU pattern) differs from the unperturbed one. */
-typedef double (*objective_fn)(void *ctx, int *same);
-
-/* Central differences of f w.r.t. each x[i] at steps eps and eps/2, combined
- * by Richardson extrapolation (error O(eps^4)). The step actually taken is
- * the float-rounded one. Elements whose perturbation changed a discrete
- * choice are marked in skip. */
+/* fd_derivative (op_test_util.h) w.r.t. each x[i]. Elements whose
+ * perturbation changed a discrete choice are marked in skip. */
 static void fd_grad(objective_fn f, void *ctx, float *x, int64_t n, double eps, double *grad,
                     unsigned char *skip) {
     for (int64_t i = 0; i < n; i++) {
-        const float x0 = x[i];
-        double d[2];
         int ok = 1;
-        for (int r = 0; r < 2; r++) {
-            const double h = eps / (1 << r);
-            int s1 = 1, s2 = 1;
-            x[i] = (float)(x0 + h);
-            const double hp = (double)x[i] - x0;
-            const double fp = f(ctx, &s1);
-            x[i] = (float)(x0 - h);
-            const double hm = x0 - (double)x[i];
-            const double fm = f(ctx, &s2);
-            ok &= s1 && s2;
-            d[r] = (fp - fm) / (hp + hm);
-        }
-        x[i] = x0;
-        grad[i] = (4.0 * d[1] - d[0]) / 3.0;
+        grad[i] = fd_derivative(f, ctx, x, i, eps, &ok);
         skip[i] = !ok;
     }
     int dummy = 1;
@@ -982,23 +914,6 @@ static void test_sgd(void) {
 
 /* ------------------------------------------------------------ determinism */
 
-enum { DET_MAX = 32 };
-typedef struct {
-    int count;
-    const char *name[DET_MAX];
-    void *data[DET_MAX];
-    size_t bytes[DET_MAX];
-} det_result;
-
-static void det_add(det_result *r, const char *name, const void *src, size_t bytes) {
-    void *copy = track(malloc(bytes));
-    memcpy(copy, src, bytes);
-    r->name[r->count] = name;
-    r->data[r->count] = copy;
-    r->bytes[r->count] = bytes;
-    r->count++;
-}
-
 static void det_run(det_result *r) {
     r->count = 0;
     {   /* GEMMs cut into several 64-blocks: rows (5 x 2) and columns (8 x 2) */
@@ -1006,13 +921,13 @@ static void det_run(det_result *r) {
         float *A = frand(2 * m * k, 501, -1, 1), *B = frand(2 * k * n, 502, -1, 1);
         float *C = frand(2 * m * n, 503, -1, 1);
         cpu_gemm(NULL, 0, 0, m, n, k, 1.3f, A, k, m * k, B, n, k * n, 0.7f, C, n, m * n, 2);
-        det_add(r, "gemm NN 300x40x30 b2", C, (size_t)(2 * m * n) * sizeof(float));
+        det_add(r, "gemm NN 300x40x30 b2", C, 2 * m * n);
         const int64_t m2 = 20, n2 = 500;
         float *A2 = frand(2 * k * m2, 504, -1, 1), *B2 = frand(2 * n2 * k, 505, -1, 1);
         float *C2 = fbuf(2 * m2 * n2);
         cpu_gemm(NULL, 1, 1, m2, n2, k, 1.0f, A2, m2, k * m2, B2, k, n2 * k, 0.0f, C2, n2,
                  m2 * n2, 2);
-        det_add(r, "gemm TT 20x500x30 b2", C2, (size_t)(2 * m2 * n2) * sizeof(float));
+        det_add(r, "gemm TT 20x500x30 b2", C2, 2 * m2 * n2);
     }
     const int B = 64, n = 16, d = 64, k = 4, l = 4, h = 80, C = 10;
     const int64_t np = (int64_t)B * n * d, ns = (int64_t)B * n * k, ng = (int64_t)B * k * l,
@@ -1027,82 +942,45 @@ static void det_run(det_result *r) {
         cpu_gate_topl_forward(NULL, &s, patches, router, scores, sel, gate);
         cpu_gate_topl_backward(NULL, &s, patches, router, scores, sel, gate, dgate, dscores,
                                drouter, dp);
-        det_add(r, mi ? "gate fwd softmax_all: scores" : "gate fwd renorm: scores", scores,
-                (size_t)ns * sizeof(float));
-        det_add(r, mi ? "gate fwd softmax_all: selected" : "gate fwd renorm: selected", sel,
-                (size_t)ng * sizeof(int32_t));
-        det_add(r, mi ? "gate fwd softmax_all: gate" : "gate fwd renorm: gate", gate,
-                (size_t)ng * sizeof(float));
-        det_add(r, mi ? "gate bwd softmax_all: dscores" : "gate bwd renorm: dscores", dscores,
-                (size_t)ns * sizeof(float));
+        det_add(r, mi ? "gate fwd softmax_all: scores" : "gate fwd renorm: scores", scores, ns);
+        det_add_bytes(r, mi ? "gate fwd softmax_all: selected" : "gate fwd renorm: selected", sel,
+                      (size_t)ng * sizeof(int32_t));
+        det_add(r, mi ? "gate fwd softmax_all: gate" : "gate fwd renorm: gate", gate, ng);
+        det_add(r, mi ? "gate bwd softmax_all: dscores" : "gate bwd renorm: dscores", dscores, ns);
         det_add(r, mi ? "gate bwd softmax_all: drouter" : "gate bwd renorm: drouter", drouter,
-                (size_t)(k * d) * sizeof(float));
-        det_add(r, mi ? "gate bwd softmax_all: dpatches" : "gate bwd renorm: dpatches", dp,
-                (size_t)np * sizeof(float));
+                k * d);
+        det_add(r, mi ? "gate bwd softmax_all: dpatches" : "gate bwd renorm: dpatches", dp, np);
         if (mi) continue;
 
         /* dispatch, experts and combine on this routing */
         float *xin = fbuf(nx), *dxin = frand(nx, 515, -1, 1), *dpat = fbuf(np);
         cpu_dispatch_gather(NULL, &s, patches, sel, xin);
         cpu_dispatch_gather_backward(NULL, &s, dxin, sel, dpat);
-        det_add(r, "dispatch gather", xin, (size_t)nx * sizeof(float));
-        det_add(r, "dispatch backward", dpat, (size_t)np * sizeof(float));
+        det_add(r, "dispatch gather", xin, nx);
+        det_add(r, "dispatch backward", dpat, np);
         float *W = frand((int64_t)k * h * d, 516, -0.2f, 0.2f), *hid = fbuf(nh);
         cpu_expert_forward(NULL, k, rows, d, h, xin, W, hid);
-        det_add(r, "expert forward", hid, (size_t)nh * sizeof(float));
+        det_add(r, "expert forward", hid, nh);
         pmoe_combine_shape cs = {B, k, l, h, C};
         float *a = frand((int64_t)k * h * C, 517, -1, 1), *logits = fbuf(B * C);
         cpu_combine_forward(NULL, &cs, hid, gate, a, logits);
-        det_add(r, "combine forward", logits, (size_t)(B * C) * sizeof(float));
+        det_add(r, "combine forward", logits, B * C);
         float *dl = frand(B * C, 518, -1, 1), *dh = fbuf(nh), *dg = fbuf(ng),
               *da = fbuf((int64_t)k * h * C);
         cpu_combine_backward(NULL, &cs, dl, hid, gate, a, dh, dg, da);
-        det_add(r, "combine backward: dhidden", dh, (size_t)nh * sizeof(float));
-        det_add(r, "combine backward: dgate", dg, (size_t)ng * sizeof(float));
-        det_add(r, "combine backward: dout_w", da, (size_t)(k * h * C) * sizeof(float));
+        det_add(r, "combine backward: dhidden", dh, nh);
+        det_add(r, "combine backward: dgate", dg, ng);
+        det_add(r, "combine backward: dout_w", da, k * h * C);
         float *dW = fbuf((int64_t)k * h * d), *dX = fbuf(nx);
         cpu_expert_backward(NULL, k, rows, d, h, xin, W, hid, dh, dW, dX);
-        det_add(r, "expert backward: dW", dW, (size_t)(k * h * d) * sizeof(float));
-        det_add(r, "expert backward: dX", dX, (size_t)nx * sizeof(float));
+        det_add(r, "expert backward: dW", dW, k * h * d);
+        det_add(r, "expert backward: dX", dX, nx);
     }
-}
-
-static void test_determinism(void) {
-    printf("determinism across thread counts\n");
-    det_result base, other;
-    omp_set_num_threads(1);
-    det_run(&base);
-    for (int threads = 2; threads <= 3; threads++) {
-        omp_set_num_threads(threads);
-        int used = 0;
-#pragma omp parallel
-        {
-#pragma omp single
-            used = omp_get_num_threads();
-        }
-        det_run(&other);
-        int differ = 0;
-        for (int i = 0; i < base.count; i++)
-            if (memcmp(base.data[i], other.data[i], base.bytes[i]) != 0) {
-                differ++;
-                fprintf(stderr, "  %s differs between 1 and %d threads\n", base.name[i], threads);
-            }
-        printf("  %d threads (team of %d): %d of %d outputs bitwise equal to 1 thread\n", threads,
-               used, base.count - differ, base.count);
-        CHECK_MSG(differ == 0, "%d outputs differ with %d threads", differ, threads);
-        CHECK(used == threads);
-    }
-    omp_set_num_threads(1);
 }
 
 int main(void) {
     /* The backend keeps OpenBLAS to one thread; the ops themselves take NULL. */
-    pmoe_backend *be = NULL;
-    pmoe_error err;
-    if (pmoe_cpu_backend_create(0, &be, &err) != PMOE_OK) {
-        fprintf(stderr, "cpu backend: %s\n", err.message);
-        return 1;
-    }
+    pmoe_backend *be = cpu_backend_or_exit();
     test_gemm();
     test_patch_extract();
     test_topl_select();
@@ -1114,7 +992,7 @@ int main(void) {
     test_loss();
     test_router_linear_loss();
     test_sgd();
-    test_determinism();
+    check_thread_determinism(det_run, 0);
     free_all();
     pmoe_backend_destroy(be);
     return test_finish("test_ops");

@@ -22,125 +22,31 @@
  * algorithms).
  * Without a CUDA device the test exits 77 (skipped). */
 #include "backend/cpu_ops.h"
-#include "core/rng.h"
-#include "gpu_test_util.h"
-
-static pmoe_backend *gpu;
-static uint64_t seed0;
+#include "gpu_test_buffers.h"
 
 /* ------------------------------------------------------------ buffers */
 
-enum { MAX_ITEMS = 512 };
-static struct {
-    void *ptr;
-    size_t bytes;
-    int device;
-} items[MAX_ITEMS];
-static int nitems;
+/* gpu, seed0, hbuf, hibuf, hrand, copy_of, dev_in, dev_out, back,
+ * release_all and sync_or_fail are gpu_test_buffers.h's; close_scaled,
+ * close_sum and channel_mass are test_util.h's. */
 
-static void *keep(void *p, size_t bytes, int device) {
-    if (nitems == MAX_ITEMS) {
-        fprintf(stderr, "test_cuda_layers: too many buffers\n");
-        exit(2);
-    }
-    items[nitems].ptr = p;
-    items[nitems].bytes = bytes;
-    items[nitems++].device = device;
-    return p;
-}
-static void release_all(void) {
-    for (int i = 0; i < nitems; i++) {
-        if (items[i].device) device_free(gpu, items[i].ptr, items[i].bytes);
-        else free(items[i].ptr);
-    }
-    nitems = 0;
-}
-static void *dev_in(const void *host, size_t bytes) {
-    return keep(to_device(gpu, host, bytes), bytes, 1);
-}
-static void *dev_out(size_t bytes) { return keep(poisoned(gpu, bytes), bytes, 1); }
-static void *back(const void *dev, size_t bytes) {
-    return keep(from_device(gpu, dev, bytes), bytes, 0);
-}
-static float *hbuf(int64_t n) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * 4);
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return keep(p, 0, 0);
-}
-static float *hrand(int64_t n, uint64_t id, float lo, float hi) {
-    float *p = hbuf(n);
-    fill_uniform(p, n, seed0 * 1000003u + id, lo, hi);
-    return p;
-}
-static float *copy_of(const float *src, int64_t n) {
-    float *p = hbuf(n);
-    memcpy(p, src, (size_t)n * 4);
-    return p;
-}
 /* Device buffers of n floats: a copy of host data, or poisoned. */
 static float *din(const float *host, int64_t n) { return dev_in(host, (size_t)n * 4); }
 static float *dout(int64_t n) { return dev_out((size_t)n * 4); }
 static float *got(const float *dev, int64_t n) { return back(dev, (size_t)n * 4); }
 
 static int32_t *random_picks(int64_t batch, int n, int k, int l, uint64_t id) {
-    int32_t *sel = keep(malloc((size_t)(batch * k * l) * 4), 0, 0);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
-    pmoe_rng r = pmoe_rng_make(seed0, 0xd15 + id);
-    for (int64_t q = 0; q < batch * k; q++) {
-        for (int j = 0; j < n; j++) perm[j] = j;
-        pmoe_rng_shuffle(&r, perm, n);
-        for (int t = 0; t < l; t++) sel[q * l + t] = (int32_t)perm[t];
-    }
-    free(perm);
+    int32_t *sel = hibuf(batch * k * l);
+    fill_random_picks(sel, batch * k, n, l, seed0, 0xd15 + id);
     return sel;
 }
 
 /* ------------------------------------------------------------ comparisons */
 
-static int close_scaled(const char *what, const float *g, const float *want, int64_t n,
-                        double rel) {
-    double top = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(want[i]) > top) top = fabs(want[i]);
-    return check_close_f(what, g, want, n, rel * (top > 0 ? top : 1.0), rel);
-}
-
-/* A sum that may cancel to near zero: its rounding scales with its terms,
- * so the limit is rel (mass + |want|), mass the largest sum |term| of any
- * output. */
-static int close_sum(const char *what, const float *g, const float *want, int64_t n, double mass,
-                     double rel) {
-    return check_close_f(what, g, want, n, rel * (mass > 0 ? mass : 1.0), rel);
-}
-
-/* The largest sum over a channel of |a| (b NULL) or |a (b - mean) invstd|,
- * for a and b of batch x channels x spatial. */
-static double channel_mass(const float *a, const float *b, const float *mean, const float *invstd,
-                           int64_t batch, int channels, int64_t spatial) {
-    double top = 0.0;
-    for (int c = 0; c < channels; c++) {
-        double sum = 0.0;
-        for (int64_t q = 0; q < batch; q++)
-            for (int64_t i = 0; i < spatial; i++) {
-                const int64_t at = (q * channels + c) * spatial + i;
-                sum += fabs(b ? a[at] * ((double)b[at] - mean[c]) * invstd[c] : a[at]);
-            }
-        if (sum > top) top = sum;
-    }
-    return top;
-}
-
 static void same_bits(const char *what, const float *a, const float *b, int64_t n) {
     const int same = memcmp(a, b, (size_t)n * 4) == 0;
     printf("  %-44s %s\n", what, same ? "bit-identical" : "DIFFERS");
     CHECK_MSG(same, "%s: two runs differ", what);
-}
-
-static void sync_or_fail(const char *what) {
-    pmoe_error err = {PMOE_OK, ""};
-    pmoe_status s = gpu->synchronize(gpu, &err);
-    CHECK_MSG(s == PMOE_OK, "%s: %s", what, err.message);
-    if (s) exit(1); /* a failed backend stays failed */
 }
 
 /* ------------------------------------------------------------ convolution */
@@ -433,8 +339,7 @@ static void test_failures(void) {
 }
 
 int main(void) {
-    gpu = gpu_or_skip("test_cuda_layers");
-    seed0 = test_seed();
+    gpu_test_begin("test_cuda_layers");
     /* A WRN-16-4's convolutions at B = 16: 3x3 same, 3x3 stride 2, the 1x1
      * stride-2 shortcut, and a patch-sized 4x4 stride 4 with a bias. */
     test_conv((pmoe_conv_shape){16, 16, 32, 32, 64, 3, 3, 1, 1}, 0);

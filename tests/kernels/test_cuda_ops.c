@@ -11,80 +11,18 @@
  * CUDA device the test exits 77 (skipped). */
 #include "backend/cpu_ops.h"
 #include "core/rng.h"
-#include "gpu_test_util.h"
-
-static pmoe_backend *gpu;
-static uint64_t seed0;
+#include "gpu_test_buffers.h"
 
 /* ------------------------------------------------------------ buffers */
 
-enum { MAX_ITEMS = 512 };
-static struct {
-    void *ptr;
-    size_t bytes;
-    int device;
-} items[MAX_ITEMS];
-static int nitems;
+/* gpu, seed0, hbuf, hibuf, hrand, copy_of, dev_in, dev_out, back,
+ * release_all and sync_or_fail are gpu_test_buffers.h's. */
 
-static void *keep(void *p, size_t bytes, int device) {
-    if (nitems == MAX_ITEMS) {
-        fprintf(stderr, "test_cuda_ops: too many buffers\n");
-        exit(2);
-    }
-    items[nitems].ptr = p;
-    items[nitems].bytes = bytes;
-    items[nitems++].device = device;
-    return p;
-}
-static void release_all(void) {
-    for (int i = 0; i < nitems; i++) {
-        if (items[i].device) device_free(gpu, items[i].ptr, items[i].bytes);
-        else free(items[i].ptr);
-    }
-    nitems = 0;
-}
-static void *dev_in(const void *host, size_t bytes) { return keep(to_device(gpu, host, bytes), bytes, 1); }
-static void *dev_out(size_t bytes) { return keep(poisoned(gpu, bytes), bytes, 1); }
-static void *back(const void *dev, size_t bytes) { return keep(from_device(gpu, dev, bytes), bytes, 0); }
-static float *hbuf(int64_t n) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * 4);
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return keep(p, 0, 0);
-}
-static int32_t *hibuf(int64_t n) { return keep(malloc((size_t)(n > 0 ? n : 1) * 4), 0, 0); }
-static float *hrand(int64_t n, uint64_t id, float lo, float hi) {
-    float *p = hbuf(n);
-    fill_uniform(p, n, seed0 * 1000003u + id, lo, hi);
-    return p;
-}
 static float *hints(int64_t n, uint64_t id, int lo, int hi) {
     float *p = hbuf(n);
     pmoe_rng r = pmoe_rng_make(seed0, 0x1d7 + id);
     for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
     return p;
-}
-static void *copy_of(const void *src, size_t bytes) {
-    void *p = keep(malloc(bytes ? bytes : 4), 0, 0);
-    memcpy(p, src, bytes);
-    return p;
-}
-
-/* ------------------------------------------------------------ comparisons */
-
-/* |got - want| <= rel (max|want| + |want|): sums carry rounding relative to
- * the size of their terms, which the result's largest value stands for. */
-static int close_scaled(const char *what, const float *got, const float *want, int64_t n, double rel) {
-    double top = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(want[i]) > top) top = fabs(want[i]);
-    return check_close_f(what, got, want, n, rel * (top > 0 ? top : 1.0), rel);
-}
-
-static void sync_or_fail(const char *what) {
-    pmoe_error err = {PMOE_OK, ""};
-    pmoe_status s = gpu->synchronize(gpu, &err);
-    CHECK_MSG(s == PMOE_OK, "%s: %s", what, err.message);
-    if (s) exit(1); /* a failed backend stays failed */
 }
 
 /* ------------------------------------------------------------ GEMM */
@@ -98,7 +36,7 @@ static void test_gemm(void) {
             const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
             const int64_t sa = (ta ? k : m) * lda + 7, sb = (tb ? n : k) * ldb + 1, sc = m * ldc + 9;
             float *a = hrand(sa * batch, 1, -1, 1), *b = hrand(sb * batch, 2, -1, 1);
-            float *c0 = hrand(sc * batch, 3, -1, 1), *want = copy_of(c0, (size_t)(sc * batch) * 4);
+            float *c0 = hrand(sc * batch, 3, -1, 1), *want = copy_of(c0, sc * batch);
             float *da = dev_in(a, (size_t)(sa * batch) * 4), *db = dev_in(b, (size_t)(sb * batch) * 4);
             float *dc = dev_in(c0, (size_t)(sc * batch) * 4);
             gpu->ops->gemm(gpu, ta, tb, m, n, k, 0.7f, da, lda, sa, db, ldb, sb, 0.3f, dc, ldc, sc, batch);
@@ -171,7 +109,7 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
                                  dev_in(dgate, (size_t)(B * k * l) * 4), d_dscores, d_drouter,
                                  d_dpatches);
     float *w_dscores = hbuf(B * n * k), *w_drouter = hbuf(k * d);
-    float *w_dpatches = copy_of(dp0, (size_t)(B * n * d) * 4);
+    float *w_dpatches = copy_of(dp0, B * n * d);
     cpu_gate_topl_backward(NULL, &s, patches, router, cscores, cselected, cgate, dgate, w_dscores,
                            w_drouter, w_dpatches);
     close_scaled("dscores", back(d_dscores, (size_t)(B * n * k) * 4), w_dscores, B * n * k, 2e-6);
@@ -186,14 +124,7 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
 
 static int32_t *random_picks(const pmoe_route_shape *s, uint64_t id) {
     int32_t *sel = hibuf(s->batch * s->experts * s->topl);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)s->patches);
-    pmoe_rng r = pmoe_rng_make(seed0, 0xd15 + id);
-    for (int64_t q = 0; q < s->batch * s->experts; q++) {
-        for (int j = 0; j < s->patches; j++) perm[j] = j;
-        pmoe_rng_shuffle(&r, perm, s->patches);
-        for (int t = 0; t < s->topl; t++) sel[q * s->topl + t] = (int32_t)perm[t];
-    }
-    free(perm);
+    fill_random_picks(sel, s->batch * s->experts, s->patches, s->topl, seed0, 0xd15 + id);
     return sel;
 }
 
@@ -235,7 +166,7 @@ static void test_experts(int k, int64_t rows, int d, int h) {
     float *d_dx = dev_out((size_t)in_n * 4);
     gpu->ops->expert_backward(gpu, k, rows, d, h, d_in, d_w, dev_in(want, (size_t)h_n * 4), d_dh,
                               d_dw, d_dx);
-    float *w_dh = copy_of(dh, (size_t)h_n * 4), *w_dw = hbuf(w_n), *w_dx = hbuf(in_n);
+    float *w_dh = copy_of(dh, h_n), *w_dw = hbuf(w_n), *w_dx = hbuf(in_n);
     cpu_expert_backward(NULL, k, rows, d, h, in, w, want, w_dh, w_dw, w_dx);
     check_exact_f("dhidden masked in place", back(d_dh, (size_t)h_n * 4), w_dh, h_n);
     close_scaled("dexpert_w", back(d_dw, (size_t)w_n * 4), w_dw, w_n, 1e-5);
@@ -365,8 +296,7 @@ static void test_failures(void) {
 }
 
 int main(void) {
-    gpu = gpu_or_skip("test_cuda_ops");
-    seed0 = test_seed();
+    gpu_test_begin("test_cuda_ops");
     test_gemm();
     test_patches((pmoe_patch_shape){128, 40, 32, 32, 4}); /* n = 64, d = 640 */
     test_patches((pmoe_patch_shape){3, 3, 13, 10, 4});

@@ -19,29 +19,13 @@
 
 #include "backend/cpu_ops.h"
 #include "core/rng.h"
-#include "pmoe_kernels.h"
-#include "test_util.h"
+#include "host_exec_test_util.h"
 
 /* ------------------------------------------------------------ buffers */
 
-enum { MAX_BUFS = 1024 };
-static void *bufs[MAX_BUFS];
-static int nbufs;
+/* fbuf, ibuf, frand and free_all are test_util.h's (floats start as NaN,
+ * ints as -1); run_orders is host_exec_test_util.h's. */
 
-static void *track(void *p) {
-    if (!p || nbufs == MAX_BUFS) {
-        fprintf(stderr, "test_kernels_host: out of memory or buffer slots\n");
-        exit(2);
-    }
-    return bufs[nbufs++] = p;
-}
-static float *fbuf(int64_t n) { return track(malloc((size_t)(n > 0 ? n : 1) * sizeof(float))); }
-static int32_t *ibuf(int64_t n) { return track(malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t))); }
-static float *frand(int64_t n, uint64_t seed, float lo, float hi) {
-    float *p = fbuf(n);
-    fill_uniform(p, n, seed, lo, hi);
-    return p;
-}
 /* Small integers: every dot product of a few dozen of them is exact in
  * float whatever the order, so scores tie exactly where they tie. */
 static float *fints(int64_t n, uint64_t seed, int lo, int hi) {
@@ -49,56 +33,6 @@ static float *fints(int64_t n, uint64_t seed, int lo, int hi) {
     pmoe_rng r = pmoe_rng_make(seed, 0x1d7);
     for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
     return p;
-}
-static void free_all(void) {
-    for (int i = 0; i < nbufs; i++) free(bufs[i]);
-    nbufs = 0;
-}
-
-/* ------------------------------------------------------------ runs under orders */
-
-typedef struct out_buf {
-    void *ptr;
-    size_t bytes;
-} out_buf;
-
-typedef int (*kernel_call)(void *ctx);
-
-static const struct {
-    int order;
-    uint64_t seed;
-    const char *name;
-} ORDERS[] = {{PMOE_EMU_FORWARD, 0, "forward"},
-              {PMOE_EMU_SHUFFLE, 20240917, "shuffle"},
-              {PMOE_EMU_BACKWARD, 0, "backward"}};
-
-/* Runs call under `orders` thread orders, outputs poisoned before each, and
- * requires status 0 and identical output bits. The last run's outputs stay. */
-static int run_orders(const char *what, kernel_call call, void *ctx, out_buf *outs, int count,
-                      int orders) {
-    unsigned char *first[8] = {0};
-    int same = 1;
-    for (int o = 0; o < orders; o++) {
-        for (int i = 0; i < count; i++) memset(outs[i].ptr, 0xff, outs[i].bytes);
-        pmoe_emu_set_order(ORDERS[o].order, ORDERS[o].seed);
-        int rc = call(ctx);
-        CHECK_MSG(rc == 0, "%s under %s order: %s", what, ORDERS[o].name, pmoe_hx_error_string(rc));
-        if (rc) return 0;
-        for (int i = 0; i < count; i++) {
-            if (o == 0) {
-                first[i] = malloc(outs[i].bytes);
-                memcpy(first[i], outs[i].ptr, outs[i].bytes);
-            } else if (memcmp(first[i], outs[i].ptr, outs[i].bytes) != 0) {
-                same = 0;
-                fprintf(stderr, "FAIL %s: output %d differs between the forward and %s orders\n",
-                        what, i, ORDERS[o].name);
-            }
-        }
-    }
-    for (int i = 0; i < count; i++) free(first[i]);
-    CHECK_MSG(same, "%s: identical under %d thread orders", what, orders);
-    pmoe_emu_set_order(PMOE_EMU_FORWARD, 0);
-    return same;
 }
 
 /* ------------------------------------------------------------ patch extraction */
@@ -578,7 +512,5 @@ int main(void) {
     test_losses();
     test_sgd_fill();
     test_errors();
-    printf("%llu fiber switches, %.1f s CPU\n", (unsigned long long)pmoe_emu_switches(),
-           (double)(clock() - start) / CLOCKS_PER_SEC);
-    return test_finish("test_kernels_host");
+    return host_exec_finish("test_kernels_host", start);
 }

@@ -26,140 +26,21 @@
 #include <time.h>
 
 #include "backend/cpu_ops.h"
-#include "core/rng.h"
-#include "pmoe_kernels.h"
-#include "test_util.h"
+#include "host_exec_test_util.h"
 
-/* ------------------------------------------------------------ buffers */
+/* ------------------------------------------------------------ helpers */
 
-enum { MAX_BUFS = 1024 };
-static void *bufs[MAX_BUFS];
-static int nbufs;
-
-static void *track(void *p) {
-    if (!p || nbufs == MAX_BUFS) {
-        fprintf(stderr, "test_kernels_host_layers: out of memory or buffer slots\n");
-        exit(2);
-    }
-    return bufs[nbufs++] = p;
-}
-static float *fbuf(int64_t n) { return track(malloc((size_t)(n > 0 ? n : 1) * sizeof(float))); }
-static int32_t *ibuf(int64_t n) { return track(malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t))); }
-static float *frand(int64_t n, uint64_t seed, float lo, float hi) {
-    float *p = fbuf(n);
-    fill_uniform(p, n, seed, lo, hi);
-    return p;
-}
-static float *fcopy(const float *src, int64_t n) {
-    float *p = fbuf(n);
-    memcpy(p, src, (size_t)n * sizeof(float));
-    return p;
-}
-static void free_all(void) {
-    for (int i = 0; i < nbufs; i++) free(bufs[i]);
-    nbufs = 0;
-}
+/* fbuf, ibuf, frand, fcopy, free_all, close_scaled, close_sum and
+ * channel_mass are test_util.h's (floats start as NaN, ints as -1);
+ * run_orders is host_exec_test_util.h's. close_sum's rel = 4e-7 below is a
+ * few float ulps of the mass (the result itself is rounded once to float on
+ * both sides). */
 
 /* l distinct patches per (sample, expert), as top-l picks them. */
 static int32_t *random_picks(int64_t batch, int n, int k, int l, uint64_t seed) {
     int32_t *sel = ibuf(batch * k * l);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
-    pmoe_rng r = pmoe_rng_make(seed, 0xd15);
-    for (int64_t q = 0; q < batch * k; q++) {
-        for (int j = 0; j < n; j++) perm[j] = j;
-        pmoe_rng_shuffle(&r, perm, n);
-        for (int t = 0; t < l; t++) sel[q * l + t] = (int32_t)perm[t];
-    }
-    free(perm);
+    fill_random_picks(sel, batch * k, n, l, seed, 0xd15);
     return sel;
-}
-
-/* |got - want| <= rel (max|want| + |want|): a float sum's rounding scales
- * with its terms, which the largest result stands for. */
-static int close_scaled(const char *what, const float *got, const float *want, int64_t n,
-                        double rel) {
-    double top = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(want[i]) > top) top = fabs(want[i]);
-    return check_close_f(what, got, want, n, rel * (top > 0 ? top : 1.0), rel);
-}
-
-/* A sum whose result may cancel to near zero: its rounding scales with
- * its terms, so the limit is rel (mass + |want|), mass the largest
- * sum |term| of any output. rel = 4e-7 is a few float ulps of the mass
- * (the result itself is rounded once to float on both sides). */
-static int close_sum(const char *what, const float *got, const float *want, int64_t n,
-                     double mass, double rel) {
-    return check_close_f(what, got, want, n, rel * (mass > 0 ? mass : 1.0), rel);
-}
-
-/* The largest sum over a channel of |a| (b NULL) or |a (b - mean) invstd|,
- * for a and b of batch x channels x spatial. */
-static double channel_mass(const float *a, const float *b, const float *mean, const float *invstd,
-                           int64_t batch, int channels, int64_t spatial) {
-    double top = 0.0;
-    for (int c = 0; c < channels; c++) {
-        double sum = 0.0;
-        for (int64_t q = 0; q < batch; q++)
-            for (int64_t i = 0; i < spatial; i++) {
-                const int64_t at = (q * channels + c) * spatial + i;
-                sum += fabs(b ? a[at] * ((double)b[at] - mean[c]) * invstd[c] : a[at]);
-            }
-        if (sum > top) top = sum;
-    }
-    return top;
-}
-
-/* ------------------------------------------------------------ runs under orders */
-
-typedef struct out_buf {
-    void *ptr;
-    size_t bytes;
-} out_buf;
-
-typedef int (*kernel_call)(void *ctx);
-
-static const struct {
-    int order;
-    uint64_t seed;
-    const char *name;
-} ORDERS[] = {{PMOE_EMU_FORWARD, 0, "forward"},
-              {PMOE_EMU_SHUFFLE, 20240917, "shuffle"},
-              {PMOE_EMU_BACKWARD, 0, "backward"}};
-
-/* Runs call under `orders` thread orders, outputs poisoned before each (the
- * call restores what it accumulates into), and requires status 0 and the
- * same output bits every time. The last run's outputs stay. */
-static int run_orders(const char *what, kernel_call call, void *ctx, out_buf *outs, int count,
-                      int orders) {
-    unsigned char *first[8] = {0};
-    int same = 1;
-    printf(" %s\n", what);
-    for (int o = 0; o < orders; o++) {
-        for (int i = 0; i < count; i++) memset(outs[i].ptr, 0xff, outs[i].bytes);
-        pmoe_emu_set_order(ORDERS[o].order, ORDERS[o].seed);
-        int rc = call(ctx);
-        CHECK_MSG(rc == 0, "%s under %s order: %s", what, ORDERS[o].name, pmoe_hx_error_string(rc));
-        if (rc) {
-            for (int i = 0; i < count; i++) free(first[i]);
-            pmoe_emu_set_order(PMOE_EMU_FORWARD, 0);
-            return 0;
-        }
-        for (int i = 0; i < count; i++) {
-            if (o == 0) {
-                first[i] = malloc(outs[i].bytes);
-                memcpy(first[i], outs[i].ptr, outs[i].bytes);
-            } else if (memcmp(first[i], outs[i].ptr, outs[i].bytes) != 0) {
-                same = 0;
-                fprintf(stderr, "FAIL %s: output %d differs between the forward and %s orders\n",
-                        what, i, ORDERS[o].name);
-            }
-        }
-    }
-    for (int i = 0; i < count; i++) free(first[i]);
-    CHECK_MSG(same, "%s: identical under %d thread orders", what, orders);
-    pmoe_emu_set_order(PMOE_EMU_FORWARD, 0);
-    return same;
 }
 
 /* ------------------------------------------------------------ ReLU, axpby */
@@ -709,13 +590,12 @@ static void test_errors(void) {
 
 int main(void) {
     const clock_t start = clock();
+    run_orders_announce = 1;
     test_relu_axpby();
     test_pool_bias();
     test_batchnorm();
     test_moe_layer();
     test_channel_copy();
     test_errors();
-    printf("%llu fiber switches, %.1f s CPU\n", (unsigned long long)pmoe_emu_switches(),
-           (double)(clock() - start) / CLOCKS_PER_SEC);
-    return test_finish("test_kernels_host_layers");
+    return host_exec_finish("test_kernels_host_layers", start);
 }

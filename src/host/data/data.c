@@ -23,6 +23,16 @@ pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const 
     return PMOE_OK;
 }
 
+pmoe_status pmoe_data_check_sizes(const pmoe_data_config *cfg, pmoe_error *err) {
+    if (cfg->train_size < 1)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.train_size must be >= 1 (got %lld)",
+                         (long long)cfg->train_size);
+    if (cfg->test_size < 1)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.test_size must be >= 1 (got %lld)",
+                         (long long)cfg->test_size);
+    return PMOE_OK;
+}
+
 pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_bytes,
                                void (*destroy)(pmoe_dataset *ds), pmoe_dataset **out,
                                pmoe_error *err) {

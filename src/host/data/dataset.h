@@ -53,6 +53,10 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
                                void (*destroy)(pmoe_dataset *ds), pmoe_dataset **out,
                                pmoe_error *err);
 
+/* For data sources: PMOE_ERR_CONFIG unless data.train_size and
+ * data.test_size are both >= 1 (train checked first). */
+pmoe_status pmoe_data_check_sizes(const pmoe_data_config *cfg, pmoe_error *err);
+
 /* For data sources: malloc of count * elem_size bytes, failing with
  * PMOE_ERR_OOM naming `what` and the bytes asked (overflow included). */
 pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const char *what,

@@ -268,3 +268,12 @@ pmoe_status pmoe_idx_check_labels(const pmoe_idx_split *split, int classes, pmoe
                              split->labels.data[i], classes - 1);
     return PMOE_OK;
 }
+
+const char *pmoe_idx_dir_name(const char *dir, char *buf, size_t buf_size) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    snprintf(buf, buf_size, "%.*s", (int)(len - start), dir + start);
+    return buf[0] ? buf : "IDX items";
+}

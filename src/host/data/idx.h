@@ -9,6 +9,7 @@
 #ifndef PMOE_DATA_IDX_H
 #define PMOE_DATA_IDX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "pmoe/status.h"
@@ -43,5 +44,10 @@ void pmoe_idx_split_free(pmoe_idx_split *split);
 /* Checks every label is in [0, classes); PMOE_ERR_FORMAT naming the labels
  * file and the first bad index otherwise. */
 pmoe_status pmoe_idx_check_labels(const pmoe_idx_split *split, int classes, pmoe_error *err);
+
+/* The name of the folder the IDX files are in, for a dataset's description:
+ * the last component of dir (trailing slashes ignored), written to buf, or
+ * "IDX items" when dir has none. */
+const char *pmoe_idx_dir_name(const char *dir, char *buf, size_t buf_size);
 
 #endif

@@ -56,15 +56,6 @@ static void mosaic_destroy(pmoe_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const char *last_path_component(const char *path, char *buf, size_t buf_size) {
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/') len--;
-    size_t start = len;
-    while (start > 0 && path[start - 1] != '/') start--;
-    snprintf(buf, buf_size, "%.*s", (int)(len - start), path + start);
-    return buf[0] ? buf : "IDX items";
-}
-
 /* The indices of the split's images whose class is `cls`, or (cls < 0) is
  * neither pos nor neg. */
 static pmoe_status images_of(const pmoe_idx_split *split, int cls, int pos, int neg,
@@ -162,7 +153,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
 
     char name[48];
     snprintf(ds->description, sizeof ds->description, "mosaic %dx%d of %s (%d vs %d)",
-             cfg->grid, cfg->grid, last_path_component(cfg->path, name, sizeof name),
+             cfg->grid, cfg->grid, pmoe_idx_dir_name(cfg->path, name, sizeof name),
              cfg->pos_class, cfg->neg_class);
     ds->channels = 1;
     ds->height = ds->width = m->item_size * cfg->grid;
@@ -194,14 +185,10 @@ pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                          cfg->pos_class);
     if (cfg->grid < 1)
         return pmoe_fail(err, PMOE_ERR_CONFIG, "data.grid must be >= 1 (got %d)", cfg->grid);
-    if (cfg->train_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.train_size must be >= 1 (got %lld)",
-                         (long long)cfg->train_size);
-    if (cfg->test_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.test_size must be >= 1 (got %lld)",
-                         (long long)cfg->test_size);
+    pmoe_status st = pmoe_data_check_sizes(cfg, err);
+    if (st) return st;
 
-    pmoe_status st = open_split(cfg, "train", cfg->train_size, STREAM_MOSAIC_TRAIN, train, err);
+    st = open_split(cfg, "train", cfg->train_size, STREAM_MOSAIC_TRAIN, train, err);
     if (!st) st = open_split(cfg, "t10k", cfg->test_size, STREAM_MOSAIC_TEST, test, err);
     if (!st && (*train)->height != (*test)->height) {
         const mosaic *a = (*train)->impl, *b = (*test)->impl;

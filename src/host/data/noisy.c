@@ -204,15 +204,6 @@ static pmoe_status axis_make(int n, int s, resample_axis *a, pmoe_error *err) {
     return PMOE_OK;
 }
 
-static const char *last_path_component(const char *path, char *buf, size_t buf_size) {
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/') len--;
-    size_t start = len;
-    while (start > 0 && path[start - 1] != '/') start--;
-    snprintf(buf, buf_size, "%.*s", (int)(len - start), path + start);
-    return buf[0] ? buf : "IDX items";
-}
-
 static pmoe_status open_split(const pmoe_data_config *cfg, int canvas, const char *prefix,
                               int64_t count, uint64_t layout_stream, uint64_t background_stream,
                               pmoe_dataset **out, pmoe_error *err) {
@@ -256,7 +247,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, int canvas, const cha
 
     char name[48];
     snprintf(ds->description, sizeof ds->description, "%s item (%dx%d) on %dx%d %s",
-             last_path_component(cfg->path, name, sizeof name), m->item_side, m->item_side,
+             pmoe_idx_dir_name(cfg->path, name, sizeof name), m->item_side, m->item_side,
              canvas, canvas, cfg->background == PMOE_BACKGROUND_NOISE ? "noise" : "item fragments");
     ds->channels = 1;
     ds->height = ds->width = canvas;
@@ -287,15 +278,11 @@ pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train,
     if (!(cfg->noise >= 0) || !isfinite(cfg->noise))
         return pmoe_fail(err, PMOE_ERR_CONFIG, "data.noise must be finite and >= 0 (got %g)",
                          cfg->noise);
-    if (cfg->train_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.train_size must be >= 1 (got %lld)",
-                         (long long)cfg->train_size);
-    if (cfg->test_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.test_size must be >= 1 (got %lld)",
-                         (long long)cfg->test_size);
+    pmoe_status st = pmoe_data_check_sizes(cfg, err);
+    if (st) return st;
 
-    pmoe_status st = open_split(cfg, canvas, "train", cfg->train_size, STREAM_NOISY_TRAIN_LAYOUT,
-                                STREAM_NOISY_TRAIN_BACKGROUND, train, err);
+    st = open_split(cfg, canvas, "train", cfg->train_size, STREAM_NOISY_TRAIN_LAYOUT,
+                    STREAM_NOISY_TRAIN_BACKGROUND, train, err);
     if (!st)
         st = open_split(cfg, canvas, "t10k", cfg->test_size, STREAM_NOISY_TEST_LAYOUT,
                         STREAM_NOISY_TEST_BACKGROUND, test, err);

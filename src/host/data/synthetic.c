@@ -198,13 +198,7 @@ static pmoe_status check_config(const pmoe_data_config *cfg, pmoe_error *err) {
                          cfg->delta_r);
     if (!(cfg->noise >= 0 && isfinite(cfg->noise)))
         return pmoe_fail(err, PMOE_ERR_CONFIG, "data.noise must be >= 0 (got %g)", cfg->noise);
-    if (cfg->train_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.train_size must be >= 1 (got %lld)",
-                         (long long)cfg->train_size);
-    if (cfg->test_size < 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "data.test_size must be >= 1 (got %lld)",
-                         (long long)cfg->test_size);
-    return PMOE_OK;
+    return pmoe_data_check_sizes(cfg, err);
 }
 
 static pmoe_status open_split(const pmoe_data_config *cfg, const double *patterns,
