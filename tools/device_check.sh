@@ -136,6 +136,24 @@ if [ "${STATUS[build]}" = 0 ]; then
   timeout 90 "$BUILD/gpu_bench" --json "$OUT/gpu_bench.json" 2>&1 | tee -a "$LOG"
   STATUS[gpu_bench]=${PIPESTATUS[0]}
 fi
+if [ "${STATUS[build]}" = 0 ]; then
+  # WRN-pMoE against its WRN at the paper's 32x32 setting, w = 10 (the bench
+  # needs a data source for the shapes only: a few generated CIFAR-10 records)
+  mkdir -p "$OUT/cifar"
+  "$PY" - "$OUT/cifar" <<'PYEOF'
+import os, random, sys
+random.seed(1)
+rec = lambda: bytes([random.randrange(10)]) + bytes(random.randrange(256) for _ in range(3072))
+for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    open(os.path.join(sys.argv[1], name), "wb").write(b"".join(rec() for _ in range(256)))
+PYEOF
+  timeout 150 "$BUILD/pmoe" bench --config configs/wrn_pmoe_cifar10.ini --set data.path="$OUT/cifar" \
+    --set data.train_size=1280 --set data.test_size=256 --set train.device=cuda \
+    --set bench.warmup=3 --set bench.repeats=10 --json >"$OUT/deep_bench.txt" 2>&1
+  STATUS[deep_bench]=$?
+  tail -1 "$OUT/deep_bench.txt" >"$OUT/deep_bench.json"
+  grep -v '^{' "$OUT/deep_bench.txt" | tee -a "$LOG" | tail -25
+fi
 if [ -n "$TORCH" ]; then
   timeout 90 "$PY" bench/torch_gpu_peer.py --json "$OUT/torch_peer.json" 2>&1 | tee -a "$LOG"
   STATUS[torch_peer]=${PIPESTATUS[0]}
@@ -164,7 +182,8 @@ except OSError:
 result = {"gpu": gpu, "driver": driver, "nvcc": nvcc, "torch": torch,
           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "build": build, "status": json.loads(status), "gpu_tests": tests,
-          "seconds": int(elapsed), "bench": load("gpu_bench.json"), "torch_peer": load("torch_peer.json")}
+          "seconds": int(elapsed), "bench": load("gpu_bench.json"), "torch_peer": load("torch_peer.json"),
+          "deep_bench": load("deep_bench.json")}
 with open(os.path.join(out, "device_check.json"), "w") as f:
     json.dump(result, f, indent=1)
 EOF
