@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run_all.sh [--reduced|--full] [extra options for every script]: every
-# reproduction script in turn (results 1-4 of docs/reproduction.md), on the
+# reproduction script in turn (results 1-5 of docs/reproduction.md), on the
 # Fashion-MNIST mosaic's default pair (trouser vs T-shirt) and, for results 1
 # and 2, on trouser vs ankle boot (the pair whose separate router routes like
-# the paper's MNIST 1 vs 0). Needs a built pmoe (build-repro/pmoe or
-# build/pmoe, or $PMOE). --reduced takes minutes, --full a few hours on 2 cores;
+# the paper's MNIST 1 vs 0); result 5 (WRN vs WRN-pMoE) on the noisy task.
+# Needs a built pmoe (build-repro/pmoe or build/pmoe, or $PMOE). --reduced
+# takes minutes, --full a few hours on 2 cores;
 # results are cached (~/.cache/pmoe-reproduce), so a stopped run resumes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,3 +20,4 @@ py=/usr/bin/python3
 "$py" "$here/fig4_sample_complexity.py" "$mode" --pos-class 1 --neg-class 9 --tag 1v9 \
   --models cnn,separate,joint,separate_lr02 "$@"
 "$py" "$here/fig8_router_recall.py" "$mode" --pos-class 1 --neg-class 9 --tag 1v9 "$@"
+"$py" "$here/fig14_wrn_vs_pmoe.py" "$mode" "$@"
