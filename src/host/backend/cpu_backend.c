@@ -6,6 +6,7 @@
  * written by one thread with a fixed summation order, so results do not
  * depend on the thread count. */
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,11 @@ static pmoe_status cpu_copy(pmoe_backend *be, void *dst, const void *src, size_t
 }
 
 static void cpu_fill(pmoe_backend *be, float *dst, float value, int64_t count) {
+    if (count <= 0) return;
+    if (value == 0.0f && !signbit(value)) { /* +0.0f is all zero bits */
+        memset(dst, 0, (size_t)count * sizeof(float));
+        return;
+    }
     for (int64_t i = 0; i < count; i++) dst[i] = value;
 }
 

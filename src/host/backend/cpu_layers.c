@@ -545,6 +545,61 @@ void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float
 
 /* -------------------------------------------------------------- batch norm */
 
+/* Sums over one row of a channel in double, split over ROW_LANES
+ * interleaved partial sums (independent chains, so the adds pipeline
+ * instead of waiting on each other) added in a fixed order: the result
+ * depends on the row only, never on the thread that sums it. */
+enum { ROW_LANES = 8 };
+
+static double row_sum(const float *x, int64_t n) {
+    double acc[ROW_LANES] = {0}, total = 0.0;
+    int64_t i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int j = 0; j < ROW_LANES; j++) acc[j] += x[i + j];
+    for (int j = 0; j < ROW_LANES; j++) total += acc[j];
+    for (; i < n; i++) total += x[i];
+    return total;
+}
+
+/* sum of (x - mean)^2 over one row */
+static double row_sum_sq(const float *x, int64_t n, double mean) {
+    double acc[ROW_LANES] = {0}, total = 0.0;
+    int64_t i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int j = 0; j < ROW_LANES; j++) {
+            const double d = x[i + j] - mean;
+            acc[j] += d * d;
+        }
+    for (int j = 0; j < ROW_LANES; j++) total += acc[j];
+    for (; i < n; i++) {
+        const double d = x[i] - mean;
+        total += d * d;
+    }
+    return total;
+}
+
+/* sum of g and of g (x - mean) invstd over one row */
+static void row_sums_backward(const float *x, const float *g, int64_t n, double mean,
+                              double invstd, double *sum_g, double *sum_g_xhat) {
+    double a[ROW_LANES] = {0}, b[ROW_LANES] = {0}, ta = 0.0, tb = 0.0;
+    int64_t i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int j = 0; j < ROW_LANES; j++) {
+            a[j] += g[i + j];
+            b[j] += g[i + j] * ((x[i + j] - mean) * invstd);
+        }
+    for (int j = 0; j < ROW_LANES; j++) {
+        ta += a[j];
+        tb += b[j];
+    }
+    for (; i < n; i++) {
+        ta += g[i];
+        tb += g[i] * ((x[i] - mean) * invstd);
+    }
+    *sum_g += ta;
+    *sum_g_xhat += tb;
+}
+
 void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                                  const float *gamma, const float *beta, float *y, float *save_mean,
                                  float *save_invstd, float *running_mean, float *running_var,
@@ -555,19 +610,10 @@ void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const
 #pragma omp parallel for schedule(static) if (C > 1 && N * C > 16384)
     for (int c = 0; c < C; c++) {
         double sum = 0.0;
-        for (int64_t b = 0; b < B; b++) {
-            const float *row = x + (b * C + c) * S;
-            for (int64_t i = 0; i < S; i++) sum += row[i];
-        }
+        for (int64_t b = 0; b < B; b++) sum += row_sum(x + (b * C + c) * S, S);
         const double mean = sum / (double)N;
         double sq = 0.0; /* two passes: no cancellation when |mean| >> std */
-        for (int64_t b = 0; b < B; b++) {
-            const float *row = x + (b * C + c) * S;
-            for (int64_t i = 0; i < S; i++) {
-                const double d = row[i] - mean;
-                sq += d * d;
-            }
-        }
+        for (int64_t b = 0; b < B; b++) sq += row_sum_sq(x + (b * C + c) * S, S, mean);
         const double var = sq / (double)N;
         const float mean_f = (float)mean, invstd_f = (float)(1.0 / sqrt(var + (double)s->eps));
         save_mean[c] = mean_f;
@@ -613,13 +659,9 @@ void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const floa
     for (int c = 0; c < C; c++) {
         const double mean = save_mean[c], invstd = save_invstd[c];
         double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int64_t b = 0; b < B; b++) {
-            const float *in = x + (b * C + c) * S, *g = dy + (b * C + c) * S;
-            for (int64_t i = 0; i < S; i++) {
-                sum_dy += g[i];
-                sum_dy_xhat += g[i] * ((in[i] - mean) * invstd);
-            }
-        }
+        for (int64_t b = 0; b < B; b++)
+            row_sums_backward(x + (b * C + c) * S, dy + (b * C + c) * S, S, mean, invstd, &sum_dy,
+                              &sum_dy_xhat);
         if (dbeta) dbeta[c] = (float)sum_dy;
         if (dgamma) dgamma[c] = (float)sum_dy_xhat;
         if (!dx) continue;
@@ -647,8 +689,8 @@ void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y)
 void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
                        float *dx) {
 #pragma omp parallel for schedule(static) if (count > 65536)
-    for (int64_t i = 0; i < count; i++)
-        if (y[i] > 0.0f) dx[i] += dy[i];
+    for (int64_t i = 0; i < count; i++) /* a select, not a branch: it vectorises */
+        dx[i] = y[i] > 0.0f ? dx[i] + dy[i] : dx[i];
 }
 
 void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,
