@@ -1,5 +1,6 @@
-/* test_cuda_model.c: whole training steps of the two-layer pMoE and the CNN
- * on the CUDA backend against the CPU backend, and GPU determinism.
+/* test_cuda_model.c: whole training steps of the two-layer pMoE and the CNN,
+ * and of WRN and WRN-pMoE (sparse and dense-masked), on the CUDA backend
+ * against the CPU backend, and GPU determinism.
  *
  * The same config builds the model on both backends (the parameters are
  * initialised on the host from train.seed, so they start identical); the
@@ -114,26 +115,30 @@ static void test_step(const setup *u) {
         compare("gate", g, c, g->gate, c->gate, B * k * l, 1e-5);
     }
     compare("hidden", g, c, g->hidden_out, c->hidden_out, k * rows * h, 1e-5);
-    static const char *names[PARAM_COUNT] = {"router grad", "experts grad", "output grad"};
-    for (int i = 0; i < PARAM_COUNT; i++)
-        if (c->params[i].grad.data)
-            compare(names[i], g, c, g->params[i].grad.data, c->params[i].grad.data,
+    char what[96];
+    for (int i = 0; i < c->param_count; i++) /* every gradient, then every value after SGD */
+        if (c->params[i].grad.data && pmoe_model_updates(c, i)) {
+            snprintf(what, sizeof what, "%s grad", c->params[i].name);
+            compare(what, g, c, g->params[i].grad.data, c->params[i].grad.data,
                     pmoe_tensor_numel(&c->params[i].grad), 1e-4);
+        }
     pmoe_model_sgd(g, 0.2f, 0.9f, 1e-4f);
     pmoe_model_sgd(c, 0.2f, 0.9f, 1e-4f);
-    static const char *after[PARAM_COUNT] = {"router after SGD", "experts after SGD", "output after SGD"};
-    for (int i = 0; i < PARAM_COUNT; i++)
-        if (c->params[i].value.data)
-            compare(after[i], g, c, g->params[i].value.data, c->params[i].value.data,
+    for (int i = 0; i < c->param_count; i++) /* running statistics included */
+        if (c->params[i].value.data) {
+            snprintf(what, sizeof what, "%s after SGD", c->params[i].name);
+            compare(what, g, c, g->params[i].value.data, c->params[i].value.data,
                     pmoe_tensor_numel(&c->params[i].value), 1e-5);
+        }
     gpu_die(gpu->synchronize(gpu, &err), &err);
     pmoe_model_free(g);
     pmoe_model_free(c);
 
     /* Determinism: two fresh GPU models, three steps, the same bits. */
+    enum { MOST_PARAMS = 128 };
     double losses[2][3];
-    float *params[2][PARAM_COUNT] = {{0}};
-    int64_t counts[PARAM_COUNT] = {0};
+    float *params[2][MOST_PARAMS] = {{0}};
+    int64_t counts[MOST_PARAMS] = {0};
     for (int run = 0; run < 2; run++) {
         gpu_die(build(gpu, u, &g, &err), &err);
         load_batch(g, u, images, labels);
@@ -142,7 +147,7 @@ static void test_step(const setup *u) {
             step(g, u->batch, &losses[run][s], &correct);
             pmoe_model_sgd(g, 0.2f, 0.9f, 1e-4f);
         }
-        for (int i = 0; i < PARAM_COUNT; i++)
+        for (int i = 0; i < g->param_count && i < MOST_PARAMS; i++)
             if (g->params[i].value.data) {
                 counts[i] = pmoe_tensor_numel(&g->params[i].value);
                 params[run][i] = from_device(gpu, g->params[i].value.data, (size_t)counts[i] * 4);
@@ -150,7 +155,7 @@ static void test_step(const setup *u) {
         pmoe_model_free(g);
     }
     int same = memcmp(losses[0], losses[1], sizeof losses[0]) == 0;
-    for (int i = 0; i < PARAM_COUNT; i++)
+    for (int i = 0; i < MOST_PARAMS; i++)
         if (params[0][i]) {
             same &= memcmp(params[0][i], params[1][i], (size_t)counts[i] * 4) == 0;
             free(params[0][i]);
@@ -227,6 +232,17 @@ int main(void) {
           "model.router_init_std=0.1", NULL}, 1, 28, 28, 7, 10, 33},
         {"CNN, binary, n64 d640", {"model.type=cnn", "model.hidden=40", NULL}, 40, 32, 32, 4, 1, 128},
         {"CNN, 10 classes", {"model.type=cnn", "model.hidden=24", NULL}, 1, 28, 28, 7, 10, 20},
+        /* the deep models (patch: on group 3's map, a quarter of the input) */
+        {"WRN, w = 2", {"model.type=wrn", "model.width=2", NULL}, 3, 32, 32, 1, 10, 32},
+        {"WRN-pMoE sparse, 1x1 patches, k4 l16, 1x1 experts", {"model.type=wrn_pmoe",
+          "model.width=2", "model.experts=4", "model.topl=16", "model.expert_kernel=1", NULL},
+         3, 32, 32, 1, 10, 32},
+        {"WRN-pMoE sparse, 4x4 patches, k8 l2, 3x3 experts", {"model.type=wrn_pmoe",
+          "model.width=1", "model.experts=8", "model.topl=2", "model.expert_kernel=3", NULL},
+         1, 64, 64, 4, 10, 16},
+        {"WRN-pMoE dense-masked, 3x3 experts", {"model.type=wrn_pmoe", "model.width=1",
+          "model.experts=4", "model.topl=4", "model.moe_impl=dense_masked", NULL},
+         1, 32, 32, 2, 10, 16},
     };
     for (size_t i = 0; i < sizeof setups / sizeof *setups; i++) test_step(&setups[i]);
     test_train("pmoe");
