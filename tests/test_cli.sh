@@ -53,6 +53,14 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
   NOISY=(--set data.source=noisy --set data.train_size=20 --set data.test_size=10)
   expect_error "model.topl = 65 exceeds the 64 patches of the 8x8 feature map" train "${WRN[@]}" "${NOISY[@]}" --set model.patch=1 --set model.topl=65
   expect_error "model.patch = 3 does not divide the 8x8 feature map" train "${WRN[@]}" "${NOISY[@]}" --set model.patch=3
+  # A deep model resumes bit for bit (batch-norm running statistics and
+  # velocities travel in the checkpoint): two epochs whole, or one and a resume.
+  DEEP=("${WRN[@]}" "${NOISY[@]}" --set data.train_size=64 --set train.batch=16 --set train.momentum=0.9
+        --set model.experts=4 --set model.topl=4 --set train.threads=2 --json --quiet)
+  whole=$("$PMOE" train "${DEEP[@]}" --set train.epochs=2 --set train.checkpoint_dir="$TMP/deep-a" | tail -1 | grep -o '"test_acc":[^,]*,"train_loss":[^,]*')
+  "$PMOE" train "${DEEP[@]}" --set train.epochs=1 --set train.checkpoint_dir="$TMP/deep-b" --set train.checkpoint_every=100 >/dev/null
+  resumed=$("$PMOE" train --resume "$TMP/deep-b" --set train.epochs=2 --json --quiet | tail -1 | grep -o '"test_acc":[^,]*,"train_loss":[^,]*')
+  if [ -n "$whole" ] && [ "$whole" = "$resumed" ]; then ok; else bad "wrn_pmoe resume: '$whole' against '$resumed'"; fi
   expect_error "needs an input side divisible by 4" train "${WRN[@]}" --set data.source=idx --set data.train_size=20 --set data.test_size=10 --set data.image_size=30
 fi
 expect_error "cannot open config" train --config "$TMP/missing.ini"
