@@ -1,7 +1,11 @@
-/* test_phase_timer.c: the phase timer tiles time into phases, and the NVTX
- * ranges are on or off as the build says. Built twice (tests/CMakeLists.txt):
+/* test_phase_timer.c: the phase timer tiles time into phases, on the host
+ * clock and on a device clock (a fake one standing in for CUDA events,
+ * including running out of marks), and the NVTX ranges are on or off as
+ * the build says. Built twice (tests/CMakeLists.txt):
  * with NVTX where the headers exist, and always once without, so both
  * builds compile and run. EXPECT_NVTX says which this is. */
+#include <math.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/phase_timer.h"
@@ -14,9 +18,64 @@ static void spin(double seconds) {
     while ((double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec) < seconds);
 }
 
+/* A device clock whose time the test sets: `now` in seconds, `capacity` marks. */
+typedef struct fake_clock {
+    double now, at[256];
+    int used, capacity, resets;
+} fake_clock;
+static int fake_mark(void *ctx) {
+    fake_clock *f = ctx;
+    if (f->used == f->capacity) return -1;
+    f->at[f->used] = f->now;
+    return f->used++;
+}
+static double fake_seconds(void *ctx, int from, int to) {
+    fake_clock *f = ctx;
+    return f->at[to] - f->at[from];
+}
+static void fake_reset(void *ctx) {
+    fake_clock *f = ctx;
+    f->used = 0;
+    f->resets++;
+}
+static int waits;
+static void count_wait(void *ctx) { waits++; }
+
+/* Alternates two phases `steps` times, each lasting 1 ms of the fake
+ * clock, then stops: the phases must hold 1 ms per entry, whatever the
+ * clock's capacity or the timer's span buffer forces. */
+static void check_device_clock(int capacity, int steps) {
+    fake_clock f = {0};
+    f.capacity = capacity;
+    const pmoe_device_clock clock = {&f, capacity, fake_mark, fake_seconds, fake_reset};
+    pmoe_phase_timer t;
+    memset(&t, 0, sizeof t);
+    t.clock = &clock;
+    t.wait = count_wait; /* must not be called: the clock replaces waiting */
+    pmoe_timer_reset(&t);
+    waits = 0;
+    for (int i = 0; i < steps; i++) {
+        pmoe_timer_enter(&t, i % 2 ? PMOE_T_EXPERTS : PMOE_T_DATA, (uint64_t)i);
+        f.now += 1e-3;
+    }
+    pmoe_timer_stop(&t);
+    const double data = t.seconds[PMOE_T_DATA], experts = t.seconds[PMOE_T_EXPERTS];
+    const double want_data = 1e-3 * ((steps + 1) / 2), want_experts = 1e-3 * (steps / 2);
+    CHECK_MSG(fabs(data - want_data) < 1e-9 && fabs(experts - want_experts) < 1e-9,
+              "capacity %d, %d phases: data %.6f (want %.6f), experts %.6f (want %.6f)", capacity,
+              steps, data, want_data, experts, want_experts);
+    CHECK(waits == 0 && t.current == -1 && t.spans == 0 && f.used == 0);
+    pmoe_timer_stop(&t); /* a second stop is harmless */
+    CHECK(fabs(t.seconds[PMOE_T_DATA] - data) < 1e-12);
+}
+
 int main(void) {
     CHECK(pmoe_trace_enabled() == EXPECT_NVTX);
+    check_device_clock(256, 2);   /* one step's phases, read at stop */
+    check_device_clock(256, 150); /* more than the timer's span buffer */
+    check_device_clock(7, 40);    /* a clock that runs out of marks */
     pmoe_phase_timer t;
+    memset(&t, 0, sizeof t);
     pmoe_timer_reset(&t);
     t.wait = NULL;
     pmoe_timer_enter(&t, PMOE_T_DATA, 1);

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/phase_timer.h"
 #include "core/tensor.h"
 #include "pmoe/config.h"
 #include "pmoe/status.h"
@@ -298,6 +299,9 @@ struct pmoe_backend {
     /* Optional (NULL when absent): start (1) or stop (0) the device profiler's
      * capture, for `nsys --capture-range=cudaProfilerApi`. */
     void (*profiler)(pmoe_backend *be, int start);
+    /* Optional (NULL when absent): the device's own clock (CUDA events), so
+     * phase timers need not wait for the device at each boundary. */
+    const pmoe_device_clock *clock;
 };
 
 /* The CPU backend. threads <= 0 leaves OpenMP's and OpenBLAS's choice. */

@@ -222,7 +222,10 @@ static void wait_for_backend(void *ctx) {
 
 static void model_set_timer(bench_target *t, pmoe_phase_timer *timer) {
     model_target *s = t->state;
-    if (timer && s->be->asynchronous) {
+    if (timer && s->be->clock) { /* the device's events: no wait at each phase */
+        timer->clock = s->be->clock;
+        pmoe_timer_reset(timer);
+    } else if (timer && s->be->asynchronous) {
         timer->wait = wait_for_backend;
         timer->wait_ctx = s->be;
     }

@@ -9,9 +9,12 @@
  * same names; without NVTX the ranges compile to nothing. Times come from
  * the host clock; on an asynchronous backend the timer first waits for the
  * device (the wait hook), since a host clock around asynchronous launches
- * measures only the launches. That wait serialises host and device, which
- * costs the two-layer model little (its step is one stream of dependent
- * ops); CUDA events would avoid it. */
+ * measures only the launches. That wait serialises host and device; a
+ * backend with a clock of its own (CUDA events: pmoe_device_clock) avoids
+ * it: the timer then marks each boundary on the device's queue without
+ * waiting and reads the intervals when it stops (once a step), so the
+ * phases are the device's own time and the host runs ahead as it would
+ * untimed. Both ways, the phases tile the timed span. */
 #ifndef PMOE_CORE_PHASE_TIMER_H
 #define PMOE_CORE_PHASE_TIMER_H
 
@@ -44,14 +47,36 @@ typedef enum pmoe_phase_id {
 /* The phases that make up a training step (all before PMOE_T_CHECKPOINT). */
 #define PMOE_T_STEP_PHASES PMOE_T_CHECKPOINT
 
+/* A device's own clock. mark() records a timestamp on the device's queue
+ * and returns at once with its id (-1 on failure); seconds() waits for the
+ * later mark and returns the time between two; reset() frees every mark.
+ * It holds `capacity` marks (>= 2) between resets. */
+typedef struct pmoe_device_clock {
+    void *ctx;
+    int capacity;
+    int (*mark)(void *ctx);
+    double (*seconds)(void *ctx, int from, int to);
+    void (*reset)(void *ctx);
+} pmoe_device_clock;
+
+/* Intervals a timer with a device clock holds until it stops. */
+#define PMOE_TIMER_SPANS 64
+
 typedef struct pmoe_phase_timer {
     double seconds[PMOE_T_COUNT]; /* accumulated since the last reset */
     int current;                  /* -1: none open */
     double since;                 /* host clock at the current phase's start */
     void (*wait)(void *ctx);      /* NULL, or waits for queued device work */
     void *wait_ctx;
+    /* With a device clock (NULL: the host clock, after wait): */
+    const pmoe_device_clock *clock;
+    int open_mark;                /* the current phase's starting mark */
+    int marks;                    /* marks taken since the clock's last reset */
+    int spans;                    /* intervals recorded, not yet read */
+    int span_phase[PMOE_TIMER_SPANS], span_from[PMOE_TIMER_SPANS], span_to[PMOE_TIMER_SPANS];
 } pmoe_phase_timer;
 
+/* Zeroes the seconds and closes any phase; keeps wait and clock. */
 void pmoe_timer_reset(pmoe_phase_timer *t);
 /* Closes the open phase (if any) and opens `phase`; t may be NULL (a no-op). */
 void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload);

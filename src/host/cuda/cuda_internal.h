@@ -17,6 +17,9 @@
 
 typedef struct cuda_conv_state cuda_conv_state;
 
+/* Marks of the device clock (cuda_clock.c): a step's phases need about 20. */
+#define CUDA_CLOCK_MARKS 160
+
 typedef struct cuda_context {
     pmoe_backend be;      /* be.impl points back here */
     int device;
@@ -25,6 +28,9 @@ typedef struct cuda_context {
     pmoe_error error;     /* the first failure; code PMOE_OK while none */
     char name[160];       /* "cuda:0 (NVIDIA H200)" */
     cuda_conv_state *conv;/* cuDNN handle, plans and workspace; made on first use */
+    pmoe_device_clock clock;                  /* be.clock: CUDA events on the stream */
+    cudaEvent_t clock_events[CUDA_CLOCK_MARKS];/* made on first use */
+    int clock_made, clock_used;
 } cuda_context;
 
 static inline cuda_context *cuda_context_of(pmoe_backend *be) { return (cuda_context *)be->impl; }
@@ -34,6 +40,10 @@ void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* Sets up be.clock (cuda_clock.c); frees its events. */
+void cuda_clock_init(cuda_context *c);
+void cuda_clock_release(cuda_context *c);
 
 /* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
 void cuda_conv_release(cuda_context *c);

@@ -266,8 +266,9 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
                        "expert load", err);
     if (!s) {
         fill_info(r);
+        r->timer.clock = r->be->clock; /* the device's events, where it has them */
         pmoe_timer_reset(&r->timer);
-        if (r->be->asynchronous) {
+        if (r->be->asynchronous && !r->be->clock) {
             r->timer.wait = wait_for_backend;
             r->timer.wait_ctx = r->be;
         }
