@@ -171,10 +171,21 @@ class Runner:
                            "bin": self.digest}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def cache_extras(self, want_log, want_routing):
+        """What, besides the settings, makes a cached result (a subclass that
+        keeps another log names its version here)."""
+        return {"log": bool(want_log), "routing": bool(want_routing)}
+
+    def keep_log(self, result, rows):
+        """Stores what the experiments read of the per-epoch log rows."""
+        keep = ("phase", "epoch", "train_loss", "train_acc", "test_acc", "router_recall",
+                "expert_recall")
+        result["epochs_log"] = [{k: r.get(k) for k in keep} for r in rows]
+
     def run_one(self, settings, want_log=False, want_routing=False):
         settings = dict(settings)
         settings["train.threads"] = 1
-        extras = {"log": bool(want_log), "routing": bool(want_routing)}
+        extras = self.cache_extras(want_log, want_routing)
         key = self.key(settings, extras)
         with self.lock:
             if key in self.cache:
@@ -197,10 +208,7 @@ class Runner:
             result = json.loads(lines[-1])
             if want_log:
                 with open(logfile) as f:
-                    rows = [json.loads(l) for l in f if l.strip()]
-                keep = ("phase", "epoch", "train_loss", "train_acc", "test_acc", "router_recall",
-                        "expert_recall")
-                result["epochs_log"] = [{k: r.get(k) for k in keep} for r in rows]
+                    self.keep_log(result, [json.loads(l) for l in f if l.strip()])
             if want_routing:
                 ckpt_dir = os.path.join(tmp, "ckpt")
                 files = sorted(f for f in os.listdir(ckpt_dir) if f.endswith(".safetensors"))

@@ -40,12 +40,9 @@ Writes docs/reproduction/fig14_wrn_vs_pmoe[-TAG][-reduced].{csv,png,txt};
 
 import argparse
 import configparser
-import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -78,43 +75,19 @@ class DeepRunner(common.Runner):
     two-layer experiments' fields only), and the per-position expert load of
     the last epoch."""
 
-    def run_one(self, settings, want_log=True, want_routing=False):
-        settings = dict(settings)
-        settings["train.threads"] = 1
-        extras = {"log": "deep-v1"}
-        key = self.key(settings, extras)
-        with self.lock:
-            if key in self.cache:
-                self.done += 1
-                return self.cache[key]
-        with tempfile.TemporaryDirectory(prefix="pmoe-repro-") as tmp:
-            logfile = os.path.join(tmp, "epochs.jsonl")
-            cmd = [self.pmoe, "train", "--json", "--quiet", "--log", logfile]
-            for k, v in sorted(settings.items()):
-                cmd += ["--set", f"{k}={common.fmt_value(v)}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"pmoe failed ({proc.returncode}): {' '.join(cmd)}\n"
-                                   f"{proc.stderr.strip()}")
-            lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
-            result = json.loads(lines[-1])
-            with open(logfile) as f:
-                rows = [json.loads(l) for l in f if l.strip()]
-            keep = ("epoch", "train_loss", "train_acc", "test_acc", "router_recall",
-                    "step_seconds", "seconds")
-            result["epochs_log"] = []
-            for r in rows:
-                e = {k: r.get(k) for k in keep}
-                e["eval_seconds"] = (r.get("phase_seconds") or {}).get("eval")
-                result["epochs_log"].append(e)
-            if rows and rows[-1].get("expert_load_position") is not None:
-                result["last_load_position"] = rows[-1]["expert_load_position"]
-        with self.lock:
-            self.cache[key] = result
-            with open(self.cache_path, "a") as f:
-                f.write(json.dumps({"key": key, "value": result}) + "\n")
-            self.done += 1
-        return result
+    def cache_extras(self, want_log, want_routing):
+        return {"log": "deep-v1"}
+
+    def keep_log(self, result, rows):
+        keep = ("epoch", "train_loss", "train_acc", "test_acc", "router_recall",
+                "step_seconds", "seconds")
+        result["epochs_log"] = []
+        for r in rows:
+            e = {k: r.get(k) for k in keep}
+            e["eval_seconds"] = (r.get("phase_seconds") or {}).get("eval")
+            result["epochs_log"].append(e)
+        if rows and rows[-1].get("expert_load_position") is not None:
+            result["last_load_position"] = rows[-1]["expert_load_position"]
 
 
 def epochs_for(n, presentations, min_epochs, max_epochs):
