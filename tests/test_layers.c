@@ -226,6 +226,8 @@ static void test_conv(void) {
     conv_case(20, 6, 3, 5, 4, 1, 1, 1, 0, 1, seed += 10);   /* 1x1, many samples per GEMM */
     conv_case(65, 8, 4, 4, 8, 3, 3, 1, 1, 1, seed += 10);   /* many tiny maps, last task 1 sample */
     conv_case(600, 4, 1, 1, 3, 3, 3, 1, 1, 1, seed += 10);  /* 1x1 maps, 3x3 pad 1 */
+    conv_case(300, 6, 1, 1, 5, 1, 1, 1, 0, 1, seed += 10);  /* 1x1 on 1x1 maps: one product */
+    conv_case(3, 7, 1, 1, 4, 1, 1, 1, 0, 0, seed += 10);    /* the same, a few samples */
     conv_case(2, 2, 23, 25, 3, 3, 3, 1, 1, 1, seed += 10);  /* one sample fills a GEMM */
     conv_case(2, 3, 24, 24, 2, 1, 1, 1, 0, 0, seed += 10);  /* 1x1 straight from x */
     conv_case(3, 2, 9, 9, 3, 3, 3, 2, 0, 1, seed += 10);    /* stride 2 no padding */

@@ -390,10 +390,21 @@ static void conv_direct_backward(const conv_plan *p, const float *x, const float
     }
 }
 
+/* A 1x1 stride-1 convolution of 1x1 maps (the pMoE layer's 1x1 experts on
+ * 1x1 patches) is one matrix product over the batch: y (B x K) = x (B x C)
+ * w^T. cpu_gemm cuts it into fixed row blocks, so results do not depend on
+ * the thread count. */
+static int conv_is_product(const conv_plan *p) { return p->identity && p->HW == 1; }
+
 void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
                         const float *w, const float *bias, float *y) {
     conv_plan p;
     if (!conv_plan_make(s, &p)) return;
+    if (conv_is_product(&p)) {
+        cpu_gemm(be, 0, 1, p.B, p.K, p.C, 1.0f, x, p.C, 0, w, p.C, 0, 0.0f, y, p.K, 0, 1);
+        if (bias) cpu_channel_bias_forward(be, p.B, p.K, 1, bias, y);
+        return;
+    }
     /* x[b] is the column matrix of a lone 1x1 sample; one sample's output goes straight to y */
     const int need_col = !(p.identity && p.per_task == 1), need_mat = p.per_task > 1;
     conv_work wk;
@@ -465,6 +476,11 @@ void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float
         }
     }
     if (!dx && !dw) return;
+    if (conv_is_product(&p)) { /* dx += dy w; dw = dy^T x */
+        if (dx) cpu_gemm(be, 0, 0, p.B, p.C, p.K, 1.0f, dy, p.K, 0, w, p.C, 0, 1.0f, dx, p.C, 0, 1);
+        if (dw) cpu_gemm(be, 1, 0, p.K, p.C, p.B, 1.0f, dy, p.K, 0, x, p.C, 0, 0.0f, dw, p.C, 0, 1);
+        return;
+    }
 
     /* The weight gradient's fixed groups of consecutive tasks. */
     const int64_t KCRS = p.K * p.CRS;
