@@ -24,14 +24,11 @@ static __global__ void dispatch_gather_kernel(int64_t total, int64_t batch, int 
                                               const int32_t *__restrict__ selected,
                                               float *__restrict__ expert_in) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
-    const int64_t rows_per_expert = batch * l;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int64_t row = i / d;
-        const int col = (int)(i - row * d);
-        const int64_t e = row / rows_per_expert, r = row - e * rows_per_expert;
-        const int64_t b = r / l, t = r - b * l;
-        const int32_t j = selected[(b * k + e) * l + t];
-        expert_in[i] = (unsigned)j < (unsigned)n ? patches[(b * n + j) * (int64_t)d + col] : 0.0f;
+        const expert_row_place p = expert_row_of(i, d, batch, k, l);
+        const int32_t j = selected[p.pick];
+        expert_in[i] =
+            (unsigned)j < (unsigned)n ? patches[(p.sample * n + j) * (int64_t)d + p.col] : 0.0f;
     }
 }
 

@@ -39,6 +39,28 @@ static inline unsigned grid_for(int64_t total, int threads) {
 
 /* Every lane gets the same bits: lane a adds v_a + v_b and lane b adds
  * v_b + v_a, and float addition commutes. */
+/* Where value i of an expert-major block (k x (B l) x width: expert s's
+ * rows b l + t, as dispatch_gather lays them out) comes from: its expert,
+ * sample, slot and column, and `pick`, the index of (b, s, t) in the
+ * B x k x l selection and gate arrays. */
+typedef struct expert_row_place {
+    int64_t expert, sample, slot, pick;
+    int col;
+} expert_row_place;
+
+static __device__ __forceinline__ expert_row_place expert_row_of(int64_t i, int width,
+                                                                 int64_t batch, int k, int l) {
+    expert_row_place p;
+    const int64_t row = i / width, rows_per_expert = batch * l;
+    p.col = (int)(i - row * width);
+    p.expert = row / rows_per_expert;
+    const int64_t r = row - p.expert * rows_per_expert;
+    p.sample = r / l;
+    p.slot = r - p.sample * l;
+    p.pick = (p.sample * k + p.expert) * l + p.slot;
+    return p;
+}
+
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(PMOE_FULL_MASK, v, offset);
     return v;

@@ -39,17 +39,12 @@ static __global__ void moe_scatter_forward_kernel(int64_t total, int64_t batch, 
                                                   const float *__restrict__ gate,
                                                   float *__restrict__ out_patches) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
-    const int64_t rows_per_expert = batch * l;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int64_t row = i / e;
-        const int col = (int)(i - row * e);
-        const int64_t s = row / rows_per_expert, r = row - s * rows_per_expert;
-        const int64_t b = r / l, t = r - b * l;
-        const int64_t pick = (b * k + s) * l + t;
-        const int32_t j = selected[pick];
+        const expert_row_place p = expert_row_of(i, e, batch, k, l);
+        const int32_t j = selected[p.pick];
         if ((unsigned)j >= (unsigned)n) continue;
-        const float g = gate ? gate[pick] : 1.0f;
-        out_patches[((b * n + j) * k + s) * (int64_t)e + col] = g * expert_out[i];
+        const float g = gate ? gate[p.pick] : 1.0f;
+        out_patches[((p.sample * n + j) * k + p.expert) * (int64_t)e + p.col] = g * expert_out[i];
     }
 }
 
@@ -61,18 +56,13 @@ static __global__ void moe_scatter_backward_values_kernel(int64_t total, int64_t
                                                           const float *__restrict__ gate,
                                                           float *__restrict__ dexpert_out) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
-    const int64_t rows_per_expert = batch * l;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int64_t row = i / e;
-        const int col = (int)(i - row * e);
-        const int64_t s = row / rows_per_expert, r = row - s * rows_per_expert;
-        const int64_t b = r / l, t = r - b * l;
-        const int64_t pick = (b * k + s) * l + t;
-        const int32_t j = selected[pick];
+        const expert_row_place p = expert_row_of(i, e, batch, k, l);
+        const int32_t j = selected[p.pick];
         float v = 0.0f;
         if ((unsigned)j < (unsigned)n) {
-            const float g = gate ? gate[pick] : 1.0f;
-            v = g * dout_patches[((b * n + j) * k + s) * (int64_t)e + col];
+            const float g = gate ? gate[p.pick] : 1.0f;
+            v = g * dout_patches[((p.sample * n + j) * k + p.expert) * (int64_t)e + p.col];
         }
         dexpert_out[i] = v;
     }
