@@ -922,6 +922,23 @@ static void json_number(FILE *out, const char *key, double v) {
     else fprintf(out, "\"%s\":null", key);
 }
 
+/* The train and inference steps' median, min and max, each field followed
+ * by a comma. */
+static void json_timings(FILE *out, const pmoe_timing *train, const pmoe_timing *infer) {
+    const struct {
+        const char *key;
+        double v;
+    } fields[] = {
+        {"train_ms_per_step", train->median_ms}, {"train_ms_min", train->min_ms},
+        {"train_ms_max", train->max_ms},         {"infer_ms_per_step", infer->median_ms},
+        {"infer_ms_min", infer->min_ms},         {"infer_ms_max", infer->max_ms},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        json_number(out, fields[i].key, fields[i].v);
+        fputc(',', out);
+    }
+}
+
 static void json_kinds(FILE *out, const double *v) {
     fprintf(out, "{");
     for (int k = 0; k < PMOE_FLOPS_KINDS; k++) {
@@ -957,16 +974,11 @@ static void json_model(FILE *out, const pmoe_bench_result *r, const pmoe_bench_m
             (long long)m->mem.activation_bytes, (long long)m->mem.workspace_bytes,
             (long long)m->mem.backward_bytes, (long long)m->mem.device_peak_bytes,
             (long long)m->mem.host_bytes);
+    json_timings(out, &m->train, &m->infer);
     const struct {
         const char *key;
         double v;
     } numbers[] = {
-        {"train_ms_per_step", m->train.median_ms},
-        {"train_ms_min", m->train.min_ms},
-        {"train_ms_max", m->train.max_ms},
-        {"infer_ms_per_step", m->infer.median_ms},
-        {"infer_ms_min", m->infer.min_ms},
-        {"infer_ms_max", m->infer.max_ms},
         {"train_samples_per_s", (double)r->batch / (m->train.median_ms * 1e-3)},
         {"infer_samples_per_s", (double)r->batch / (m->infer.median_ms * 1e-3)},
         {"train_gflops", train_gf},
@@ -1070,16 +1082,12 @@ void pmoe_bench_write_json(FILE *out, const pmoe_bench_result *r) {
             json_kinds(out, k->train_flops);
             fprintf(out, ",\"infer_flops_per_sample\":");
             json_kinds(out, k->infer_flops);
+            fputc(',', out);
+            json_timings(out, &k->train, &k->infer);
             const struct {
                 const char *key;
                 double v;
             } numbers[] = {
-                {"train_ms_per_step", k->train.median_ms},
-                {"train_ms_min", k->train.min_ms},
-                {"train_ms_max", k->train.max_ms},
-                {"infer_ms_per_step", k->infer.median_ms},
-                {"infer_ms_min", k->infer.min_ms},
-                {"infer_ms_max", k->infer.max_ms},
                 {"executed_train_flops_ratio",
                  k->train_flops[PMOE_FLOPS_EXECUTED] / w->train_flops[PMOE_FLOPS_EXECUTED]},
                 {"train_ms_ratio", k->train.median_ms / w->train.median_ms},
@@ -1088,7 +1096,7 @@ void pmoe_bench_write_json(FILE *out, const pmoe_bench_result *r) {
                 {"infer_ms_ratio", k->infer.median_ms / w->infer.median_ms},
             };
             for (size_t j = 0; j < sizeof numbers / sizeof numbers[0]; j++) {
-                fputc(',', out);
+                if (j) fputc(',', out);
                 json_number(out, numbers[j].key, numbers[j].v);
             }
             fprintf(out, "}");
