@@ -11,8 +11,6 @@
 #include "model/moe_conv.h"
 
 enum { STREAM_DEEP_PARAMS = 1000 }; /* + parameter index */
-#define BN_EPS 1e-5f
-#define BN_MOMENTUM 0.1f
 
 static pmoe_deep_model *deep_of(pmoe_model *m) { return m->deep; }
 
@@ -206,7 +204,7 @@ pmoe_status deep_moe(pmoe_model *m, const char *name, struct moe_conv_layer *moe
 /* ---- the walk ---- */
 
 static pmoe_bn_shape bn_shape(const deep_activation *a, int64_t batch) {
-    return (pmoe_bn_shape){batch, a->channels, (int64_t)a->height * a->width, BN_EPS};
+    return (pmoe_bn_shape){batch, a->channels, (int64_t)a->height * a->width, DEEP_BN_EPS};
 }
 
 static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
@@ -229,7 +227,7 @@ static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
             op->batchnorm_forward_train(be, &bs, x->value, deep_value(m, L->param),
                                         deep_value(m, L->param + 1), y->value, L->save_mean,
                                         L->save_invstd, deep_value(m, L->param + 2),
-                                        deep_value(m, L->param + 3), BN_MOMENTUM);
+                                        deep_value(m, L->param + 3), DEEP_BN_MOMENTUM);
         else
             op->batchnorm_forward_eval(be, &bs, x->value, deep_value(m, L->param),
                                        deep_value(m, L->param + 1), deep_value(m, L->param + 2),

@@ -44,6 +44,11 @@ typedef struct deep_layer {
     struct moe_conv_layer *moe;     /* LAYER_MOE */
 } deep_layer;
 
+/* Batch norm everywhere in the deep models (the dense layers and the pMoE
+ * layer's experts), as PyTorch's defaults. */
+#define DEEP_BN_EPS 1e-5f
+#define DEEP_BN_MOMENTUM 0.1f
+
 enum { DEEP_MAX_LAYERS = 64, DEEP_MAX_ACTIVATIONS = 64, DEEP_MAX_PARAMS = 96 };
 
 typedef struct pmoe_deep_model {

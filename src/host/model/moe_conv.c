@@ -12,9 +12,6 @@
 #include "core/phase_timer.h"
 #include "model/layers.h"
 
-#define BN_EPS 1e-5f
-#define BN_MOMENTUM 0.1f
-
 enum { P_ROUTER, P_BN_WEIGHT, P_BN_BIAS, P_BN_MEAN, P_BN_VAR, P_CONV, P_COUNT };
 
 /* One allocation the layer owns, so release can give back what was taken. */
@@ -173,7 +170,7 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int64_t C = L->channels, k = L->experts, per = rows * C * h * w;
-    const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, BN_EPS};
+    const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, DEEP_BN_EPS};
     const pmoe_conv_shape cs = expert_conv(L, rows, h, w);
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
@@ -186,7 +183,7 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
                                         param(m, L, P_BN_BIAS) + s * C, L->normed + s * per,
                                         L->save_mean + s * C, L->save_invstd + s * C,
                                         param(m, L, P_BN_MEAN) + s * C,
-                                        param(m, L, P_BN_VAR) + s * C, BN_MOMENTUM);
+                                        param(m, L, P_BN_VAR) + s * C, DEEP_BN_MOMENTUM);
         else
             op->batchnorm_forward_eval(be, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
                                        param(m, L, P_BN_BIAS) + s * C,
@@ -209,7 +206,7 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
     const pmoe_conv_shape cs = expert_conv(L, rows, h, w);
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
-    const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, BN_EPS};
+    const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, DEEP_BN_EPS};
     be->fill(be, L->dactivated, 0.0f, k * per);
     be->fill(be, L->dnormed, 0.0f, k * per);
     be->fill(be, din, 0.0f, k * per);
