@@ -94,6 +94,23 @@ static int64_t parameter_bytes(const pmoe_model *m) {
     return bytes;
 }
 
+/* The split both model kinds share, given their activation and backward
+ * bytes: parameters, the backend's peak, the workspace as the rest of it,
+ * and the host's batch (images and labels). */
+static void set_memory(const model_target *s, int64_t act, int64_t backward,
+                       pmoe_bench_memory *mem) {
+    const pmoe_model *m = s->model;
+    const int64_t B = m->image.batch, F = (int64_t)sizeof(float), IDX = (int64_t)sizeof(int32_t);
+    const int64_t image = (int64_t)m->image.channels * m->image.height * m->image.width;
+    mem->parameter_bytes = parameter_bytes(m);
+    mem->activation_bytes = act;
+    mem->backward_bytes = backward;
+    mem->device_peak_bytes = s->be->mem.peak_bytes;
+    mem->workspace_bytes = mem->device_peak_bytes - mem->parameter_bytes - act;
+    mem->host_bytes = B * image * F + B * IDX;
+    mem->peak_bytes = mem->device_peak_bytes + mem->host_bytes;
+}
+
 /* What two_layer_create allocates, split as bench.h says (mirroring its
  * list). Workspace is what else the backend held at its peak: the backward
  * buffers and any op's transient scratch; the test holds the backward
@@ -110,13 +127,7 @@ static void two_layer_memory(const model_target *s, pmoe_bench_memory *mem) {
         if (m->expert_in) act += k * rows * d * F; /* not with the fused gather */
         backward += B * n * k * F + B * k * l * F + B * IDX + B * F;
     }
-    mem->parameter_bytes = parameter_bytes(m);
-    mem->activation_bytes = act;
-    mem->backward_bytes = backward;
-    mem->device_peak_bytes = s->be->mem.peak_bytes;
-    mem->workspace_bytes = mem->device_peak_bytes - mem->parameter_bytes - act;
-    mem->host_bytes = B * image * F + B * IDX;
-    mem->peak_bytes = mem->device_peak_bytes + mem->host_bytes;
+    set_memory(s, act, backward, mem);
 }
 
 /* A deep model's split: activations are the layer list's outputs (the
@@ -135,14 +146,7 @@ static void deep_memory(const model_target *s, pmoe_bench_memory *mem) {
         act += bytes;
         if (d->acts[i].grad) backward += bytes;
     }
-    const int64_t image = (int64_t)m->image.channels * m->image.height * m->image.width;
-    mem->parameter_bytes = parameter_bytes(m);
-    mem->activation_bytes = act;
-    mem->backward_bytes = backward;
-    mem->device_peak_bytes = s->be->mem.peak_bytes;
-    mem->workspace_bytes = mem->device_peak_bytes - mem->parameter_bytes - act;
-    mem->host_bytes = B * image * F + B * IDX;
-    mem->peak_bytes = mem->device_peak_bytes + mem->host_bytes;
+    set_memory(s, act, backward, mem);
 }
 
 static void set_per_sample(pmoe_bench_model *out) {
