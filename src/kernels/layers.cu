@@ -220,6 +220,12 @@ static int check_count(const char *op, int64_t count) {
     return count < 0 ? argument_error("%s: count %lld", op, (long long)count) : 0;
 }
 
+static int check_pool(const char *op, int64_t rows, int64_t spatial) {
+    return rows < 0 || spatial < 1
+               ? argument_error("%s: rows %lld spatial %lld", op, (long long)rows, (long long)spatial)
+               : 0;
+}
+
 /* batch x channels x spatial; per-channel kernels also need a channel's
  * batch * spatial values to fit the 32-bit split. */
 static int check_channels(const char *op, int64_t batch, int channels, int64_t spatial,
@@ -260,10 +266,8 @@ extern "C" int PMOE_KERNEL(axpby)(int64_t count, float alpha, const float *x, fl
 
 extern "C" int PMOE_KERNEL(avgpool_forward)(int64_t rows, int64_t spatial, const float *x,
                                             float *y, void *stream) {
-    if (rows < 0 || spatial < 1)
-        return argument_error("avgpool_forward: rows %lld spatial %lld", (long long)rows,
-                              (long long)spatial);
-    if (!rows) return 0;
+    int rc = check_pool("avgpool_forward", rows, spatial);
+    if (rc || !rows) return rc;
     PMOE_LAUNCH(avgpool_forward_kernel, dim3(grid_for(rows, ELEMENT_THREADS / 32)),
                 dim3(ELEMENT_THREADS), 0, stream, rows, spatial, x, y);
     return PMOE_LAUNCH_STATUS();
@@ -271,10 +275,8 @@ extern "C" int PMOE_KERNEL(avgpool_forward)(int64_t rows, int64_t spatial, const
 
 extern "C" int PMOE_KERNEL(avgpool_backward)(int64_t rows, int64_t spatial, const float *dy,
                                              float *dx, void *stream) {
-    if (rows < 0 || spatial < 1)
-        return argument_error("avgpool_backward: rows %lld spatial %lld", (long long)rows,
-                              (long long)spatial);
-    if (!rows) return 0;
+    int rc = check_pool("avgpool_backward", rows, spatial);
+    if (rc || !rows) return rc;
     const int64_t total = rows * spatial;
     PMOE_LAUNCH(avgpool_backward_kernel, dim3(grid_for(total, ELEMENT_THREADS)),
                 dim3(ELEMENT_THREADS), 0, stream, total, spatial, dy, dx);
