@@ -43,7 +43,7 @@ static void expect_layer(const pmoe_flop_report *r, const char *name, double fu,
 static void test_mosaic_shape(void) {
     /* The paper's mosaic model: n = 16, d = 784, k = 8, l = 6, h = 5 (m = 40),
      * c = 1, renormalised gate, joint training, plain SGD, B = 20. */
-    pmoe_two_layer_cost_shape s = {1, 16, 784, 8, 6, 5, 1, PMOE_GATE_RENORM, 1, 0, 0, 0};
+    pmoe_two_layer_cost_shape s = {1, 16, 784, 8, 6, 5, 1, PMOE_GATE_RENORM, 1, 0, 0, 0, 0};
     pmoe_flop_report r;
     pmoe_flops_two_layer(&s, 20, &r);
     CHECK(r.layer_count == 7);
@@ -71,9 +71,14 @@ static void test_mosaic_shape(void) {
     CHECK(pmoe_flops_infer_per_sample(&r, U) == 577793);
     CHECK(pmoe_flops_infer_per_sample(&r, E) == 577793);
     CHECK(pmoe_flops_infer_per_sample(&r, D) == 200704 + 192 + 1003520 + 1537);
+    /* the router's backward folded into the fused experts' backward: executed = useful */
+    s.router_over_picks = 1;
+    pmoe_flops_two_layer(&s, 20, &r);
+    expect_layer(&r, "router", 200704, 200704, 200704, 75264, 75264, 200704);
+    s.router_over_picks = 0;
 
     /* its CNN: k = 1, l = n = 16, h = 40 */
-    pmoe_two_layer_cost_shape cnn = {0, 16, 784, 1, 16, 40, 1, PMOE_GATE_ONES, 0, 0, 0, 0};
+    pmoe_two_layer_cost_shape cnn = {0, 16, 784, 1, 16, 40, 1, PMOE_GATE_ONES, 0, 0, 0, 0, 0};
     pmoe_flops_two_layer(&cnn, 20, &r);
     expect_layer(&r, "router", 0, 0, 0, 0, 0, 0);
     expect_layer(&r, "gate_topl", 0, 0, 0, 0, 0, 0);
@@ -87,7 +92,7 @@ static void test_mosaic_shape(void) {
 static void test_multiclass_shape(void) {
     /* n = 64, d = 12, k = 4, l = 16, h = 3 (m = 12), c = 10, softmax over all n,
      * trained output weights, momentum and weight decay, B = 128. */
-    pmoe_two_layer_cost_shape s = {1, 64, 12, 4, 16, 3, 10, PMOE_GATE_SOFTMAX_ALL, 1, 1, 1, 1};
+    pmoe_two_layer_cost_shape s = {1, 64, 12, 4, 16, 3, 10, PMOE_GATE_SOFTMAX_ALL, 1, 1, 1, 1, 0};
     pmoe_flop_report r;
     pmoe_flops_two_layer(&s, 128, &r);
     /* router 2 n k d = 2*64*4*12 = 6144, useful backward too (softmax over all n) */
@@ -126,7 +131,7 @@ static void test_orderings(void) {
                         for (int flags = 0; flags < 8; flags++) {
                             pmoe_two_layer_cost_shape s = {1, ns[a], 49, ks[b], l, 3, cs[c], gates[g],
                                                            gates[g] != PMOE_GATE_ONES, flags & 1,
-                                                           flags & 2, flags & 4};
+                                                           flags & 2, flags & 4, 0};
                             pmoe_flop_report r;
                             pmoe_flops_two_layer(&s, 1 + flags * 7, &r);
                             cases++;
@@ -149,8 +154,8 @@ static void test_pmoe_with_one_expert_is_the_cnn(void) {
     for (int g = 0; g < 3; g++)
         for (int train_output = 0; train_output < 2; train_output++) {
             const int learn = gates[g] != PMOE_GATE_ONES;
-            pmoe_two_layer_cost_shape p = {1, 16, 784, 1, 16, 40, 2, gates[g], learn, train_output, 0, 0};
-            pmoe_two_layer_cost_shape c = {0, 16, 784, 1, 16, 40, 2, PMOE_GATE_ONES, 0, train_output, 0, 0};
+            pmoe_two_layer_cost_shape p = {1, 16, 784, 1, 16, 40, 2, gates[g], learn, train_output, 0, 0, 0};
+            pmoe_two_layer_cost_shape c = {0, 16, 784, 1, 16, 40, 2, PMOE_GATE_ONES, 0, train_output, 0, 0, 0};
             pmoe_flop_report rp, rc;
             pmoe_flops_two_layer(&p, 32, &rp);
             pmoe_flops_two_layer(&c, 32, &rc);
@@ -199,6 +204,8 @@ static void test_shape_of_models(void) {
         CHECK(s.has_router && s.patches == 16 && s.dim == 8 && s.experts == 4 && s.topl == 3);
         CHECK(s.hidden == 3 && s.classes == 1 && s.gate == PMOE_GATE_RENORM && s.learn_router);
         CHECK(!s.train_output && s.momentum && !s.weight_decay);
+        /* the CPU backend's fused ops run, with the renormalised gate */
+        CHECK(s.router_over_picks == m->gathered && m->gathered);
         pmoe_model_free(m);
     }
     cfg.model.type = PMOE_MODEL_CNN;

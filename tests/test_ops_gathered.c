@@ -5,7 +5,9 @@
  * and against sums in double precision: equal to rounding, with the AVX-512
  * kernels (where the CPU has them) and with the portable gather + OpenBLAS
  * path, whose forward makes the unfused op's very calls and so must match it
- * bit for bit. Each path must give the same bits with 1 and 2 threads. The
+ * bit for bit. The backward with the router's gradient folded in (dscores
+ * given) must give the router's dW of the dense product and, on the
+ * AVX-512 path, the very same expert dW. Each path must give the same bits with 1 and 2 threads. The
  * shapes sit on both sides of every block edge (4-row groups, 6-unit groups,
  * 64-row blocks, 64- and 512-column slabs, h above and below d, one expert
  * taking every patch). The portable path's scratch must show in the
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_dot.h"
 #include "backend/cpu_ops.h"
 #include "test_util.h"
 
@@ -31,7 +34,7 @@ static int same_bits(const float *a, const float *b, int64_t count, int64_t *whe
 }
 
 /* The 1-thread results of the current shape and path, for the 2-thread run. */
-static float *first_hidden, *first_dw;
+static float *first_hidden, *first_dw, *first_drouter;
 
 static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
     omp_set_num_threads(threads);
@@ -81,20 +84,50 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
             }
         }
 
-    CHECK(cpu_expert_gathered_simd(simd) == simd || !simd); /* AVX-512 may be absent */
+    CHECK(cpu_simd_kernels(simd) == simd || !simd); /* AVX-512 may be absent */
     pmoe_backend *be = NULL;
     pmoe_error err;
     CHECK(pmoe_cpu_backend_create(threads, &be, &err) == PMOE_OK);
     const int64_t before = be ? be->mem.current_bytes : 0;
     cpu_expert_forward_gathered(be, &rs, (int)h, patches, selected, w, hidden);
     /* the backward on the unfused forward's output, so both mask dpre alike */
-    cpu_expert_backward_gathered(be, &rs, (int)h, patches, selected, w, hidden_ref, dh, dw);
+    cpu_expert_backward_gathered(be, &rs, (int)h, patches, selected, w, hidden_ref, dh, NULL, dw,
+                                 NULL);
+    /* The router's weight gradient folded in as one more unit per expert:
+     * dscores zero but at the picks, as the renormalised gate leaves it. */
+    float *dscores = calloc((size_t)(B * n * k), sizeof(float)), *pick_grad = malloc(sizeof(float) * B * k * l);
+    float *dw_folded = malloc(sizeof(float) * k * h * d), *drouter = malloc(sizeof(float) * k * d);
+    double *want_drouter = calloc((size_t)(k * d), sizeof(double)), drouter_scale = 0.0;
+    fill_uniform(pick_grad, B * k * l, seed + 4, -1, 1);
+    for (int64_t b = 0; b < B; b++)
+        for (int e = 0; e < k; e++)
+            for (int t = 0; t < l; t++) {
+                const int32_t j = selected[(b * k + e) * l + t];
+                const float g = pick_grad[(b * k + e) * l + t];
+                dscores[(b * n + j) * k + e] = g;
+                for (int i = 0; i < d; i++) {
+                    const double term = (double)g * patches[(b * n + j) * d + i];
+                    want_drouter[e * d + i] += term;
+                    drouter_scale += term < 0 ? -term : term;
+                }
+            }
+    cpu_expert_backward_gathered(be, &rs, (int)h, patches, selected, w, hidden_ref, dh, dscores,
+                                 dw_folded, drouter);
     char label[200];
     snprintf(label, sizeof label, "hidden, %s", what);
     CHECK(check_close(label, hidden, want_hidden, k * rows * h,
                       1e-6 * (1.0 + hidden_scale / (double)(k * rows * h)), 1e-5));
     snprintf(label, sizeof label, "dW, %s", what);
     CHECK(check_close(label, dw, want_dw, k * h * d, 1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
+    snprintf(label, sizeof label, "router dW, %s", what);
+    CHECK(check_close(label, drouter, want_drouter, k * d,
+                      1e-6 * (1.0 + drouter_scale / (double)(k * d)), 1e-5));
+    snprintf(label, sizeof label, "dW with the router folded in, %s", what);
+    CHECK(check_close(label, dw_folded, want_dw, k * h * d, 1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
+    int64_t at = -1;
+    if (simd) /* each unit's sums are its own: the extra unit changes none of them */
+        CHECK_MSG(same_bits(dw_folded, dw, k * h * d, &at), "dW with the router, %s: element %lld differs",
+                  what, (long long)at);
     if (threads == 1) {
         CHECK(check_close("dW, unfused", dw_ref, want_dw, k * h * d,
                           1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
@@ -112,7 +145,12 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
         first_dw = malloc(sizeof(float) * k * h * d);
         memcpy(first_hidden, hidden, sizeof(float) * k * rows * h);
         memcpy(first_dw, dw, sizeof(float) * k * h * d);
+        free(first_drouter);
+        first_drouter = malloc(sizeof(float) * k * d);
+        memcpy(first_drouter, drouter, sizeof(float) * k * d);
     } else {
+        CHECK_MSG(same_bits(drouter, first_drouter, k * d, &where),
+                  "router dW, %s: element %lld differs from 1 thread", what, (long long)where);
         CHECK_MSG(same_bits(hidden, first_hidden, k * rows * h, &where),
                   "forward, %s: element %lld differs from 1 thread", what, (long long)where);
         CHECK_MSG(same_bits(dw, first_dw, k * h * d, &where), "dW, %s: element %lld differs from 1 thread",
@@ -126,6 +164,7 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
     free(patches), free(w), free(scores), free(selected), free(expert_in);
     free(hidden_ref), free(hidden), free(dh_ref), free(dh), free(dw_ref), free(dw);
     free(want_hidden), free(want_dw);
+    free(dscores), free(pick_grad), free(dw_folded), free(drouter), free(want_drouter);
 }
 
 int main(void) {
@@ -138,12 +177,12 @@ int main(void) {
         {64, 4, 64, 2, 1, 64},    /* exactly one row block */
         {70, 5, 1100, 2, 2, 3},   /* 512-column slabs with a remainder, 3 row blocks */
     };
-    const int have_simd = cpu_expert_gathered_simd(1);
+    const int have_simd = cpu_simd_kernels(1);
     printf("AVX-512 kernels: %s\n", have_simd ? "available, tested" : "not on this CPU, skipped");
     for (int simd = have_simd; simd >= 0; simd--)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             for (int threads = 1; threads <= 2; threads++) check_shape(&shapes[i], simd, threads, 100 + i);
-    cpu_expert_gathered_simd(1);
-    free(first_hidden), free(first_dw);
+    cpu_simd_kernels(1);
+    free(first_hidden), free(first_dw), free(first_drouter);
     return test_finish("test_ops_gathered");
 }

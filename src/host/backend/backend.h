@@ -118,8 +118,9 @@ typedef struct pmoe_ops {
                               const float *router_w, float *scores, int32_t *selected,
                               float *gate);
     /* From dgate (B x k x l): dscores (B x n x k, a workspace the op fills),
-     * drouter_w (k x d, overwritten) and, when dpatches is not NULL, adds the
-     * router's share of the patch gradient into dpatches. */
+     * drouter_w (k x d, overwritten; when NULL, left to the caller, who
+     * folds it into expert_backward_gathered) and, when dpatches is not
+     * NULL, adds the router's share of the patch gradient into dpatches. */
     void (*gate_topl_backward)(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                                const float *router_w, const float *scores,
                                const int32_t *selected, const float *gate, const float *dgate,
@@ -148,14 +149,28 @@ typedef struct pmoe_ops {
      * never written (the model then does not allocate it). Results are
      * those of the pair each replaces, to rounding (a sum may run in another
      * fixed order); the backward gives dexpert_w only (the patches are input
-     * data and need no gradient). */
+     * data and need no gradient). When dscores is not NULL (B x n x k, zero
+     * but at the picks: the renormalised gate's gradient) it also writes
+     * drouter_w (k x d), the router's weight gradient, from the same rows
+     * (each pick's score gradient is one more unit of its expert), so the
+     * router's backward costs 2 k l d per sample, not a dense 2 n k d. */
     void (*expert_forward_gathered)(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
                                     const float *patches, const int32_t *selected,
                                     const float *expert_w, float *hidden_out);
     void (*expert_backward_gathered)(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
                                      const float *patches, const int32_t *selected,
                                      const float *expert_w, const float *hidden_out,
-                                     float *dhidden, float *dexpert_w);
+                                     float *dhidden, const float *dscores, float *dexpert_w,
+                                     float *drouter_w);
+
+    /* Optional (NULL where a backend lacks it): patch_extract_forward and
+     * gate_topl_forward in one op, each sample's patches cut out, scored and
+     * routed while they are in cache; the same outputs, the scores to
+     * rounding. */
+    void (*patch_extract_route)(pmoe_backend *be, const pmoe_patch_shape *ps,
+                                const pmoe_route_shape *s, const float *images,
+                                const float *router_w, float *patches, float *scores,
+                                int32_t *selected, float *gate);
 
     /* logits[b, c] = sum_s sum_r out_w[s, r, c] / l * sum_t gate[b, s, t] *
      * hidden[s, b l + t, r]; gate may be NULL for G = 1. Backward overwrites

@@ -75,6 +75,7 @@ static const pmoe_ops CPU_OPS = {
     .dispatch_gather_backward = cpu_dispatch_gather_backward,
     .expert_forward = cpu_expert_forward,
     .expert_backward = cpu_expert_backward,
+    .patch_extract_route = cpu_patch_extract_route,
     .expert_forward_gathered = cpu_expert_forward_gathered,
     .expert_backward_gathered = cpu_expert_backward_gathered,
     .combine_forward = cpu_combine_forward,

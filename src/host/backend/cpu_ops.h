@@ -25,6 +25,10 @@ void cpu_topl_select(const float *scores, int64_t stride, int n, int l, int32_t 
 
 void cpu_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                            const float *router_w, float *scores, int32_t *selected, float *gate);
+void cpu_patch_extract_route(pmoe_backend *be, const pmoe_patch_shape *ps,
+                             const pmoe_route_shape *s, const float *images,
+                             const float *router_w, float *patches, float *scores,
+                             int32_t *selected, float *gate);
 void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                             const float *router_w, const float *scores, const int32_t *selected,
                             const float *gate, const float *dgate, float *dscores,
@@ -52,12 +56,8 @@ void cpu_expert_forward_gathered(pmoe_backend *be, const pmoe_route_shape *s, in
 void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
                                   const float *patches, const int32_t *selected,
                                   const float *expert_w, const float *hidden_out, float *dhidden,
-                                  float *dexpert_w);
+                                  const float *dscores, float *dexpert_w, float *drouter_w);
 
-/* Whether the fused forms use their AVX-512 kernels: on = 1 asks for them
- * (granted only where the CPU has AVX-512F), 0 forbids them, -1 only asks.
- * Returns the setting in force. For tests; the default is on. */
-int cpu_expert_gathered_simd(int on);
 
 void cpu_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s, const float *hidden,
                          const float *gate, const float *out_w, float *logits);

@@ -5,26 +5,34 @@
  * score only when it is strictly better than the list's last entry, so of
  * equal scores the lower patch index always wins: routing is deterministic
  * and the CUDA kernel must reproduce exactly this order. */
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "backend/cpu_dot.h"
 #include "backend/cpu_ops.h"
+
+/* The n patches of sample b, row-major within each, channel by channel. */
+static void extract_sample(const pmoe_patch_shape *s, int64_t b, const float *images,
+                           float *patches) {
+    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
+    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
+    for (int j = 0; j < n; j++) {
+        const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
+        float *out = patches + (b * n + j) * (int64_t)d;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < p; y++) {
+                const float *row = images + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
+                float *dst = out + (c * p + y) * p;
+                for (int x = 0; x < p; x++) dst[x] = row[x]; /* short rows: no call per row */
+            }
+    }
+}
 
 void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, const float *images,
                                float *patches) {
-    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
-    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < s->batch; b++)
-        for (int j = 0; j < n; j++) {
-            const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
-            float *out = patches + (b * n + j) * (int64_t)d;
-            for (int c = 0; c < C; c++)
-                for (int y = 0; y < p; y++) {
-                    const float *row = images + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
-                    memcpy(out + (c * p + y) * p, row, (size_t)p * sizeof(float));
-                }
-        }
+#pragma omp parallel for schedule(static) if (s->batch > 1)
+    for (int64_t b = 0; b < s->batch; b++) extract_sample(s, b, images, patches);
 }
 
 void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
@@ -85,20 +93,100 @@ static void gate_values(pmoe_gate_mode mode, const float *scores, int64_t stride
         gate[t] = (float)(exp((double)scores[picks[t] * stride] - top) / denom);
 }
 
+/* scores[r k + u] = <patch r, router u> for the patch rows r0 .. r1: a thin
+ * product (k columns), so by cpu_dot_rows4 where it runs, 4 patches at a
+ * time; else by OpenBLAS. */
+static void score_rows(const pmoe_route_shape *s, int64_t r0, int64_t r1, const float *patches,
+                       const float *router_w, float *scores) {
+    const int d = s->dim, k = s->experts;
+    if (cpu_simd_kernels(-1)) {
+        for (int64_t r = r0; r < r1; r += 4) {
+            const int count = r1 - r < 4 ? (int)(r1 - r) : 4;
+            const float *x[4];
+            for (int q = 0; q < count; q++) x[q] = patches + (r + q) * d;
+            cpu_dot_rows4(x, count, router_w, k, d, scores + r * k, k);
+        }
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)(r1 - r0), k, d, 1.0f,
+                    patches + r0 * d, d, router_w, d, 0.0f, scores + r0 * k, k);
+    }
+}
+
+/* Top-l of every expert of sample b by ranks: patch j's rank for expert e
+ * counts the patches ahead of it (a higher score, or an equal one at a
+ * lower index), and the l of rank < l are the picks, in rank order. The
+ * same picks as cpu_topl_select, without its data-dependent branches, and
+ * vectorised over the k experts (a sample's scores are n x k, row-major).
+ * Only for n k <= RANK_MAX and no NaN among the scores (their order under
+ * cpu_topl_select is not a ranking); returns 0 to leave those to it. */
+enum { RANK_MAX = 4096 };
+
+static int topl_by_rank(const float *sc, int n, int k, int l, int32_t *picks) {
+    if ((int64_t)n * k > RANK_MAX) return 0;
+    int nan = 0;
+    for (int i = 0; i < n * k; i++) nan |= sc[i] != sc[i];
+    if (nan) return 0;
+    int32_t rank[RANK_MAX];
+    for (int j = 0; j < n; j++) {
+        int32_t *rj = rank + j * k;
+        const float *sj = sc + j * k;
+        for (int e = 0; e < k; e++) rj[e] = 0;
+        for (int i = 0; i < j; i++) /* ahead on ties */
+            for (int e = 0; e < k; e++) rj[e] += sc[i * k + e] >= sj[e];
+        for (int i = j + 1; i < n; i++)
+            for (int e = 0; e < k; e++) rj[e] += sc[i * k + e] > sj[e];
+    }
+    for (int j = 0; j < n; j++)
+        for (int e = 0; e < k; e++)
+            if (rank[j * k + e] < l) picks[e * l + rank[j * k + e]] = j;
+    return 1;
+}
+
+/* Top-l and gate values of sample b for every expert, from its scores. */
+static void route_sample(const pmoe_route_shape *s, int64_t b, const float *scores,
+                         int32_t *selected, float *gate) {
+    const int n = s->patches, k = s->experts, l = s->topl;
+    const float *block = scores + b * n * (int64_t)k;
+    int32_t *picks = selected + b * k * (int64_t)l;
+    const int ranked = topl_by_rank(block, n, k, l, picks);
+    for (int e = 0; e < k; e++) {
+        if (!ranked) cpu_topl_select(block + e, k, n, l, picks + e * l);
+        gate_values(s->gate, block + e, k, n, l, picks + e * l, gate + (b * k + e) * (int64_t)l);
+    }
+}
+
 void cpu_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                            const float *router_w, float *scores, int32_t *selected, float *gate) {
-    const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
+    const int n = s->patches, d = s->dim, k = s->experts;
+    const int64_t rows = s->batch * n;
     /* scores (B n x k) = patches (B n x d) router_w^T (d x k) */
-    cpu_gemm(be, 0, 1, s->batch * n, k, d, 1.0f, patches, d, 0, router_w, d, 0, 0.0f, scores, k,
-             0, 1);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < s->batch; b++)
-        for (int e = 0; e < k; e++) {
-            const float *row = scores + b * n * (int64_t)k + e;
-            int32_t *picks = selected + (b * k + e) * (int64_t)l;
-            cpu_topl_select(row, k, n, l, picks);
-            gate_values(s->gate, row, k, n, l, picks, gate + (b * k + e) * (int64_t)l);
-        }
+    if (cpu_simd_kernels(-1)) {
+        const int64_t groups = (rows + 3) / 4;
+#pragma omp parallel for schedule(static) if (rows * k * (int64_t)d > 200000)
+        for (int64_t g = 0; g < groups; g++)
+            score_rows(s, 4 * g, 4 * g + 4 < rows ? 4 * g + 4 : rows, patches, router_w, scores);
+    } else {
+        cpu_gemm(be, 0, 1, rows, k, d, 1.0f, patches, d, 0, router_w, d, 0, 0.0f, scores, k, 0, 1);
+    }
+#pragma omp parallel for schedule(static) if (s->batch > 1)
+    for (int64_t b = 0; b < s->batch; b++) route_sample(s, b, scores, selected, gate);
+}
+
+/* One pass per sample: its n patches are cut out, scored and routed while
+ * they sit in cache, rather than written out and read back twice. The
+ * scores are those of cpu_gate_topl_forward (bit for bit with the AVX-512
+ * kernel, which scores each patch alone; to rounding through OpenBLAS). */
+void cpu_patch_extract_route(pmoe_backend *be, const pmoe_patch_shape *ps,
+                             const pmoe_route_shape *s, const float *images,
+                             const float *router_w, float *patches, float *scores,
+                             int32_t *selected, float *gate) {
+    const int n = s->patches;
+#pragma omp parallel for schedule(static) if (s->batch > 1)
+    for (int64_t b = 0; b < s->batch; b++) {
+        extract_sample(ps, b, images, patches);
+        score_rows(s, b * n, (b + 1) * n, patches, router_w, scores);
+        route_sample(s, b, scores, selected, gate);
+    }
 }
 
 void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
@@ -135,8 +223,9 @@ void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const f
             }
     }
     /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
-    cpu_gemm(be, 1, 0, k, d, s->batch * n, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w,
-             d, 0, 1);
+    if (drouter_w)
+        cpu_gemm(be, 1, 0, k, d, s->batch * n, 1.0f, dscores, k, 0, patches, d, 0, 0.0f,
+                 drouter_w, d, 0, 1);
     if (dpatches)
         cpu_gemm(be, 0, 0, s->batch * n, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f,
                  dpatches, d, 0, 1);

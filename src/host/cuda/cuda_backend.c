@@ -125,7 +125,8 @@ static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                                           (int)s->gate, scores, selected, gate,
                                                           dgate, dscores, c->stream));
     /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
-    cuda_gemm(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w, d, 0, 1);
+    if (drouter_w)
+        cuda_gemm(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w, d, 0, 1);
     if (dpatches) /* dpatches (B n x d) += dscores (B n x k) router_w (k x d) */
         cuda_gemm(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f, dpatches, d, 0,
                   1);

@@ -9,7 +9,9 @@
  *                  backward (only when the router learns) useful 2 k l d with
  *                  the renormalised gate (dscores is zero off the l picks)
  *                  and 2 n k d with softmax_all; executed 2 n k d (one dense
- *                  GEMM over all n rows, zeros included). No gradient to the
+ *                  GEMM over all n rows, zeros included), or the useful 2 k l
+ *                  d where the fused experts' backward folds it in over the
+ *                  picks (router_over_picks). No gradient to the
  *                  patches: they are input data, so none is computed.
  *   gate_topl      top-l is comparisons: 0 FLOPs. The softmax is counted at a
  *                  nominal 4 FLOPs per element (subtract the max, exp, sum,
@@ -108,6 +110,7 @@
 
 #include "model/layers.h"
 #include "model/moe_conv.h"
+#include "model/two_layer.h"
 
 _Static_assert(PMOE_FLOP_MAX_LAYERS >= DEEP_MAX_LAYERS + 5,
                "a flop report holds every layer of a deep model, the pMoE layer's split and the loss");
@@ -125,6 +128,7 @@ pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
     s.classes = m->classes;
     s.gate = m->gate_mode;
     s.learn_router = m->has_router && pmoe_model_updates(m, PARAM_ROUTER);
+    s.router_over_picks = !m->deep && m->has_router && two_layer_folds_router(m);
     s.train_output = pmoe_model_updates(m, PARAM_OUTPUT);
     s.momentum = train->momentum > 0.0;
     s.weight_decay = train->weight_decay > 0.0;
@@ -163,7 +167,7 @@ void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch,
         set3(L->forward, 2 * n * k * d, 2 * n * k * d, 2 * n * k * d);
         if (learn) {
             const double useful = s->gate == PMOE_GATE_SOFTMAX_ALL ? 2 * n * k * d : 2 * k * l * d;
-            set3(L->backward, useful, 2 * n * k * d, 2 * n * k * d);
+            set3(L->backward, useful, s->router_over_picks ? useful : 2 * n * k * d, 2 * n * k * d);
         }
     }
 

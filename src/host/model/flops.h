@@ -59,6 +59,8 @@ typedef struct pmoe_two_layer_cost_shape {
     int learn_router;   /* the router gets a gradient and an update */
     int train_output;   /* the output weights a get a gradient and an update */
     int momentum, weight_decay; /* non-zero when the optimizer uses them */
+    int router_over_picks; /* the router's backward runs over the l picks only
+                              (folded into the CPU's fused experts' backward) */
 } pmoe_two_layer_cost_shape;
 
 /* The cost shape of a built model under the given training settings. */

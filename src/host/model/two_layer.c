@@ -286,12 +286,21 @@ void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
     /* payloads: samples, then patches per expert (the same for every expert) */
     const uint64_t per_expert = (uint64_t)(batch * m->topl);
     pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
-    op->patch_extract_forward(be, &img, m->images, m->patches);
+    const pmoe_route_shape rs = route_shape(m, batch);
+    const float *router_w = m->has_router ? m->params[PARAM_ROUTER].value.data : NULL;
+    /* With the fused gather ops, also one pass for patches, scores and top-l:
+     * the patch phase then holds the routing, and there is no gate phase. */
+    const int fused_route = m->gathered && op->patch_extract_route;
+    if (fused_route)
+        op->patch_extract_route(be, &img, &rs, m->images, router_w, m->patches, m->scores,
+                                m->selected, m->gate);
+    else
+        op->patch_extract_forward(be, &img, m->images, m->patches);
     if (m->has_router) {
-        pmoe_route_shape rs = route_shape(m, batch);
-        pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
-        op->gate_topl_forward(be, &rs, m->patches, m->params[PARAM_ROUTER].value.data, m->scores,
-                              m->selected, m->gate);
+        if (!fused_route) {
+            pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
+            op->gate_topl_forward(be, &rs, m->patches, router_w, m->scores, m->selected, m->gate);
+        }
         if (m->gathered) { /* the dispatch happens inside the experts' op */
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
             op->expert_forward_gathered(be, &rs, m->hidden, m->patches, m->selected,
@@ -368,6 +377,7 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
     if (backward) {
         pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
         const int learn_gate = two_layer_updates(m, PARAM_ROUTER);
+        int router_folded = 0;
         pmoe_combine_shape cs = combine_shape(m, batch);
         pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
         op->combine_backward(be, &cs, dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
@@ -386,8 +396,9 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
                                                  m->expert_rows + j * global_rows * d, m->identity,
                                                  m->params[PARAM_EXPERT].value.data + j * h * d,
                                                  m->expert_hidden + j * global_rows * h,
-                                                 m->expert_dhidden + j * global_rows * h,
-                                                 m->params[PARAM_EXPERT].grad.data + j * h * d);
+                                                 m->expert_dhidden + j * global_rows * h, NULL,
+                                                 m->params[PARAM_EXPERT].grad.data + j * h * d,
+                                                 NULL);
             } else {
                 op->expert_backward(be, m->local_experts, global_rows, m->patch_dim, m->hidden,
                                     m->expert_rows, m->params[PARAM_EXPERT].value.data,
@@ -396,17 +407,28 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
             }
         } else if (m->gathered) {
             pmoe_route_shape rs = route_shape(m, batch);
+            /* The renormalised gate's score gradient is zero but at the picks,
+             * so the router's weight gradient is one more unit of each
+             * expert's backward, over the rows it reads anyway. */
+            router_folded = two_layer_folds_router(m);
+            if (router_folded) {
+                pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
+                op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
+                                       m->selected, m->gate, m->dgate, m->dscores, NULL, NULL);
+            }
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
             op->expert_backward_gathered(be, &rs, m->hidden, m->patches, m->selected,
                                          m->params[PARAM_EXPERT].value.data, m->hidden_out,
-                                         m->dhidden, m->params[PARAM_EXPERT].grad.data);
+                                         m->dhidden, router_folded ? m->dscores : NULL,
+                                         m->params[PARAM_EXPERT].grad.data,
+                                         router_folded ? router->grad.data : NULL);
         } else {
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
             op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
                                 m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
                                 m->params[PARAM_EXPERT].grad.data, NULL);
         }
-        if (learn_gate) {
+        if (learn_gate && !router_folded) {
             pmoe_route_shape rs = route_shape(m, batch);
             pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
             op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
@@ -425,6 +447,10 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
     *loss = stats[0];
     *correct = (int64_t)stats[1];
     return PMOE_OK;
+}
+
+int two_layer_folds_router(const pmoe_model *m) {
+    return m->gathered && m->gate_mode == PMOE_GATE_RENORM && two_layer_updates(m, PARAM_ROUTER);
 }
 
 int two_layer_updates(const pmoe_model *m, int i) {

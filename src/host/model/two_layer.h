@@ -14,6 +14,10 @@ void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid);
 pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
                            pmoe_error *err);
 int two_layer_updates(const pmoe_model *m, int i);
+/* Whether the router's weight gradient rides on the fused experts'
+ * backward, over the l picks only (the backend's fused ops run and the
+ * renormalised gate leaves the score gradient zero off the picks). */
+int two_layer_folds_router(const pmoe_model *m);
 pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *loss, pmoe_error *err);
 
 #endif
