@@ -64,6 +64,8 @@ CHECKS='
 function fail(msg) { if (++bad <= 20 || ending) print "FAIL: " run ": " msg }
 function message(   i, s) { s = $6; for (i = 7; i <= NF; i++) s = s " " $i; return s }
 function value(p) { sub(/^u64:/, "", p); return p }
+# Patches per sample each expert computes on: l, or n in the dense-masked form.
+function computes() { return expert_load > 0 ? expert_load : topl }
 # The batch of main-phase step s (1-based): the last of an epoch may be short.
 function batch_of(s,   per_epoch, i) {
   per_epoch = int((train_size + batch - 1) / batch)
@@ -83,7 +85,7 @@ function end_step(   i, n, names, phases) {
     if (!((names[i]) in seen))
       fail("step " step ": expected a \"" names[i] "\" range inside it, saw: " phases)
   if (experts > 0 && forwards[step] < 1)
-    fail("step " step ": expected the experts of WRN-pMoE as \"expert <s>\" ranges, saw none")
+    fail("step " step ": expected the experts as \"expert <s>\" ranges, saw none")
   delete seen; nphases = 0
 }
 # The expert ranges of one experts phase (or evaluation batch) were ids
@@ -102,7 +104,7 @@ function close_group(   load) {
   load = expert_group(group_what, gid, gload, gcount)
   if (load >= 0 && group_in == "eval") eval_patches += load
   else if (load >= 0 && load != group_want)
-    fail(group_what ": expected each expert payload u64:" group_want " (B*l = " group_b "*" topl "), saw u64:" load)
+    fail(group_what ": expected each expert payload u64:" group_want " (B*" computes() " = " group_b "*" computes() "), saw u64:" load)
   group_open = 0; gcount = 0
 }
 BEGIN { gcount = 0 } # an index: unset it would be "", not 0
@@ -132,6 +134,8 @@ $1 == "push" {
       fail("step " step ", " name ": expected payload u64:" b " (the batch), saw " $5)
     if (b > 0 && index(" " per_expert " ", " " name " ") && value($5) != b * topl)
       fail("step " step ", " name ": expected payload u64:" b * topl " (B*l = " b "*" topl "), saw " $5)
+    if (b > 0 && index(" " computed " ", " " name " ") && value($5) != b * computes())
+      fail("step " step ", " name ": expected payload u64:" b * computes() " (B*" computes() " = " b "*" computes() "), saw " $5)
   }
   if (name ~ /^expert [0-9]+( backward)?$/) {
     if (experts <= 0) { fail("line " NR ": expected no expert ranges in this model, saw \"" name "\""); next }
@@ -141,7 +145,7 @@ $1 == "push" {
     split(name, w, " ")
     if (w[2] == 0) close_group() # the experts run again (the next evaluation batch)
     if (!group_open) {
-      group_open = 1; group_in = parent; group_b = b; group_want = b * topl
+      group_open = 1; group_in = parent; group_b = b; group_want = b * computes()
       group_what = parent == "eval" ? "eval" : "step " step " " parent
       if (parent == "experts_forward") forwards[step]++
       groups_here++
@@ -172,8 +176,8 @@ END {
   }
   if (steps != want_steps) fail("expected " want_steps " step ranges, saw " steps)
   if (checkpoints + 0 != want_checkpoints + 0) fail("expected " want_checkpoints + 0 " checkpoint ranges, saw " checkpoints + 0)
-  if (experts > 0 && test_size > 0 && eval_patches != test_size * topl)
-    fail("eval: expected the expert ranges to cover the test set, " test_size "*" topl " = " test_size * topl " patches per expert, saw " eval_patches)
+  if (experts > 0 && test_size > 0 && eval_patches != test_size * computes())
+    fail("eval: expected the expert ranges to cover the test set, " test_size "*" computes() " = " test_size * computes() " patches per expert, saw " eval_patches)
   if (!bad) printf "ok: %s: %d steps, ranges balanced, phases and payloads as documented\n", run, steps
   exit (bad > 0)
 }'
@@ -184,6 +188,7 @@ if [ "$DEVICE" = cpu ]; then ROUTE_PHASE=; else ROUTE_PHASE=gate_topl; fi
 TWO_LAYER_PHASES="data patch_extract $ROUTE_PHASE experts_forward combine loss combine_backward experts_backward gate_topl_backward nonfinite_check optimizer"
 SAMPLE_PHASES="data patch_extract gate_topl combine loss combine_backward gate_topl_backward layers_forward layers_backward"
 EXPERT_PHASES="dispatch experts_forward experts_backward"
+# (per_expert: payload B*l; computed: B times the patches each expert computes on)
 
 # Two-layer pMoE, joint: 50 samples in batches of 20 (the third step of
 # each epoch has 10), two epochs, and a checkpoint range between steps.
@@ -192,6 +197,16 @@ if record two_layer --set data.source=synthetic --set data.train_size=50 --set d
      --set train.checkpoint_every=2 --set train.checkpoint_dir="$TMP/ckpt"; then
   check two_layer want_steps=6 want_checkpoints=3 train_size=50 batch=20 topl=6 experts=0 \
     "need=$TWO_LAYER_PHASES" "per_sample=$SAMPLE_PHASES" "per_expert=$EXPERT_PHASES"
+fi
+
+# The same with train.profile_experts: each expert's products in a range of
+# its own inside the experts' phases (and in evaluation), payload B*l.
+if record two_layer_experts --set data.source=synthetic --set data.train_size=50 \
+     --set data.test_size=20 --set train.batch=20 --set train.epochs=1 --set model.topl=6 \
+     --set model.experts=4 --set train.profile_experts=true; then
+  check two_layer_experts want_steps=3 train_size=50 batch=20 topl=6 experts=4 test_size=20 \
+    "need=data patch_extract gate_topl dispatch experts_forward combine loss combine_backward experts_backward gate_topl_backward nonfinite_check optimizer" \
+    "per_sample=$SAMPLE_PHASES" "per_expert=$EXPERT_PHASES"
 fi
 
 # Separate training: the router's steps, then the main phase's, numbered on.
@@ -221,6 +236,18 @@ if record wrn_pmoe --config "$SRC/configs/wrn_pmoe_small.ini" --set data.source=
   check wrn_pmoe want_steps=3 train_size=20 batch=8 topl=16 experts=4 test_size=12 \
     "need=data layers_forward patch_extract gate_topl dispatch experts_forward combine loss layers_backward combine_backward experts_backward gate_topl_backward nonfinite_check optimizer" \
     "per_sample=$SAMPLE_PHASES" "per_expert=$EXPERT_PHASES"
+fi
+
+# The dense-masked form: each expert computes on all n = 64 positions, so
+# its ranges and the experts' phases carry B*n; the dispatch (the masks of
+# the picks) still B*l.
+if record wrn_dense --config "$SRC/configs/wrn_pmoe_small.ini" --set data.source=idx \
+     --set data.path="$TMP/idx" --set data.image_size=32 --set data.train_size=20 \
+     --set data.test_size=12 --set train.batch=8 --set train.epochs=1 \
+     --set model.moe_impl=dense_masked; then
+  check wrn_dense want_steps=3 train_size=20 batch=8 topl=16 expert_load=64 experts=4 test_size=12 \
+    "need=data layers_forward patch_extract gate_topl dispatch experts_forward combine loss layers_backward combine_backward experts_backward gate_topl_backward nonfinite_check optimizer" \
+    "per_sample=$SAMPLE_PHASES" "per_expert=dispatch" "computed=experts_forward experts_backward"
 fi
 
 if [ $failed -ne 0 ]; then echo "test_nvtx_ranges: $failed run(s) failed"; exit 1; fi

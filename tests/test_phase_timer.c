@@ -69,7 +69,33 @@ static void check_device_clock(int capacity, int steps) {
     CHECK(fabs(t.seconds[PMOE_T_DATA] - data) < 1e-12);
 }
 
+/* Entering the open phase again with its payload continues it (no new
+ * mark, no new range); another payload opens a new interval of the same
+ * phase; the time adds up either way. */
+static void check_reentry(void) {
+    fake_clock f = {0};
+    f.capacity = 256;
+    const pmoe_device_clock clock = {&f, 256, fake_mark, fake_seconds, fake_reset};
+    pmoe_phase_timer t;
+    memset(&t, 0, sizeof t);
+    t.clock = &clock;
+    pmoe_timer_reset(&t);
+    pmoe_timer_enter(&t, PMOE_T_LAYERS, 8);
+    f.now += 1e-3;
+    pmoe_timer_enter(&t, PMOE_T_LAYERS, 8); /* the next layer of the same walk */
+    f.now += 1e-3;
+    CHECK_MSG(f.used == 1 && t.spans == 0, "re-entry took %d marks, %d spans", f.used, t.spans);
+    pmoe_timer_enter(&t, PMOE_T_LAYERS, 4); /* another payload: a new interval */
+    f.now += 1e-3;
+    CHECK(f.used == 2 && t.spans == 1);
+    pmoe_timer_enter(&t, PMOE_T_LOSS, 8);
+    pmoe_timer_stop(&t);
+    CHECK_MSG(fabs(t.seconds[PMOE_T_LAYERS] - 3e-3) < 1e-9, "layers %.6f (want 0.003)",
+              t.seconds[PMOE_T_LAYERS]);
+}
+
 int main(void) {
+    check_reentry();
     CHECK(pmoe_trace_enabled() == EXPECT_NVTX);
     check_device_clock(256, 2);   /* one step's phases, read at stop */
     check_device_clock(256, 150); /* more than the timer's span buffer */

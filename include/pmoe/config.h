@@ -107,6 +107,7 @@ typedef struct pmoe_train_config {
     char checkpoint_dir[1024];
     int on_nonfinite;         /* pmoe_on_nonfinite */
     char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */
+    int profile_experts;      /* two-layer: one call and NVTX range per expert (slower) */
     int comm;                 /* pmoe_comm_kind */
     int fault_rank;           /* testing aid: this rank's data open fails; -1 = off */
 } pmoe_train_config;

@@ -81,6 +81,7 @@ static const key_spec KEYS[] = {
     {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, {0}},
     {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
     {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), sizeof(((pmoe_config *)0)->train.profile_steps), 0, 0, {0}},
+    {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, {0}},
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
     {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, {"auto", "single", "mpi", "nccl"}},
     {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, {0}},

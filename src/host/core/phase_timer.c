@@ -122,6 +122,10 @@ void pmoe_timer_stop(pmoe_phase_timer *t) {
 
 void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload) {
     if (!t) return;
+    /* The open phase entered again (a layer list, phase by layer): it goes
+     * on, one range and one interval rather than one per layer. */
+    if (t->current == (int)phase && t->payload == payload) return;
+    t->payload = payload;
     if (t->clock) {
         int m;
         if (t->current >= 0) {

@@ -65,6 +65,7 @@ typedef struct pmoe_device_clock {
 typedef struct pmoe_phase_timer {
     double seconds[PMOE_T_COUNT]; /* accumulated since the last reset */
     int current;                  /* -1: none open */
+    uint64_t payload;             /* the open phase's */
     double since;                 /* host clock at the current phase's start */
     void (*wait)(void *ctx);      /* NULL, or waits for queued device work */
     void *wait_ctx;
@@ -78,7 +79,8 @@ typedef struct pmoe_phase_timer {
 
 /* Zeroes the seconds and closes any phase; keeps wait and clock. */
 void pmoe_timer_reset(pmoe_phase_timer *t);
-/* Closes the open phase (if any) and opens `phase`; t may be NULL (a no-op). */
+/* Closes the open phase (if any) and opens `phase`; t may be NULL (a no-op).
+ * Entering the phase that is open, with the same payload, continues it. */
 void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload);
 /* Closes the open phase. */
 void pmoe_timer_stop(pmoe_phase_timer *t);

@@ -75,6 +75,7 @@ typedef struct pmoe_model {
 
     /* activations and their gradients, for max_batch samples */
     int gathered;          /* the backend's fused gather + expert ops run: no expert_in */
+    int profile_experts;   /* train.profile_experts: one call and NVTX range per expert */
     float *images, *patches, *scores, *gate, *expert_in, *hidden_out, *logits;
     float *dlogits, *dhidden, *dgate, *dscores;
     int32_t *selected, *labels, *router_pair;

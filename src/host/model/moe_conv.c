@@ -164,9 +164,11 @@ static int learns_gate(pmoe_model *m, const moe_conv_layer *L) {
 
 /* Batch norm, ReLU and convolution of every expert: in[s] (rows x C x h x w)
  * -> out[s] (rows x C_out/k x h x w), through normed and activated. Each
- * expert's ops are one NVTX range ("expert <s>", its row count as payload). */
+ * expert's ops are one NVTX range ("expert <s>"), whose payload is the
+ * number of patches the expert computes on: B l sparse, B n dense-masked
+ * (where a row is a whole masked map). */
 static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows,
-                            int h, int w, float *out) {
+                            int h, int w, uint64_t patches, float *out) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int64_t C = L->channels, k = L->experts, per = rows * C * h * w;
@@ -177,7 +179,7 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
     for (int64_t s = 0; s < k; s++) {
         char range[32];
         snprintf(range, sizeof range, "expert %d", (int)s);
-        pmoe_trace_push(range, (uint64_t)rows);
+        pmoe_trace_push(range, patches);
         if (m->training)
             op->batchnorm_forward_train(be, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
                                         param(m, L, P_BN_BIAS) + s * C, L->normed + s * per,
@@ -199,7 +201,7 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
 /* The backward of experts_forward: dout[s] -> din[s] (overwritten), and the
  * experts' batch-norm and convolution gradients; one NVTX range per expert. */
 static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows,
-                             int h, int w, const float *dout, float *din) {
+                             int h, int w, uint64_t patches, const float *dout, float *din) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int64_t C = L->channels, k = L->experts, per = rows * C * h * w;
@@ -213,7 +215,7 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
     for (int64_t s = 0; s < k; s++) {
         char range[40];
         snprintf(range, sizeof range, "expert %d backward", (int)s);
-        pmoe_trace_push(range, (uint64_t)rows);
+        pmoe_trace_push(range, patches);
         op->conv2d_backward(be, &cs, L->activated + s * per, param(m, L, P_CONV) + s * wsize,
                             dout + s * out_per, L->dactivated + s * per,
                             grad(m, L, P_CONV) + s * wsize, NULL);
@@ -243,7 +245,7 @@ void moe_conv_forward(pmoe_model *m, moe_conv_layer *L, const float *x, float *y
         pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
         op->dispatch_gather(be, &rs, L->patches_buf, L->selected, L->expert_in);
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-        experts_forward(m, L, L->expert_in, batch * L->topl, p, p, L->expert_out);
+        experts_forward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->expert_out);
         pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
         const pmoe_scatter_shape ss = {batch, L->patches, k, L->topl, e * p * p};
         op->moe_scatter_forward(be, &ss, L->expert_out, L->selected, L->gate, L->out_patches);
@@ -259,7 +261,8 @@ void moe_conv_forward(pmoe_model *m, moe_conv_layer *L, const float *x, float *y
     for (int s = 0; s < k; s++)
         op->patch_scale_forward(be, &ps, L->mask + s * batch * n, x, L->masked + s * batch * map);
     pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, (uint64_t)batch * (uint64_t)n);
-    experts_forward(m, L, L->masked, batch, L->height, L->width, L->expert_map);
+    experts_forward(m, L, L->masked, batch, L->height, L->width, (uint64_t)batch * (uint64_t)n,
+                    L->expert_map);
     pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
     const pmoe_patch_shape es = out_patches(L, e, batch);
     for (int s = 0; s < k; s++) {
@@ -303,7 +306,7 @@ void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const f
         op->moe_scatter_backward(be, &ss, L->out_patches, L->expert_out, L->selected, L->gate,
                                  L->dexpert_out, learn_gate ? L->dgate : NULL);
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-        experts_backward(m, L, L->expert_in, batch * L->topl, p, p, L->dexpert_out,
+        experts_backward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->dexpert_out,
                          L->dexpert_in);
         op->dispatch_gather_backward(be, &rs, L->dexpert_in, L->selected, L->dpatches);
         pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
@@ -323,7 +326,8 @@ void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const f
                                  learn_gate ? L->dgate_map + s * batch * n : NULL);
     }
     pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, (uint64_t)batch * (uint64_t)n);
-    experts_backward(m, L, L->masked, batch, L->height, L->width, L->dexpert_map, L->dmasked);
+    experts_backward(m, L, L->masked, batch, L->height, L->width, (uint64_t)batch * (uint64_t)n,
+                     L->dexpert_map, L->dmasked);
     if (dx)
         for (int s = 0; s < k; s++)
             op->patch_scale_backward(be, &ps, L->mask + s * batch * n, x,

@@ -4,6 +4,7 @@
 #include "model/two_layer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,7 @@ static void fill_output(float *a, int k, int h, int c, pmoe_output_init how, uin
  * table): the very rows, in the very order, one process reads through
  * selected. */
 static int owner_fused(const pmoe_model *m) {
-    return m->comm && m->has_router && m->be->ops->expert_forward_gathered &&
+    return m->comm && m->has_router && !m->profile_experts && m->be->ops->expert_forward_gathered &&
            m->be->ops->expert_backward_gathered;
 }
 
@@ -110,8 +111,9 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
     m->gate_mode = m->has_router ? mc->gate : PMOE_GATE_ONES;
     /* one process: the backend's fused gather + expert ops, when it has them (expert
      * parallelism sends the dispatched rows, so it needs them written) */
-    m->gathered = m->has_router && !m->comm && be->ops->expert_forward_gathered &&
-                  be->ops->expert_backward_gathered;
+    m->profile_experts = cfg->train.profile_experts;
+    m->gathered = m->has_router && !m->comm && !m->profile_experts &&
+                  be->ops->expert_forward_gathered && be->ops->expert_backward_gathered;
     if (m->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) m->gate_mode = PMOE_GATE_ONES;
 
     m->local_experts = m->experts / ranks;
@@ -276,6 +278,49 @@ static void all_reduce(pmoe_model *m, float *buf, int64_t count) {
     m->exchange_bytes += (int64_t)sizeof(float) * 2 * (m->ranks - 1) * chunk;
 }
 
+/* The experts' products for `count` experts (global ids from `first`) of
+ * `rows` rows each: one batched call, or with train.profile_experts one call
+ * per expert, each in its own NVTX range ("expert <s>", payload its rows),
+ * so that Nsight shows every expert. */
+static void experts_forward(pmoe_model *m, int first, int count, int64_t rows, const float *in,
+                            float *out) {
+    const pmoe_ops *op = m->be->ops;
+    const int64_t d = m->patch_dim, h = m->hidden;
+    const float *w = m->params[PARAM_EXPERT].value.data;
+    if (!m->profile_experts) {
+        op->expert_forward(m->be, count, rows, (int)d, (int)h, in, w, out);
+        return;
+    }
+    for (int j = 0; j < count; j++) {
+        char name[32];
+        snprintf(name, sizeof name, "expert %d", first + j);
+        pmoe_trace_push(name, (uint64_t)rows);
+        op->expert_forward(m->be, 1, rows, (int)d, (int)h, in + j * rows * d, w + j * h * d,
+                           out + j * rows * h);
+        pmoe_trace_pop();
+    }
+}
+
+static void experts_backward(pmoe_model *m, int first, int count, int64_t rows, const float *in,
+                             const float *hidden, float *dhidden) {
+    const pmoe_ops *op = m->be->ops;
+    const int64_t d = m->patch_dim, h = m->hidden;
+    const float *w = m->params[PARAM_EXPERT].value.data;
+    float *dw = m->params[PARAM_EXPERT].grad.data;
+    if (!m->profile_experts) {
+        op->expert_backward(m->be, count, rows, (int)d, (int)h, in, w, hidden, dhidden, dw, NULL);
+        return;
+    }
+    for (int j = 0; j < count; j++) {
+        char name[40];
+        snprintf(name, sizeof name, "expert %d backward", first + j);
+        pmoe_trace_push(name, (uint64_t)rows);
+        op->expert_backward(m->be, 1, rows, (int)d, (int)h, in + j * rows * d, w + j * h * d,
+                            hidden + j * rows * h, dhidden + j * rows * h, dw + j * h * d, NULL);
+        pmoe_trace_pop();
+    }
+}
+
 void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
@@ -324,15 +369,14 @@ void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
                                             m->params[PARAM_EXPERT].value.data + j * h * d,
                                             m->expert_hidden + j * global_rows * h);
         } else {
-            op->expert_forward(be, m->local_experts, global_rows, m->patch_dim, m->hidden,
-                               m->expert_rows, m->params[PARAM_EXPERT].value.data, m->expert_hidden);
+            experts_forward(m, m->expert_base, m->local_experts, global_rows, m->expert_rows,
+                            m->expert_hidden);
         }
         pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BACK, per_expert);
         exchange_from_owners(m, batch, m->hidden, m->expert_hidden, m->hidden_out);
     } else if (!m->gathered) { /* (gathered: ran with the dispatch above) */
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-        op->expert_forward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden,
-                           expert_input(m), m->params[PARAM_EXPERT].value.data, m->hidden_out);
+        experts_forward(m, 0, m->experts, batch * m->topl, expert_input(m), m->hidden_out);
     }
     pmoe_combine_shape cs = combine_shape(m, batch);
     pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
@@ -400,10 +444,8 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
                                                  m->params[PARAM_EXPERT].grad.data + j * h * d,
                                                  NULL);
             } else {
-                op->expert_backward(be, m->local_experts, global_rows, m->patch_dim, m->hidden,
-                                    m->expert_rows, m->params[PARAM_EXPERT].value.data,
-                                    m->expert_hidden, m->expert_dhidden,
-                                    m->params[PARAM_EXPERT].grad.data, NULL);
+                experts_backward(m, m->expert_base, m->local_experts, global_rows,
+                                 m->expert_rows, m->expert_hidden, m->expert_dhidden);
             }
         } else if (m->gathered) {
             pmoe_route_shape rs = route_shape(m, batch);
@@ -424,9 +466,8 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
                                          router_folded ? router->grad.data : NULL);
         } else {
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-            op->expert_backward(be, m->experts, batch * m->topl, m->patch_dim, m->hidden, expert_input(m),
-                                m->params[PARAM_EXPERT].value.data, m->hidden_out, m->dhidden,
-                                m->params[PARAM_EXPERT].grad.data, NULL);
+            experts_backward(m, 0, m->experts, batch * m->topl, expert_input(m), m->hidden_out,
+                             m->dhidden);
         }
         if (learn_gate && !router_folded) {
             pmoe_route_shape rs = route_shape(m, batch);
