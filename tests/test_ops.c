@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_dot.h"
 #include "backend/cpu_ops.h"
 #include "op_test_util.h"
 
@@ -978,6 +979,73 @@ static void det_run(det_result *r) {
     }
 }
 
+/* The routing's fast paths against the reference: cpu_gate_topl_forward
+ * (top-l by ranks for n <= 32, the insertion sort beyond and for rows with
+ * a NaN) picks what cpu_topl_select picks from the same scores, on
+ * tie-heavy integer scores; and cpu_patch_extract_route (one pass per
+ * sample) gives what patch extraction followed by gate_topl_forward gives:
+ * the same bits with the AVX-512 kernels, the scores to rounding and the
+ * same picks through OpenBLAS. */
+static void route_case(int B, int C, int side, int p, int k, int l, int ties, int with_nan) {
+    const pmoe_patch_shape ps = {B, C, side, side, p};
+    const int n = pmoe_patch_count(&ps), d = pmoe_patch_dim(&ps);
+    const pmoe_route_shape rs = {B, n, d, k, l, PMOE_GATE_RENORM};
+    const int64_t pixels = (int64_t)B * C * side * side;
+    float *images = fbuf(pixels), *router = fbuf((int64_t)k * d);
+    float *patches = fbuf((int64_t)B * n * d), *scores = fbuf((int64_t)B * n * k);
+    float *gate = fbuf((int64_t)B * k * l);
+    float *patches2 = fbuf((int64_t)B * n * d), *scores2 = fbuf((int64_t)B * n * k);
+    float *gate2 = fbuf((int64_t)B * k * l);
+    int32_t *sel = ibuf((int64_t)B * k * l), *sel2 = ibuf((int64_t)B * k * l);
+    int32_t *want = ibuf(l);
+    fill_uniform(images, pixels, 300 + n + k, ties ? 0 : -1, ties ? 3 : 1);
+    fill_uniform(router, (int64_t)k * d, 400 + n, ties ? 0 : -0.5f, ties ? 2 : 0.5f);
+    if (ties) { /* small integers: exact scores, many equal */
+        for (int64_t i = 0; i < pixels; i++) images[i] = floorf(images[i]);
+        for (int64_t i = 0; i < (int64_t)k * d; i++) router[i] = floorf(router[i]);
+    }
+    if (with_nan) images[(int64_t)(B / 2) * C * side * side] = NAN; /* one patch of one sample */
+    char what[120];
+    snprintf(what, sizeof what, "B=%d n=%d d=%d k=%d l=%d%s%s", B, n, d, k, l, ties ? ", ties" : "",
+             with_nan ? ", a NaN" : "");
+    for (int simd = 1; simd >= 0; simd--) {
+        cpu_simd_kernels(simd);
+        cpu_patch_extract_forward(NULL, &ps, images, patches);
+        cpu_gate_topl_forward(NULL, &rs, patches, router, scores, sel, gate);
+        int bad = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int e = 0; e < k; e++) {
+                cpu_topl_select(scores + b * n * k + e, k, n, l, want);
+                bad += !same_ints(sel + (b * k + e) * l, want, l);
+            }
+        CHECK_MSG(bad == 0, "%s: %d of %d picks differ from cpu_topl_select on the same scores", what,
+                  bad, B * k);
+        cpu_patch_extract_route(NULL, &ps, &rs, images, router, patches2, scores2, sel2, gate2);
+        CHECK_MSG(memcmp(patches, patches2, sizeof(float) * B * n * d) == 0, "%s: fused patches differ", what);
+        CHECK_MSG(same_ints(sel, sel2, (int64_t)B * k * l), "%s, simd %d: fused picks differ", what, simd);
+        if (simd || ties) { /* scored patch by patch alike (integer sums are exact) */
+            CHECK_MSG(memcmp(scores, scores2, sizeof(float) * B * n * k) == 0, "%s: fused scores differ", what);
+            CHECK_MSG(memcmp(gate, gate2, sizeof(float) * B * k * l) == 0 || with_nan,
+                      "%s: fused gates differ", what);
+        } else {
+            double worst = 0.0;
+            for (int64_t i = 0; i < (int64_t)B * n * k; i++)
+                worst = fmax(worst, fabs((double)scores[i] - scores2[i]) / (1.0 + fabs((double)scores[i])));
+            CHECK_MSG(worst < 1e-5, "%s, OpenBLAS: fused scores off by %.3g", what, worst);
+        }
+    }
+    cpu_simd_kernels(1);
+}
+
+static void test_route_paths(void) {
+    printf("gate_topl fast paths and the fused patch_extract_route\n");
+    route_case(9, 2, 12, 3, 5, 4, 1, 0);  /* n = 16: ranks, many ties */
+    route_case(9, 2, 12, 3, 5, 4, 1, 1);  /* a NaN score row: the insertion sort */
+    route_case(6, 1, 12, 2, 3, 5, 1, 0);  /* n = 36: the insertion sort, ties */
+    route_case(5, 1, 112, 28, 8, 6, 0, 0); /* the mosaic's shape, random scores */
+    route_case(3, 3, 8, 4, 7, 4, 0, 0);   /* n = 4 = l, d = 48, k = 7 (passes of 4 + 3) */
+}
+
 int main(void) {
     /* The backend keeps OpenBLAS to one thread; the ops themselves take NULL. */
     pmoe_backend *be = cpu_backend_or_exit();
@@ -985,6 +1053,7 @@ int main(void) {
     test_patch_extract();
     test_topl_select();
     test_gate_forward();
+    test_route_paths();
     test_gate_backward();
     test_dispatch();
     test_expert();

@@ -65,8 +65,11 @@ void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units,
     const float *xs[4];
     for (int q = 0; q < 4; q++) xs[q] = x[q < rows ? q : 0]; /* a short group repeats its first row */
     float tile[4 * 6];
-    for (int u0 = 0; u0 < units; u0 += 6) {
-        const int U = units - u0 < 6 ? units - u0 : 6;
+    /* passes of at most 6 units, as even as they go (8 = 4 + 4, not 6 + 2:
+     * a thin pass has too few FMAs per load) */
+    const int passes = (units + 5) / 6, per_pass = (units + passes - 1) / passes;
+    for (int u0 = 0; u0 < units; u0 += per_pass) {
+        const int U = units - u0 < per_pass ? units - u0 : per_pass;
         dot4_units(xs, w + (int64_t)u0 * d, d, U, tile);
         for (int q = 0; q < rows; q++)
             for (int u = 0; u < U; u++) out[q * ldo + u0 + u] = tile[q * 6 + u];

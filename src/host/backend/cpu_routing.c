@@ -117,12 +117,14 @@ static void score_rows(const pmoe_route_shape *s, int64_t r0, int64_t r1, const 
  * lower index), and the l of rank < l are the picks, in rank order. The
  * same picks as cpu_topl_select, without its data-dependent branches, and
  * vectorised over the k experts (a sample's scores are n x k, row-major).
- * Only for n k <= RANK_MAX and no NaN among the scores (their order under
- * cpu_topl_select is not a ranking); returns 0 to leave those to it. */
-enum { RANK_MAX = 4096 };
+ * Its n^2 k comparisons pay off for few patches (n <= RANK_PATCHES; the
+ * mosaic's 16), not for WRN-pMoE's 64 positions. Only for no NaN among the
+ * scores (their order under cpu_topl_select is not a ranking); returns 0 to
+ * leave the rest to it. */
+enum { RANK_PATCHES = 32, RANK_MAX = 4096 };
 
 static int topl_by_rank(const float *sc, int n, int k, int l, int32_t *picks) {
-    if ((int64_t)n * k > RANK_MAX) return 0;
+    if (n > RANK_PATCHES || (int64_t)n * k > RANK_MAX) return 0;
     int nan = 0;
     for (int i = 0; i < n * k; i++) nan |= sc[i] != sc[i];
     if (nan) return 0;
