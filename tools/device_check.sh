@@ -124,6 +124,24 @@ if [ "${STATUS[build]}" = 0 ]; then
   timeout 60 ctest --test-dir "$BUILD" -R 'test_backend_select|test_kernels_host|test_host_exec' \
     --output-on-failure >"$OUT/ctest_select.log" 2>&1
   STATUS[cpu_tests]=$?
+  # The NVTX ranges of CUDA runs, as Nsight receives them (the recorder
+  # injected), and, where the machine has Nsight Systems, a real capture.
+  PMOE_TEST_DEVICE=cuda timeout 60 bash tests/test_nvtx_ranges.sh "$BUILD/pmoe" \
+    "$BUILD/tests/libnvtx_recorder.so" >"$OUT/nvtx_ranges.log" 2>&1
+  STATUS[nvtx_ranges]=$?
+  cat "$OUT/nvtx_ranges.log" | tee -a "$LOG" | tail -8
+  if command -v nsys >/dev/null; then
+    timeout 90 nsys profile -t nvtx,cuda -o "$OUT/pmoe-nsys" --force-overwrite true \
+      "$BUILD/pmoe" train --quiet --set train.device=cuda --set data.source=synthetic \
+      --set data.train_size=200 --set data.test_size=50 --set train.epochs=1 \
+      --set train.profile_experts=true >"$OUT/nsys.log" 2>&1 &&
+      timeout 60 nsys stats --report nvtx_sum "$OUT/pmoe-nsys.nsys-rep" >"$OUT/nvtx_sum.txt" 2>&1
+    STATUS[nsys]=$?
+    rm -f "$OUT/pmoe-nsys.nsys-rep" "$OUT/pmoe-nsys.sqlite" # large; the summary is kept
+    head -40 "$OUT/nvtx_sum.txt" | tee -a "$LOG"
+  else
+    STATUS[nsys]="no nsys"
+  fi
   cat "$OUT/ctest_gpu.log" "$OUT/ctest_select.log" >>"$LOG"
   grep -E "Test +#|tests passed|Skipped|Failed" "$OUT/ctest_gpu.log" "$OUT/ctest_select.log" | sed 's/^[^:]*://'
   count() { cat "$OUT/ctest_gpu.log" "$OUT/ctest_select.log" | grep -cE "Test +#[0-9]+: .*($1)"; }
