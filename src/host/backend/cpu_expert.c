@@ -21,7 +21,7 @@ void cpu_expert_forward(pmoe_backend *be, int experts, int64_t rows, int dim, in
     const int64_t total = (int64_t)experts * rows * hidden;
 #pragma omp parallel for schedule(static) if (total > 65536)
     for (int64_t i = 0; i < total; i++)
-        if (!(hidden_out[i] > 0.0f)) hidden_out[i] = 0.0f;
+        hidden_out[i] = cpu_where_positive(hidden_out[i], hidden_out[i], 0.0f);
 }
 
 void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
@@ -30,7 +30,7 @@ void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, i
     const int64_t total = (int64_t)experts * rows * hidden;
 #pragma omp parallel for schedule(static) if (total > 65536)
     for (int64_t i = 0; i < total; i++)
-        if (!(hidden_out[i] > 0.0f)) dhidden[i] = 0.0f;
+        dhidden[i] = cpu_where_positive(hidden_out[i], dhidden[i], 0.0f);
     /* dW_s (h x d) = dpre_s^T (h x rows) expert_in[s] (rows x d) */
     cpu_gemm(be, 1, 0, hidden, dim, rows, 1.0f, dhidden, hidden, rows * hidden, expert_in, dim,
              rows * dim, 0.0f, dexpert_w, dim, (int64_t)hidden * dim, experts);
@@ -215,7 +215,7 @@ void cpu_expert_forward_gathered(pmoe_backend *be, const pmoe_route_shape *s, in
                             gathered_row(s, patches, selected, e, r0 + i), 1, 0.0f, out + i * h, 1);
         }
         for (int64_t i = 0; i < len * h; i++)
-            if (!(out[i] > 0.0f)) out[i] = 0.0f;
+            out[i] = cpu_where_positive(out[i], out[i], 0.0f);
     }
     gather_scratch_free(be, scratch, scratch_bytes);
 }
@@ -249,7 +249,7 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
     const int64_t rows = s->batch * s->topl, total = (int64_t)k * rows * h;
 #pragma omp parallel for schedule(static) if (total > 65536)
     for (int64_t i = 0; i < total; i++)
-        if (!(hidden_out[i] > 0.0f)) dhidden[i] = 0.0f;
+        dhidden[i] = cpu_where_positive(hidden_out[i], dhidden[i], 0.0f);
     /* With the router: h + 1 units per expert, the last one writing the
      * router's row of drouter_w rather than a row of dW_s. */
     int units = h;

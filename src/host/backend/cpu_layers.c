@@ -705,8 +705,7 @@ void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y)
 void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
                        float *dx) {
 #pragma omp parallel for schedule(static) if (count > 65536)
-    for (int64_t i = 0; i < count; i++) /* a select, not a branch: it vectorises */
-        dx[i] = y[i] > 0.0f ? dx[i] + dy[i] : dx[i];
+    for (int64_t i = 0; i < count; i++) dx[i] = cpu_where_positive(y[i], dx[i] + dy[i], dx[i]);
 }
 
 void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,

@@ -7,7 +7,25 @@
 #ifndef PMOE_BACKEND_CPU_OPS_H
 #define PMOE_BACKEND_CPU_OPS_H
 
+#include <stdint.h>
+#include <string.h>
+
 #include "backend/backend.h"
+
+/* a where c > 0, else b (NaN c gives b), chosen by a bit mask rather than
+ * a branch: under GCC's default trapping math a float comparison does not
+ * become a vector select, and a branch on the signs of activations
+ * mispredicts half the time (relu_backward ran 28x slower than relu_forward). */
+static inline float cpu_where_positive(float c, float a, float b) {
+    uint32_t ab, bb;
+    memcpy(&ab, &a, sizeof ab);
+    memcpy(&bb, &b, sizeof bb);
+    const uint32_t keep = 0u - (uint32_t)(c > 0.0f);
+    const uint32_t r = (ab & keep) | (bb & ~keep);
+    float out;
+    memcpy(&out, &r, sizeof out);
+    return out;
+}
 
 void cpu_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
