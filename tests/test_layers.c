@@ -378,6 +378,8 @@ static void test_batchnorm(void) {
     bn_case(6, 3, 1, 0.5f, 2100);    /* spatial 1: a fully connected layer's BN */
     bn_case(4, 2, 16, 20.0f, 2200);  /* means far from 0 */
     bn_case(2, 5, 9, 0.0f, 2300);
+    bn_case(9, 37, 1, 0.3f, 2400);   /* narrow maps in blocks of 16 channels, with a remainder */
+    bn_case(5, 20, 4, 2.0f, 2500);   /* 2x2 patches: a narrow map with a row of 4 */
 }
 
 /* ----------------------------------------------------- elementwise, pooling */
@@ -766,6 +768,23 @@ static void det_run(det_result *r) {
         cpu_channel_bias_backward(NULL, B, C, S, dy, dbias);
         det_add(r, "avgpool forward", pool, B * C);
         det_add(r, "channel bias backward", dbias, C);
+    }
+    { /* a narrow map (the pMoE layer's 1x1 patches): channel blocks over threads */
+        const int64_t B = 700, S = 1;
+        const int C = 40;
+        const int64_t n = B * C * S;
+        pmoe_bn_shape s = {B, C, S, 1e-5f};
+        float *x = bn_input(B, C, S, 1.0f, 5600), *gamma = frand(C, 5601, 0.5f, 1.5f);
+        float *beta = frand(C, 5602, -0.5f, 0.5f), *rm = frand(C, 5603, -1, 1);
+        float *rv = frand(C, 5604, 0.5f, 2), *y = fbuf(n), *m = fbuf(C), *is = fbuf(C);
+        cpu_batchnorm_forward_train(NULL, &s, x, gamma, beta, y, m, is, rm, rv, 0.1f);
+        det_add(r, "narrow bn train y", y, n);
+        det_add(r, "narrow bn train running_var", rv, C);
+        float *dy = frand(n, 5605, -1, 1), *dx = frand(n, 5606, -1, 1), *dg = fbuf(C),
+              *db = fbuf(C);
+        cpu_batchnorm_backward(NULL, &s, x, gamma, m, is, dy, dx, dg, db);
+        det_add(r, "narrow bn backward dx", dx, n);
+        det_add(r, "narrow bn backward dgamma", dg, C);
     }
     {
         const int64_t B = 256;

@@ -179,6 +179,22 @@ static void test_gemm(void) {
 
 static void test_patch_extract(void) {
     printf("patch_extract\n");
+    {   /* 1x1 patches (a transpose of each sample's C x HW map), both ways */
+        pmoe_patch_shape s = {3, 5, 3, 4, 1};
+        const int n = pmoe_patch_count(&s), d = pmoe_patch_dim(&s);
+        CHECK(n == 12 && d == 5);
+        const int64_t ni = 3 * 5 * 12;
+        float *img = frand(ni, 9, -1, 1), *pat = fbuf(ni), *back = fbuf(ni);
+        double *want = dbuf(ni), *want_img = dbuf(ni);
+        cpu_patch_extract_forward(NULL, &s, img, pat);
+        for (int b = 0; b < 3; b++)
+            for (int j = 0; j < n; j++)
+                for (int c = 0; c < d; c++) want[(b * n + j) * d + c] = img[(b * 5 + c) * n + j];
+        check_exact("patch forward p=1", pat, want, ni);
+        cpu_patch_extract_backward(NULL, &s, pat, back); /* back starts as NaN */
+        for (int64_t i = 0; i < ni; i++) want_img[i] = img[i];
+        check_exact("patch backward p=1 (the inverse)", back, want_img, ni);
+    }
     {   /* B=2 C=2 H=4 W=6 p=2: n = 2 x 3 patches of d = 8; pixel value
          * 1000 b + 100 c + 10 y + x. */
         pmoe_patch_shape s = {2, 2, 4, 6, 2};

@@ -616,6 +616,62 @@ static void row_sums_backward(const float *x, const float *g, int64_t n, double 
     *sum_g_xhat += tb;
 }
 
+/* Narrow maps (spatial < ROW_LANES: the pMoE layer's experts on 1x1 or 2x2
+ * patches) have rows too short for the per-row sums above to pay for their
+ * calls, and one channel's values lie C S apart. There each task takes a
+ * block of NARROW_CHANNELS channels and walks the samples in order, adding
+ * each row's sum (from 0, in order, as row_sum does for a short row) into
+ * the block's totals: the same sums as the per-channel loops, bit for bit,
+ * read along memory. */
+enum { NARROW_CHANNELS = 16 };
+
+static void bn_stats(const float *x, int64_t B, int C, int64_t S, int c, int c_end, double *sum,
+                     const double *mean) {
+    const int w = c_end - c;
+    for (int j = 0; j < w; j++) sum[j] = 0.0;
+    if (S == 1) { /* a row is one value: 0 + v is v (and 0 + d^2 is d^2) */
+        for (int64_t b = 0; b < B; b++) {
+            const float *row = x + b * C + c;
+            if (mean)
+                for (int j = 0; j < w; j++) {
+                    const double d = row[j] - mean[j];
+                    sum[j] += d * d;
+                }
+            else
+                for (int j = 0; j < w; j++) sum[j] += row[j];
+        }
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int j = 0; j < w; j++) {
+            const float *row = x + (b * C + c + j) * S;
+            double t = 0.0;
+            if (mean)
+                for (int64_t i = 0; i < S; i++) {
+                    const double d = row[i] - mean[j];
+                    t += d * d;
+                }
+            else
+                for (int64_t i = 0; i < S; i++) t += row[i];
+            sum[j] += t;
+        }
+}
+
+/* One channel's statistics, saved and folded into the running ones. */
+static void bn_finish_channel(const pmoe_bn_shape *s, int c, double mean, double var,
+                              float *save_mean, float *save_invstd, float *running_mean,
+                              float *running_var, float momentum) {
+    const int64_t N = s->batch * s->spatial;
+    const float mean_f = (float)mean, invstd_f = (float)(1.0 / sqrt(var + (double)s->eps));
+    save_mean[c] = mean_f;
+    save_invstd[c] = invstd_f;
+    if (running_mean) running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean_f;
+    if (running_var) { /* unbiased; one value has none, and then the biased 0 is kept */
+        const double unbiased = N > 1 ? var * (double)N / (double)(N - 1) : var;
+        running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
+    }
+}
+
 void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                                  const float *gamma, const float *beta, float *y, float *save_mean,
                                  float *save_invstd, float *running_mean, float *running_var,
@@ -623,6 +679,32 @@ void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const
     const int64_t B = s->batch, S = s->spatial, N = B * S;
     const int C = s->channels;
     if (N <= 0) return;
+    if (S < ROW_LANES) {
+        const int blocks = (C + NARROW_CHANNELS - 1) / NARROW_CHANNELS;
+#pragma omp parallel for schedule(static) if (blocks > 1 && N * C > 16384)
+        for (int blk = 0; blk < blocks; blk++) {
+            const int c0 = blk * NARROW_CHANNELS, c1 = c0 + NARROW_CHANNELS < C ? c0 + NARROW_CHANNELS : C;
+            double sum[NARROW_CHANNELS], mean[NARROW_CHANNELS], sq[NARROW_CHANNELS];
+            float shift[NARROW_CHANNELS], scale[NARROW_CHANNELS];
+            bn_stats(x, B, C, S, c0, c1, sum, NULL);
+            for (int j = 0; j < c1 - c0; j++) mean[j] = sum[j] / (double)N;
+            bn_stats(x, B, C, S, c0, c1, sq, mean); /* two passes: no cancellation */
+            for (int j = 0; j < c1 - c0; j++) {
+                bn_finish_channel(s, c0 + j, mean[j], sq[j] / (double)N, save_mean, save_invstd,
+                                  running_mean, running_var, momentum);
+                scale[j] = gamma[c0 + j] * save_invstd[c0 + j];
+                shift[j] = beta[c0 + j];
+            }
+            for (int64_t b = 0; b < B; b++)
+                for (int j = 0; j < c1 - c0; j++) {
+                    const float *in = x + (b * C + c0 + j) * S;
+                    float *out = y + (b * C + c0 + j) * S;
+                    const float m = save_mean[c0 + j];
+                    for (int64_t i = 0; i < S; i++) out[i] = (in[i] - m) * scale[j] + shift[j];
+                }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (C > 1 && N * C > 16384)
     for (int c = 0; c < C; c++) {
         double sum = 0.0;
@@ -630,17 +712,9 @@ void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const
         const double mean = sum / (double)N;
         double sq = 0.0; /* two passes: no cancellation when |mean| >> std */
         for (int64_t b = 0; b < B; b++) sq += row_sum_sq(x + (b * C + c) * S, S, mean);
-        const double var = sq / (double)N;
-        const float mean_f = (float)mean, invstd_f = (float)(1.0 / sqrt(var + (double)s->eps));
-        save_mean[c] = mean_f;
-        save_invstd[c] = invstd_f;
-        if (running_mean)
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean_f;
-        if (running_var) { /* unbiased; one value has none, and then the biased 0 is kept */
-            const double unbiased = N > 1 ? var * (double)N / (double)(N - 1) : var;
-            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
-        }
-        const float scale = gamma[c] * invstd_f, shift = beta[c];
+        bn_finish_channel(s, c, mean, sq / (double)N, save_mean, save_invstd, running_mean,
+                          running_var, momentum);
+        const float mean_f = save_mean[c], scale = gamma[c] * save_invstd[c], shift = beta[c];
         for (int64_t b = 0; b < B; b++) {
             const float *in = x + (b * C + c) * S;
             float *out = y + (b * C + c) * S;
@@ -654,6 +728,23 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
                                 const float *running_var, float *y) {
     const int64_t S = s->spatial, rows = s->batch * s->channels;
     const int C = s->channels;
+    if (S < ROW_LANES) { /* narrow maps: each channel's scale once per block, not per row */
+        const int blocks = (C + NARROW_CHANNELS - 1) / NARROW_CHANNELS;
+#pragma omp parallel for schedule(static) if (blocks > 1 && rows * S > 65536)
+        for (int blk = 0; blk < blocks; blk++) {
+            const int c0 = blk * NARROW_CHANNELS, w = C - c0 < NARROW_CHANNELS ? C - c0 : NARROW_CHANNELS;
+            float scale[NARROW_CHANNELS];
+            for (int j = 0; j < w; j++)
+                scale[j] = (float)(gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)s->eps));
+            for (int64_t b = 0; b < s->batch; b++)
+                for (int j = 0; j < w; j++) {
+                    const int64_t at = (b * C + c0 + j) * S;
+                    for (int64_t i = 0; i < S; i++)
+                        y[at + i] = (x[at + i] - running_mean[c0 + j]) * scale[j] + beta[c0 + j];
+                }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (rows * S > 65536)
     for (int64_t row = 0; row < rows; row++) {
         const int c = (int)(row % C);
@@ -665,12 +756,86 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
     }
 }
 
+/* Narrow maps: the backward's two sums for a block of channels, walking the
+ * samples in order (each row's sums from 0, as row_sums_backward does for a
+ * short row), then dx; the same values as the per-channel loops. */
+static void bn_backward_narrow(const pmoe_bn_shape *s, int c0, int c1, const float *x,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, const float *dy, float *dx,
+                               float *dgamma, float *dbeta) {
+    const int64_t B = s->batch, S = s->spatial, N = B * S;
+    const int C = s->channels, w = c1 - c0;
+    double mean[NARROW_CHANNELS], invstd[NARROW_CHANNELS], sum_g[NARROW_CHANNELS],
+        sum_gx[NARROW_CHANNELS];
+    for (int j = 0; j < w; j++) {
+        mean[j] = save_mean[c0 + j], invstd[j] = save_invstd[c0 + j];
+        sum_g[j] = sum_gx[j] = 0.0;
+    }
+    for (int64_t b = 0; b < B; b++) {
+        if (S == 1) { /* a row is one value: 0 + v is v */
+            const float *xr = x + b * C + c0, *gr = dy + b * C + c0;
+            for (int j = 0; j < w; j++) {
+                sum_g[j] += gr[j];
+                sum_gx[j] += gr[j] * ((xr[j] - mean[j]) * invstd[j]);
+            }
+            continue;
+        }
+        for (int j = 0; j < w; j++) {
+            const int64_t at = (b * C + c0 + j) * S;
+            double ta = 0.0, tb = 0.0;
+            for (int64_t i = 0; i < S; i++) {
+                ta += dy[at + i];
+                tb += dy[at + i] * ((x[at + i] - mean[j]) * invstd[j]);
+            }
+            sum_g[j] += ta;
+            sum_gx[j] += tb;
+        }
+    }
+    for (int j = 0; j < w; j++) {
+        if (dbeta) dbeta[c0 + j] = (float)sum_g[j];
+        if (dgamma) dgamma[c0 + j] = (float)sum_gx[j];
+    }
+    if (!dx) return;
+    double scale[NARROW_CHANNELS], mean_dy[NARROW_CHANNELS], mean_dy_xhat[NARROW_CHANNELS];
+    for (int j = 0; j < w; j++) {
+        scale[j] = gamma[c0 + j] * invstd[j];
+        mean_dy[j] = sum_g[j] / (double)N;
+        mean_dy_xhat[j] = sum_gx[j] / (double)N;
+    }
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t at = (b * C + c0) * S;
+        if (S == 1) {
+            for (int j = 0; j < w; j++) {
+                const double xhat = (x[at + j] - mean[j]) * invstd[j];
+                dx[at + j] += (float)(scale[j] * (dy[at + j] - mean_dy[j] - xhat * mean_dy_xhat[j]));
+            }
+            continue;
+        }
+        for (int j = 0; j < w; j++)
+            for (int64_t i = 0; i < S; i++) {
+                const double xhat = (x[at + j * S + i] - mean[j]) * invstd[j];
+                dx[at + j * S + i] +=
+                    (float)(scale[j] * (dy[at + j * S + i] - mean_dy[j] - xhat * mean_dy_xhat[j]));
+            }
+    }
+}
+
 void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                             const float *gamma, const float *save_mean, const float *save_invstd,
                             const float *dy, float *dx, float *dgamma, float *dbeta) {
     const int64_t B = s->batch, S = s->spatial, N = B * S;
     const int C = s->channels;
     if (N <= 0) return;
+    if (S < ROW_LANES) {
+        const int blocks = (C + NARROW_CHANNELS - 1) / NARROW_CHANNELS;
+#pragma omp parallel for schedule(static) if (blocks > 1 && N * C > 16384)
+        for (int blk = 0; blk < blocks; blk++) {
+            const int c0 = blk * NARROW_CHANNELS;
+            bn_backward_narrow(s, c0, c0 + NARROW_CHANNELS < C ? c0 + NARROW_CHANNELS : C, x, gamma,
+                               save_mean, save_invstd, dy, dx, dgamma, dbeta);
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (C > 1 && N * C > 16384)
     for (int c = 0; c < C; c++) {
         const double mean = save_mean[c], invstd = save_invstd[c];

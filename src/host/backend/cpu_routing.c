@@ -12,11 +12,21 @@
 #include "backend/cpu_dot.h"
 #include "backend/cpu_ops.h"
 
-/* The n patches of sample b, row-major within each, channel by channel. */
+/* The n patches of sample b, row-major within each, channel by channel.
+ * Copies of short rows are written inline (a memcpy call per 28-float row
+ * cost more than the copy); 1x1 patches make it a transpose of the sample's
+ * C x n map, done as one. */
 static void extract_sample(const pmoe_patch_shape *s, int64_t b, const float *images,
                            float *patches) {
     const int p = s->patch, C = s->channels, H = s->height, W = s->width;
     const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
+    if (p == 1 && n == H * W) {
+        const float *in = images + b * C * (int64_t)n;
+        float *out = patches + b * n * (int64_t)C;
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < n; j++) out[(int64_t)j * C + c] = in[(int64_t)c * n + j];
+        return;
+    }
     for (int j = 0; j < n; j++) {
         const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
         float *out = patches + (b * n + j) * (int64_t)d;
@@ -24,7 +34,34 @@ static void extract_sample(const pmoe_patch_shape *s, int64_t b, const float *im
             for (int y = 0; y < p; y++) {
                 const float *row = images + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
                 float *dst = out + (c * p + y) * p;
-                for (int x = 0; x < p; x++) dst[x] = row[x]; /* short rows: no call per row */
+                for (int x = 0; x < p; x++) dst[x] = row[x];
+            }
+    }
+}
+
+/* The adjoint for sample b: its patches written back into its map, every
+ * pixel outside the patches (when p does not divide H or W) set to zero. */
+static void place_sample(const pmoe_patch_shape *s, int64_t b, const float *dpatches,
+                         float *dimages) {
+    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
+    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
+    const int64_t map = (int64_t)C * H * W;
+    if (p == 1 && n == H * W) {
+        const float *in = dpatches + b * n * (int64_t)C;
+        float *out = dimages + b * map;
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < n; j++) out[(int64_t)c * n + j] = in[(int64_t)j * C + c];
+        return;
+    }
+    if (per_row * p != W || (H / p) * p != H) memset(dimages + b * map, 0, (size_t)map * sizeof(float));
+    for (int j = 0; j < n; j++) {
+        const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
+        const float *in = dpatches + (b * n + j) * (int64_t)d;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < p; y++) {
+                float *row = dimages + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
+                const float *src = in + (c * p + y) * p;
+                for (int x = 0; x < p; x++) row[x] = src[x];
             }
     }
 }
@@ -37,21 +74,8 @@ void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, cons
 
 void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
                                 const float *dpatches, float *dimages) {
-    const int p = s->patch, C = s->channels, H = s->height, W = s->width;
-    const int per_row = W / p, n = pmoe_patch_count(s), d = pmoe_patch_dim(s);
-    /* Pixels outside every patch (when p does not divide H or W) get zero. */
-    memset(dimages, 0, (size_t)(s->batch * C * H * W) * sizeof(float));
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < s->batch; b++)
-        for (int j = 0; j < n; j++) {
-            const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
-            const float *in = dpatches + (b * n + j) * (int64_t)d;
-            for (int c = 0; c < C; c++)
-                for (int y = 0; y < p; y++) {
-                    float *row = dimages + ((b * C + c) * (int64_t)H + y0 + y) * W + x0;
-                    memcpy(row, in + (c * p + y) * p, (size_t)p * sizeof(float));
-                }
-        }
+#pragma omp parallel for schedule(static) if (s->batch > 1)
+    for (int64_t b = 0; b < s->batch; b++) place_sample(s, b, dpatches, dimages);
 }
 
 void cpu_topl_select(const float *scores, int64_t stride, int n, int l, int32_t *out) {
