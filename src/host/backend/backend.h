@@ -148,7 +148,9 @@ typedef struct pmoe_ops {
      * expert's rows straight from patches through selected, so expert_in is
      * never written (the model then does not allocate it). Results are
      * those of the pair each replaces, to rounding (a sum may run in another
-     * fixed order); the backward gives dexpert_w only (the patches are input
+     * fixed order, set by the shape alone: the CPU backward sums the batch's
+     * two halves apart, so rows of zero gradient appended to a batch change
+     * its bits unless left out); the backward gives dexpert_w only (the patches are input
      * data and need no gradient). When dscores is not NULL (B x n x k, zero
      * but at the picks: the renormalised gate's gradient) it also writes
      * drouter_w (k x d), the router's weight gradient, from the same rows

@@ -263,36 +263,60 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
     const double work = (double)rows * units * d * k;
     if (simd) {
 #if PMOE_GATHERED_SIMD
-        /* Each thread owns a band of columns (whole 16-float vectors) of every
-         * expert's dW, so no two threads write one output and each reads only
-         * its band of the patches. It walks the samples in chunks whose band
-         * of patches (about 1 MiB) stays in its L2 cache while all k experts
-         * read their picks from it, adding each chunk's rows in order into
-         * 64-column slabs: every column's sum runs over the rows in one order
-         * whatever the thread count. */
+        /* The batch is summed as two halves (sample blocks), added at the
+         * end: the routing pass cut out each half's patches on the thread
+         * that now reads them back, from its own cache (reading the other
+         * core's freshly written half cost a third more at batch 20). Within
+         * a half, threads share the columns (16-float vectors); each walks
+         * its samples in chunks whose band of patches (about 1 MiB) stays in
+         * its L2 while all k experts read their picks from it, adding the
+         * rows in order into 64-column slabs. The halves are fixed by the
+         * batch, so every sum runs in one order whatever the thread count. */
+        const int halves = s->batch > 1 ? 2 : 1;
+        size_t second_bytes = 0;
+        float *second = halves > 1 ? gather_scratch(be, (size_t)k * (size_t)units * (size_t)d, 1, &second_bytes) : NULL;
+        const int split = second != NULL ? halves : 1; /* no memory: one block */
         const int64_t vecs = (d + 15) / 16;
 #pragma omp parallel if (vecs > 1 && work > 2e5)
         {
-            const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-            const int64_t c_lo = 16 * (vecs * tid / nt);
-            const int64_t c_hi = 16 * (vecs * (tid + 1) / nt) < d ? 16 * (vecs * (tid + 1) / nt) : d;
-            const int64_t band = (int64_t)s->patches * (c_hi - c_lo) * (int64_t)sizeof(float);
+            const int nt = omp_get_num_threads();
+            const int bands = nt / split > 1 ? nt / split : 1;
             const int l = s->topl;
-            int64_t chunk = band <= 0 || band >= (1 << 20) ? 1 : (1 << 20) / band;
-            if (chunk * l > CHUNK_ROWS) chunk = CHUNK_ROWS / l > 1 ? CHUNK_ROWS / l : 1;
             const float *picked[CHUNK_ROWS > 1 ? CHUNK_ROWS : 1];
-            for (int64_t b0 = 0; c_lo < c_hi && b0 < s->batch; b0 += chunk) {
-                const int64_t b1 = s->batch - b0 < chunk ? s->batch : b0 + chunk, count = (b1 - b0) * l;
-                for (int e = 0; e < k; e++) {
-                    for (int64_t i = 0; i < count; i++) picked[i] = gathered_row(s, patches, selected, e, b0 * l + i);
-                    for (int64_t c0 = c_lo; c0 < c_hi; c0 += 64)
-                        backward_cols_simd(picked, count, d, c0, (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
-                                           g + ((int64_t)e * rows + b0 * l) * units, h,
-                                           dexpert_w + (int64_t)e * h * d,
-                                           router ? drouter_w + (int64_t)e * d : NULL, b0 == 0);
+#pragma omp for schedule(static)
+            for (int task = 0; task < split * bands; task++) {
+                const int half = task / bands, band_id = task % bands;
+                const int64_t s_lo = s->batch * half / split, s_hi = s->batch * (half + 1) / split;
+                const int64_t c_lo = 16 * (vecs * band_id / bands);
+                const int64_t c_hi = 16 * (vecs * (band_id + 1) / bands) < d ? 16 * (vecs * (band_id + 1) / bands) : d;
+                /* the first half into dW and the router's rows, the second into `second` */
+                float *dw_base = half ? second : dexpert_w;
+                float *router_base = half ? second + (int64_t)k * h * d : drouter_w;
+                const int64_t band = (int64_t)s->patches * (c_hi - c_lo) * (int64_t)sizeof(float);
+                int64_t chunk = band <= 0 || band >= (1 << 20) ? 1 : (1 << 20) / band;
+                if (chunk * l > CHUNK_ROWS) chunk = CHUNK_ROWS / l > 1 ? CHUNK_ROWS / l : 1;
+                for (int64_t b0 = s_lo; c_lo < c_hi && b0 < s_hi; b0 += chunk) {
+                    const int64_t b1 = s_hi - b0 < chunk ? s_hi : b0 + chunk, count = (b1 - b0) * l;
+                    for (int e = 0; e < k; e++) {
+                        for (int64_t i = 0; i < count; i++) picked[i] = gathered_row(s, patches, selected, e, b0 * l + i);
+                        for (int64_t c0 = c_lo; c0 < c_hi; c0 += 64)
+                            backward_cols_simd(picked, count, d, c0, (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
+                                               g + ((int64_t)e * rows + b0 * l) * units, h,
+                                               dw_base + (int64_t)e * h * d,
+                                               router ? router_base + (int64_t)e * d : NULL, b0 == s_lo);
+                    }
+                }
+            }
+            if (split > 1) { /* dW = first half + second half, element by element */
+#pragma omp for schedule(static)
+                for (int64_t i = 0; i < (int64_t)k * h * d; i++) dexpert_w[i] += second[i];
+                if (router) {
+#pragma omp for schedule(static)
+                    for (int64_t i = 0; i < (int64_t)k * d; i++) drouter_w[i] += second[(int64_t)k * h * d + i];
                 }
             }
         }
+        gather_scratch_free(be, second, second_bytes);
 #endif
     } else {
         const int64_t slabs = (d + GATHER_COLS - 1) / GATHER_COLS, tasks = slabs * k;

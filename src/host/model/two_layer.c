@@ -433,7 +433,11 @@ pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *c
             exchange_to_owners(m, batch, m->hidden, m->dhidden, m->expert_dhidden);
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, (uint64_t)global_rows);
             if (owner_fused(m)) {
-                const pmoe_route_shape os = owner_shape(m, batch * m->ranks);
+                /* The real samples only: the padding, at the global batch's
+                 * end, has no gradient, and without it the op splits the
+                 * batch where one process splits it (at half the samples),
+                 * so the sums are one process's, bit for bit. */
+                const pmoe_route_shape os = owner_shape(m, m->valid);
                 const int64_t h = m->hidden, d = m->patch_dim;
                 for (int j = 0; j < m->local_experts; j++)
                     op->expert_backward_gathered(be, &os, m->hidden,
