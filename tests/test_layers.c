@@ -703,6 +703,35 @@ static void test_moe_layer(void) {
 
 /* ------------------------------------------------------------ determinism */
 
+/* Batch norm's train, eval and backward on a B x C x S input, each of
+ * their 9 outputs recorded under names[]; the train output and the upstream
+ * gradient go to *y and *dy for the ops that follow. */
+static void det_batchnorm(det_result *r, int64_t B, int C, int64_t S, uint64_t seed,
+                          const char *const names[9], float **y_out, float **dy_out) {
+    const int64_t n = B * C * S;
+    pmoe_bn_shape s = {B, C, S, 1e-5f};
+    float *x = bn_input(B, C, S, 1.0f, seed), *gamma = frand(C, seed + 1, 0.5f, 1.5f);
+    float *beta = frand(C, seed + 2, -0.5f, 0.5f), *rm = frand(C, seed + 3, -1, 1);
+    float *rv = frand(C, seed + 4, 0.5f, 2), *y = fbuf(n), *m = fbuf(C), *is = fbuf(C);
+    cpu_batchnorm_forward_train(NULL, &s, x, gamma, beta, y, m, is, rm, rv, 0.1f);
+    det_add(r, names[0], y, n);
+    det_add(r, names[1], m, C);
+    det_add(r, names[2], is, C);
+    det_add(r, names[3], rm, C);
+    det_add(r, names[4], rv, C);
+    float *ye = fbuf(n);
+    cpu_batchnorm_forward_eval(NULL, &s, x, gamma, beta, rm, rv, ye);
+    det_add(r, names[5], ye, n);
+    float *dy = frand(n, seed + 5, -1, 1), *dx = frand(n, seed + 6, -1, 1), *dg = fbuf(C),
+          *db = fbuf(C);
+    cpu_batchnorm_backward(NULL, &s, x, gamma, m, is, dy, dx, dg, db);
+    det_add(r, names[6], dx, n);
+    det_add(r, names[7], dg, C);
+    det_add(r, names[8], db, C);
+    *y_out = y;
+    *dy_out = dy;
+}
+
 static void det_run(det_result *r) {
     r->count = 0;
     /* Shapes with several tasks and weight-gradient groups: many samples
@@ -741,28 +770,14 @@ static void det_run(det_result *r) {
         det_add(r, names[i][3], db, v[4]);
     }
     {
+        static const char *const wide[9] = {
+            "bn train y", "bn train save_mean", "bn train save_invstd", "bn train running_mean",
+            "bn train running_var", "bn eval y", "bn backward dx", "bn backward dgamma",
+            "bn backward dbeta"};
         const int64_t B = 16, S = 256;
         const int C = 32;
-        const int64_t n = B * C * S;
-        pmoe_bn_shape s = {B, C, S, 1e-5f};
-        float *x = bn_input(B, C, S, 1.0f, 5500), *gamma = frand(C, 5501, 0.5f, 1.5f);
-        float *beta = frand(C, 5502, -0.5f, 0.5f), *rm = frand(C, 5503, -1, 1);
-        float *rv = frand(C, 5504, 0.5f, 2), *y = fbuf(n), *m = fbuf(C), *is = fbuf(C);
-        cpu_batchnorm_forward_train(NULL, &s, x, gamma, beta, y, m, is, rm, rv, 0.1f);
-        det_add(r, "bn train y", y, n);
-        det_add(r, "bn train save_mean", m, C);
-        det_add(r, "bn train save_invstd", is, C);
-        det_add(r, "bn train running_mean", rm, C);
-        det_add(r, "bn train running_var", rv, C);
-        float *ye = fbuf(n);
-        cpu_batchnorm_forward_eval(NULL, &s, x, gamma, beta, rm, rv, ye);
-        det_add(r, "bn eval y", ye, n);
-        float *dy = frand(n, 5505, -1, 1), *dx = frand(n, 5506, -1, 1), *dg = fbuf(C),
-              *db = fbuf(C);
-        cpu_batchnorm_backward(NULL, &s, x, gamma, m, is, dy, dx, dg, db);
-        det_add(r, "bn backward dx", dx, n);
-        det_add(r, "bn backward dgamma", dg, C);
-        det_add(r, "bn backward dbeta", db, C);
+        float *y, *dy;
+        det_batchnorm(r, B, C, S, 5500, wide, &y, &dy);
         float *pool = fbuf(B * C), *dbias = fbuf(C);
         cpu_avgpool_forward(NULL, B * C, S, y, pool);
         cpu_channel_bias_backward(NULL, B, C, S, dy, dbias);
@@ -770,21 +785,12 @@ static void det_run(det_result *r) {
         det_add(r, "channel bias backward", dbias, C);
     }
     { /* a narrow map (the pMoE layer's 1x1 patches): channel blocks over threads */
-        const int64_t B = 700, S = 1;
-        const int C = 40;
-        const int64_t n = B * C * S;
-        pmoe_bn_shape s = {B, C, S, 1e-5f};
-        float *x = bn_input(B, C, S, 1.0f, 5600), *gamma = frand(C, 5601, 0.5f, 1.5f);
-        float *beta = frand(C, 5602, -0.5f, 0.5f), *rm = frand(C, 5603, -1, 1);
-        float *rv = frand(C, 5604, 0.5f, 2), *y = fbuf(n), *m = fbuf(C), *is = fbuf(C);
-        cpu_batchnorm_forward_train(NULL, &s, x, gamma, beta, y, m, is, rm, rv, 0.1f);
-        det_add(r, "narrow bn train y", y, n);
-        det_add(r, "narrow bn train running_var", rv, C);
-        float *dy = frand(n, 5605, -1, 1), *dx = frand(n, 5606, -1, 1), *dg = fbuf(C),
-              *db = fbuf(C);
-        cpu_batchnorm_backward(NULL, &s, x, gamma, m, is, dy, dx, dg, db);
-        det_add(r, "narrow bn backward dx", dx, n);
-        det_add(r, "narrow bn backward dgamma", dg, C);
+        static const char *const narrow[9] = {
+            "narrow bn train y", "narrow bn train save_mean", "narrow bn train save_invstd",
+            "narrow bn train running_mean", "narrow bn train running_var", "narrow bn eval y",
+            "narrow bn backward dx", "narrow bn backward dgamma", "narrow bn backward dbeta"};
+        float *y, *dy;
+        det_batchnorm(r, 700, 40, 1, 5600, narrow, &y, &dy);
     }
     {
         const int64_t B = 256;
