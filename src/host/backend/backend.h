@@ -313,6 +313,8 @@ struct pmoe_backend {
     pmoe_status (*synchronize)(pmoe_backend *be, pmoe_error *err);
     void (*destroy)(pmoe_backend *be);
     int asynchronous;  /* ops return before their work is done (CUDA): timers must wait */
+    int host_memory;   /* its buffers are host memory the host may write directly (CPU):
+                          a batch is composed in place rather than copied in */
     /* Optional (NULL when absent): start (1) or stop (0) the device profiler's
      * capture, for `nsys --capture-range=cudaProfilerApi`. */
     void (*profiler)(pmoe_backend *be, int start);

@@ -156,6 +156,7 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
     be->fill = cpu_fill;
     be->synchronize = cpu_synchronize;
     be->destroy = cpu_destroy;
+    be->host_memory = 1;
     *out = be;
     return PMOE_OK;
 }

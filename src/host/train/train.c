@@ -356,21 +356,27 @@ static shard shard_of(const run *r, int64_t count) {
 /* Composes this rank's share of the global batch indices[0..count) into the
  * model's images (padding: zeros), and the labels of the whole batch (the
  * loss of every rank reads them all). Returns the share in *sh. */
+/* Where a batch is composed: straight into the model's images when the
+ * backend's memory is the host's (no copy), else a host buffer copied in. */
+static float *composed_images(const run *r) {
+    return r->be->host_memory ? r->model->images : r->host_images;
+}
+
 static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
                               int64_t count, shard *sh, pmoe_error *err) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
     *sh = shard_of(r, count);
     const int64_t *mine = indices + sh->first, real = sh->real;
+    float *images = composed_images(r);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < real; i++)
-        ds->compose(ds, mine[i], r->host_images + i * per_sample);
+    for (int64_t i = 0; i < real; i++) ds->compose(ds, mine[i], images + i * per_sample);
     if (real < sh->local)
-        memset(r->host_images + real * per_sample, 0,
-               (size_t)((sh->local - real) * per_sample) * sizeof(float));
+        memset(images + real * per_sample, 0, (size_t)((sh->local - real) * per_sample) * sizeof(float));
     for (int64_t i = 0; i < count; i++) r->host_labels[i] = ds->labels[indices[i]];
     pmoe_backend *be = r->be;
-    pmoe_status s = be->copy_in(be, r->model->images, r->host_images,
-                                (size_t)(sh->local * per_sample) * sizeof(float), err);
+    pmoe_status s = be->host_memory ? PMOE_OK
+                                    : be->copy_in(be, r->model->images, r->host_images,
+                                                  (size_t)(sh->local * per_sample) * sizeof(float), err);
     if (!s)
         s = be->copy_in(be, r->model->labels, r->host_labels, (size_t)count * sizeof(int32_t),
                         err);
@@ -389,6 +395,19 @@ static pmoe_status poison_batch(run *r, pmoe_error *err) {
 /* The index of the first parameter about to be updated in this phase whose
  * gradient holds a NaN or Inf, or -1. Costs one copy of the gradients to the
  * host (sharded: this rank's experts and the replicated rest). */
+/* Whether every value is finite: an all-ones exponent marks Inf and NaN,
+ * tested on the bits with an OR over the array, which vectorises (a branch
+ * per value on isfinite() does not). */
+static int all_finite(const float *x, int64_t n) {
+    uint32_t inf_or_nan = 0;
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, &x[j], sizeof bits);
+        inf_or_nan |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return !inf_or_nan;
+}
+
 static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which,
                                             pmoe_error *err) {
     pmoe_model *m = r->model;
@@ -399,13 +418,13 @@ static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which
         if (!updated) continue;
         const pmoe_tensor *g = &m->params[i].grad;
         const int64_t n = pmoe_tensor_numel(g);
-        pmoe_status s = r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
-        if (s) return s;
-        for (int64_t j = 0; j < n; j++)
-            if (!isfinite(r->host_scratch[j])) {
-                *which = i;
-                break;
-            }
+        const float *values = g->data; /* read in place where the backend's memory is the host's */
+        if (!r->be->host_memory) {
+            pmoe_status s = r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
+            if (s) return s;
+            values = r->host_scratch;
+        }
+        if (!all_finite(values, n)) *which = i;
     }
     return PMOE_OK;
 }
@@ -517,7 +536,7 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
                                  ? (keep->samples - start < count ? keep->samples - start : count)
                                  : 0;
         if (kept > 0) {
-            memcpy(keep->images + start * per_sample, r->host_images,
+            memcpy(keep->images + start * per_sample, composed_images(r),
                    sizeof(float) * (size_t)(kept * per_sample));
             memcpy(keep->selected + start * k * l, r->host_selected,
                    sizeof(int32_t) * (size_t)(kept * k * l));
