@@ -44,8 +44,8 @@ void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, i
  * from the patches through selected. With h = m / k small (5 on the mosaic)
  * an expert's GEMM is too thin for OpenBLAS's kernels (see cpu_dot.h): on
  * CPUs with AVX-512 the forward runs cpu_dot_rows4 and the backward its own
- * kernel, 64 columns by up to 6 units at a time, each thread on its own band
- * of columns. Elsewhere (or with cpu_simd_kernels(0)) they gather rows into a
+ * kernel, 64 columns by up to 6 units at a time, over the batch's two halves
+ * apart (each on the threads that routed it; see the op). Elsewhere (or with cpu_simd_kernels(0)) they gather rows into a
  * per-thread buffer that stays in cache and call OpenBLAS: the forward in
  * blocks of GATHER_ROWS rows, the very calls cpu_expert_forward makes
  * (bit-identical), the backward per slab of GATHER_COLS columns, accumulating

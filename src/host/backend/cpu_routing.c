@@ -1,10 +1,12 @@
 /* cpu_routing.c: the CPU twins of patch extraction, gate scoring with top-l
- * selection, and dispatch.
+ * selection, and dispatch; and patch_extract_route, the three in one pass
+ * per sample.
  *
  * Top-l keeps a sorted list of the best l seen so far and inserts a new
  * score only when it is strictly better than the list's last entry, so of
  * equal scores the lower patch index always wins: routing is deterministic
- * and the CUDA kernel must reproduce exactly this order. */
+ * and the CUDA kernel must reproduce exactly this order (the rank-based
+ * path for few patches picks the same). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
