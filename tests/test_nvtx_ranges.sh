@@ -11,6 +11,9 @@
 #     docs/profiling.md promises: the samples for data/patch/gate/combine/
 #     loss and their backwards, B*l (patches per expert) for dispatch and
 #     the experts (B is the step's batch, smaller in an epoch's last step);
+#   - train.profile_steps = A:B: a profile_start range just before step A
+#     and a profile_stop just after step B (where the device profiler's
+#     capture starts and stops), once each;
 #   - WRN-pMoE: "expert <s>" (and "expert <s> backward") once per expert per
 #     forward (backward) inside the experts' phase, payload that expert's
 #     patch count B*l; in evaluation they cover the test set once.
@@ -124,6 +127,17 @@ $1 == "push" {
     if (d != 1) fail("step " step ": expected at depth 1, saw depth " d)
     if (step != steps) fail("step range #" steps ": expected payload u64:" steps ", saw " $5)
     b = train_size > 0 ? batch_of(steps) : 0
+    if (profile_next != "" && step != profile_next)
+      fail("profile_start (u64:" profile_next "): expected the next step range to be that step, saw step " step)
+    profile_next = ""
+  } else if (name == "profile_start" || name == "profile_stop") {
+    if (d != 1) fail(name ": expected at depth 1 (between steps), saw depth " d)
+    if (name == "profile_start") { starts++; profile_next = value($5) }
+    else {
+      stops++
+      if (value($5) != steps) fail("profile_stop (" $5 "): expected right after that step, saw it after step " steps)
+    }
+    profile_seen = profile_seen " " name ":" value($5)
   } else if (name == "checkpoint" && ++checkpoints && value($5) != steps) {
     fail("line " NR ": expected the checkpoint after step " steps " to carry u64:" steps ", saw " $5)
   } else if (parent == "step") {
@@ -175,6 +189,9 @@ END {
     fail("thread/domain " k ": expected every range closed at exit, saw " depth[k] " open:" s)
   }
   if (steps != want_steps) fail("expected " want_steps " step ranges, saw " steps)
+  if (profile != "" && profile_seen != " profile_start:" substr(profile, 1, index(profile, ":") - 1) " profile_stop:" substr(profile, index(profile, ":") + 1))
+    fail("train.profile_steps = " profile ": expected one profile_start and one profile_stop range at those steps, saw:" profile_seen)
+  if (profile == "" && profile_seen != "") fail("expected no profile ranges, saw:" profile_seen)
   if (checkpoints + 0 != want_checkpoints + 0) fail("expected " want_checkpoints + 0 " checkpoint ranges, saw " checkpoints + 0)
   if (experts > 0 && test_size > 0 && eval_patches != test_size * computes())
     fail("eval: expected the expert ranges to cover the test set, " test_size "*" computes() " = " test_size * computes() " patches per expert, saw " eval_patches)
@@ -194,8 +211,9 @@ EXPERT_PHASES="dispatch experts_forward experts_backward"
 # each epoch has 10), two epochs, and a checkpoint range between steps.
 if record two_layer --set data.source=synthetic --set data.train_size=50 --set data.test_size=20 \
      --set train.batch=20 --set train.epochs=2 --set model.topl=6 \
-     --set train.checkpoint_every=2 --set train.checkpoint_dir="$TMP/ckpt"; then
-  check two_layer want_steps=6 want_checkpoints=3 train_size=50 batch=20 topl=6 experts=0 \
+     --set train.checkpoint_every=2 --set train.checkpoint_dir="$TMP/ckpt" \
+     --set train.profile_steps=2:4; then
+  check two_layer want_steps=6 want_checkpoints=3 train_size=50 batch=20 topl=6 experts=0 profile=2:4 \
     "need=$TWO_LAYER_PHASES" "per_sample=$SAMPLE_PHASES" "per_expert=$EXPERT_PHASES"
 fi
 

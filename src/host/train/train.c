@@ -713,6 +713,17 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
 }
 
 /* Runs a phase from *pos to its end, updating *pos as it goes. */
+/* train.profile_steps: the device profiler's capture starts before step A
+ * and stops after step B; each edge is also a zero-length NVTX range
+ * ("profile_start" / "profile_stop", payload the step), so that any NVTX
+ * tool (and the CPU, which has no profiler) sees where the window lies. */
+static void profile_edge(run *r, int start, int64_t step) {
+    if (!start && r->be->profiler) r->be->profiler(r->be, 0);
+    pmoe_trace_push(start ? "profile_start" : "profile_stop", (uint64_t)step);
+    pmoe_trace_pop();
+    if (start && r->be->profiler) r->be->profiler(r->be, 1);
+}
+
 static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position *pos,
                              pmoe_train_result *res, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -730,7 +741,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             const int64_t start = pos->next_batch * plan->batch;
             const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
             const int64_t this_step = global_step(pos) + 1;
-            if (this_step == r->profile_first && r->be->profiler) r->be->profiler(r->be, 1);
+            if (this_step == r->profile_first) profile_edge(r, 1, this_step);
             const double step_began = now_seconds();
             pmoe_trace_push("step", (uint64_t)this_step);
             pmoe_timer_enter(&r->timer, PMOE_T_DATA, (uint64_t)count);
@@ -746,7 +757,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             pmoe_timer_stop(&r->timer);
             pmoe_trace_pop();
             r->step_seconds += now_seconds() - step_began;
-            if (this_step == r->profile_last && r->be->profiler) r->be->profiler(r->be, 0);
+            if (this_step == r->profile_last) profile_edge(r, 0, this_step);
             if (s) return s;
             if (nonfinite && cfg->train.on_nonfinite == PMOE_NONFINITE_STOP)
                 return pmoe_fail(err, PMOE_ERR_NONFINITE,
