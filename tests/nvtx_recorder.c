@@ -14,6 +14,7 @@
  * may hold spaces:
  *   domain <tid> <domain>
  *   thread <tid> <named os thread> <name>
+ *   stream <tid> <cudaStream_t> <name>     (nvtxNameCudaStreamA)
  *   push   <tid> <domain> <depth> <payload> <message>
  *   pop    <tid> <domain> <depth>
  * <tid> is the calling thread's kernel id; <domain> is "-" outside a
@@ -200,6 +201,13 @@ static void name_os_thread(uint32_t os_thread, const char *name) {
     emit("thread %ld %u %s", tid(), (unsigned)os_thread, clean_name);
 }
 
+/* nvtxNameCudaStreamA (CUDA runtime module): the stream's handle and name. */
+static void name_cuda_stream(void *stream, const char *name) {
+    char clean_name[MAX_TEXT + 1];
+    clean(clean_name, sizeof clean_name, name ? name : "(null)", 1);
+    emit("stream %ld %p %s", tid(), stream, clean_name);
+}
+
 /* Stores fn into slot `id` of a module's table; 0 if the headers lack it. */
 static int install(const NvtxExportTableCallbacks *cb, NvtxCallbackModule module, unsigned id,
                    NvtxFunctionPointer fn) {
@@ -259,6 +267,7 @@ __attribute__((visibility("default"))) int InitializeInjectionNvtx2(NvtxGetExpor
     install(cb, NVTX_CB_MODULE_CORE, NVTX_CBID_CORE_RangePushA, FN(global_push_ascii));
     install(cb, NVTX_CB_MODULE_CORE, NVTX_CBID_CORE_RangePop, FN(global_pop));
     install(cb, NVTX_CB_MODULE_CORE, NVTX_CBID_CORE_NameOsThreadA, FN(name_os_thread));
+    install(cb, NVTX_CB_MODULE_CUDART, NVTX_CBID_CUDART_NameCudaStreamA, FN(name_cuda_stream));
     if (!ok) emit("# nvtx_recorder: the domain range slots are missing; ranges not recorded");
     return 1;
 }

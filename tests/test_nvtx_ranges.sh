@@ -112,6 +112,7 @@ function close_group(   load) {
 }
 BEGIN { gcount = 0 } # an index: unset it would be "", not 0
 /^#/ { next }
+$1 == "stream" { s = $4; for (i = 5; i <= NF; i++) s = s " " $i; streams = streams "|" s "|" }
 $1 == "push" || $1 == "pop" {
   key = $2 " " $3
   if (!trainer && $1 == "push" && message() == "step") trainer = $2
@@ -189,6 +190,8 @@ END {
     fail("thread/domain " k ": expected every range closed at exit, saw " depth[k] " open:" s)
   }
   if (steps != want_steps) fail("expected " want_steps " step ranges, saw " steps)
+  if (want_stream != "" && index(streams, "|" want_stream "|") == 0)
+    fail("expected a CUDA stream named \"" want_stream "\", saw:" (streams == "" ? " none" : " " streams))
   if (profile != "" && profile_seen != " profile_start:" substr(profile, 1, index(profile, ":") - 1) " profile_stop:" substr(profile, index(profile, ":") + 1))
     fail("train.profile_steps = " profile ": expected one profile_start and one profile_stop range at those steps, saw:" profile_seen)
   if (profile == "" && profile_seen != "") fail("expected no profile ranges, saw:" profile_seen)
@@ -202,6 +205,8 @@ END {
 # The CPU backend cuts out, scores and routes each sample's patches in one
 # op (patch_extract_route), so its two-layer steps have no gate_topl range.
 if [ "$DEVICE" = cpu ]; then ROUTE_PHASE=; else ROUTE_PHASE=gate_topl; fi
+# On a GPU the backend names its stream (nvtxNameCudaStreamA).
+if [ "$DEVICE" = cpu ]; then COMPUTE_STREAM=; else COMPUTE_STREAM="pmoe compute"; fi
 TWO_LAYER_PHASES="data patch_extract $ROUTE_PHASE experts_forward combine loss combine_backward experts_backward gate_topl_backward nonfinite_check optimizer"
 SAMPLE_PHASES="data patch_extract gate_topl combine loss combine_backward gate_topl_backward layers_forward layers_backward"
 EXPERT_PHASES="dispatch experts_forward experts_backward"
@@ -214,6 +219,7 @@ if record two_layer --set data.source=synthetic --set data.train_size=50 --set d
      --set train.checkpoint_every=2 --set train.checkpoint_dir="$TMP/ckpt" \
      --set train.profile_steps=2:4; then
   check two_layer want_steps=6 want_checkpoints=3 train_size=50 batch=20 topl=6 experts=0 profile=2:4 \
+    "want_stream=$COMPUTE_STREAM" \
     "need=$TWO_LAYER_PHASES" "per_sample=$SAMPLE_PHASES" "per_expert=$EXPERT_PHASES"
 fi
 
