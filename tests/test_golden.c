@@ -6,7 +6,8 @@
  * PyTorch autograd implementation (tools/make_golden.py) computes from them:
  * the loss, the logits, the routing (selected patches and gate values) and
  * the gradients of every weight. The test loads the same weights into the
- * engine, runs forward and backward, and compares.
+ * engine, runs forward and backward, and compares; then again with the
+ * CPU's AVX-512 kernels switched off (the portable OpenBLAS paths).
  *
  * Tolerance: "1e-5 relative", scaled per tensor: an element passes when
  * |got - want| <= 1e-5 * |want| + 1e-5 * max_i |want_i| over that tensor, so
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_dot.h"
 #include "model/model.h"
 #include "pmoe/config.h"
 #include "test_util.h"
@@ -399,6 +401,15 @@ int main(void) {
     printf("fixture %s: %d cases; rtol %.0e, atol %.0e * max |want| per tensor\n", FIXTURE,
            n_cases, RTOL, RTOL);
     for (int i = 0; i < n_cases; i++) run_case(be, &cases[i]);
+    /* Again through the portable paths (OpenBLAS, no AVX-512 kernels: what
+     * CPUs without AVX-512 run), which CI's AVX-512 machine would otherwise
+     * never take end to end. */
+    if (cpu_simd_kernels(-1)) {
+        printf("again with the AVX-512 kernels off (the portable paths)\n");
+        cpu_simd_kernels(0);
+        for (int i = 0; i < n_cases; i++) run_case(be, &cases[i]);
+        cpu_simd_kernels(1);
+    }
     CHECK_MSG(n_cases == 4, "expected the 4 cases of make_golden.py, found %d", n_cases);
     be->destroy(be);
     free_fixture(cases, n_cases);
