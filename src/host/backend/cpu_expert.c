@@ -45,15 +45,15 @@ void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, i
  * an expert's GEMM is too thin for OpenBLAS's kernels (see cpu_dot.h): on
  * CPUs with AVX-512 the forward runs cpu_dot_rows4 and the backward its own
  * kernel, 64 columns by up to 6 units at a time, over the batch's two halves
- * apart (each on the threads that routed it; see the op). Elsewhere (or with cpu_simd_kernels(0)) they gather rows into a
- * per-thread buffer that stays in cache and call OpenBLAS: the forward in
- * blocks of GATHER_ROWS rows, the very calls cpu_expert_forward makes
- * (bit-identical), the backward per slab of GATHER_COLS columns, accumulating
- * over the row blocks. The backward can also give the router's weight
- * gradient, as one more unit per expert (see backend.h). Every sum runs in an
- * order fixed by the shapes, never by the thread count; both paths agree with
- * the unfused ops to rounding. The buffers are noted in be->mem while they
- * live. */
+ * apart (each on the threads that routed it; see the op). Elsewhere (or with
+ * cpu_simd_kernels(0)) they gather rows into a per-thread buffer that stays
+ * in cache and call OpenBLAS: the forward in blocks of GATHER_ROWS rows, the
+ * very calls cpu_expert_forward makes (bit-identical), the backward per slab
+ * of GATHER_COLS columns, accumulating over the row blocks. The backward can
+ * also give the router's weight gradient, as one more unit per expert (see
+ * backend.h). Every sum runs in an order fixed by the shapes, never by the
+ * thread count; both paths agree with the unfused ops to rounding. The
+ * buffers are noted in be->mem while they live. */
 enum { GATHER_ROWS = 64, GATHER_COLS = 512 };
 
 /* nthreads buffers of `per_thread` floats, 64-byte aligned, or NULL. */
@@ -274,7 +274,9 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
          * batch, so every sum runs in one order whatever the thread count. */
         const int halves = s->batch > 1 ? 2 : 1;
         size_t second_bytes = 0;
-        float *second = halves > 1 ? gather_scratch(be, (size_t)k * (size_t)units * (size_t)d, 1, &second_bytes) : NULL;
+        float *second = halves > 1 ? gather_scratch(be, (size_t)k * (size_t)units * (size_t)d, 1,
+                                                    &second_bytes)
+                                   : NULL;
         const int split = second != NULL ? halves : 1; /* no memory: one block */
         const int64_t vecs = (d + 15) / 16;
 #pragma omp parallel if (vecs > 1 && work > 2e5)
@@ -286,9 +288,11 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
 #pragma omp for schedule(static)
             for (int task = 0; task < split * bands; task++) {
                 const int half = task / bands, band_id = task % bands;
-                const int64_t s_lo = s->batch * half / split, s_hi = s->batch * (half + 1) / split;
+                const int64_t s_lo = s->batch * half / split;
+                const int64_t s_hi = s->batch * (half + 1) / split;
                 const int64_t c_lo = 16 * (vecs * band_id / bands);
-                const int64_t c_hi = 16 * (vecs * (band_id + 1) / bands) < d ? 16 * (vecs * (band_id + 1) / bands) : d;
+                const int64_t c_end = 16 * (vecs * (band_id + 1) / bands);
+                const int64_t c_hi = c_end < d ? c_end : d;
                 /* the first half into dW and the router's rows, the second into `second` */
                 float *dw_base = half ? second : dexpert_w;
                 float *router_base = half ? second + (int64_t)k * h * d : drouter_w;
@@ -296,14 +300,18 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
                 int64_t chunk = band <= 0 || band >= (1 << 20) ? 1 : (1 << 20) / band;
                 if (chunk * l > CHUNK_ROWS) chunk = CHUNK_ROWS / l > 1 ? CHUNK_ROWS / l : 1;
                 for (int64_t b0 = s_lo; c_lo < c_hi && b0 < s_hi; b0 += chunk) {
-                    const int64_t b1 = s_hi - b0 < chunk ? s_hi : b0 + chunk, count = (b1 - b0) * l;
+                    const int64_t b1 = s_hi - b0 < chunk ? s_hi : b0 + chunk;
+                    const int64_t count = (b1 - b0) * l;
                     for (int e = 0; e < k; e++) {
-                        for (int64_t i = 0; i < count; i++) picked[i] = gathered_row(s, patches, selected, e, b0 * l + i);
+                        for (int64_t i = 0; i < count; i++)
+                            picked[i] = gathered_row(s, patches, selected, e, b0 * l + i);
                         for (int64_t c0 = c_lo; c0 < c_hi; c0 += 64)
-                            backward_cols_simd(picked, count, d, c0, (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
+                            backward_cols_simd(picked, count, d, c0,
+                                               (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
                                                g + ((int64_t)e * rows + b0 * l) * units, h,
                                                dw_base + (int64_t)e * h * d,
-                                               router ? router_base + (int64_t)e * d : NULL, b0 == s_lo);
+                                               router ? router_base + (int64_t)e * d : NULL,
+                                               b0 == s_lo);
                     }
                 }
             }
@@ -312,7 +320,8 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
                 for (int64_t i = 0; i < (int64_t)k * h * d; i++) dexpert_w[i] += second[i];
                 if (router) {
 #pragma omp for schedule(static)
-                    for (int64_t i = 0; i < (int64_t)k * d; i++) drouter_w[i] += second[(int64_t)k * h * d + i];
+                    for (int64_t i = 0; i < (int64_t)k * d; i++)
+                        drouter_w[i] += second[(int64_t)k * h * d + i];
                 }
             }
         }
@@ -330,14 +339,16 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
             const int width = (int)(d - c0 < GATHER_COLS ? d - c0 : GATHER_COLS);
             const float *dpre = g + (int64_t)e * rows * units;
             /* the h rows of dW_s, then (with the router) its row of drouter_w */
-            float *out[2] = {dexpert_w + (int64_t)e * h * d + c0, router ? drouter_w + (int64_t)e * d + c0 : NULL};
+            float *out[2] = {dexpert_w + (int64_t)e * h * d + c0,
+                             router ? drouter_w + (int64_t)e * d + c0 : NULL};
             const int first[2] = {0, h}, count[2] = {h, 1};
             if (!scratch) { /* no memory for the buffer: rank-one updates, row by row */
                 for (int part = 0; part < 1 + router; part++) {
                     for (int u = 0; u < count[part]; u++)
                         memset(out[part] + (int64_t)u * d, 0, (size_t)width * sizeof(float));
                     for (int64_t r = 0; r < rows; r++)
-                        cblas_sger(CblasRowMajor, count[part], width, 1.0f, dpre + r * units + first[part], 1,
+                        cblas_sger(CblasRowMajor, count[part], width, 1.0f,
+                                   dpre + r * units + first[part], 1,
                                    gathered_row(s, patches, selected, e, r) + c0, 1, out[part], d);
                 }
                 continue;
@@ -349,9 +360,9 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
                     memcpy(buf + i * width, gathered_row(s, patches, selected, e, r0 + i) + c0,
                            (size_t)width * sizeof(float));
                 for (int part = 0; part < 1 + router; part++)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, count[part], width, (blasint)len,
-                                1.0f, dpre + r0 * units + first[part], units, buf, width,
-                                r0 ? 1.0f : 0.0f, out[part], d);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, count[part], width,
+                                (blasint)len, 1.0f, dpre + r0 * units + first[part], units, buf,
+                                width, r0 ? 1.0f : 0.0f, out[part], d);
             }
         }
         gather_scratch_free(be, scratch, scratch_bytes);

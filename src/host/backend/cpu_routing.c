@@ -71,7 +71,8 @@ static void place_sample(const pmoe_patch_shape *s, int64_t b, const float *dpat
 void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, const float *images,
                                float *patches) {
 #pragma omp parallel for schedule(static) if (s->batch > 1)
-    for (int64_t b = 0; b < s->batch; b++) extract_patches(s, b, 0, pmoe_patch_count(s), images, patches);
+    for (int64_t b = 0; b < s->batch; b++)
+        extract_patches(s, b, 0, pmoe_patch_count(s), images, patches);
 }
 
 void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,

@@ -44,7 +44,8 @@ static void mosaic_compose(const pmoe_dataset *ds, int64_t index, float *out) {
     }
     for (int cell = 0; cell < g * g; cell++) {
         if (cell + AHEAD < g * g) {
-            const char *next = (const char *)(m->split.images.data + (size_t)items[cell + AHEAD] * item_bytes);
+            const char *next =
+                (const char *)(m->split.images.data + (size_t)items[cell + AHEAD] * item_bytes);
             for (size_t at = 0; at < item_bytes; at += 64) __builtin_prefetch(next + at);
         }
         const uint8_t *src = m->split.images.data + (size_t)items[cell] * item_bytes;
