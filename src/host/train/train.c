@@ -65,6 +65,7 @@ typedef struct run {
     int patch;             /* the model's patch (deep models: on the pMoE layer's map) */
     int input_patch;       /* the input region one routed patch covers */
     int64_t max_batch;    /* the global batch */
+    /* Staging, NULL where the backend's memory is the host's (read in place): */
     float *host_images;   /* this rank's share of max_batch composed samples */
     float *host_scratch;  /* the largest parameter, for gradient checks */
     int32_t *host_labels, *host_selected, *host_pair; /* labels, pairs, weights: the global batch */
@@ -242,8 +243,13 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
     for (int i = 0; i < m->param_count; i++)
         if (m->params[i].value.data && pmoe_tensor_numel(&m->params[i].value) > largest)
             largest = pmoe_tensor_numel(&m->params[i].value);
-    s = host_alloc(&r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
-    if (!s) s = host_alloc(&r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
+    /* Staging for a batch and a gradient: a backend whose memory is the
+     * host's is read and written in place and needs neither. */
+    s = PMOE_OK;
+    if (!r->be->host_memory) {
+        s = host_alloc(&r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
+        if (!s) s = host_alloc(&r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
+    }
     if (!s) s = host_alloc(&r->host_labels, (size_t)B * 4, "labels", err);
     if (!s) s = host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
@@ -353,15 +359,15 @@ static shard shard_of(const run *r, int64_t count) {
     return (shard){first, local, left < 0 ? 0 : left < local ? left : local};
 }
 
-/* Composes this rank's share of the global batch indices[0..count) into the
- * model's images (padding: zeros), and the labels of the whole batch (the
- * loss of every rank reads them all). Returns the share in *sh. */
 /* Where a batch is composed: straight into the model's images when the
  * backend's memory is the host's (no copy), else a host buffer copied in. */
 static float *composed_images(const run *r) {
     return r->be->host_memory ? r->model->images : r->host_images;
 }
 
+/* Composes this rank's share of the global batch indices[0..count) into the
+ * model's images (padding: zeros), and the labels of the whole batch (the
+ * loss of every rank reads them all). Returns the share in *sh. */
 static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
                               int64_t count, shard *sh, pmoe_error *err) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
@@ -371,12 +377,13 @@ static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *ind
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < real; i++) ds->compose(ds, mine[i], images + i * per_sample);
     if (real < sh->local)
-        memset(images + real * per_sample, 0, (size_t)((sh->local - real) * per_sample) * sizeof(float));
+        memset(images + real * per_sample, 0,
+               (size_t)((sh->local - real) * per_sample) * sizeof(float));
     for (int64_t i = 0; i < count; i++) r->host_labels[i] = ds->labels[indices[i]];
     pmoe_backend *be = r->be;
+    const size_t bytes = (size_t)(sh->local * per_sample) * sizeof(float);
     pmoe_status s = be->host_memory ? PMOE_OK
-                                    : be->copy_in(be, r->model->images, r->host_images,
-                                                  (size_t)(sh->local * per_sample) * sizeof(float), err);
+                                    : be->copy_in(be, r->model->images, r->host_images, bytes, err);
     if (!s)
         s = be->copy_in(be, r->model->labels, r->host_labels, (size_t)count * sizeof(int32_t),
                         err);
@@ -392,9 +399,6 @@ static pmoe_status poison_batch(run *r, pmoe_error *err) {
     return r->be->copy_in(r->be, r->model->images, &nan, sizeof nan, err);
 }
 
-/* The index of the first parameter about to be updated in this phase whose
- * gradient holds a NaN or Inf, or -1. Costs one copy of the gradients to the
- * host (sharded: this rank's experts and the replicated rest). */
 /* Whether every value is finite: an all-ones exponent marks Inf and NaN,
  * tested on the bits with an OR over the array, which vectorises (a branch
  * per value on isfinite() does not). */
@@ -408,6 +412,10 @@ static int all_finite(const float *x, int64_t n) {
     return !inf_or_nan;
 }
 
+/* The index of the first parameter about to be updated in this phase whose
+ * gradient holds a NaN or Inf, or -1. Reads the gradients in place where the
+ * backend's memory is the host's, else copies each to the host first
+ * (sharded: this rank's experts and the replicated rest). */
 static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which,
                                             pmoe_error *err) {
     pmoe_model *m = r->model;
@@ -418,9 +426,10 @@ static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which
         if (!updated) continue;
         const pmoe_tensor *g = &m->params[i].grad;
         const int64_t n = pmoe_tensor_numel(g);
-        const float *values = g->data; /* read in place where the backend's memory is the host's */
+        const float *values = g->data;
         if (!r->be->host_memory) {
-            pmoe_status s = r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
+            pmoe_status s =
+                r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
             if (s) return s;
             values = r->host_scratch;
         }
