@@ -625,6 +625,11 @@ static void row_sums_backward(const float *x, const float *g, int64_t n, double 
  * read along memory. */
 enum { NARROW_CHANNELS = 16 };
 
+/* The end of the block of channels that starts at c0. */
+static inline int narrow_end(int c0, int C) {
+    return C - c0 < NARROW_CHANNELS ? C : c0 + NARROW_CHANNELS;
+}
+
 static void bn_stats(const float *x, int64_t B, int C, int64_t S, int c, int c_end, double *sum,
                      const double *mean) {
     const int w = c_end - c;
@@ -683,7 +688,7 @@ void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const
         const int blocks = (C + NARROW_CHANNELS - 1) / NARROW_CHANNELS;
 #pragma omp parallel for schedule(static) if (blocks > 1 && N * C > 16384)
         for (int blk = 0; blk < blocks; blk++) {
-            const int c0 = blk * NARROW_CHANNELS, c1 = c0 + NARROW_CHANNELS < C ? c0 + NARROW_CHANNELS : C;
+            const int c0 = blk * NARROW_CHANNELS, c1 = narrow_end(c0, C);
             double sum[NARROW_CHANNELS], mean[NARROW_CHANNELS], sq[NARROW_CHANNELS];
             float shift[NARROW_CHANNELS], scale[NARROW_CHANNELS];
             bn_stats(x, B, C, S, c0, c1, sum, NULL);
@@ -732,7 +737,7 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
         const int blocks = (C + NARROW_CHANNELS - 1) / NARROW_CHANNELS;
 #pragma omp parallel for schedule(static) if (blocks > 1 && rows * S > 65536)
         for (int blk = 0; blk < blocks; blk++) {
-            const int c0 = blk * NARROW_CHANNELS, w = C - c0 < NARROW_CHANNELS ? C - c0 : NARROW_CHANNELS;
+            const int c0 = blk * NARROW_CHANNELS, w = narrow_end(c0, C) - c0;
             float scale[NARROW_CHANNELS];
             for (int j = 0; j < w; j++)
                 scale[j] = (float)(gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)s->eps));
@@ -831,8 +836,8 @@ void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const floa
 #pragma omp parallel for schedule(static) if (blocks > 1 && N * C > 16384)
         for (int blk = 0; blk < blocks; blk++) {
             const int c0 = blk * NARROW_CHANNELS;
-            bn_backward_narrow(s, c0, c0 + NARROW_CHANNELS < C ? c0 + NARROW_CHANNELS : C, x, gamma,
-                               save_mean, save_invstd, dy, dx, dgamma, dbeta);
+            bn_backward_narrow(s, c0, narrow_end(c0, C), x, gamma, save_mean, save_invstd, dy, dx,
+                               dgamma, dbeta);
         }
         return;
     }
