@@ -124,6 +124,18 @@ static double layer_loss(layer_case *c, int32_t *picks) {
     return weighted_sum(c->y, c->r, c->out_count);
 }
 
+/* One element's central difference fd against its gradient, within
+ * atol + rtol |fd|: the worst share of that limit so far goes to *worst and
+ * the misses are counted in *bad, the first `report` of them printed. */
+static void fd_compare(const char *what, int64_t i, double fd, double grad, double atol,
+                       double rtol, int report, double *worst, int *bad) {
+    const double share = fabs(fd - grad) / (atol + rtol * fabs(fd));
+    if (share > *worst) *worst = share;
+    if (share > 1.0 && (*bad)++ < report)
+        fprintf(stderr, "  %s[%lld]: finite difference %.6g, gradient %.6g\n", what, (long long)i,
+                fd, grad);
+}
+
 /* Checks d(layer_loss)/d(target[i]) against grad[i] for `samples` elements
  * spread over the tensor. Returns the skipped count (picks or ReLU sides
  * changed: the finite difference then straddles a kink). */
@@ -147,13 +159,7 @@ static int fd_check(const char *what, layer_case *c, float *target, const float 
             skipped++;
             continue;
         }
-        const double fd = (up - down) / (2.0 * eps);
-        const double limit = 2e-3 + 2e-2 * fabs(fd);
-        const double share = fabs(fd - grad[i]) / limit;
-        if (share > worst) worst = share;
-        if (share > 1.0 && bad++ < 3)
-            fprintf(stderr, "  %s[%lld]: finite difference %.6f, gradient %.6f\n", what,
-                    (long long)i, fd, grad[i]);
+        fd_compare(what, i, (up - down) / (2.0 * eps), grad[i], 2e-3, 2e-2, 3, &worst, &bad);
     }
     printf("  %-26s worst %.3f of the limit, %d of %d skipped (a kink crossed)\n", what, worst,
            skipped, samples);
@@ -299,13 +305,8 @@ static void check_network_gradients(const char *label, const char *const *sets, 
                 skipped++;
                 continue;
             }
-            const double fd = (up - down) / (2.0 * eps);
-            const double limit = 2e-4 + 5e-2 * fabs(fd);
-            const double share = fabs(fd - g[i]) / limit;
-            if (share > worst) worst = share;
-            if (share > 1.0 && bad++ < 4)
-                fprintf(stderr, "  %s[%lld]: finite difference %.6g, gradient %.6g\n",
-                        m->params[p].name, (long long)i, fd, g[i]);
+            fd_compare(m->params[p].name, i, (up - down) / (2.0 * eps), g[i], 2e-4, 5e-2, 4,
+                       &worst, &bad);
             checked++;
         }
         free(g);
