@@ -126,7 +126,10 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
                        const pmoe_train_options *options, pmoe_train_result *result,
                        pmoe_error *err);
 
-/* The config saved in a checkpoint (a file, or a folder: its newest). */
+/* The config saved in a checkpoint (a file, or a folder: its newest), with
+ * train.checkpoint_dir set to the folder that holds that file: a resumed
+ * run writes beside the checkpoint it resumed (a copy resumed elsewhere
+ * never writes into its origin's folder), unless an override sets the key. */
 pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err);
 
 typedef struct pmoe_eval_result {

@@ -9,15 +9,16 @@
  * loads into any rank count that divides k. */
 #include "train/checkpoint.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#define FORMAT "pmoe-checkpoint-1"
+#define FORMAT PMOE_CHECKPOINT_FORMAT
 
 /* One saved tensor: a whole parameter, or one expert's slice of it. */
 typedef struct slice {
@@ -143,6 +144,13 @@ pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
     return s;
 }
 
+/* The index of the first NaN or Inf in data, or -1. */
+static int64_t first_nonfinite(const float *data, int64_t count) {
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(data[i])) return i;
+    return -1;
+}
+
 /* Rank 0 (or the one process): the file, from the gathered host copy. */
 static pmoe_status write_file(const char *path, const pmoe_config *cfg,
                               const pmoe_train_position *pos, const slice *slices,
@@ -155,6 +163,12 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
         entries[i].ndim = sl->ndim;
         memcpy(entries[i].shape, sl->shape, sizeof sl->shape);
         entries[i].data = host + at;
+        const int64_t bad = first_nonfinite(host + at, sl->count);
+        if (bad >= 0) /* a damaged model must never become "the last good checkpoint" */
+            return pmoe_fail(err, PMOE_ERR_NONFINITE,
+                             "%s: tensor '%s' holds NaN or Inf at element %lld; nothing was "
+                             "written",
+                             path, sl->name, (long long)bad);
         at += sl->count;
     }
     pmoe_config_to_ini(cfg, config, config_len);
@@ -173,28 +187,15 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
         {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
         {"epoch_correct_sum", correct},
         {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
+        {"run_id", pos->run_id}, /* last: left out when the run has none */
     };
-    return pmoe_safetensors_write(path, entries, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    const int meta_count = (int)(sizeof meta / sizeof meta[0]) - (pos->run_id[0] ? 0 : 1);
+    return pmoe_safetensors_write(path, entries, n, meta, meta_count, err);
 }
 
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size) {
-    snprintf(out, out_size, "%s/step-%09" PRId64 ".safetensors", dir, global_step);
-}
-
-/* The newest "step-*.safetensors" in dir, or "" when none. */
-static void newest_in(const char *dir, char *out, size_t out_size) {
-    out[0] = '\0';
-    DIR *d = opendir(dir);
-    if (!d) return;
-    char best[256] = "";
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "step-", 5) == 0 && len > 17 && len < sizeof best &&
-            strcmp(e->d_name + len - 12, ".safetensors") == 0 && strcmp(e->d_name, best) > 0)
-            snprintf(best, sizeof best, "%s", e->d_name);
-    }
-    closedir(d);
-    if (best[0]) snprintf(out, out_size, "%s/%s", dir, best);
+    snprintf(out, out_size, "%s%sstep-%09" PRId64 ".safetensors", dir ? dir : "", dir ? "/" : "",
+             global_step);
 }
 
 pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_error *err) {
@@ -202,10 +203,8 @@ pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_erro
     struct stat st;
     snprintf(chosen, sizeof chosen, "%s", path);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        newest_in(path, chosen, sizeof chosen);
-        if (!chosen[0])
-            return pmoe_fail(err, PMOE_ERR_IO, "%s: no step-*.safetensors checkpoint in this folder",
-                             path);
+        pmoe_status s = pmoe_checkpoint_newest(path, chosen, sizeof chosen, err);
+        if (s) return s;
     }
     pmoe_status s = pmoe_safetensors_read(chosen, file, err);
     if (s) return s;
@@ -228,15 +227,22 @@ pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, p
     return pmoe_config_apply_ini(cfg, text, origin, err);
 }
 
-/* Reads an integer metadata value. */
-static pmoe_status meta_int(const pmoe_st_file *f, const char *key, int64_t *out, pmoe_error *err) {
+/* Reads an integer metadata value: decimal digits only (no sign, space or
+ * exponent), in [low, high], parsed in 64 bits before anyone narrows it. */
+static pmoe_status meta_int(const pmoe_st_file *f, const char *key, int64_t low, int64_t high,
+                            int64_t *out, pmoe_error *err) {
     const char *v = pmoe_safetensors_meta(f, key);
-    char *end = NULL;
-    errno = 0;
-    long long x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || end == v || *end || errno || x < 0)
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata '%s' is %s, expected a count",
-                         f->origin, key, v ? v : "missing");
+    int64_t x = 0;
+    int ok = v && *v && strlen(v) <= 19;
+    for (const char *c = v; ok && *c; c++) {
+        ok = *c >= '0' && *c <= '9' && x <= (INT64_MAX - (*c - '0')) / 10;
+        if (ok) x = x * 10 + (*c - '0');
+    }
+    if (!ok || x < low || x > high)
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: metadata '%s' is %.40s%s, expected an integer in [%lld, %lld]",
+                         f->origin, key, v ? v : "missing", v && strlen(v) > 40 ? "..." : "",
+                         (long long)low, (long long)high);
     *out = x;
     return PMOE_OK;
 }
@@ -278,6 +284,14 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                           file->origin, sl->name, have, want);
             break;
         }
+        const int64_t bad = first_nonfinite(t->data, sl->count);
+        if (bad >= 0) {
+            s = pmoe_fail(err, PMOE_ERR_FORMAT,
+                          "%s: tensor '%s' holds NaN or Inf at element %lld; a damaged "
+                          "checkpoint, not used",
+                          file->origin, sl->name, (long long)bad);
+            break;
+        }
         s = m->be->copy_in(m->be, dst, t->data, (size_t)sl->count * sizeof(float), err);
     }
     free(slices);
@@ -288,45 +302,32 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
         return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'phase' is %s, expected router or main",
                          file->origin, phase ? phase : "missing");
     pos->phase = strcmp(phase, "router") == 0 ? PMOE_PHASE_ROUTER : PMOE_PHASE_MAIN;
+    /* Each field alone; train/resume.c checks them against each other, the
+     * config and the data. Step counts stay below 2^62, so the global step
+     * (router + main) cannot overflow. */
+    const int64_t steps_max = INT64_C(1) << 62;
     int64_t epoch = 0;
-    s = meta_int(file, "epoch", &epoch, err);
-    if (!s) s = meta_int(file, "next_batch", &pos->next_batch, err);
-    if (!s) s = meta_int(file, "step", &pos->step, err);
-    if (!s) s = meta_int(file, "router_steps", &pos->router_steps, err);
-    if (!s) s = meta_int(file, "skipped_steps", &pos->skipped, err);
-    if (!s) s = meta_int(file, "epoch_correct_sum", &pos->correct_sum, err);
+    s = meta_int(file, "epoch", 1, INT_MAX - 1, &epoch, err);
+    if (!s) s = meta_int(file, "next_batch", 0, steps_max, &pos->next_batch, err);
+    if (!s) s = meta_int(file, "step", 0, steps_max, &pos->step, err);
+    if (!s) s = meta_int(file, "router_steps", 0, steps_max, &pos->router_steps, err);
+    if (!s) s = meta_int(file, "skipped_steps", 0, steps_max, &pos->skipped, err);
+    if (!s) s = meta_int(file, "epoch_correct_sum", 0, steps_max, &pos->correct_sum, err);
     if (s) return s;
     pos->epoch = (int)epoch;
     const char *loss = pmoe_safetensors_meta(file, "epoch_loss_sum");
     char *end = NULL;
     pos->loss_sum = loss ? strtod(loss, &end) : 0.0;
-    if (!loss || end == loss || *end)
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'epoch_loss_sum' is %s", file->origin,
-                         loss ? loss : "missing");
+    if (!loss || end == loss || *end || !isfinite(pos->loss_sum))
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: metadata 'epoch_loss_sum' is %.40s, expected a finite number",
+                         file->origin, loss ? loss : "missing");
+    const char *id = pmoe_safetensors_meta(file, "run_id");
+    if (id && !pmoe_run_id_valid(id))
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'run_id' is %.40s, expected %d hex digits",
+                         file->origin, id, PMOE_RUN_ID_CHARS);
+    snprintf(pos->run_id, sizeof pos->run_id, "%s", id ? id : "");
     return PMOE_OK;
-}
-
-void pmoe_checkpoint_prune(const char *dir, int keep) {
-    if (keep <= 0) return;
-    for (;;) { /* count, then delete the oldest, until keep remain */
-        DIR *d = opendir(dir);
-        if (!d) return;
-        int count = 0;
-        char oldest[256] = "";
-        for (struct dirent *e; (e = readdir(d));) {
-            size_t len = strlen(e->d_name);
-            if (strncmp(e->d_name, "step-", 5) || len < 18 || len >= sizeof oldest ||
-                strcmp(e->d_name + len - 12, ".safetensors"))
-                continue;
-            count++;
-            if (!oldest[0] || strcmp(e->d_name, oldest) < 0) snprintf(oldest, sizeof oldest, "%s", e->d_name);
-        }
-        closedir(d);
-        if (count <= keep) return;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, oldest);
-        if (remove(path) != 0) return;
-    }
 }
 
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err) {

@@ -7,7 +7,15 @@
  * counts and the epoch's partial sums. The random state needs no bytes of
  * its own: every draw is a pure function of (train.seed, stream, counter),
  * so the position alone restarts the shuffle exactly. Together these make a
- * resumed run bit-identical to one left alone. */
+ * resumed run bit-identical to one left alone.
+ *
+ * Nothing read back is trusted: every metadata count is parsed as a 64-bit
+ * decimal and range-checked before it is narrowed, and every tensor must be
+ * finite (a file with a NaN weight is refused, so it is never evaluated nor
+ * named as the last good checkpoint); a save refuses non-finite tensors
+ * too. How the position must agree with the config and the data is
+ * train/resume.h's business; which files of a folder are a run's,
+ * checkpoint_folder.h's. */
 #ifndef PMOE_TRAIN_CHECKPOINT_H
 #define PMOE_TRAIN_CHECKPOINT_H
 
@@ -15,6 +23,7 @@
 #include "model/model.h"
 #include "pmoe/config.h"
 #include "pmoe/train.h"
+#include "train/checkpoint_folder.h"
 
 typedef struct pmoe_train_position {
     int phase;            /* pmoe_phase */
@@ -25,6 +34,7 @@ typedef struct pmoe_train_position {
     int64_t skipped;      /* steps skipped for non-finite values */
     double loss_sum;      /* the epoch so far: summed sample losses */
     int64_t correct_sum;  /* the epoch so far: correct predictions */
+    char run_id[PMOE_RUN_ID_CHARS + 1]; /* the run's identity ("": none, an older file) */
 } pmoe_train_position;
 
 /* Writes path atomically (the previous file of that name stays whole on any
@@ -33,23 +43,23 @@ pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
                                  const pmoe_config *cfg, const pmoe_train_position *pos,
                                  pmoe_error *err);
 
-/* Reads a checkpoint file, or the newest checkpoint in a folder, and checks
- * that it is a pmoe checkpoint. The path used is kept in file->origin. */
+/* Reads a checkpoint file, or the newest checkpoint in a folder (see
+ * pmoe_checkpoint_newest), and checks that it is a pmoe checkpoint. The
+ * path used is kept in file->origin. */
 pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_error *err);
 
 /* The saved config (defaults, then the saved INI text). */
 pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err);
 
 /* Copies the saved parameters (and velocities, when the model has them)
- * into m, checking every name and shape; fills pos when not NULL. */
+ * into m, checking every name, shape and value (finite); fills pos, each
+ * field range-checked on its own, when not NULL. */
 pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                                     pmoe_train_position *pos, pmoe_error *err);
 
-/* "<dir>/step-<global step, 9 digits>.safetensors" */
+/* "<dir>/step-<global step, at least 9 digits>.safetensors"; dir NULL: the
+ * name alone. */
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size);
-
-/* Deletes all but the newest `keep` checkpoints in dir. */
-void pmoe_checkpoint_prune(const char *dir, int keep);
 
 /* Creates dir (one level) if missing. */
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err);

@@ -40,7 +40,9 @@
 #include "data/dataset.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "train/checkpoint_folder.h"
 #include "train/resolve.h"
+#include "train/resume.h"
 
 enum { STREAM_SHUFFLE = 0x5eed, STREAM_ROUTER_SHUFFLE = 0x5eee };
 
@@ -76,6 +78,7 @@ typedef struct run {
     int load_by_patch_class; /* load_class counts what the picked patches show */
     pmoe_run_info info;
     char last_checkpoint[1024];
+    pmoe_checkpoint_folder folder; /* rank 0: where checkpoints go, and its lock */
     double started;
     pmoe_phase_timer timer;  /* this epoch's phases */
     double step_seconds;     /* this epoch's steps, measured whole */
@@ -607,13 +610,15 @@ static int64_t global_step(const pmoe_train_position *pos) {
 }
 
 static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_error *err) {
-    const char *dir = r->cfg->train.checkpoint_dir;
     char path[sizeof r->last_checkpoint];
-    pmoe_status s = r->rank == 0 ? pmoe_checkpoint_make_dir(dir, err) : PMOE_OK; /* rank 0 writes */
+    pmoe_checkpoint_path(r->folder.dir, global_step(pos), path, sizeof path);
+    pmoe_status s = PMOE_OK;
+    if (r->rank == 0) { /* rank 0 writes; a run with checkpoint_every = 0 claims the folder now */
+        s = pmoe_checkpoint_folder_claim(&r->folder, err);
+        if (!s) s = pmoe_checkpoint_folder_may_write(&r->folder, path, err);
+    }
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
-    if (s) return s;
-    pmoe_checkpoint_path(dir, global_step(pos), path, sizeof path);
-    s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
+    if (!s) s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
     if (s) {
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
@@ -622,7 +627,7 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
                          detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
-    if (r->rank == 0) pmoe_checkpoint_prune(dir, r->cfg->train.keep);
+    if (r->rank == 0) pmoe_checkpoint_folder_prune(&r->folder, r->cfg->train.keep);
     return PMOE_OK;
 }
 
@@ -847,7 +852,10 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
                                  (float)t->router_lr, STREAM_ROUTER_SHUFFLE};
         s = run_phase(r, &plan, pos, res, err);
         if (s) return s;
-        *pos = (pmoe_train_position){PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0};
+        const pmoe_train_position main_start = {PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0, ""};
+        const pmoe_train_position done = *pos;
+        *pos = main_start;
+        memcpy(pos->run_id, done.run_id, sizeof pos->run_id);
     }
     pos->phase = PMOE_PHASE_MAIN;
     if (r->info.router_epochs > 0) r->model->params[PARAM_ROUTER].trainable = 0; /* frozen */
@@ -868,6 +876,36 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     return s;
 }
 
+/* Restores the model and *pos from a checkpoint (every rank reads the file
+ * and takes its own experts), once the position passes resume.h's rules. */
+static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *pos,
+                               pmoe_error *err) {
+    pmoe_st_file file;
+    pmoe_status s = pmoe_checkpoint_open(resume, &file, err);
+    if (!s) {
+        s = pmoe_checkpoint_restore(&file, r->model, pos, err);
+        if (!s)
+            s = pmoe_resume_check(&file, r->cfg, r->train->count, r->model->has_router, pos, err);
+        if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
+        pmoe_safetensors_free(&file);
+    }
+    return pmoe_comm_agree(r->comm, s, err, NULL, 0);
+}
+
+/* The run's identity (a resume keeps its checkpoint's) and its checkpoint
+ * folder: a run that saves every N steps takes the folder before its first
+ * step, so a second writer or another run's files stop it before anything
+ * changes; one that saves only when stopped by a signal takes it then. */
+static pmoe_status start_folder(run *r, pmoe_train_position *pos, pmoe_error *err) {
+    if (!pos->run_id[0]) pmoe_run_id_new(pos->run_id);
+    pmoe_checkpoint_folder_init(&r->folder, r->cfg->train.checkpoint_dir, pos->run_id,
+                                r->last_checkpoint[0] ? r->last_checkpoint : NULL);
+    pmoe_status s = PMOE_OK;
+    if (r->rank == 0 && r->cfg->train.checkpoint_every > 0)
+        s = pmoe_checkpoint_folder_claim(&r->folder, err);
+    return pmoe_comm_agree(r->comm, s, err, NULL, 0);
+}
+
 pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callbacks,
                        const pmoe_train_options *options, pmoe_train_result *result,
                        pmoe_error *err) {
@@ -881,26 +919,13 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     if (options && options->resume) snprintf(resume, sizeof resume, "%s", options->resume);
     memset(result, 0, sizeof *result);
     result->test_acc = result->router_recall = -1.0;
-    pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0};
+    pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0, ""};
     pmoe_status s = open_run(&r, err);
     result->info.rank = r.rank;
     result->info.ranks = r.ranks > 0 ? r.ranks : 1;
     if (r.rank != 0) r.cb = NULL; /* rank 0 reports for the job */
-    if (!s && resume[0]) {
-        pmoe_st_file file;
-        s = pmoe_checkpoint_open(resume, &file, err);
-        if (!s) { /* every rank reads the file and takes its own experts */
-            s = pmoe_checkpoint_restore(&file, r.model, &pos, err);
-            if (!s) snprintf(r.last_checkpoint, sizeof r.last_checkpoint, "%s", file.origin);
-            pmoe_safetensors_free(&file);
-        }
-        if (!s && pos.phase == PMOE_PHASE_ROUTER && r.info.router_epochs == 0)
-            s = pmoe_fail(err, PMOE_ERR_CONFIG,
-                          "%s: saved in a router phase, but this config has none "
-                          "(train.mode = %s)",
-                          resume, pmoe_train_mode_name(cfg->train.mode));
-        s = pmoe_comm_agree(r.comm, s, err, NULL, 0);
-    }
+    if (!s && resume[0]) s = resume_from(&r, resume, &pos, err);
+    if (!s) s = start_folder(&r, &pos, err);
     if (!s) {
         result->info = r.info;
         if (r.cb && r.cb->on_start) r.cb->on_start(r.cb->user, &r.info);
@@ -913,6 +938,7 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     result->seconds = now_seconds() - r.started;
     if (r.be) result->peak_bytes = r.be->mem.peak_bytes;
     snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", r.last_checkpoint);
+    pmoe_checkpoint_folder_release(&r.folder);
     close_run(&r);
     return s;
 }
@@ -922,6 +948,14 @@ pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe
     pmoe_status s = pmoe_checkpoint_open(path, &file, err);
     if (s) return s;
     s = pmoe_checkpoint_config(&file, cfg, err);
+    if (!s) { /* a resumed run writes beside its checkpoint, never into the folder it came from */
+        char folder[sizeof file.origin];
+        snprintf(folder, sizeof folder, "%s", file.origin);
+        char *slash = strrchr(folder, '/');
+        if (!slash) snprintf(folder, sizeof folder, ".");
+        else *(slash == folder ? slash + 1 : slash) = '\0';
+        s = pmoe_config_set_value(cfg, "train.checkpoint_dir", folder, err);
+    }
     pmoe_safetensors_free(&file);
     return s;
 }

@@ -1,0 +1,79 @@
+/* checkpoint_folder.h: which files in a checkpoint folder belong to a run.
+ *
+ * A folder (the default "checkpoints" is shared by every run started in one
+ * directory) may hold anything: other runs' checkpoints, a user's
+ * "step-best.safetensors", a FIFO. A run touches only what is provably its
+ * own:
+ * - a checkpoint name is exactly what pmoe_checkpoint_path writes,
+ *   "step-<step, 9 or more digits, no extra leading zero>.safetensors", for a
+ *   regular file (lstat: a FIFO or a link is never opened nor followed);
+ * - every checkpoint carries its run's identity (metadata "run_id", 32 hex
+ *   digits drawn at a fresh start, kept by every resume); a run prunes,
+ *   replaces and sweeps only files with its own id;
+ * - a run that writes holds an flock on "<folder>/.pmoe.lock" until it
+ *   ends (the kernel drops it when the process dies, so a killed run leaves
+ *   no stale lock): a second writer is refused before it changes anything;
+ * - holding the lock, the run refuses a folder that holds another run's
+ *   checkpoints (its names would collide), and deletes the temporaries a
+ *   killed writer left ("<checkpoint name>.tmp.<pid>", the safetensors
+ *   writer's names). */
+#ifndef PMOE_TRAIN_CHECKPOINT_FOLDER_H
+#define PMOE_TRAIN_CHECKPOINT_FOLDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pmoe/status.h"
+
+#define PMOE_CHECKPOINT_FORMAT "pmoe-checkpoint-1"
+#define PMOE_RUN_ID_CHARS 32
+#define PMOE_CHECKPOINT_LOCK ".pmoe.lock"
+
+/* A fresh run identity: 32 lowercase hex digits (128 random bits). */
+void pmoe_run_id_new(char out[PMOE_RUN_ID_CHARS + 1]);
+
+/* 1 when text is a run identity as pmoe_run_id_new writes it. */
+int pmoe_run_id_valid(const char *text);
+
+/* 1 when name is a checkpoint name pmoe writes; sets *step. */
+int pmoe_checkpoint_name_step(const char *name, int64_t *step);
+
+/* The newest checkpoint (by step) in dir, into out. Several runs' checkpoints
+ * in dir are an error naming two of them: pass the file itself. */
+pmoe_status pmoe_checkpoint_newest(const char *dir, char *out, size_t out_size, pmoe_error *err);
+
+/* A run's hold on its checkpoint folder. */
+typedef struct pmoe_checkpoint_folder {
+    char dir[1024];
+    char run_id[PMOE_RUN_ID_CHARS + 1];
+    int claimed;          /* the lock is held (lock_fd open) */
+    int lock_fd;
+    dev_t keep_dev;       /* the checkpoint the run resumed from, when it lies in dir: */
+    ino_t keep_ino;       /* never pruned by this run (0, 0: none) */
+} pmoe_checkpoint_folder;
+
+/* Sets up f for dir and run_id (nothing is touched yet); resumed_from, when
+ * not NULL, is the checkpoint the run resumed from. */
+void pmoe_checkpoint_folder_init(pmoe_checkpoint_folder *f, const char *dir, const char *run_id,
+                                 const char *resumed_from);
+
+/* Creates the folder (one level) when missing, takes its lock, refuses it
+ * when it holds another run's checkpoints, and deletes this folder's
+ * temporaries left by killed writers. Fails, changing nothing, when another
+ * process holds the lock. */
+pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, pmoe_error *err);
+
+/* Fails when path exists and is not this run's checkpoint (a save would
+ * replace another's file). */
+pmoe_status pmoe_checkpoint_folder_may_write(const pmoe_checkpoint_folder *f, const char *path,
+                                             pmoe_error *err);
+
+/* Deletes this run's checkpoints in the folder but the newest `keep` (and
+ * the one it resumed from). Only after claim. */
+void pmoe_checkpoint_folder_prune(const pmoe_checkpoint_folder *f, int keep);
+
+/* Drops the lock. */
+void pmoe_checkpoint_folder_release(pmoe_checkpoint_folder *f);
+
+#endif
