@@ -9,7 +9,10 @@
  * - a NaN stops the run, names the step and the last good checkpoint, which
  *   still loads; train.on_nonfinite = skip carries on;
  * - a full disk (RLIMIT_FSIZE) while saving leaves the previous checkpoint;
- * - train.keep prunes to the newest; pmoe_eval matches the run's accuracy. */
+ * - train.keep prunes to the newest; pmoe_eval matches the run's accuracy;
+ * - only the names pmoe writes are checkpoint names, run ids are 32 hex
+ *   digits and two drawn differ (test_checkpoint_safety.sh holds the
+ *   folder rules and crafted metadata end to end). */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -21,6 +24,7 @@
 
 #include "core/safetensors.h"
 #include "pmoe/train.h"
+#include "train/checkpoint_folder.h"
 #include "test_util.h"
 
 #define MAX_STEPS 2048
@@ -269,8 +273,42 @@ static void test_guards(void) {
               "%d: %s", s, err.message);
 }
 
+static void test_names(void) {
+    static const struct {
+        const char *name;
+        int ok;
+        int64_t step;
+    } cases[] = {
+        {"step-000000005.safetensors", 1, 5},
+        {"step-1234567890.safetensors", 1, 1234567890},
+        {"step-9223372036854775807.safetensors", 1, INT64_MAX},
+        {"step-best.safetensors", 0, 0},
+        {"step-5.safetensors", 0, 0},                   /* not zero-padded as pmoe writes */
+        {"step-0000000005.safetensors", 0, 0},          /* one zero too many */
+        {"step-000000005.safetensors.tmp.12", 0, 0},
+        {"step--00000005.safetensors", 0, 0},
+        {"step-+00000005.safetensors", 0, 0},
+        {"step-9223372036854775808.safetensors", 0, 0}, /* past INT64_MAX */
+        {"step-000000005.safetensor", 0, 0},
+        {"xstep-000000005.safetensors", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t step = -1;
+        const int ok = pmoe_checkpoint_name_step(cases[i].name, &step);
+        CHECK_MSG(ok == cases[i].ok && (!ok || step == cases[i].step), "%s: %d, step %lld",
+                  cases[i].name, ok, (long long)step);
+    }
+    char a[PMOE_RUN_ID_CHARS + 1], b[PMOE_RUN_ID_CHARS + 1];
+    pmoe_run_id_new(a);
+    pmoe_run_id_new(b);
+    CHECK(pmoe_run_id_valid(a) && pmoe_run_id_valid(b) && strcmp(a, b) != 0);
+    CHECK(!pmoe_run_id_valid("") && !pmoe_run_id_valid("0123456789ABCDEF0123456789abcdef") &&
+          !pmoe_run_id_valid("0123456789abcdef0123456789abcde"));
+}
+
 int main(void) {
     make_temp_dir(tmp, sizeof tmp);
+    test_names();
     test_safetensors_format();
     test_resume_main_phase();
     test_resume_router_phase();

@@ -144,16 +144,24 @@ static pmoe_status check_position(const char *origin, const pmoe_config *saved, 
     return PMOE_OK;
 }
 
+pmoe_status pmoe_resume_check_config(const pmoe_st_file *file, const pmoe_config *now,
+                                     pmoe_error *err) {
+    pmoe_config saved;
+    pmoe_status s = pmoe_checkpoint_config(file, &saved, err);
+    const char *phase = pmoe_safetensors_meta(file, "phase");
+    const int main_phase = !phase || strcmp(phase, "router") != 0; /* restore checks the word */
+    if (!s) s = check_fixed_keys(file->origin, &saved, now, main_phase, err);
+    return s;
+}
+
 pmoe_status pmoe_resume_check(const pmoe_st_file *file, const pmoe_config *now,
                               int64_t train_count, int has_router,
                               const pmoe_train_position *pos, pmoe_error *err) {
     pmoe_config saved;
     pmoe_status s = pmoe_checkpoint_config(file, &saved, err);
     if (!s) s = check_position(file->origin, &saved, train_count, has_router, pos, err);
-    const int main_phase = pos->phase == PMOE_PHASE_MAIN;
-    if (!s) s = check_fixed_keys(file->origin, &saved, now, main_phase, err);
     if (s) return s;
-    if (!main_phase) {
+    if (pos->phase == PMOE_PHASE_ROUTER) {
         const frame r = router_frame(now, train_count, has_router);
         if (r.epochs == 0)
             return pmoe_fail(err, PMOE_ERR_CONFIG,

@@ -883,7 +883,8 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
     pmoe_st_file file;
     pmoe_status s = pmoe_checkpoint_open(resume, &file, err);
     if (!s) {
-        s = pmoe_checkpoint_restore(&file, r->model, pos, err);
+        s = pmoe_resume_check_config(&file, r->cfg, err);
+        if (!s) s = pmoe_checkpoint_restore(&file, r->model, pos, err);
         if (!s)
             s = pmoe_resume_check(&file, r->cfg, r->train->count, r->model->has_router, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
