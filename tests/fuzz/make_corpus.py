@@ -141,8 +141,38 @@ def safetensors_seeds():
     write("safetensors", "metadata_number", safetensors({"__metadata__": {"k": 1}}))
 
 
+def checkpoint(config, **position):
+    meta = {"format": "pmoe-checkpoint-1", "config": config, "phase": "main", "epoch": "2",
+            "next_batch": "3", "step": "13", "router_steps": "0", "skipped_steps": "0",
+            "epoch_loss_sum": "20.5", "epoch_correct_sum": "25",
+            "run_id": "0123456789abcdef0123456789abcdef"}
+    meta.update(position)
+    return safetensors({"__metadata__": meta,
+                        "router.weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+                       f32(1, 2))
+
+
+def checkpoint_seeds():
+    # 100 samples (the target's training set), batch 10: 10 batches an epoch.
+    joint = "[train]\nepochs = 3\nbatch = 10\n"
+    separate = ("[train]\nmode = separate\nepochs = 3\nbatch = 10\nrouter_epochs = 2\n"
+                "router_batch = 25\n")
+    write("checkpoint", "main", checkpoint(joint))
+    write("checkpoint", "finished", checkpoint(joint, epoch="4", next_batch="0", step="30",
+                                               epoch_loss_sum="0", epoch_correct_sum="0"))
+    write("checkpoint", "router", checkpoint(separate, phase="router", epoch="2", next_batch="1",
+                                             step="5", epoch_loss_sum="-3.5", epoch_correct_sum="0"))
+    write("checkpoint", "after_router", checkpoint(separate, router_steps="8", skipped_steps="2"))
+    write("checkpoint", "epoch_2p31", checkpoint(joint, epoch="2147483648"))
+    write("checkpoint", "step_max", checkpoint(joint, step="9223372036854775807",
+                                               router_steps="9223372036854775807"))
+    write("checkpoint", "signs", checkpoint(joint, epoch="+2", next_batch="-1", step=" 13"))
+    write("checkpoint", "no_run_id", checkpoint(joint, run_id="x"))
+
+
 if __name__ == "__main__":
     idx_seeds()
     cifar_seeds()
     config_seeds()
     safetensors_seeds()
+    checkpoint_seeds()

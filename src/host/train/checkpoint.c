@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,35 +217,6 @@ pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_erro
     return PMOE_OK;
 }
 
-pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err) {
-    const char *text = pmoe_safetensors_meta(file, "config");
-    if (!text) return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: the metadata holds no config", file->origin);
-    pmoe_config_default(cfg);
-    char origin[600];
-    snprintf(origin, sizeof origin, "%s (saved config)", file->origin);
-    return pmoe_config_apply_ini(cfg, text, origin, err);
-}
-
-/* Reads an integer metadata value: decimal digits only (no sign, space or
- * exponent), in [low, high], parsed in 64 bits before anyone narrows it. */
-static pmoe_status meta_int(const pmoe_st_file *f, const char *key, int64_t low, int64_t high,
-                            int64_t *out, pmoe_error *err) {
-    const char *v = pmoe_safetensors_meta(f, key);
-    int64_t x = 0;
-    int ok = v && *v && strlen(v) <= 19;
-    for (const char *c = v; ok && *c; c++) {
-        ok = *c >= '0' && *c <= '9' && x <= (INT64_MAX - (*c - '0')) / 10;
-        if (ok) x = x * 10 + (*c - '0');
-    }
-    if (!ok || x < low || x > high)
-        return pmoe_fail(err, PMOE_ERR_FORMAT,
-                         "%s: metadata '%s' is %.40s%s, expected an integer in [%lld, %lld]",
-                         f->origin, key, v ? v : "missing", v && strlen(v) > 40 ? "..." : "",
-                         (long long)low, (long long)high);
-    *out = x;
-    return PMOE_OK;
-}
-
 static void shape_text(int ndim, const int64_t *shape, char *out, size_t size) {
     size_t used = (size_t)snprintf(out, size, "[");
     for (int i = 0; i < ndim && used < size; i++)
@@ -296,38 +266,7 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
     }
     free(slices);
     if (s || !pos) return s;
-    memset(pos, 0, sizeof *pos);
-    const char *phase = pmoe_safetensors_meta(file, "phase");
-    if (!phase || (strcmp(phase, "router") && strcmp(phase, "main")))
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'phase' is %s, expected router or main",
-                         file->origin, phase ? phase : "missing");
-    pos->phase = strcmp(phase, "router") == 0 ? PMOE_PHASE_ROUTER : PMOE_PHASE_MAIN;
-    /* Each field alone; train/resume.c checks them against each other, the
-     * config and the data. Step counts stay below 2^62, so the global step
-     * (router + main) cannot overflow. */
-    const int64_t steps_max = INT64_C(1) << 62;
-    int64_t epoch = 0;
-    s = meta_int(file, "epoch", 1, INT_MAX - 1, &epoch, err);
-    if (!s) s = meta_int(file, "next_batch", 0, steps_max, &pos->next_batch, err);
-    if (!s) s = meta_int(file, "step", 0, steps_max, &pos->step, err);
-    if (!s) s = meta_int(file, "router_steps", 0, steps_max, &pos->router_steps, err);
-    if (!s) s = meta_int(file, "skipped_steps", 0, steps_max, &pos->skipped, err);
-    if (!s) s = meta_int(file, "epoch_correct_sum", 0, steps_max, &pos->correct_sum, err);
-    if (s) return s;
-    pos->epoch = (int)epoch;
-    const char *loss = pmoe_safetensors_meta(file, "epoch_loss_sum");
-    char *end = NULL;
-    pos->loss_sum = loss ? strtod(loss, &end) : 0.0;
-    if (!loss || end == loss || *end || !isfinite(pos->loss_sum))
-        return pmoe_fail(err, PMOE_ERR_FORMAT,
-                         "%s: metadata 'epoch_loss_sum' is %.40s, expected a finite number",
-                         file->origin, loss ? loss : "missing");
-    const char *id = pmoe_safetensors_meta(file, "run_id");
-    if (id && !pmoe_run_id_valid(id))
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'run_id' is %.40s, expected %d hex digits",
-                         file->origin, id, PMOE_RUN_ID_CHARS);
-    snprintf(pos->run_id, sizeof pos->run_id, "%s", id ? id : "");
-    return PMOE_OK;
+    return pmoe_checkpoint_position(file, pos, err);
 }
 
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err) {

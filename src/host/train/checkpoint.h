@@ -13,9 +13,9 @@
  * decimal and range-checked before it is narrowed, and every tensor must be
  * finite (a file with a NaN weight is refused, so it is never evaluated nor
  * named as the last good checkpoint); a save refuses non-finite tensors
- * too. How the position must agree with the config and the data is
- * train/resume.h's business; which files of a folder are a run's,
- * checkpoint_folder.h's. */
+ * too. The metadata's reading is train/position.h's; how the position must
+ * agree with the config and the data, train/resume.h's; which files of a
+ * folder are a run's, checkpoint_folder.h's. */
 #ifndef PMOE_TRAIN_CHECKPOINT_H
 #define PMOE_TRAIN_CHECKPOINT_H
 
@@ -24,18 +24,8 @@
 #include "pmoe/config.h"
 #include "pmoe/train.h"
 #include "train/checkpoint_folder.h"
+#include "train/position.h"
 
-typedef struct pmoe_train_position {
-    int phase;            /* pmoe_phase */
-    int epoch;            /* the epoch in progress, 1-based */
-    int64_t next_batch;   /* the next batch of that epoch to run, 0-based */
-    int64_t step;         /* steps done in this phase */
-    int64_t router_steps; /* steps done by the router phase */
-    int64_t skipped;      /* steps skipped for non-finite values */
-    double loss_sum;      /* the epoch so far: summed sample losses */
-    int64_t correct_sum;  /* the epoch so far: correct predictions */
-    char run_id[PMOE_RUN_ID_CHARS + 1]; /* the run's identity ("": none, an older file) */
-} pmoe_train_position;
 
 /* Writes path atomically (the previous file of that name stays whole on any
  * failure). */
@@ -47,9 +37,6 @@ pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
  * pmoe_checkpoint_newest), and checks that it is a pmoe checkpoint. The
  * path used is kept in file->origin. */
 pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_error *err);
-
-/* The saved config (defaults, then the saved INI text). */
-pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err);
 
 /* Copies the saved parameters (and velocities, when the model has them)
  * into m, checking every name, shape and value (finite); fills pos, each

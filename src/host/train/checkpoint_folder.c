@@ -14,51 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "train/checkpoint.h"
 
 enum { HEADER_LIMIT = 64 << 20 };
-
-static const char HEX[] = "0123456789abcdef";
-
-void pmoe_run_id_new(char out[PMOE_RUN_ID_CHARS + 1]) {
-    uint8_t bytes[PMOE_RUN_ID_CHARS / 2];
-    size_t got = 0;
-    while (got < sizeof bytes) {
-        ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
-        if (n <= 0 && errno != EINTR) break;
-        if (n > 0) got += (size_t)n;
-    }
-    if (got < sizeof bytes) { /* no entropy source: the time and process, mixed (splitmix64) */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t x = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^
-                     ((uint64_t)getpid() << 32);
-        for (size_t i = 0; i < sizeof bytes; i++) {
-            x += 0x9e3779b97f4a7c15u;
-            uint64_t z = x;
-            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-            z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-            bytes[i] = (uint8_t)(z ^ (z >> 31));
-        }
-    }
-    for (size_t i = 0; i < sizeof bytes; i++) {
-        out[2 * i] = HEX[bytes[i] >> 4];
-        out[2 * i + 1] = HEX[bytes[i] & 15];
-    }
-    out[PMOE_RUN_ID_CHARS] = '\0';
-}
-
-int pmoe_run_id_valid(const char *text) {
-    if (!text || strlen(text) != PMOE_RUN_ID_CHARS) return 0;
-    for (const char *c = text; *c; c++)
-        if (!strchr(HEX, *c)) return 0;
-    return 1;
-}
 
 int pmoe_checkpoint_name_step(const char *name, int64_t *step) {
     const char *digits = name + 5;

@@ -25,16 +25,9 @@
 #include <sys/types.h>
 
 #include "pmoe/status.h"
+#include "train/position.h"
 
-#define PMOE_CHECKPOINT_FORMAT "pmoe-checkpoint-1"
-#define PMOE_RUN_ID_CHARS 32
 #define PMOE_CHECKPOINT_LOCK ".pmoe.lock"
-
-/* A fresh run identity: 32 lowercase hex digits (128 random bits). */
-void pmoe_run_id_new(char out[PMOE_RUN_ID_CHARS + 1]);
-
-/* 1 when text is a run identity as pmoe_run_id_new writes it. */
-int pmoe_run_id_valid(const char *text);
 
 /* 1 when name is a checkpoint name pmoe writes; sets *step. */
 int pmoe_checkpoint_name_step(const char *name, int64_t *step);

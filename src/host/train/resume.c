@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pmoe/train.h"
+
 /* The sizes one phase's position is measured in. */
 typedef struct frame {
     int64_t size, batch, batches;

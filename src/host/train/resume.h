@@ -23,7 +23,7 @@
 
 #include "core/safetensors.h"
 #include "pmoe/config.h"
-#include "train/checkpoint.h"
+#include "train/position.h"
 
 /* The keys that must keep their saved values (before any tensor is read,
  * so a changed model shape is named by its key). */
