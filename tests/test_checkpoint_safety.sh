@@ -9,7 +9,8 @@
 # byte-identical (sha256 before and after), the run keeps exactly its own
 # newest checkpoints, and the killed writer's temporary is gone. A second
 # writer on a locked folder is refused in one line; a lock left by kill -9
-# blocks nobody.
+# blocks nobody; a run that saves only on a signal writes beside another
+# run's checkpoints.
 # Class 3: crafted metadata (epochs 2^31 and 2^32-1, a step near INT64_MAX,
 # signs, a next batch out of range, steps inconsistent with the epoch, a NaN
 # partial sum or weight, a bad run id) is refused in one line with exit 1;
@@ -133,6 +134,24 @@ for round in killed next; do
   kill -9 "$holder"
   wait "$holder" 2>/dev/null
 done
+
+# A run that saves only when a signal stops it (checkpoint_every = 0, the
+# default) may share a folder with another run's checkpoints: it writes its
+# one file beside them.
+S=$TMP/signal
+mkdir -p "$S"
+cp "$TMP/other/step-000000010.safetensors" "$S/"
+"$PMOE" train "${RUN[@]}" --set train.epochs=100000 --set train.checkpoint_dir="$S" \
+  --log "$TMP/signal.log" >/dev/null 2>&1 &
+holder=$!
+pids+=("$holder")
+for _ in $(seq 300); do [ -s "$TMP/signal.log" ] && break; sleep 0.1; done
+kill -TERM "$holder"
+wait "$holder"
+rc=$?
+if [ "$rc" -eq 143 ] && [ "$(ls "$S" | grep -c '^step-0.*safetensors$')" -eq 2 ] &&
+   cmp -s "$S/step-000000010.safetensors" "$TMP/other/step-000000010.safetensors"; then ok
+else bad "a signal's checkpoint beside another run's: exit $rc, $(ls "$S" | tr '\n' ' ')"; fi
 
 # ---- class 3 ----
 C=$TMP/crafted

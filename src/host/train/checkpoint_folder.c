@@ -211,7 +211,8 @@ static void sweep_temporaries(const pmoe_checkpoint_folder *f) {
     closedir(d);
 }
 
-pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, pmoe_error *err) {
+pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, int refuse_foreign,
+                                         pmoe_error *err) {
     if (f->claimed) return PMOE_OK;
     pmoe_status s = pmoe_checkpoint_make_dir(f->dir, err);
     if (s) return s;
@@ -244,9 +245,9 @@ pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, pmoe_error *
     }
     f->lock_fd = fd;
     f->claimed = 1;
-    found *all;
-    int n;
-    scan(f->dir, &all, &n);
+    found *all = NULL;
+    int n = 0;
+    if (refuse_foreign) scan(f->dir, &all, &n);
     for (int i = 0; i < n; i++) {
         if (all[i].is_pmoe && strcmp(all[i].owner, f->run_id) == 0) continue;
         char words[64];

@@ -13,10 +13,10 @@
  * - a run that writes holds an flock on "<folder>/.pmoe.lock" until it
  *   ends (the kernel drops it when the process dies, so a killed run leaves
  *   no stale lock): a second writer is refused before it changes anything;
- * - holding the lock, the run refuses a folder that holds another run's
- *   checkpoints (its names would collide), and deletes the temporaries a
- *   killed writer left ("<checkpoint name>.tmp.<pid>", the safetensors
- *   writer's names). */
+ * - holding the lock, a run that saves every N steps refuses a folder that
+ *   holds another run's checkpoints (its names would collide), and any run
+ *   deletes the temporaries a killed writer left ("<checkpoint
+ *   name>.tmp.<pid>", the safetensors writer's names). */
 #ifndef PMOE_TRAIN_CHECKPOINT_FOLDER_H
 #define PMOE_TRAIN_CHECKPOINT_FOLDER_H
 
@@ -51,11 +51,14 @@ typedef struct pmoe_checkpoint_folder {
 void pmoe_checkpoint_folder_init(pmoe_checkpoint_folder *f, const char *dir, const char *run_id,
                                  const char *resumed_from);
 
-/* Creates the folder (one level) when missing, takes its lock, refuses it
- * when it holds another run's checkpoints, and deletes this folder's
- * temporaries left by killed writers. Fails, changing nothing, when another
- * process holds the lock. */
-pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, pmoe_error *err);
+/* Creates the folder (one level) when missing, takes its lock, and deletes
+ * the temporaries killed writers left there; with refuse_foreign, refuses
+ * the folder when it holds another run's checkpoints (a run that saves
+ * every N steps would take their names; one that saves only when a signal
+ * stops it checks its one name with may_write instead). Fails, changing
+ * nothing, when another process holds the lock. */
+pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, int refuse_foreign,
+                                         pmoe_error *err);
 
 /* Fails when path exists and is not this run's checkpoint (a save would
  * replace another's file). */

@@ -614,7 +614,7 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
     pmoe_checkpoint_path(r->folder.dir, global_step(pos), path, sizeof path);
     pmoe_status s = PMOE_OK;
     if (r->rank == 0) { /* rank 0 writes; a run with checkpoint_every = 0 claims the folder now */
-        s = pmoe_checkpoint_folder_claim(&r->folder, err);
+        s = pmoe_checkpoint_folder_claim(&r->folder, 0, err);
         if (!s) s = pmoe_checkpoint_folder_may_write(&r->folder, path, err);
     }
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
@@ -896,14 +896,15 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
 /* The run's identity (a resume keeps its checkpoint's) and its checkpoint
  * folder: a run that saves every N steps takes the folder before its first
  * step, so a second writer or another run's files stop it before anything
- * changes; one that saves only when stopped by a signal takes it then. */
+ * changes; one that saves only when stopped by a signal takes it then, and
+ * fails only when that one name is another's. */
 static pmoe_status start_folder(run *r, pmoe_train_position *pos, pmoe_error *err) {
     if (!pos->run_id[0]) pmoe_run_id_new(pos->run_id);
     pmoe_checkpoint_folder_init(&r->folder, r->cfg->train.checkpoint_dir, pos->run_id,
                                 r->last_checkpoint[0] ? r->last_checkpoint : NULL);
     pmoe_status s = PMOE_OK;
     if (r->rank == 0 && r->cfg->train.checkpoint_every > 0)
-        s = pmoe_checkpoint_folder_claim(&r->folder, err);
+        s = pmoe_checkpoint_folder_claim(&r->folder, 1, err);
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);
 }
 
