@@ -45,13 +45,14 @@ done
 
 # name, budget in seconds (a stage's most: one that ends early leaves the rest
 # unused, one that overruns is stopped), what it needs (gpu: a GPU answers;
-# cuda: the build succeeded with the CUDA backend; sanitizer: compute-sanitizer;
+# configured: the configure stage succeeded; cuda: the build succeeded with
+# the CUDA backend; sanitizer: compute-sanitizer;
 # nsys; torch: $PY imports torch). In the order they run.
 PLAN=(
   "locate 15 -"
   "deps 10 -"
   "configure 25 -"
-  "build 150 -"
+  "build 150 configured"
   "gpu_tests 40 gpu,cuda"
   "gpu_tests_blocking 25 gpu,cuda"
   "memcheck 25 gpu,cuda,sanitizer"
@@ -161,6 +162,7 @@ missing() {
   for need in ${1//,/ }; do
     case $need in
       -) ;;
+      configured) [ "${CONFIGURE_OK:-0}" = 1 ] || { echo "configure did not succeed"; return; } ;;
       gpu) [ -n "$GPU_REASON" ] && { echo "$GPU_REASON"; return; } ;;
       cuda)
         [ "$SKIP_BUILD" = 1 ] && { echo "no build (--skip-build)"; return; }
@@ -177,7 +179,7 @@ missing() {
 # run_stage NAME: the stage function stage_NAME, under its budget (and what is
 # left of the whole limit), its output in $LOGDIR/NAME.log, the JSON written
 # before and after.
-BUILD_OK=0
+BUILD_OK=0 CONFIGURE_OK=0
 run_stage() {
   local name=$1 budget=0 needs=- s n b w why left t b0 rc status detail=""
   for s in "${PLAN[@]}"; do
@@ -210,8 +212,8 @@ run_stage() {
     rc=dry
     detail="would run stage_$name under timeout $t"
   elif [ "$name" = locate ] || [ "$name" = deps ]; then
-    # these set the environment of the later stages: run here, each command
-    # in them has its own short timeout
+    # these set the environment of the later stages: run in this shell, so
+    # not under timeout; each command in them has its own short one
     "stage_$name" >"$LOGDIR/$name.log" 2>&1
     rc=$?
   else
@@ -226,6 +228,7 @@ run_stage() {
     124 | 137) status="timed out (after $t s)" ;;
     *) status="failed (exit $rc)" ;;
   esac
+  [ "$name" = configure ] && [ "$rc" = 0 ] && CONFIGURE_OK=1
   [ "$name" = build ] && [ "$rc" = 0 ] && BUILD_OK=1
   [ -f "$LOGDIR/$name.log" ] && tail -40 "$LOGDIR/$name.log" | cut -c1-300 >>"$LOG"
   [ -f "$LOGDIR/$name.detail" ] && detail=$(head -c 300 "$LOGDIR/$name.detail")
@@ -238,7 +241,7 @@ run_stage() {
 # locate: GPU, driver, nvcc, cuDNN and NCCL wheels, torch, compute-sanitizer, nsys.
 stage_locate() {
   wheel_root() {
-    timeout 10 "$PY" - "$1" 2>/dev/null <<'EOF'
+    timeout 5 "$PY" - "$1" 2>/dev/null <<'EOF'
 import importlib.util, sys
 s = importlib.util.find_spec('nvidia.' + sys.argv[1])
 print(list(s.submodule_search_locations)[0] if s and s.submodule_search_locations else '')
@@ -251,7 +254,7 @@ EOF
       [ -x "$d/nvcc" ] && export PATH=$d:$PATH && break
     done
   fi
-  NVCC_VERSION=$(nvcc --version 2>/dev/null | tail -1)
+  NVCC_VERSION=$(timeout 10 nvcc --version 2>/dev/null | tail -1)
   echo "nvcc: $(command -v nvcc || echo 'not found') $NVCC_VERSION"
   echo "cuDNN: ${CUDNN_ROOT:-not found}   NCCL: ${NCCL_ROOT:-not found}"
   if [ "$NO_GPU" = 1 ]; then
@@ -272,7 +275,7 @@ EOF
   echo "GPU: ${GPU_NAME:-none} ${DRIVER:+driver $DRIVER} ${GPU_REASON}"
   [ -z "$GPU_REASON" ] && ! command -v nvcc >/dev/null &&
     echo "nvcc not found: the build will have no CUDA backend"
-  TORCH=$(timeout 30 "$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+  TORCH=$(timeout 20 "$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
   echo "torch: ${TORCH:-absent} ($PY)"
   SANITIZER=$(command -v compute-sanitizer || true)
   if [ -z "$SANITIZER" ] && command -v nvcc >/dev/null; then
@@ -284,7 +287,7 @@ EOF
   fi
   NSYS=$(command -v nsys || true)
   echo "compute-sanitizer: ${SANITIZER:-none}; nsys: ${NSYS:-none}"
-  echo "cmake: $(cmake --version 2>/dev/null | head -1); compiler: $(cc --version 2>/dev/null | head -1)"
+  echo "cmake: $(timeout 5 cmake --version 2>/dev/null | head -1); compiler: $(timeout 5 cc --version 2>/dev/null | head -1)"
   export CUDNN_ROOT NCCL_ROOT NVCC_VERSION GPU_REASON GPU_NAME DRIVER TORCH SANITIZER NSYS
 }
 
