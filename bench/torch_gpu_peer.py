@@ -24,7 +24,7 @@ figure, so a caller's time limit keeps what was measured.
 tests of this script, not for figures).
 
 Usage: torch_gpu_peer.py [--json FILE] [--quick] [--deep [--only-deep]] [--compile]
-                         [--device cuda|cuda:N|cpu] [--steps N]
+                         [--device cuda|cuda:N|cpu] [--steps N] [--time-limit S]
 """
 import argparse
 import json
@@ -156,7 +156,9 @@ def main():
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     ap.add_argument("--steps", type=int, help="timed steps per job (default 100, 20 with --quick)")
     ap.add_argument("--width", type=int, default=10, help="WRN width with --deep (default 10)")
+    ap.add_argument("--time-limit", type=float, help="seconds: start no torch.compile job after it")
     args = ap.parse_args()
+    began_all = time.perf_counter()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("torch_gpu_peer: skipped: no CUDA device")
@@ -212,6 +214,11 @@ def main():
         for job in jobs if hasattr(torch, "compile") else []:
             name, batch = job[0], job[1]
             began = time.perf_counter()
+            if args.time_limit is not None and began - began_all > args.time_limit:
+                result["compiled"][name] = {"not_run": f"past --time-limit {args.time_limit:g} s"}
+                print(f"torch.compile step {name}: not run: past --time-limit", flush=True)
+                save()
+                continue
             try:
                 ms, loss = time_steps(runner(job, True), steps, 3, device)
                 result["compiled"][name] = {"torch_ms": round(ms, 4), "batch": batch, "last_loss": loss,

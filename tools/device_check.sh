@@ -438,8 +438,15 @@ EOF
 
 # The PyTorch peers at pmoe's precision (fp32, TF32 off): eager, then
 # torch.compile where it works; their JSON is rewritten after every figure.
-stage_torch_two_layer() { "$PY" bench/torch_gpu_peer.py --compile --json "$LOGDIR/torch_two_layer.json"; }
-stage_torch_wrn() { "$PY" bench/torch_gpu_peer.py --deep --only-deep --compile --steps 20 --json "$LOGDIR/torch_wrn.json"; }
+# --time-limit: no compile is started past it (one in progress may overrun: the
+# stage's timeout ends it, and the JSON keeps the figures before it).
+stage_torch_two_layer() {
+  "$PY" bench/torch_gpu_peer.py --compile --time-limit $((STAGE_BUDGET - 5)) --json "$LOGDIR/torch_two_layer.json"
+}
+stage_torch_wrn() {
+  "$PY" bench/torch_gpu_peer.py --deep --only-deep --compile --steps 20 --time-limit $((STAGE_BUDGET - 5)) \
+    --json "$LOGDIR/torch_wrn.json"
+}
 
 export -f train20 ctest_json sanitize stage_configure stage_build stage_gpu_tests stage_gpu_tests_blocking \
   stage_memcheck stage_racecheck stage_synccheck stage_nsys stage_gpu_bench stage_deep_bench \
@@ -451,9 +458,8 @@ write_json
 if [ "$DRY_RUN" = 1 ]; then
   for s in "${PLAN[@]}"; do run_stage "${s%% *}"; done
 else
+  # locate and deps run in this shell: their findings are set for the stages after them
   run_stage locate
-  # locate's findings, for the stages after it (it ran in this shell: its variables are set)
-  [ -f "$LOGDIR/locate.log" ] && sed 's/^/   /' "$LOGDIR/locate.log" | tee -a "$LOG" >/dev/null
   run_stage deps
   # cuDNN loads its sub-libraries by name at run time: they must be on the path
   for r in "${CUDNN_ROOT:-}" "${NCCL_ROOT:-}"; do
