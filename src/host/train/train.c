@@ -42,6 +42,7 @@
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_folder.h"
+#include "train/input_spec.h"
 #include "train/lr_schedule.h"
 #include "train/resolve.h"
 #include "train/resume.h"
@@ -86,6 +87,9 @@ typedef struct run {
     double step_seconds;     /* this epoch's steps, measured whole */
     int64_t profile_first, profile_last; /* train.profile_steps; 0 = off */
     pmoe_augment augment; /* data.crop_pad / data.flip, for training batches */
+    int describes_input;  /* the data are images: checkpoints say how (input_spec.h) */
+    char input_meta[512];
+    char *class_names_meta; /* NULL when the data have no class names */
 } run;
 
 /* ---- setup ---- */
@@ -247,6 +251,21 @@ static pmoe_status open_data(run *r, pmoe_error *err) {
     return pmoe_data_open(&data, &r->train, &r->test, &r->chosen, err);
 }
 
+/* The data's input description, for checkpoints (input_spec.h). */
+static void describe_input(run *r) {
+    free(r->class_names_meta);
+    r->describes_input = pmoe_input_spec_describe(r->train, r->input_meta, sizeof r->input_meta,
+                                                  &r->class_names_meta);
+}
+
+/* A checkpoint's normalisation replaces the one computed at open, so a
+ * resumed or evaluated model sees what it was trained on. */
+static void adopt_saved_input(run *r, const pmoe_st_file *file) {
+    pmoe_input_spec_adopt(file, r->train);
+    pmoe_input_spec_adopt(file, r->test);
+    describe_input(r);
+}
+
 /* Host buffers, the timer and the run's description. */
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -287,6 +306,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
         s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(m->experts * r->load_classes),
                        "expert load", err);
     if (!s) {
+        describe_input(r);
         fill_info(r);
         r->timer.clock = r->be->clock; /* the device's events, where it has them */
         pmoe_timer_reset(&r->timer);
@@ -353,6 +373,7 @@ static void close_run(run *r) {
     free(r->order);
     free(r->load_position);
     free(r->load_class);
+    free(r->class_names_meta);
     pmoe_model_free(r->model);
     pmoe_comm_close(comm); /* before the backend: NCCL's stream waits on the backend's */
     pmoe_backend_destroy(r->be);
@@ -642,7 +663,12 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
         if (!s) s = pmoe_checkpoint_folder_may_write(&r->folder, path, err);
     }
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
-    if (!s) s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
+    if (!s) {
+        const pmoe_st_meta input[2] = {{"input", r->input_meta},
+                                       {"class_names", r->class_names_meta}};
+        const int described = !r->describes_input ? 0 : r->class_names_meta ? 2 : 1;
+        s = pmoe_checkpoint_save_with(path, r->model, r->cfg, pos, input, described, err);
+    }
     if (s) {
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
@@ -918,6 +944,7 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
         if (!s)
             s = pmoe_resume_check(&file, r->cfg, r->train->count, r->model->has_router, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
+        if (!s) adopt_saved_input(r, &file);
         pmoe_safetensors_free(&file);
     }
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);
@@ -1005,6 +1032,7 @@ static pmoe_status open_saved(run *r, const pmoe_config *cfg, const char *checkp
     s = pmoe_checkpoint_open(checkpoint, &file, err);
     if (!s) s = pmoe_checkpoint_restore(&file, r->model, &pos, err);
     if (!s) {
+        adopt_saved_input(r, &file);
         snprintf(origin, origin_size, "%s", file.origin);
         *step = global_step(&pos);
     }
