@@ -21,6 +21,7 @@
 #include "data/augment.h"
 #include "pmoe/train.h"
 #include "test_util.h"
+#include "train_trace.h"
 
 static void test_draws(void) {
     pmoe_augment a = {4, 1, 7}, b = {4, 1, 8};
@@ -118,21 +119,6 @@ static void test_apply(void) {
 
 /* ---- training ---- */
 
-#define MAX_STEPS 256
-typedef struct trace {
-    int64_t steps;
-    double loss[MAX_STEPS];
-    int64_t stop_at;
-    volatile sig_atomic_t *stop;
-} trace;
-
-static void on_step(void *user, const pmoe_step_report *r) {
-    trace *t = user;
-    if (t->steps < MAX_STEPS) t->loss[t->steps] = r->loss;
-    t->steps++;
-    if (t->stop && t->steps == t->stop_at) *t->stop = 1;
-}
-
 static char tmp[512];
 
 static void config(pmoe_config *cfg, const char *dir, int augment) {
@@ -151,20 +137,13 @@ static void config(pmoe_config *cfg, const char *dir, int augment) {
     pmoe_config_set(cfg, set, NULL);
 }
 
-static pmoe_status train(const pmoe_config *cfg, trace *t, const char *resume,
-                         pmoe_train_result *res, pmoe_error *err) {
-    pmoe_train_callbacks cb = {t, NULL, on_step, NULL};
-    pmoe_train_options opt = {resume, t->stop};
-    return pmoe_train(cfg, &cb, &opt, res, err);
-}
-
 static int test_training(void) {
     static trace whole, first, rest, plain;
     pmoe_config cfg;
     pmoe_train_result res_whole, res;
     pmoe_error err = {PMOE_OK, ""};
     config(&cfg, "whole", 1);
-    pmoe_status s = train(&cfg, &whole, NULL, &res_whole, &err);
+    pmoe_status s = trace_train(&cfg, &whole, NULL, &res_whole, &err);
     if (s == PMOE_ERR_IO) {
         printf("skipped: %s\n", err.message);
         return 77;
@@ -174,15 +153,14 @@ static int test_training(void) {
     config(&cfg, "part", 1);
     first.stop = &stop;
     first.stop_at = 13;
-    CHECK(train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
-    CHECK_MSG(train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK, "%s", err.message);
-    int same = first.steps == 13 && rest.steps == 17;
-    for (int64_t i = 0; same && i < 13; i++) same = first.loss[i] == whole.loss[i];
-    for (int64_t i = 0; same && i < 17; i++) same = rest.loss[i] == whole.loss[13 + i];
-    CHECK_MSG(same, "augmented run: resumed losses differ from the uninterrupted run");
+    CHECK(trace_train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
+    CHECK_MSG(trace_train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK, "%s", err.message);
+    CHECK(first.steps == 13 && rest.steps == 17);
+    CHECK_MSG(trace_resumed_equals(&whole, &first, &rest),
+              "augmented run: resumed losses differ from the uninterrupted run");
     CHECK(res.test_acc == res_whole.test_acc);
     config(&cfg, "plain", 0);
-    CHECK(train(&cfg, &plain, NULL, &res, &err) == PMOE_OK);
+    CHECK(trace_train(&cfg, &plain, NULL, &res, &err) == PMOE_OK);
     CHECK_MSG(plain.loss[0] != whole.loss[0], "the augmentation did not reach the batches");
     /* the synthetic model is refused: its samples are not images */
     pmoe_config_default(&cfg);

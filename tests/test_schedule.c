@@ -18,6 +18,7 @@
 
 #include "pmoe/train.h"
 #include "test_util.h"
+#include "train_trace.h"
 #include "train/lr_schedule.h"
 
 static const double PI = 3.14159265358979323846;
@@ -111,28 +112,6 @@ static void test_config_errors(void) {
 
 /* ---- training with a schedule ---- */
 
-#define MAX_STEPS 256
-typedef struct trace {
-    int64_t steps;
-    double loss[MAX_STEPS];
-    int epochs_seen;
-    double lr[64];
-    int64_t stop_at;
-    volatile sig_atomic_t *stop;
-} trace;
-
-static void on_step(void *user, const pmoe_step_report *r) {
-    trace *t = user;
-    if (t->steps < MAX_STEPS) t->loss[t->steps] = r->loss;
-    t->steps++;
-    if (t->stop && t->steps == t->stop_at) *t->stop = 1;
-}
-static void on_epoch(void *user, const pmoe_epoch_report *r) {
-    trace *t = user;
-    if (r->phase == PMOE_PHASE_MAIN && r->epoch <= 64) t->lr[r->epoch - 1] = r->lr;
-    t->epochs_seen++;
-}
-
 static char tmp[512];
 
 static void base_config(pmoe_config *cfg, const char *dir, const char *schedule) {
@@ -149,33 +128,16 @@ static void base_config(pmoe_config *cfg, const char *dir, const char *schedule)
     pmoe_config_set(cfg, set, NULL);
 }
 
-static pmoe_status train(const pmoe_config *cfg, trace *t, const char *resume,
-                         pmoe_train_result *res, pmoe_error *err) {
-    pmoe_train_callbacks cb = {t, NULL, on_step, on_epoch};
-    pmoe_train_options opt = {resume, t->stop};
-    return pmoe_train(cfg, &cb, &opt, res, err);
-}
-
-static int same_losses(const trace *whole, const trace *first, const trace *rest) {
-    int same = first->steps + rest->steps == whole->steps;
-    for (int64_t i = 0; same && i < first->steps; i++) same = first->loss[i] == whole->loss[i];
-    for (int64_t i = 0; same && i < rest->steps; i++)
-        same = rest->loss[i] == whole->loss[first->steps + i];
-    return same;
-}
-
 static void test_resume(const char *schedule) {
     static trace whole, first, rest;
-    memset(&whole, 0, sizeof whole);
-    memset(&first, 0, sizeof first);
-    memset(&rest, 0, sizeof rest);
+    first.stop = NULL;
     pmoe_config cfg;
     pmoe_train_result res_whole, res;
     pmoe_error err = {PMOE_OK, ""};
     char dir[64];
     snprintf(dir, sizeof dir, "whole-%s", schedule);
     base_config(&cfg, dir, schedule);
-    CHECK_MSG(train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
+    CHECK_MSG(trace_train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
     CHECK(whole.steps == 100);
     /* the rate reported for each epoch is the schedule's at its first step */
     pmoe_lr_schedule sched = pmoe_lr_schedule_make(&cfg.train, cfg.train.lr, 10, 10);
@@ -188,16 +150,16 @@ static void test_resume(const char *schedule) {
     base_config(&cfg, dir, schedule);
     first.stop = &stop;
     first.stop_at = 37;
-    pmoe_status s = train(&cfg, &first, NULL, &res, &err);
+    pmoe_status s = trace_train(&cfg, &first, NULL, &res, &err);
     CHECK_MSG(s == PMOE_ERR_INTERRUPTED && first.steps == 37, "status %d: %s", s, err.message);
     char path[1100];
     snprintf(path, sizeof path, "%s/%s", tmp, dir);
     pmoe_config saved;
     CHECK(pmoe_checkpoint_load_config(path, &saved, &err) == PMOE_OK);
-    s = train(&saved, &rest, path, &res, &err);
+    s = trace_train(&saved, &rest, path, &res, &err);
     CHECK_MSG(s == PMOE_OK && rest.steps == 63, "status %d, %lld steps: %s", s,
               (long long)rest.steps, err.message);
-    CHECK_MSG(same_losses(&whole, &first, &rest),
+    CHECK_MSG(trace_resumed_equals(&whole, &first, &rest),
               "%s: resumed losses differ from the uninterrupted run", schedule);
     CHECK(res.test_acc == res_whole.test_acc && res.train_loss == res_whole.train_loss);
     printf("%s schedule: stopped at 37 and resumed = left alone, bit for bit\n", schedule);
@@ -205,11 +167,10 @@ static void test_resume(const char *schedule) {
     /* The schedule reaches the updates: a constant run without warmup
      * takes other steps from its first update on. */
     static trace flat;
-    memset(&flat, 0, sizeof flat);
     snprintf(dir, sizeof dir, "flat-%s", schedule);
     base_config(&cfg, dir, "constant");
     pmoe_config_set(&cfg, "train.warmup_epochs=0", NULL);
-    CHECK(train(&cfg, &flat, NULL, &res, &err) == PMOE_OK);
+    CHECK(trace_train(&cfg, &flat, NULL, &res, &err) == PMOE_OK);
     CHECK_MSG(flat.loss[1] != whole.loss[1] && flat.loss[99] != whole.loss[99],
               "%s: the schedule changed nothing", schedule);
 }
@@ -224,16 +185,16 @@ static void test_resume_router_phase(void) {
                           "train.lr_steps=1,2"};
     base_config(&cfg, "sep-whole", "step");
     for (int i = 0; i < 7; i++) pmoe_config_set(&cfg, sets[i], NULL);
-    CHECK_MSG(train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
+    CHECK_MSG(trace_train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
     CHECK(whole.steps == 50 && res_whole.router_steps == 30);
     volatile sig_atomic_t stop = 0;
     base_config(&cfg, "sep", "step");
     for (int i = 0; i < 7; i++) pmoe_config_set(&cfg, sets[i], NULL);
     first.stop = &stop;
     first.stop_at = 17; /* inside the router phase */
-    CHECK(train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
-    CHECK(train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK);
-    CHECK_MSG(same_losses(&whole, &first, &rest), "separate training: resumed losses differ");
+    CHECK(trace_train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
+    CHECK(trace_train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK);
+    CHECK_MSG(trace_resumed_equals(&whole, &first, &rest), "separate training: resumed losses differ");
     CHECK(res.test_acc == res_whole.test_acc);
     printf("router phase with a step schedule: resumed = left alone, bit for bit\n");
 }

@@ -120,6 +120,10 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
                 memmove(pixels + (size_t)i * plane, pixels + (size_t)i * 3 * plane, plane);
         }
     }
+    if (!s && (taken < want || rule->channels < work_channels)) { /* give back the unused rest */
+        uint8_t *fit = realloc(pixels, (size_t)rule->channels * rule->height * rule->width * (size_t)taken);
+        if (fit) pixels = fit;
+    }
     pmoe_dataset *ds = NULL;
     if (!s) s = pmoe_dataset_alloc(taken, 0, sizeof(image_pixels), image_set_destroy, &ds, err);
     if (s) {
