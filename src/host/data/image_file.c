@@ -170,18 +170,25 @@ static pmoe_status decode_jpeg(const char *path, const uint8_t *bytes, size_t si
     return PMOE_OK;
 }
 
+pmoe_status pmoe_image_decode(const uint8_t *bytes, size_t size, const char *origin,
+                              pmoe_image *out, pmoe_error *err) {
+    memset(out, 0, sizeof *out);
+    if (size == 0) return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: empty file", origin);
+    if (!pmoe_image_sniff(bytes, size))
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: not a PNG or JPEG file (it starts with %02x %02x)", origin, bytes[0],
+                         size > 1 ? bytes[1] : 0);
+    if (bytes[0] == 0x89) return decode_png(origin, bytes, size, out, err);
+    return decode_jpeg(origin, bytes, size, out, err);
+}
+
 pmoe_status pmoe_image_read(const char *path, pmoe_image *out, pmoe_error *err) {
     memset(out, 0, sizeof *out);
     uint8_t *bytes = NULL;
     size_t size = 0;
     pmoe_status s = read_whole(path, &bytes, &size, err);
     if (s) return s;
-    if (size == 0) s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: empty file", path);
-    else if (!pmoe_image_sniff(bytes, size))
-        s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: not a PNG or JPEG file (it starts with %02x %02x)",
-                      path, bytes[0], size > 1 ? bytes[1] : 0);
-    else if (bytes[0] == 0x89) s = decode_png(path, bytes, size, out, err);
-    else s = decode_jpeg(path, bytes, size, out, err);
+    s = pmoe_image_decode(bytes, size, path, out, err);
     free(bytes);
     return s;
 }

@@ -31,6 +31,10 @@ typedef struct pmoe_image {
 pmoe_status pmoe_image_read(const char *path, pmoe_image *out, pmoe_error *err);
 void pmoe_image_free(pmoe_image *img);
 
+/* The same on a file's bytes held in memory; origin names it in messages. */
+pmoe_status pmoe_image_decode(const uint8_t *bytes, size_t size, const char *origin,
+                              pmoe_image *out, pmoe_error *err);
+
 /* 1 when bytes[0..size) start like a PNG or a JPEG file. */
 int pmoe_image_sniff(const uint8_t *bytes, size_t size);
 
