@@ -101,7 +101,7 @@ assert any(line.startswith('done:') for line in out), 'no summary line'
 log = [json.loads(l) for l in open(sys.argv[2])]
 assert [e['epoch'] for e in log] == [1, 2, 3], log
 for e in log:
-    for key in ('train_loss', 'train_acc', 'test_acc', 'router_recall', 'seconds',
+    for key in ('train_loss', 'lr', 'train_acc', 'test_acc', 'router_recall', 'seconds',
                 'phase_seconds', 'step_seconds', 'expert_load_position', 'expert_load_class'):
         assert key in e, f'log lacks {key}'
     assert len(e['expert_load_position']) == 8, 'one load row per expert'
@@ -139,6 +139,25 @@ if "$PMOE" train "${SYN[@]}" "${CK[@]}" --set model.type=cnn --set train.checkpo
 else
   bad "cnn checkpoint run: $(cat "$TMP/err")"
 fi
+
+# pmoe predict: one line (or JSON object) per image, by the checkpoint's input.
+"$PMOE" predict >/dev/null 2>&1
+if [ $? -eq 2 ]; then ok; else bad "pmoe predict without arguments: not exit 2"; fi
+expect_error "unknown argument '--frob'" predict --frob
+expect_error "does not describe its input" predict --checkpoint "$TMP/ck-route" "$TMP/idx/t10k-images-idx3-ubyte"
+IDX=(--set data.source=idx --set data.path="$TMP/idx" --set data.train_size=20 --set data.test_size=20 --set train.epochs=1)
+if "$PMOE" train "${IDX[@]}" "${CK[@]}" --set train.checkpoint_dir="$TMP/ck-idx" --quiet 2>"$TMP/err" &&
+   "$PMOE" predict --json --checkpoint "$TMP/ck-idx" "$TMP/idx/t10k-images-idx3-ubyte" >"$TMP/pred" 2>"$TMP/err" &&
+   "$PY" - "$TMP/pred" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 20, len(rows)
+for i, r in enumerate(rows):
+    assert r['file'].endswith(f't10k-images-idx3-ubyte[{i}]'), r
+    assert r['class'] == str(r['index']) and 0 <= r['index'] < 10 and 0 < r['probability'] <= 1, r
+PYEOF
+then ok; else bad "pmoe predict on an IDX file: $(cat "$TMP/err")"; fi
+expect_error "$TMP/none.png: cannot open" predict --checkpoint "$TMP/ck-idx" "$TMP/none.png"
 
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

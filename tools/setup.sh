@@ -5,7 +5,7 @@
 #   tools/setup.sh --test   the same, plus what the test suite uses
 # Runs apt-get (through sudo when not root). Installing twice is harmless.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev libpng-dev libjpeg-dev zlib1g-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--test" ]; then
   # PyTorch and numpy: the reference in the checkpoint test; matplotlib: the plot test

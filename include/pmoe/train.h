@@ -75,6 +75,7 @@ typedef struct pmoe_epoch_report {
     int epoch, epochs;
     int64_t step;
     double train_loss;     /* mean over the epoch's samples */
+    double lr;             /* the learning rate of the epoch's first step (train.schedule) */
     double train_acc;      /* main phase; -1 in the router phase */
     double test_acc;       /* -1 when not evaluated this epoch */
     double router_recall;  /* -1 when the task has no deciding patch or no router */

@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"eval", pmoe_cli_eval, "test accuracy of a checkpoint (see pmoe eval --help)"},
     {"bench", pmoe_cli_bench, "FLOPs, memory and time of pMoE against its CNN (see pmoe bench --help)"},
     {"route", pmoe_cli_route, "draw what a checkpoint's experts pick, as a PNG (see pmoe route --help)"},
+    {"predict", pmoe_cli_predict, "class and probability of image files by a checkpoint (see pmoe predict --help)"},
     {"keys", pmoe_cli_keys, "list every config key with its default, as INI"},
 };
 #define NCOMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))

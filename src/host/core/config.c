@@ -17,13 +17,15 @@
 
 typedef enum { KEY_INT, KEY_INT64, KEY_UINT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM, KEY_BOOL } key_type;
 
+enum { KEY_WORDS = 8 }; /* the most words an enum key may have */
+
 typedef struct key_spec {
     const char *name; /* "section.key" */
     key_type type;
     size_t offset;
     size_t size;          /* KEY_STRING: buffer size */
     double min, max;      /* numbers: inclusive range */
-    const char *words[6]; /* KEY_ENUM: names, index = enum value */
+    const char *words[KEY_WORDS]; /* KEY_ENUM: names, index = enum value */
 } key_spec;
 
 #define OFF(field) offsetof(pmoe_config, field)
@@ -31,7 +33,7 @@ typedef struct key_spec {
 enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
 static const key_spec KEYS[] = {
-    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy"}},
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy", "folder"}},
     {"data.path", KEY_STRING, OFF(data.path), sizeof(((pmoe_config *)0)->data.path), 0, 0, {0}},
     {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, {0}},
     {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, {0}},
@@ -47,6 +49,9 @@ static const key_spec KEYS[] = {
     {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, {0}},
     {"data.image_size", KEY_INT, OFF(data.image_size), 0, 0, 4096, {0}},
     {"data.background", KEY_ENUM, OFF(data.background), 0, 0, 0, {"items", "noise"}},
+    {"data.crop_pad", KEY_INT, OFF(data.crop_pad), 0, 0, 1024, {0}},
+    {"data.flip", KEY_BOOL, OFF(data.flip), 0, 0, 1, {0}},
+    {"data.on_bad_image", KEY_ENUM, OFF(data.on_bad_image), 0, 0, 0, {"stop", "skip"}},
 
     {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, {"pmoe", "cnn", "wrn", "wrn_pmoe"}},
     {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, {0}},
@@ -66,6 +71,11 @@ static const key_spec KEYS[] = {
     {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, {0}},
     {"train.batch", KEY_INT, OFF(train.batch), 0, 1, 1 << 20, {0}},
     {"train.lr", KEY_DOUBLE, OFF(train.lr), 0, 0, 1e6, {0}},
+    {"train.schedule", KEY_ENUM, OFF(train.schedule), 0, 0, 0, {"constant", "step", "cosine"}},
+    {"train.warmup_epochs", KEY_INT, OFF(train.warmup_epochs), 0, 0, 1e7, {0}},
+    {"train.lr_steps", KEY_STRING, OFF(train.lr_steps), sizeof(((pmoe_config *)0)->train.lr_steps), 0, 0, {0}},
+    {"train.lr_gamma", KEY_DOUBLE, OFF(train.lr_gamma), 0, 0, 1e6, {0}},
+    {"train.lr_min", KEY_DOUBLE, OFF(train.lr_min), 0, 0, 1e6, {0}},
     {"train.momentum", KEY_DOUBLE, OFF(train.momentum), 0, 0, 0.999999, {0}},
     {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, {0}},
     {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, {0}},
@@ -130,6 +140,8 @@ void pmoe_config_default(pmoe_config *cfg) {
     t->epochs = 150;
     t->batch = 20;
     t->lr = 0.2;
+    t->schedule = PMOE_SCHEDULE_CONSTANT; /* the paper's */
+    t->lr_gamma = 0.1;
     t->momentum = 0.0;
     t->weight_decay = 0.0;
     t->seed = 1;
@@ -238,14 +250,14 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
         return PMOE_OK;
     }
     case KEY_ENUM:
-        for (int i = 0; i < 6 && k->words[i]; i++)
+        for (int i = 0; i < KEY_WORDS && k->words[i]; i++)
             if (strcmp(value, k->words[i]) == 0) {
                 *(int *)field = i;
                 return PMOE_OK;
             }
         {
             char allowed[128] = "";
-            for (int i = 0; i < 6 && k->words[i]; i++) {
+            for (int i = 0; i < KEY_WORDS && k->words[i]; i++) {
                 strncat(allowed, i ? " | " : "", sizeof allowed - strlen(allowed) - 1);
                 strncat(allowed, k->words[i], sizeof allowed - strlen(allowed) - 1);
             }
@@ -474,7 +486,7 @@ const char *const *pmoe_config_keys(void) {
 
 static const char *word_of(const char *key, int value) {
     const key_spec *k = find_key(key);
-    return (k && value >= 0 && value < 6 && k->words[value]) ? k->words[value] : "?";
+    return (k && value >= 0 && value < KEY_WORDS && k->words[value]) ? k->words[value] : "?";
 }
 const char *pmoe_data_source_name(pmoe_data_source s) { return word_of("data.source", (int)s); }
 const char *pmoe_model_type_name(pmoe_model_type t) { return word_of("model.type", (int)t); }

@@ -93,7 +93,7 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
             if (r->train_acc >= 0) fprintf(rep->progress, "  train %5.1f%%", 100 * r->train_acc);
             if (r->test_acc >= 0) fprintf(rep->progress, "  test %5.1f%%", 100 * r->test_acc);
             if (r->router_recall >= 0) fprintf(rep->progress, "  recall %5.1f%%", 100 * r->router_recall);
-            fprintf(rep->progress, "  %.2f s\n", r->seconds);
+            fprintf(rep->progress, "  lr %.4g  %.2f s\n", r->lr, r->seconds);
             fflush(rep->progress);
         }
     }
@@ -102,6 +102,7 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
         fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
                 r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
                 (long long)r->step, r->train_loss);
+        fprintf(f, ",\"lr\":%.9g", r->lr);
         json_measure(f, "train_acc", r->train_acc);
         json_measure(f, "test_acc", r->test_acc);
         json_measure(f, "router_recall", r->router_recall);
