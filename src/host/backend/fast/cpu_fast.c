@@ -1,0 +1,755 @@
+/* cpu_fast.c: the CPU fast path on oneDNN (cpu_fast.h): convolution forward,
+ * backward-data and backward-weights, batch norm, and the pMoE layer's k
+ * experts as one batch norm over k C channels and one grouped convolution.
+ *
+ * The model's maps are NCHW. Each primitive is made with its layouts left
+ * to oneDNN ("any"), which on AVX2 picks 8-channel blocks for the
+ * convolutions; NCHW tensors are reordered into the chosen layout on the
+ * way in and back on the way out. Everything for one shape (primitive
+ * descriptors, primitives, reorders, the blocked buffers, the scratchpad)
+ * is made on the shape's first call and kept in a cache for the backend's
+ * life, so a training step creates nothing. Layers of the same shape share
+ * one entry: nothing is kept in it between a layer's forward and backward
+ * (the backward reorders its inputs again).
+ *
+ * Accumulating outputs (the backend's dx += ... contract) are a reorder
+ * with a sum post-op from oneDNN's buffer into dx. Where oneDNN cannot make
+ * a primitive for a shape, the op runs the reference (cpu_ops.h) instead.
+ *
+ * oneDNN runs on the same OpenMP threads as the reference. Its sums are
+ * not in a fixed order: results match the reference to rounding and are
+ * not bit-identical across thread counts (README, "CPU kernels"). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "backend/cpu_fast.h"
+#include "backend/cpu_ops.h"
+
+/* ------------------------------------------------------------ the cache */
+
+typedef enum { ENTRY_CONV = 1, ENTRY_BN = 2 } entry_kind;
+
+/* A convolution's shape, groups included (the experts' grouped one). */
+typedef struct conv_key {
+    int64_t batch;
+    int in_channels, height, width, out_channels, kernel_h, kernel_w, stride, pad, groups;
+    int bias;
+} conv_key;
+
+typedef struct bn_key {
+    int64_t batch, spatial;
+    int channels;
+    float eps;
+} bn_key;
+
+/* One tensor argument of a primitive: the caller's NCHW memory and, when
+ * the primitive wants another layout (or accumulates), its own buffer and
+ * the reorder between the two. */
+typedef struct slot {
+    int separate;             /* a buffer and a reorder stand between the two */
+    dnnl_memory_t user, inner;
+    dnnl_primitive_t reorder; /* user -> inner for inputs, inner -> user for outputs */
+    void *buffer;
+    size_t bytes;
+} slot;
+
+/* A primitive with its scratchpad. */
+typedef struct prim {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p;
+    dnnl_memory_t scratch;
+    void *scratch_buffer;
+} prim;
+
+typedef struct conv_entry {
+    prim fwd, bwd_data, bwd_weights;
+    slot f_src, f_wei, f_dst;           /* forward */
+    slot d_ddst, d_wei, d_dsrc;         /* backward data: dsrc accumulates */
+    slot w_src, w_ddst, w_dwei;         /* backward weights */
+    dnnl_memory_t bias, dbias;
+    int ready_fwd, ready_bwd, failed;
+} conv_entry;
+
+typedef struct bn_entry {
+    prim train, eval, bwd;
+    dnnl_memory_t src, dst, scale, shift, mean, var, dsrc, dscale, dshift;
+    float *var_buf, *dscale_buf, *dshift_buf; /* C each */
+    float *zero_shift; /* C zeros: the backward asks for the shift, which it does not use */
+    slot acc;                                 /* dx += the backward's dsrc */
+    int ready_train, ready_eval, ready_bwd, failed;
+} bn_entry;
+
+typedef struct entry {
+    entry_kind kind;
+    union {
+        conv_key conv;
+        bn_key bn;
+    } key;
+    union {
+        conv_entry conv;
+        bn_entry bn;
+    } u;
+    struct entry *next;
+} entry;
+
+/* The experts' transposed buffers, sized for the largest call. */
+typedef struct experts_work {
+    float *out_t;  /* rows x k e x h w: the grouped convolution's output, or dout */
+    size_t bytes;
+} experts_work;
+
+struct cpu_fast {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    entry *entries;
+    experts_work ex;
+};
+
+static struct cpu_fast *fast_of(pmoe_backend *be) { return ((cpu_impl *)be->impl)->fast; }
+
+static void *buffer_alloc(size_t bytes) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static entry *find(struct cpu_fast *f, entry_kind kind, const void *key, size_t key_bytes) {
+    for (entry *e = f->entries; e; e = e->next)
+        if (e->kind == kind && memcmp(&e->key, key, key_bytes) == 0) return e;
+    entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->kind = kind;
+    memcpy(&e->key, key, key_bytes);
+    e->next = f->entries;
+    f->entries = e;
+    return e;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int ok(dnnl_status_t s) { return s == dnnl_success; }
+
+static int prim_make(struct cpu_fast *f, prim *p, const_dnnl_op_desc_t desc,
+                     const_dnnl_primitive_desc_t hint) {
+    dnnl_primitive_attr_t attr;
+    if (!ok(dnnl_primitive_attr_create(&attr))) return 0;
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    const int made = ok(dnnl_primitive_desc_create(&p->pd, desc, attr, f->engine, hint));
+    dnnl_primitive_attr_destroy(attr);
+    if (!made) {
+        p->pd = NULL;
+        return 0;
+    }
+    if (!ok(dnnl_primitive_create(&p->p, p->pd))) return 0;
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+    const size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (bytes) {
+        if (!(p->scratch_buffer = buffer_alloc(bytes))) return 0;
+        if (!ok(dnnl_memory_create(&p->scratch, smd, f->engine, p->scratch_buffer))) return 0;
+    }
+    return 1;
+}
+
+static void prim_free(prim *p) {
+    if (p->p) dnnl_primitive_destroy(p->p);
+    if (p->pd) dnnl_primitive_desc_destroy(p->pd);
+    if (p->scratch) dnnl_memory_destroy(p->scratch);
+    free(p->scratch_buffer);
+}
+
+static const dnnl_memory_desc_t *md_of(const prim *p, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(p->pd, what, 0);
+}
+
+/* A slot between the caller's memory (user_md) and what the primitive wants
+ * (inner_md); `output` slots reorder inner -> user, adding into the user's
+ * memory when `accumulate` (then always through a buffer). */
+static int slot_make(struct cpu_fast *f, slot *s, const dnnl_memory_desc_t *user_md,
+                     const dnnl_memory_desc_t *inner_md, int output, int accumulate) {
+    if (!ok(dnnl_memory_create(&s->user, user_md, f->engine, DNNL_MEMORY_NONE))) return 0;
+    s->separate = accumulate || !dnnl_memory_desc_equal(user_md, inner_md);
+    if (!s->separate) return 1;
+    s->bytes = dnnl_memory_desc_get_size(inner_md);
+    if (!(s->buffer = buffer_alloc(s->bytes))) return 0;
+    if (!ok(dnnl_memory_create(&s->inner, inner_md, f->engine, s->buffer))) return 0;
+    dnnl_primitive_attr_t attr = NULL;
+    if (accumulate) {
+        dnnl_post_ops_t po;
+        if (!ok(dnnl_primitive_attr_create(&attr)) || !ok(dnnl_post_ops_create(&po))) return 0;
+        dnnl_post_ops_append_sum(po, 1.0f);
+        dnnl_primitive_attr_set_post_ops(attr, po);
+        dnnl_post_ops_destroy(po);
+    }
+    dnnl_primitive_desc_t pd;
+    const dnnl_memory_desc_t *from = output ? inner_md : user_md, *to = output ? user_md : inner_md;
+    const int made = ok(dnnl_reorder_primitive_desc_create(&pd, from, f->engine, to, f->engine, attr));
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!made) return 0;
+    const int created = ok(dnnl_primitive_create(&s->reorder, pd));
+    dnnl_primitive_desc_destroy(pd);
+    return created;
+}
+
+static void slot_free(slot *s) {
+    if (s->user) dnnl_memory_destroy(s->user);
+    if (s->inner) dnnl_memory_destroy(s->inner);
+    if (s->reorder) dnnl_primitive_destroy(s->reorder);
+    free(s->buffer);
+}
+
+static void run_reorder(struct cpu_fast *f, dnnl_primitive_t r, dnnl_memory_t from,
+                        dnnl_memory_t to) {
+    const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    dnnl_primitive_execute(r, f->stream, 2, args);
+}
+
+/* An input: the memory to hand the primitive (the user's, or the buffer
+ * after the reorder). */
+static dnnl_memory_t slot_in(struct cpu_fast *f, slot *s, const float *data) {
+    dnnl_memory_set_data_handle(s->user, (void *)data);
+    if (!s->separate) return s->user;
+    run_reorder(f, s->reorder, s->user, s->inner);
+    return s->inner;
+}
+
+/* An output: the memory the primitive writes; slot_out_finish moves it. */
+static dnnl_memory_t slot_out(slot *s, float *data) {
+    dnnl_memory_set_data_handle(s->user, data);
+    return s->separate ? s->inner : s->user;
+}
+
+static void slot_out_finish(struct cpu_fast *f, slot *s) {
+    if (s->separate) run_reorder(f, s->reorder, s->inner, s->user);
+}
+
+static void run(struct cpu_fast *f, const prim *p, int nargs, dnnl_exec_arg_t *args) {
+    if (p->scratch) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+    dnnl_primitive_execute(p->p, f->stream, nargs, args);
+}
+
+static void md_plain(dnnl_memory_desc_t *md, int ndims, const int64_t *dims,
+                     dnnl_format_tag_t tag) {
+    dnnl_dims_t d;
+    for (int i = 0; i < ndims; i++) d[i] = dims[i];
+    dnnl_memory_desc_init_by_tag(md, ndims, d, dnnl_f32, tag);
+}
+
+/* ------------------------------------------------------------ convolution */
+
+typedef struct conv_mds {
+    dnnl_memory_desc_t src, wei, dst, bias, any_src, any_wei, any_dst;
+    dnnl_dims_t strides, pad_l, pad_r;
+} conv_mds;
+
+static void conv_mds_make(const conv_key *k, conv_mds *m) {
+    const int P = (k->height + 2 * k->pad - k->kernel_h) / k->stride + 1;
+    const int Q = (k->width + 2 * k->pad - k->kernel_w) / k->stride + 1;
+    const int64_t src[4] = {k->batch, k->in_channels, k->height, k->width};
+    const int64_t dst[4] = {k->batch, k->out_channels, P, Q};
+    const int64_t bias[1] = {k->out_channels};
+    md_plain(&m->src, 4, src, dnnl_nchw);
+    md_plain(&m->dst, 4, dst, dnnl_nchw);
+    md_plain(&m->bias, 1, bias, dnnl_x);
+    md_plain(&m->any_src, 4, src, dnnl_format_tag_any);
+    md_plain(&m->any_dst, 4, dst, dnnl_format_tag_any);
+    if (k->groups > 1) {
+        const int64_t wei[5] = {k->groups, k->out_channels / k->groups,
+                                k->in_channels / k->groups, k->kernel_h, k->kernel_w};
+        md_plain(&m->wei, 5, wei, dnnl_goihw);
+        md_plain(&m->any_wei, 5, wei, dnnl_format_tag_any);
+    } else {
+        const int64_t wei[4] = {k->out_channels, k->in_channels, k->kernel_h, k->kernel_w};
+        md_plain(&m->wei, 4, wei, dnnl_oihw);
+        md_plain(&m->any_wei, 4, wei, dnnl_format_tag_any);
+    }
+    m->strides[0] = m->strides[1] = k->stride;
+    m->pad_l[0] = m->pad_l[1] = k->pad;
+    /* the right padding that makes the output P x Q exactly */
+    m->pad_r[0] = (P - 1) * k->stride + k->kernel_h - k->height - k->pad;
+    m->pad_r[1] = (Q - 1) * k->stride + k->kernel_w - k->width - k->pad;
+}
+
+static int conv_make_fwd(struct cpu_fast *f, const conv_key *k, conv_entry *c) {
+    conv_mds m;
+    conv_mds_make(k, &m);
+    dnnl_convolution_desc_t d;
+    if (!ok(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training, dnnl_convolution_direct,
+                                               &m.any_src, &m.any_wei, k->bias ? &m.bias : NULL,
+                                               &m.any_dst, m.strides, m.pad_l, m.pad_r)))
+        return 0;
+    if (!prim_make(f, &c->fwd, &d, NULL)) return 0;
+    return slot_make(f, &c->f_src, &m.src, md_of(&c->fwd, dnnl_query_src_md), 0, 0) &&
+           slot_make(f, &c->f_wei, &m.wei, md_of(&c->fwd, dnnl_query_weights_md), 0, 0) &&
+           slot_make(f, &c->f_dst, &m.dst, md_of(&c->fwd, dnnl_query_dst_md), 1, 0) &&
+           ok(dnnl_memory_create(&c->bias, &m.bias, f->engine, DNNL_MEMORY_NONE));
+}
+
+static int conv_make_bwd(struct cpu_fast *f, const conv_key *k, conv_entry *c) {
+    conv_mds m;
+    conv_mds_make(k, &m);
+    dnnl_convolution_desc_t dd, wd;
+    if (!ok(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.any_src,
+                                                     &m.any_wei, &m.any_dst, m.strides, m.pad_l,
+                                                     m.pad_r)) ||
+        !ok(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.any_src,
+                                                        &m.any_wei, k->bias ? &m.bias : NULL,
+                                                        &m.any_dst, m.strides, m.pad_l, m.pad_r)))
+        return 0;
+    if (!prim_make(f, &c->bwd_data, &dd, c->fwd.pd) ||
+        !prim_make(f, &c->bwd_weights, &wd, c->fwd.pd))
+        return 0;
+    const prim *bd = &c->bwd_data, *bw = &c->bwd_weights;
+    return slot_make(f, &c->d_ddst, &m.dst, md_of(bd, dnnl_query_diff_dst_md), 0, 0) &&
+           slot_make(f, &c->d_wei, &m.wei, md_of(bd, dnnl_query_weights_md), 0, 0) &&
+           slot_make(f, &c->d_dsrc, &m.src, md_of(bd, dnnl_query_diff_src_md), 1, 1) &&
+           slot_make(f, &c->w_src, &m.src, md_of(bw, dnnl_query_src_md), 0, 0) &&
+           slot_make(f, &c->w_ddst, &m.dst, md_of(bw, dnnl_query_diff_dst_md), 0, 0) &&
+           slot_make(f, &c->w_dwei, &m.wei, md_of(bw, dnnl_query_diff_weights_md), 1, 0) &&
+           ok(dnnl_memory_create(&c->dbias, &m.bias, f->engine, DNNL_MEMORY_NONE));
+}
+
+static void conv_entry_free(conv_entry *c) {
+    prim_free(&c->fwd);
+    prim_free(&c->bwd_data);
+    prim_free(&c->bwd_weights);
+    slot *slots[] = {&c->f_src, &c->f_wei, &c->f_dst, &c->d_ddst, &c->d_wei,
+                     &c->d_dsrc, &c->w_src, &c->w_ddst, &c->w_dwei};
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) slot_free(slots[i]);
+    if (c->bias) dnnl_memory_destroy(c->bias);
+    if (c->dbias) dnnl_memory_destroy(c->dbias);
+}
+
+/* The entry for a shape with its forward (and, when `backward`, its
+ * backward) primitives made; NULL when oneDNN cannot serve it. */
+static conv_entry *conv_get(struct cpu_fast *f, const conv_key *k, int backward) {
+    entry *e = find(f, ENTRY_CONV, k, sizeof *k);
+    if (!e) return NULL;
+    conv_entry *c = &e->u.conv;
+    if (c->failed) return NULL;
+    if (!c->ready_fwd && !(c->ready_fwd = conv_make_fwd(f, k, c))) c->failed = 1;
+    if (!c->failed && backward && !c->ready_bwd && !(c->ready_bwd = conv_make_bwd(f, k, c)))
+        c->failed = 1;
+    return c->failed ? NULL : c;
+}
+
+static conv_key conv_key_of(const pmoe_conv_shape *s, int groups, int bias) {
+    conv_key k;
+    memset(&k, 0, sizeof k); /* the key is compared bytewise */
+    k.batch = s->batch;
+    k.in_channels = s->in_channels, k.height = s->height, k.width = s->width;
+    k.out_channels = s->out_channels, k.kernel_h = s->kernel_h, k.kernel_w = s->kernel_w;
+    k.stride = s->stride, k.pad = s->pad, k.groups = groups, k.bias = bias;
+    return k;
+}
+
+static void conv_run_forward(struct cpu_fast *f, conv_entry *c, const float *x, const float *w,
+                             const float *bias, float *y) {
+    dnnl_exec_arg_t args[6];
+    int n = 0;
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, slot_in(f, &c->f_src, x)};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, slot_in(f, &c->f_wei, w)};
+    if (bias) {
+        dnnl_memory_set_data_handle(c->bias, (void *)bias);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
+    }
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, slot_out(&c->f_dst, y)};
+    run(f, &c->fwd, n, args);
+    slot_out_finish(f, &c->f_dst);
+}
+
+/* dx += the data gradient (when dx), dw = the weight gradient (when dw). */
+static void conv_run_backward(struct cpu_fast *f, conv_entry *c, const float *x, const float *w,
+                              const float *dy, float *dx, float *dw, float *dbias) {
+    if (dx) {
+        dnnl_exec_arg_t args[4];
+        args[0] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, slot_in(f, &c->d_ddst, dy)};
+        args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, slot_in(f, &c->d_wei, w)};
+        args[2] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, slot_out(&c->d_dsrc, dx)};
+        run(f, &c->bwd_data, 3, args);
+        slot_out_finish(f, &c->d_dsrc);
+    }
+    if (dw) {
+        dnnl_exec_arg_t args[5];
+        int n = 0;
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, slot_in(f, &c->w_src, x)};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, slot_in(f, &c->w_ddst, dy)};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_WEIGHTS, slot_out(&c->w_dwei, dw)};
+        if (dbias) {
+            dnnl_memory_set_data_handle(c->dbias, dbias);
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, c->dbias};
+        }
+        run(f, &c->bwd_weights, n, args);
+        slot_out_finish(f, &c->w_dwei);
+    }
+}
+
+static void fast_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                const float *w, const float *bias, float *y) {
+    struct cpu_fast *f = fast_of(be);
+    const conv_key k = conv_key_of(s, 1, bias != NULL);
+    conv_entry *c = s->batch > 0 ? conv_get(f, &k, 0) : NULL;
+    if (!c) {
+        cpu_conv2d_forward(be, s, x, w, bias, y);
+        return;
+    }
+    conv_run_forward(f, c, x, w, bias, y);
+}
+
+static void fast_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                 const float *w, const float *dy, float *dx, float *dw,
+                                 float *dbias) {
+    struct cpu_fast *f = fast_of(be);
+    /* a bias gradient without a weight gradient is left to the reference */
+    const conv_key k = conv_key_of(s, 1, dbias != NULL);
+    conv_entry *c = s->batch > 0 && (dw || !dbias) ? conv_get(f, &k, 1) : NULL;
+    if (!c) {
+        cpu_conv2d_backward(be, s, x, w, dy, dx, dw, dbias);
+        return;
+    }
+    conv_run_backward(f, c, x, w, dy, dx, dw, dbias);
+}
+
+/* ------------------------------------------------------------ batch norm */
+
+static int bn_make(struct cpu_fast *f, const bn_key *k, bn_entry *b, int which) {
+    const int64_t dims[4] = {k->batch, k->channels, 1, k->spatial};
+    const int64_t cdims[1] = {k->channels};
+    dnnl_memory_desc_t data, chan;
+    md_plain(&data, 4, dims, dnnl_nchw);
+    md_plain(&chan, 1, cdims, dnnl_x);
+    const unsigned ss = dnnl_use_scale | dnnl_use_shift;
+    if (!b->src) {
+        dnnl_memory_t *mems[] = {&b->src, &b->dst, &b->dsrc};
+        for (int i = 0; i < 3; i++)
+            if (!ok(dnnl_memory_create(mems[i], &data, f->engine, DNNL_MEMORY_NONE))) return 0;
+        dnnl_memory_t *cm[] = {&b->scale, &b->shift, &b->mean, &b->var, &b->dscale, &b->dshift};
+        for (int i = 0; i < 6; i++)
+            if (!ok(dnnl_memory_create(cm[i], &chan, f->engine, DNNL_MEMORY_NONE))) return 0;
+        float **bufs[] = {&b->var_buf, &b->dscale_buf, &b->dshift_buf, &b->zero_shift};
+        for (int i = 0; i < 4; i++)
+            if (!(*bufs[i] = buffer_alloc((size_t)k->channels * sizeof(float)))) return 0;
+        memset(b->zero_shift, 0, (size_t)k->channels * sizeof(float));
+    }
+    dnnl_batch_normalization_desc_t d;
+    if (which == 0) { /* training forward */
+        return ok(dnnl_batch_normalization_forward_desc_init(&d, dnnl_forward_training, &data,
+                                                             k->eps, ss)) &&
+               prim_make(f, &b->train, &d, NULL);
+    }
+    if (which == 1) { /* evaluation forward */
+        return ok(dnnl_batch_normalization_forward_desc_init(
+                   &d, dnnl_forward_inference, &data, k->eps, ss | dnnl_use_global_stats)) &&
+               prim_make(f, &b->eval, &d, NULL);
+    }
+    if (!b->train.pd && !bn_make(f, k, b, 0)) return 0;
+    return ok(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &data, &data, k->eps,
+                                                          ss)) &&
+           prim_make(f, &b->bwd, &d, b->train.pd) && slot_make(f, &b->acc, &data, &data, 1, 1);
+}
+
+static void bn_entry_free(bn_entry *b) {
+    prim_free(&b->train);
+    prim_free(&b->eval);
+    prim_free(&b->bwd);
+    dnnl_memory_t mems[] = {b->src, b->dst, b->dsrc, b->scale, b->shift,
+                            b->mean, b->var, b->dscale, b->dshift};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    free(b->var_buf);
+    free(b->dscale_buf);
+    free(b->dshift_buf);
+    free(b->zero_shift);
+    slot_free(&b->acc);
+}
+
+/* which: 0 training forward, 1 evaluation, 2 backward. */
+static bn_entry *bn_get(struct cpu_fast *f, const pmoe_bn_shape *s, int which) {
+    bn_key k;
+    memset(&k, 0, sizeof k);
+    k.batch = s->batch, k.spatial = s->spatial, k.channels = s->channels, k.eps = s->eps;
+    if (s->batch <= 0 || s->spatial <= 0 || s->channels <= 0) return NULL;
+    entry *e = find(f, ENTRY_BN, &k, sizeof k);
+    if (!e) return NULL;
+    bn_entry *b = &e->u.bn;
+    int *ready = which == 0 ? &b->ready_train : which == 1 ? &b->ready_eval : &b->ready_bwd;
+    if (!b->failed && !*ready && !(*ready = bn_make(f, &k, b, which))) b->failed = 1;
+    return b->failed ? NULL : b;
+}
+
+static void set(dnnl_memory_t m, const void *p) { dnnl_memory_set_data_handle(m, (void *)p); }
+
+/* Saves invstd and moves the running statistics as the reference does
+ * (bn_finish_channel in cpu_layers.c), from oneDNN's biased variance. */
+static void bn_finish(const pmoe_bn_shape *s, const float *var, float *save_invstd,
+                      const float *save_mean, float *running_mean, float *running_var,
+                      float momentum) {
+    const int64_t N = s->batch * s->spatial;
+    for (int c = 0; c < s->channels; c++) {
+        save_invstd[c] = (float)(1.0 / sqrt((double)var[c] + (double)s->eps));
+        if (running_mean)
+            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * save_mean[c];
+        if (running_var) {
+            const double unbiased = N > 1 ? (double)var[c] * (double)N / (double)(N - 1) : var[c];
+            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
+        }
+    }
+}
+
+static void fast_bn_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                  const float *gamma, const float *beta, float *y,
+                                  float *save_mean, float *save_invstd, float *running_mean,
+                                  float *running_var, float momentum) {
+    struct cpu_fast *f = fast_of(be);
+    bn_entry *b = bn_get(f, s, 0);
+    if (!b) {
+        cpu_batchnorm_forward_train(be, s, x, gamma, beta, y, save_mean, save_invstd,
+                                    running_mean, running_var, momentum);
+        return;
+    }
+    set(b->src, x), set(b->dst, y), set(b->scale, gamma), set(b->shift, beta);
+    set(b->mean, save_mean), set(b->var, b->var_buf);
+    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src},     {DNNL_ARG_DST, b->dst},
+                               {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
+                               {DNNL_ARG_MEAN, b->mean},   {DNNL_ARG_VARIANCE, b->var}};
+    run(f, &b->train, 6, args);
+    bn_finish(s, b->var_buf, save_invstd, save_mean, running_mean, running_var, momentum);
+}
+
+static void fast_bn_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                 const float *gamma, const float *beta,
+                                 const float *running_mean, const float *running_var, float *y) {
+    struct cpu_fast *f = fast_of(be);
+    bn_entry *b = bn_get(f, s, 1);
+    if (!b) {
+        cpu_batchnorm_forward_eval(be, s, x, gamma, beta, running_mean, running_var, y);
+        return;
+    }
+    set(b->src, x), set(b->dst, y), set(b->scale, gamma), set(b->shift, beta);
+    set(b->mean, running_mean), set(b->var, running_var);
+    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src},     {DNNL_ARG_DST, b->dst},
+                               {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
+                               {DNNL_ARG_MEAN, b->mean},   {DNNL_ARG_VARIANCE, b->var}};
+    run(f, &b->eval, 6, args);
+}
+
+/* dsrc_into: where the data gradient goes; accumulate: dx += it through the
+ * entry's summing reorder, else it is written there. */
+static void bn_run_backward(struct cpu_fast *f, bn_entry *b, const pmoe_bn_shape *s,
+                            const float *x, const float *gamma, const float *save_mean,
+                            const float *save_invstd, const float *dy, float *dx, int accumulate,
+                            float *dgamma, float *dbeta) {
+    for (int c = 0; c < s->channels; c++) /* the variance back from invstd */
+        b->var_buf[c] = 1.0f / (save_invstd[c] * save_invstd[c]) - s->eps;
+    set(b->src, x), set(b->dst, dy), set(b->scale, gamma), set(b->shift, b->zero_shift);
+    set(b->mean, save_mean), set(b->var, b->var_buf);
+    set(b->dscale, dgamma ? dgamma : b->dscale_buf), set(b->dshift, dbeta ? dbeta : b->dshift_buf);
+    dnnl_memory_t dsrc = accumulate ? slot_out(&b->acc, dx) : (set(b->dsrc, dx), b->dsrc);
+    dnnl_exec_arg_t args[10] = {{DNNL_ARG_SRC, b->src},          {DNNL_ARG_DIFF_DST, b->dst},
+                                {DNNL_ARG_SCALE, b->scale},      {DNNL_ARG_SHIFT, b->shift},
+                                {DNNL_ARG_MEAN, b->mean},        {DNNL_ARG_VARIANCE, b->var},
+                                {DNNL_ARG_DIFF_SRC, dsrc},       {DNNL_ARG_DIFF_SCALE, b->dscale},
+                                {DNNL_ARG_DIFF_SHIFT, b->dshift}};
+    run(f, &b->bwd, 9, args);
+    if (accumulate) slot_out_finish(f, &b->acc);
+}
+
+static void fast_bn_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                             const float *gamma, const float *save_mean, const float *save_invstd,
+                             const float *dy, float *dx, float *dgamma, float *dbeta) {
+    struct cpu_fast *f = fast_of(be);
+    bn_entry *b = dx ? bn_get(f, s, 2) : NULL;
+    if (!b) {
+        cpu_batchnorm_backward(be, s, x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta);
+        return;
+    }
+    bn_run_backward(f, b, s, x, gamma, save_mean, save_invstd, dy, dx, 1, dgamma, dbeta);
+}
+
+/* ------------------------------------------------------------ the experts */
+
+/* k x rows x X -> rows x k x X (to_grouped) or back. */
+static void regroup(const float *src, float *dst, int k, int64_t rows, int64_t X, int to_grouped) {
+#pragma omp parallel for schedule(static) if (rows * k * X > 65536)
+    for (int64_t t = 0; t < rows; t++)
+        for (int s = 0; s < k; s++) {
+            const int64_t expert_major = ((int64_t)s * rows + t) * X;
+            const int64_t row_major = (t * k + s) * X;
+            if (to_grouped)
+                memcpy(dst + row_major, src + expert_major, (size_t)X * sizeof(float));
+            else
+                memcpy(dst + expert_major, src + row_major, (size_t)X * sizeof(float));
+        }
+}
+
+static void nan_fill(float *p, int64_t count) {
+    for (int64_t i = 0; i < count; i++) p[i] = NAN;
+}
+
+static int experts_work_fit(experts_work *w, size_t bytes) {
+    if (w->bytes >= bytes) return 1;
+    free(w->out_t);
+    w->out_t = buffer_alloc(bytes);
+    w->bytes = w->out_t ? bytes : 0;
+    return w->out_t != NULL;
+}
+
+static pmoe_conv_shape experts_conv(const pmoe_experts_shape *s) {
+    return (pmoe_conv_shape){s->rows,   s->experts * s->channels,
+                             s->height, s->width,
+                             s->experts * s->out_channels, s->kernel,
+                             s->kernel, 1,
+                             (s->kernel - 1) / 2};
+}
+static pmoe_bn_shape experts_bn(const pmoe_experts_shape *s) {
+    return (pmoe_bn_shape){s->rows, s->experts * s->channels, (int64_t)s->height * s->width,
+                           s->eps};
+}
+
+/* The grouped layout, rows x k C x h w: each expert's channels are a group
+ * of one convolution and k C channels of one batch norm. Forward: the
+ * input regrouped into activated (scratch), its batch norm into normed, the
+ * ReLU back into activated (the convolution's input, kept for backward). */
+static void fast_experts_forward(pmoe_backend *be, const pmoe_experts_shape *s, int training,
+                                 const float *in, const float *bn_gamma, const float *bn_beta,
+                                 float *running_mean, float *running_var, float momentum,
+                                 const float *conv_w, float *save_mean, float *save_invstd,
+                                 float *normed, float *activated, float *out) {
+    struct cpu_fast *f = fast_of(be);
+    const int k = s->experts;
+    const int64_t hw = (int64_t)s->height * s->width, X = s->channels * hw;
+    const int64_t Y = s->out_channels * hw, count = s->rows * k * X;
+    const pmoe_bn_shape bs = experts_bn(s);
+    const pmoe_conv_shape cs = experts_conv(s);
+    const conv_key ck = conv_key_of(&cs, k, 0);
+    conv_entry *c = conv_get(f, &ck, 0);
+    const int64_t most = Y > X ? Y : X;
+    const int fits = experts_work_fit(&f->ex, (size_t)(s->rows * k * most) * sizeof(float));
+    regroup(in, activated, k, s->rows, X, 1);
+    if (training)
+        fast_bn_forward_train(be, &bs, activated, bn_gamma, bn_beta, normed, save_mean,
+                              save_invstd, running_mean, running_var, momentum);
+    else
+        fast_bn_forward_eval(be, &bs, activated, bn_gamma, bn_beta, running_mean, running_var,
+                             normed);
+    cpu_relu_forward(be, count, normed, activated);
+    if (!fits) { /* out of memory for the grouped output: NaN, which the loss guard reports */
+        nan_fill(out, s->rows * k * Y);
+        return;
+    }
+    if (c) {
+        conv_run_forward(f, c, activated, conv_w, NULL, f->ex.out_t);
+        regroup(f->ex.out_t, out, k, s->rows, Y, 0);
+        return;
+    }
+    /* no grouped primitive: each expert's convolution through the reference,
+     * on its rows copied out expert-major */
+    const pmoe_conv_shape one = {s->rows, s->channels, s->height, s->width, s->out_channels,
+                                 s->kernel, s->kernel, 1, (s->kernel - 1) / 2};
+    const int64_t wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
+    regroup(activated, f->ex.out_t, k, s->rows, X, 0);
+    for (int e = 0; e < k; e++)
+        cpu_conv2d_forward(be, &one, f->ex.out_t + e * s->rows * X, conv_w + e * wsize, NULL,
+                           out + e * s->rows * Y);
+}
+
+/* Backward: dout regrouped, the grouped convolution's gradients (dactivated
+ * and dconv_w), the ReLU's mask, the input regrouped (into the buffer dout's
+ * copy used) for the batch norm's backward into dnormed, and dnormed back
+ * to din. normed is left as the forward wrote it. */
+static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s, const float *in,
+                                  const float *bn_gamma, const float *conv_w,
+                                  const float *save_mean, const float *save_invstd,
+                                  const float *normed, const float *activated, const float *dout, float *dnormed,
+                                  float *dactivated, float *din, float *dgamma, float *dbeta,
+                                  float *dconv_w) {
+    struct cpu_fast *f = fast_of(be);
+    const int k = s->experts;
+    const int64_t hw = (int64_t)s->height * s->width, X = s->channels * hw;
+    const int64_t Y = s->out_channels * hw, count = s->rows * k * X;
+    const pmoe_bn_shape bs = experts_bn(s);
+    const pmoe_conv_shape cs = experts_conv(s);
+    const conv_key ck = conv_key_of(&cs, k, 0);
+    conv_entry *c = conv_get(f, &ck, 1);
+    const int64_t most = Y > X ? Y : X;
+    const int fits = experts_work_fit(&f->ex, (size_t)(s->rows * k * most) * sizeof(float));
+    if (!fits) { /* as in the forward: NaN for the guard */
+        nan_fill(din, count);
+        nan_fill(dconv_w, (int64_t)k * s->out_channels * s->channels * s->kernel * s->kernel);
+        return;
+    }
+    memset(dactivated, 0, (size_t)count * sizeof(float)); /* both forms below add into it */
+    if (c) {
+        regroup(dout, f->ex.out_t, k, s->rows, Y, 1);
+        conv_run_backward(f, c, activated, conv_w, f->ex.out_t, dactivated, dconv_w, NULL);
+    } else {
+        const pmoe_conv_shape one = {s->rows, s->channels, s->height, s->width, s->out_channels,
+                                     s->kernel, s->kernel, 1, (s->kernel - 1) / 2};
+        const int64_t wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
+        regroup(activated, f->ex.out_t, k, s->rows, X, 0);
+        memset(dnormed, 0, (size_t)count * sizeof(float)); /* expert-major dactivated */
+        for (int e = 0; e < k; e++)
+            cpu_conv2d_backward(be, &one, f->ex.out_t + e * s->rows * X, conv_w + e * wsize,
+                                dout + e * s->rows * Y, dnormed + e * s->rows * X,
+                                dconv_w + e * wsize, NULL);
+        regroup(dnormed, dactivated, k, s->rows, X, 1);
+    }
+    /* through the ReLU: the gradient where the activation is positive */
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (int64_t i = 0; i < count; i++)
+        dactivated[i] = cpu_where_positive(activated[i], dactivated[i], 0.0f);
+    float *grouped_in = f->ex.out_t; /* free again: dout's copy is spent */
+    regroup(in, grouped_in, k, s->rows, X, 1);
+    bn_entry *b = bn_get(f, &bs, 2);
+    if (b)
+        bn_run_backward(f, b, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
+                        dnormed, 0, dgamma, dbeta);
+    else {
+        memset(dnormed, 0, (size_t)count * sizeof(float));
+        cpu_batchnorm_backward(be, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
+                               dnormed, dgamma, dbeta);
+    }
+    regroup(dnormed, din, k, s->rows, X, 0);
+}
+
+/* ------------------------------------------------------------ open, close */
+
+pmoe_status cpu_fast_open(cpu_impl *impl, pmoe_error *err) {
+    struct cpu_fast *f = calloc(1, sizeof *f);
+    if (!f) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the CPU fast path");
+    if (!ok(dnnl_engine_create(&f->engine, dnnl_cpu, 0)) ||
+        !ok(dnnl_stream_create(&f->stream, f->engine, dnnl_stream_default_flags))) {
+        if (f->engine) dnnl_engine_destroy(f->engine);
+        free(f);
+        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                         "train.cpu_kernels = fast: oneDNN has no CPU engine here; use reference");
+    }
+    impl->fast = f;
+    pmoe_ops *o = &impl->ops;
+    o->conv2d_forward = fast_conv2d_forward;
+    o->conv2d_backward = fast_conv2d_backward;
+    o->batchnorm_forward_train = fast_bn_forward_train;
+    o->batchnorm_forward_eval = fast_bn_forward_eval;
+    o->batchnorm_backward = fast_bn_backward;
+    o->moe_experts_forward = fast_experts_forward;
+    o->moe_experts_backward = fast_experts_backward;
+    return PMOE_OK;
+}
+
+void cpu_fast_close(cpu_impl *impl) {
+    struct cpu_fast *f = impl->fast;
+    if (!f) return;
+    for (entry *e = f->entries, *next; e; e = next) {
+        next = e->next;
+        if (e->kind == ENTRY_CONV) conv_entry_free(&e->u.conv);
+        else bn_entry_free(&e->u.bn);
+        free(e);
+    }
+    free(f->ex.out_t);
+    dnnl_stream_destroy(f->stream);
+    dnnl_engine_destroy(f->engine);
+    free(f);
+    impl->fast = NULL;
+}
