@@ -4,17 +4,18 @@
  *
  * Cases: the convolutions of WRN and WRN-pMoE at width 1 (3 -> 16 on
  * 32x32, 16 -> 16, the stride-2 3x3 and 1x1 shortcuts) and a wider one;
- * batch norm on wide and narrow maps; the pMoE layer's k experts as one
- * grouped op against the reference's expert-by-expert BN -> ReLU -> conv.
+ * batch norm (the reference's own: bit for bit); the pMoE layer's k experts
+ * as one grouped op against the reference's expert-by-expert BN -> ReLU ->
+ * conv.
  * Gradients that the op adds (dx += ...) start from random values, so an
  * op that overwrites would fail. Output buffers start NaN.
  *
  * Tolerances: a float sum's rounding grows with its terms, so each output
  * is compared as close_scaled (rel 1e-5 of the largest |want|) or, for
- * sums that may cancel (batch norm's dgamma/dbeta, the data gradient
- * through batch norm), close_sum against the sum's mass (rel 1e-6).
+ * the experts' batch-norm parameter gradients (sums that may cancel),
+ * close_sum against the sum's mass (rel 1e-6).
  * Measured worst shares are printed; oneDNN's different summation order
- * gave at most 0.2 of these limits (the 3-channel first layer's dw). */
+ * gave at most a quarter of these limits (the weight gradients). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,8 @@ static void check_conv(const char *label, pmoe_conv_shape s, int bias) {
     check_exact_f("  dw with dx NULL", dw2, dw_fast, wn);
 }
 
+/* The fast path's batch norm is the reference's (cpu_fast.c says why):
+ * bit for bit. */
 static void check_bn(const char *label, pmoe_bn_shape s) {
     printf(" batch norm %s: B %lld, C %d, spatial %lld\n", label, (long long)s.batch, s.channels,
            (long long)s.spatial);
@@ -69,28 +72,15 @@ static void check_bn(const char *label, pmoe_bn_shape s) {
     cpu_batchnorm_forward_train(NULL, &s, x, g, be, y_ref, m_ref, i_ref, rm_ref, rv_ref, 0.1f);
     fast->ops->batchnorm_forward_train(fast, &s, x, g, be, y_fast, m_fast, i_fast, rm_fast,
                                        rv_fast, 0.1f);
-    close_scaled("  y (training)", y_fast, y_ref, n, REL);
-    close_scaled("  save_mean", m_fast, m_ref, C, REL);
-    close_scaled("  save_invstd", i_fast, i_ref, C, REL);
-    close_scaled("  running_mean", rm_fast, rm_ref, C, REL);
-    close_scaled("  running_var", rv_fast, rv_ref, C, REL);
-    float *e_ref = fbuf(n), *e_fast = fbuf(n);
-    cpu_batchnorm_forward_eval(NULL, &s, x, g, be, rm_ref, rv_ref, e_ref);
-    fast->ops->batchnorm_forward_eval(fast, &s, x, g, be, rm_ref, rv_ref, e_fast);
-    close_scaled("  y (evaluation)", e_fast, e_ref, n, REL);
+    check_exact_f("  y (training)", y_fast, y_ref, n);
+    check_exact_f("  running_var", rv_fast, rv_ref, C);
     float *dy = frand(n, 16, -1, 1);
     float *dx_ref = frand(n, 17, -1, 1), *dx_fast = fcopy(dx_ref, n);
     float *dg_ref = fbuf(C), *dg_fast = fbuf(C), *db_ref = fbuf(C), *db_fast = fbuf(C);
     cpu_batchnorm_backward(NULL, &s, x, g, m_ref, i_ref, dy, dx_ref, dg_ref, db_ref);
     fast->ops->batchnorm_backward(fast, &s, x, g, m_ref, i_ref, dy, dx_fast, dg_fast, db_fast);
-    const double mass_g = channel_mass(dy, NULL, NULL, NULL, s.batch, C, s.spatial);
-    const double mass_gx = channel_mass(dy, x, m_ref, i_ref, s.batch, C, s.spatial);
-    close_sum("  dbeta", db_fast, db_ref, C, mass_g, SUM_REL);
-    close_sum("  dgamma", dg_fast, dg_ref, C, mass_gx, SUM_REL);
-    /* dx = gamma invstd (dy - mean dy - xhat mean(dy xhat)): its terms are
-     * of the size of dy, the means' cancellation of mass / N */
-    close_sum("  dx (added)", dx_fast, dx_ref, n, 4.0 * (1.0 + mass_gx / (double)(s.batch * s.spatial)),
-              SUM_REL);
+    check_exact_f("  dx (added)", dx_fast, dx_ref, n);
+    check_exact_f("  dgamma", dg_fast, dg_ref, C);
 }
 
 /* The reference experts: expert by expert, as model/moe_conv.c runs them

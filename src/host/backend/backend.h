@@ -359,7 +359,8 @@ struct pmoe_backend {
     const pmoe_device_clock *clock;
 };
 
-/* The CPU backend. threads <= 0 leaves OpenMP's and OpenBLAS's choice. */
+/* The CPU backend. threads <= 0: the cores this process may use
+ * (pmoe_cores_available), unless OMP_NUM_THREADS says otherwise. */
 pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error *err);
 
 /* Which CPU kernels a CPU backend runs (train.cpu_kernels): the reference

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend/cpu_fast.h"
+#include "core/cores.h"
 #include "backend/cpu_ops.h"
 
 /* Each GEMM is cut into blocks of GEMM_BLOCK rows (or columns, whichever
@@ -173,6 +174,9 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
         return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the CPU backend");
     }
     impl->ops = CPU_OPS;
+    /* threads <= 0: the cores this process may use (affinity, a cgroup
+     * quota) unless the user chose with OMP_NUM_THREADS */
+    if (threads <= 0 && !getenv("OMP_NUM_THREADS")) threads = pmoe_cores_available();
     if (threads > 0) omp_set_num_threads(threads);
     openblas_set_num_threads(1); /* parallelism comes from cpu_gemm's blocks */
     be->name = "cpu";

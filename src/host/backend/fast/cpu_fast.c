@@ -1,16 +1,21 @@
 /* cpu_fast.c: the CPU fast path on oneDNN (cpu_fast.h): convolution forward,
- * backward-data and backward-weights, batch norm, and the pMoE layer's k
- * experts as one batch norm over k C channels and one grouped convolution.
+ * backward-data and backward-weights, and the pMoE layer's k experts as one
+ * batch norm over k C channels and one grouped convolution.
  *
- * The model's maps are NCHW. Each primitive is made with its layouts left
- * to oneDNN ("any"), which on AVX2 picks 8-channel blocks for the
- * convolutions; NCHW tensors are reordered into the chosen layout on the
- * way in and back on the way out. Everything for one shape (primitive
- * descriptors, primitives, reorders, the blocked buffers, the scratchpad)
- * is made on the shape's first call and kept in a cache for the backend's
- * life, so a training step creates nothing. Layers of the same shape share
- * one entry: nothing is kept in it between a layer's forward and backward
- * (the backward reorders its inputs again).
+ * The model's maps are NCHW. Each convolution is made with its layouts left
+ * to oneDNN ("any"), which on AVX2 picks 8-channel blocks; NCHW tensors are
+ * reordered into the chosen layout on the way in and back on the way out.
+ * Everything for one shape (primitive descriptors, primitives, reorders,
+ * the blocked buffers, the scratchpads) is made on the shape's first call
+ * and kept for the backend's life, so a training step creates nothing.
+ * Layers of the same shape share one entry: nothing is kept in it between
+ * a layer's forward and backward (the backward reorders its inputs again).
+ *
+ * Batch norm stays the reference's (cpu_layers.c), here too: on NCHW maps
+ * oneDNN's batch norm (its plain-layout kernel) measured 1.3-10x slower
+ * than the reference's on every WRN shape (tests/time_cpu_kernels.c,
+ * BENCHMARKS.md); its fast kernels want the blocked layout, which the
+ * model's other ops do not read.
  *
  * Accumulating outputs (the backend's dx += ... contract) are a reorder
  * with a sum post-op from oneDNN's buffer into dx. Where oneDNN cannot make
@@ -31,20 +36,12 @@
 
 /* ------------------------------------------------------------ the cache */
 
-typedef enum { ENTRY_CONV = 1, ENTRY_BN = 2 } entry_kind;
-
 /* A convolution's shape, groups included (the experts' grouped one). */
 typedef struct conv_key {
     int64_t batch;
     int in_channels, height, width, out_channels, kernel_h, kernel_w, stride, pad, groups;
     int bias;
 } conv_key;
-
-typedef struct bn_key {
-    int64_t batch, spatial;
-    int channels;
-    float eps;
-} bn_key;
 
 /* One tensor argument of a primitive: the caller's NCHW memory and, when
  * the primitive wants another layout (or accumulates), its own buffer and
@@ -74,25 +71,9 @@ typedef struct conv_entry {
     int ready_fwd, ready_bwd, failed;
 } conv_entry;
 
-typedef struct bn_entry {
-    prim train, eval, bwd;
-    dnnl_memory_t src, dst, scale, shift, mean, var, dsrc, dscale, dshift;
-    float *var_buf, *dscale_buf, *dshift_buf; /* C each */
-    float *zero_shift; /* C zeros: the backward asks for the shift, which it does not use */
-    slot acc;                                 /* dx += the backward's dsrc */
-    int ready_train, ready_eval, ready_bwd, failed;
-} bn_entry;
-
 typedef struct entry {
-    entry_kind kind;
-    union {
-        conv_key conv;
-        bn_key bn;
-    } key;
-    union {
-        conv_entry conv;
-        bn_entry bn;
-    } u;
+    conv_key key;
+    conv_entry conv;
     struct entry *next;
 } entry;
 
@@ -116,13 +97,12 @@ static void *buffer_alloc(size_t bytes) {
     return aligned_alloc(64, rounded ? rounded : 64);
 }
 
-static entry *find(struct cpu_fast *f, entry_kind kind, const void *key, size_t key_bytes) {
+static entry *find(struct cpu_fast *f, const conv_key *key) {
     for (entry *e = f->entries; e; e = e->next)
-        if (e->kind == kind && memcmp(&e->key, key, key_bytes) == 0) return e;
+        if (memcmp(&e->key, key, sizeof *key) == 0) return e;
     entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
-    e->kind = kind;
-    memcpy(&e->key, key, key_bytes);
+    e->key = *key;
     e->next = f->entries;
     f->entries = e;
     return e;
@@ -325,9 +305,9 @@ static void conv_entry_free(conv_entry *c) {
 /* The entry for a shape with its forward (and, when `backward`, its
  * backward) primitives made; NULL when oneDNN cannot serve it. */
 static conv_entry *conv_get(struct cpu_fast *f, const conv_key *k, int backward) {
-    entry *e = find(f, ENTRY_CONV, k, sizeof *k);
+    entry *e = find(f, k);
     if (!e) return NULL;
-    conv_entry *c = &e->u.conv;
+    conv_entry *c = &e->conv;
     if (c->failed) return NULL;
     if (!c->ready_fwd && !(c->ready_fwd = conv_make_fwd(f, k, c))) c->failed = 1;
     if (!c->failed && backward && !c->ready_bwd && !(c->ready_bwd = conv_make_bwd(f, k, c)))
@@ -412,162 +392,6 @@ static void fast_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, con
     conv_run_backward(f, c, x, w, dy, dx, dw, dbias);
 }
 
-/* ------------------------------------------------------------ batch norm */
-
-static int bn_make(struct cpu_fast *f, const bn_key *k, bn_entry *b, int which) {
-    const int64_t dims[4] = {k->batch, k->channels, 1, k->spatial};
-    const int64_t cdims[1] = {k->channels};
-    dnnl_memory_desc_t data, chan;
-    md_plain(&data, 4, dims, dnnl_nchw);
-    md_plain(&chan, 1, cdims, dnnl_x);
-    const unsigned ss = dnnl_use_scale | dnnl_use_shift;
-    if (!b->src) {
-        dnnl_memory_t *mems[] = {&b->src, &b->dst, &b->dsrc};
-        for (int i = 0; i < 3; i++)
-            if (!ok(dnnl_memory_create(mems[i], &data, f->engine, DNNL_MEMORY_NONE))) return 0;
-        dnnl_memory_t *cm[] = {&b->scale, &b->shift, &b->mean, &b->var, &b->dscale, &b->dshift};
-        for (int i = 0; i < 6; i++)
-            if (!ok(dnnl_memory_create(cm[i], &chan, f->engine, DNNL_MEMORY_NONE))) return 0;
-        float **bufs[] = {&b->var_buf, &b->dscale_buf, &b->dshift_buf, &b->zero_shift};
-        for (int i = 0; i < 4; i++)
-            if (!(*bufs[i] = buffer_alloc((size_t)k->channels * sizeof(float)))) return 0;
-        memset(b->zero_shift, 0, (size_t)k->channels * sizeof(float));
-    }
-    dnnl_batch_normalization_desc_t d;
-    if (which == 0) { /* training forward */
-        return ok(dnnl_batch_normalization_forward_desc_init(&d, dnnl_forward_training, &data,
-                                                             k->eps, ss)) &&
-               prim_make(f, &b->train, &d, NULL);
-    }
-    if (which == 1) { /* evaluation forward */
-        return ok(dnnl_batch_normalization_forward_desc_init(
-                   &d, dnnl_forward_inference, &data, k->eps, ss | dnnl_use_global_stats)) &&
-               prim_make(f, &b->eval, &d, NULL);
-    }
-    if (!b->train.pd && !bn_make(f, k, b, 0)) return 0;
-    return ok(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &data, &data, k->eps,
-                                                          ss)) &&
-           prim_make(f, &b->bwd, &d, b->train.pd) && slot_make(f, &b->acc, &data, &data, 1, 1);
-}
-
-static void bn_entry_free(bn_entry *b) {
-    prim_free(&b->train);
-    prim_free(&b->eval);
-    prim_free(&b->bwd);
-    dnnl_memory_t mems[] = {b->src, b->dst, b->dsrc, b->scale, b->shift,
-                            b->mean, b->var, b->dscale, b->dshift};
-    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-        if (mems[i]) dnnl_memory_destroy(mems[i]);
-    free(b->var_buf);
-    free(b->dscale_buf);
-    free(b->dshift_buf);
-    free(b->zero_shift);
-    slot_free(&b->acc);
-}
-
-/* which: 0 training forward, 1 evaluation, 2 backward. */
-static bn_entry *bn_get(struct cpu_fast *f, const pmoe_bn_shape *s, int which) {
-    bn_key k;
-    memset(&k, 0, sizeof k);
-    k.batch = s->batch, k.spatial = s->spatial, k.channels = s->channels, k.eps = s->eps;
-    if (s->batch <= 0 || s->spatial <= 0 || s->channels <= 0) return NULL;
-    entry *e = find(f, ENTRY_BN, &k, sizeof k);
-    if (!e) return NULL;
-    bn_entry *b = &e->u.bn;
-    int *ready = which == 0 ? &b->ready_train : which == 1 ? &b->ready_eval : &b->ready_bwd;
-    if (!b->failed && !*ready && !(*ready = bn_make(f, &k, b, which))) b->failed = 1;
-    return b->failed ? NULL : b;
-}
-
-static void set(dnnl_memory_t m, const void *p) { dnnl_memory_set_data_handle(m, (void *)p); }
-
-/* Saves invstd and moves the running statistics as the reference does
- * (bn_finish_channel in cpu_layers.c), from oneDNN's biased variance. */
-static void bn_finish(const pmoe_bn_shape *s, const float *var, float *save_invstd,
-                      const float *save_mean, float *running_mean, float *running_var,
-                      float momentum) {
-    const int64_t N = s->batch * s->spatial;
-    for (int c = 0; c < s->channels; c++) {
-        save_invstd[c] = (float)(1.0 / sqrt((double)var[c] + (double)s->eps));
-        if (running_mean)
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * save_mean[c];
-        if (running_var) {
-            const double unbiased = N > 1 ? (double)var[c] * (double)N / (double)(N - 1) : var[c];
-            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
-        }
-    }
-}
-
-static void fast_bn_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                                  const float *gamma, const float *beta, float *y,
-                                  float *save_mean, float *save_invstd, float *running_mean,
-                                  float *running_var, float momentum) {
-    struct cpu_fast *f = fast_of(be);
-    bn_entry *b = bn_get(f, s, 0);
-    if (!b) {
-        cpu_batchnorm_forward_train(be, s, x, gamma, beta, y, save_mean, save_invstd,
-                                    running_mean, running_var, momentum);
-        return;
-    }
-    set(b->src, x), set(b->dst, y), set(b->scale, gamma), set(b->shift, beta);
-    set(b->mean, save_mean), set(b->var, b->var_buf);
-    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src},     {DNNL_ARG_DST, b->dst},
-                               {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
-                               {DNNL_ARG_MEAN, b->mean},   {DNNL_ARG_VARIANCE, b->var}};
-    run(f, &b->train, 6, args);
-    bn_finish(s, b->var_buf, save_invstd, save_mean, running_mean, running_var, momentum);
-}
-
-static void fast_bn_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                                 const float *gamma, const float *beta,
-                                 const float *running_mean, const float *running_var, float *y) {
-    struct cpu_fast *f = fast_of(be);
-    bn_entry *b = bn_get(f, s, 1);
-    if (!b) {
-        cpu_batchnorm_forward_eval(be, s, x, gamma, beta, running_mean, running_var, y);
-        return;
-    }
-    set(b->src, x), set(b->dst, y), set(b->scale, gamma), set(b->shift, beta);
-    set(b->mean, running_mean), set(b->var, running_var);
-    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src},     {DNNL_ARG_DST, b->dst},
-                               {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
-                               {DNNL_ARG_MEAN, b->mean},   {DNNL_ARG_VARIANCE, b->var}};
-    run(f, &b->eval, 6, args);
-}
-
-/* dsrc_into: where the data gradient goes; accumulate: dx += it through the
- * entry's summing reorder, else it is written there. */
-static void bn_run_backward(struct cpu_fast *f, bn_entry *b, const pmoe_bn_shape *s,
-                            const float *x, const float *gamma, const float *save_mean,
-                            const float *save_invstd, const float *dy, float *dx, int accumulate,
-                            float *dgamma, float *dbeta) {
-    for (int c = 0; c < s->channels; c++) /* the variance back from invstd */
-        b->var_buf[c] = 1.0f / (save_invstd[c] * save_invstd[c]) - s->eps;
-    set(b->src, x), set(b->dst, dy), set(b->scale, gamma), set(b->shift, b->zero_shift);
-    set(b->mean, save_mean), set(b->var, b->var_buf);
-    set(b->dscale, dgamma ? dgamma : b->dscale_buf), set(b->dshift, dbeta ? dbeta : b->dshift_buf);
-    dnnl_memory_t dsrc = accumulate ? slot_out(&b->acc, dx) : (set(b->dsrc, dx), b->dsrc);
-    dnnl_exec_arg_t args[10] = {{DNNL_ARG_SRC, b->src},          {DNNL_ARG_DIFF_DST, b->dst},
-                                {DNNL_ARG_SCALE, b->scale},      {DNNL_ARG_SHIFT, b->shift},
-                                {DNNL_ARG_MEAN, b->mean},        {DNNL_ARG_VARIANCE, b->var},
-                                {DNNL_ARG_DIFF_SRC, dsrc},       {DNNL_ARG_DIFF_SCALE, b->dscale},
-                                {DNNL_ARG_DIFF_SHIFT, b->dshift}};
-    run(f, &b->bwd, 9, args);
-    if (accumulate) slot_out_finish(f, &b->acc);
-}
-
-static void fast_bn_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                             const float *gamma, const float *save_mean, const float *save_invstd,
-                             const float *dy, float *dx, float *dgamma, float *dbeta) {
-    struct cpu_fast *f = fast_of(be);
-    bn_entry *b = dx ? bn_get(f, s, 2) : NULL;
-    if (!b) {
-        cpu_batchnorm_backward(be, s, x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta);
-        return;
-    }
-    bn_run_backward(f, b, s, x, gamma, save_mean, save_invstd, dy, dx, 1, dgamma, dbeta);
-}
-
 /* ------------------------------------------------------------ the experts */
 
 /* k x rows x X -> rows x k x X (to_grouped) or back. */
@@ -629,11 +453,11 @@ static void fast_experts_forward(pmoe_backend *be, const pmoe_experts_shape *s, 
     const int fits = experts_work_fit(&f->ex, (size_t)(s->rows * k * most) * sizeof(float));
     regroup(in, activated, k, s->rows, X, 1);
     if (training)
-        fast_bn_forward_train(be, &bs, activated, bn_gamma, bn_beta, normed, save_mean,
-                              save_invstd, running_mean, running_var, momentum);
+        cpu_batchnorm_forward_train(be, &bs, activated, bn_gamma, bn_beta, normed, save_mean,
+                                    save_invstd, running_mean, running_var, momentum);
     else
-        fast_bn_forward_eval(be, &bs, activated, bn_gamma, bn_beta, running_mean, running_var,
-                             normed);
+        cpu_batchnorm_forward_eval(be, &bs, activated, bn_gamma, bn_beta, running_mean,
+                                   running_var, normed);
     cpu_relu_forward(be, count, normed, activated);
     if (!fits) { /* out of memory for the grouped output: NaN, which the loss guard reports */
         nan_fill(out, s->rows * k * Y);
@@ -702,15 +526,9 @@ static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s,
         dactivated[i] = cpu_where_positive(activated[i], dactivated[i], 0.0f);
     float *grouped_in = f->ex.out_t; /* free again: dout's copy is spent */
     regroup(in, grouped_in, k, s->rows, X, 1);
-    bn_entry *b = bn_get(f, &bs, 2);
-    if (b)
-        bn_run_backward(f, b, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
-                        dnormed, 0, dgamma, dbeta);
-    else {
-        memset(dnormed, 0, (size_t)count * sizeof(float));
-        cpu_batchnorm_backward(be, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
-                               dnormed, dgamma, dbeta);
-    }
+    memset(dnormed, 0, (size_t)count * sizeof(float)); /* the reference adds into it */
+    cpu_batchnorm_backward(be, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
+                           dnormed, dgamma, dbeta);
     regroup(dnormed, din, k, s->rows, X, 0);
 }
 
@@ -730,9 +548,6 @@ pmoe_status cpu_fast_open(cpu_impl *impl, pmoe_error *err) {
     pmoe_ops *o = &impl->ops;
     o->conv2d_forward = fast_conv2d_forward;
     o->conv2d_backward = fast_conv2d_backward;
-    o->batchnorm_forward_train = fast_bn_forward_train;
-    o->batchnorm_forward_eval = fast_bn_forward_eval;
-    o->batchnorm_backward = fast_bn_backward;
     o->moe_experts_forward = fast_experts_forward;
     o->moe_experts_backward = fast_experts_backward;
     return PMOE_OK;
@@ -743,8 +558,7 @@ void cpu_fast_close(cpu_impl *impl) {
     if (!f) return;
     for (entry *e = f->entries, *next; e; e = next) {
         next = e->next;
-        if (e->kind == ENTRY_CONV) conv_entry_free(&e->u.conv);
-        else bn_entry_free(&e->u.bn);
+        conv_entry_free(&e->conv);
         free(e);
     }
     free(f->ex.out_t);
