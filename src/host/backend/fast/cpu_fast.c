@@ -68,6 +68,7 @@ typedef struct conv_entry {
     slot d_ddst, d_wei, d_dsrc;         /* backward data: dsrc accumulates */
     slot w_src, w_ddst, w_dwei;         /* backward weights */
     dnnl_memory_t bias, dbias;
+    int share_ddst; /* both backward primitives take dy in one blocked layout: one reorder */
     int ready_fwd, ready_bwd, failed;
 } conv_entry;
 
@@ -282,6 +283,8 @@ static int conv_make_bwd(struct cpu_fast *f, const conv_key *k, conv_entry *c) {
         !prim_make(f, &c->bwd_weights, &wd, c->fwd.pd))
         return 0;
     const prim *bd = &c->bwd_data, *bw = &c->bwd_weights;
+    c->share_ddst = dnnl_memory_desc_equal(md_of(bd, dnnl_query_diff_dst_md),
+                                           md_of(bw, dnnl_query_diff_dst_md));
     return slot_make(f, &c->d_ddst, &m.dst, md_of(bd, dnnl_query_diff_dst_md), 0, 0) &&
            slot_make(f, &c->d_wei, &m.wei, md_of(bd, dnnl_query_weights_md), 0, 0) &&
            slot_make(f, &c->d_dsrc, &m.src, md_of(bd, dnnl_query_diff_src_md), 1, 1) &&
@@ -355,7 +358,10 @@ static void conv_run_backward(struct cpu_fast *f, conv_entry *c, const float *x,
         dnnl_exec_arg_t args[5];
         int n = 0;
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, slot_in(f, &c->w_src, x)};
-        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, slot_in(f, &c->w_ddst, dy)};
+        /* dy's blocked copy from the data gradient's reorder, when it made one */
+        const int reuse = dx && c->share_ddst && c->d_ddst.separate;
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST,
+                                      reuse ? c->d_ddst.inner : slot_in(f, &c->w_ddst, dy)};
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_WEIGHTS, slot_out(&c->w_dwei, dw)};
         if (dbias) {
             dnnl_memory_set_data_handle(c->dbias, dbias);
