@@ -45,7 +45,8 @@ static void check_conv(const char *label, pmoe_conv_shape s, int bias) {
     close_scaled("  y", y_fast, y_ref, yn, REL);
     float *dx_ref = frand(xn, 5, -1.0f, 1.0f), *dx_fast = fcopy(dx_ref, xn);
     float *dw_ref = fbuf(wn), *dw_fast = fbuf(wn);
-    float *db_ref = bias ? fbuf(s.out_channels) : NULL, *db_fast = bias ? fbuf(s.out_channels) : NULL;
+    float *db_ref = bias ? fbuf(s.out_channels) : NULL;
+    float *db_fast = bias ? fbuf(s.out_channels) : NULL;
     cpu_conv2d_backward(NULL, &s, x, w, dy, dx_ref, dw_ref, db_ref);
     fast->ops->conv2d_backward(fast, &s, x, w, dy, dx_fast, dw_fast, db_fast);
     close_scaled("  dx (added)", dx_fast, dx_ref, xn, REL);

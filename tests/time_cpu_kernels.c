@@ -42,7 +42,9 @@ static void run_op(pmoe_backend *be, op_kind op, const pmoe_conv_shape *cs,
     switch (op) {
     case CONV_FWD: o->conv2d_forward(be, cs, a, b, NULL, c); break;
     case CONV_BWD: o->conv2d_backward(be, cs, a, b, c, d, e, NULL); break;
-    case BN_FWD: o->batchnorm_forward_train(be, bs, a, v, v, b, e, e + 4096, d, d + 4096, 0.1f); break;
+    case BN_FWD:
+        o->batchnorm_forward_train(be, bs, a, v, v, b, e, e + 4096, d, d + 4096, 0.1f);
+        break;
     case BN_BWD: o->batchnorm_backward(be, bs, a, v, v, v, b, c, e, e + 4096); break;
     }
 }

@@ -311,7 +311,8 @@ typedef struct pmoe_ops {
      * each) receive the batch norm's output and its ReLU in a layout of the
      * op's choosing (their signs say which side of each kink the experts
      * are on); backward reads activated back, so the pair runs with the
-     * same buffers, nothing in between writing them. Backward overwrites din (k x rows x C x h x w), dgamma, dbeta
+     * same buffers, nothing in between writing them. Backward overwrites
+     * din (k x rows x C x h x w: no zeros needed first), dgamma, dbeta
      * (k x C) and dconv_w; dnormed and dactivated are scratch of that size. */
     void (*moe_experts_forward)(pmoe_backend *be, const pmoe_experts_shape *s, int training,
                                 const float *in, const float *bn_gamma, const float *bn_beta,

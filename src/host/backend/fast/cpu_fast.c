@@ -113,6 +113,10 @@ static entry *find(struct cpu_fast *f, const conv_key *key) {
 
 static int ok(dnnl_status_t s) { return s == dnnl_success; }
 
+static const dnnl_memory_desc_t *md_of(const prim *p, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(p->pd, what, 0);
+}
+
 static int prim_make(struct cpu_fast *f, prim *p, const_dnnl_op_desc_t desc,
                      const_dnnl_primitive_desc_t hint) {
     dnnl_primitive_attr_t attr;
@@ -125,7 +129,7 @@ static int prim_make(struct cpu_fast *f, prim *p, const_dnnl_op_desc_t desc,
         return 0;
     }
     if (!ok(dnnl_primitive_create(&p->p, p->pd))) return 0;
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+    const dnnl_memory_desc_t *smd = md_of(p, dnnl_query_scratchpad_md);
     const size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
     if (bytes) {
         if (!(p->scratch_buffer = buffer_alloc(bytes))) return 0;
@@ -139,10 +143,6 @@ static void prim_free(prim *p) {
     if (p->pd) dnnl_primitive_desc_destroy(p->pd);
     if (p->scratch) dnnl_memory_destroy(p->scratch);
     free(p->scratch_buffer);
-}
-
-static const dnnl_memory_desc_t *md_of(const prim *p, dnnl_query_t what) {
-    return dnnl_primitive_desc_query_md(p->pd, what, 0);
 }
 
 /* A slot between the caller's memory (user_md) and what the primitive wants
@@ -166,7 +166,8 @@ static int slot_make(struct cpu_fast *f, slot *s, const dnnl_memory_desc_t *user
     }
     dnnl_primitive_desc_t pd;
     const dnnl_memory_desc_t *from = output ? inner_md : user_md, *to = output ? user_md : inner_md;
-    const int made = ok(dnnl_reorder_primitive_desc_create(&pd, from, f->engine, to, f->engine, attr));
+    const int made =
+        ok(dnnl_reorder_primitive_desc_create(&pd, from, f->engine, to, f->engine, attr));
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (!made) return 0;
     const int created = ok(dnnl_primitive_create(&s->reorder, pd));
@@ -426,16 +427,36 @@ static int experts_work_fit(experts_work *w, size_t bytes) {
     return w->out_t != NULL;
 }
 
-static pmoe_conv_shape experts_conv(const pmoe_experts_shape *s) {
-    return (pmoe_conv_shape){s->rows,   s->experts * s->channels,
-                             s->height, s->width,
-                             s->experts * s->out_channels, s->kernel,
-                             s->kernel, 1,
-                             (s->kernel - 1) / 2};
-}
-static pmoe_bn_shape experts_bn(const pmoe_experts_shape *s) {
-    return (pmoe_bn_shape){s->rows, s->experts * s->channels, (int64_t)s->height * s->width,
-                           s->eps};
+/* What the experts' forward and backward share: sizes, the batch norm over
+ * k C channels, the grouped convolution's entry (NULL: none), one expert's
+ * convolution for the fallback, and whether the work buffer is there. */
+typedef struct experts_plan {
+    int k;
+    int64_t X, Y, count, wsize; /* C h w, e h w, rows k C h w, one expert's weights */
+    pmoe_bn_shape bn;
+    pmoe_conv_shape one;
+    conv_entry *grouped;
+    int fits;
+} experts_plan;
+
+static experts_plan experts_plan_make(struct cpu_fast *f, const pmoe_experts_shape *s,
+                                      int backward) {
+    experts_plan p;
+    const int64_t hw = (int64_t)s->height * s->width;
+    p.k = s->experts;
+    p.X = s->channels * hw, p.Y = s->out_channels * hw, p.count = s->rows * p.k * p.X;
+    p.wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
+    p.bn = (pmoe_bn_shape){s->rows, p.k * s->channels, hw, s->eps};
+    p.one = (pmoe_conv_shape){s->rows,         s->channels, s->height, s->width,
+                              s->out_channels, s->kernel,   s->kernel, 1,
+                              (s->kernel - 1) / 2};
+    pmoe_conv_shape all = p.one;
+    all.in_channels *= p.k, all.out_channels *= p.k;
+    const conv_key key = conv_key_of(&all, p.k, 0);
+    p.grouped = conv_get(f, &key, backward);
+    const int64_t most = p.Y > p.X ? p.Y : p.X;
+    p.fits = experts_work_fit(&f->ex, (size_t)(s->rows * p.k * most) * sizeof(float));
+    return p;
 }
 
 /* The grouped layout, rows x k C x h w: each expert's channels are a group
@@ -448,40 +469,31 @@ static void fast_experts_forward(pmoe_backend *be, const pmoe_experts_shape *s, 
                                  const float *conv_w, float *save_mean, float *save_invstd,
                                  float *normed, float *activated, float *out) {
     struct cpu_fast *f = fast_of(be);
-    const int k = s->experts;
-    const int64_t hw = (int64_t)s->height * s->width, X = s->channels * hw;
-    const int64_t Y = s->out_channels * hw, count = s->rows * k * X;
-    const pmoe_bn_shape bs = experts_bn(s);
-    const pmoe_conv_shape cs = experts_conv(s);
-    const conv_key ck = conv_key_of(&cs, k, 0);
-    conv_entry *c = conv_get(f, &ck, 0);
-    const int64_t most = Y > X ? Y : X;
-    const int fits = experts_work_fit(&f->ex, (size_t)(s->rows * k * most) * sizeof(float));
+    const experts_plan p = experts_plan_make(f, s, 0);
+    const int k = p.k;
+    const int64_t X = p.X, Y = p.Y;
     regroup(in, activated, k, s->rows, X, 1);
     if (training)
-        cpu_batchnorm_forward_train(be, &bs, activated, bn_gamma, bn_beta, normed, save_mean,
+        cpu_batchnorm_forward_train(be, &p.bn, activated, bn_gamma, bn_beta, normed, save_mean,
                                     save_invstd, running_mean, running_var, momentum);
     else
-        cpu_batchnorm_forward_eval(be, &bs, activated, bn_gamma, bn_beta, running_mean,
+        cpu_batchnorm_forward_eval(be, &p.bn, activated, bn_gamma, bn_beta, running_mean,
                                    running_var, normed);
-    cpu_relu_forward(be, count, normed, activated);
-    if (!fits) { /* out of memory for the grouped output: NaN, which the loss guard reports */
+    cpu_relu_forward(be, p.count, normed, activated);
+    if (!p.fits) { /* out of memory for the grouped output: NaN, which the loss guard reports */
         nan_fill(out, s->rows * k * Y);
         return;
     }
-    if (c) {
-        conv_run_forward(f, c, activated, conv_w, NULL, f->ex.out_t);
+    if (p.grouped) {
+        conv_run_forward(f, p.grouped, activated, conv_w, NULL, f->ex.out_t);
         regroup(f->ex.out_t, out, k, s->rows, Y, 0);
         return;
     }
     /* no grouped primitive: each expert's convolution through the reference,
      * on its rows copied out expert-major */
-    const pmoe_conv_shape one = {s->rows, s->channels, s->height, s->width, s->out_channels,
-                                 s->kernel, s->kernel, 1, (s->kernel - 1) / 2};
-    const int64_t wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
     regroup(activated, f->ex.out_t, k, s->rows, X, 0);
     for (int e = 0; e < k; e++)
-        cpu_conv2d_forward(be, &one, f->ex.out_t + e * s->rows * X, conv_w + e * wsize, NULL,
+        cpu_conv2d_forward(be, &p.one, f->ex.out_t + e * s->rows * X, conv_w + e * p.wsize, NULL,
                            out + e * s->rows * Y);
 }
 
@@ -492,38 +504,30 @@ static void fast_experts_forward(pmoe_backend *be, const pmoe_experts_shape *s, 
 static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s, const float *in,
                                   const float *bn_gamma, const float *conv_w,
                                   const float *save_mean, const float *save_invstd,
-                                  const float *normed, const float *activated, const float *dout, float *dnormed,
-                                  float *dactivated, float *din, float *dgamma, float *dbeta,
-                                  float *dconv_w) {
+                                  const float *normed, const float *activated,
+                                  const float *dout, float *dnormed, float *dactivated,
+                                  float *din, float *dgamma, float *dbeta, float *dconv_w) {
     struct cpu_fast *f = fast_of(be);
-    const int k = s->experts;
-    const int64_t hw = (int64_t)s->height * s->width, X = s->channels * hw;
-    const int64_t Y = s->out_channels * hw, count = s->rows * k * X;
-    const pmoe_bn_shape bs = experts_bn(s);
-    const pmoe_conv_shape cs = experts_conv(s);
-    const conv_key ck = conv_key_of(&cs, k, 0);
-    conv_entry *c = conv_get(f, &ck, 1);
-    const int64_t most = Y > X ? Y : X;
-    const int fits = experts_work_fit(&f->ex, (size_t)(s->rows * k * most) * sizeof(float));
-    if (!fits) { /* as in the forward: NaN for the guard */
+    const experts_plan p = experts_plan_make(f, s, 1);
+    const int k = p.k;
+    const int64_t X = p.X, Y = p.Y, count = p.count;
+    if (!p.fits) { /* as in the forward: NaN for the guard */
         nan_fill(din, count);
-        nan_fill(dconv_w, (int64_t)k * s->out_channels * s->channels * s->kernel * s->kernel);
+        nan_fill(dconv_w, k * p.wsize);
         return;
     }
     memset(dactivated, 0, (size_t)count * sizeof(float)); /* both forms below add into it */
-    if (c) {
+    if (p.grouped) {
         regroup(dout, f->ex.out_t, k, s->rows, Y, 1);
-        conv_run_backward(f, c, activated, conv_w, f->ex.out_t, dactivated, dconv_w, NULL);
+        conv_run_backward(f, p.grouped, activated, conv_w, f->ex.out_t, dactivated, dconv_w,
+                          NULL);
     } else {
-        const pmoe_conv_shape one = {s->rows, s->channels, s->height, s->width, s->out_channels,
-                                     s->kernel, s->kernel, 1, (s->kernel - 1) / 2};
-        const int64_t wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
         regroup(activated, f->ex.out_t, k, s->rows, X, 0);
         memset(dnormed, 0, (size_t)count * sizeof(float)); /* expert-major dactivated */
         for (int e = 0; e < k; e++)
-            cpu_conv2d_backward(be, &one, f->ex.out_t + e * s->rows * X, conv_w + e * wsize,
+            cpu_conv2d_backward(be, &p.one, f->ex.out_t + e * s->rows * X, conv_w + e * p.wsize,
                                 dout + e * s->rows * Y, dnormed + e * s->rows * X,
-                                dconv_w + e * wsize, NULL);
+                                dconv_w + e * p.wsize, NULL);
         regroup(dnormed, dactivated, k, s->rows, X, 1);
     }
     /* through the ReLU: the gradient where the activation is positive */
@@ -533,7 +537,7 @@ static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s,
     float *grouped_in = f->ex.out_t; /* free again: dout's copy is spent */
     regroup(in, grouped_in, k, s->rows, X, 1);
     memset(dnormed, 0, (size_t)count * sizeof(float)); /* the reference adds into it */
-    cpu_batchnorm_backward(be, &bs, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
+    cpu_batchnorm_backward(be, &p.bn, grouped_in, bn_gamma, save_mean, save_invstd, dactivated,
                            dnormed, dgamma, dbeta);
     regroup(dnormed, din, k, s->rows, X, 0);
 }
