@@ -5,6 +5,7 @@ kernels (train.cpu_kernels) and the PyTorch peer side by side, alternated.
     tools/bench_cpu_kernels.py [--pmoe build/pmoe] [--reps 3] [--threads 2]
         [--cases small,wide,defaults] [--busy N] [--out FILE.json]
         [--steps 10] [--warmup 3]
+    tools/bench_cpu_kernels.py --table FILE.json      # the table of a saved run
 
 Cases: small = configs/wrn_pmoe_small.ini (width 1, batch 64); wide = the
 same at width 10, batch 16; defaults = the engine's defaults for the deep
@@ -27,6 +28,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 
 CASES = {
@@ -72,9 +74,17 @@ def main():
     ap.add_argument("--cases", default="small,wide,defaults")
     ap.add_argument("--busy", type=int, default=0)
     ap.add_argument("--out")
+    ap.add_argument("--table", help="print the table of a saved --out FILE, run nothing")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run (bench.repeats)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up steps per run (bench.warmup)")
     a = ap.parse_args()
+    if a.table:
+        with open(a.table) as f:
+            saved = json.load(f)
+        a.busy, a.threads = saved["busy"], saved["threads"]
+        a.cases = ",".join(dict.fromkeys(r["case"] for r in saved["runs"]))
+        table(a, saved["runs"])
+        return
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     busy = [subprocess.Popen(["timeout", "3600", "yes"], stdout=subprocess.DEVNULL)
             for _ in range(a.busy)]
@@ -92,14 +102,22 @@ def main():
                     runs.append({"case": case, "rep": rep, "load_before": before,
                                  "load_after": load(), "reference": ref, "fast": fast,
                                  "peer": peer})
+                    if a.out:  # after every repetition: a stopped run keeps what it measured
+                        with open(a.out, "w") as f:
+                            json.dump({"busy": a.busy, "threads": a.threads, "runs": runs}, f,
+                                      indent=1)
+                    print(f"{case} repetition {rep + 1} of {a.reps} done", file=sys.stderr,
+                          flush=True)
     finally:
         for p in busy:
             p.kill()
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"busy": a.busy, "threads": a.threads, "runs": runs}, f, indent=1)
+    table(a, runs)
+
+
+def table(a, runs):
     med = statistics.median
-    print(f"threads {a.threads}, busy loops {a.busy}, {a.reps} alternated repetitions; "
+    reps = max((r["rep"] + 1 for r in runs), default=0)
+    print(f"threads {a.threads}, busy loops {a.busy}, up to {reps} alternated repetitions; "
           "median ms per step, train / inference")
     print("| case | model | reference | fast | PyTorch | fast vs PyTorch | "
           "time ratio ref / fast / PyTorch | executed FLOP ratio | load | others' CPU |")
