@@ -116,6 +116,7 @@ typedef struct pmoe_train_config {
     uint64_t seed;
     int threads;          /* 0 = what OpenMP chooses */
     char device[32];      /* auto | cpu | cuda | cuda:N */
+    int cpu_kernels;      /* pmoe_cpu_kernels (backend.h): 0 reference, 1 fast (oneDNN) */
     /* separate training, router phase */
     int router_epochs;
     int router_batch;

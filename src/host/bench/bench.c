@@ -306,6 +306,7 @@ static pmoe_status model_open(const pmoe_config *cfg, const pmoe_dataset *ds, in
         return pmoe_fail(err, PMOE_ERR_OOM, "bench: out of host memory for a batch of %lld",
                          (long long)batch);
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
+    if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (!st)
         st = pmoe_model_create(s->be, cfg, ds->channels, ds->height, ds->width, patch,
                                ds->classes, batch, &s->model, err);
@@ -403,6 +404,7 @@ static pmoe_status block_open(const pmoe_config *cfg, int which, int C, int H, i
     t->destroy = block_destroy;
     s->batch = batch;
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
+    if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (st) return st;
     pmoe_model *m = calloc(1, sizeof *m);
     pmoe_deep_model *d = calloc(1, sizeof *d);
@@ -745,6 +747,7 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
     /* The backend that ran the models, and where. */
     pmoe_backend *be = NULL;
     st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &be, err);
+    if (!st) st = pmoe_backend_set_cpu_kernels(be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (st) return st;
     snprintf(out->backend, sizeof out->backend, "%s", be->name);
     out->threads = omp_get_max_threads();

@@ -80,6 +80,7 @@ static const key_spec KEYS[] = {
     {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, {0}},
     {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, {0}},
     {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, {0}},
+    {"train.cpu_kernels", KEY_ENUM, OFF(train.cpu_kernels), 0, 0, 0, {"reference", "fast"}},
     {"train.device", KEY_STRING, OFF(train.device), sizeof(((pmoe_config *)0)->train.device), 0, 0, {0}},
     {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, {0}},
     {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, {0}},

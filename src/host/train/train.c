@@ -346,6 +346,7 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     if (!s) s = open_data(r, err);
     if (!s) s = resolve_against_data(r, err);
     if (!s) s = pmoe_backend_create(device, threads, &r->be, err);
+    if (!s) s = pmoe_backend_set_cpu_kernels(r->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
     if (!s)
         s = pmoe_comm_use_device(&r->comm, (pmoe_comm_kind)cfg->train.comm,
