@@ -68,17 +68,12 @@ void *pmoe_cuda_backend_stream(pmoe_backend *be) {
 
 /* ---- ops ---------------------------------------------------------------- */
 
-#define CTX cuda_context *c = cuda_context_of(be)
-#define GUARD          \
-    if (c->error.code) \
-    return
-
 static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                       float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
                       int64_t ldb, int64_t stride_b, float beta, float *cm, int64_t ldc,
                       int64_t stride_c, int64_t batch) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return; /* a failed context runs nothing more */
     if (m <= 0 || n <= 0 || batch <= 0) return;
     PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(
                              c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -88,16 +83,16 @@ static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int
 
 static void cuda_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s,
                                        const float *images, float *patches) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_patch_extract_forward(s->batch, s->channels, s->height, s->width,
                                                       s->patch, images, patches, c->stream));
 }
 
 static void cuda_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
                                         const float *dpatches, float *dimages) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_patch_extract_backward(s->batch, s->channels, s->height, s->width,
                                                        s->patch, dpatches, dimages, c->stream));
 }
@@ -105,8 +100,8 @@ static void cuda_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape
 static void cuda_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s,
                                    const float *patches, const float *router_w, float *scores,
                                    int32_t *selected, float *gate) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_forward(s->batch, s->patches, s->dim, s->experts,
                                                   s->topl, (int)s->gate, patches, router_w,
                                                   scores, selected, gate, c->stream));
@@ -117,8 +112,8 @@ static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                     const float *scores, const int32_t *selected,
                                     const float *gate, const float *dgate, float *dscores,
                                     float *drouter_w, float *dpatches) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     const int64_t rows = s->batch * s->patches;
     const int d = s->dim, k = s->experts;
     PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_backward_scores(s->batch, s->patches, k, s->topl,
@@ -134,8 +129,8 @@ static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
 
 static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s,
                                  const float *patches, const int32_t *selected, float *expert_in) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_dispatch_gather(s->batch, s->patches, s->dim, s->experts, s->topl,
                                                 patches, selected, expert_in, c->stream));
 }
@@ -143,8 +138,8 @@ static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s,
 static void cuda_dispatch_gather_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                           const float *dexpert_in, const int32_t *selected,
                                           float *dpatches) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_dispatch_gather_backward(s->batch, s->patches, s->dim, s->experts,
                                                          s->topl, dexpert_in, selected, dpatches,
                                                          c->stream));
@@ -152,8 +147,8 @@ static void cuda_dispatch_gather_backward(pmoe_backend *be, const pmoe_route_sha
 
 static void cuda_expert_forward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
                                 const float *expert_in, const float *expert_w, float *hidden_out) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     /* hidden[s] (rows x h) = expert_in[s] (rows x d) W_s^T (d x h), for all s at once */
     cuda_gemm(be, 0, 1, rows, hidden, dim, 1.0f, expert_in, dim, rows * dim, expert_w, dim,
               (int64_t)hidden * dim, 0.0f, hidden_out, hidden, rows * hidden, experts);
@@ -165,8 +160,8 @@ static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, in
                                  const float *expert_in, const float *expert_w,
                                  const float *hidden_out, float *dhidden, float *dexpert_w,
                                  float *dexpert_in) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_relu_backward((int64_t)experts * rows * hidden, hidden_out,
                                               dhidden, c->stream));
     /* dW_s (h x d) = dpre_s^T (h x rows) expert_in[s] (rows x d) */
@@ -180,8 +175,8 @@ static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, in
 static void cuda_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s,
                                  const float *hidden, const float *gate, const float *out_w,
                                  float *logits) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_combine_forward(s->batch, s->experts, s->topl, s->hidden,
                                                 s->classes, hidden, gate, out_w, logits,
                                                 c->stream));
@@ -191,8 +186,8 @@ static void cuda_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s,
                                   const float *dlogits, const float *hidden, const float *gate,
                                   const float *out_w, float *dhidden, float *dgate,
                                   float *dout_w) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_combine_backward(s->batch, s->experts, s->topl, s->hidden,
                                                  s->classes, dlogits, hidden, gate, out_w,
                                                  dhidden, dgate, dout_w, c->stream));
@@ -201,8 +196,8 @@ static void cuda_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s,
 static void cuda_loss_forward_backward(pmoe_backend *be, pmoe_loss_kind kind, int64_t batch,
                                        int classes, const float *logits, const int32_t *labels,
                                        float *dlogits, float *stats) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_loss_forward_backward((int)kind, batch, classes, logits, labels,
                                                       dlogits, stats, c->stream));
 }
@@ -210,16 +205,16 @@ static void cuda_loss_forward_backward(pmoe_backend *be, pmoe_loss_kind kind, in
 static void cuda_router_linear_loss(pmoe_backend *be, int64_t batch, int patches, int experts,
                                     const float *scores, const int32_t *pair, const float *weight,
                                     float *dscores, float *stats) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_router_linear_loss(batch, patches, experts, scores, pair, weight,
                                                    dscores, stats, c->stream));
 }
 
 static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
                             float *velocity, float lr, float momentum, float weight_decay) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum,
                                            weight_decay, c->stream));
 }
@@ -239,12 +234,12 @@ static void record_conv(cuda_context *c, pmoe_status status, const pmoe_error *e
 
 static void cuda_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
                                 const float *w, const float *bias, float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     if (s->batch == 0) return;
     pmoe_error err = {PMOE_OK, ""};
     record_conv(c, pmoe_cuda_conv_forward(be, s, x, w, y, &err), &err);
-    GUARD;
+    if (c->error.code) return;
     if (bias)
         PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(
                                  s->batch, s->out_channels,
@@ -256,8 +251,8 @@ static void cuda_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, cons
 static void cuda_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
                                  const float *w, const float *dy, float *dx, float *dw,
                                  float *dbias) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     const int K = s->out_channels;
     if (s->batch == 0) { /* empty sums */
         if (dw)
@@ -273,9 +268,9 @@ static void cuda_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, con
                                  s->batch, K,
                                  (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s), dy,
                                  dbias, c->stream));
-    GUARD;
+    if (c->error.code) return;
     if (dw) record_conv(c, pmoe_cuda_conv_backward_filter(be, s, x, dy, dw, &err), &err);
-    GUARD;
+    if (c->error.code) return;
     if (dx)
         record_conv(c, pmoe_cuda_conv_backward_data_accumulate(be, s, dy, w, dx, &err), &err);
 }
@@ -285,8 +280,8 @@ static void cuda_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *
                                          float *save_mean, float *save_invstd,
                                          float *running_mean, float *running_var,
                                          float momentum) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_train(s->batch, s->channels, s->spatial, s->eps,
                                                         x, gamma, beta, y, save_mean, save_invstd,
                                                         running_mean, running_var, momentum,
@@ -297,8 +292,8 @@ static void cuda_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s
                                         const float *gamma, const float *beta,
                                         const float *running_mean, const float *running_var,
                                         float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps,
                                                        x, gamma, beta, running_mean, running_var,
                                                        y, c->stream));
@@ -308,58 +303,58 @@ static void cuda_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, co
                                     const float *gamma, const float *save_mean,
                                     const float *save_invstd, const float *dy, float *dx,
                                     float *dgamma, float *dbeta) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_backward(s->batch, s->channels, s->spatial, x, gamma,
                                                    save_mean, save_invstd, dy, dx, dgamma, dbeta,
                                                    c->stream));
 }
 
 static void cuda_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_relu_forward_out(count, x, y, c->stream));
 }
 
 static void cuda_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
                                float *dx) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_relu_backward_accumulate(count, y, dy, dx, c->stream));
 }
 
 static void cuda_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,
                        float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_axpby(count, alpha, x, beta, y, c->stream));
 }
 
 static void cuda_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x,
                                  float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_forward(rows, spatial, x, y, c->stream));
 }
 
 static void cuda_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial,
                                   const float *dy, float *dx) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_backward(rows, spatial, dy, dx, c->stream));
 }
 
 static void cuda_channel_bias_forward(pmoe_backend *be, int64_t batch, int channels,
                                       int64_t spatial, const float *bias, float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(batch, channels, spatial, bias, y, c->stream));
 }
 
 static void cuda_channel_bias_backward(pmoe_backend *be, int64_t batch, int channels,
                                        int64_t spatial, const float *dy, float *dbias) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(batch, channels, spatial, dy, dbias,
                                                       c->stream));
 }
@@ -367,8 +362,8 @@ static void cuda_channel_bias_backward(pmoe_backend *be, int64_t batch, int chan
 static void cuda_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
                                      const float *expert_out, const int32_t *selected,
                                      const float *gate, float *out_patches) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_forward(s->batch, s->patches, s->experts, s->topl,
                                                     s->expert_dim, expert_out, selected, gate,
                                                     out_patches, c->stream));
@@ -378,8 +373,8 @@ static void cuda_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape
                                       const float *dout_patches, const float *expert_out,
                                       const int32_t *selected, const float *gate,
                                       float *dexpert_out, float *dgate) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_backward(s->batch, s->patches, s->experts, s->topl,
                                                      s->expert_dim, dout_patches, expert_out,
                                                      selected, gate, dexpert_out, dgate,
@@ -389,8 +384,8 @@ static void cuda_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape
 static void cuda_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
                                       const int32_t *selected, const float *gate,
                                       float *weights) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_moe_position_weights(s->batch, s->patches, s->experts, s->topl,
                                                      selected, gate, weights, c->stream));
 }
@@ -398,8 +393,8 @@ static void cuda_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *
 static void cuda_moe_position_weights_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                                const int32_t *selected, const float *dweights,
                                                float *dgate) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_moe_position_weights_backward(s->batch, s->patches, s->experts,
                                                               s->topl, selected, dweights, dgate,
                                                               c->stream));
@@ -407,8 +402,8 @@ static void cuda_moe_position_weights_backward(pmoe_backend *be, const pmoe_rout
 
 static void cuda_patch_scale_forward(pmoe_backend *be, const pmoe_patch_shape *s,
                                      const float *weight, const float *x, float *y) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_patch_scale_forward(s->batch, s->channels, s->height, s->width,
                                                     s->patch, weight, x, y, c->stream));
 }
@@ -416,8 +411,8 @@ static void cuda_patch_scale_forward(pmoe_backend *be, const pmoe_patch_shape *s
 static void cuda_patch_scale_backward(pmoe_backend *be, const pmoe_patch_shape *s,
                                       const float *weight, const float *x, const float *dy,
                                       float *dx, float *dweight) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_patch_scale_backward(s->batch, s->channels, s->height, s->width,
                                                      s->patch, weight, x, dy, dx, dweight,
                                                      c->stream));
@@ -426,8 +421,8 @@ static void cuda_patch_scale_backward(pmoe_backend *be, const pmoe_patch_shape *
 static void cuda_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, int channels,
                               const float *src, int src_channels, int src_offset, float *dst,
                               int dst_channels, int dst_offset) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_channel_copy(batch, spatial, channels, src, src_channels,
                                              src_offset, dst, dst_channels, dst_offset,
                                              c->stream));
@@ -472,7 +467,7 @@ static const pmoe_ops CUDA_OPS = {
 /* ---- memory and control ------------------------------------------------- */
 
 static pmoe_status cuda_alloc(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     *out = NULL;
     if (!bytes) return PMOE_OK;
     void *p = NULL;
@@ -497,7 +492,7 @@ static pmoe_status cuda_alloc(pmoe_backend *be, size_t bytes, void **out, pmoe_e
 }
 
 static void cuda_release(pmoe_backend *be, void *ptr, size_t bytes) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     if (!ptr) return;
     PMOE_CUDA_CHECK(c, cudaFree(ptr));
     pmoe_mem_note_free(&be->mem, bytes);
@@ -508,7 +503,7 @@ static void cuda_release(pmoe_backend *be, void *ptr, size_t bytes) {
  * it at once. */
 static pmoe_status cuda_copy_in(pmoe_backend *be, void *dst, const void *host_src, size_t bytes,
                                 pmoe_error *err) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     if (!bytes) return PMOE_OK;
     if (!c->error.code)
         PMOE_CUDA_CHECK(c, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
@@ -521,7 +516,7 @@ static pmoe_status cuda_copy_in(pmoe_backend *be, void *dst, const void *host_sr
 
 static pmoe_status cuda_copy_out(pmoe_backend *be, void *host_dst, const void *src, size_t bytes,
                                  pmoe_error *err) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     if (bytes && !c->error.code)
         PMOE_CUDA_CHECK(c, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
@@ -533,13 +528,13 @@ static pmoe_status cuda_copy_out(pmoe_backend *be, void *host_dst, const void *s
 }
 
 static void cuda_fill(pmoe_backend *be, float *dst, float value, int64_t count) {
-    CTX;
-    GUARD;
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_fill(count, dst, value, c->stream));
 }
 
 static pmoe_status cuda_synchronize(pmoe_backend *be, pmoe_error *err) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
     if (c->error.code) {
         if (err) *err = c->error;
@@ -549,13 +544,13 @@ static pmoe_status cuda_synchronize(pmoe_backend *be, pmoe_error *err) {
 }
 
 static void cuda_profiler(pmoe_backend *be, int start) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     if (start) PMOE_CUDA_CHECK(c, cudaProfilerStart());
     else PMOE_CUDA_CHECK(c, cudaProfilerStop());
 }
 
 static void cuda_destroy(pmoe_backend *be) {
-    CTX;
+    cuda_context *c = cuda_context_of(be);
     cudaStreamSynchronize(c->stream);
     cuda_conv_release(c);
     cuda_clock_release(c);
