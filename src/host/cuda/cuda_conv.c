@@ -20,17 +20,27 @@
  * chosen past it. */
 #define WORKSPACE_LIMIT ((size_t)1 << 30)
 
+/* One direction's candidates: the algorithms cuDNN's heuristics list that
+ * pass the filter below, in cuDNN's order, and the one in use (`next`).
+ * An algorithm whose call fails is dropped for the next one. */
+#define MAX_CANDIDATES 16
+typedef struct conv_direction {
+    int listed, count, next;
+    int algo[MAX_CANDIDATES];
+    size_t workspace[MAX_CANDIDATES];
+} conv_direction;
+
+enum { DIRECTION_FORWARD, DIRECTION_BACKWARD_DATA, DIRECTION_BACKWARD_FILTER, DIRECTIONS };
+static const char *const DIRECTION_NAMES[DIRECTIONS] = {"forward", "backward data",
+                                                        "backward filter"};
+
 typedef struct conv_plan {
     pmoe_conv_shape shape;
     int deterministic;
     cudnnTensorDescriptor_t x, y;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
-    int chosen[3]; /* forward, backward data, backward filter */
-    cudnnConvolutionFwdAlgo_t forward;
-    cudnnConvolutionBwdDataAlgo_t backward_data;
-    cudnnConvolutionBwdFilterAlgo_t backward_filter;
-    size_t workspace[3];
+    conv_direction direction[DIRECTIONS];
     struct conv_plan *next;
 } conv_plan;
 
@@ -45,22 +55,6 @@ struct cuda_conv_state {
 #define CUDNN_FAIL(err, ctx, status, call)                                                    \
     pmoe_fail((err), PMOE_ERR_INTERNAL, "%s: %s failed: %s at %s:%d", (ctx)->name, call,     \
               cudnnGetErrorString(status), __FILE__, __LINE__)
-
-/* cuDNN calls made while building a plan return their failure at once. */
-#define CUDNN_TRY(err, ctx, call)                                                             \
-    do {                                                                                      \
-        cudnnStatus_t st_ = (call);                                                           \
-        if (st_ != CUDNN_STATUS_SUCCESS) return CUDNN_FAIL(err, ctx, st_, #call);             \
-    } while (0)
-
-/* ... and those that enqueue work are recorded like any other op failure. */
-#define PMOE_CUDNN_CHECK(ctx, call)                                                           \
-    do {                                                                                      \
-        cudnnStatus_t st_ = (call);                                                           \
-        if (st_ != CUDNN_STATUS_SUCCESS)                                                      \
-            cuda_record((ctx), PMOE_ERR_INTERNAL, "%s failed: %s at %s:%d", #call,            \
-                        cudnnGetErrorString(st_), __FILE__, __LINE__);                        \
-    } while (0)
 
 int pmoe_cuda_conv_built(void) { return 1; }
 
@@ -176,27 +170,6 @@ fail:
 #undef PLAN_TRY
 }
 
-/* The first algorithm in cuDNN's heuristic order that succeeds, uses FMA
- * math, fits the workspace limit and, when asked, is deterministic. */
-#define CHOOSE(perf_type, count_enum, getter, ...)                                            \
-    do {                                                                                      \
-        perf_type perf[count_enum];                                                           \
-        int returned = 0, found = -1;                                                         \
-        CUDNN_TRY(err, c, getter(st->handle, __VA_ARGS__, count_enum, &returned, perf));      \
-        for (int i = 0; i < returned && found < 0; i++)                                       \
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH && \
-                perf[i].memory <= WORKSPACE_LIMIT &&                                          \
-                (!p->deterministic || perf[i].determinism == CUDNN_DETERMINISTIC))            \
-                found = i;                                                                    \
-        if (found < 0)                                                                        \
-            return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,                                       \
-                             "%s: cuDNN offers no %s FMA algorithm for this convolution "      \
-                             "(%d candidates)", c->name,                                      \
-                             p->deterministic ? "deterministic" : "", returned);              \
-        algo = perf[found].algo;                                                              \
-        bytes = perf[found].memory;                                                           \
-    } while (0)
-
 static pmoe_status ensure_workspace(cuda_context *c, cuda_conv_state *st, size_t bytes,
                                     pmoe_error *err) {
     if (bytes <= st->workspace_bytes) return PMOE_OK;
@@ -214,6 +187,59 @@ static pmoe_status ensure_workspace(cuda_context *c, cuda_conv_state *st, size_t
     return PMOE_OK;
 }
 
+/* An algorithm cuDNN lists is a candidate when its status is success, it
+ * uses FMA math, fits WORKSPACE_LIMIT and, when asked, is deterministic.
+ * The three heuristics fill structs of three types with the same fields. */
+#define KEEP_CANDIDATES(perf, returned, d, deterministic)                                   \
+    for (int i_ = 0; i_ < (returned) && (d)->count < MAX_CANDIDATES; i_++)                  \
+        if ((perf)[i_].status == CUDNN_STATUS_SUCCESS && (perf)[i_].mathType == CUDNN_FMA_MATH && \
+            (perf)[i_].memory <= WORKSPACE_LIMIT &&                                          \
+            (!(deterministic) || (perf)[i_].determinism == CUDNN_DETERMINISTIC)) {           \
+            (d)->algo[(d)->count] = (int)(perf)[i_].algo;                                    \
+            (d)->workspace[(d)->count++] = (perf)[i_].memory;                                \
+        }
+
+/* Asks cuDNN's heuristics (no timing: the same list on every run) for the
+ * direction's algorithms and keeps the candidates, in cuDNN's order. */
+static pmoe_status list_candidates(cuda_context *c, cuda_conv_state *st, conv_plan *p,
+                                   int direction, pmoe_error *err) {
+    conv_direction *d = &p->direction[direction];
+    int returned = 0;
+    cudnnStatus_t s;
+    const char *call;
+    if (direction == DIRECTION_FORWARD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        call = "cudnnGetConvolutionForwardAlgorithm_v7";
+        s = cudnnGetConvolutionForwardAlgorithm_v7(st->handle, p->x, p->w, p->conv, p->y,
+                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
+                                                   perf);
+        if (s == CUDNN_STATUS_SUCCESS) KEEP_CANDIDATES(perf, returned, d, p->deterministic);
+    } else if (direction == DIRECTION_BACKWARD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        call = "cudnnGetConvolutionBackwardDataAlgorithm_v7";
+        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(st->handle, p->w, p->y, p->conv, p->x,
+                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                        &returned, perf);
+        if (s == CUDNN_STATUS_SUCCESS) KEEP_CANDIDATES(perf, returned, d, p->deterministic);
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        call = "cudnnGetConvolutionBackwardFilterAlgorithm_v7";
+        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(st->handle, p->x, p->y, p->conv, p->w,
+                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                          &returned, perf);
+        if (s == CUDNN_STATUS_SUCCESS) KEEP_CANDIDATES(perf, returned, d, p->deterministic);
+    }
+    if (s != CUDNN_STATUS_SUCCESS) return CUDNN_FAIL(err, c, s, call);
+    if (d->count == 0)
+        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                         "%s: cuDNN offers no %sFMA algorithm for this convolution's %s "
+                         "(%d listed)",
+                         c->name, p->deterministic ? "deterministic " : "",
+                         DIRECTION_NAMES[direction], returned);
+    d->listed = 1;
+    return PMOE_OK;
+}
+
 static pmoe_status prepare(pmoe_backend *be, const pmoe_conv_shape *s, int direction,
                            cuda_conv_state **st_out, conv_plan **plan_out, pmoe_error *err) {
     cuda_conv_state *st = NULL;
@@ -227,89 +253,93 @@ static pmoe_status prepare(pmoe_backend *be, const pmoe_conv_shape *s, int direc
     conv_plan *p = NULL;
     status = make_plan(c, st, s, &p, err);
     if (status) return status;
-    if (!p->chosen[direction]) {
-        size_t bytes = 0;
-        if (direction == 0) {
-            cudnnConvolutionFwdAlgo_t algo;
-            CHOOSE(cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                   cudnnGetConvolutionForwardAlgorithm_v7, p->x, p->w, p->conv, p->y);
-            p->forward = algo;
-        } else if (direction == 1) {
-            cudnnConvolutionBwdDataAlgo_t algo;
-            CHOOSE(cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                   cudnnGetConvolutionBackwardDataAlgorithm_v7, p->w, p->y, p->conv, p->x);
-            p->backward_data = algo;
-        } else {
-            cudnnConvolutionBwdFilterAlgo_t algo;
-            CHOOSE(cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                   cudnnGetConvolutionBackwardFilterAlgorithm_v7, p->x, p->y, p->conv, p->w);
-            p->backward_filter = algo;
-        }
-        p->workspace[direction] = bytes;
-        p->chosen[direction] = 1;
+    if (!p->direction[direction].listed) {
+        status = list_candidates(c, st, p, direction, err);
+        if (status) return status;
     }
-    status = ensure_workspace(c, st, p->workspace[direction], err);
-    if (status) return status;
     *st_out = st;
     *plan_out = p;
     return PMOE_OK;
 }
 
-pmoe_status pmoe_cuda_conv_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
-                                   const float *w, float *y, pmoe_error *err) {
+/* The three directions' cuDNN calls, one signature: `in` and `other` are
+ * x and w (forward), w and dy (backward data), x and dy (backward filter). */
+static cudnnStatus_t call_cudnn(cuda_conv_state *st, conv_plan *p, int direction, int algo,
+                                size_t workspace_bytes, const float *in, const float *other,
+                                float beta, float *out) {
+    const float one = 1.0f;
+    switch (direction) {
+    case DIRECTION_FORWARD:
+        return cudnnConvolutionForward(st->handle, &one, p->x, in, p->w, other, p->conv,
+                                       (cudnnConvolutionFwdAlgo_t)algo, st->workspace,
+                                       workspace_bytes, &beta, p->y, out);
+    case DIRECTION_BACKWARD_DATA:
+        return cudnnConvolutionBackwardData(st->handle, &one, p->w, in, p->y, other, p->conv,
+                                            (cudnnConvolutionBwdDataAlgo_t)algo, st->workspace,
+                                            workspace_bytes, &beta, p->x, out);
+    default:
+        return cudnnConvolutionBackwardFilter(st->handle, &one, p->x, in, p->y, other, p->conv,
+                                              (cudnnConvolutionBwdFilterAlgo_t)algo,
+                                              st->workspace, workspace_bytes, &beta, p->w, out);
+    }
+}
+
+/* Enqueues one direction with the plan's current candidate; when cuDNN
+ * refuses it (NOT_SUPPORTED for this problem, a bad parameter, ...), the
+ * candidate is dropped for good and the next one is tried, so a failing
+ * algorithm costs one call, not the run. Only when every candidate has
+ * failed is the last failure recorded in the context, naming the call and
+ * cuDNN's status. Work that fails after it was enqueued reports itself at
+ * the next synchronize, as every op's does. */
+static pmoe_status run_direction(pmoe_backend *be, const pmoe_conv_shape *s, int direction,
+                                 const float *in, const float *other, float beta, float *out,
+                                 pmoe_error *err) {
     cuda_conv_state *st = NULL;
     conv_plan *p = NULL;
-    pmoe_status status = prepare(be, s, 0, &st, &p, err);
+    pmoe_status status = prepare(be, s, direction, &st, &p, err);
     if (status) return status;
-    const float one = 1.0f, zero = 0.0f;
-    PMOE_CUDNN_CHECK(cuda_context_of(be),
-                     cudnnConvolutionForward(st->handle, &one, p->x, x, p->w, w, p->conv,
-                                             p->forward, st->workspace, p->workspace[0], &zero,
-                                             p->y, y));
-    return PMOE_OK;
+    cuda_context *c = cuda_context_of(be);
+    conv_direction *d = &p->direction[direction];
+    cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+    while (d->next < d->count) {
+        status = ensure_workspace(c, st, d->workspace[d->next], err);
+        if (status) return status;
+        last = call_cudnn(st, p, direction, d->algo[d->next], d->workspace[d->next], in, other,
+                          beta, out);
+        if (last == CUDNN_STATUS_SUCCESS) return PMOE_OK;
+        d->next++;
+    }
+    cuda_record(c, PMOE_ERR_INTERNAL, "cuDNN convolution %s failed with every one of its %d "
+                "candidate algorithms, the last with %s",
+                DIRECTION_NAMES[direction], d->count,
+                last == CUDNN_STATUS_SUCCESS ? "none left" : cudnnGetErrorString(last));
+    if (err) *err = c->error;
+    return c->error.code;
+}
+
+pmoe_status pmoe_cuda_conv_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
+                                   const float *w, float *y, pmoe_error *err) {
+    return run_direction(be, s, DIRECTION_FORWARD, x, w, 0.0f, y, err);
 }
 
 /* dx = dx_old beta + the data gradient: beta 0 overwrites (dx's old
  * contents are not read, as cuDNN documents for beta = 0), 1 accumulates. */
-static pmoe_status backward_data(pmoe_backend *be, const pmoe_conv_shape *s, const float *dy,
-                                 const float *w, float beta, float *dx, pmoe_error *err) {
-    cuda_conv_state *st = NULL;
-    conv_plan *p = NULL;
-    pmoe_status status = prepare(be, s, 1, &st, &p, err);
-    if (status) return status;
-    const float one = 1.0f;
-    PMOE_CUDNN_CHECK(cuda_context_of(be),
-                     cudnnConvolutionBackwardData(st->handle, &one, p->w, w, p->y, dy, p->conv,
-                                                  p->backward_data, st->workspace,
-                                                  p->workspace[1], &beta, p->x, dx));
-    return PMOE_OK;
-}
-
 pmoe_status pmoe_cuda_conv_backward_data(pmoe_backend *be, const pmoe_conv_shape *s,
                                          const float *dy, const float *w, float *dx,
                                          pmoe_error *err) {
-    return backward_data(be, s, dy, w, 0.0f, dx, err);
+    return run_direction(be, s, DIRECTION_BACKWARD_DATA, w, dy, 0.0f, dx, err);
 }
 
 pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe_conv_shape *s,
                                                     const float *dy, const float *w, float *dx,
                                                     pmoe_error *err) {
-    return backward_data(be, s, dy, w, 1.0f, dx, err);
+    return run_direction(be, s, DIRECTION_BACKWARD_DATA, w, dy, 1.0f, dx, err);
 }
 
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
                                            const float *x, const float *dy, float *dw,
                                            pmoe_error *err) {
-    cuda_conv_state *st = NULL;
-    conv_plan *p = NULL;
-    pmoe_status status = prepare(be, s, 2, &st, &p, err);
-    if (status) return status;
-    const float one = 1.0f, zero = 0.0f;
-    PMOE_CUDNN_CHECK(cuda_context_of(be),
-                     cudnnConvolutionBackwardFilter(st->handle, &one, p->x, x, p->y, dy, p->conv,
-                                                    p->backward_filter, st->workspace,
-                                                    p->workspace[2], &zero, p->w, dw));
-    return PMOE_OK;
+    return run_direction(be, s, DIRECTION_BACKWARD_FILTER, x, dy, 0.0f, dw, err);
 }
 
 pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,

@@ -3,9 +3,11 @@
  *
  * NCHW float32, groups 1, dilation 1, no bias; weights K x C x R x S. For
  * each shape the descriptors are made once and kept in the backend's
- * context, and for each direction the algorithm is chosen once (by cuDNN's
- * heuristics, which do not time anything, so the choice is the same on every
- * run) and cached. The math is FMA only (no TF32), so results can be held to
+ * context, and for each direction cuDNN's heuristics (which time nothing,
+ * so the list is the same on every run) are asked once for a list of
+ * candidate algorithms; the first is used, and one that cuDNN refuses when
+ * called is dropped for the next (a refused algorithm costs one call, not
+ * the run). The math is FMA only (no TF32), so results can be held to
  * float32 parity with a CPU convolution; with deterministic on (the default)
  * only algorithms cuDNN marks deterministic are chosen, which matters for
  * the filter gradient. The workspace belongs to the context and grows to the
