@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run_tests.sh: set up, build and run the whole test suite: labels cpu and
-# mpi run here; gpu tests report skipped (exit 77) where no device answers.
+# run_tests.sh: set up, build and run the whole test suite: labels cpu,
+# standin and mpi run here; gpu tests report skipped (exit 77) where no
+# device answers; then the stand-in's coverage of the CUDA host code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --test
@@ -12,3 +13,8 @@ cmake --build build -j"$(nproc)"
 # deep-model tests up to 90x slower. Waiting threads sleep instead.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+# The CUDA host code's coverage by the stand-in tests (label standin), where
+# they were built: printed, and below its floor a failure.
+if [ -x build/tests/standin/pmoe-standin ]; then
+  bash tools/standin_coverage.sh build
+fi

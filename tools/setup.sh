@@ -15,6 +15,8 @@ if [ "${1:-}" = "--test" ]; then
             libopenmpi-dev openmpi-bin)
   # Open MPI: the expert-parallel tests (label mpi) run 2 to 4 ranks with mpirun
   packages+=(libopenmpi-dev openmpi-bin)
+  # gcovr: the line coverage of the CUDA host code on the stand-in (tools/standin_coverage.sh)
+  packages+=(gcovr)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -1,0 +1,568 @@
+/* standin_cudnn.c: the cuDNN calls pmoe makes (the legacy convolution
+ * API), on the CPU, against the real cudnn.h.
+ *
+ * Descriptors hold what their setters were given and are checked as the
+ * cuDNN documentation states (positive sizes, non-negative padding,
+ * positive stride and dilation, float NCHW only, else BAD_PARAM or
+ * NOT_SUPPORTED). The three directions compute, for every algorithm, the
+ * definition: a direct sum over (c, r, s) (forward), over (k, r, s)
+ * (backward data) and over (n, p, q) (backward filter), with padding,
+ * stride, dilation, and the kernel flipped in CUDNN_CONVOLUTION mode;
+ * y = alpha conv + beta y, where beta = 0 never reads y. Each call checks
+ * its descriptors against one another and its pointers and workspace
+ * against the device allocations, then enqueues the work on the handle's
+ * stream.
+ *
+ * The _v7 heuristics return a candidate list in a fixed order, shaped to
+ * make a caller choose: backward data and filter list a non-deterministic
+ * algorithm first (as cuDNN's ALGO_0 is), the FFT algorithms report
+ * NOT_SUPPORTED for strides above 1, and each algorithm asks for its own
+ * workspace size (the same figure cudnnGet*WorkspaceSize gives). An
+ * algorithm outside the list a direction supports is NOT_SUPPORTED. */
+#include <cudnn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "standin.h"
+
+#define MAGIC_HANDLE 0x444e4e48u
+#define MAGIC_TENSOR 0x444e4e54u
+#define MAGIC_FILTER 0x444e4e46u
+#define MAGIC_CONV 0x444e4e43u
+
+struct cudnnContext {
+    uint32_t magic;
+    cudaStream_t stream;
+};
+struct cudnnTensorStruct {
+    uint32_t magic;
+    int set, n, c, h, w;
+};
+struct cudnnFilterStruct {
+    uint32_t magic;
+    int set, k, c, r, s;
+};
+struct cudnnConvolutionStruct {
+    uint32_t magic;
+    int set, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
+    cudnnConvolutionMode_t mode;
+    cudnnMathType_t math;
+};
+
+typedef struct cudnnContext handle_t;
+typedef struct cudnnTensorStruct tensor_t;
+typedef struct cudnnFilterStruct filter_t;
+typedef struct cudnnConvolutionStruct conv_t;
+
+const char *cudnnGetErrorString(cudnnStatus_t status) {
+    switch (status) {
+    case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
+    case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
+    case CUDNN_STATUS_BAD_PARAM_NULL_POINTER: return "CUDNN_STATUS_BAD_PARAM_NULL_POINTER";
+    case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+    case CUDNN_STATUS_INTERNAL_ERROR: return "CUDNN_STATUS_INTERNAL_ERROR";
+    case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
+    default: return "CUDNN_STATUS_UNKNOWN";
+    }
+}
+
+/* ---- handle and descriptors ---- */
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t *handle) {
+    if (!handle) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    *handle = NULL;
+    if (standin_fault("cudnnCreate")) return CUDNN_STATUS_NOT_INITIALIZED;
+    handle_t *h = calloc(1, sizeof *h);
+    if (!h) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+    h->magic = MAGIC_HANDLE;
+    *handle = h;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static handle_t *handle_of(cudnnHandle_t h) { return h && h->magic == MAGIC_HANDLE ? h : NULL; }
+
+cudnnStatus_t cudnnDestroy(cudnnHandle_t handle) {
+    handle_t *h = handle_of(handle);
+    if (!h) return CUDNN_STATUS_BAD_PARAM;
+    h->magic = 0;
+    free(h);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
+    handle_t *h = handle_of(handle);
+    if (!h) return CUDNN_STATUS_BAD_PARAM;
+    if (!standin_stream_of(stream)) return CUDNN_STATUS_BAD_PARAM;
+    h->stream = stream;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+#define DESCRIPTOR_FUNCTIONS(type, Name, magic_value)                                \
+    cudnnStatus_t cudnnCreate##Name##Descriptor(type##Descriptor_t *d) {             \
+        if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;                          \
+        *d = calloc(1, sizeof **d);                                                  \
+        if (!*d) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;          \
+        (*d)->magic = magic_value;                                                   \
+        return CUDNN_STATUS_SUCCESS;                                                 \
+    }                                                                                \
+    cudnnStatus_t cudnnDestroy##Name##Descriptor(type##Descriptor_t d) {             \
+        if (!d) return CUDNN_STATUS_SUCCESS; /* documented: NULL is a no-op */       \
+        if (d->magic != magic_value) return CUDNN_STATUS_BAD_PARAM;                  \
+        d->magic = 0;                                                                \
+        free(d);                                                                     \
+        return CUDNN_STATUS_SUCCESS;                                                 \
+    }
+DESCRIPTOR_FUNCTIONS(cudnnTensor, Tensor, MAGIC_TENSOR)
+DESCRIPTOR_FUNCTIONS(cudnnFilter, Filter, MAGIC_FILTER)
+DESCRIPTOR_FUNCTIONS(cudnnConvolution, Convolution, MAGIC_CONV)
+
+static tensor_t *tensor_of(const tensor_t *t) {
+    return t && t->magic == MAGIC_TENSOR && t->set ? (tensor_t *)t : NULL;
+}
+static filter_t *filter_of(const filter_t *f) {
+    return f && f->magic == MAGIC_FILTER && f->set ? (filter_t *)f : NULL;
+}
+static conv_t *conv_of(const conv_t *c) {
+    return c && c->magic == MAGIC_CONV && c->set ? (conv_t *)c : NULL;
+}
+
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format,
+                                         cudnnDataType_t type, int n, int c, int h, int w) {
+    if (!d || d->magic != MAGIC_TENSOR) return CUDNN_STATUS_BAD_PARAM;
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NCHW || type != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+    *d = (tensor_t){MAGIC_TENSOR, 1, n, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type,
+                                         cudnnTensorFormat_t format, int k, int c, int h, int w) {
+    if (!d || d->magic != MAGIC_FILTER) return CUDNN_STATUS_BAD_PARAM;
+    if (k <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NCHW || type != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+    *d = (filter_t){MAGIC_FILTER, 1, k, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h,
+                                              int pad_w, int u, int v, int dilation_h,
+                                              int dilation_w, cudnnConvolutionMode_t mode,
+                                              cudnnDataType_t compute) {
+    if (!d || d->magic != MAGIC_CONV) return CUDNN_STATUS_BAD_PARAM;
+    if (pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dilation_h <= 0 || dilation_w <= 0 ||
+        (mode != CUDNN_CONVOLUTION && mode != CUDNN_CROSS_CORRELATION))
+        return CUDNN_STATUS_BAD_PARAM;
+    if (compute != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+    const cudnnMathType_t math = d->math;
+    *d = (conv_t){MAGIC_CONV, 1, pad_h, pad_w, u, v, dilation_h, dilation_w, mode, math};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t math) {
+    if (!d || d->magic != MAGIC_CONV) return CUDNN_STATUS_BAD_PARAM;
+    if (math != CUDNN_DEFAULT_MATH && math != CUDNN_TENSOR_OP_MATH &&
+        math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION && math != CUDNN_FMA_MATH)
+        return CUDNN_STATUS_BAD_PARAM;
+    d->math = math;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static int out_size(int in, int pad, int filter, int dil, int stride) {
+    return 1 + (in + 2 * pad - ((filter - 1) * dil + 1)) / stride;
+}
+
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t cd,
+                                                    const cudnnTensorDescriptor_t xd,
+                                                    const cudnnFilterDescriptor_t wd, int *n,
+                                                    int *c, int *h, int *w) {
+    const conv_t *cv = conv_of(cd);
+    const tensor_t *x = tensor_of(xd);
+    const filter_t *f = filter_of(wd);
+    if (!cv || !x || !f || !n || !c || !h || !w) return CUDNN_STATUS_BAD_PARAM;
+    if (x->c != f->c) return CUDNN_STATUS_BAD_PARAM;
+    const int oh = out_size(x->h, cv->pad_h, f->r, cv->dil_h, cv->stride_h);
+    const int ow = out_size(x->w, cv->pad_w, f->s, cv->dil_w, cv->stride_w);
+    if (oh <= 0 || ow <= 0) return CUDNN_STATUS_BAD_PARAM;
+    *n = x->n, *c = f->k, *h = oh, *w = ow;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- a convolution problem: descriptors checked against one another ---- */
+typedef struct problem {
+    int n, c, h, w, k, r, s, p, q;
+    int pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, flip;
+    cudnnMathType_t math;
+} problem;
+
+static cudnnStatus_t make_problem(const tensor_t *xd, const filter_t *wd, const conv_t *cd,
+                                  const tensor_t *yd, problem *pr) {
+    const tensor_t *x = tensor_of(xd), *y = tensor_of(yd);
+    const filter_t *f = filter_of(wd);
+    const conv_t *cv = conv_of(cd);
+    if (!x || !y || !f || !cv) return CUDNN_STATUS_BAD_PARAM;
+    int n, k, p, q;
+    cudnnStatus_t st = cudnnGetConvolution2dForwardOutputDim((conv_t *)cd, (tensor_t *)xd,
+                                                             (filter_t *)wd, &n, &k, &p, &q);
+    if (st) return st;
+    if (y->n != n || y->c != k || y->h != p || y->w != q) return CUDNN_STATUS_BAD_PARAM;
+    *pr = (problem){x->n, x->c, x->h, x->w, f->k, f->r, f->s, p, q, cv->pad_h, cv->pad_w,
+                    cv->stride_h, cv->stride_w, cv->dil_h, cv->dil_w,
+                    cv->mode == CUDNN_CONVOLUTION, cv->math};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static size_t x_count(const problem *p) { return (size_t)p->n * p->c * p->h * p->w; }
+static size_t w_count(const problem *p) { return (size_t)p->k * p->c * p->r * p->s; }
+static size_t y_count(const problem *p) { return (size_t)p->n * p->k * p->p * p->q; }
+
+/* ---- algorithms: what each supports and the workspace it asks ---- */
+enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
+
+typedef struct algo_info {
+    int algo;
+    int deterministic;
+    int fft; /* stride 1 only */
+} algo_info;
+
+static const algo_info FWD[] = {{CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, 1, 0},
+                                {CUDNN_CONVOLUTION_FWD_ALGO_FFT, 1, 1},
+                                {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 1, 0},
+                                {CUDNN_CONVOLUTION_FWD_ALGO_GEMM, 1, 0}};
+static const algo_info BWD_DATA[] = {{CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, 0, 0},
+                                     {CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT, 1, 1},
+                                     {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, 1, 0}};
+static const algo_info BWD_FILTER[] = {{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, 0, 0},
+                                       {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, 1, 1},
+                                       {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, 1, 0},
+                                       {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, 0, 0}};
+
+static const algo_info *algos_of(int dir, int *count) {
+    switch (dir) {
+    case DIR_FWD: *count = (int)(sizeof FWD / sizeof *FWD); return FWD;
+    case DIR_BWD_DATA: *count = (int)(sizeof BWD_DATA / sizeof *BWD_DATA); return BWD_DATA;
+    default: *count = (int)(sizeof BWD_FILTER / sizeof *BWD_FILTER); return BWD_FILTER;
+    }
+}
+
+static const algo_info *find_algo(int dir, int algo) {
+    int count = 0;
+    const algo_info *list = algos_of(dir, &count);
+    for (int i = 0; i < count; i++)
+        if (list[i].algo == algo) return &list[i];
+    return NULL;
+}
+
+/* NOT_SUPPORTED for an algorithm the problem cannot use. */
+static cudnnStatus_t algo_supports(const algo_info *a, const problem *p) {
+    if (!a) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (a->fft && (p->stride_h != 1 || p->stride_w != 1 || p->dil_h != 1 || p->dil_w != 1))
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+/* A workspace that differs per algorithm, so a caller that sizes it for
+ * the wrong one is caught (zero for the plain ones). */
+static size_t workspace_for(int dir, int algo, const problem *p) {
+    const size_t column = (size_t)p->c * p->r * p->s * p->p * p->q * sizeof(float);
+    if (dir == DIR_FWD && algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+        return (size_t)p->c * p->r * p->s * sizeof(int);
+    if (dir == DIR_FWD && algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM) return column;
+    if (algo_supports(find_algo(dir, algo), p) == CUDNN_STATUS_SUCCESS && find_algo(dir, algo)->fft)
+        return 2 * column + 4096;
+    if (dir == DIR_BWD_FILTER && algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3) return column;
+    return 0;
+}
+
+typedef struct perf_any { /* the fields every *AlgoPerf_t shares, in order */
+    int algo;
+    cudnnStatus_t status;
+    float time;
+    size_t memory;
+    cudnnDeterminism_t determinism;
+    cudnnMathType_t mathType;
+    int reserved[3];
+} perf_any;
+_Static_assert(sizeof(perf_any) == sizeof(cudnnConvolutionFwdAlgoPerf_t) &&
+                   sizeof(perf_any) == sizeof(cudnnConvolutionBwdDataAlgoPerf_t) &&
+                   sizeof(perf_any) == sizeof(cudnnConvolutionBwdFilterAlgoPerf_t),
+               "the perf structs share one layout");
+
+static cudnnStatus_t heuristics(int dir, const char *name, cudnnHandle_t handle,
+                                const tensor_t *x, const filter_t *w, const conv_t *cd,
+                                const tensor_t *y, int requested, int *returned, perf_any *out) {
+    if (!handle_of(handle)) return CUDNN_STATUS_BAD_PARAM;
+    if (!returned || !out || requested < 1) return CUDNN_STATUS_BAD_PARAM;
+    problem p;
+    cudnnStatus_t st = make_problem(x, w, cd, y, &p);
+    if (st) return st;
+    if (standin_fault(name)) return CUDNN_STATUS_NOT_SUPPORTED;
+    int count = 0;
+    const algo_info *list = algos_of(dir, &count);
+    *returned = 0;
+    for (int i = 0; i < count && *returned < requested; i++) {
+        perf_any *r = &out[(*returned)++];
+        memset(r, 0, sizeof *r);
+        r->algo = list[i].algo;
+        r->status = algo_supports(&list[i], &p);
+        r->time = -1.0f; /* heuristics time nothing */
+        r->memory = r->status ? 0 : workspace_for(dir, list[i].algo, &p);
+        r->determinism = list[i].deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        r->mathType = p.math == CUDNN_DEFAULT_MATH ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    }
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t handle,
+                                                     const cudnnTensorDescriptor_t x,
+                                                     const cudnnFilterDescriptor_t w,
+                                                     const cudnnConvolutionDescriptor_t conv,
+                                                     const cudnnTensorDescriptor_t y,
+                                                     const int requested, int *returned,
+                                                     cudnnConvolutionFwdAlgoPerf_t *perf) {
+    return heuristics(DIR_FWD, "cudnnGetConvolutionForwardAlgorithm_v7", handle, x, w, conv, y,
+                      requested, returned, (perf_any *)perf);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t handle,
+                                                          const cudnnFilterDescriptor_t w,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t conv,
+                                                          const cudnnTensorDescriptor_t dx,
+                                                          const int requested, int *returned,
+                                                          cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    return heuristics(DIR_BWD_DATA, "cudnnGetConvolutionBackwardDataAlgorithm_v7", handle, dx, w,
+                      conv, dy, requested, returned, (perf_any *)perf);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t dy,
+    const cudnnConvolutionDescriptor_t conv, const cudnnFilterDescriptor_t dw, const int requested,
+    int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    return heuristics(DIR_BWD_FILTER, "cudnnGetConvolutionBackwardFilterAlgorithm_v7", handle, x,
+                      dw, conv, dy, requested, returned, (perf_any *)perf);
+}
+
+static cudnnStatus_t workspace_query(int dir, cudnnHandle_t handle, const tensor_t *x,
+                                     const filter_t *w, const conv_t *cd, const tensor_t *y,
+                                     int algo, size_t *bytes) {
+    if (!handle_of(handle) || !bytes) return CUDNN_STATUS_BAD_PARAM;
+    problem p;
+    cudnnStatus_t st = make_problem(x, w, cd, y, &p);
+    if (st) return st;
+    st = algo_supports(find_algo(dir, algo), &p);
+    if (st) return st;
+    *bytes = workspace_for(dir, algo, &p);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t handle,
+                                                      const cudnnTensorDescriptor_t x,
+                                                      const cudnnFilterDescriptor_t w,
+                                                      const cudnnConvolutionDescriptor_t conv,
+                                                      const cudnnTensorDescriptor_t y,
+                                                      cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t *bytes) {
+    return workspace_query(DIR_FWD, handle, x, w, conv, y, algo, bytes);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t w, const cudnnTensorDescriptor_t dy,
+    const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t dx,
+    cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes) {
+    return workspace_query(DIR_BWD_DATA, handle, dx, w, conv, dy, algo, bytes);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t dy,
+    const cudnnConvolutionDescriptor_t conv, const cudnnFilterDescriptor_t dw,
+    cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes) {
+    return workspace_query(DIR_BWD_FILTER, handle, x, dw, conv, dy, algo, bytes);
+}
+
+/* ---- the three directions ---- */
+typedef struct conv_work {
+    int dir;
+    problem p;
+    float alpha, beta;
+    const float *a, *b; /* fwd: x, w; bwd data: w, dy; bwd filter: x, dy */
+    float *out;
+} conv_work;
+
+/* The filter element that pairs input offset (r, s) in this mode. */
+static size_t filter_index(const problem *p, int k, int c, int r, int s) {
+    if (p->flip) r = p->r - 1 - r, s = p->s - 1 - s;
+    return (((size_t)k * p->c + c) * p->r + r) * p->s + s;
+}
+
+static float blend(float alpha, float sum, float beta, const float *old) {
+    return beta == 0.0f ? alpha * sum : alpha * sum + beta * *old;
+}
+
+static void run_forward(const conv_work *cw) {
+    const problem *p = &cw->p;
+    const float *x = cw->a, *w = cw->b;
+    for (int n = 0; n < p->n; n++)
+        for (int k = 0; k < p->k; k++)
+            for (int oy = 0; oy < p->p; oy++)
+                for (int ox = 0; ox < p->q; ox++) {
+                    float sum = 0.0f;
+                    for (int c = 0; c < p->c; c++)
+                        for (int r = 0; r < p->r; r++) {
+                            const int iy = oy * p->stride_h - p->pad_h + r * p->dil_h;
+                            if (iy < 0 || iy >= p->h) continue;
+                            for (int s = 0; s < p->s; s++) {
+                                const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
+                                if (ix < 0 || ix >= p->w) continue;
+                                sum += x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix] *
+                                       w[filter_index(p, k, c, r, s)];
+                            }
+                        }
+                    float *y = &cw->out[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox];
+                    *y = blend(cw->alpha, sum, cw->beta, y);
+                }
+}
+
+static void run_backward_data(const conv_work *cw) {
+    const problem *p = &cw->p;
+    const float *w = cw->a, *dy = cw->b;
+    for (int n = 0; n < p->n; n++)
+        for (int c = 0; c < p->c; c++)
+            for (int iy = 0; iy < p->h; iy++)
+                for (int ix = 0; ix < p->w; ix++) {
+                    float sum = 0.0f;
+                    for (int k = 0; k < p->k; k++)
+                        for (int r = 0; r < p->r; r++) {
+                            const int ty = iy + p->pad_h - r * p->dil_h;
+                            if (ty < 0 || ty % p->stride_h || ty / p->stride_h >= p->p) continue;
+                            for (int s = 0; s < p->s; s++) {
+                                const int tx = ix + p->pad_w - s * p->dil_w;
+                                if (tx < 0 || tx % p->stride_w || tx / p->stride_w >= p->q)
+                                    continue;
+                                sum += dy[(((size_t)n * p->k + k) * p->p + ty / p->stride_h) * p->q +
+                                          tx / p->stride_w] *
+                                       w[filter_index(p, k, c, r, s)];
+                            }
+                        }
+                    float *dx = &cw->out[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix];
+                    *dx = blend(cw->alpha, sum, cw->beta, dx);
+                }
+}
+
+static void run_backward_filter(const conv_work *cw) {
+    const problem *p = &cw->p;
+    const float *x = cw->a, *dy = cw->b;
+    for (int k = 0; k < p->k; k++)
+        for (int c = 0; c < p->c; c++)
+            for (int r = 0; r < p->r; r++)
+                for (int s = 0; s < p->s; s++) {
+                    float sum = 0.0f;
+                    for (int n = 0; n < p->n; n++)
+                        for (int oy = 0; oy < p->p; oy++) {
+                            const int iy = oy * p->stride_h - p->pad_h + r * p->dil_h;
+                            if (iy < 0 || iy >= p->h) continue;
+                            for (int ox = 0; ox < p->q; ox++) {
+                                const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
+                                if (ix < 0 || ix >= p->w) continue;
+                                sum += x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix] *
+                                       dy[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox];
+                            }
+                        }
+                    float *dw = &cw->out[filter_index(p, k, c, r, s)];
+                    *dw = blend(cw->alpha, sum, cw->beta, dw);
+                }
+}
+
+static int run_conv(void *arg) {
+    const conv_work *cw = arg;
+    if (cw->dir == DIR_FWD) run_forward(cw);
+    else if (cw->dir == DIR_BWD_DATA) run_backward_data(cw);
+    else run_backward_filter(cw);
+    return 0;
+}
+
+static int device_floats(const void *p, size_t count, const char *call, const char *what) {
+    if (standin_device_range(p, count * sizeof(float))) return 1;
+    standin_warn("%s: %s (%p, %zu floats) is not inside one device allocation", call, what, p,
+                 count);
+    return 0;
+}
+
+static cudnnStatus_t enqueue(int dir, const char *call, cudnnHandle_t handle, const void *alpha,
+                             const void *beta, const problem *p, int algo, void *workspace,
+                             size_t workspace_bytes, const void *a, size_t a_count,
+                             const char *a_name, const void *b, size_t b_count,
+                             const char *b_name, void *out, size_t out_count,
+                             const char *out_name) {
+    handle_t *h = handle_of(handle);
+    if (!h) return CUDNN_STATUS_BAD_PARAM;
+    if (!alpha || !beta || !a || !b || !out) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    cudnnStatus_t st = algo_supports(find_algo(dir, algo), p);
+    if (st) return st;
+    if (workspace_bytes < workspace_for(dir, algo, p)) return CUDNN_STATUS_BAD_PARAM;
+    if (workspace_bytes && !standin_device_range(workspace, workspace_bytes)) {
+        standin_warn("%s: the workspace (%p, %zu bytes) is not device memory", call, workspace,
+                     workspace_bytes);
+        return CUDNN_STATUS_BAD_PARAM;
+    }
+    if (((uintptr_t)a | (uintptr_t)b | (uintptr_t)out) % sizeof(float))
+        return CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
+    if (standin_fault(call)) return CUDNN_STATUS_NOT_SUPPORTED;
+    standin_stream *s = standin_stream_of(h->stream);
+    if (!s || standin_sticky()) return CUDNN_STATUS_EXECUTION_FAILED;
+    if (!device_floats(a, a_count, call, a_name) || !device_floats(b, b_count, call, b_name) ||
+        !device_floats(out, out_count, call, out_name)) {
+        standin_enqueue_fault(s, 700 /* cudaErrorIllegalAddress: the GPU faults */);
+        return CUDNN_STATUS_SUCCESS;
+    }
+    conv_work *cw = malloc(sizeof *cw);
+    if (!cw) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+    *cw = (conv_work){dir, *p, *(const float *)alpha, *(const float *)beta, a, b, out};
+    standin_enqueue(s, run_conv, cw, free);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
+                                      const cudnnTensorDescriptor_t xd, const void *x,
+                                      const cudnnFilterDescriptor_t wd, const void *w,
+                                      const cudnnConvolutionDescriptor_t cd,
+                                      cudnnConvolutionFwdAlgo_t algo, void *workspace,
+                                      size_t workspace_bytes, const void *beta,
+                                      const cudnnTensorDescriptor_t yd, void *y) {
+    problem p;
+    cudnnStatus_t st = make_problem(xd, wd, cd, yd, &p);
+    if (st) return st;
+    return enqueue(DIR_FWD, "cudnnConvolutionForward", handle, alpha, beta, &p, algo, workspace,
+                   workspace_bytes, x, x_count(&p), "x", w, w_count(&p), "w", y, y_count(&p), "y");
+}
+
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alpha,
+                                           const cudnnFilterDescriptor_t wd, const void *w,
+                                           const cudnnTensorDescriptor_t dyd, const void *dy,
+                                           const cudnnConvolutionDescriptor_t cd,
+                                           cudnnConvolutionBwdDataAlgo_t algo, void *workspace,
+                                           size_t workspace_bytes, const void *beta,
+                                           const cudnnTensorDescriptor_t dxd, void *dx) {
+    problem p;
+    cudnnStatus_t st = make_problem(dxd, wd, cd, dyd, &p);
+    if (st) return st;
+    return enqueue(DIR_BWD_DATA, "cudnnConvolutionBackwardData", handle, alpha, beta, &p, algo,
+                   workspace, workspace_bytes, w, w_count(&p), "w", dy, y_count(&p), "dy", dx,
+                   x_count(&p), "dx");
+}
+
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *alpha,
+                                             const cudnnTensorDescriptor_t xd, const void *x,
+                                             const cudnnTensorDescriptor_t dyd, const void *dy,
+                                             const cudnnConvolutionDescriptor_t cd,
+                                             cudnnConvolutionBwdFilterAlgo_t algo,
+                                             void *workspace, size_t workspace_bytes,
+                                             const void *beta, const cudnnFilterDescriptor_t dwd,
+                                             void *dw) {
+    problem p;
+    cudnnStatus_t st = make_problem(xd, dwd, cd, dyd, &p);
+    if (st) return st;
+    return enqueue(DIR_BWD_FILTER, "cudnnConvolutionBackwardFilter", handle, alpha, beta, &p, algo,
+                   workspace, workspace_bytes, x, x_count(&p), "x", dy, y_count(&p), "dy", dw,
+                   w_count(&p), "dw");
+}

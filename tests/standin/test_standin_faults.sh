@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_standin_faults.sh: pmoe's CUDA backend when its libraries fail, on the
+# CPU stand-in (label standin).
+#
+#   test_standin_faults.sh PMOE_STANDIN PMOE COMPARE_CHECKPOINTS
+#
+# The stand-in fails the N-th call of a named function (standin.h,
+# PMOE_STANDIN_FAULT). For each failure pmoe must end with exactly one line
+# on stderr (the stand-in's own "pmoe-standin:" notices aside) naming the
+# failing call and its cause, exit non-zero, and leave the checkpoints saved
+# before the failure whole (they still load and evaluate on the CPU).
+# A cuDNN algorithm that fails must not end the run: pmoe falls back to the
+# next candidate and trains exactly the model of the run without the fault.
+set -u
+STANDIN=${1:?usage: test_standin_faults.sh PMOE_STANDIN PMOE COMPARE_CHECKPOINTS}
+STANDIN=$(realpath "$STANDIN")
+PMOE=$(realpath "$2")
+COMPARE=$(realpath "$3")
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP" || exit 1
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+TWO=(--quiet --set data.source=synthetic --set data.train_size=64 --set data.test_size=64
+     --set train.batch=16 --set model.experts=4 --set model.topl=3 --set model.hidden=16
+     --set train.epochs=2 --set train.device=cuda --set train.checkpoint_every=4)
+DEEP=(--quiet --set data.source=noisy --set data.image_size=16 --set data.train_size=16
+      --set data.test_size=8 --set train.batch=8 --set train.epochs=1 --set model.experts=2
+      --set model.topl=2 --set model.patch=1 --set model.expert_kernel=1 --set model.type=wrn_pmoe
+      --set train.device=cuda --set train.checkpoint_every=100000)
+failed=0
+fail() { echo "FAIL: $*"; failed=1; }
+
+# How often each counted function is called in a clean run (for choosing N).
+PMOE_STANDIN_REPORT=calls.txt "$STANDIN" train "${TWO[@]}" --set train.checkpoint_dir=clean \
+  2>/dev/null || fail "the clean two-layer run"
+calls() { awk -v n="$1" '$1 == n { print $2 }' calls.txt; }
+echo "a clean two-layer run: $(calls launch) launches, $(calls cudaMalloc) cudaMalloc calls"
+
+# expect_failure NAME FAULT PATTERN ARGS...: one error line matching PATTERN, a
+# non-zero exit, and every checkpoint left behind loads and evaluates.
+expect_failure() {
+  local name=$1 fault=$2 pattern=$3
+  shift 3
+  rm -rf "ck-$name"
+  PMOE_STANDIN_FAULT=$fault "$STANDIN" train "$@" --set train.checkpoint_dir="ck-$name" 2>"$name.err"
+  local rc=$?
+  grep -v '^pmoe-standin: ' "$name.err" >"$name.lines"
+  if [ "$rc" -eq 0 ]; then fail "$name: exit 0 despite $fault"; return; fi
+  if [ "$(wc -l <"$name.lines")" -ne 1 ]; then
+    fail "$name: expected one error line, got: $(cat "$name.lines")"; return
+  fi
+  if ! grep -Eq "$pattern" "$name.lines"; then fail "$name: '$(cat "$name.lines")' does not say /$pattern/"; return; fi
+  echo "  ok: $name ($fault): exit $rc, one line: $(cut -c1-150 "$name.lines")"
+  for ck in "ck-$name"/*.safetensors; do
+    [ -e "$ck" ] || continue
+    if "$PMOE" eval --checkpoint "$ck" --set train.device=cpu --quiet >/dev/null 2>&1; then
+      echo "  ok: $name: the checkpoint saved before the failure loads: $(basename "$ck")"
+    else fail "$name: $ck does not load"; fi
+  done
+}
+
+total_launch=$(calls launch)
+late=$(( total_launch * 3 / 4 ))
+echo "pmoe ends with one line naming the failing call"
+expect_failure malloc_oom cudaMalloc:3 "out of GPU memory" "${TWO[@]}"
+expect_failure launch_refused "launch:$late" "pmoe_k_.*failed: too many resources requested" "${TWO[@]}"
+expect_failure kernel_fault "kernel:$late" "unspecified launch failure" "${TWO[@]}"
+ls ck-kernel_fault/*.safetensors >/dev/null 2>&1 ||
+  fail "kernel_fault: the checkpoint of step 4 is missing (the fault came at launch $late of $total_launch)"
+expect_failure cublas_failure "cublasSgemmStridedBatched_64:$(( $(calls cublasSgemmStridedBatched_64) / 2 ))" \
+  "cublasSgemmStridedBatched_64.*CUBLAS_STATUS_EXECUTION_FAILED" "${TWO[@]}"
+expect_failure sync_failure "cudaStreamSynchronize:3" "cudaStreamSynchronize.*unspecified launch failure" "${TWO[@]}"
+expect_failure event_failure "cudaEventCreate:1" "cudaEventCreate" "${TWO[@]}"
+expect_failure cublas_create cublasCreate:1 "cuBLAS does not start" "${TWO[@]}"
+expect_failure no_device cudaGetDeviceCount:1 "train.device = cuda: no CUDA device answers" "${TWO[@]}"
+expect_failure cudnn_every_algorithm "cudnnConvolutionForward:1+" \
+  "cuDNN convolution forward failed with every one of its [0-9]+ candidate algorithms" "${DEEP[@]}"
+expect_failure cudnn_create cudnnCreate:1 "cudnnCreate failed" "${DEEP[@]}"
+
+echo "a refused cuDNN algorithm falls back to the next candidate"
+if "$STANDIN" train "${DEEP[@]}" --set train.checkpoint_dir=deep-clean 2>/dev/null &&
+   PMOE_STANDIN_FAULT=cudnnConvolutionForward:1,cudnnConvolutionBackwardData:2,cudnnConvolutionBackwardFilter:1 \
+     "$STANDIN" train "${DEEP[@]}" --set train.checkpoint_dir=deep-fallback 2>fallback.err; then
+  if out=$("$COMPARE" deep-clean/*.safetensors deep-fallback/*.safetensors 0); then
+    echo "  ok: three refused algorithms, the same model bit for bit ($out)"
+  else fail "fallback: the model differs: $out"; fi
+  [ "$(grep -c 'injected fault' fallback.err)" -eq 3 ] || fail "fallback: the faults were not all injected"
+else fail "fallback: the run with refused algorithms failed: $(grep -v '^pmoe-standin' fallback.err)"; fi
+
+echo "train.device = auto without a device runs on the CPU"
+if out=$(PMOE_STANDIN_DEVICES=0 "$STANDIN" train "${TWO[@]}" --set train.device=auto --json \
+           --set train.checkpoint_dir=auto 2>&1 | tail -n 1) && echo "$out" | grep -q '"backend":"cpu"'; then
+  echo "  ok: no device answers: the CPU backend, without a word"
+else fail "device auto: $out"; fi
+
+[ "$failed" -eq 0 ] && echo "test_standin_faults: passed"
+exit $failed
