@@ -115,6 +115,10 @@ pmoe_status pmoe_cifar_parse(const uint8_t *bytes, size_t size, const char *orig
                              pmoe_cifar_batch *out, pmoe_error *err);
 void pmoe_cifar_batch_free(pmoe_cifar_batch *batch);
 
+/* What data.source = auto means for data.path: the mosaic when the IDX
+ * training images are there, else the synthetic model. */
+pmoe_data_source pmoe_data_auto_source(const char *path);
+
 /* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
  * files exist under cfg->path and the synthetic model otherwise. *chosen says
  * which source was used. */
