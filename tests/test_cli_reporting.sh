@@ -11,11 +11,14 @@
 # - the summary names the saved model, or says how to keep it;
 # - a NaN before any checkpoint says so in a sentence;
 # - on a terminal the progress is a redrawn bar, and --no-progress makes it
-#   plain lines (checked through a pty, so the test can see the bar).
+#   plain lines (checked through a pty, so the test can see the bar);
+# - the --log records carry the load grid's shape; bench --sweep says where
+#   it writes; tools/bench_tables.py --help works.
 # Usage: test_cli_reporting.sh PATH/TO/pmoe
 set -u
 PMOE=${1:?usage: test_cli_reporting.sh PATH/TO/pmoe}
 PMOE=$(cd "$(dirname "$PMOE")" && pwd)/$(basename "$PMOE")
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 TMP=$(mktemp -d)
@@ -40,6 +43,8 @@ assert 'skipped' not in epochs[0] and 'skipped 1' in epochs[1], epochs
 assert any(l.startswith('1 step skipped for a non-finite') for l in out), out
 log = [json.loads(l) for l in open(sys.argv[2])]
 assert [e['skipped_steps'] for e in log] == [0, 1], log
+# the load grid's shape, for tools/plot_metrics.py: the synthetic model's 16 patches in a row
+assert (log[-1]['grid_rows'], log[-1]['grid_cols']) == (1, 16), log[-1]
 PYEOF
   then ok; else bad "skipped steps not reported: $(cat skip.out)"; fi
 else bad "the skip run failed: $(cat skip.err)"; fi
@@ -109,6 +114,18 @@ else bad "--no-progress still draws a bar"; fi
 if [ "$(OMPI_COMM_WORLD_SIZE=1 OMPI_COMM_WORLD_RANK=0 pty_run "$PMOE" train "${SYN[@]}" \
         --set train.epochs=1 --set train.comm=single)" = plain ]; then ok
 else bad "under an MPI launcher's variables the bar is still drawn"; fi
+
+# bench --sweep says where it writes before it runs.
+"$PMOE" bench --set data.source=synthetic --set data.train_size=40 --set data.test_size=8 \
+  --set data.synthetic_dim=16 --set model.experts=4 --set model.hidden=8 --set train.batch=10 \
+  --set train.threads=1 --set bench.warmup=1 --set bench.repeats=1 --set bench.sgemm_size=0 \
+  --sweep model.topl=1,2 --out sweep >sweep.out 2>&1
+if [ "$(head -1 sweep.out)" = "pmoe: bench --sweep model.topl: writing sweep/sweep-model.topl.{csv,jsonl,png}" ] &&
+   [ -s sweep/sweep-model.topl.csv ]; then ok
+else bad "bench --sweep: $(head -3 sweep.out)"; fi
+# tools/bench_tables.py --help answers (it used to read --help as a file name).
+if "$PY" "$REPO/tools/bench_tables.py" --help | grep -q "^usage: bench_tables.py"; then ok
+else bad "tools/bench_tables.py --help"; fi
 
 echo "test_cli_reporting: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
