@@ -26,3 +26,14 @@ export PMOE_REPRODUCE_COMMAND
   --models cnn,separate,joint,separate_lr02 "$@"
 "$py" "$here/fig8_router_recall.py" "$mode" --pos-class 1 --neg-class 9 --tag 1v9 "$@"
 "$py" "$here/fig14_wrn_vs_pmoe.py" "$mode" "$@"
+# The floating-point path that made these results (check_reduced.sh compares
+# bit for bit only on a machine that shares it).
+out_dir=$here/../../reproduce-out pmoe=${PMOE:-}
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+  case ${args[i]} in --out-dir) out_dir=${args[i + 1]} ;; --pmoe) pmoe=${args[i + 1]} ;; esac
+done
+for cand in "$pmoe" "$here/../../build-repro/pmoe" "$here/../../build/pmoe"; do
+  if [ -n "$cand" ] && [ -x "$cand" ]; then pmoe=$cand; break; fi
+done
+"$here/numerics.sh" "$pmoe" > "$out_dir/numerics.txt"
