@@ -54,8 +54,8 @@ static void usage(FILE *out) {
 
 int pmoe_cli_train(int argc, char **argv) {
     cli_args a;
-    int rc = cli_parse(argc, argv, "train", ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS,
-                      &a);
+    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS;
+    int rc = cli_parse(argc, argv, "train", flags, &a);
     if (rc) return rc;
     if (a.help) {
         usage(stdout);
