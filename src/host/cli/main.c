@@ -33,7 +33,7 @@ int pmoe_cli_fail(const pmoe_error *err) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: pmoe COMMAND [ARGS]\n\n");
+    fprintf(out, "usage: pmoe COMMAND [ARGS]\n       pmoe --version\n\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "--version") == 0) return pmoe_cli_version(argc - 2, argv + 2);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         return 0;

@@ -172,9 +172,13 @@ static const key_spec *find_key(const char *name) {
     return NULL;
 }
 
+/* Integer keys print their bounds as integers ("[1, 1048576]", not "1.04858e+06"). */
 static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
-    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
-                     value, k->min, k->max);
+    if (k->type == KEY_DOUBLE)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]",
+                         k->name, value, k->min, k->max);
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%.0f, %.0f]",
+                     k->name, value, k->min, k->max);
 }
 
 /* A string value must read back unchanged from the INI that
@@ -380,7 +384,8 @@ pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char
 
 pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    if (!f) /* a config error (exit 2), as a bad key in the file would be */
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s: cannot open config: %s", path, strerror(errno));
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {

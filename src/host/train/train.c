@@ -674,8 +674,10 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
         snprintf(detail, sizeof detail, "%s", err->message);
-        return pmoe_fail(err, s, "checkpoint not saved (%s); the last good checkpoint is %s",
-                         detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
+        return pmoe_fail(err, s, "checkpoint not saved (%s); %s%s", detail,
+                         r->last_checkpoint[0] ? "the last good checkpoint is "
+                                               : "no earlier checkpoint was written",
+                         r->last_checkpoint);
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
     if (r->rank == 0) pmoe_checkpoint_folder_prune(&r->folder, r->cfg->train.keep);
@@ -759,7 +761,9 @@ static void fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_repo
     }
     if (st->measured_load)
         er->load = (pmoe_expert_load){r->model->experts, r->model->patch_count, r->load_classes,
-                                      r->load_position, r->load_class, r->test->count};
+                                      r->load_position, r->load_class, r->test->count,
+                                      r->test->height / r->input_patch,
+                                      r->test->width / r->input_patch};
 }
 
 static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
@@ -774,6 +778,7 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
     er->step_seconds = r->step_seconds;
     er->seconds = now_seconds() - epoch_began;
     er->elapsed = now_seconds() - r->started;
+    er->skipped_steps = pos->skipped;
     if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
 }
 
@@ -833,12 +838,13 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
                 return pmoe_fail(err, PMOE_ERR_NONFINITE,
                                  "non-finite value (NaN or Inf) in %s%s at step %lld (%s phase, "
                                  "epoch %d): the batch or the weights hold NaN or Inf (if the "
-                                 "weights diverged, lower the learning rate); the last good "
-                                 "checkpoint is %s",
+                                 "weights diverged, lower the learning rate); %s%s",
                                  nonfinite[0] == 't' ? "" : "the gradient of ", nonfinite,
                                  (long long)(pos->step + 1),
                                  plan->phase == PMOE_PHASE_ROUTER ? "router" : "main", pos->epoch,
-                                 r->last_checkpoint[0] ? r->last_checkpoint : "none");
+                                 r->last_checkpoint[0] ? "the last good checkpoint is "
+                                                       : "no checkpoint was written before it",
+                                 r->last_checkpoint);
             pos->step++;
             if (nonfinite) {
                 pos->skipped++;
