@@ -97,7 +97,8 @@ typedef struct pmoe_train_callbacks {
     void *user;
     void (*on_start)(void *user, const pmoe_run_info *info);
     void (*on_step)(void *user, const pmoe_step_report *r);
-    void (*on_epoch)(void *user, const pmoe_epoch_report *r);
+    /* A failure (the log could not be written) stops the run with it. */
+    pmoe_status (*on_epoch)(void *user, const pmoe_epoch_report *r, pmoe_error *err);
 } pmoe_train_callbacks;
 
 typedef struct pmoe_train_options {

@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "data/dataset.h"
+#include "core/files.h"
 #include "core/rng.h"
 #include "model/layers.h"
 #include "model/model.h"
@@ -260,7 +261,7 @@ static pmoe_status model_export_peer(const bench_target *t, const char *dir, pmo
     const char *name = s->model->deep ? pmoe_model_type_name(s->cfg->model.type)
                        : s->model->has_router ? "pmoe" : "cnn";
     char path[1200];
-    pmoe_status st = pmoe_checkpoint_make_dir(dir, err);
+    pmoe_status st = pmoe_make_dir(dir, "--peer folder", err);
     if (st) return st;
     snprintf(path, sizeof path, "%s/%s.init.safetensors", dir, name);
     pmoe_train_position pos;

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "core/files.h"
+
 typedef struct canvas {
     int width, height;
     uint8_t *rgb;
@@ -230,8 +232,8 @@ static pmoe_status write_png(const canvas *c, const char *path, pmoe_error *err)
         if (compress2(packed, &packed_len, raw, (uLong)raw_len, 9) != Z_OK)
             s = pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: zlib could not compress the image", path);
     }
-    FILE *f = s ? NULL : fopen(path, "wb");
-    if (!s && !f) s = pmoe_fail(err, PMOE_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    pmoe_atomic_file out;
+    if (!s) s = pmoe_atomic_open(&out, path, err);
     if (!s) {
         static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
         uint8_t ihdr[13];
@@ -240,11 +242,11 @@ static pmoe_status write_png(const canvas *c, const char *path, pmoe_error *err)
         ihdr[8] = 8;  /* bits per channel */
         ihdr[9] = 2;  /* RGB */
         ihdr[10] = ihdr[11] = ihdr[12] = 0;
-        int ok = fwrite(signature, 1, 8, f) == 8 && write_chunk(f, "IHDR", ihdr, 13) &&
-                 write_chunk(f, "IDAT", packed, (uint32_t)packed_len) &&
-                 write_chunk(f, "IEND", NULL, 0);
-        if (fclose(f) != 0) ok = 0;
-        if (!ok) s = pmoe_fail(err, PMOE_ERR_IO, "%s: write error", path);
+        FILE *f = out.stream;
+        (void)(fwrite(signature, 1, 8, f) == 8 && write_chunk(f, "IHDR", ihdr, 13) &&
+               write_chunk(f, "IDAT", packed, (uint32_t)packed_len) &&
+               write_chunk(f, "IEND", NULL, 0)); /* a failed write is found by the commit */
+        s = pmoe_atomic_commit(&out, err);
     }
     free(raw);
     free(packed);

@@ -14,6 +14,7 @@
  * log and the JSON result (errors are agreed by all ranks, see
  * comm/comm.h, so rank 0's line names the failing rank), and every rank
  * exits with the same code. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,8 +75,10 @@ int pmoe_cli_train(int argc, char **argv) {
     rep.saves_final = cfg.train.checkpoint_every > 0;
     if (a.log && speaker) {
         rep.log = fopen(a.log, a.resume ? "a" : "w");
+        rep.log_name = a.log;
         if (!rep.log) {
-            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing", a.log);
+            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing: %s", a.log,
+                      strerror(errno));
             return pmoe_cli_fail(&err);
         }
     }
@@ -95,7 +98,7 @@ int pmoe_cli_train(int argc, char **argv) {
     pmoe_train_result res;
     pmoe_status s = pmoe_train(&cfg, &cb, &options, &res, &err);
     if (rep.log && fclose(rep.log) != 0 && !s)
-        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", a.log);
+        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: closing the log failed: %s", a.log, strerror(errno));
     if (rep.bar_shown) fprintf(stdout, "\n");
     fflush(stdout);
     /* sharded, a signal to any rank stops them all: the others report SIGTERM */

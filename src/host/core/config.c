@@ -6,8 +6,11 @@
  * table, so a new key is one line here and one field in config.h. */
 #include "pmoe/config.h"
 
+#include "core/files.h"
+
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <ini.h>
 #include <math.h>
 #include <stddef.h>
@@ -24,7 +27,7 @@ typedef struct key_spec {
     key_type type;
     size_t offset;
     size_t size;          /* KEY_STRING: buffer size */
-    double min, max;      /* numbers: inclusive range */
+    double min, max;      /* numbers: inclusive range; strings: min 1 = not empty */
     const char *words[KEY_WORDS]; /* KEY_ENUM: names, index = enum value */
 } key_spec;
 
@@ -90,7 +93,7 @@ static const key_spec KEYS[] = {
     {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, {0}},
     {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, {0}},
     {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, {0}},
-    {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
+    {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 1, 0, {0}},
     {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), sizeof(((pmoe_config *)0)->train.profile_steps), 0, 0, {0}},
     {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, {0}},
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
@@ -227,9 +230,10 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
             v = value[0] == 't';
             end = (char *)value + strlen(value);
         }
-        if (end == value || *end != '\0' || errno == ERANGE)
+        if (end == value || *end != '\0')
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected an integer, got '%s'",
                              k->name, value);
+        if (errno == ERANGE) return out_of_range(k, value, err); /* beyond 64 bits */
         if ((double)v < k->min || (double)v > k->max) return out_of_range(k, value, err);
         if (k->type == KEY_INT64) *(int64_t *)field = v;
         else if (k->type == KEY_UINT64) *(uint64_t *)field = (uint64_t)v;
@@ -238,14 +242,25 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
     }
     case KEY_DOUBLE: {
         double v = strtod(value, &end);
-        if (end == value || *end != '\0' || errno == ERANGE || !isfinite(v))
+        if (end == value || *end != '\0')
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected a number, got '%s'",
                              k->name, value);
+        if (!isfinite(v) && errno != ERANGE)
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: '%s' is not a finite number",
+                             k->name, value);
+        if (errno == ERANGE) /* strtod's underflow (subnormal or 0) and overflow */
+            return pmoe_fail(err, PMOE_ERR_CONFIG,
+                             "config: %s: %s is too %s for a double (magnitudes from %g to %g, "
+                             "or 0)",
+                             k->name, value, fabs(v) < DBL_MIN ? "small" : "large", DBL_MIN,
+                             DBL_MAX);
         if (v < k->min || v > k->max) return out_of_range(k, value, err);
         *(double *)field = v;
         return PMOE_OK;
     }
     case KEY_STRING: {
+        if (k->min > 0 && !value[0]) /* min 1: a name that must not be empty */
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s must not be empty", k->name);
         if (strlen(value) >= k->size)
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: value longer than %zu characters",
                              k->name, k->size - 1);
@@ -383,9 +398,10 @@ pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char
 }
 
 pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err) {
-    FILE *f = fopen(path, "rb");
+    pmoe_error why = {PMOE_OK, ""};
+    FILE *f = pmoe_open_regular(path, "config", NULL, &why);
     if (!f) /* a config error (exit 2), as a bad key in the file would be */
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s: cannot open config: %s", path, strerror(errno));
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s", why.message);
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {

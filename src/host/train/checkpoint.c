@@ -9,6 +9,8 @@
  * loads into any rank count that divides k. */
 #include "train/checkpoint.h"
 
+#include "core/files.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -286,7 +288,5 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
 }
 
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return PMOE_OK;
-    return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create the checkpoint folder: %s", dir,
-                     strerror(errno));
+    return pmoe_make_dir(dir, "checkpoint folder", err);
 }

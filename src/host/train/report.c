@@ -2,8 +2,11 @@
 #include "train/report.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "core/files.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -93,7 +96,48 @@ static void on_step(void *user, const pmoe_step_report *r) {
     rep->bar_shown = 1;
 }
 
-static void on_epoch(void *user, const pmoe_epoch_report *r) {
+/* One epoch as one JSON object on one line. */
+static void write_epoch_json(FILE *f, const pmoe_epoch_report *r) {
+    fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
+            r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
+            (long long)r->step, r->train_loss);
+    fprintf(f, ",\"lr\":%.9g", r->lr);
+    json_measure(f, "train_acc", r->train_acc);
+    json_measure(f, "test_acc", r->test_acc);
+    json_measure(f, "router_recall", r->router_recall);
+    if (r->experts_reported > 0) {
+        fprintf(f, ",\"expert_recall\":[");
+        for (int e = 0; e < r->experts_reported; e++)
+            fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
+        fprintf(f, "]");
+    }
+    const pmoe_expert_load *ld = &r->load;
+    if (ld->experts > 0) {
+        fprintf(f, ",\"expert_load_position\":[");
+        for (int e = 0; e < ld->experts; e++) {
+            fprintf(f, "%s[", e ? "," : "");
+            for (int j = 0; j < ld->positions; j++)
+                fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "],\"expert_load_class\":[");
+        for (int e = 0; e < ld->experts; e++) {
+            fprintf(f, "%s[", e ? "," : "");
+            for (int c = 0; c < ld->classes; c++)
+                fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "],\"load_samples\":%lld", (long long)ld->samples);
+    }
+    fprintf(f, ",\"phase_seconds\":{");
+    for (int i = 0; i < pmoe_phase_count(); i++)
+        fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
+    fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
+    if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
+    fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
+}
+
+static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *err) {
     pmoe_reporter *rep = user;
     if (rep->progress) {
         const int every = r->phase == PMOE_PHASE_ROUTER && r->epochs > 10 ? r->epochs / 10 : 1;
@@ -111,49 +155,19 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
             fflush(rep->progress);
         }
     }
-    if (rep->log) {
-        FILE *f = rep->log;
-        fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
-                r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
-                (long long)r->step, r->train_loss);
-        fprintf(f, ",\"lr\":%.9g", r->lr);
-        json_measure(f, "train_acc", r->train_acc);
-        json_measure(f, "test_acc", r->test_acc);
-        json_measure(f, "router_recall", r->router_recall);
-        if (r->experts_reported > 0) {
-            fprintf(f, ",\"expert_recall\":[");
-            for (int e = 0; e < r->experts_reported; e++)
-                fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
-            fprintf(f, "]");
-        }
-        const pmoe_expert_load *ld = &r->load;
-        if (ld->experts > 0) {
-            fprintf(f, ",\"expert_load_position\":[");
-            for (int e = 0; e < ld->experts; e++) {
-                fprintf(f, "%s[", e ? "," : "");
-                for (int j = 0; j < ld->positions; j++)
-                    fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
-                fprintf(f, "]");
-            }
-            fprintf(f, "],\"expert_load_class\":[");
-            for (int e = 0; e < ld->experts; e++) {
-                fprintf(f, "%s[", e ? "," : "");
-                for (int c = 0; c < ld->classes; c++)
-                    fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
-                fprintf(f, "]");
-            }
-            fprintf(f, "],\"load_samples\":%lld,\"grid_rows\":%d,\"grid_cols\":%d",
-                    (long long)ld->samples, ld->grid_rows, ld->grid_cols);
-        }
-        fprintf(f, ",\"phase_seconds\":{");
-        for (int i = 0; i < pmoe_phase_count(); i++)
-            fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
-        fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
-        if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
-        fprintf(f, ",\"skipped_steps\":%lld", (long long)r->skipped_steps);
-        fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
-        fflush(f);
-    }
+    if (!rep->log) return PMOE_OK;
+    /* composed in memory, then appended in one piece */
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
+    if (!f) return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line", rep->log_name);
+    write_epoch_json(f, r);
+    const int composed = fclose(f) == 0;
+    pmoe_status s = composed ? pmoe_stream_append(rep->log, rep->log_name, line, len, err)
+                             : pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line",
+                                         rep->log_name);
+    free(line);
+    return s;
 }
 
 pmoe_train_callbacks pmoe_reporter_callbacks(pmoe_reporter *rep) {

@@ -66,6 +66,7 @@ typedef struct run {
     int rank, ranks;
     int sharded;          /* the model exchanges through comm (comm->distributed) */
     int stop_agreed;      /* sharded: some rank was asked to stop during this step */
+    int64_t saved_step;   /* the global step of the last checkpoint written, -1: none */
     pmoe_model *model;
     int patch;             /* the model's patch (deep models: on the pMoE layer's map) */
     int input_patch;       /* the input region one routed patch covers */
@@ -552,6 +553,8 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
     pmoe_status failed = PMOE_OK;
     pmoe_error ignored;
     for (int64_t start = 0; start < ds->count; start += r->max_batch) {
+        /* one process stops between batches (the caller saves and says so) */
+        if (!r->sharded && r->stop && *r->stop) return PMOE_ERR_INTERRUPTED;
         int64_t count = ds->count - start < r->max_batch ? ds->count - start : r->max_batch;
         for (int64_t i = 0; i < count; i++) r->order[i] = start + i;
         shard sh;
@@ -680,8 +683,30 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
                          r->last_checkpoint);
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
+    r->saved_step = global_step(pos);
     if (r->rank == 0) pmoe_checkpoint_folder_prune(&r->folder, r->cfg->train.keep);
     return PMOE_OK;
+}
+
+/* Whether a stop was asked for outside a step (sharded: on any rank, and
+ * every rank learns it). */
+static int stop_requested(run *r) {
+    int asked = r->stop && *r->stop ? -1 : 0;
+    if (r->sharded) pmoe_comm_agree(r->comm, PMOE_OK, NULL, &asked, 1);
+    return asked < 0;
+}
+
+/* The end of a stopped run: a checkpoint of *pos (unless the last one is
+ * of this very step) and PMOE_ERR_INTERRUPTED. */
+static pmoe_status stop_at(run *r, const pmoe_train_position *pos, pmoe_error *err) {
+    if (r->saved_step != global_step(pos)) {
+        pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(pos));
+        pmoe_status s = save_checkpoint(r, pos, err);
+        pmoe_timer_stop(&r->timer);
+        if (s) return s;
+    }
+    return pmoe_fail(err, PMOE_ERR_INTERRUPTED, "stopped after step %lld; checkpoint %s",
+                     (long long)global_step(pos), r->last_checkpoint);
 }
 
 /* One step on the global batch of `count` samples, this rank's share `sh` of
@@ -766,8 +791,8 @@ static void fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_repo
                                       r->test->width / r->input_patch};
 }
 
-static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
-                         pmoe_epoch_report *er, double epoch_began) {
+static pmoe_status report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
+                                pmoe_epoch_report *er, double epoch_began, pmoe_error *err) {
     er->phase = plan->phase;
     er->epoch = pos->epoch;
     er->epochs = plan->epochs;
@@ -779,7 +804,7 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
     er->seconds = now_seconds() - epoch_began;
     er->elapsed = now_seconds() - r->started;
     er->skipped_steps = pos->skipped;
-    if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
+    return r->cb && r->cb->on_epoch ? r->cb->on_epoch(r->cb->user, er, err) : PMOE_OK;
 }
 
 /* Runs a phase from *pos to its end, updating *pos as it goes. */
@@ -863,16 +888,15 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             after.next_batch++;
             const int stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
             const int64_t every = cfg->train.checkpoint_every;
-            if (stopping || (every > 0 && global_step(&after) % every == 0)) {
+            if (stopping) {
+                *pos = after;
+                return stop_at(r, pos, err);
+            }
+            if (every > 0 && global_step(&after) % every == 0) {
                 pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(&after));
                 s = save_checkpoint(r, &after, err);
                 pmoe_timer_stop(&r->timer);
                 if (s) return s;
-            }
-            if (stopping) {
-                *pos = after;
-                return pmoe_fail(err, PMOE_ERR_INTERRUPTED, "stopped after step %lld; checkpoint %s",
-                                 (long long)global_step(pos), r->last_checkpoint);
             }
         }
         pmoe_epoch_report er;
@@ -884,12 +908,16 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             eval_stats st = {0};
             pmoe_status s = timed_evaluate(r, &st, err);
+            if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err); /* its epoch redone */
             if (s) return s;
             fill_report_eval(r, &st, &er);
             res->test_acc = er.test_acc;
             res->router_recall = er.router_recall;
         }
-        report_epoch(r, plan, pos, &er, epoch_began);
+        pmoe_status reported = report_epoch(r, plan, pos, &er, epoch_began, err);
+        if (reported) return reported;
+        /* a signal during the evaluation (sharded: the ranks finish it together) */
+        if (stop_requested(r)) return stop_at(r, pos, err);
         for (int i = 0; i < PMOE_T_COUNT; i++) res->phase_seconds[i] += r->timer.seconds[i];
         res->step_seconds += r->step_seconds;
         pmoe_timer_reset(&r->timer);
@@ -931,11 +959,13 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     if (!s && t->epochs == 0) { /* still report the untrained model's accuracy */
         eval_stats st = {0};
         s = evaluate(r, &st, err);
+        if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err);
         res->test_acc = st.accuracy;
         res->router_recall = st.recall;
     }
     if (!s && t->checkpoint_every > 0 && global_step(pos) % t->checkpoint_every != 0)
         s = save_checkpoint(r, pos, err); /* the final state, when the last step left none */
+    if (!s && stop_requested(r)) return stop_at(r, pos, err); /* during the last save */
     return s;
 }
 
@@ -986,6 +1016,7 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     memset(result, 0, sizeof *result);
     result->test_acc = result->router_recall = -1.0;
     pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0, ""};
+    r.saved_step = -1;
     pmoe_status s = open_run(&r, err);
     result->info.rank = r.rank;
     result->info.ranks = r.ranks > 0 ? r.ranks : 1;
