@@ -23,6 +23,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "comm/comm.h"
+#include "core/files.h"
 #include "data/dataset.h"
 #include "pmoe/train.h"
 #include "train/report.h"
@@ -74,13 +75,9 @@ int pmoe_cli_train(int argc, char **argv) {
     rep.is_terminal = isatty(fileno(stdout)) && !a.no_progress && !pmoe_comm_launched();
     rep.saves_final = cfg.train.checkpoint_every > 0;
     if (a.log && speaker) {
-        rep.log = fopen(a.log, a.resume ? "a" : "w");
+        rep.log = pmoe_open_append(a.log, !a.resume, "log", &err);
         rep.log_name = a.log;
-        if (!rep.log) {
-            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing: %s", a.log,
-                      strerror(errno));
-            return pmoe_cli_fail(&err);
-        }
+        if (!rep.log) return pmoe_cli_fail(&err);
     }
     /* data.source = auto never falls back in silence: a mistyped data.path
      * would train on synthetic data. The first line says which it is. */

@@ -139,6 +139,26 @@ FILE *pmoe_open_regular(const char *path, const char *role, size_t *size, pmoe_e
     return f;
 }
 
+FILE *pmoe_open_append(const char *path, int truncate, const char *role, pmoe_error *err) {
+    /* O_NONBLOCK: a FIFO nobody reads would otherwise hold the run at the start */
+    const int fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC |
+                                  (truncate ? O_TRUNC : O_APPEND), 0666);
+    if (fd < 0) {
+        pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open the %s for writing: %s", path, role,
+                  errno == ENXIO ? "it is a FIFO that no process reads" : strerror(errno));
+        return NULL;
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, truncate ? "w" : "a");
+    if (!f) {
+        pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open the %s for writing: %s", path, role,
+                  strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
 pmoe_status pmoe_stream_check(FILE *stream, const char *name, pmoe_error *err) {
     errno = 0;
     const int flushed = fflush(stream) == 0;

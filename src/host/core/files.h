@@ -42,6 +42,11 @@ void pmoe_atomic_abandon(pmoe_atomic_file *f);
  * file" for a special file; role may be NULL ("PATH: cannot open: ..."). */
 FILE *pmoe_open_regular(const char *path, const char *role, size_t *size, pmoe_error *err);
 
+/* Opens path (a file, created if missing; a device; a FIFO being read) to
+ * write at its end, emptied first when truncate; a FIFO that no process
+ * reads is refused rather than waited on. role names it ("log"). */
+FILE *pmoe_open_append(const char *path, int truncate, const char *role, pmoe_error *err);
+
 /* Flushes stream and reports an earlier or present write failure as
  * "NAME: writing failed: CAUSE". */
 pmoe_status pmoe_stream_check(FILE *stream, const char *name, pmoe_error *err);

@@ -56,6 +56,8 @@ pmoe_status deep_add_param(pmoe_model *m, const char *name, int ndim, const int6
     if (init == INIT_CONSTANT) {
         m->be->fill(m->be, p->value.data, (float)value, count);
     } else {
+        s = pmoe_mem_check(&m->be->mem, (size_t)count * sizeof(float), err);
+        if (s) return s;
         float *host = malloc((size_t)count * sizeof(float));
         if (!host)
             return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes to initialise %s",

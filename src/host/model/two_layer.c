@@ -126,10 +126,13 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
 
     /* Parameters, initialised on the host and copied in. */
     int64_t largest = (k * d > k * h * d ? k * d : k * h * d) + k * h * c;
-    float *host = malloc((size_t)largest * sizeof(float));
-    pmoe_status s = host ? PMOE_OK
-                         : pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
-                                     (long long)largest * 4);
+    const size_t init_bytes = (size_t)largest * sizeof(float);
+    pmoe_status s = pmoe_mem_check(&be->mem, init_bytes, err); /* held while the params come */
+    float *host = s ? NULL : malloc(init_bytes);
+    if (!s && !host)
+        s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
+                      (long long)init_bytes);
+    if (host) be->mem.held_bytes += (int64_t)init_bytes;
     if (!s && m->has_router) {
         double std = mc->router_init_std >= 0.0 ? mc->router_init_std
                      : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
@@ -148,6 +151,7 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
         s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3, (int64_t[]){k, h, c},
                        mc->train_output, momentum, host, err);
     }
+    if (host) be->mem.held_bytes -= (int64_t)init_bytes;
     free(host);
 
     /* Activations. The CNN's expert reads the patches in place. */
