@@ -88,12 +88,12 @@ if [ $ROOT -eq 1 ] && mkdir -p "$TMP/mnt" && mount -t tmpfs -o size=1m tmpfs "$T
   MNT="$TMP/mnt"
   "$PMOE" train "${BIG[@]}" --set train.epochs=1 "${CKPT[@]}" --set train.keep=100 --set train.checkpoint_dir="$MNT/ck" \
     --log "$MNT/run.log" --quiet 2>"$TMP/err" || bad "full disk: the first run failed: $(cat "$TMP/err")"
-  (cd "$MNT" && find . -type f ! -name run.log -exec md5sum {} + | sort) >"$TMP/before"
+  (cd "$MNT" && find . -type f ! -name run.log ! -name .pmoe.lock -exec md5sum {} + | sort) >"$TMP/before"
   dd if=/dev/zero of="$MNT/filler" bs=4k 2>/dev/null # fill what is left
   timeout 120 "$PMOE" train --resume "$MNT/ck" --set train.epochs=4 --log "$MNT/run.log" --quiet >/dev/null 2>"$TMP/err"; rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "No space left on device" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
   else bad "full disk: exit $rc: $(cat "$TMP/err")"; fi
-  (cd "$MNT" && find . -type f ! -name run.log ! -name filler -exec md5sum {} + | sort) >"$TMP/after"
+  (cd "$MNT" && find . -type f ! -name run.log ! -name filler ! -name .pmoe.lock -exec md5sum {} + | sort) >"$TMP/after"
   if grep -v filler "$TMP/before" | diff - "$TMP/after" >/dev/null; then ok; else bad "full disk: earlier files changed: $(diff "$TMP/before" "$TMP/after")"; fi
   whole_lines "$MNT/run.log" && ok || bad "full disk: the log ends in half a line: $(tail -c 80 "$MNT/run.log")"
   # the log alone on the full disk

@@ -195,8 +195,8 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
     be->synchronize = cpu_synchronize;
     be->destroy = cpu_destroy;
     be->host_memory = 1;
-    const int64_t available = pmoe_host_memory_available(be->mem.limit_source,
-                                                         sizeof be->mem.limit_source);
+    const int64_t available = pmoe_host_memory_available(
+        omp_get_max_threads(), be->mem.limit_source, sizeof be->mem.limit_source);
     be->mem.limit_bytes = available == 0 ? 1 : available; /* -1: unknown, no limit */
     *out = be;
     return PMOE_OK;

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 /* The number after `key` in a "key value" text file (kB lines too), or -1. */
 static int64_t read_field(const char *path, const char *key) {
@@ -137,7 +136,7 @@ static void cgroup_v1(int64_t *best, char *source, size_t size) {
         take(best, source, size, limit - (used - cache), "cgroup memory.limit_in_bytes");
 }
 
-int64_t pmoe_host_memory_available(char *source, size_t source_size) {
+int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size) {
     int64_t best = -1;
     const int64_t available = read_field("/proc/meminfo", "MemAvailable"),
                   swap = read_field("/proc/meminfo", "SwapFree");
@@ -149,8 +148,7 @@ int64_t pmoe_host_memory_available(char *source, size_t source_size) {
         /* address space each thread maps later, on its first use: OpenBLAS's
          * GEMM buffer (128 MiB; OpenBLAS retries forever when it cannot map
          * it), a malloc arena (64 MiB) and a stack (8 MiB) */
-        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        const int64_t later = (int64_t)(cpus > 0 ? cpus : 1) * (200 << 20);
+        const int64_t later = (int64_t)(threads > 0 ? threads : 1) * (200 << 20);
         const int64_t size = read_field("/proc/self/status", "VmSize");
         if (size >= 0)
             take(&best, source, source_size, (int64_t)as.rlim_cur - 1024 * size - later, "ulimit -v");

@@ -14,9 +14,9 @@
 /* The smallest of: MemAvailable + SwapFree (/proc/meminfo); each enclosing
  * memory cgroup's limit less its usage (v2 memory.max, v1
  * memory.limit_in_bytes; page cache counted as free); the address-space
- * limit (ulimit -v) less the process's size. Names the binding one in
- * `source` ("cgroup memory.max", "MemAvailable", "ulimit -v"). -1 when
- * nothing is known. */
-int64_t pmoe_host_memory_available(char *source, size_t source_size);
+ * limit (ulimit -v) less the process's size and what `threads` threads
+ * will map on their first GEMM. Names the binding one in `source` ("cgroup
+ * memory.max", "MemAvailable", "ulimit -v"). -1 when nothing is known. */
+int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size);
 
 #endif
