@@ -127,13 +127,15 @@ static void write_epoch_json(FILE *f, const pmoe_epoch_report *r) {
                 fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
             fprintf(f, "]");
         }
-        fprintf(f, "],\"load_samples\":%lld", (long long)ld->samples);
+        fprintf(f, "],\"load_samples\":%lld,\"grid_rows\":%d,\"grid_cols\":%d",
+                (long long)ld->samples, ld->grid_rows, ld->grid_cols);
     }
     fprintf(f, ",\"phase_seconds\":{");
     for (int i = 0; i < pmoe_phase_count(); i++)
         fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
     fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
     if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
+    fprintf(f, ",\"skipped_steps\":%lld", (long long)r->skipped_steps);
     fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
 }
 
