@@ -14,8 +14,6 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 
-#define IDX_CLASSES 10
-
 typedef struct idx_images {
     pmoe_idx_split split;
     int rows, cols;  /* as stored */
