@@ -48,9 +48,11 @@ static pmoe_status measure_block(const pmoe_config *cfg, int which, const pmoe_b
     pmoe_status st = bench_block_open(cfg, which, r->map_channels, r->map_height, r->map_width,
                                 r->patch, cfg->train.batch, &t, err);
     if (!st)
-        st = bench_time_steps(&t, 1, cfg->bench.warmup, cfg->bench.repeats, &out->train, NULL, NULL, err);
+        st = bench_time_steps(&t, 1, cfg->bench.warmup, cfg->bench.repeats, &out->train, NULL,
+                              NULL, err);
     if (!st)
-        st = bench_time_steps(&t, 0, cfg->bench.warmup, cfg->bench.repeats, &out->infer, NULL, NULL, err);
+        st = bench_time_steps(&t, 0, cfg->bench.warmup, cfg->bench.repeats, &out->infer, NULL,
+                              NULL, err);
     if (!st) bench_block_flops(&t, cfg, out);
     if (t.destroy) t.destroy(&t);
     return st;

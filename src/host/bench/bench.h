@@ -117,7 +117,7 @@ typedef struct pmoe_bench_result {
     int64_t batch;
     int warmup, repeats;
     char mode[16];         /* train.mode; separate: the expert phase is timed */
-    double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (BENCH_LR, bench_internal.h) */
+    double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (bench_internal.h) */
     int sgemm_size;
     double sgemm_gflops;   /* < 0: not measured */
     pmoe_bench_model pmoe, baseline;

@@ -44,7 +44,9 @@ pmoe_status bench_target_measure(bench_target *t, const pmoe_config *cfg,
     if (!st)
         st = bench_time_steps(t, 1, cfg->bench.warmup, cfg->bench.repeats, &out->train,
                         &out->first_loss, &out->last_loss, err);
-    if (!st) st = bench_time_steps(t, 0, cfg->bench.warmup, cfg->bench.repeats, &out->infer, NULL, NULL, err);
+    if (!st)
+        st = bench_time_steps(t, 0, cfg->bench.warmup, cfg->bench.repeats, &out->infer, NULL,
+                              NULL, err);
     if (!st) t->describe(t, out); /* before the profiled pass: the peak is the timed steps' */
     if (!st) { /* where a train step's time goes */
         pmoe_phase_timer timer;

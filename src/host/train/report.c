@@ -1,11 +1,10 @@
 /* report.c: progress bar, plain progress lines, JSON log and result (see report.h). */
 #include "train/report.h"
 
-#include "core/phase_timer.h"
-
 #include <math.h>
 #include <string.h>
-#include <time.h>
+
+#include "core/phase_timer.h"
 
 void pmoe_write_json_string(FILE *out, const char *s) {
     fputc('"', out);

@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -228,6 +227,7 @@ static pmoe_status open_data(run *r, pmoe_error *err) {
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const pmoe_model *m = r->model;
+    const pmoe_routing_view *rv = &r->routing;
     const int64_t B = r->max_batch, local = B / r->ranks;
     pmoe_status s;
     const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
@@ -247,7 +247,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
     if (!s) s = host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
     if (!s)
-        s = host_alloc(&r->host_selected, (size_t)(local * r->routing.experts * r->routing.topl) * 4,
+        s = host_alloc(&r->host_selected, (size_t)(local * rv->experts * rv->topl) * 4,
                        "the selections", err);
     if (!s) s = host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
     /* Load by class: by what each picked patch shows where the data says
@@ -258,10 +258,10 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
                       : m->classes == 1     ? 2
                                             : m->classes;
     if (!s)
-        s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(r->routing.experts * r->routing.patch_count),
+        s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count),
                        "expert load", err);
     if (!s)
-        s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(r->routing.experts * r->load_classes),
+        s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
                        "expert load", err);
     if (!s) {
         fill_info(r);
@@ -845,7 +845,8 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
         memcpy(pos->run_id, done.run_id, sizeof pos->run_id);
     }
     pos->phase = PMOE_PHASE_MAIN;
-    if (r->info.router_epochs > 0) r->model->params[r->routing.router_param].trainable = 0; /* frozen */
+    if (r->info.router_epochs > 0) /* frozen */
+        r->model->params[r->routing.router_param].trainable = 0;
     res->router_steps = pos->router_steps;
     const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch, t->epochs,
                              (float)t->lr, STREAM_SHUFFLE};
