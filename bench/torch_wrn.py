@@ -7,7 +7,9 @@ accuracy against it, and bench/torch_peer.py can time it beside pmoe.
 Every module is built from a dict of tensors named as a pmoe checkpoint
 names them ("conv0.weight", "group1.bn1.running_var", "moe.router.weight",
 "head.fc.bias", ...), so one file both loads checkpoints and starts from
-the engine's initial weights. Importable; no command line.
+the engine's initial weights. Importable; no command line
+(bench/torch_gpu_peer.py times it on a GPU, from initial_weights(...,
+device="cuda")).
 
 Conventions it mirrors: NCHW float32; convolutions without bias and with
 zero padding (kernel - 1) / 2; batch norm eps 1e-5, momentum 0.1, running
@@ -61,6 +63,32 @@ def param_shapes(model_type, width, classes, experts=4, patch=1, expert_kernel=3
     shapes["head.fc.weight"] = (classes, C)
     shapes["head.fc.bias"] = (classes,)
     return shapes
+
+
+def initial_weights(model_type, width, classes, experts=4, patch=1, expert_kernel=3,
+                    device="cpu", seed=1):
+    """Fresh weights under param_shapes' names, made on `device` ("cpu", "cuda",
+    "cuda:N"): convolutions and the router He-normal over their fan-in, batch
+    norm scale 1, shift 0, running mean 0, variance 1, the classifier uniform
+    over +-1/sqrt(fan-in). For timing a model without a pmoe checkpoint: not
+    pmoe's initial values (its RNG is its own), only their scales."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in param_shapes(model_type, width, classes, experts, patch, expert_kernel).items():
+        if name.endswith(("bn1.weight", "bn2.weight", "bn.weight", "running_var")):
+            t = torch.ones(shape)
+        elif name.endswith(("bias", "running_mean")) and not name.startswith("head.fc"):
+            t = torch.zeros(shape)
+        elif name.startswith("head.fc"):
+            bound = 1.0 / shape[-1] ** 0.5 if name.endswith("weight") else 1.0 / (64 * width) ** 0.5
+            t = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+        else:
+            fan_in = 1
+            for d in shape[-3:] if len(shape) >= 4 else shape[-1:]:
+                fan_in *= d
+            t = torch.randn(shape, generator=gen) * (2.0 / fan_in) ** 0.5
+        out[name] = t.to(device)
+    return out
 
 
 def _tensor(weights, name, dtype):

@@ -1,6 +1,6 @@
 # Dependencies.cmake: find what pmoe links, and say what was found.
 #
-# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih, cJSON, libpng (each
+# Required for the CPU engine: OpenBLAS, OpenMP, zlib, inih, cJSON, libpng, libjpeg (each
 # also found under <NAME>_ROOT, a prefix, for machines without pkg-config or
 # the -dev packages). Optional, each reported on its own line: CUDA (nvcc),
 # cuDNN, NCCL (cmake/Accelerators.cmake), MPI.
@@ -66,6 +66,15 @@ if(NOT PNG_FOUND)
   message(FATAL_ERROR "pmoe: libpng not found (install libpng-dev, or set PNG_ROOT to a prefix)")
 endif()
 message(STATUS "pmoe: libpng    found: ${PNG_LIBRARIES}")
+
+# libjpeg (Debian/Ubuntu: libjpeg-dev, which is libjpeg-turbo): the folder
+# source and pmoe predict read JPEG files with it. FindJPEG honours JPEG_ROOT.
+find_package(JPEG QUIET)
+if(NOT JPEG_FOUND)
+  message(FATAL_ERROR "pmoe: libjpeg not found (install libjpeg-dev, i.e. libjpeg62-turbo-dev on "
+    "Debian or libjpeg-turbo8-dev on Ubuntu, or set JPEG_ROOT to a prefix)")
+endif()
+message(STATUS "pmoe: libjpeg   found: ${JPEG_LIBRARIES}")
 
 include(cmake/Accelerators.cmake)
 find_package(MPI QUIET COMPONENTS C)

@@ -64,6 +64,21 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
   expect_error "needs an input side divisible by 4" train "${WRN[@]}" --set data.source=idx --set data.train_size=20 --set data.test_size=10 --set data.image_size=30
 fi
 expect_error "cannot open config" train --config "$TMP/missing.ini"
+# A missing --config file is a config error: exit 2, as README says.
+"$PMOE" train --config "$TMP/missing.ini" >/dev/null 2>&1
+rc=$?; if [ $rc -eq 2 ]; then ok; else bad "missing --config exited $rc, wanted 2"; fi
+# Integer keys print their range as integers.
+expect_error "model.topl = 0 is out of range [1, 1048576]" train --set model.topl=0
+# --version: the release, the commit baked in at build time, the backends.
+if "$PMOE" --version | grep -Eq '^pmoe [0-9]+\.[0-9]+\.[0-9]+ \(commit ([0-9a-f]{7,}|unknown)(\+changes)?\); backends: cpu'; then
+  ok; else bad "pmoe --version: $("$PMOE" --version 2>&1)"; fi
+# ... and that commit is one of this repository's (HEAD when freshly built;
+# an older one when commits came after the build, which is not an error).
+built=$("$PMOE" --version | sed -n 's/.*(commit \([0-9a-f]*\).*/\1/p')
+if git -C "$(dirname "$0")" rev-parse HEAD >/dev/null 2>&1 &&
+   ! git -C "$(dirname "$0")" cat-file -e "${built:-none}^{commit}" 2>/dev/null; then
+  bad "pmoe --version names '$built', which is no commit of this repository"
+else ok; fi
 
 # Data errors: a missing dataset, a truncated file, a wrong magic, a gzip error.
 expect_error "/nonexistent/data" train --set data.source=mosaic --set data.path=/nonexistent/data
@@ -101,7 +116,7 @@ assert any(line.startswith('done:') for line in out), 'no summary line'
 log = [json.loads(l) for l in open(sys.argv[2])]
 assert [e['epoch'] for e in log] == [1, 2, 3], log
 for e in log:
-    for key in ('train_loss', 'train_acc', 'test_acc', 'router_recall', 'seconds',
+    for key in ('train_loss', 'lr', 'train_acc', 'test_acc', 'router_recall', 'seconds',
                 'phase_seconds', 'step_seconds', 'expert_load_position', 'expert_load_class'):
         assert key in e, f'log lacks {key}'
     assert len(e['expert_load_position']) == 8, 'one load row per expert'
@@ -139,6 +154,25 @@ if "$PMOE" train "${SYN[@]}" "${CK[@]}" --set model.type=cnn --set train.checkpo
 else
   bad "cnn checkpoint run: $(cat "$TMP/err")"
 fi
+
+# pmoe predict: one line (or JSON object) per image, by the checkpoint's input.
+"$PMOE" predict >/dev/null 2>&1
+if [ $? -eq 2 ]; then ok; else bad "pmoe predict without arguments: not exit 2"; fi
+expect_error "unknown argument '--frob'" predict --frob
+expect_error "does not describe its input" predict --checkpoint "$TMP/ck-route" "$TMP/idx/t10k-images-idx3-ubyte"
+IDX=(--set data.source=idx --set data.path="$TMP/idx" --set data.train_size=20 --set data.test_size=20 --set train.epochs=1)
+if "$PMOE" train "${IDX[@]}" "${CK[@]}" --set train.checkpoint_dir="$TMP/ck-idx" --quiet 2>"$TMP/err" &&
+   "$PMOE" predict --json --checkpoint "$TMP/ck-idx" "$TMP/idx/t10k-images-idx3-ubyte" >"$TMP/pred" 2>"$TMP/err" &&
+   "$PY" - "$TMP/pred" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 20, len(rows)
+for i, r in enumerate(rows):
+    assert r['file'].endswith(f't10k-images-idx3-ubyte[{i}]'), r
+    assert r['class'] == str(r['index']) and 0 <= r['index'] < 10 and 0 < r['probability'] <= 1, r
+PYEOF
+then ok; else bad "pmoe predict on an IDX file: $(cat "$TMP/err")"; fi
+expect_error "$TMP/none.png: cannot open" predict --checkpoint "$TMP/ck-idx" "$TMP/none.png"
 
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -14,7 +14,10 @@
  * - evaluation mode: a sample's logits do not depend on the rest of its
  *   batch (running statistics), while in training mode they do;
  * - a small WRN-pMoE and a small WRN learn the noisy task well above chance
- *   (skipped without Fashion-MNIST). */
+ *   (skipped without Fashion-MNIST).
+ * With --fast every check runs on the CPU fast path (train.cpu_kernels =
+ * fast, oneDNN), with the same finite-difference limits; skipped (77) in a
+ * build without oneDNN. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,7 @@
 #include "test_util.h"
 
 static pmoe_backend *be;
+static int fast; /* --fast: train.cpu_kernels = fast */
 
 static void set_all(pmoe_config *cfg, const char *const *sets, int count) {
     for (int i = 0; i < count; i++) {
@@ -363,7 +367,8 @@ static void check_learns(const char *label, const char *type) {
     const char *sets[] = {type_set, "data.source=noisy", "data.train_size=2000",
                           "data.test_size=500", "model.experts=4", "model.topl=4",
                           "model.width=1", "train.epochs=4", "train.batch=32", "train.lr=0.05",
-                          "train.momentum=0.9", "train.threads=2"};
+                          "train.momentum=0.9", "train.threads=2",
+                          fast ? "train.cpu_kernels=fast" : "train.cpu_kernels=reference"};
     set_all(&cfg, sets, (int)(sizeof sets / sizeof sets[0]));
     pmoe_train_result res;
     pmoe_error err = {PMOE_OK, ""};
@@ -380,10 +385,21 @@ static void check_learns(const char *label, const char *type) {
 
 int main(int argc, char **argv) {
     pmoe_error err;
+    int training = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--fast") == 0) fast = 1;
+        if (strcmp(argv[i], "--no-training") == 0) training = 0;
+    }
     if (pmoe_cpu_backend_create(2, &be, &err)) {
         fprintf(stderr, "test_wrn: %s\n", err.message);
         return 2;
     }
+    if (fast && pmoe_backend_set_cpu_kernels(be, PMOE_CPU_KERNELS_FAST, &err)) {
+        printf("test_wrn --fast: skipped (%s)\n", err.message);
+        pmoe_backend_destroy(be);
+        return 77;
+    }
+    printf("kernels: %s\n", be->name);
     const char *sparse1[] = {"model.type=wrn_pmoe", "model.experts=4", "model.topl=2",
                              "model.expert_kernel=1"};
     const char *sparse3[] = {"model.type=wrn_pmoe", "model.experts=4", "model.topl=2",
@@ -403,7 +419,7 @@ int main(int argc, char **argv) {
     check_network_gradients("WRN-pMoE", all3, 4);
     check_network_gradients("WRN-pMoE dense-masked", dense_all3, 5);
     check_eval_uses_running_statistics();
-    if (argc < 2 || strcmp(argv[1], "--no-training") != 0) {
+    if (training) {
         check_learns("WRN-pMoE", "wrn_pmoe");
         check_learns("WRN", "wrn");
     }

@@ -48,7 +48,7 @@ export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
 
 failed=()
-for name in idx cifar config safetensors checkpoint; do
+for name in idx cifar config safetensors checkpoint image; do
   target="fuzz_$name"
   corpus="$scratch/$name"
   mkdir -p "$corpus"

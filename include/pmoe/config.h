@@ -24,7 +24,8 @@ typedef enum {
     PMOE_DATA_MOSAIC,
     PMOE_DATA_IDX,
     PMOE_DATA_CIFAR10, /* the CIFAR-10 binary batches in data.path */
-    PMOE_DATA_NOISY    /* an IDX item shrunk and pasted on a cluttered background */
+    PMOE_DATA_NOISY,   /* an IDX item shrunk and pasted on a cluttered background */
+    PMOE_DATA_FOLDER   /* your own PNG / JPEG images: data.path/{train,test}/<class>/ */
 } pmoe_data_source;
 /* pmoe and cnn: the two-layer models of the theory (the paper's eq. 1 and
  * eq. 5); wrn and wrn_pmoe: the deep models (its section 4). */
@@ -45,12 +46,19 @@ typedef enum { PMOE_OUTPUT_INIT_NORMAL, PMOE_OUTPUT_INIT_SIGN } pmoe_output_init
  * when started by mpirun and built with MPI, NCCL on top when the backend is
  * CUDA and NCCL is built; else one process), one process, MPI, NCCL. */
 typedef enum { PMOE_COMM_AUTO, PMOE_COMM_SINGLE, PMOE_COMM_MPI, PMOE_COMM_NCCL } pmoe_comm_kind;
+/* The learning rate over a phase (train/lr_schedule.h): constant, multiplied
+ * by train.lr_gamma after each epoch of train.lr_steps, or a cosine from
+ * train.lr down to train.lr_min; each after train.warmup_epochs of linear warmup. */
+typedef enum { PMOE_SCHEDULE_CONSTANT, PMOE_SCHEDULE_STEP, PMOE_SCHEDULE_COSINE } pmoe_schedule;
+/* What the folder source does with a file it cannot use: stop the run, or skip it. */
+typedef enum { PMOE_BAD_IMAGE_STOP, PMOE_BAD_IMAGE_SKIP } pmoe_on_bad_image;
 /* What a non-finite loss or gradient does: end the run, or skip that step's update. */
 typedef enum { PMOE_NONFINITE_STOP, PMOE_NONFINITE_SKIP } pmoe_on_nonfinite;
 
 typedef struct pmoe_data_config {
     pmoe_data_source source;
-    char path[1024];       /* folder holding the IDX files (CIFAR-10: cifar-10-batches-bin) */
+    char path[1024];       /* folder holding the IDX files (CIFAR-10: cifar-10-batches-bin;
+                              folder: the one holding train/ and test/) */
     int64_t train_size;
     int64_t test_size;
     uint64_t seed;
@@ -64,9 +72,17 @@ typedef struct pmoe_data_config {
     double delta_r;           /* max |<o, q>| for irrelevant q */
     double noise;             /* standard deviation of the Gaussian noise per coordinate */
     /* idx: pad each image (centred, zeros) to image_size x image_size; 0 = as stored.
+     * folder: crop each image to its centred square and resize that
+     * (bilinear) to image_size x image_size; 0 = all images must be one size.
      * noisy: the side of the canvas (the item is pasted at half of it). */
     int image_size;
     int background;           /* noisy: pmoe_background */
+    /* Augmentation of training samples (data/augment.h), off by default: a
+     * random crop of the image padded with crop_pad zeros on every side, and
+     * a horizontal flip with probability 1/2. */
+    int crop_pad;
+    int flip;
+    int on_bad_image;         /* folder: pmoe_on_bad_image */
 } pmoe_data_config;
 
 typedef struct pmoe_model_config {
@@ -91,11 +107,17 @@ typedef struct pmoe_train_config {
     int epochs;
     int batch;
     double lr;
+    int schedule;         /* pmoe_schedule, over each phase's own steps */
+    int warmup_epochs;    /* linear warmup over the first epochs of a phase */
+    char lr_steps[128];   /* step: "E1,E2,...": after epoch Ei the rate is multiplied by lr_gamma */
+    double lr_gamma;
+    double lr_min;        /* cosine: the rate the cosine ends at */
     double momentum;
     double weight_decay;
     uint64_t seed;
     int threads;          /* 0 = what OpenMP chooses */
     char device[32];      /* auto | cpu | cuda | cuda:N */
+    int cpu_kernels;      /* pmoe_cpu_kernels (backend.h): 0 reference, 1 fast (oneDNN) */
     /* separate training, router phase */
     int router_epochs;
     int router_batch;

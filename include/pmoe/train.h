@@ -68,6 +68,7 @@ typedef struct pmoe_expert_load {
                                         1 = o1, 2 + c = cluster c), or else the sample's
                                         class (binary: 0 is y = -1, 1 is y = +1) */
     int64_t samples;
+    int grid_rows, grid_cols;        /* the positions as the input's patch grid (rows x cols) */
 } pmoe_expert_load;
 
 typedef struct pmoe_epoch_report {
@@ -75,6 +76,7 @@ typedef struct pmoe_epoch_report {
     int epoch, epochs;
     int64_t step;
     double train_loss;     /* mean over the epoch's samples */
+    double lr;             /* the learning rate of the epoch's first step (train.schedule) */
     double train_acc;      /* main phase; -1 in the router phase */
     double test_acc;       /* -1 when not evaluated this epoch */
     double router_recall;  /* -1 when the task has no deciding patch or no router */
@@ -87,6 +89,8 @@ typedef struct pmoe_epoch_report {
     double elapsed;        /* since the run began */
     int64_t exchange_bytes;/* expert parallelism: bytes this rank sent to other ranks this
                               epoch (exchanges and reductions); 0 alone */
+    int64_t skipped_steps; /* since the run began: steps whose update train.on_nonfinite =
+                              skip dropped */
 } pmoe_epoch_report;
 
 typedef struct pmoe_train_callbacks {

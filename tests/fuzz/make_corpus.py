@@ -170,9 +170,33 @@ def checkpoint_seeds():
     write("checkpoint", "no_run_id", checkpoint(joint, run_id="x"))
 
 
+def image_seeds():
+    """Small PNG (RGB, gray, palette, alpha) and JPEG (baseline, gray,
+    progressive) files; needs Pillow (Debian: python3-pil), else skipped."""
+    try:
+        from PIL import Image
+    except ImportError:
+        print("make_corpus: no Pillow: the image seeds are left as they are")
+        return
+    import io
+    import random
+    random.seed(3)
+    im = Image.new("RGB", (12, 9))
+    im.putdata([tuple(random.randrange(256) for _ in range(3)) for _ in range(108)])
+    for name, image, fmt, options in (
+            ("rgb.png", im, "PNG", {}), ("rgb.jpg", im, "JPEG", {"quality": 90}),
+            ("gray.png", im.convert("L"), "PNG", {}), ("gray.jpg", im.convert("L"), "JPEG", {}),
+            ("palette.png", im.convert("P"), "PNG", {}), ("alpha.png", im.convert("RGBA"), "PNG", {}),
+            ("progressive.jpg", im, "JPEG", {"progressive": True})):
+        out = io.BytesIO()
+        image.save(out, fmt, **options)
+        write("image", name, out.getvalue())
+
+
 if __name__ == "__main__":
     idx_seeds()
     cifar_seeds()
     config_seeds()
     safetensors_seeds()
     checkpoint_seeds()
+    image_seeds()

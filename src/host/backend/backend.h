@@ -98,6 +98,19 @@ typedef struct pmoe_scatter_shape {
     int expert_dim;  /* e */
 } pmoe_scatter_shape;
 
+/* The pMoE layer's experts as one op (model/moe_conv.c): k experts, each
+ * batch norm (over its own rows) -> ReLU -> convolution (C -> e channels,
+ * r x r, stride 1, zero padding (r - 1) / 2) on `rows` maps of h x w. */
+typedef struct pmoe_experts_shape {
+    int experts;           /* k */
+    int64_t rows;          /* maps per expert */
+    int channels;          /* C */
+    int height, width;     /* h, w */
+    int out_channels;      /* e, per expert */
+    int kernel;            /* r */
+    float eps;
+} pmoe_experts_shape;
+
 typedef struct pmoe_ops {
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major,
      * op(X) = X or X^T; strides in elements between consecutive matrices. */
@@ -289,6 +302,30 @@ typedef struct pmoe_ops {
     void (*patch_scale_backward)(pmoe_backend *be, const pmoe_patch_shape *s, const float *weight,
                                  const float *x, const float *dy, float *dx, float *dweight);
 
+    /* Optional (NULL where a backend lacks it; the model then runs the
+     * experts one by one through the ops above): all k experts in one
+     * grouped computation. in is k x rows x C x h x w; bn_* are k x C
+     * (running statistics moved in training as batchnorm_forward_train;
+     * save_mean / save_invstd written); conv_w is k x e x C x r x r; out is
+     * k x rows x e x h x w (overwritten). normed and activated (k rows C h w
+     * each) receive the batch norm's output and its ReLU in a layout of the
+     * op's choosing (their signs say which side of each kink the experts
+     * are on); backward reads activated back, so the pair runs with the
+     * same buffers, nothing in between writing them. Backward overwrites
+     * din (k x rows x C x h x w: no zeros needed first), dgamma, dbeta
+     * (k x C) and dconv_w; dnormed and dactivated are scratch of that size. */
+    void (*moe_experts_forward)(pmoe_backend *be, const pmoe_experts_shape *s, int training,
+                                const float *in, const float *bn_gamma, const float *bn_beta,
+                                float *running_mean, float *running_var, float momentum,
+                                const float *conv_w, float *save_mean, float *save_invstd,
+                                float *normed, float *activated, float *out);
+    void (*moe_experts_backward)(pmoe_backend *be, const pmoe_experts_shape *s,
+                                 const float *in, const float *bn_gamma, const float *conv_w,
+                                 const float *save_mean, const float *save_invstd,
+                                 const float *normed, const float *activated, const float *dout,
+                                 float *dnormed, float *dactivated, float *din, float *dgamma,
+                                 float *dbeta, float *dconv_w);
+
     /* A block of channels from one map to another of the same batch and
      * spatial size: dst[b, dst_offset + c, i] = src[b, src_offset + c, i] for
      * c < channels (overwritten; the rest of dst untouched); src has
@@ -323,8 +360,18 @@ struct pmoe_backend {
     const pmoe_device_clock *clock;
 };
 
-/* The CPU backend. threads <= 0 leaves OpenMP's and OpenBLAS's choice. */
+/* The CPU backend. threads <= 0: the cores this process may use
+ * (pmoe_cores_available), unless OMP_NUM_THREADS says otherwise. */
 pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error *err);
+
+/* Which CPU kernels a CPU backend runs (train.cpu_kernels): the reference
+ * (bit-identical for any thread count; the default) or the fast path
+ * (oneDNN: results to rounding, not bit-identical across thread counts).
+ * Fast fails with a one-line cause when the build has no oneDNN; on a
+ * non-CPU backend both are accepted and change nothing. */
+typedef enum { PMOE_CPU_KERNELS_REFERENCE, PMOE_CPU_KERNELS_FAST } pmoe_cpu_kernels;
+pmoe_status pmoe_backend_set_cpu_kernels(pmoe_backend *be, pmoe_cpu_kernels kernels,
+                                         pmoe_error *err);
 
 /* Picks a backend for train.device ("auto", "cpu", "cuda", "cuda:N"). */
 pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **out,

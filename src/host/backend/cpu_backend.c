@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_fast.h"
+#include "core/cores.h"
 #include "backend/cpu_ops.h"
 
 /* Each GEMM is cut into blocks of GEMM_BLOCK rows (or columns, whichever
@@ -140,15 +142,46 @@ static void cpu_fill(pmoe_backend *be, float *dst, float value, int64_t count) {
 
 static pmoe_status cpu_synchronize(pmoe_backend *be, pmoe_error *err) { return PMOE_OK; }
 
-static void cpu_destroy(pmoe_backend *be) { free(be); }
+static void cpu_destroy(pmoe_backend *be) {
+    cpu_impl *impl = be->impl;
+    if (impl) cpu_fast_close(impl);
+    free(impl);
+    free(be);
+}
+
+pmoe_status pmoe_backend_set_cpu_kernels(pmoe_backend *be, pmoe_cpu_kernels kernels,
+                                         pmoe_error *err) {
+    if (be->destroy != cpu_destroy) return PMOE_OK; /* not a CPU backend */
+    cpu_impl *impl = be->impl;
+    if (kernels == PMOE_CPU_KERNELS_REFERENCE) {
+        cpu_fast_close(impl);
+        impl->ops = CPU_OPS;
+        be->name = "cpu";
+        return PMOE_OK;
+    }
+    if (impl->fast) return PMOE_OK;
+    pmoe_status s = cpu_fast_open(impl, err);
+    if (!s) be->name = "cpu-fast";
+    return s;
+}
 
 pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error *err) {
     pmoe_backend *be = calloc(1, sizeof *be);
-    if (!be) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the CPU backend");
+    cpu_impl *impl = calloc(1, sizeof *impl);
+    if (!be || !impl) {
+        free(be);
+        free(impl);
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the CPU backend");
+    }
+    impl->ops = CPU_OPS;
+    /* threads <= 0: the cores this process may use (affinity, a cgroup
+     * quota) unless the user chose with OMP_NUM_THREADS */
+    if (threads <= 0 && !getenv("OMP_NUM_THREADS")) threads = pmoe_cores_available();
     if (threads > 0) omp_set_num_threads(threads);
     openblas_set_num_threads(1); /* parallelism comes from cpu_gemm's blocks */
     be->name = "cpu";
-    be->ops = &CPU_OPS;
+    be->impl = impl;
+    be->ops = &impl->ops; /* the reference until pmoe_backend_set_cpu_kernels says fast */
     be->alloc = cpu_alloc;
     be->release = cpu_release;
     be->copy_in = cpu_copy;

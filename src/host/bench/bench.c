@@ -117,6 +117,7 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
     /* The backend that ran the models, and where. */
     pmoe_backend *be = NULL;
     st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &be, err);
+    if (!st) st = pmoe_backend_set_cpu_kernels(be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (st) return st;
     snprintf(out->backend, sizeof out->backend, "%s", be->name);
     out->threads = omp_get_max_threads();

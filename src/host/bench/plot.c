@@ -145,7 +145,11 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
     const int pad = 14;
     const int x0 = left, x1 = left + width, y0 = top + height, y1 = top;
 #define PX(v) (x0 + pad + (int)lround(((v) - xmin) / (xmax - xmin) * (double)(width - 2 * pad)))
-#define PY(v) (y0 - (int)lround((v) / ytop * (double)height))
+    /* the legend (top-left, below) gets a band of its own above the data, so no
+     * curve runs under it */
+    const int legend_h = 6 + panel->series_count * (CHAR_H + 6);
+    const int data_h = height - legend_h > height / 2 ? height - legend_h : height / 2;
+#define PY(v) (y0 - (int)lround((v) / ytop * (double)data_h))
     text(c, left + (width - text_width(panel->title)) / 2, top - CHAR_H - 10, panel->title, BLACK);
     char label[32];
     for (double v = 0; v <= ytop * (1 + 1e-9); v += step) {
@@ -177,7 +181,7 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
             have = 1;
         }
     }
-    /* the legend on a white box, top-left inside the panel, over the lines */
+    /* the legend on a white box, top-left inside the panel, in its band */
     int legend_w = 0;
     for (int s = 0; s < panel->series_count; s++)
         if (text_width(panel->series[s].label) > legend_w) legend_w = text_width(panel->series[s].label);

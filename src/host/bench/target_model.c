@@ -175,6 +175,7 @@ pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int
         return pmoe_fail(err, PMOE_ERR_OOM, "bench: out of host memory for a batch of %lld",
                          (long long)batch);
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
+    if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (!st)
         st = pmoe_model_create(s->be, cfg, ds->channels, ds->height, ds->width, patch,
                                ds->classes, batch, &s->model, err);

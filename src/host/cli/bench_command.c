@@ -49,9 +49,16 @@ int pmoe_cli_bench(int argc, char **argv) {
             return pmoe_cli_fail(&err);
         }
         const char *dir = a.out ? a.out : "bench-out";
-        for (int i = 0; i < a.sweep_count; i++)
+        for (int i = 0; i < a.sweep_count; i++) {
+            /* where the results go, before the minutes it takes */
+            const char *eq = strchr(a.sweeps[i], '=');
+            if (!a.quiet)
+                printf("pmoe: bench --sweep %.*s: writing %s/sweep-%.*s.{csv,jsonl,png}\n",
+                       eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i], dir,
+                       eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i]);
             if (pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout, &err))
                 return pmoe_cli_fail(&err);
+        }
         return 0;
     }
     pmoe_bench_result res;

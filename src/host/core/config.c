@@ -18,6 +18,8 @@
 
 typedef enum { KEY_INT, KEY_INT64, KEY_UINT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM, KEY_BOOL } key_type;
 
+enum { KEY_WORDS = 8 }; /* the most words an enum key may have */
+
 typedef struct key_spec {
     const char *name; /* "section.key" */
     key_type type;
@@ -25,7 +27,7 @@ typedef struct key_spec {
     size_t size;          /* KEY_STRING: buffer size */
     double min, max;      /* numbers: inclusive range */
     const char *fallback; /* the default, as it would be written in the INI */
-    const char *words[6]; /* KEY_ENUM: names, index = enum value */
+    const char *words[KEY_WORDS]; /* KEY_ENUM: names, index = enum value */
 } key_spec;
 
 #define OFF(field) offsetof(pmoe_config, field)
@@ -34,7 +36,7 @@ typedef struct key_spec {
 enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
 static const key_spec KEYS[] = {
-    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, "auto", {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy"}},
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, "auto", {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy", "folder"}},
     {"data.path", KEY_STRING, OFF(data.path), SIZE(data.path), 0, 0, "/usr/share/datasets/fashion-mnist", {0}},
     {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, "10000", {0}}, /* the paper's 10,000 training mosaics */
     {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, "1000", {0}},
@@ -50,6 +52,9 @@ static const key_spec KEYS[] = {
     {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, "0.1", {0}},
     {"data.image_size", KEY_INT, OFF(data.image_size), 0, 0, 4096, "0", {0}},
     {"data.background", KEY_ENUM, OFF(data.background), 0, 0, 0, "items", {"items", "noise"}},
+    {"data.crop_pad", KEY_INT, OFF(data.crop_pad), 0, 0, 1024, "0", {0}},
+    {"data.flip", KEY_BOOL, OFF(data.flip), 0, 0, 1, "0", {0}},
+    {"data.on_bad_image", KEY_ENUM, OFF(data.on_bad_image), 0, 0, 0, "stop", {"stop", "skip"}},
 
     {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, "pmoe", {"pmoe", "cnn", "wrn", "wrn_pmoe"}},
     {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, "8", {0}},
@@ -69,10 +74,16 @@ static const key_spec KEYS[] = {
     {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, "150", {0}},
     {"train.batch", KEY_INT, OFF(train.batch), 0, 1, 1 << 20, "20", {0}},
     {"train.lr", KEY_DOUBLE, OFF(train.lr), 0, 0, 1e6, "0.2", {0}},
+    {"train.schedule", KEY_ENUM, OFF(train.schedule), 0, 0, 0, "constant", {"constant", "step", "cosine"}},
+    {"train.warmup_epochs", KEY_INT, OFF(train.warmup_epochs), 0, 0, 1e7, "0", {0}},
+    {"train.lr_steps", KEY_STRING, OFF(train.lr_steps), SIZE(train.lr_steps), 0, 0, "", {0}},
+    {"train.lr_gamma", KEY_DOUBLE, OFF(train.lr_gamma), 0, 0, 1e6, "0.1", {0}},
+    {"train.lr_min", KEY_DOUBLE, OFF(train.lr_min), 0, 0, 1e6, "0", {0}},
     {"train.momentum", KEY_DOUBLE, OFF(train.momentum), 0, 0, 0.999999, "0", {0}},
     {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, "0", {0}},
     {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, "1", {0}},
     {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, "0", {0}},
+    {"train.cpu_kernels", KEY_ENUM, OFF(train.cpu_kernels), 0, 0, 0, "reference", {"reference", "fast"}},
     {"train.device", KEY_STRING, OFF(train.device), SIZE(train.device), 0, 0, "auto", {0}},
     {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, "100", {0}},
     {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, "20", {0}},
@@ -95,15 +106,20 @@ static const key_spec KEYS[] = {
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
+
 static const key_spec *find_key(const char *name) {
     for (int i = 0; i < NKEYS; i++)
         if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
     return NULL;
 }
 
+/* Integer keys print their bounds as integers ("[1, 1048576]", not "1.04858e+06"). */
 static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
-    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
-                     value, k->min, k->max);
+    if (k->type == KEY_DOUBLE)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]",
+                         k->name, value, k->min, k->max);
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%.0f, %.0f]",
+                     k->name, value, k->min, k->max);
 }
 
 /* A string value must read back unchanged from the INI that
@@ -180,14 +196,14 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
         return PMOE_OK;
     }
     case KEY_ENUM:
-        for (int i = 0; i < 6 && k->words[i]; i++)
+        for (int i = 0; i < KEY_WORDS && k->words[i]; i++)
             if (strcmp(value, k->words[i]) == 0) {
                 *(int *)field = i;
                 return PMOE_OK;
             }
         {
             char allowed[128] = "";
-            for (int i = 0; i < 6 && k->words[i]; i++) {
+            for (int i = 0; i < KEY_WORDS && k->words[i]; i++) {
                 strncat(allowed, i ? " | " : "", sizeof allowed - strlen(allowed) - 1);
                 strncat(allowed, k->words[i], sizeof allowed - strlen(allowed) - 1);
             }
@@ -317,7 +333,8 @@ pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char
 
 pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    if (!f) /* a config error (exit 2), as a bad key in the file would be */
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s: cannot open config: %s", path, strerror(errno));
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {
@@ -434,7 +451,7 @@ const char *const *pmoe_config_keys(void) {
 
 static const char *word_of(const char *key, int value) {
     const key_spec *k = find_key(key);
-    return (k && value >= 0 && value < 6 && k->words[value]) ? k->words[value] : "?";
+    return (k && value >= 0 && value < KEY_WORDS && k->words[value]) ? k->words[value] : "?";
 }
 const char *pmoe_data_source_name(pmoe_data_source s) { return word_of("data.source", (int)s); }
 const char *pmoe_model_type_name(pmoe_model_type t) { return word_of("model.type", (int)t); }

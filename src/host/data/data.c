@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "data/dataset.h"
+#include "data/image_fit.h"
 #include "data/idx.h"
 
 pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const char *what,
@@ -42,6 +43,8 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
         return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
                          sizeof *ds);
     ds->count = count;
+    ds->fit = PMOE_FIT_EXACT;
+    for (int c = 0; c < 3; c++) ds->std[c] = 1.0f;
     pmoe_status st = pmoe_data_malloc((void **)&ds->labels, count, sizeof(int32_t), "labels", err);
     if (!st && with_decisive)
         st = pmoe_data_malloc((void **)&ds->decisive_patch, count, sizeof(int32_t),
@@ -66,20 +69,24 @@ void pmoe_dataset_free(pmoe_dataset *ds) {
     if (ds->destroy) ds->destroy(ds);
     free(ds->labels);
     free(ds->decisive_patch);
+    if (ds->class_names)
+        for (int c = 0; c < ds->classes; c++) free(ds->class_names[c]);
+    free(ds->class_names);
     free(ds);
+}
+
+pmoe_data_source pmoe_data_auto_source(const char *path) {
+    char found[1100];
+    return pmoe_idx_find(path, "train-images-idx3-ubyte", found, (int)sizeof found, NULL) == PMOE_OK
+               ? PMOE_DATA_MOSAIC
+               : PMOE_DATA_SYNTHETIC;
 }
 
 pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                            pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err) {
     *train = *test = NULL;
     pmoe_data_source source = cfg->source;
-    if (source == PMOE_DATA_AUTO) {
-        char found[1100];
-        source = pmoe_idx_find(cfg->path, "train-images-idx3-ubyte", found, (int)sizeof found,
-                               NULL) == PMOE_OK
-                     ? PMOE_DATA_MOSAIC
-                     : PMOE_DATA_SYNTHETIC;
-    }
+    if (source == PMOE_DATA_AUTO) source = pmoe_data_auto_source(cfg->path);
     if (chosen) *chosen = source;
     switch (source) {
     case PMOE_DATA_SYNTHETIC: return pmoe_synthetic_open(cfg, train, test, err);
@@ -87,6 +94,7 @@ pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
     case PMOE_DATA_IDX: return pmoe_idx_dataset_open(cfg, train, test, err);
     case PMOE_DATA_CIFAR10: return pmoe_cifar_open(cfg, train, test, err);
     case PMOE_DATA_NOISY: return pmoe_noisy_open(cfg, train, test, err);
+    case PMOE_DATA_FOLDER: return pmoe_folder_open(cfg, train, test, err);
     case PMOE_DATA_AUTO: break;
     }
     return pmoe_fail(err, PMOE_ERR_CONFIG, "data.source: unknown source %d", (int)cfg->source);

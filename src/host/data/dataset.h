@@ -39,10 +39,22 @@ struct pmoe_dataset {
      * 0 for o2, 1 for o1, 2 + c for irrelevant cluster c. Thread safe. */
     int (*patch_class)(const pmoe_dataset *ds, int64_t index, int patch);
     int patch_classes;
+    /* How an image file becomes a sample, so that pmoe predict prepares a
+     * file exactly as training did (saved with checkpoints: input_spec.h):
+     * fit is the size rule (data/image_fit.h; PMOE_FIT_NONE when samples
+     * are not images), then sample = (pixel / 255 - mean[c]) / std[c]
+     * (mean 0, std 1 unless the source normalises: the folder source
+     * computes them on its training split). class_names[classes] (NULL:
+     * the class indices) is freed with the dataset. pmoe_dataset_alloc sets
+     * exact, 0, 1, NULL. */
+    int fit;
+    float mean[3], std[3];
+    char **class_names;
 };
 
 /* Frees a dataset made by any of the openers below (NULL is fine): calls
- * destroy (which frees impl only), then frees labels, decisive_patch and ds. */
+ * destroy (which frees impl only), then frees labels, decisive_patch,
+ * class_names and ds. */
 void pmoe_dataset_free(pmoe_dataset *ds);
 
 /* For data sources: a zeroed dataset with labels[count] (and
@@ -114,6 +126,15 @@ typedef struct pmoe_cifar_batch {
 pmoe_status pmoe_cifar_parse(const uint8_t *bytes, size_t size, const char *origin,
                              pmoe_cifar_batch *out, pmoe_error *err);
 void pmoe_cifar_batch_free(pmoe_cifar_batch *batch);
+
+/* Your own images (folder.c): cfg->path/train/<class>/ and
+ * cfg->path/test/<class>/ holding PNG and JPEG files, classes sorted by
+ * name; see folder.c for the rules. */
+pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train,
+                             pmoe_dataset **test, pmoe_error *err);
+/* What data.source = auto means for data.path: the mosaic when the IDX
+ * training images are there, else the synthetic model. */
+pmoe_data_source pmoe_data_auto_source(const char *path);
 
 /* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
  * files exist under cfg->path and the synthetic model otherwise. *chosen says

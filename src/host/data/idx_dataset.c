@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "data/dataset.h"
+#include "data/image_fit.h"
 #include "data/idx.h"
 
 typedef struct idx_images {
@@ -82,6 +83,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
     snprintf(ds->description, sizeof ds->description, "IDX %s (%lld images)", prefix,
              (long long)count);
     ds->channels = 1;
+    ds->fit = cfg->image_size ? PMOE_FIT_PAD : PMOE_FIT_EXACT;
     ds->height = cfg->image_size ? cfg->image_size : m->rows;
     ds->width = cfg->image_size ? cfg->image_size : m->cols;
     m->top = (ds->height - m->rows) / 2;

@@ -28,6 +28,7 @@
 
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "data/image_fit.h"
 #include "data/synthetic.h"
 
 /* RNG streams of data.seed; the two splits never share a stream. */
@@ -223,6 +224,7 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const double *pattern
              "synthetic %s: n=%d d=%d clusters=%d delta_d=%g delta_r=%g noise=%g", split_name, n,
              d, p, cfg->delta_d, cfg->delta_r, cfg->noise);
     ds->channels = d;
+    ds->fit = PMOE_FIT_NONE; /* a sample is patch vectors, not an image */
     ds->height = 1;
     ds->width = n;
     ds->classes = 1;

@@ -151,6 +151,11 @@ static pmoe_conv_shape expert_conv(const moe_conv_layer *L, int64_t batch, int h
                              L->kernel, L->kernel, 1, (L->kernel - 1) / 2};
 }
 
+static pmoe_experts_shape experts_shape(const moe_conv_layer *L, int64_t rows, int h, int w) {
+    return (pmoe_experts_shape){L->experts, rows, L->channels, h, w, L->expert_channels,
+                                L->kernel, DEEP_BN_EPS};
+}
+
 static float *param(pmoe_model *m, const moe_conv_layer *L, int which) {
     return deep_value(m, L->first_param + which);
 }
@@ -176,6 +181,16 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
     const pmoe_conv_shape cs = expert_conv(L, rows, h, w);
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
+    if (op->moe_experts_forward) { /* all k experts in one grouped op (the CPU fast path) */
+        const pmoe_experts_shape es = experts_shape(L, rows, h, w);
+        pmoe_trace_push("experts", patches);
+        op->moe_experts_forward(be, &es, m->training, in, param(m, L, P_BN_WEIGHT),
+                                param(m, L, P_BN_BIAS), param(m, L, P_BN_MEAN),
+                                param(m, L, P_BN_VAR), DEEP_BN_MOMENTUM, param(m, L, P_CONV),
+                                L->save_mean, L->save_invstd, L->normed, L->activated, out);
+        pmoe_trace_pop();
+        return;
+    }
     for (int64_t s = 0; s < k; s++) {
         char range[32];
         snprintf(range, sizeof range, "expert %d", (int)s);
@@ -209,6 +224,16 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
     const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, DEEP_BN_EPS};
+    if (op->moe_experts_backward) { /* the grouped op: it overwrites din, needs no zeros */
+        const pmoe_experts_shape es = experts_shape(L, rows, h, w);
+        pmoe_trace_push("experts backward", patches);
+        op->moe_experts_backward(be, &es, in, param(m, L, P_BN_WEIGHT), param(m, L, P_CONV),
+                                 L->save_mean, L->save_invstd, L->normed, L->activated, dout,
+                                 L->dnormed, L->dactivated, din, grad(m, L, P_BN_WEIGHT),
+                                 grad(m, L, P_BN_BIAS), grad(m, L, P_CONV));
+        pmoe_trace_pop();
+        return;
+    }
     be->fill(be, L->dactivated, 0.0f, k * per);
     be->fill(be, L->dnormed, 0.0f, k * per);
     be->fill(be, din, 0.0f, k * per);

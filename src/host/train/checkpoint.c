@@ -105,11 +105,19 @@ static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local
 static pmoe_status write_file(const char *path, const pmoe_config *cfg,
                               const pmoe_train_position *pos, const slice *slices,
                               pmoe_st_entry *entries, int n, float *host, char *config,
-                              int config_len, pmoe_error *err);
+                              int config_len, const pmoe_st_meta *extra, int extra_count,
+                              pmoe_error *err);
 
 pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
                                  const pmoe_config *cfg, const pmoe_train_position *pos,
                                  pmoe_error *err) {
+    return pmoe_checkpoint_save_with(path, m, cfg, pos, NULL, 0, err);
+}
+
+pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m,
+                                      const pmoe_config *cfg, const pmoe_train_position *pos,
+                                      const pmoe_st_meta *extra, int extra_count,
+                                      pmoe_error *err) {
     const int writer = !m->comm || m->comm->rank == 0;
     slice *slices = calloc(max_slices(m), sizeof *slices);
     pmoe_st_entry *entries = calloc(max_slices(m), sizeof *entries);
@@ -132,7 +140,7 @@ pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
     if (!s) {
         pmoe_status written = PMOE_OK;
         if (writer) written = write_file(path, cfg, pos, slices, entries, n, host, config,
-                                         config_len, err);
+                                         config_len, extra, extra_count, err);
         s = agree(m, written, err); /* everyone learns whether rank 0's write worked */
     }
     free(slices);
@@ -154,7 +162,8 @@ static int64_t first_nonfinite(const float *data, int64_t count) {
 static pmoe_status write_file(const char *path, const pmoe_config *cfg,
                               const pmoe_train_position *pos, const slice *slices,
                               pmoe_st_entry *entries, int n, float *host, char *config,
-                              int config_len, pmoe_error *err) {
+                              int config_len, const pmoe_st_meta *extra, int extra_count,
+                              pmoe_error *err) {
     int64_t at = 0;
     for (int i = 0; i < n; i++) {
         const slice *sl = &slices[i];
@@ -180,7 +189,8 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
     snprintf(skipped, sizeof skipped, "%" PRId64, pos->skipped);
     snprintf(loss, sizeof loss, "%.17g", pos->loss_sum);
     snprintf(correct, sizeof correct, "%" PRId64, pos->correct_sum);
-    const pmoe_st_meta meta[] = {
+    enum { ROOM = 32 }; /* the run's own entries, then the extra ones */
+    pmoe_st_meta meta[ROOM] = {
         {"format", FORMAT},       {"config", config},        {"phase", phase},
         {"epoch", epoch},         {"next_batch", next},      {"step", step},
         {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
@@ -188,8 +198,14 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
         {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
         {"run_id", pos->run_id}, /* last: left out when the run has none */
     };
-    const int meta_count = (int)(sizeof meta / sizeof meta[0]) - (pos->run_id[0] ? 0 : 1);
-    return pmoe_safetensors_write(path, entries, n, meta, meta_count, err);
+    int own = 0;
+    while (own < ROOM && meta[own].key) own++;
+    if (!pos->run_id[0]) own--; /* run_id, the last, is left out when the run has none */
+    if (extra_count < 0 || own + extra_count > ROOM)
+        return pmoe_fail(err, PMOE_ERR_INTERNAL, "checkpoint: %d extra metadata entries (room for %d)",
+                         extra_count, ROOM - own);
+    for (int i = 0; i < extra_count; i++) meta[own + i] = extra[i];
+    return pmoe_safetensors_write(path, entries, n, meta, own + extra_count, err);
 }
 
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size) {

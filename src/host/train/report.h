@@ -18,6 +18,8 @@ typedef struct pmoe_reporter {
     double last_draw;
     double last_line;  /* when not a terminal: the last periodic line */
     int bar_shown;
+    int saves_final; /* train.checkpoint_every > 0: the run ends with a checkpoint, which
+                        the summary names (else it says how to keep the model) */
 } pmoe_reporter;
 
 /* Callbacks that feed rep (which must outlive the run). */

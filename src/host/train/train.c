@@ -36,10 +36,13 @@
 #include "core/phase_timer.h"
 #include "core/rng.h"
 #include "cuda/cuda_backend.h"
+#include "data/augment.h"
 #include "data/dataset.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_folder.h"
+#include "train/input_spec.h"
+#include "train/lr_schedule.h"
 #include "train/resolve.h"
 #include "train/resume.h"
 
@@ -77,6 +80,10 @@ typedef struct run {
     pmoe_phase_timer timer;  /* this epoch's phases */
     double step_seconds;     /* this epoch's steps, measured whole */
     int64_t profile_first, profile_last; /* train.profile_steps; 0 = off */
+    pmoe_augment augment; /* data.crop_pad / data.flip, for training batches */
+    int describes_input;  /* the data are images: checkpoints say how (input_spec.h) */
+    char input_meta[512];
+    char *class_names_meta; /* NULL when the data have no class names */
 } run;
 
 /* ---- setup ---- */
@@ -129,6 +136,16 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
                              "even class count",
                              ds->classes, ds->classes);
     }
+    r->augment = pmoe_augment_from_config(cfg);
+    if (pmoe_augment_active(&r->augment) && r->chosen == PMOE_DATA_SYNTHETIC)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: data.crop_pad / data.flip: the synthetic model's samples are "
+                         "not images");
+    if (pmoe_augment_active(&r->augment) && ds->width > PMOE_AUGMENT_MAX_WIDTH)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: data.crop_pad / data.flip take images up to %d pixels wide, "
+                         "not %d (set data.image_size)",
+                         PMOE_AUGMENT_MAX_WIDTH, ds->width);
     if (cfg->model.type == PMOE_MODEL_CNN && cfg->train.mode == PMOE_TRAIN_SEPARATE)
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: train.mode = separate needs model.type = pmoe (the CNN has no "
@@ -223,6 +240,21 @@ static pmoe_status open_data(run *r, pmoe_error *err) {
     return pmoe_data_open(&data, &r->train, &r->test, &r->chosen, err);
 }
 
+/* The data's input description, for checkpoints (input_spec.h). */
+static void describe_input(run *r) {
+    free(r->class_names_meta);
+    r->describes_input = pmoe_input_spec_describe(r->train, r->input_meta, sizeof r->input_meta,
+                                                  &r->class_names_meta);
+}
+
+/* A checkpoint's normalisation replaces the one computed at open, so a
+ * resumed or evaluated model sees what it was trained on. */
+static void adopt_saved_input(run *r, const pmoe_st_file *file) {
+    pmoe_input_spec_adopt(file, r->train);
+    pmoe_input_spec_adopt(file, r->test);
+    describe_input(r);
+}
+
 /* Host buffers, the timer and the run's description. */
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -264,6 +296,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
         s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
                        "expert load", err);
     if (!s) {
+        describe_input(r);
         fill_info(r);
         pmoe_backend_time_phases(r->be, &r->timer);
         r->model->timer = &r->timer;
@@ -294,9 +327,11 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     char device[sizeof cfg->train.device];
     choose_device(r, device, sizeof device, &cuda_index);
     s = pmoe_config_check(cfg, err);
+    if (!s) s = pmoe_lr_schedule_check(&cfg->train, err);
     if (!s) s = open_data(r, err);
     if (!s) s = resolve_against_data(r, err);
     if (!s) s = pmoe_backend_create(device, threads, &r->be, err);
+    if (!s) s = pmoe_backend_set_cpu_kernels(r->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
     if (!s)
         s = pmoe_comm_use_device(&r->comm, (pmoe_comm_kind)cfg->train.comm,
@@ -325,6 +360,7 @@ static void close_run(run *r) {
     free(r->order);
     free(r->load_position);
     free(r->load_class);
+    free(r->class_names_meta);
     pmoe_model_free(r->model);
     pmoe_comm_close(comm); /* before the backend: NCCL's stream waits on the backend's */
     pmoe_backend_destroy(r->be);
@@ -356,15 +392,25 @@ static float *composed_images(const run *r) {
 
 /* Composes this rank's share of the global batch indices[0..count) into the
  * model's images (padding: zeros), and the labels of the whole batch (the
- * loss of every rank reads them all). Returns the share in *sh. */
+ * loss of every rank reads them all). Returns the share in *sh. A training
+ * batch (augment_pass >= 0) is augmented as data.crop_pad / data.flip ask,
+ * drawn for that pass (see data/augment.h). */
 static pmoe_status load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                              int64_t count, shard *sh, pmoe_error *err) {
+                              int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
     *sh = shard_of(r, count);
     const int64_t *mine = indices + sh->first, real = sh->real;
     float *images = composed_images(r);
+    const int augment = augment_pass >= 0 && pmoe_augment_active(&r->augment);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < real; i++) ds->compose(ds, mine[i], images + i * per_sample);
+    for (int64_t i = 0; i < real; i++) {
+        ds->compose(ds, mine[i], images + i * per_sample);
+        if (augment) {
+            const pmoe_augment_draw d =
+                pmoe_augment_draw_at(&r->augment, (uint64_t)augment_pass, mine[i]);
+            pmoe_augment_apply(&d, ds->channels, ds->height, ds->width, images + i * per_sample);
+        }
+    }
     if (real < sh->local)
         memset(images + real * per_sample, 0,
                (size_t)((sh->local - real) * per_sample) * sizeof(float));
@@ -496,7 +542,7 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
         int64_t count = ds->count - start < r->max_batch ? ds->count - start : r->max_batch;
         for (int64_t i = 0; i < count; i++) r->order[i] = start + i;
         shard sh;
-        pmoe_status s = load_batch(r, ds, r->order, count, &sh, failed ? &ignored : err);
+        pmoe_status s = load_batch(r, ds, r->order, count, -1, &sh, failed ? &ignored : err);
         if (s && !r->sharded) return s;
         if (!failed) failed = s;
         pmoe_model_forward_valid(m, sh.local, count);
@@ -588,7 +634,7 @@ typedef struct phase_plan {
     int64_t size;      /* samples: the first `size` of the training set */
     int64_t batch;
     int epochs;
-    float lr;
+    double lr;         /* the schedule's base rate */
     uint64_t shuffle_stream;
 } phase_plan;
 
@@ -605,13 +651,20 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
         if (!s) s = pmoe_checkpoint_folder_may_write(&r->folder, path, err);
     }
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
-    if (!s) s = pmoe_checkpoint_save(path, r->model, r->cfg, pos, err);
+    if (!s) {
+        const pmoe_st_meta input[2] = {{"input", r->input_meta},
+                                       {"class_names", r->class_names_meta}};
+        const int described = !r->describes_input ? 0 : r->class_names_meta ? 2 : 1;
+        s = pmoe_checkpoint_save_with(path, r->model, r->cfg, pos, input, described, err);
+    }
     if (s) {
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
         snprintf(detail, sizeof detail, "%s", err->message);
-        return pmoe_fail(err, s, "checkpoint not saved (%s); the last good checkpoint is %s",
-                         detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
+        return pmoe_fail(err, s, "checkpoint not saved (%s); %s%s", detail,
+                         r->last_checkpoint[0] ? "the last good checkpoint is "
+                                               : "no earlier checkpoint was written",
+                         r->last_checkpoint);
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
     if (r->rank == 0) pmoe_checkpoint_folder_prune(&r->folder, r->cfg->train.keep);
@@ -625,8 +678,8 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
  * collectives, and before anyone updates the ranks agree on failures,
  * non-finite gradients (each rank sees only its experts') and stop
  * requests, so all of them update or none does. */
-static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, const shard *sh,
-                             pmoe_status loaded, double *loss, int64_t *correct,
+static pmoe_status take_step(run *r, const phase_plan *plan, float lr, int64_t count,
+                             const shard *sh, pmoe_status loaded, double *loss, int64_t *correct,
                              const char **nonfinite, pmoe_error *err) {
     pmoe_model *m = r->model;
     const pmoe_train_config *t = &r->cfg->train;
@@ -672,10 +725,10 @@ static pmoe_status take_step(run *r, const phase_plan *plan, int64_t count, cons
     if (plan->phase == PMOE_PHASE_ROUTER) {
         pmoe_param *router = &m->params[r->routing.router_param];
         r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
-                               router->grad.data, router->velocity.data, plan->lr,
+                               router->grad.data, router->velocity.data, lr,
                                (float)t->momentum, (float)t->weight_decay);
     } else {
-        pmoe_model_sgd(m, plan->lr, (float)t->momentum, (float)t->weight_decay);
+        pmoe_model_sgd(m, lr, (float)t->momentum, (float)t->weight_decay);
     }
     return PMOE_OK;
 }
@@ -695,7 +748,9 @@ static void fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_repo
     }
     if (st->measured_load)
         er->load = (pmoe_expert_load){r->routing.experts, r->routing.patch_count, r->load_classes,
-                                      r->load_position, r->load_class, r->test->count};
+                                      r->load_position, r->load_class, r->test->count,
+                                      r->test->height / r->input_patch,
+                                      r->test->width / r->input_patch};
 }
 
 static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
@@ -710,6 +765,7 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
     er->step_seconds = r->step_seconds;
     er->seconds = pmoe_now_seconds() - epoch_began;
     er->elapsed = pmoe_now_seconds() - r->started;
+    er->skipped_steps = pos->skipped;
     if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
 }
 
@@ -731,6 +787,8 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
     const int64_t batches = (plan->size + plan->batch - 1) / plan->batch;
     const double began = pmoe_now_seconds();
     const int64_t first_step = pos->step;
+    const pmoe_lr_schedule schedule =
+        pmoe_lr_schedule_make(&cfg->train, plan->lr, plan->epochs, batches);
     r->model->exchange_bytes = 0;
     for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
                                        pos->correct_sum = 0) {
@@ -747,14 +805,17 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             pmoe_trace_push("step", (uint64_t)this_step);
             pmoe_timer_enter(&r->timer, PMOE_T_DATA, (uint64_t)count);
             shard sh;
-            pmoe_status s = load_batch(r, r->train, r->order + start, count, &sh, err);
+            /* augmentation passes: the main phase's epochs, the router phase's above them */
+            const int64_t pass = pos->epoch + (plan->phase == PMOE_PHASE_ROUTER ? (1LL << 32) : 0);
+            pmoe_status s = load_batch(r, r->train, r->order + start, count, pass, &sh, err);
             if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
                 s = poison_batch(r, err);
             double loss = 0.0;
             int64_t correct = 0;
             const char *nonfinite = NULL;
             if (!s || r->sharded)
-                s = take_step(r, plan, count, &sh, s, &loss, &correct, &nonfinite, err);
+                s = take_step(r, plan, (float)pmoe_lr_at(&schedule, pos->step), count, &sh, s,
+                              &loss, &correct, &nonfinite, err);
             pmoe_timer_stop(&r->timer);
             pmoe_trace_pop();
             r->step_seconds += pmoe_now_seconds() - step_began;
@@ -764,12 +825,13 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
                 return pmoe_fail(err, PMOE_ERR_NONFINITE,
                                  "non-finite value (NaN or Inf) in %s%s at step %lld (%s phase, "
                                  "epoch %d): the batch or the weights hold NaN or Inf (if the "
-                                 "weights diverged, lower the learning rate); the last good "
-                                 "checkpoint is %s",
+                                 "weights diverged, lower the learning rate); %s%s",
                                  nonfinite[0] == 't' ? "" : "the gradient of ", nonfinite,
                                  (long long)(pos->step + 1),
                                  plan->phase == PMOE_PHASE_ROUTER ? "router" : "main", pos->epoch,
-                                 r->last_checkpoint[0] ? r->last_checkpoint : "none");
+                                 r->last_checkpoint[0] ? "the last good checkpoint is "
+                                                       : "no checkpoint was written before it",
+                                 r->last_checkpoint);
             pos->step++;
             if (nonfinite) {
                 pos->skipped++;
@@ -804,6 +866,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         memset(&er, 0, sizeof er);
         er.test_acc = er.router_recall = -1.0;
         er.exchange_bytes = r->model->exchange_bytes; /* the steps' (evaluation's not counted) */
+        er.lr = pmoe_lr_at(&schedule, (int64_t)(pos->epoch - 1) * batches);
         if (plan->phase == PMOE_PHASE_MAIN &&
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             eval_stats st = {0};
@@ -836,7 +899,7 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
                                  ? t->router_size
                                  : r->train->count;
         const phase_plan plan = {PMOE_PHASE_ROUTER, size, t->router_batch, t->router_epochs,
-                                 (float)t->router_lr, STREAM_ROUTER_SHUFFLE};
+                                 t->router_lr, STREAM_ROUTER_SHUFFLE};
         s = run_phase(r, &plan, pos, res, err);
         if (s) return s;
         const pmoe_train_position main_start = {PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0, ""};
@@ -849,7 +912,7 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
         r->model->params[r->routing.router_param].trainable = 0;
     res->router_steps = pos->router_steps;
     const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch, t->epochs,
-                             (float)t->lr, STREAM_SHUFFLE};
+                             t->lr, STREAM_SHUFFLE};
     s = run_phase(r, &plan, pos, res, err);
     res->steps = pos->step;
     res->skipped_steps = pos->skipped;
@@ -876,6 +939,7 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
         if (!s)
             s = pmoe_resume_check(&file, r->cfg, r->train->count, r->routing.routes, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
+        if (!s) adopt_saved_input(r, &file);
         pmoe_safetensors_free(&file);
     }
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);
@@ -963,6 +1027,7 @@ static pmoe_status open_saved(run *r, const pmoe_config *cfg, const char *checkp
     s = pmoe_checkpoint_open(checkpoint, &file, err);
     if (!s) s = pmoe_checkpoint_restore(&file, r->model, &pos, err);
     if (!s) {
+        adopt_saved_input(r, &file);
         snprintf(origin, origin_size, "%s", file.origin);
         *step = global_step(&pos);
     }
