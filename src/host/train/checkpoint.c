@@ -33,7 +33,7 @@ typedef struct slice {
 
 /* Values and velocities, each whole or split into one slice per expert. */
 static size_t max_slices(const pmoe_model *m) {
-    return (size_t)(2 * m->param_count * (m->experts + 1));
+    return (size_t)(2 * m->param_count * (pmoe_model_routing(m).experts + 1));
 }
 
 /* Lists what a model saves, in a fixed order. Returns the count. With
@@ -259,7 +259,7 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
         }
         if (!t) {
             s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no tensor '%s' (the model has %d experts)",
-                          file->origin, sl->name, m->experts);
+                          file->origin, sl->name, pmoe_model_routing(m).experts);
             break;
         }
         int same = t->ndim == sl->ndim;

@@ -4,15 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/files.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/phase_timer.h"
 
 void pmoe_write_json_string(FILE *out, const char *s) {
     fputc('"', out);
@@ -68,7 +62,7 @@ enum { PLAIN_EVERY = 30 };
 static void on_step(void *user, const pmoe_step_report *r) {
     pmoe_reporter *rep = user;
     if (!rep->progress) return;
-    double t = now_seconds();
+    double t = pmoe_now_seconds();
     if (!rep->is_terminal) {
         if (rep->last_line == 0.0) rep->last_line = t;
         if (t - rep->last_line < PLAIN_EVERY) return;
