@@ -125,6 +125,9 @@ static void test_safetensors_format(void) {
     CHECK(pmoe_safetensors_parse(tiny, 5, "short.st", &f, &err) == PMOE_ERR_FORMAT &&
           strstr(err.message, "too short"));
     CHECK(pmoe_safetensors_parse(tiny, 12, "huge.st", &f, &err) == PMOE_ERR_FORMAT &&
+          strstr(err.message, "over pmoe's limit of 104857600 bytes"));
+    tiny[0] = 200, tiny[1] = tiny[2] = tiny[3] = 0; /* under the limit, beyond the file */
+    CHECK(pmoe_safetensors_parse(tiny, 12, "long.st", &f, &err) == PMOE_ERR_FORMAT &&
           strstr(err.message, "does not fit"));
     CHECK(pmoe_safetensors_read("/nonexistent/x.st", &f, &err) == PMOE_ERR_IO);
 }

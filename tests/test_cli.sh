@@ -64,6 +64,21 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
   expect_error "needs an input side divisible by 4" train "${WRN[@]}" --set data.source=idx --set data.train_size=20 --set data.test_size=10 --set data.image_size=30
 fi
 expect_error "cannot open config" train --config "$TMP/missing.ini"
+# A missing --config file is a config error: exit 2, as README says.
+"$PMOE" train --config "$TMP/missing.ini" >/dev/null 2>&1
+rc=$?; if [ $rc -eq 2 ]; then ok; else bad "missing --config exited $rc, wanted 2"; fi
+# Integer keys print their range as integers.
+expect_error "model.topl = 0 is out of range [1, 1048576]" train --set model.topl=0
+# --version: the release, the commit baked in at build time, the backends.
+if "$PMOE" --version | grep -Eq '^pmoe [0-9]+\.[0-9]+\.[0-9]+ \(commit ([0-9a-f]{7,}|unknown)(\+changes)?\); backends: cpu'; then
+  ok; else bad "pmoe --version: $("$PMOE" --version 2>&1)"; fi
+# ... and that commit is one of this repository's (HEAD when freshly built;
+# an older one when commits came after the build, which is not an error).
+built=$("$PMOE" --version | sed -n 's/.*(commit \([0-9a-f]*\).*/\1/p')
+if git -C "$(dirname "$0")" rev-parse HEAD >/dev/null 2>&1 &&
+   ! git -C "$(dirname "$0")" cat-file -e "${built:-none}^{commit}" 2>/dev/null; then
+  bad "pmoe --version names '$built', which is no commit of this repository"
+else ok; fi
 
 # Data errors: a missing dataset, a truncated file, a wrong magic, a gzip error.
 expect_error "/nonexistent/data" train --set data.source=mosaic --set data.path=/nonexistent/data

@@ -91,7 +91,8 @@ int main(void) {
                 PMOE_ERR_CONFIG, "c.ini:2");
     EXPECT_FAIL(pmoe_config_apply_ini(&cfg, "[nosuch]\nx = 1\n", "d.ini", &err), PMOE_ERR_CONFIG,
                 "'nosuch.x'");
-    EXPECT_FAIL(pmoe_config_load_file(&cfg, "/nonexistent/pmoe.ini", &err), PMOE_ERR_IO,
+    /* a missing file is a config error (exit 2), like a bad key in it */
+    EXPECT_FAIL(pmoe_config_load_file(&cfg, "/nonexistent/pmoe.ini", &err), PMOE_ERR_CONFIG,
                 "/nonexistent/pmoe.ini");
     /* The first error in the file is the one named, with its own line. */
     EXPECT_FAIL(pmoe_config_apply_ini(&cfg, "[data]\nsource = bad\nnot ini\n", "e.ini", &err),

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "model/flops.h"
+#include "model/two_layer.h"
 #include "test_util.h"
 
 #define U PMOE_FLOPS_USEFUL
@@ -205,7 +206,7 @@ static void test_shape_of_models(void) {
         CHECK(s.hidden == 3 && s.classes == 1 && s.gate == PMOE_GATE_RENORM && s.learn_router);
         CHECK(!s.train_output && s.momentum && !s.weight_decay);
         /* the CPU backend's fused ops run, with the renormalised gate */
-        CHECK(s.router_over_picks == m->gathered && m->gathered);
+        CHECK(s.router_over_picks == two_layer_of(m)->gathered && two_layer_of(m)->gathered);
         pmoe_model_free(m);
     }
     cfg.model.type = PMOE_MODEL_CNN;

@@ -24,6 +24,7 @@
 #include "backend/backend.h"
 #include "backend/cpu_dot.h"
 #include "model/model.h"
+#include "model/two_layer.h"
 #include "pmoe/config.h"
 #include "test_util.h"
 
@@ -306,12 +307,13 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
     pmoe_error err = {0};
     if (pmoe_model_create(be, &cfg, c->channels, c->height, c->width, c->patch, c->classes, B,
                               &m, &err)) {
-        fprintf(stderr, "FAIL: case %s: pmoe_two_layer_create: %s\n", c->name, err.message);
+        fprintf(stderr, "FAIL: case %s: pmoe_model_create: %s\n", c->name, err.message);
         test_failed++;
         return;
     }
-    CHECK(m->patch_count == n && m->patch_dim == d && m->experts == k && m->topl == l &&
-          m->hidden == h && m->classes == C && m->has_router == pmoe);
+    const two_layer_model *t = two_layer_of(m);
+    CHECK(t->patch_count == n && t->patch_dim == d && t->experts == k && t->topl == l &&
+          t->hidden == h && m->classes == C && t->has_router == pmoe);
 
     /* Inputs. */
     const golden_tensor *images = need(c, "images", B * c->channels * c->height * c->width);
@@ -361,7 +363,7 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
     if (pmoe) {
         const golden_tensor *sel = need(c, "selected", B * k * l);
         int32_t *got_sel = malloc((size_t)sel->count * sizeof(int32_t));
-        if (be->copy_out(be, got_sel, m->selected, (size_t)sel->count * sizeof(int32_t), &err))
+        if (be->copy_out(be, got_sel, t->selected, (size_t)sel->count * sizeof(int32_t), &err))
             exit(1);
         int64_t wrong = 0, first = -1;
         for (int64_t i = 0; i < sel->count; i++)
@@ -375,7 +377,7 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
         CHECK_MSG(wrong == 0, "case %s: %lld selected indices differ, first at %lld: got %d want %g",
                   c->name, (long long)wrong, (long long)first, got_sel[first], sel->v[first]);
         free(got_sel);
-        got = from_device(be, m->gate, B * k * l);
+        got = from_device(be, t->gate, B * k * l);
         compare(c, "gate", got, need(c, "gate", B * k * l));
         free(got);
     }

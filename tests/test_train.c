@@ -33,14 +33,15 @@ static void on_step(void *user, const pmoe_step_report *r) {
     t->steps++;
 }
 
-static void on_epoch(void *user, const pmoe_epoch_report *r) {
+static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *err) {
+    (void)err;
     trace *t = user;
     t->epochs_seen++;
     t->last_recall = r->router_recall;
     for (int i = 0; i < pmoe_step_phase_count(); i++) t->phase_sum += r->phase_seconds[i];
     t->step_sum += r->step_seconds;
     const pmoe_expert_load *ld = &r->load;
-    if (ld->experts == 0) return;
+    if (ld->experts == 0) return PMOE_OK;
     /* Every expert takes exactly l patches of every test sample. */
     t->load_checked++;
     for (int e = 0; e < ld->experts; e++) {
@@ -49,6 +50,7 @@ static void on_epoch(void *user, const pmoe_epoch_report *r) {
         for (int c = 0; c < ld->classes; c++) by_class += ld->by_class[e * ld->classes + c];
         if (by_position != ld->samples * t->expect_topl || by_class != by_position) t->load_wrong++;
     }
+    return PMOE_OK;
 }
 
 static pmoe_status run(const char *const *sets, int count, trace *t, pmoe_train_result *res,

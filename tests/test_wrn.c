@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "model/layers.h"
+#include "model/deep_layers.h"
 #include "model/model.h"
 #include "model/moe_conv.h"
 #include "pmoe/train.h"
@@ -60,7 +60,7 @@ static pmoe_model *make_model(const char *const *sets, int count, int side, int 
 }
 
 static moe_conv_layer *moe_of(pmoe_model *m, deep_activation **in, deep_activation **out) {
-    pmoe_deep_model *d = m->deep;
+    pmoe_deep_model *d = deep_of(m);
     deep_layer *L = &d->layers[d->moe];
     *in = &d->acts[L->in];
     *out = &d->acts[L->out];
@@ -251,7 +251,7 @@ static double model_loss(pmoe_model *m, int64_t batch, int backward) {
 /* Which side of every kink the network is on: each ReLU's output signs,
  * and the pMoE layer's picks and expert ReLU signs. Returns the length. */
 static int64_t network_pattern(pmoe_model *m, int64_t batch, unsigned char *out) {
-    pmoe_deep_model *d = m->deep;
+    pmoe_deep_model *d = deep_of(m);
     int64_t n = 0;
     for (int i = 0; i < d->layer_count; i++) {
         const deep_layer *L = &d->layers[i];

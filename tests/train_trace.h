@@ -28,10 +28,13 @@ static inline void trace_on_step(void *user, const pmoe_step_report *r) {
     if (t->stop && t->steps == t->stop_at) *t->stop = 1;
 }
 
-static inline void trace_on_epoch(void *user, const pmoe_epoch_report *r) {
+static inline pmoe_status trace_on_epoch(void *user, const pmoe_epoch_report *r,
+                                         pmoe_error *err) {
+    (void)err;
     trace *t = user;
     if (r->phase == PMOE_PHASE_MAIN && r->epoch >= 1 && r->epoch <= TRACE_MAX_EPOCHS)
         t->lr[r->epoch - 1] = r->lr;
+    return PMOE_OK;
 }
 
 /* Trains cfg (from the checkpoint `resume` when not NULL) into a fresh t. */

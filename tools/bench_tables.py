@@ -1,14 +1,14 @@
 """bench_tables.py: the Markdown tables of BENCHMARKS.md, from a recorded run.
 
-Usage: python3 tools/bench_tables.py bench/results/NAME.json
+Usage: /usr/bin/python3 tools/bench_tables.py bench/results/NAME.json
 
 Reads the file tools/bench_record.sh writes (the machine, versions, pmoe
 against PyTorch at each batch, and the sweeps) and prints the tables that
 BENCHMARKS.md shows, so the document is regenerated, not retyped.
 """
+import argparse
 import json
 import os
-import sys
 
 
 def ms(m, step):
@@ -85,8 +85,12 @@ def sweep_rows(key, runs, folder):
 
 
 def main():
-    path = sys.argv[1]
-    doc = json.load(open(path))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Prints Markdown on stdout.")
+    p.add_argument("record", help="a recorded run, bench/results/NAME.json (tools/bench_record.sh)")
+    path = p.parse_args().record
+    with open(path) as f:
+        doc = json.load(f)
     folder = os.path.splitext(os.path.basename(path))[0]
     m = doc["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['blas']}; date {doc['date']}."]
@@ -106,4 +110,5 @@ def main():
     print("\n".join(lines))
 
 
-main()
+if __name__ == "__main__":
+    main()

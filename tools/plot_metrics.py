@@ -288,7 +288,9 @@ def main():
         import matplotlib.pyplot as plt
         import matplotlib.ticker as ticker
     except ImportError:
-        fail("matplotlib is not installed (Debian: apt-get install python3-matplotlib)", 3)
+        fail(f"matplotlib is not installed for {sys.executable}: run this script with "
+             f"/usr/bin/python3 after apt-get install python3-matplotlib (Debian's package is "
+             f"for the system Python, not a virtual environment's)", 3)
     epochs = read_log(args.log)
     try:
         os.makedirs(args.out, exist_ok=True)

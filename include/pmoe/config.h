@@ -5,7 +5,8 @@
  * are a contract that scripts rely on; pmoe_config_keys() lists them. Values
  * are checked for type and range as they are read; checks that need the data
  * (l <= n, the patch size dividing the image, class indices) happen when the
- * run starts, in pmoe_config_check_against_data(). */
+ * run starts, in pmoe_resolve_patch() (src/host/train/resolve.h) and the
+ * data's open. */
 #ifndef PMOE_CONFIG_H
 #define PMOE_CONFIG_H
 
@@ -26,8 +27,8 @@ typedef enum {
     PMOE_DATA_NOISY,   /* an IDX item shrunk and pasted on a cluttered background */
     PMOE_DATA_FOLDER   /* your own PNG / JPEG images: data.path/{train,test}/<class>/ */
 } pmoe_data_source;
-/* pmoe and cnn: the two-layer models of the theory (spec section 2); wrn
- * and wrn_pmoe: the deep models (spec section 4). */
+/* pmoe and cnn: the two-layer models of the theory (the paper's eq. 1 and
+ * eq. 5); wrn and wrn_pmoe: the deep models (its section 4). */
 typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN, PMOE_MODEL_WRN, PMOE_MODEL_WRN_PMOE } pmoe_model_type;
 /* The WRN-pMoE layer: sparse runs each expert on its selected patches only;
  * dense_masked is the paper code's form (mask the map, run every expert on

@@ -68,6 +68,7 @@ typedef struct pmoe_expert_load {
                                         1 = o1, 2 + c = cluster c), or else the sample's
                                         class (binary: 0 is y = -1, 1 is y = +1) */
     int64_t samples;
+    int grid_rows, grid_cols;        /* the positions as the input's patch grid (rows x cols) */
 } pmoe_expert_load;
 
 typedef struct pmoe_epoch_report {
@@ -88,13 +89,16 @@ typedef struct pmoe_epoch_report {
     double elapsed;        /* since the run began */
     int64_t exchange_bytes;/* expert parallelism: bytes this rank sent to other ranks this
                               epoch (exchanges and reductions); 0 alone */
+    int64_t skipped_steps; /* since the run began: steps whose update train.on_nonfinite =
+                              skip dropped */
 } pmoe_epoch_report;
 
 typedef struct pmoe_train_callbacks {
     void *user;
     void (*on_start)(void *user, const pmoe_run_info *info);
     void (*on_step)(void *user, const pmoe_step_report *r);
-    void (*on_epoch)(void *user, const pmoe_epoch_report *r);
+    /* A failure (the log could not be written) stops the run with it. */
+    pmoe_status (*on_epoch)(void *user, const pmoe_epoch_report *r, pmoe_error *err);
 } pmoe_train_callbacks;
 
 typedef struct pmoe_train_options {

@@ -105,7 +105,7 @@ int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *stream);
  * backward adds into dx, parameter gradients are overwritten, a NULL
  * gradient is not computed. Feature maps are batch x channels x spatial. */
 
-/* layers.cu. y = max(x, 0) (NaN -> 0; y may be x); dx += dy where y > 0. */
+/* batchnorm_relu_pool.cu. y = max(x, 0) (NaN -> 0; y may be x); dx += dy where y > 0. */
 int PMOE_KERNEL(relu_forward_out)(int64_t count, const float *x, float *y, void *stream);
 int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y, const float *dy,
                                           float *dx, void *stream);

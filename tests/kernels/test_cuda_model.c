@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "gpu_test_util.h"
 #include "model/model.h"
+#include "model/two_layer.h"
 #include "pmoe/train.h"
 
 static pmoe_backend *gpu, *cpu;
@@ -98,23 +99,24 @@ static void test_step(const setup *u) {
     int64_t gc, cc;
     step(g, u->batch, &gl, &gc);
     step(c, u->batch, &cl, &cc);
-    const int64_t B = u->batch, n = c->patch_count, k = c->experts, l = c->topl;
-    const int64_t rows = B * l, h = c->hidden, C = c->classes;
+    const two_layer_model *gt = two_layer_of(g), *ct = two_layer_of(c);
+    const int64_t B = u->batch, n = ct->patch_count, k = ct->experts, l = ct->topl;
+    const int64_t rows = B * l, h = ct->hidden, C = c->classes;
     printf("  loss GPU %.9g CPU %.9g, correct %lld / %lld\n", gl, cl, (long long)gc, (long long)cc);
     CHECK_MSG(fabs(gl - cl) <= 1e-5 * (1 + fabs(cl)), "loss %.9g vs %.9g", gl, cl);
     CHECK(gc == cc);
     compare("logits", g, c, g->logits, c->logits, B * C, 1e-5);
-    if (c->has_router) {
-        compare("scores", g, c, g->scores, c->scores, B * n * k, 1e-5);
-        int32_t *gs = from_device(gpu, g->selected, (size_t)(B * k * l) * 4);
+    if (ct->has_router) {
+        compare("scores", g, c, gt->scores, ct->scores, B * n * k, 1e-5);
+        int32_t *gs = from_device(gpu, gt->selected, (size_t)(B * k * l) * 4);
         int64_t differ = 0;
-        for (int64_t i = 0; i < B * k * l; i++) differ += gs[i] != c->selected[i];
+        for (int64_t i = 0; i < B * k * l; i++) differ += gs[i] != ct->selected[i];
         CHECK_MSG(differ == 0, "%lld picks differ", (long long)differ);
         printf("  %-44s n=%-7lld %s\n", "picks", (long long)(B * k * l), differ ? "DIFFER" : "identical");
         free(gs);
-        compare("gate", g, c, g->gate, c->gate, B * k * l, 1e-5);
+        compare("gate", g, c, gt->gate, ct->gate, B * k * l, 1e-5);
     }
-    compare("hidden", g, c, g->hidden_out, c->hidden_out, k * rows * h, 1e-5);
+    compare("hidden", g, c, gt->hidden_out, ct->hidden_out, k * rows * h, 1e-5);
     char what[96];
     for (int i = 0; i < c->param_count; i++) /* every gradient, then every value after SGD */
         if (c->params[i].grad.data && pmoe_model_updates(c, i)) {

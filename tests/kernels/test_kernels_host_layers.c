@@ -1,4 +1,4 @@
-/* test_kernels_host_layers.c: the deep models' layer kernels (layers.cu,
+/* test_kernels_host_layers.c: the deep models' layer kernels (batchnorm_relu_pool.cu,
  * moe_layer.cu), run on the CPU through host execution, against their CPU
  * twins (cpu_layers.c, cpu_moe_layer.c, cpu_channel_copy.c).
  *

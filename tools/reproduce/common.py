@@ -5,7 +5,13 @@ Finding and running `pmoe train` as subprocesses (train.threads = 1, at most
 log, caching results so that an interrupted sweep resumes, the per-sample
 routing of a saved model (route_dump.c, built against the engine library of
 the same build folder), the common command-line options, and CSV/plot
-helpers.
+helpers, and the stamp every output carries (the commit and the command that
+made it).
+
+Outputs go to reproduce-out/ (ignored by git) unless --out-dir says
+otherwise; the committed results in docs/reproduction/ are regenerated with
+--out-dir docs/reproduction (docs/reproduction.md names the command), and
+tools/reproduce/check_reduced.sh compares a fresh reduced run with them.
 
 Every script runs with the system Python (/usr/bin/python3) and needs only
 numpy, plus matplotlib for the plots (Debian: python3-numpy,
@@ -25,7 +31,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT_DIR = os.path.join(REPO, "docs", "reproduction")
+OUT_DIR = os.path.join(REPO, "reproduce-out")
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -49,6 +55,58 @@ JOINT = {"model.type": "pmoe", "train.mode": "joint", "model.experts": 8, "model
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+_STAMP = None
+
+
+def _git(*argv):
+    proc = subprocess.run(["git", "-C", REPO] + list(argv), capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def stamp(pmoe=None):
+    """One line naming what made an output: the repository's commit (with
+    "+changes" when tracked files outside docs/ differ from it, so a run
+    that writes into docs/reproduction does not mark itself), the pmoe binary's
+    own version line (its commit is baked in at build time), and the exact
+    command (the run_all.sh command that started it, if any, in
+    $PMOE_REPRODUCE_COMMAND)."""
+    global _STAMP
+    if _STAMP is None:
+        commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+        if _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":(exclude)docs") not in ("", None):
+            commit += "+changes"
+        script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
+        cmd = " ".join(shlex.quote(a) for a in ["/usr/bin/python3", script] + sys.argv[1:])
+        parent = os.environ.get("PMOE_REPRODUCE_COMMAND")
+        if parent:
+            cmd += f" (from {parent})"
+        version = "unknown"
+        if pmoe:
+            try:
+                proc = subprocess.run([pmoe, "--version"], capture_output=True, text=True)
+                if proc.returncode == 0 and proc.stdout.strip():
+                    version = proc.stdout.strip().splitlines()[0]
+            except OSError:
+                pass
+        _STAMP = f"made at commit {commit} by {version}; command: {cmd}"
+    return _STAMP
+
+
+def set_stamp_binary(pmoe):
+    """Names the pmoe binary in the stamp (called once the runner has found it)."""
+    global _STAMP
+    _STAMP = None
+    stamp(pmoe)
+
+
+def write_text(path, lines):
+    """A text summary, its first line the stamp."""
+    with open(path, "w") as f:
+        f.write("# " + stamp() + "\n" + "\n".join(lines) + "\n")
+    log(f"wrote {os.path.relpath(path, REPO)}")
 
 
 def idx_present(path):
@@ -76,7 +134,8 @@ def add_common_args(parser, reduced_help, full_help):
     parser.add_argument("--tag", default="",
                         help="suffix for the output names (e.g. mnist), so runs on other data do "
                         "not overwrite the committed ones")
-    parser.add_argument("--out-dir", default=OUT_DIR, help="where the CSV and PNG go")
+    parser.add_argument("--out-dir", default=OUT_DIR, help="where the CSV and PNG go (default "
+                        "reproduce-out/; the committed results: docs/reproduction)")
     parser.add_argument("--no-cache", action="store_true",
                         help="rerun everything instead of reusing cached results")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -145,6 +204,7 @@ class Runner:
 
     def __init__(self, args, cache_name):
         self.pmoe = find_pmoe(getattr(args, "pmoe", None))
+        set_stamp_binary(self.pmoe)
         self.jobs = max(1, args.jobs)
         self.digest = _file_digest(self.pmoe)
         cache_dir = os.environ.get("PMOE_REPRODUCE_CACHE",
@@ -310,6 +370,7 @@ def mean_std(values):
 
 def write_csv(path, header, rows):
     with open(path, "w") as f:
+        f.write("# " + stamp() + "\n")
         f.write(",".join(header) + "\n")
         for row in rows:
             f.write(",".join(_csv_cell(v) for v in row) + "\n")
@@ -337,8 +398,10 @@ def pyplot():
 
 
 def save_png(plt, fig, path):
+    fig.text(0.995, 0.003, stamp().split(";")[0], fontsize=5, color="grey",
+             ha="right", va="bottom")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, metadata={"Source": stamp()})
     plt.close(fig)
     log(f"wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path) // 1024} KB)")
 

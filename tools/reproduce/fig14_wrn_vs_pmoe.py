@@ -33,7 +33,8 @@ only, from the --log records) and the run's wall seconds (`pmoe train
 --json`, which includes the per-epoch test evaluation). With --jobs 2 the
 two models of a pair run side by side, one thread each.
 
-Writes docs/reproduction/fig14_wrn_vs_pmoe[-TAG][-reduced].{csv,png,txt};
+Writes (to --out-dir, default reproduce-out/)
+fig14_wrn_vs_pmoe[-TAG][-reduced].{csv,png,txt};
 --config configs/wrn_pmoe_small64.ini --tag 64 runs the 64x64 setting
 (k = 8, l = 2 of 16 4x4 patches, 3x3 experts; about four times the cost).
 """
@@ -140,7 +141,8 @@ def main():
     p.add_argument("--max-epochs", type=int, help="(default: 20 reduced, 100 full)")
     p.add_argument("--tag", default="", help="suffix for the output names (e.g. 64 with "
                    "--config configs/wrn_pmoe_small64.ini)")
-    p.add_argument("--out-dir", default=common.OUT_DIR, help="where the CSV, PNG and TXT go")
+    p.add_argument("--out-dir", default=common.OUT_DIR, help="where the CSV, PNG and TXT go "
+                   "(default reproduce-out/; the committed results: docs/reproduction)")
     p.add_argument("--no-cache", action="store_true",
                    help="rerun everything instead of reusing cached results")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -260,10 +262,7 @@ def main():
               "",
               "one run (the last of the list; the script adds --json --quiet --log FILE):",
               "  " + common.command_line(runner.pmoe, example)]
-    txt = common.output_path(args, NAME, "txt")
-    with open(txt, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    common.log(f"wrote {os.path.relpath(txt, common.REPO)}")
+    common.write_text(common.output_path(args, NAME, "txt"), lines)
     print("\n".join(lines))
 
     plt = common.pyplot()

@@ -14,7 +14,8 @@ accuracy at the largest N.
              N(0, 0.01^2)), and separate pMoE with its experts at lr 0.2
              instead of 0.2 * l / n (common.py says why)
 
-Writes docs/reproduction/fig4_sample_complexity[-reduced].{csv,png}; seed s
+Writes (to --out-dir, default reproduce-out/)
+fig4_sample_complexity[-reduced].{csv,png}; seed s
 sets data.seed = train.seed = s (so the training set, the test set and the
 init all change with the seed).
 """
@@ -134,9 +135,7 @@ def main():
         summary.append(f"N to reach 95% ({model}): " +
                        ("not reached" if n95 is None else
                         (f"<= {n95}" if not exact else f"~{n95:.0f}")))
-    summary_path = common.output_path(args, NAME, "txt")
-    with open(summary_path, "w") as f:
-        f.write("\n".join(summary) + "\n")
+    common.write_text(common.output_path(args, NAME, "txt"), summary)
     print("\n".join(summary))
 
     plt = common.pyplot()

@@ -21,7 +21,8 @@ epochs on all N samples), router init N(0, 0.1^2), experts N(0, 0.1^2).
   --reduced  one seed, l = 1, 2, 4, 8 and the CNN, N = 25, 100, 400, 1600
   --full     5 seeds, l = 1, 2, 4, 8 and the CNN, N = 25, 50, 100, 200, 400, 800, 1600
 
-Writes docs/reproduction/fig5_phase_transition[-reduced].{csv,png}.
+Writes (to --out-dir, default reproduce-out/)
+fig5_phase_transition[-reduced].{csv,png}.
 """
 
 import argparse
@@ -100,8 +101,7 @@ def main():
         label = "CNN" if name == "cnn" else f"separate pMoE l={l}"
         summary.append(f"{label}: smallest N with success in >= half the seeds: "
                        f"{min(ok) if ok else f'> {max(sizes)}'}")
-    with open(common.output_path(args, NAME, "txt"), "w") as f:
-        f.write("\n".join(summary) + "\n")
+    common.write_text(common.output_path(args, NAME, "txt"), summary)
     print("\n".join(summary))
 
     plt = common.pyplot()

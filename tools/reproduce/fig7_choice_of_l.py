@@ -8,7 +8,8 @@ accuracy on 1000 test mosaics. l = 16 is every patch: no sparsity left.
   --reduced  one seed, l = 1, 2, 6, 12
   --full     5 seeds, l = 1, 2, 4, 6, 8, 10, 12, 16
 
-Writes docs/reproduction/fig7_choice_of_l[-reduced].{csv,png}; the router
+Writes (to --out-dir, default reproduce-out/)
+fig7_choice_of_l[-reduced].{csv,png}; the router
 recall of each run (deciding patch among any expert's picks) is in the CSV.
 """
 

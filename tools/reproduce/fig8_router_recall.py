@@ -23,7 +23,8 @@ trains the experts for a single epoch only (train.epochs = 1).
   --reduced  one seed, N_r = 100, 1000, l = 1, 2, 4, 6, 8
   --full     5 seeds, N_r = 100, 300, 1000, l = 1, 2, 4, 6, 8
 
-Writes docs/reproduction/fig8_router_recall[-reduced].{csv,png}.
+Writes (to --out-dir, default reproduce-out/)
+fig8_router_recall[-reduced].{csv,png}.
 """
 
 import argparse

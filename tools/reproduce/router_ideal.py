@@ -17,7 +17,7 @@ the engine's mosaics do):
   P(rank < l) = E_s [ sum_{j<l} Binom(15, q(s))[j] ],  q(s) = P(other item scores above s).
 
 No pmoe run is needed (numpy only). Writes
-docs/reproduction/router_ideal_recall.csv: per ordered class pair (pos, neg)
+reproduce-out/router_ideal_recall.csv (--out-dir): per ordered class pair (pos, neg)
 and l, the recall of router 0 on y = +1, of router 1 on y = -1, and their
 mean (the "proper expert" recall of fig8_router_recall.py), and prints the
 pairs closest to the paper's Fig. 8 (MNIST 1 vs 0).
@@ -66,7 +66,8 @@ def main():
     p.add_argument("--data-path", default=common.FASHION_MNIST)
     p.add_argument("--tag", default="")
     p.add_argument("--out-dir", default=common.OUT_DIR)
-    args = p.parse_args()
+    # run_all.sh hands every script the same options; the others' are not ours.
+    args, _ = p.parse_known_args()
     X = load_idx(args.data_path, "train-images-idx3-ubyte", 16).reshape(-1, 784) / 255.0
     Y = load_idx(args.data_path, "train-labels-idx1-ubyte", 8)
     Xt = load_idx(args.data_path, "t10k-images-idx3-ubyte", 16).reshape(-1, 784) / 255.0

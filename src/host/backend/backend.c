@@ -55,6 +55,20 @@ void pmoe_backend_destroy(pmoe_backend *be) {
     if (be) be->destroy(be);
 }
 
+static void wait_for_backend(void *ctx) {
+    pmoe_backend *be = ctx;
+    be->synchronize(be, NULL); /* a failure is reported by the next checked call */
+}
+
+void pmoe_backend_time_phases(pmoe_backend *be, pmoe_phase_timer *timer) {
+    timer->clock = be->clock; /* the device's events, where it has them */
+    if (be->asynchronous && !be->clock) {
+        timer->wait = wait_for_backend;
+        timer->wait_ctx = be;
+    }
+    pmoe_timer_reset(timer);
+}
+
 pmoe_status pmoe_tensor_alloc(pmoe_backend *be, pmoe_tensor *t, int ndim, const int64_t *shape,
                               pmoe_error *err) {
     memset(t, 0, sizeof *t);

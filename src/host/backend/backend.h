@@ -378,6 +378,11 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
                                 pmoe_error *err);
 void pmoe_backend_destroy(pmoe_backend *be);
 
+/* Makes timer measure be's work: with be's own clock where it has one,
+ * else, on an asynchronous backend, by waiting for it at each phase
+ * boundary (phase_timer.h says why); then resets the timer. */
+void pmoe_backend_time_phases(pmoe_backend *be, pmoe_phase_timer *timer);
+
 /* Allocates a tensor of the given shape on be (contents undefined). */
 pmoe_status pmoe_tensor_alloc(pmoe_backend *be, pmoe_tensor *t, int ndim, const int64_t *shape,
                               pmoe_error *err);

@@ -14,6 +14,7 @@
 #include "backend/cpu_fast.h"
 #include "core/cores.h"
 #include "backend/cpu_ops.h"
+#include "core/host_memory.h"
 
 /* Each GEMM is cut into blocks of GEMM_BLOCK rows (or columns, whichever
  * side of C is longer) and the blocks of all batch entries are shared among
@@ -106,8 +107,12 @@ static const pmoe_ops CPU_OPS = {
     .channel_copy = cpu_channel_copy,
 };
 
+/* Refuses before allocating what the host does not have: Linux would grant
+ * it and kill the process without a word when the pages are touched. */
 static pmoe_status cpu_alloc(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err) {
     size_t rounded = (bytes + 63) / 64 * 64;
+    pmoe_status s = pmoe_mem_check(&be->mem, rounded, err);
+    if (s) return s;
     void *p = rounded ? aligned_alloc(64, rounded) : NULL;
     if (rounded && !p)
         return pmoe_fail(err, PMOE_ERR_OOM,
@@ -190,6 +195,9 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
     be->synchronize = cpu_synchronize;
     be->destroy = cpu_destroy;
     be->host_memory = 1;
+    const int64_t available = pmoe_host_memory_available(
+        omp_get_max_threads(), be->mem.limit_source, sizeof be->mem.limit_source);
+    be->mem.limit_bytes = available == 0 ? 1 : available; /* -1: unknown, no limit */
     *out = be;
     return PMOE_OK;
 }

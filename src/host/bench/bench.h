@@ -17,7 +17,7 @@
  *   train step     forward + loss and backward + SGD update + synchronize
  *                  (this reads the loss back, 8 bytes); the update runs with
  *                  learning rate 0, so every step sees the initial weights
- *                  (bench.c says why);
+ *                  (bench_internal.h says why);
  *   inference step the two-layer models: forward + synchronize; the deep
  *                  ones: evaluation mode (batch norm on running statistics),
  *                  forward + loss without backward (which reads the loss back;
@@ -29,7 +29,7 @@
  * the machine's peak measured by one large SGEMM.
  *
  * For WRN-pMoE the run also isolates the pMoE layer: it builds, each alone
- * on its own backend with the layer list of layers.h, (1) the WRN layers it
+ * on its own backend (model/wrn.h's pmoe_model_create_block), (1) the WRN layers it
  * replaces (group 3's second batch norm, ReLU and 3x3 convolution, the 1x1
  * shortcut and the residual add), (2) the sparse pMoE layer and (3) the
  * dense-masked one, on random inputs of the shapes they have in the models
@@ -40,9 +40,9 @@
  * ratio of the pMoE layer to what it replaces can be held against its FLOP
  * ratio without the rest of the network in the way.
  *
- * The models are behind bench_target (bench.c), one implementation per
- * model family (the two-layer pMoE/CNN, the deep WRN-pMoE/WRN) and one for
- * the isolated blocks, sharing the timing, table, JSON and sweeps. */
+ * The models and the blocks are bench_targets (bench_internal.h, which
+ * lists the files: one per purpose), sharing the timing, table, JSON and
+ * sweeps; a model is asked what it is and holds through model.h's calls. */
 #ifndef PMOE_BENCH_BENCH_H
 #define PMOE_BENCH_BENCH_H
 
@@ -117,7 +117,7 @@ typedef struct pmoe_bench_result {
     int64_t batch;
     int warmup, repeats;
     char mode[16];         /* train.mode; separate: the expert phase is timed */
-    double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (see BENCH_LR in bench.c) */
+    double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (bench_internal.h) */
     int sgemm_size;
     double sgemm_gflops;   /* < 0: not measured */
     pmoe_bench_model pmoe, baseline;

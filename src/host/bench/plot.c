@@ -10,6 +10,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "core/files.h"
+
 typedef struct canvas {
     int width, height;
     uint8_t *rgb;
@@ -145,7 +147,11 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
     const int pad = 14;
     const int x0 = left, x1 = left + width, y0 = top + height, y1 = top;
 #define PX(v) (x0 + pad + (int)lround(((v) - xmin) / (xmax - xmin) * (double)(width - 2 * pad)))
-#define PY(v) (y0 - (int)lround((v) / ytop * (double)height))
+    /* the legend (top-left, below) gets a band of its own above the data, so no
+     * curve runs under it */
+    const int legend_h = 6 + panel->series_count * (CHAR_H + 6);
+    const int data_h = height - legend_h > height / 2 ? height - legend_h : height / 2;
+#define PY(v) (y0 - (int)lround((v) / ytop * (double)data_h))
     text(c, left + (width - text_width(panel->title)) / 2, top - CHAR_H - 10, panel->title, BLACK);
     char label[32];
     for (double v = 0; v <= ytop * (1 + 1e-9); v += step) {
@@ -177,7 +183,7 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
             have = 1;
         }
     }
-    /* the legend on a white box, top-left inside the panel, over the lines */
+    /* the legend on a white box, top-left inside the panel, in its band */
     int legend_w = 0;
     for (int s = 0; s < panel->series_count; s++)
         if (text_width(panel->series[s].label) > legend_w) legend_w = text_width(panel->series[s].label);
@@ -226,8 +232,8 @@ static pmoe_status write_png(const canvas *c, const char *path, pmoe_error *err)
         if (compress2(packed, &packed_len, raw, (uLong)raw_len, 9) != Z_OK)
             s = pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: zlib could not compress the image", path);
     }
-    FILE *f = s ? NULL : fopen(path, "wb");
-    if (!s && !f) s = pmoe_fail(err, PMOE_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    pmoe_atomic_file out;
+    if (!s) s = pmoe_atomic_open(&out, path, err);
     if (!s) {
         static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
         uint8_t ihdr[13];
@@ -236,11 +242,11 @@ static pmoe_status write_png(const canvas *c, const char *path, pmoe_error *err)
         ihdr[8] = 8;  /* bits per channel */
         ihdr[9] = 2;  /* RGB */
         ihdr[10] = ihdr[11] = ihdr[12] = 0;
-        int ok = fwrite(signature, 1, 8, f) == 8 && write_chunk(f, "IHDR", ihdr, 13) &&
-                 write_chunk(f, "IDAT", packed, (uint32_t)packed_len) &&
-                 write_chunk(f, "IEND", NULL, 0);
-        if (fclose(f) != 0) ok = 0;
-        if (!ok) s = pmoe_fail(err, PMOE_ERR_IO, "%s: write error", path);
+        FILE *f = out.stream;
+        (void)(fwrite(signature, 1, 8, f) == 8 && write_chunk(f, "IHDR", ihdr, 13) &&
+               write_chunk(f, "IDAT", packed, (uint32_t)packed_len) &&
+               write_chunk(f, "IEND", NULL, 0)); /* a failed write is found by the commit */
+        s = pmoe_atomic_commit(&out, err);
     }
     free(raw);
     free(packed);

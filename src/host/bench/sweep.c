@@ -11,7 +11,7 @@
 
 #include "bench/bench.h"
 #include "bench/plot.h"
-#include "train/checkpoint.h"
+#include "core/files.h"
 
 typedef struct sweep_values {
     char key[128];
@@ -109,11 +109,10 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
 }
 
 static pmoe_status open_output(const char *dir, const sweep_values *sv, const char *ext,
-                               char *path, size_t size, FILE **f, pmoe_error *err) {
-    snprintf(path, size, "%s/sweep-%s.%s", dir, sv->key, ext);
-    *f = fopen(path, "w");
-    if (!*f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    return PMOE_OK;
+                               pmoe_atomic_file *out, pmoe_error *err) {
+    char path[sizeof out->path];
+    snprintf(path, sizeof path, "%s/sweep-%s.%s", dir, sv->key, ext);
+    return pmoe_atomic_open(out, path, err);
 }
 
 pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
@@ -123,7 +122,7 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
     if (s) return s;
     pmoe_config probe = *cfg; /* every value must be a valid setting before anything runs */
     for (int i = 0; !s && i < sv.count; i++) s = pmoe_config_set_value(&probe, sv.key, sv.text[i], err);
-    if (!s) s = pmoe_checkpoint_make_dir(dir, err);
+    if (!s) s = pmoe_make_dir(dir, "--out folder", err);
     if (s) return s;
     pmoe_bench_result *runs = calloc((size_t)sv.count, sizeof *runs);
     if (!runs) return pmoe_fail(err, PMOE_ERR_OOM, "--sweep: cannot allocate %d results", sv.count);
@@ -152,36 +151,37 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
             fflush(log);
         }
     }
-    char path[1400];
-    FILE *f = NULL;
-    if (!s) s = open_output(dir, &sv, "csv", path, sizeof path, &f, err);
+    pmoe_atomic_file out;
+    if (!s) s = open_output(dir, &sv, "csv", &out, err);
     if (!s) {
-        fprintf(f, "key,value,model,experts,topl,patches,dim,hidden,batch,train_flops_per_sample,"
-                   "executed_train_flops_per_sample,dense_masked_train_flops_per_sample,"
-                   "infer_flops_per_sample,executed_infer_flops_per_sample,peak_bytes,"
-                   "train_ms_per_step,train_ms_min,train_ms_max,infer_ms_per_step,train_gflops,"
-                   "train_samples_per_s\n");
+        fprintf(out.stream,
+                "key,value,model,experts,topl,patches,dim,hidden,batch,train_flops_per_sample,"
+                "executed_train_flops_per_sample,dense_masked_train_flops_per_sample,"
+                "infer_flops_per_sample,executed_infer_flops_per_sample,peak_bytes,"
+                "train_ms_per_step,train_ms_min,train_ms_max,infer_ms_per_step,train_gflops,"
+                "train_samples_per_s\n");
         for (int i = 0; i < sv.count; i++) {
-            csv_row(f, &sv, i, &runs[i], &runs[i].pmoe);
-            csv_row(f, &sv, i, &runs[i], &runs[i].baseline);
+            csv_row(out.stream, &sv, i, &runs[i], &runs[i].pmoe);
+            csv_row(out.stream, &sv, i, &runs[i], &runs[i].baseline);
         }
-        if (fclose(f) != 0) s = pmoe_fail(err, PMOE_ERR_IO, "%s: write error", path);
-        else if (log) fprintf(log, "wrote %s\n", path);
+        s = pmoe_atomic_commit(&out, err);
+        if (!s && log) fprintf(log, "wrote %s\n", out.path);
     }
-    if (!s) s = open_output(dir, &sv, "jsonl", path, sizeof path, &f, err);
+    if (!s) s = open_output(dir, &sv, "jsonl", &out, err);
     if (!s) {
         for (int i = 0; i < sv.count; i++) {
-            pmoe_bench_write_json(f, &runs[i]);
-            fputc('\n', f);
+            pmoe_bench_write_json(out.stream, &runs[i]);
+            fputc('\n', out.stream);
         }
-        if (fclose(f) != 0) s = pmoe_fail(err, PMOE_ERR_IO, "%s: write error", path);
-        else if (log) fprintf(log, "wrote %s\n", path);
+        s = pmoe_atomic_commit(&out, err);
+        if (!s && log) fprintf(log, "wrote %s\n", out.path);
     }
     if (!s) {
         pmoe_plot_figure *fig = malloc(sizeof *fig);
         if (!fig) s = pmoe_fail(err, PMOE_ERR_OOM, "--sweep: cannot allocate the plot");
         else {
             fill_figure(fig, &sv, runs);
+            char path[sizeof out.path];
             snprintf(path, sizeof path, "%s/sweep-%s.png", dir, sv.key);
             s = pmoe_plot_write_png(fig, path, err);
             if (!s && log) fprintf(log, "wrote %s\n", path);

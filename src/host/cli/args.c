@@ -18,7 +18,7 @@ static const flag_spec FLAGS[] = {
     {"--log", ARG_LOG, 1},   {"--resume", ARG_RESUME, 1}, {"--checkpoint", ARG_CHECKPOINT, 1},
     {"--json", ARG_JSON, 0}, {"--quiet", ARG_QUIET, 0},
     {"--sweep", ARG_SWEEP, 1}, {"--out", ARG_OUT, 1},       {"--peer", ARG_PEER, 1},
-    {"--samples", ARG_SAMPLES, 1},
+    {"--samples", ARG_SAMPLES, 1},     {"--no-progress", ARG_NO_PROGRESS, 0},
 };
 
 int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out) {
@@ -60,6 +60,7 @@ int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_
         case ARG_CHECKPOINT: out->checkpoint = argv[++i]; break;
         case ARG_JSON: out->json = 1; break;
         case ARG_QUIET: out->quiet = 1; break;
+        case ARG_NO_PROGRESS: out->no_progress = 1; break;
         case ARG_SWEEP:
             if (out->sweep_count == CLI_MAX_ITEMS) {
                 fprintf(stderr, "pmoe: error: more than %d --sweep arguments\n", CLI_MAX_ITEMS);

@@ -18,6 +18,7 @@ enum {
     ARG_OUT = 1 << 6,        /* --out DIR (bench), --out FILE (route) */
     ARG_PEER = 1 << 7,       /* --peer DIR */
     ARG_SAMPLES = 1 << 8,    /* --samples N, an integer in [1, 1024] */
+    ARG_NO_PROGRESS = 1 << 9,/* --no-progress: plain lines, never a redrawn bar */
 };
 
 #define CLI_MAX_ITEMS 256
@@ -28,7 +29,7 @@ typedef struct cli_args {
     const char *sets[CLI_MAX_ITEMS];
     int set_count;
     const char *log, *resume, *checkpoint;
-    int json, quiet, help;
+    int json, quiet, help, no_progress;
     const char *sweeps[CLI_MAX_ITEMS];
     int sweep_count;
     const char *out, *peer;

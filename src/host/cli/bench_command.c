@@ -2,13 +2,13 @@
  * (the two-layer pMoE against its CNN, WRN-pMoE against its WRN: FLOPs,
  * memory, time), as a table and optionally JSON; sweeps over a key; and the
  * files the PyTorch peer (bench/torch_peer.py) starts from. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "bench/bench.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/files.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -49,28 +49,34 @@ int pmoe_cli_bench(int argc, char **argv) {
             return pmoe_cli_fail(&err);
         }
         const char *dir = a.out ? a.out : "bench-out";
-        for (int i = 0; i < a.sweep_count; i++)
+        for (int i = 0; i < a.sweep_count; i++) {
+            /* where the results go, before the minutes it takes */
+            const char *eq = strchr(a.sweeps[i], '=');
+            if (!a.quiet)
+                printf("pmoe: bench --sweep %.*s: writing %s/sweep-%.*s.{csv,jsonl,png}\n",
+                       eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i], dir,
+                       eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i]);
             if (pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout, &err))
                 return pmoe_cli_fail(&err);
+        }
         return 0;
     }
     pmoe_bench_result res;
     pmoe_bench_options options = {a.peer, -1.0};
+    if (a.peer && pmoe_make_dir(a.peer, "--peer folder", &err)) /* before the runs, not after */
+        return pmoe_cli_fail(&err);
     if (pmoe_bench_run(&cfg, &options, &res, &err)) return pmoe_cli_fail(&err);
     if (a.peer) {
         char path[1200];
         snprintf(path, sizeof path, "%s/pmoe-bench.json", a.peer);
-        FILE *f = fopen(path, "w");
-        if (!f) {
-            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-            return pmoe_cli_fail(&err);
+        pmoe_atomic_file out;
+        pmoe_status s = pmoe_atomic_open(&out, path, &err);
+        if (!s) {
+            pmoe_bench_write_json(out.stream, &res);
+            fputc('\n', out.stream);
+            s = pmoe_atomic_commit(&out, &err);
         }
-        pmoe_bench_write_json(f, &res);
-        fputc('\n', f);
-        if (fclose(f) != 0) {
-            pmoe_fail(&err, PMOE_ERR_IO, "%s: write error", path);
-            return pmoe_cli_fail(&err);
-        }
+        if (s) return pmoe_cli_fail(&err);
     }
     if (!a.quiet) pmoe_bench_print_table(stdout, &res);
     if (a.json) {

@@ -11,6 +11,7 @@ int pmoe_cli_eval(int argc, char **argv);
 int pmoe_cli_route(int argc, char **argv);
 int pmoe_cli_bench(int argc, char **argv);
 int pmoe_cli_predict(int argc, char **argv);
+int pmoe_cli_version(int argc, char **argv); /* pmoe --version */
 
 /* Prints "pmoe: error: MESSAGE" on stderr; returns 2 for config errors, else 1. */
 int pmoe_cli_fail(const pmoe_error *err);

@@ -1,11 +1,13 @@
 /* eval_command.c: `pmoe eval --checkpoint PATH`: test accuracy and router
  * recall of a saved model, on the data its saved config names (or on what
- * --set says instead). */
+ * --set says instead). Under mpirun every rank evaluates; rank 0 alone
+ * prints. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "comm/comm.h"
 #include "pmoe/train.h"
 #include "train/report.h"
 
@@ -20,9 +22,11 @@ int pmoe_cli_eval(int argc, char **argv) {
     }
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
-    if (cli_build_config(&a, a.checkpoint, &cfg, &err)) return pmoe_cli_fail(&err);
+    const int speaker = pmoe_comm_launch_rank() == 0;
     pmoe_eval_result res;
-    if (pmoe_eval(&cfg, a.checkpoint, &res, &err)) return pmoe_cli_fail(&err);
+    if (cli_build_config(&a, a.checkpoint, &cfg, &err) || pmoe_eval(&cfg, a.checkpoint, &res, &err))
+        return speaker ? pmoe_cli_fail(&err) : err.code == PMOE_ERR_CONFIG ? 2 : 1;
+    if (!speaker) return 0;
     if (!a.quiet) {
         printf("%s (step %lld): %s model on %s\n", res.checkpoint, (long long)res.step,
                res.info.model, res.info.data);

@@ -2,7 +2,12 @@
  *
  * Each subcommand lives in its own file (cli/commands.h) and only parses
  * arguments, calls the library and prints; a failed status becomes one line
- * on stderr and a non-zero exit. */
+ * on stderr and a non-zero exit. Standard output is checked once, at the
+ * end (a full disk or /dev/full behind it is an error, not a silent loss),
+ * and SIGXFSZ is ignored so a file-size limit is a write error with a
+ * message and the temporary file removed, not a kill. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +15,7 @@
 
 #include "cli/commands.h"
 #include "core/cores.h"
+#include "core/files.h"
 
 typedef struct command {
     const char *name;
@@ -33,7 +39,7 @@ int pmoe_cli_fail(const pmoe_error *err) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: pmoe COMMAND [ARGS]\n\n");
+    fprintf(out, "usage: pmoe COMMAND [ARGS]\n       pmoe --version\n\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
@@ -50,17 +56,30 @@ static void choose_wait_policy(char **argv) {
     execv("/proc/self/exe", argv);
 }
 
+/* A command that succeeded fails after all when what it printed did not
+ * reach standard output; one that failed has said so already. */
+static int check_stdout(int rc) {
+    pmoe_error err = {PMOE_OK, ""};
+    pmoe_status s = pmoe_stream_check(stdout, "standard output", &err);
+    if (fclose(stdout) != 0 && !s)
+        s = pmoe_fail(&err, PMOE_ERR_IO, "standard output: closing failed: %s", strerror(errno));
+    return s && rc == 0 ? pmoe_cli_fail(&err) : rc;
+}
+
 int main(int argc, char **argv) {
     choose_wait_policy(argv);
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     for (int i = 0; i < NCOMMANDS; i++)
-        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 2, argv + 2);
+        if (strcmp(argv[1], COMMANDS[i].name) == 0)
+            return check_stdout(COMMANDS[i].run(argc - 2, argv + 2));
+    if (strcmp(argv[1], "--version") == 0) return check_stdout(pmoe_cli_version(argc - 2, argv + 2));
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
-        return 0;
+        return check_stdout(0);
     }
     fprintf(stderr, "pmoe: error: unknown command '%s' (see pmoe --help)\n", argv[1]);
     return 2;

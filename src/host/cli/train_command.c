@@ -5,10 +5,16 @@
  * saves a checkpoint and returns, and the command exits 130 or 143. A second
  * signal kills at once (the handler is one-shot).
  *
+ * Progress is a redrawn bar only on a terminal that no MPI launcher gave us:
+ * Open MPI hands every rank a pty even when mpirun's output goes to a file,
+ * and a batch log full of '\r' and escape codes is unreadable. Under a
+ * launcher, off a terminal, or with --no-progress it is plain lines.
+ *
  * Under mpirun every rank runs this command; rank 0 alone prints, writes the
  * log and the JSON result (errors are agreed by all ranks, see
  * comm/comm.h, so rank 0's line names the failing rank), and every rank
  * exits with the same code. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +23,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "comm/comm.h"
+#include "core/files.h"
+#include "data/dataset.h"
 #include "pmoe/train.h"
 #include "train/report.h"
 
@@ -37,16 +45,19 @@ static void install_handlers(void) {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: pmoe train [--config FILE] [--set section.key=value ...] [--resume PATH]\n"
-            "                  [--log FILE] [--json] [--quiet]\n"
+            "                  [--log FILE] [--json] [--quiet] [--no-progress]\n"
             "With no arguments it trains joint pMoE on the Fashion-MNIST mosaic (or on the\n"
             "synthetic data model when the dataset is not installed). --resume continues\n"
             "a run from a checkpoint file (or the newest in a folder), with its saved\n"
-            "config and any --set on top. SIGINT/SIGTERM save a checkpoint and exit.\n");
+            "config and any --set on top. SIGINT/SIGTERM save a checkpoint and exit.\n"
+            "--no-progress prints plain lines, never a redrawn bar (also the default\n"
+            "under mpirun, srun and other MPI launchers).\n");
 }
 
 int pmoe_cli_train(int argc, char **argv) {
     cli_args a;
-    int rc = cli_parse(argc, argv, "train", ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET, &a);
+    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS;
+    int rc = cli_parse(argc, argv, "train", flags, &a);
     if (rc) return rc;
     if (a.help) {
         usage(stdout);
@@ -61,17 +72,22 @@ int pmoe_cli_train(int argc, char **argv) {
     pmoe_reporter rep;
     memset(&rep, 0, sizeof rep);
     rep.progress = a.quiet || !speaker ? NULL : stdout;
-    rep.is_terminal = isatty(fileno(stdout));
+    rep.is_terminal = isatty(fileno(stdout)) && !a.no_progress && !pmoe_comm_launched();
+    rep.saves_final = cfg.train.checkpoint_every > 0;
     if (a.log && speaker) {
-        rep.log = fopen(a.log, a.resume ? "a" : "w");
-        if (!rep.log) {
-            pmoe_fail(&err, PMOE_ERR_IO, "%s: cannot open the log for writing", a.log);
-            return pmoe_cli_fail(&err);
-        }
+        rep.log = pmoe_open_append(a.log, !a.resume, "log", &err);
+        rep.log_name = a.log;
+        if (!rep.log) return pmoe_cli_fail(&err);
     }
-    if (rep.progress && cfg.data.source == PMOE_DATA_AUTO)
-        printf("pmoe: data.source = auto: the mosaic if IDX files are in %s, else synthetic\n",
-               cfg.data.path);
+    /* data.source = auto never falls back in silence: a mistyped data.path
+     * would train on synthetic data. The first line says which it is. */
+    if (rep.progress && cfg.data.source == PMOE_DATA_AUTO) {
+        if (pmoe_data_auto_source(cfg.data.path) == PMOE_DATA_SYNTHETIC)
+            printf("pmoe: no IDX files in %s: using the synthetic data model (data.source = "
+                   "auto)\n", cfg.data.path);
+        else
+            printf("pmoe: data.source = auto: the mosaic of the IDX files in %s\n", cfg.data.path);
+    }
     if (rep.progress && a.resume) printf("pmoe: resuming from %s\n", a.resume);
     install_handlers();
     pmoe_train_callbacks cb = pmoe_reporter_callbacks(&rep);
@@ -79,7 +95,7 @@ int pmoe_cli_train(int argc, char **argv) {
     pmoe_train_result res;
     pmoe_status s = pmoe_train(&cfg, &cb, &options, &res, &err);
     if (rep.log && fclose(rep.log) != 0 && !s)
-        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: error writing the log", a.log);
+        s = pmoe_fail(&err, PMOE_ERR_IO, "%s: closing the log failed: %s", a.log, strerror(errno));
     if (rep.bar_shown) fprintf(stdout, "\n");
     fflush(stdout);
     /* sharded, a signal to any rank stops them all: the others report SIGTERM */

@@ -2,12 +2,16 @@
  *
  * One table describes every key: its name, where it lives in the struct, its
  * type, and its range or allowed words. Parsing INI text, applying --set
- * overrides, listing the keys and writing the config back out all walk that
- * table, so a new key is one line here and one field in config.h. */
+ * overrides, listing the keys, the defaults and writing the config back out all walk
+ * that table, so a new key is one line here (its default included) and one
+ * field in config.h. */
 #include "pmoe/config.h"
+
+#include "core/files.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <ini.h>
 #include <math.h>
 #include <stddef.h>
@@ -24,147 +28,87 @@ typedef struct key_spec {
     key_type type;
     size_t offset;
     size_t size;          /* KEY_STRING: buffer size */
-    double min, max;      /* numbers: inclusive range */
+    double min, max;      /* numbers: inclusive range; strings: min 1 = not empty */
+    const char *fallback; /* the default, as it would be written in the INI */
     const char *words[KEY_WORDS]; /* KEY_ENUM: names, index = enum value */
 } key_spec;
 
 #define OFF(field) offsetof(pmoe_config, field)
+#define SIZE(field) sizeof(((pmoe_config *)0)->field)
 #define BIG 1e18
 enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
 static const key_spec KEYS[] = {
-    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy", "folder"}},
-    {"data.path", KEY_STRING, OFF(data.path), sizeof(((pmoe_config *)0)->data.path), 0, 0, {0}},
-    {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, {0}},
-    {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, {0}},
-    {"data.seed", KEY_UINT64, OFF(data.seed), 0, 0, BIG, {0}},
-    {"data.pos_class", KEY_INT, OFF(data.pos_class), 0, 0, 9, {0}},
-    {"data.neg_class", KEY_INT, OFF(data.neg_class), 0, 0, 9, {0}},
-    {"data.grid", KEY_INT, OFF(data.grid), 0, 1, 64, {0}},
-    {"data.synthetic_patches", KEY_INT, OFF(data.synthetic_patches), 0, 1, 1 << 20, {0}},
-    {"data.synthetic_dim", KEY_INT, OFF(data.synthetic_dim), 0, 1, 1 << 20, {0}},
-    {"data.synthetic_clusters", KEY_INT, OFF(data.synthetic_clusters), 0, 1, 1 << 20, {0}},
-    {"data.delta_d", KEY_DOUBLE, OFF(data.delta_d), 0, -1, 0.999999, {0}},
-    {"data.delta_r", KEY_DOUBLE, OFF(data.delta_r), 0, 0, 0.999999, {0}},
-    {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, {0}},
-    {"data.image_size", KEY_INT, OFF(data.image_size), 0, 0, 4096, {0}},
-    {"data.background", KEY_ENUM, OFF(data.background), 0, 0, 0, {"items", "noise"}},
-    {"data.crop_pad", KEY_INT, OFF(data.crop_pad), 0, 0, 1024, {0}},
-    {"data.flip", KEY_BOOL, OFF(data.flip), 0, 0, 1, {0}},
-    {"data.on_bad_image", KEY_ENUM, OFF(data.on_bad_image), 0, 0, 0, {"stop", "skip"}},
+    {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, "auto", {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy", "folder"}},
+    {"data.path", KEY_STRING, OFF(data.path), SIZE(data.path), 0, 0, "/usr/share/datasets/fashion-mnist", {0}},
+    {"data.train_size", KEY_INT64, OFF(data.train_size), 0, 1, 1e9, "10000", {0}}, /* the paper's 10,000 training mosaics */
+    {"data.test_size", KEY_INT64, OFF(data.test_size), 0, 1, 1e9, "1000", {0}},
+    {"data.seed", KEY_UINT64, OFF(data.seed), 0, 0, BIG, "1", {0}},
+    {"data.pos_class", KEY_INT, OFF(data.pos_class), 0, 0, 9, "1", {0}}, /* the paper's task: digit 1 against digit 0 */
+    {"data.neg_class", KEY_INT, OFF(data.neg_class), 0, 0, 9, "0", {0}},
+    {"data.grid", KEY_INT, OFF(data.grid), 0, 1, 64, "4", {0}},
+    {"data.synthetic_patches", KEY_INT, OFF(data.synthetic_patches), 0, 1, 1 << 20, "16", {0}},
+    {"data.synthetic_dim", KEY_INT, OFF(data.synthetic_dim), 0, 1, 1 << 20, "64", {0}},
+    {"data.synthetic_clusters", KEY_INT, OFF(data.synthetic_clusters), 0, 1, 1 << 20, "8", {0}},
+    {"data.delta_d", KEY_DOUBLE, OFF(data.delta_d), 0, -1, 0.999999, "0", {0}},
+    {"data.delta_r", KEY_DOUBLE, OFF(data.delta_r), 0, 0, 0.999999, "0.2", {0}},
+    {"data.noise", KEY_DOUBLE, OFF(data.noise), 0, 0, 1e6, "0.1", {0}},
+    {"data.image_size", KEY_INT, OFF(data.image_size), 0, 0, 4096, "0", {0}},
+    {"data.background", KEY_ENUM, OFF(data.background), 0, 0, 0, "items", {"items", "noise"}},
+    {"data.crop_pad", KEY_INT, OFF(data.crop_pad), 0, 0, 1024, "0", {0}},
+    {"data.flip", KEY_BOOL, OFF(data.flip), 0, 0, 1, "0", {0}},
+    {"data.on_bad_image", KEY_ENUM, OFF(data.on_bad_image), 0, 0, 0, "stop", {"stop", "skip"}},
 
-    {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, {"pmoe", "cnn", "wrn", "wrn_pmoe"}},
-    {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, {0}},
-    {"model.topl", KEY_INT, OFF(model.topl), 0, 1, 1 << 20, {0}},
-    {"model.hidden", KEY_INT, OFF(model.hidden), 0, 1, 1 << 20, {0}},
-    {"model.patch", KEY_INT, OFF(model.patch), 0, 0, 4096, {0}},
-    {"model.gate", KEY_ENUM, OFF(model.gate), 0, 0, 0, {"renorm", "softmax_all", "ones"}},
-    {"model.output_init", KEY_ENUM, OFF(model.output_init), 0, 0, 0, {"normal", "sign"}},
-    {"model.train_output", KEY_BOOL, OFF(model.train_output), 0, 0, 1, {0}},
-    {"model.expert_init_std", KEY_DOUBLE, OFF(model.expert_init_std), 0, 0, 1e3, {0}},
-    {"model.router_init_std", KEY_DOUBLE, OFF(model.router_init_std), 0, -1, 1e3, {0}},
-    {"model.width", KEY_INT, OFF(model.width), 0, 1, 64, {0}},
-    {"model.expert_kernel", KEY_INT, OFF(model.expert_kernel), 0, 1, 3, {0}},
-    {"model.moe_impl", KEY_ENUM, OFF(model.moe_impl), 0, 0, 0, {"sparse", "dense_masked"}},
+    {"model.type", KEY_ENUM, OFF(model.type), 0, 0, 0, "pmoe", {"pmoe", "cnn", "wrn", "wrn_pmoe"}},
+    {"model.experts", KEY_INT, OFF(model.experts), 0, 1, 4096, "8", {0}},
+    {"model.topl", KEY_INT, OFF(model.topl), 0, 1, 1 << 20, "6", {0}},
+    {"model.hidden", KEY_INT, OFF(model.hidden), 0, 1, 1 << 20, "40", {0}},
+    {"model.patch", KEY_INT, OFF(model.patch), 0, 0, 4096, "0", {0}},
+    {"model.gate", KEY_ENUM, OFF(model.gate), 0, 0, 0, "renorm", {"renorm", "softmax_all", "ones"}},
+    {"model.output_init", KEY_ENUM, OFF(model.output_init), 0, 0, 0, "normal", {"normal", "sign"}},
+    {"model.train_output", KEY_BOOL, OFF(model.train_output), 0, 0, 1, "0", {0}},
+    {"model.expert_init_std", KEY_DOUBLE, OFF(model.expert_init_std), 0, 0, 1e3, "0.01", {0}},
+    {"model.router_init_std", KEY_DOUBLE, OFF(model.router_init_std), 0, -1, 1e3, "-1", {0}},
+    {"model.width", KEY_INT, OFF(model.width), 0, 1, 64, "1", {0}},
+    {"model.expert_kernel", KEY_INT, OFF(model.expert_kernel), 0, 1, 3, "3", {0}},
+    {"model.moe_impl", KEY_ENUM, OFF(model.moe_impl), 0, 0, 0, "sparse", {"sparse", "dense_masked"}},
 
-    {"train.mode", KEY_ENUM, OFF(train.mode), 0, 0, 0, {"joint", "separate"}},
-    {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, {0}},
-    {"train.batch", KEY_INT, OFF(train.batch), 0, 1, 1 << 20, {0}},
-    {"train.lr", KEY_DOUBLE, OFF(train.lr), 0, 0, 1e6, {0}},
-    {"train.schedule", KEY_ENUM, OFF(train.schedule), 0, 0, 0, {"constant", "step", "cosine"}},
-    {"train.warmup_epochs", KEY_INT, OFF(train.warmup_epochs), 0, 0, 1e7, {0}},
-    {"train.lr_steps", KEY_STRING, OFF(train.lr_steps), sizeof(((pmoe_config *)0)->train.lr_steps), 0, 0, {0}},
-    {"train.lr_gamma", KEY_DOUBLE, OFF(train.lr_gamma), 0, 0, 1e6, {0}},
-    {"train.lr_min", KEY_DOUBLE, OFF(train.lr_min), 0, 0, 1e6, {0}},
-    {"train.momentum", KEY_DOUBLE, OFF(train.momentum), 0, 0, 0.999999, {0}},
-    {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, {0}},
-    {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, {0}},
-    {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, {0}},
-    {"train.cpu_kernels", KEY_ENUM, OFF(train.cpu_kernels), 0, 0, 0, {"reference", "fast"}},
-    {"train.device", KEY_STRING, OFF(train.device), sizeof(((pmoe_config *)0)->train.device), 0, 0, {0}},
-    {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, {0}},
-    {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, {0}},
-    {"train.router_lr", KEY_DOUBLE, OFF(train.router_lr), 0, 0, 1e6, {0}},
-    {"train.router_size", KEY_INT64, OFF(train.router_size), 0, 0, 1e9, {0}},
-    {"train.eval_every", KEY_INT, OFF(train.eval_every), 0, 1, 1e7, {0}},
-    {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, {0}},
-    {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, {0}},
-    {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, {0}},
-    {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), sizeof(((pmoe_config *)0)->train.checkpoint_dir), 0, 0, {0}},
-    {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), sizeof(((pmoe_config *)0)->train.profile_steps), 0, 0, {0}},
-    {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, {0}},
-    {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, {"stop", "skip"}},
-    {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, {"auto", "single", "mpi", "nccl"}},
-    {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, {0}},
+    {"train.mode", KEY_ENUM, OFF(train.mode), 0, 0, 0, "joint", {"joint", "separate"}},
+    {"train.epochs", KEY_INT, OFF(train.epochs), 0, 0, 1e7, "150", {0}},
+    {"train.batch", KEY_INT, OFF(train.batch), 0, 1, 1 << 20, "20", {0}},
+    {"train.lr", KEY_DOUBLE, OFF(train.lr), 0, 0, 1e6, "0.2", {0}},
+    {"train.schedule", KEY_ENUM, OFF(train.schedule), 0, 0, 0, "constant", {"constant", "step", "cosine"}},
+    {"train.warmup_epochs", KEY_INT, OFF(train.warmup_epochs), 0, 0, 1e7, "0", {0}},
+    {"train.lr_steps", KEY_STRING, OFF(train.lr_steps), SIZE(train.lr_steps), 0, 0, "", {0}},
+    {"train.lr_gamma", KEY_DOUBLE, OFF(train.lr_gamma), 0, 0, 1e6, "0.1", {0}},
+    {"train.lr_min", KEY_DOUBLE, OFF(train.lr_min), 0, 0, 1e6, "0", {0}},
+    {"train.momentum", KEY_DOUBLE, OFF(train.momentum), 0, 0, 0.999999, "0", {0}},
+    {"train.weight_decay", KEY_DOUBLE, OFF(train.weight_decay), 0, 0, 1e3, "0", {0}},
+    {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, "1", {0}},
+    {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, "0", {0}},
+    {"train.cpu_kernels", KEY_ENUM, OFF(train.cpu_kernels), 0, 0, 0, "reference", {"reference", "fast"}},
+    {"train.device", KEY_STRING, OFF(train.device), SIZE(train.device), 0, 0, "auto", {0}},
+    {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, "100", {0}},
+    {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, "20", {0}},
+    {"train.router_lr", KEY_DOUBLE, OFF(train.router_lr), 0, 0, 1e6, "0.2", {0}},
+    {"train.router_size", KEY_INT64, OFF(train.router_size), 0, 0, 1e9, "0", {0}},
+    {"train.eval_every", KEY_INT, OFF(train.eval_every), 0, 1, 1e7, "1", {0}},
+    {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, "0", {0}},
+    {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, "0", {0}},
+    {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, "3", {0}},
+    {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), SIZE(train.checkpoint_dir), 1, 0, "checkpoints", {0}},
+    {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), SIZE(train.profile_steps), 0, 0, "", {0}},
+    {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, "0", {0}},
+    {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, "stop", {"stop", "skip"}},
+    {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, "auto", {"auto", "single", "mpi", "nccl"}},
+    {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, "-1", {0}},
 
-    {"bench.warmup", KEY_INT, OFF(bench.warmup), 0, 0, 1e6, {0}},
-    {"bench.repeats", KEY_INT, OFF(bench.repeats), 0, 1, 1e6, {0}},
-    {"bench.sgemm_size", KEY_INT, OFF(bench.sgemm_size), 0, 0, 16384, {0}},
+    {"bench.warmup", KEY_INT, OFF(bench.warmup), 0, 0, 1e6, "20", {0}},
+    {"bench.repeats", KEY_INT, OFF(bench.repeats), 0, 1, 1e6, "50", {0}},
+    {"bench.sgemm_size", KEY_INT, OFF(bench.sgemm_size), 0, 0, 16384, "2048", {0}},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
-void pmoe_config_default(pmoe_config *cfg) {
-    memset(cfg, 0, sizeof *cfg);
-    pmoe_data_config *d = &cfg->data;
-    d->source = PMOE_DATA_AUTO;
-    snprintf(d->path, sizeof d->path, "%s", "/usr/share/datasets/fashion-mnist");
-    d->train_size = 10000; /* the paper's 10,000 training mosaics */
-    d->test_size = 1000;
-    d->seed = 1;
-    d->pos_class = 1; /* the paper's task is digit 1 against digit 0 */
-    d->neg_class = 0;
-    d->grid = 4;
-    d->synthetic_patches = 16;
-    d->synthetic_dim = 64;
-    d->synthetic_clusters = 8;
-    d->delta_d = 0.0;
-    d->delta_r = 0.2;
-    d->noise = 0.1;
-
-    pmoe_model_config *m = &cfg->model;
-    m->type = PMOE_MODEL_PMOE;
-    m->experts = 8;
-    m->topl = 6;
-    m->hidden = 40;
-    m->patch = 0;
-    m->gate = PMOE_GATE_RENORM;
-    m->output_init = PMOE_OUTPUT_INIT_NORMAL;
-    m->train_output = 0;
-    m->expert_init_std = 0.01;
-    m->router_init_std = -1.0;
-    m->width = 1;
-    m->expert_kernel = 3;
-    m->moe_impl = PMOE_MOE_SPARSE;
-
-    pmoe_train_config *t = &cfg->train;
-    t->mode = PMOE_TRAIN_JOINT;
-    t->epochs = 150;
-    t->batch = 20;
-    t->lr = 0.2;
-    t->schedule = PMOE_SCHEDULE_CONSTANT; /* the paper's */
-    t->lr_gamma = 0.1;
-    t->momentum = 0.0;
-    t->weight_decay = 0.0;
-    t->seed = 1;
-    t->threads = 0;
-    snprintf(t->device, sizeof t->device, "%s", "auto");
-    t->router_epochs = 100;
-    t->router_batch = 20;
-    t->router_lr = 0.2;
-    t->router_size = 0;
-    t->eval_every = 1;
-    t->checkpoint_every = 0;
-    t->keep = 3;
-    snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%s", "checkpoints");
-    t->on_nonfinite = PMOE_NONFINITE_STOP;
-    t->comm = PMOE_COMM_AUTO;
-    t->fault_rank = -1;
-
-    pmoe_bench_config *b = &cfg->bench;
-    b->warmup = 20;
-    b->repeats = 50;
-    b->sgemm_size = 2048;
-}
 
 static const key_spec *find_key(const char *name) {
     for (int i = 0; i < NKEYS; i++)
@@ -172,9 +116,13 @@ static const key_spec *find_key(const char *name) {
     return NULL;
 }
 
+/* Integer keys print their bounds as integers ("[1, 1048576]", not "1.04858e+06"). */
 static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
-    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
-                     value, k->min, k->max);
+    if (k->type == KEY_DOUBLE)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]",
+                         k->name, value, k->min, k->max);
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%.0f, %.0f]",
+                     k->name, value, k->min, k->max);
 }
 
 /* A string value must read back unchanged from the INI that
@@ -223,9 +171,10 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
             v = value[0] == 't';
             end = (char *)value + strlen(value);
         }
-        if (end == value || *end != '\0' || errno == ERANGE)
+        if (end == value || *end != '\0')
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected an integer, got '%s'",
                              k->name, value);
+        if (errno == ERANGE) return out_of_range(k, value, err); /* beyond 64 bits */
         if ((double)v < k->min || (double)v > k->max) return out_of_range(k, value, err);
         if (k->type == KEY_INT64) *(int64_t *)field = v;
         else if (k->type == KEY_UINT64) *(uint64_t *)field = (uint64_t)v;
@@ -234,14 +183,25 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
     }
     case KEY_DOUBLE: {
         double v = strtod(value, &end);
-        if (end == value || *end != '\0' || errno == ERANGE || !isfinite(v))
+        if (end == value || *end != '\0')
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: expected a number, got '%s'",
                              k->name, value);
+        if (!isfinite(v) && errno != ERANGE)
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: '%s' is not a finite number",
+                             k->name, value);
+        if (errno == ERANGE) /* strtod's underflow (subnormal or 0) and overflow */
+            return pmoe_fail(err, PMOE_ERR_CONFIG,
+                             "config: %s: %s is too %s for a double (magnitudes from %g to %g, "
+                             "or 0)",
+                             k->name, value, fabs(v) < DBL_MIN ? "small" : "large", DBL_MIN,
+                             DBL_MAX);
         if (v < k->min || v > k->max) return out_of_range(k, value, err);
         *(double *)field = v;
         return PMOE_OK;
     }
     case KEY_STRING: {
+        if (k->min > 0 && !value[0]) /* min 1: a name that must not be empty */
+            return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s must not be empty", k->name);
         if (strlen(value) >= k->size)
             return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s: value longer than %zu characters",
                              k->name, k->size - 1);
@@ -267,6 +227,14 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
         }
     }
     return pmoe_fail(err, PMOE_ERR_INTERNAL, "config: %s: unhandled key type", k->name);
+}
+
+/* Every key at its table default. A default the key's own parser refuses
+ * would leave the field zero; test_config holds every default to reading
+ * back from pmoe keys' INI unchanged. */
+void pmoe_config_default(pmoe_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    for (int i = 0; i < NKEYS; i++) pmoe_config_set_value(cfg, KEYS[i].name, KEYS[i].fallback, NULL);
 }
 
 pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error *err) {
@@ -379,8 +347,10 @@ pmoe_status pmoe_config_apply_ini(pmoe_config *cfg, const char *text, const char
 }
 
 pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    pmoe_error why = {PMOE_OK, ""};
+    FILE *f = pmoe_open_regular(path, "config", NULL, &why);
+    if (!f) /* a config error (exit 2), as a bad key in the file would be */
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "%s", why.message);
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {
@@ -447,6 +417,16 @@ pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err) {
     return PMOE_OK;
 }
 
+/* The shortest %g text that reads back as v exactly: 0.2, not
+ * 0.20000000000000001 (17 significant digits always suffice). */
+static int format_double(char *out, size_t size, double v) {
+    for (int digits = 1; digits < 17; digits++) {
+        const int n = snprintf(out, size, "%.*g", digits, v);
+        if (strtod(out, NULL) == v) return n;
+    }
+    return snprintf(out, size, "%.17g", v);
+}
+
 int pmoe_config_to_ini(const pmoe_config *cfg, char *out, int out_size) {
     int used = 0;
     char section[32] = "";
@@ -467,7 +447,7 @@ int pmoe_config_to_ini(const pmoe_config *cfg, char *out, int out_size) {
         case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%d", *(const int *)field); break;
         case KEY_INT64: n += snprintf(line + n, sizeof line - (size_t)n, "%lld", (long long)*(const int64_t *)field); break;
         case KEY_UINT64: n += snprintf(line + n, sizeof line - (size_t)n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-        case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%.17g", *(const double *)field); break;
+        case KEY_DOUBLE: n += format_double(line + n, sizeof line - (size_t)n, *(const double *)field); break;
         case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s", field); break;
         case KEY_ENUM: n += snprintf(line + n, sizeof line - (size_t)n, "%s", k->words[*(const int *)field]); break;
         }

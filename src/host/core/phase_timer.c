@@ -28,7 +28,7 @@ const char *pmoe_timer_name(pmoe_phase_id phase) {
     return phase >= 0 && phase < PMOE_T_COUNT ? NAMES[phase] : "?";
 }
 
-static double now_seconds(void) {
+double pmoe_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -114,7 +114,7 @@ void pmoe_timer_stop(pmoe_phase_timer *t) {
         read_spans(t);
     } else {
         if (t->wait) t->wait(t->wait_ctx);
-        t->seconds[t->current] += now_seconds() - t->since;
+        t->seconds[t->current] += pmoe_now_seconds() - t->since;
     }
     t->current = -1;
     pop();
@@ -149,5 +149,5 @@ void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload
     pmoe_timer_stop(t);
     t->current = (int)phase;
     push(NAMES[phase], COLORS[phase], payload);
-    t->since = now_seconds(); /* the previous phase's wait already drained the device */
+    t->since = pmoe_now_seconds(); /* the previous phase's wait already drained the device */
 }

@@ -86,6 +86,9 @@ void pmoe_timer_enter(pmoe_phase_timer *t, pmoe_phase_id phase, uint64_t payload
 void pmoe_timer_stop(pmoe_phase_timer *t);
 const char *pmoe_timer_name(pmoe_phase_id phase);
 
+/* The monotonic host clock, in seconds. */
+double pmoe_now_seconds(void);
+
 /* A named NVTX range outside the phase timer (the step, an epoch). */
 void pmoe_trace_push(const char *name, uint64_t payload);
 void pmoe_trace_pop(void);

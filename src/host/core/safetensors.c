@@ -1,6 +1,8 @@
 /* safetensors.c: see safetensors.h. */
 #include "core/safetensors.h"
 
+#include "core/files.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -52,13 +54,6 @@ static char *build_header(const pmoe_st_entry *t, int count, const pmoe_st_meta 
     return text;
 }
 
-static pmoe_status write_failed(const char *tmp, const char *path, const char *what, int code,
-                                pmoe_error *err) {
-    unlink(tmp);
-    return pmoe_fail(err, PMOE_ERR_IO, "%s: %s failed: %s; nothing was replaced", path, what,
-                     strerror(code));
-}
-
 pmoe_status pmoe_safetensors_write(const char *path, const pmoe_st_entry *tensors, int tensor_count,
                                    const pmoe_st_meta *meta, int meta_count, pmoe_error *err) {
     if (!host_is_little_endian())
@@ -68,18 +63,13 @@ pmoe_status pmoe_safetensors_write(const char *path, const pmoe_st_entry *tensor
     if (!header) return PMOE_ERR_OOM;
     /* Pad the header with spaces so the data starts 8-byte aligned. */
     size_t len = strlen(header), padded = (len + 8 + 7) / 8 * 8 - 8;
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    pmoe_atomic_file out;
+    pmoe_status s = pmoe_atomic_open(&out, path, err);
+    if (s) {
         free(header);
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: path too long", path);
+        return s;
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int code = errno;
-        free(header);
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create %s: %s; nothing was replaced", path,
-                         tmp, strerror(code));
-    }
+    FILE *f = out.stream;
     uint8_t size_le[8];
     for (int i = 0; i < 8; i++) size_le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int ok = fwrite(size_le, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
@@ -90,32 +80,8 @@ pmoe_status pmoe_safetensors_write(const char *path, const pmoe_st_entry *tensor
         for (int d = 0; d < tensors[i].ndim; d++) n *= tensors[i].shape[d];
         ok = n == 0 || fwrite(tensors[i].data, sizeof(float), (size_t)n, f) == (size_t)n;
     }
-    int code = errno;
-    if (!ok || fflush(f) != 0) {
-        code = ok ? errno : code;
-        fclose(f);
-        return write_failed(tmp, path, "writing", code ? code : EIO, err);
-    }
-    if (fsync(fileno(f)) != 0) {
-        code = errno;
-        fclose(f);
-        return write_failed(tmp, path, "fsync", code, err);
-    }
-    if (fclose(f) != 0) return write_failed(tmp, path, "closing", errno, err);
-    if (rename(tmp, path) != 0) return write_failed(tmp, path, "rename", errno, err);
-    /* Make the rename itself durable. */
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
     (void)data_bytes;
-    return PMOE_OK;
+    return pmoe_atomic_commit(&out, err); /* a failed write above is found there */
 }
 
 /* ---- reading ---- */
@@ -200,7 +166,12 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
     if (size < 8) return bad(err, origin, (int64_t)size, "file too short for the 8-byte header length");
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)bytes[i] << (8 * i);
-    if (header_len > HEADER_LIMIT || header_len > size - 8)
+    if (header_len > HEADER_LIMIT)
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: offset 0: header length %llu is over pmoe's limit of %d bytes "
+                         "(100 MiB)",
+                         origin, (unsigned long long)header_len, (int)HEADER_LIMIT);
+    if (header_len > size - 8)
         return pmoe_fail(err, PMOE_ERR_FORMAT,
                          "%s: offset 0: header length %llu does not fit the file of %zu bytes",
                          origin, (unsigned long long)header_len, size);
@@ -299,16 +270,24 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
         snprintf(t->name, sizeof t->name, "%s", e->string);
         int ndim = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : -1;
         int64_t count = 1, begin = 0, end = 0;
-        int shape_ok = ndim >= 0 && ndim <= PMOE_ST_MAX_DIMS;
+        int shape_ok = ndim >= 0 && ndim <= PMOE_ST_MAX_DIMS, overflow = 0;
         for (int d = 0; shape_ok && d < ndim; d++) {
-            shape_ok = as_count(cJSON_GetArrayItem(shape, d), &t->shape[d]) &&
-                       (t->shape[d] == 0 || count <= (INT64_MAX / 8) / t->shape[d]);
-            if (shape_ok) count *= t->shape[d];
+            shape_ok = as_count(cJSON_GetArrayItem(shape, d), &t->shape[d]);
+            overflow |= shape_ok && t->shape[d] != 0 && count > (INT64_MAX / 8) / t->shape[d];
+            if (shape_ok && !overflow) count *= t->shape[d];
         }
-        if (!shape_ok) {
-            snprintf(what, sizeof what,
-                     "tensor '%s': expected a shape of at most %d non-negative integer sizes",
-                     e->string, PMOE_ST_MAX_DIMS);
+        for (int d = 0; shape_ok && d < ndim; d++) /* a zero anywhere makes it empty */
+            if (t->shape[d] == 0) overflow = 0, count = 0;
+        if (!shape_ok || overflow) {
+            if (overflow)
+                snprintf(what, sizeof what,
+                         "tensor '%s': the product of its shape's sizes overflows (more than "
+                         "2^60 elements)",
+                         e->string);
+            else
+                snprintf(what, sizeof what,
+                         "tensor '%s': expected a shape of at most %d non-negative integer sizes",
+                         e->string, PMOE_ST_MAX_DIMS);
             s = bad(err, origin, at, what);
             break;
         }
@@ -336,14 +315,9 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
 
 pmoe_status pmoe_safetensors_read(const char *path, pmoe_st_file *out, pmoe_error *err) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
+    size_t size = 0;
+    FILE *f = pmoe_open_regular(path, NULL, &size, err);
+    if (!f) return PMOE_ERR_IO;
     uint8_t *bytes = malloc(size ? size : 1);
     if (!bytes) {
         fclose(f);

@@ -220,7 +220,7 @@ static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const
 }
 
 /* ---- deep-model layers: convolution through cuDNN (cuda_conv.c), the
- * rest pmoe's own kernels (layers.cu, moe_layer.cu) ---------------------- */
+ * rest pmoe's own kernels (batchnorm_relu_pool.cu, moe_layer.cu) ---------------------- */
 
 /* A failure of the cuDNN wrapper, recorded like any op's. Its message may
  * already start with the device's name, which cuda_record adds again. */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/files.h"
 #include "data/dataset.h"
 
 #define CIFAR_CLASSES 10
@@ -143,10 +144,8 @@ static pmoe_status read_records(const cifar_file *files, int count, int64_t want
     for (int i = 0; i < count && want > 0; i++) {
         const int64_t take = want < files[i].records ? want : files[i].records;
         if (take == 0) continue;
-        FILE *f = fopen(files[i].path, "rb");
-        if (!f)
-            return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", files[i].path,
-                             strerror(errno));
+        FILE *f = pmoe_open_regular(files[i].path, NULL, NULL, err);
+        if (!f) return PMOE_ERR_IO;
         const size_t bytes = (size_t)take * PMOE_CIFAR_RECORD_BYTES;
         const size_t got = fread(dst, 1, bytes, f);
         const int read_error = ferror(f);

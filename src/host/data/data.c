@@ -75,17 +75,18 @@ void pmoe_dataset_free(pmoe_dataset *ds) {
     free(ds);
 }
 
+pmoe_data_source pmoe_data_auto_source(const char *path) {
+    char found[1100];
+    return pmoe_idx_find(path, "train-images-idx3-ubyte", found, (int)sizeof found, NULL) == PMOE_OK
+               ? PMOE_DATA_MOSAIC
+               : PMOE_DATA_SYNTHETIC;
+}
+
 pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                            pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err) {
     *train = *test = NULL;
     pmoe_data_source source = cfg->source;
-    if (source == PMOE_DATA_AUTO) {
-        char found[1100];
-        source = pmoe_idx_find(cfg->path, "train-images-idx3-ubyte", found, (int)sizeof found,
-                               NULL) == PMOE_OK
-                     ? PMOE_DATA_MOSAIC
-                     : PMOE_DATA_SYNTHETIC;
-    }
+    if (source == PMOE_DATA_AUTO) source = pmoe_data_auto_source(cfg->path);
     if (chosen) *chosen = source;
     switch (source) {
     case PMOE_DATA_SYNTHETIC: return pmoe_synthetic_open(cfg, train, test, err);

@@ -132,6 +132,9 @@ void pmoe_cifar_batch_free(pmoe_cifar_batch *batch);
  * name; see folder.c for the rules. */
 pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train,
                              pmoe_dataset **test, pmoe_error *err);
+/* What data.source = auto means for data.path: the mosaic when the IDX
+ * training images are there, else the synthetic model. */
+pmoe_data_source pmoe_data_auto_source(const char *path);
 
 /* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
  * files exist under cfg->path and the synthetic model otherwise. *chosen says

@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
+
+#include "core/files.h"
 
 #define IDX_MAX_DATA_BYTES ((int64_t)1 << 31)
 #define IDX_FIRST_CHUNK ((int64_t)1 << 20)
@@ -61,15 +64,6 @@ static pmoe_status read_bytes(idx_reader *r, void *buf, int64_t n, int64_t *got,
         }
     }
     return PMOE_OK;
-}
-
-static int file_is_gzip(const char *path) {
-    unsigned char magic[2] = {0, 0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(magic, 1, 2, f);
-    fclose(f);
-    return n == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
 }
 
 static uint32_t big_endian_u32(const uint8_t *b) {
@@ -134,14 +128,21 @@ pmoe_status pmoe_idx_read(const char *path, int expected_ndim, pmoe_idx *out, pm
     if (expected_ndim < 1 || expected_ndim > 3)
         return pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: pmoe_idx_read asked for %d dimensions",
                          path, expected_ndim);
-    /* fopen first: gzopen does not reliably leave errno set for the message. */
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* Opened here (a regular file, never blocking on a FIFO), then handed to
+     * zlib, which also reads plain files. */
+    FILE *probe = pmoe_open_regular(path, NULL, NULL, err);
+    if (!probe) return PMOE_ERR_IO;
+    unsigned char magic[2] = {0, 0};
+    const int gzip = fread(magic, 1, 2, probe) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    const int fd = dup(fileno(probe));
     fclose(probe);
-
-    idx_reader r = {NULL, path, file_is_gzip(path) ? " (gzip)" : "", 0};
-    r.gz = gzopen(path, "rb");
-    if (!r.gz) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    idx_reader r = {NULL, path, gzip ? " (gzip)" : "", 0};
+    r.gz = fd >= 0 && lseek(fd, 0, SEEK_SET) == 0 ? gzdopen(fd, "rb") : NULL;
+    if (!r.gz) {
+        const int code = errno;
+        if (fd >= 0) close(fd);
+        return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", path, strerror(code));
+    }
     gzbuffer(r.gz, 1 << 18);
 
     pmoe_idx idx = {0};

@@ -29,6 +29,10 @@ void pmoe_idx_free(pmoe_idx *idx);
 pmoe_status pmoe_idx_find(const char *dir, const char *base, char *out, int out_size,
                           pmoe_error *err);
 
+/* The classes of the IDX datasets pmoe reads (Fashion-MNIST, MNIST): every
+ * label is in [0, IDX_CLASSES). */
+#define IDX_CLASSES 10
+
 /* An images file and its labels file, checked for matching counts. */
 typedef struct pmoe_idx_split {
     pmoe_idx images; /* count x rows x cols */

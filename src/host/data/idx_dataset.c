@@ -15,8 +15,6 @@
 #include "data/image_fit.h"
 #include "data/idx.h"
 
-#define IDX_CLASSES 10
-
 typedef struct idx_images {
     pmoe_idx_split split;
     int rows, cols;  /* as stored */

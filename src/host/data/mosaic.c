@@ -1,4 +1,5 @@
-/* mosaic.c: the mosaic task (spec section 5, the paper's "MNIST" experiment).
+/* mosaic.c: the mosaic task (the paper's "MNIST" experiment; docs/reproduction.md,
+ * "Data").
  *
  * A mosaic is a grid x grid arrangement of IDX items (28x28 for MNIST and
  * Fashion-MNIST). One item, at a uniformly random cell, decides the label:
@@ -18,7 +19,6 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 
-#define IDX_CLASSES 10
 enum { STREAM_MOSAIC_TRAIN = 0x305a0001, STREAM_MOSAIC_TEST = 0x305a0002 };
 
 typedef struct mosaic {

@@ -1,5 +1,5 @@
-/* noisy.c: the noisy-background task (spec section 5, the analog of the
- * paper's CIFAR-10 + ImageNet-noise experiment).
+/* noisy.c: the noisy-background task (the analog of the paper's CIFAR-10 +
+ * ImageNet-noise experiment; docs/deep-models.md, "Data for the deep models").
  *
  * A sample is an S x S canvas (S = data.image_size, 0 meaning 32; a
  * multiple of 4, at least 8), one channel. One IDX item (Fashion-MNIST or
@@ -56,7 +56,6 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 
-#define IDX_CLASSES 10
 #define DEFAULT_IMAGE_SIZE 32
 #define DEFAULT_NOISE_STD 0.3
 #define BACKGROUND_DIM 0.5f

@@ -1,4 +1,5 @@
-/* synthetic.c: the theory's data model (spec section 5).
+/* synthetic.c: the theory's data model (the paper's; docs/reproduction.md,
+ * result 4).
  *
  * A sample is n patches of dimension d, laid out as an "image" of d channels,
  * height 1 and width n, so patch size 1 makes patch j column j. One patch

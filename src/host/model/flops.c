@@ -108,27 +108,29 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/layers.h"
+#include "model/deep_layers.h"
 #include "model/moe_conv.h"
 #include "model/two_layer.h"
+#include "model/wrn.h"
 
 _Static_assert(PMOE_FLOP_MAX_LAYERS >= DEEP_MAX_LAYERS + 5,
                "a flop report holds every layer of a deep model, the pMoE layer's split and the loss");
 
 pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
                                                        const pmoe_train_config *train) {
+    const two_layer_model *t = two_layer_of_const(m);
     pmoe_two_layer_cost_shape s;
     memset(&s, 0, sizeof s);
-    s.has_router = m->has_router;
-    s.patches = m->patch_count;
-    s.dim = m->patch_dim;
-    s.experts = m->experts;
-    s.topl = m->topl;
-    s.hidden = m->hidden;
+    s.has_router = t->has_router;
+    s.patches = t->patch_count;
+    s.dim = t->patch_dim;
+    s.experts = t->experts;
+    s.topl = t->topl;
+    s.hidden = t->hidden;
     s.classes = m->classes;
-    s.gate = m->gate_mode;
-    s.learn_router = m->has_router && pmoe_model_updates(m, PARAM_ROUTER);
-    s.router_over_picks = !m->deep && m->has_router && two_layer_folds_router(m);
+    s.gate = t->gate_mode;
+    s.learn_router = t->has_router && pmoe_model_updates(m, PARAM_ROUTER);
+    s.router_over_picks = t->has_router && two_layer_folds_router(t);
     s.train_output = pmoe_model_updates(m, PARAM_OUTPUT);
     s.momentum = train->momentum > 0.0;
     s.weight_decay = train->weight_decay > 0.0;
@@ -313,8 +315,8 @@ void pmoe_flops_deep(const pmoe_model *m, const pmoe_train_config *train, int64_
                      pmoe_flop_report *out) {
     memset(out, 0, sizeof *out);
     out->batch = batch;
-    const pmoe_deep_model *d = m->deep;
-    if (!d) return;
+    if (m->ops != &wrn_model_ops) return;
+    const pmoe_deep_model *d = deep_of_const(m);
     for (int i = 0; i < d->layer_count; i++) {
         const deep_layer *L = &d->layers[i];
         if (L->kind == LAYER_MOE) {
@@ -416,4 +418,14 @@ const char *pmoe_flop_kind_name(pmoe_flop_kind kind) {
     case PMOE_FLOPS_DENSE_MASKED: return "dense_masked";
     default: return "?";
     }
+}
+
+void pmoe_flops_model(const pmoe_model *m, const pmoe_train_config *train, int64_t batch,
+                      pmoe_flop_report *out) {
+    if (m->ops == &wrn_model_ops) {
+        pmoe_flops_deep(m, train, batch, out);
+        return;
+    }
+    const pmoe_two_layer_cost_shape shape = pmoe_two_layer_cost_shape_of(m, train);
+    pmoe_flops_two_layer(&shape, batch, out);
 }

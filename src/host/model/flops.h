@@ -28,7 +28,7 @@
 #include "model/model.h"
 #include "pmoe/config.h"
 
-#define PMOE_FLOP_MAX_LAYERS 72 /* a deep model's list (layers.h: 64) + the pMoE split + loss */
+#define PMOE_FLOP_MAX_LAYERS 72 /* a deep model's list (deep_layers.h: 64) + the pMoE split + loss */
 
 typedef enum { PMOE_FLOPS_USEFUL, PMOE_FLOPS_EXECUTED, PMOE_FLOPS_DENSE_MASKED, PMOE_FLOPS_KINDS } pmoe_flop_kind;
 
@@ -63,7 +63,8 @@ typedef struct pmoe_two_layer_cost_shape {
                               (folded into the CPU's fused experts' backward) */
 } pmoe_two_layer_cost_shape;
 
-/* The cost shape of a built model under the given training settings. */
+/* The cost shape of a built two-layer model (pmoe or cnn) under the given
+ * training settings. */
 pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
                                                        const pmoe_train_config *train);
 
@@ -73,8 +74,8 @@ pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
 void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch,
                           pmoe_flop_report *out);
 
-/* Fills out with a deep model's layers (m->deep: model.type wrn or
- * wrn_pmoe, or any network built with layers.h), in the order of its list,
+/* Fills out with a deep model's layers (model.type wrn or
+ * wrn_pmoe, or any network built with deep_layers.h), in the order of its list,
  * then "loss" and the SGD update under `train`, for steps of `batch`
  * samples. Rows are named after the layers; the pMoE layer "X" gives the
  * rows "X.router", "X.gate_topl", "X.dispatch", "X.experts" and
@@ -82,6 +83,11 @@ void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch,
  * dense_masked ones are what the dense-masked form would run. */
 void pmoe_flops_deep(const pmoe_model *m, const pmoe_train_config *train, int64_t batch,
                      pmoe_flop_report *out);
+
+/* Either family's report: pmoe_flops_two_layer of the model's cost shape,
+ * or pmoe_flops_deep. */
+void pmoe_flops_model(const pmoe_model *m, const pmoe_train_config *train, int64_t batch,
+                      pmoe_flop_report *out);
 
 /* Forward + backward + update / batch, per sample. */
 double pmoe_flops_train_per_sample(const pmoe_flop_report *r, pmoe_flop_kind kind);

@@ -1,7 +1,11 @@
-/* model.c: the model API of model.h, dispatching to the two-layer models
- * (two_layer.c) or the deep ones (wrn.c), and the parts both share: the
- * SGD step over the parameter list and the parameter count. */
+/* model.c: the model API of model.h: picks a family's table by
+ * model.type and dispatches through it, and holds what both families
+ * share: the SGD step over the parameter list, the parameter count and
+ * the parameters' bytes. */
 #include "model/model.h"
+
+#include <stdio.h>
+#include <string.h>
 
 #include "model/two_layer.h"
 #include "model/wrn.h"
@@ -17,23 +21,14 @@ pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm, const p
                                       int channels, int height, int width, int patch,
                                       int classes, int64_t max_batch, pmoe_model **out,
                                       pmoe_error *err) {
-    if (!pmoe_model_is_deep(cfg->model.type))
-        return two_layer_create_sharded(be, comm, cfg, channels, height, width, patch, classes,
-                                        max_batch, out, err);
-    if (comm && comm->distributed && comm->size > 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.type = %s runs in one process; expert parallelism "
-                         "over %d ranks is built for the two-layer models only",
-                         pmoe_model_type_name(cfg->model.type), comm->size);
-    return wrn_create(be, cfg, channels, height, width, patch, classes, max_batch, out, err);
+    const pmoe_model_ops *family =
+        pmoe_model_is_deep(cfg->model.type) ? &wrn_model_ops : &two_layer_model_ops;
+    return family->create(be, comm, cfg, channels, height, width, patch, classes, max_batch, out,
+                          err);
 }
 
 void pmoe_model_free(pmoe_model *m) {
-    if (!m) return;
-    if (m->deep)
-        wrn_free(m);
-    else
-        two_layer_free(m);
+    if (m) m->ops->free(m);
 }
 
 void pmoe_model_forward(pmoe_model *m, int64_t batch) {
@@ -41,23 +36,34 @@ void pmoe_model_forward(pmoe_model *m, int64_t batch) {
 }
 
 void pmoe_model_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
-    if (m->deep)
-        wrn_forward(m, batch);
-    else
-        two_layer_forward_valid(m, batch, valid);
+    m->ops->forward(m, batch, valid);
 }
 
 pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
                             pmoe_error *err) {
-    return m->deep ? wrn_loss(m, backward, loss, correct, err)
-                   : two_layer_loss(m, backward, loss, correct, err);
+    m->ops->loss(m, backward);
+    if (backward) m->ops->backward(m);
+    float stats[2];
+    pmoe_status s = m->be->copy_out(m->be, stats, m->stats, sizeof stats, err);
+    if (s) return s;
+    *loss = stats[0];
+    *correct = (int64_t)stats[1];
+    return PMOE_OK;
+}
+
+void pmoe_model_backward(pmoe_model *m) {
+    m->ops->backward(m);
 }
 
 int pmoe_model_updates(const pmoe_model *m, int i) {
-    return m->deep ? wrn_updates(m, i) : two_layer_updates(m, i);
+    return m->ops->updates(m, i);
 }
 
 void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay) {
+    m->ops->sgd(m, lr, momentum, weight_decay);
+}
+
+void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay) {
     for (int i = 0; i < m->param_count; i++) {
         pmoe_param *p = &m->params[i];
         if (!pmoe_model_updates(m, i)) continue;
@@ -67,10 +73,10 @@ void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay)
 }
 
 pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss, pmoe_error *err) {
-    if (m->deep)
+    if (!m->ops->router_loss)
         return pmoe_fail(err, PMOE_ERR_CONFIG, "separate router training is for the two-layer "
                                                "models only");
-    return two_layer_router_loss(m, batch, loss, err);
+    return m->ops->router_loss(m, batch, loss, err);
 }
 
 int64_t pmoe_model_param_count(const pmoe_model *m) {
@@ -79,4 +85,40 @@ int64_t pmoe_model_param_count(const pmoe_model *m) {
         if (m->params[i].value.data)
             total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->ranks : 1);
     return total;
+}
+
+int64_t pmoe_model_parameter_bytes(const pmoe_model *m) {
+    int64_t bytes = 0;
+    for (int i = 0; i < m->param_count; i++) {
+        const pmoe_param *p = &m->params[i];
+        if (p->value.data) bytes += pmoe_tensor_numel(&p->value) * (int64_t)sizeof(float);
+        if (p->grad.data) bytes += pmoe_tensor_numel(&p->grad) * (int64_t)sizeof(float);
+        if (p->velocity.data) bytes += pmoe_tensor_numel(&p->velocity) * (int64_t)sizeof(float);
+    }
+    return bytes;
+}
+
+pmoe_routing_view pmoe_model_routing(const pmoe_model *m) {
+    pmoe_routing_view v = {0};
+    m->ops->routing(m, &v);
+    return v;
+}
+
+pmoe_memory_plan pmoe_model_memory_plan(const pmoe_model *m) {
+    pmoe_memory_plan plan = {0};
+    m->ops->memory_plan(m, &plan);
+    return plan;
+}
+
+void pmoe_model_describe(const pmoe_model *m, pmoe_model_description *out) {
+    memset(out, 0, sizeof *out);
+    const pmoe_routing_view v = pmoe_model_routing(m);
+    snprintf(out->gate, sizeof out->gate, "%s", pmoe_gate_mode_name(v.gate_mode));
+    out->patches = v.patch_count;
+    out->dim = v.patch_dim;
+    out->experts = v.experts;
+    out->topl = v.topl;
+    out->classes = m->classes;
+    out->params = pmoe_model_param_count(m);
+    m->ops->describe(m, out);
 }

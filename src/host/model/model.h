@@ -1,43 +1,22 @@
-/* model.h: a model the training loop drives, whichever its kind.
+/* model.h: a model the training loop drives, whichever its family.
  *
- * Two families sit behind this one API (model.c dispatches): the paper's
- * two-layer pMoE (eq. 1) and its CNN baseline (eq. 5), in two_layer.c, and
- * the deep models WRN and WRN-pMoE (spec section 4), in wrn.c, which walk a
- * list of layers (layers.c) with one pMoE convolution layer (moe_conv.c).
- * The training loop sees the parameters as a list (params, param_count),
- * fills images and labels, and calls forward / loss / sgd; the fields
- * marked "two-layer" below mean nothing for a deep model, except that
- * experts, topl, patch_count and selected describe its pMoE layer (a WRN
- * has no router: has_router 0, experts 1).
- *
- * The two-layer models. One structure serves both: the CNN is the pMoE with k = 1, l = n, G = 1
- * and no router, and it skips the dispatch (its expert reads the patches in
- * place), so what it executes is what it needs. All buffers are sized for
- * max_batch once at creation; a step uses the first B <= max_batch rows.
- * Everything runs through the backend table: this file never touches data.
- *
- * Expert parallelism (a communicator that is distributed, see comm.h): R
- * ranks each hold a contiguous shard of every global batch (rank r has
- * global samples [r B/R, (r+1) B/R) of it) and k/R experts (global ids
- * rank * k/R ...); routers and output weights are replicated. Each rank
- * routes its own samples against all k routers and gathers its rows for
- * every expert (k x (b l) x d, as alone); one equal-split all-to-all sends
- * expert s's rows to s's owner, which receives them rank-major, i.e. in
- * global sample order: its expert input is exactly the one-process layout
- * (the rows of that expert for all B samples), so its experts run the
- * same ops on the same rows in the same order, bit for bit (with the
- * backend's fused gather ops too: see owner_fused in two_layer.c). The
- * outputs go back the same way, each rank combines
- * its own samples, and the logits of the global batch are all-gathered so
- * every rank computes the one-process loss over them (identical values, the
- * mean over the global batch) and keeps its shard of dlogits. The backward
- * pass mirrors this: dhidden to the owners, the expert gradients stay where
- * the experts live (they saw all their rows), and the replicated parameters'
- * gradients (routers; output weights when trained) are all-reduced. A
- * global batch may end in padding (zero images after the `valid` real
- * samples, so it splits evenly); padding gets zero loss weight and zero
- * gradient. Without a communicator (or a single one) none of this runs:
- * the one-process path is the code as it was, with no copy added. */
+ * A model is a pmoe_model (what every family has: parameters, the batch's
+ * images, labels and logits, the rank layout) whose `ops` points at its
+ * family's table of operations, as backend.h's table does for ops. Two
+ * families implement it, each in its own file:
+ *   two_layer.c  the paper's two-layer pMoE (eq. 1) and its CNN baseline
+ *                (eq. 5), also split over ranks (expert parallelism:
+ *                docs/expert-parallelism.md);
+ *   wrn.c        the deep models of the paper's section 4, WRN and
+ *                WRN-pMoE: a list of layers (deep_layers.c) with one pMoE
+ *                convolution layer (moe_conv.c); see docs/deep-models.md.
+ * Callers use the pmoe_model_* calls below, which dispatch through the
+ * table; nothing outside model/ reads a family's own state. What a caller
+ * needs to know of the routing (to measure recall and expert load, to draw
+ * the picks) is a pmoe_routing_view; what a tool needs to know of the
+ * model's size and shape is a pmoe_memory_plan and a
+ * pmoe_model_description. All buffers are sized for max_batch once at
+ * creation; a step uses the first B <= max_batch rows. */
 #ifndef PMOE_MODEL_MODEL_H
 #define PMOE_MODEL_MODEL_H
 
@@ -55,64 +34,127 @@ typedef struct pmoe_param {
                              expert_base .. expert_base + local_experts - 1 */
 } pmoe_param;
 
-enum { PARAM_ROUTER, PARAM_EXPERT, PARAM_OUTPUT, PARAM_COUNT };
-
-typedef struct pmoe_model {
-    pmoe_backend *be;
-    int has_router;        /* 0 for the CNN */
-    pmoe_patch_shape image;/* batch = max_batch */
-    int patch_count, patch_dim; /* n, d */
-    int experts, topl;     /* k, l (CNN: 1, n) */
-    int hidden;            /* h, per expert */
-    int classes;           /* c; 1 = binary logistic */
+/* What the training loop, evaluation and `pmoe route` read of a model's
+ * routing. A model that routes nothing (the CNN, the WRN) has routes 0,
+ * one expert, and selected / gate NULL. */
+typedef struct pmoe_routing_view {
+    int routes;               /* routers pick patches */
+    int experts, topl;        /* k (global), l; CNN: 1, n; WRN: 1, 1 */
+    int patch_count, patch_dim; /* n, d of the routed input (WRN: 1, 0) */
     pmoe_gate_mode gate_mode;
-    pmoe_param *params;    /* param_count trainable or saved tensors: the two-layer's
-                              PARAM_COUNT (indexed by PARAM_*), or a deep model's list */
-    int param_count;
-    pmoe_param two_layer_params[PARAM_COUNT];
-    struct pmoe_deep_model *deep; /* wrn / wrn_pmoe (wrn.h); NULL for the two-layer models */
-    int training;          /* batch norm: batch statistics (1) or running ones (0, evaluation) */
+    int router_param;         /* the routers' weights in the parameter list; -1: none */
+    const int32_t *selected;  /* backend memory, B x k x l: the last forward's picks */
+    const float *gate;        /* backend memory, B x k x l: their gate values */
+} pmoe_routing_view;
 
-    /* activations and their gradients, for max_batch samples */
-    int gathered;          /* the backend's fused gather + expert ops run: no expert_in */
-    int profile_experts;   /* train.profile_experts: one call and NVTX range per expert */
-    float *images, *patches, *scores, *gate, *expert_in, *hidden_out, *logits;
-    float *dlogits, *dhidden, *dgate, *dscores;
-    int32_t *selected, *labels, *router_pair;
-    float *router_weight, *stats;
-    int64_t batch;         /* B of the last forward (this rank's samples) */
+/* The bytes a model holds on its backend, by what they are for. */
+typedef struct pmoe_memory_plan {
+    int64_t parameter_bytes;  /* values, gradients and optimizer state */
+    int64_t activation_bytes; /* forward buffers for max_batch samples, the images and
+                                 labels included (deep models: and the loss's statistics) */
+    int64_t backward_bytes;   /* the gradients of those buffers (two-layer models: and the
+                                 loss's statistics and the separate router phase's inputs) */
+} pmoe_memory_plan;
+
+/* What a model is, for reports (pmoe bench) and comparisons. */
+typedef struct pmoe_model_description {
+    char model[16];           /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
+    char gate[16];            /* the gate mode the steps use */
+    char moe_impl[16];        /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
+    int width;                /* deep models: model.width; else 0 */
+    int patches, dim, experts, topl; /* n, d, k, l of the routed input (a WRN: 1, 0, 1, 1) */
+    int hidden;               /* m, total over experts (deep models: 0) */
+    int classes;
+    int learn_router;         /* the SGD step updates a router */
+    int train_output;         /* ... and the output layer (the deep models' head: always) */
+    int map_channels, map_height, map_width; /* wrn_pmoe: the map its pMoE layer routes; else 0 */
+    int64_t params;           /* pmoe_model_param_count */
+} pmoe_model_description;
+
+typedef struct pmoe_model pmoe_model;
+
+/* A family's table. Every entry is required unless it says what NULL means. */
+typedef struct pmoe_model_ops {
+    const char *family;       /* "two_layer", "deep" */
+    /* Builds the model for samples of image shape (C, H, W) with `classes`
+     * outputs over comm's ranks (NULL or a single communicator: one
+     * process), parameters initialised from train.seed. */
+    pmoe_status (*create)(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
+                          int channels, int height, int width, int patch, int classes,
+                          int64_t max_batch, pmoe_model **out, pmoe_error *err);
+    /* Forward on this rank's `batch` images in m->images, of a global batch
+     * whose first `valid` samples are real; writes m->logits. */
+    void (*forward)(pmoe_model *m, int64_t batch, int64_t valid);
+    /* The loss of the last forward on m->labels into m->stats (loss, correct);
+     * with backward != 0 also dlogits. Queued: nothing is read back. */
+    void (*loss)(pmoe_model *m, int backward);
+    /* From dlogits (the loss's, or for a network without a loss a gradient
+     * the caller wrote) into every trainable parameter's gradient,
+     * overwriting it. */
+    void (*backward)(pmoe_model *m);
+    /* Whether the SGD step updates parameter i. */
+    int (*updates)(const pmoe_model *m, int i);
+    /* One SGD step on every parameter updates() names (both families use
+     * pmoe_model_sgd_params). */
+    void (*sgd)(pmoe_model *m, float lr, float momentum, float weight_decay);
+    void (*memory_plan)(const pmoe_model *m, pmoe_memory_plan *out);
+    /* What only the family knows (model, hidden, moe_impl, width, map,
+     * learn_router, train_output): pmoe_model_describe has filled the rest
+     * from the routing view. */
+    void (*describe)(const pmoe_model *m, pmoe_model_description *out);
+    void (*routing)(const pmoe_model *m, pmoe_routing_view *out);
+    /* The separate-training router step (see pmoe_model_router_loss); NULL:
+     * the family has no separate router phase. */
+    pmoe_status (*router_loss)(pmoe_model *m, int64_t batch, double *loss, pmoe_error *err);
+    void (*free)(pmoe_model *m);
+} pmoe_model_ops;
+
+/* What every family has. A family's own state extends it (two_layer.h,
+ * deep_layers.h), with this struct as its first member. */
+struct pmoe_model {
+    const pmoe_model_ops *ops;
+    pmoe_backend *be;
+    pmoe_patch_shape image;  /* batch = this rank's max_batch share */
+    int classes;             /* c; 1 = binary logistic */
+    pmoe_param *params;      /* param_count trainable or saved tensors */
+    int param_count;
+    int training;            /* batch norm: batch statistics (1) or running ones (0, evaluation) */
+    float *images;           /* image.batch x C x H x W, filled by the caller */
+    int32_t *labels;         /* max_batch (the global batch's), filled by the caller */
+    float *logits, *dlogits; /* B x c */
+    float *stats;            /* 2: the last loss and correct count */
+    /* The separate router phase's inputs (filled by the caller), where the
+     * family has one (ops->router_loss); else NULL. */
+    int32_t *router_pair;
+    float *router_weight;
+    int64_t batch;           /* B of the last forward (this rank's samples) */
+    int64_t valid;           /* real samples of the last forward's global batch */
+    int64_t max_batch;       /* the global batch the buffers are sized for */
     pmoe_phase_timer *timer; /* NULL: untimed; else each op is a timed, NVTX-named phase */
 
     /* Expert parallelism; in one process comm is NULL, ranks 1, local_experts k. */
-    pmoe_comm *comm;       /* distributed: the exchange runs through it */
+    pmoe_comm *comm;         /* distributed: the exchange runs through it */
     int rank, ranks;
-    int local_experts;     /* k / ranks */
-    int expert_base;       /* global id of this rank's first expert */
-    int64_t max_batch;     /* the global batch the buffers are sized for (image.batch is
-                              this rank's share) */
-    int64_t valid;         /* real samples of the last forward's global batch */
-    float *expert_rows;    /* local_experts x (B l) x d: this rank's experts' rows, global order */
-    float *expert_hidden, *expert_dhidden; /* local_experts x (B l) x h */
-    float *logits_all, *dlogits_all;       /* B x c: the global batch */
-    int32_t *identity;     /* B x l: t at [b, t]: an owner's rows as "patches" of the fused ops */
-    int64_t exchange_bytes; /* sent to other ranks since created (the caller may reset it) */
-} pmoe_model;
+    int local_experts;       /* k / ranks */
+    int expert_base;         /* global id of this rank's first expert */
+    int64_t exchange_bytes;  /* sent to other ranks since created (the caller may reset it) */
+};
 
-/* Builds the model for samples of image shape (C, H, W) with `classes`
- * outputs; initialises parameters from train.seed as the paper does. */
+/* Builds cfg's model (its family by model.type) in one process. */
 pmoe_status pmoe_model_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
-                                  int height, int width, int patch, int classes,
-                                  int64_t max_batch, pmoe_model **out, pmoe_error *err);
+                              int height, int width, int patch, int classes, int64_t max_batch,
+                              pmoe_model **out, pmoe_error *err);
 void pmoe_model_free(pmoe_model *m);
 
 /* The same model split over comm's ranks when comm is distributed (else
- * exactly pmoe_two_layer_create). max_batch is the global batch: it and
+ * exactly pmoe_model_create). max_batch is the global batch: it and
  * model.experts must be divisible by the rank count (a config error says so
- * otherwise); this rank's buffers hold max_batch / ranks samples. */
+ * otherwise); this rank's buffers hold max_batch / ranks samples. The deep
+ * models run in one process only (a config error otherwise). */
 pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm,
-                                          const pmoe_config *cfg, int channels, int height,
-                                          int width, int patch, int classes, int64_t max_batch,
-                                          pmoe_model **out, pmoe_error *err);
+                                      const pmoe_config *cfg, int channels, int height,
+                                      int width, int patch, int classes, int64_t max_batch,
+                                      pmoe_model **out, pmoe_error *err);
 
 /* Forward pass on the B images already in m->images. */
 void pmoe_model_forward(pmoe_model *m, int64_t batch);
@@ -127,9 +169,13 @@ void pmoe_model_forward_valid(pmoe_model *m, int64_t batch, int64_t valid);
 /* Loss on m->labels; with backward != 0 also every trainable gradient.
  * Reads back stats: *loss is the batch mean, *correct the count. */
 pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
-                                pmoe_error *err);
+                            pmoe_error *err);
 
-/* Whether the SGD step updates parameter i (trainable, and for the router,
+/* The backward pass alone, from the gradient in m->dlogits (see
+ * pmoe_model_ops.backward). */
+void pmoe_model_backward(pmoe_model *m);
+
+/* Whether the SGD step updates parameter i (trainable, and for a router,
  * only while its gate carries a gradient). */
 int pmoe_model_updates(const pmoe_model *m, int i);
 
@@ -138,11 +184,26 @@ void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay)
 
 /* The separate-training router step: forward scores of m->images, the
  * linear loss with m->router_pair / m->router_weight, and the gradient into
- * the router's grad. Returns the loss in *loss. */
+ * the router's grad. Returns the loss in *loss; a config error for a family
+ * without a separate router phase. */
 pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss,
-                                       pmoe_error *err);
+                                   pmoe_error *err);
 
 /* Count of parameters (trainable or not), over all ranks' experts. */
 int64_t pmoe_model_param_count(const pmoe_model *m);
+
+/* The routing the last forward did, and the model's routing shape. */
+pmoe_routing_view pmoe_model_routing(const pmoe_model *m);
+
+/* The model's bytes on its backend (see pmoe_memory_plan). */
+pmoe_memory_plan pmoe_model_memory_plan(const pmoe_model *m);
+
+/* What the model is (see pmoe_model_description). */
+void pmoe_model_describe(const pmoe_model *m, pmoe_model_description *out);
+
+/* For the families: the SGD step over the parameter list, and the bytes of
+ * the list's values, gradients and velocities. */
+void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay);
+int64_t pmoe_model_parameter_bytes(const pmoe_model *m);
 
 #endif

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 #include "core/phase_timer.h"
-#include "model/layers.h"
+#include "model/deep_layers.h"
 
 enum { P_ROUTER, P_BN_WEIGHT, P_BN_BIAS, P_BN_MEAN, P_BN_VAR, P_CONV, P_COUNT };
 

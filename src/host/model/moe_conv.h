@@ -1,4 +1,5 @@
-/* moe_conv.h: the pMoE convolution layer of WRN-pMoE (spec section 4).
+/* moe_conv.h: the pMoE convolution layer of WRN-pMoE (the paper's section 4;
+ * docs/deep-models.md).
  *
  * Input x: B x C x H x W. k routers score the n = (H/p)(W/p) patches of
  * p x p (a convolution with kernel and stride p and k output channels is

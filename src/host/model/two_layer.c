@@ -62,18 +62,71 @@ static void fill_output(float *a, int k, int h, int c, pmoe_output_init how, uin
  * table): the very rows, in the very order, one process reads through
  * selected. */
 static int owner_fused(const pmoe_model *m) {
-    return m->comm && m->has_router && !m->profile_experts && m->be->ops->expert_forward_gathered &&
+    const two_layer_model *t = two_layer_of_const(m);
+    return m->comm && t->has_router && !t->profile_experts && m->be->ops->expert_forward_gathered &&
            m->be->ops->expert_backward_gathered;
 }
 
 static pmoe_route_shape owner_shape(const pmoe_model *m, int64_t global_batch) {
-    return (pmoe_route_shape){global_batch, m->topl, m->patch_dim, 1, m->topl, m->gate_mode};
+    const two_layer_model *t = two_layer_of_const(m);
+    return (pmoe_route_shape){global_batch, t->topl, t->patch_dim, 1, t->topl, t->gate_mode};
 }
 
-pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
-                                          const pmoe_config *cfg, int channels, int height,
-                                          int width, int patch, int classes, int64_t max_batch,
-                                          pmoe_model **out, pmoe_error *err) {
+static void two_layer_free(pmoe_model *m);
+static int two_layer_updates(const pmoe_model *m, int i);
+
+/* Every activation buffer of the model, in the order create allocates
+ * them, with its size (0: this model has none: the CNN's routing, the
+ * fused gather's expert_in, the exchange's buffers in one process) and
+ * what it is for. create, free and the memory plan all read this one list. */
+typedef enum { BUFFER_FORWARD, BUFFER_BACKWARD, BUFFER_EXCHANGE } buffer_kind;
+typedef struct buffer {
+    void *at; /* the address of the pointer field */
+    int64_t bytes;
+    buffer_kind kind;
+} buffer;
+enum { BUFFER_MAX = 24 };
+
+static int buffers(two_layer_model *t, buffer *list) {
+    pmoe_model *m = &t->base;
+    const int64_t B = m->image.batch, n = t->patch_count, d = t->patch_dim, k = t->experts;
+    const int64_t l = t->topl, h = t->hidden, c = m->classes, rows = B * l;
+    const int64_t image = (int64_t)m->image.channels * m->image.height * m->image.width;
+    const int64_t kr = m->local_experts, global_rows = m->max_batch * l, F = 4, I = 4;
+    const int routes = t->has_router, comm = m->comm != NULL;
+    const buffer all[] = {
+        {&m->images, B * image * F, BUFFER_FORWARD},
+        {&t->patches, B * n * d * F, BUFFER_FORWARD},
+        {&t->scores, routes ? B * n * k * F : 0, BUFFER_FORWARD},
+        {&t->dscores, routes ? B * n * k * F : 0, BUFFER_BACKWARD},
+        {&t->gate, routes ? B * k * l * F : 0, BUFFER_FORWARD},
+        {&t->dgate, routes ? B * k * l * F : 0, BUFFER_BACKWARD},
+        {&t->selected, routes ? B * k * l * I : 0, BUFFER_FORWARD},
+        {&t->expert_in, routes && !t->gathered ? k * rows * d * F : 0, BUFFER_FORWARD},
+        {&m->router_pair, routes ? B * I : 0, BUFFER_BACKWARD},
+        {&m->router_weight, routes ? B * F : 0, BUFFER_BACKWARD},
+        {&t->hidden_out, k * rows * h * F, BUFFER_FORWARD},
+        {&t->dhidden, k * rows * h * F, BUFFER_BACKWARD},
+        {&m->logits, B * c * F, BUFFER_FORWARD},
+        {&m->dlogits, B * c * F, BUFFER_BACKWARD},
+        {&m->labels, m->max_batch * I, BUFFER_FORWARD},
+        {&m->stats, 2 * F, BUFFER_BACKWARD},
+        {&t->expert_rows, comm ? kr * global_rows * d * F : 0, BUFFER_EXCHANGE},
+        {&t->expert_hidden, comm ? kr * global_rows * h * F : 0, BUFFER_EXCHANGE},
+        {&t->expert_dhidden, comm ? kr * global_rows * h * F : 0, BUFFER_EXCHANGE},
+        {&t->logits_all, comm ? m->max_batch * c * F : 0, BUFFER_EXCHANGE},
+        {&t->dlogits_all, comm ? m->max_batch * c * F : 0, BUFFER_EXCHANGE},
+        {&t->identity, comm && owner_fused(m) ? global_rows * I : 0, BUFFER_EXCHANGE},
+    };
+    _Static_assert(sizeof all / sizeof all[0] <= BUFFER_MAX, "raise BUFFER_MAX");
+    const int count = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < count; i++) list[i] = all[i];
+    return count;
+}
+
+static pmoe_status two_layer_create(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
+                                    int channels, int height, int width, int patch, int classes,
+                                    int64_t max_batch, pmoe_model **out, pmoe_error *err) {
     const pmoe_model_config *mc = &cfg->model;
     if (comm && !comm->distributed) comm = NULL;
     const int ranks = comm ? comm->size : 1;
@@ -89,10 +142,12 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
                          "config: a batch of %lld samples does not split evenly over %d ranks; "
                          "choose train.batch (and train.router_batch) divisible by the rank count",
                          (long long)max_batch, ranks);
-    pmoe_model *m = calloc(1, sizeof *m);
-    if (!m) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
+    two_layer_model *t = calloc(1, sizeof *t);
+    if (!t) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
+    pmoe_model *m = &t->base;
+    m->ops = &two_layer_model_ops;
     m->be = be;
-    m->params = m->two_layer_params;
+    m->params = t->params;
     m->param_count = PARAM_COUNT;
     m->training = 1;
     m->comm = comm;
@@ -101,36 +156,38 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
     m->max_batch = max_batch;
     max_batch /= ranks; /* from here on: this rank's share */
     m->image = (pmoe_patch_shape){max_batch, channels, height, width, patch};
-    m->patch_count = pmoe_patch_count(&m->image);
-    m->patch_dim = pmoe_patch_dim(&m->image);
+    t->patch_count = pmoe_patch_count(&m->image);
+    t->patch_dim = pmoe_patch_dim(&m->image);
     m->classes = classes;
-    m->has_router = mc->type == PMOE_MODEL_PMOE;
-    m->experts = m->has_router ? mc->experts : 1;
-    m->topl = m->has_router ? mc->topl : m->patch_count;
-    m->hidden = mc->hidden / m->experts;
-    m->gate_mode = m->has_router ? mc->gate : PMOE_GATE_ONES;
+    t->has_router = mc->type == PMOE_MODEL_PMOE;
+    t->experts = t->has_router ? mc->experts : 1;
+    t->topl = t->has_router ? mc->topl : t->patch_count;
+    t->hidden = mc->hidden / t->experts;
+    t->gate_mode = t->has_router ? mc->gate : PMOE_GATE_ONES;
     /* one process: the backend's fused gather + expert ops, when it has them (expert
      * parallelism sends the dispatched rows, so it needs them written) */
-    m->profile_experts = cfg->train.profile_experts;
-    m->gathered = m->has_router && !m->comm && !m->profile_experts &&
+    t->profile_experts = cfg->train.profile_experts;
+    t->gathered = t->has_router && !m->comm && !t->profile_experts &&
                   be->ops->expert_forward_gathered && be->ops->expert_backward_gathered;
-    if (m->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) m->gate_mode = PMOE_GATE_ONES;
+    if (t->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) t->gate_mode = PMOE_GATE_ONES;
 
-    m->local_experts = m->experts / ranks;
+    m->local_experts = t->experts / ranks;
     m->expert_base = m->rank * m->local_experts;
-    const int64_t B = max_batch, n = m->patch_count, d = m->patch_dim, k = m->experts, l = m->topl;
-    const int64_t h = m->hidden, c = classes, rows = B * l;
+    const int64_t d = t->patch_dim, k = t->experts, l = t->topl, h = t->hidden, c = classes;
     const int64_t kr = m->local_experts, global_rows = m->max_batch * l;
     const int momentum = cfg->train.momentum > 0.0;
     const uint64_t seed = cfg->train.seed;
 
     /* Parameters, initialised on the host and copied in. */
     int64_t largest = (k * d > k * h * d ? k * d : k * h * d) + k * h * c;
-    float *host = malloc((size_t)largest * sizeof(float));
-    pmoe_status s = host ? PMOE_OK
-                         : pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
-                                     (long long)largest * 4);
-    if (!s && m->has_router) {
+    const size_t init_bytes = (size_t)largest * sizeof(float);
+    pmoe_status s = pmoe_mem_check(&be->mem, init_bytes, err); /* held while the params come */
+    float *host = s ? NULL : malloc(init_bytes);
+    if (!s && !host)
+        s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
+                      (long long)init_bytes);
+    if (host) be->mem.held_bytes += (int64_t)init_bytes;
+    if (!s && t->has_router) {
         double std = mc->router_init_std >= 0.0 ? mc->router_init_std
                      : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
         fill_normal(host, k * d, seed, STREAM_ROUTER, std);
@@ -148,42 +205,22 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
         s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3, (int64_t[]){k, h, c},
                        mc->train_output, momentum, host, err);
     }
+    if (host) be->mem.held_bytes -= (int64_t)init_bytes;
     free(host);
 
-    /* Activations. The CNN's expert reads the patches in place. */
-    const size_t F = sizeof(float), I = sizeof(int32_t);
-    if (!s) s = alloc_bytes(be, (size_t)(B * channels * height * width) * F, &m->images, err);
-    if (!s) s = alloc_bytes(be, (size_t)(B * n * d) * F, &m->patches, err);
-    if (!s && m->has_router) {
-        if (!s) s = alloc_bytes(be, (size_t)(B * n * k) * F, &m->scores, err);
-        if (!s) s = alloc_bytes(be, (size_t)(B * n * k) * F, &m->dscores, err);
-        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->gate, err);
-        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * F, &m->dgate, err);
-        if (!s) s = alloc_bytes(be, (size_t)(B * k * l) * I, &m->selected, err);
-        if (!s && !m->gathered) s = alloc_bytes(be, (size_t)(k * rows * d) * F, &m->expert_in, err);
-        if (!s) s = alloc_bytes(be, (size_t)B * I, &m->router_pair, err);
-        if (!s) s = alloc_bytes(be, (size_t)B * F, &m->router_weight, err);
-    }
-    if (!s) s = alloc_bytes(be, (size_t)(k * rows * h) * F, &m->hidden_out, err);
-    if (!s) s = alloc_bytes(be, (size_t)(k * rows * h) * F, &m->dhidden, err);
-    if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->logits, err);
-    if (!s) s = alloc_bytes(be, (size_t)(B * c) * F, &m->dlogits, err);
-    if (!s) s = alloc_bytes(be, (size_t)m->max_batch * I, &m->labels, err);
-    if (!s) s = alloc_bytes(be, 2 * F, &m->stats, err);
-    if (!s && comm) {
-        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * d) * F, &m->expert_rows, err);
-        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * h) * F, &m->expert_hidden, err);
-        if (!s) s = alloc_bytes(be, (size_t)(kr * global_rows * h) * F, &m->expert_dhidden, err);
-        if (!s) s = alloc_bytes(be, (size_t)(m->max_batch * c) * F, &m->logits_all, err);
-        if (!s) s = alloc_bytes(be, (size_t)(m->max_batch * c) * F, &m->dlogits_all, err);
-        if (!s && owner_fused(m)) {
-            s = alloc_bytes(be, (size_t)global_rows * I, &m->identity, err);
-            int32_t *host_identity = s ? NULL : malloc((size_t)global_rows * I);
-            if (!s && !host_identity) s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
-            for (int64_t r = 0; !s && r < global_rows; r++) host_identity[r] = (int32_t)(r % l);
-            if (!s) s = be->copy_in(be, m->identity, host_identity, (size_t)global_rows * I, err);
-            free(host_identity);
-        }
+    /* Activations, as buffers() lists them. The CNN's expert reads the patches in place. */
+    buffer list[BUFFER_MAX];
+    const int count = buffers(t, list);
+    for (int i = 0; !s && i < count; i++)
+        if (list[i].bytes > 0) s = alloc_bytes(be, (size_t)list[i].bytes, list[i].at, err);
+    if (!s && t->identity) {
+        int32_t *host_identity = malloc((size_t)global_rows * sizeof(int32_t));
+        if (!host_identity) s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate the model");
+        for (int64_t r = 0; !s && r < global_rows; r++) host_identity[r] = (int32_t)(r % l);
+        if (!s)
+            s = be->copy_in(be, t->identity, host_identity, (size_t)global_rows * sizeof(int32_t),
+                            err);
+        free(host_identity);
     }
     if (s) {
         two_layer_free(m);
@@ -193,54 +230,46 @@ pmoe_status two_layer_create_sharded(pmoe_backend *be, pmoe_comm *comm,
     return PMOE_OK;
 }
 
-void two_layer_free(pmoe_model *m) {
+static void two_layer_free(pmoe_model *m) {
     if (!m) return;
+    two_layer_model *t = two_layer_of(m);
     pmoe_backend *be = m->be;
     for (int i = 0; i < PARAM_COUNT; i++) {
         pmoe_tensor_release(be, &m->params[i].value);
         pmoe_tensor_release(be, &m->params[i].grad);
         pmoe_tensor_release(be, &m->params[i].velocity);
     }
-    const int64_t B = m->image.batch, n = m->patch_count, d = m->patch_dim, k = m->experts, l = m->topl;
-    const int64_t h = m->hidden, c = m->classes, rows = B * l;
-    const size_t F = sizeof(float), I = sizeof(int32_t);
-    be->release(be, m->images, (size_t)(B * m->image.channels * m->image.height * m->image.width) * F);
-    be->release(be, m->patches, (size_t)(B * n * d) * F);
-    be->release(be, m->scores, (size_t)(B * n * k) * F);
-    be->release(be, m->dscores, (size_t)(B * n * k) * F);
-    be->release(be, m->gate, (size_t)(B * k * l) * F);
-    be->release(be, m->dgate, (size_t)(B * k * l) * F);
-    be->release(be, m->selected, (size_t)(B * k * l) * I);
-    be->release(be, m->expert_in, (size_t)(k * rows * d) * F);
-    be->release(be, m->router_pair, (size_t)B * I);
-    be->release(be, m->router_weight, (size_t)B * F);
-    be->release(be, m->hidden_out, (size_t)(k * rows * h) * F);
-    be->release(be, m->dhidden, (size_t)(k * rows * h) * F);
-    be->release(be, m->logits, (size_t)(B * c) * F);
-    be->release(be, m->dlogits, (size_t)(B * c) * F);
-    be->release(be, m->labels, (size_t)m->max_batch * I);
-    be->release(be, m->stats, 2 * F);
-    const int64_t kr = m->local_experts, global_rows = m->max_batch * l;
-    be->release(be, m->expert_rows, (size_t)(kr * global_rows * d) * F);
-    be->release(be, m->expert_hidden, (size_t)(kr * global_rows * h) * F);
-    be->release(be, m->expert_dhidden, (size_t)(kr * global_rows * h) * F);
-    be->release(be, m->logits_all, (size_t)(m->max_batch * c) * F);
-    be->release(be, m->dlogits_all, (size_t)(m->max_batch * c) * F);
-    be->release(be, m->identity, (size_t)global_rows * I);
-    free(m);
+    buffer list[BUFFER_MAX];
+    const int count = buffers(t, list);
+    for (int i = 0; i < count; i++) be->release(be, *(void **)list[i].at, (size_t)list[i].bytes);
+    free(t);
+}
+
+static void two_layer_memory_plan(const pmoe_model *m, pmoe_memory_plan *out) {
+    buffer list[BUFFER_MAX];
+    const int count = buffers((two_layer_model *)two_layer_of_const(m), list);
+    out->parameter_bytes = pmoe_model_parameter_bytes(m);
+    for (int i = 0; i < count; i++) {
+        if (!*(void **)list[i].at) continue;
+        if (list[i].kind == BUFFER_FORWARD) out->activation_bytes += list[i].bytes;
+        if (list[i].kind == BUFFER_BACKWARD) out->backward_bytes += list[i].bytes;
+    }
 }
 
 static pmoe_route_shape route_shape(const pmoe_model *m, int64_t batch) {
-    return (pmoe_route_shape){batch, m->patch_count, m->patch_dim, m->experts, m->topl, m->gate_mode};
+    const two_layer_model *t = two_layer_of_const(m);
+    return (pmoe_route_shape){batch, t->patch_count, t->patch_dim, t->experts, t->topl, t->gate_mode};
 }
 
 static pmoe_combine_shape combine_shape(const pmoe_model *m, int64_t batch) {
-    return (pmoe_combine_shape){batch, m->experts, m->topl, m->hidden, m->classes};
+    const two_layer_model *t = two_layer_of_const(m);
+    return (pmoe_combine_shape){batch, t->experts, t->topl, t->hidden, m->classes};
 }
 
 /* What the experts read: the dispatched rows, or (CNN) the patches in place. */
 static const float *expert_input(const pmoe_model *m) {
-    return m->has_router ? m->expert_in : m->patches;
+    const two_layer_model *t = two_layer_of_const(m);
+    return t->has_router ? t->expert_in : t->patches;
 }
 
 /* ---- expert parallelism ----
@@ -255,7 +284,8 @@ static const float *expert_input(const pmoe_model *m) {
  * sample order. */
 static void exchange_to_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                float *to) {
-    const int64_t block = b * m->topl * width, kr = m->local_experts;
+    two_layer_model *t = two_layer_of(m);
+    const int64_t block = b * t->topl * width, kr = m->local_experts;
     const pmoe_exchange_layout layout = {block, (int)kr, kr * block, block, block, m->ranks * block};
     m->comm->all_to_all(m->comm, from, to, &layout);
     m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
@@ -265,7 +295,8 @@ static void exchange_to_owners(pmoe_model *m, int64_t b, int64_t width, const fl
  * x width on the samples' ranks. */
 static void exchange_from_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                  float *to) {
-    const int64_t block = b * m->topl * width, kr = m->local_experts;
+    two_layer_model *t = two_layer_of(m);
+    const int64_t block = b * t->topl * width, kr = m->local_experts;
     const pmoe_exchange_layout layout = {block, (int)kr, block, m->ranks * block, kr * block, block};
     m->comm->all_to_all(m->comm, from, to, &layout);
     m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
@@ -284,10 +315,11 @@ static void all_reduce(pmoe_model *m, float *buf, int64_t count) {
  * so that Nsight shows every expert. */
 static void experts_forward(pmoe_model *m, int first, int count, int64_t rows, const float *in,
                             float *out) {
+    two_layer_model *t = two_layer_of(m);
     const pmoe_ops *op = m->be->ops;
-    const int64_t d = m->patch_dim, h = m->hidden;
+    const int64_t d = t->patch_dim, h = t->hidden;
     const float *w = m->params[PARAM_EXPERT].value.data;
-    if (!m->profile_experts) {
+    if (!t->profile_experts) {
         op->expert_forward(m->be, count, rows, (int)d, (int)h, in, w, out);
         return;
     }
@@ -303,11 +335,12 @@ static void experts_forward(pmoe_model *m, int first, int count, int64_t rows, c
 
 static void experts_backward(pmoe_model *m, int first, int count, int64_t rows, const float *in,
                              const float *hidden, float *dhidden) {
+    two_layer_model *t = two_layer_of(m);
     const pmoe_ops *op = m->be->ops;
-    const int64_t d = m->patch_dim, h = m->hidden;
+    const int64_t d = t->patch_dim, h = t->hidden;
     const float *w = m->params[PARAM_EXPERT].value.data;
     float *dw = m->params[PARAM_EXPERT].grad.data;
-    if (!m->profile_experts) {
+    if (!t->profile_experts) {
         op->expert_backward(m->be, count, rows, (int)d, (int)h, in, w, hidden, dhidden, dw, NULL);
         return;
     }
@@ -321,7 +354,8 @@ static void experts_backward(pmoe_model *m, int first, int count, int64_t rows, 
     }
 }
 
-void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
+static void two_layer_forward(pmoe_model *m, int64_t batch, int64_t valid) {
+    two_layer_model *t = two_layer_of(m);
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     pmoe_patch_shape img = m->image;
@@ -329,58 +363,58 @@ void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
     m->batch = batch;
     m->valid = valid;
     /* payloads: samples, then patches per expert (the same for every expert) */
-    const uint64_t per_expert = (uint64_t)(batch * m->topl);
+    const uint64_t per_expert = (uint64_t)(batch * t->topl);
     pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
     const pmoe_route_shape rs = route_shape(m, batch);
-    const float *router_w = m->has_router ? m->params[PARAM_ROUTER].value.data : NULL;
+    const float *router_w = t->has_router ? m->params[PARAM_ROUTER].value.data : NULL;
     /* With the fused gather ops, also one pass for patches, scores and top-l:
      * the patch phase then holds the routing, and there is no gate phase. */
-    const int fused_route = m->gathered && op->patch_extract_route;
+    const int fused_route = t->gathered && op->patch_extract_route;
     if (fused_route)
-        op->patch_extract_route(be, &img, &rs, m->images, router_w, m->patches, m->scores,
-                                m->selected, m->gate);
+        op->patch_extract_route(be, &img, &rs, m->images, router_w, t->patches, t->scores,
+                                t->selected, t->gate);
     else
-        op->patch_extract_forward(be, &img, m->images, m->patches);
-    if (m->has_router) {
+        op->patch_extract_forward(be, &img, m->images, t->patches);
+    if (t->has_router) {
         if (!fused_route) {
             pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
-            op->gate_topl_forward(be, &rs, m->patches, router_w, m->scores, m->selected, m->gate);
+            op->gate_topl_forward(be, &rs, t->patches, router_w, t->scores, t->selected, t->gate);
         }
-        if (m->gathered) { /* the dispatch happens inside the experts' op */
+        if (t->gathered) { /* the dispatch happens inside the experts' op */
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-            op->expert_forward_gathered(be, &rs, m->hidden, m->patches, m->selected,
-                                        m->params[PARAM_EXPERT].value.data, m->hidden_out);
+            op->expert_forward_gathered(be, &rs, t->hidden, t->patches, t->selected,
+                                        m->params[PARAM_EXPERT].value.data, t->hidden_out);
         } else {
             pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
-            op->dispatch_gather(be, &rs, m->patches, m->selected, m->expert_in);
+            op->dispatch_gather(be, &rs, t->patches, t->selected, t->expert_in);
         }
     }
     if (m->comm) {
-        const int64_t global_rows = batch * m->ranks * m->topl;
+        const int64_t global_rows = batch * m->ranks * t->topl;
         pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE, per_expert);
-        exchange_to_owners(m, batch, m->patch_dim, expert_input(m), m->expert_rows);
+        exchange_to_owners(m, batch, t->patch_dim, expert_input(m), t->expert_rows);
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, (uint64_t)global_rows);
         if (owner_fused(m)) {
             const pmoe_route_shape os = owner_shape(m, batch * m->ranks);
-            const int64_t h = m->hidden, d = m->patch_dim;
+            const int64_t h = t->hidden, d = t->patch_dim;
             for (int j = 0; j < m->local_experts; j++)
-                op->expert_forward_gathered(be, &os, m->hidden, m->expert_rows + j * global_rows * d,
-                                            m->identity,
+                op->expert_forward_gathered(be, &os, t->hidden, t->expert_rows + j * global_rows * d,
+                                            t->identity,
                                             m->params[PARAM_EXPERT].value.data + j * h * d,
-                                            m->expert_hidden + j * global_rows * h);
+                                            t->expert_hidden + j * global_rows * h);
         } else {
-            experts_forward(m, m->expert_base, m->local_experts, global_rows, m->expert_rows,
-                            m->expert_hidden);
+            experts_forward(m, m->expert_base, m->local_experts, global_rows, t->expert_rows,
+                            t->expert_hidden);
         }
         pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BACK, per_expert);
-        exchange_from_owners(m, batch, m->hidden, m->expert_hidden, m->hidden_out);
-    } else if (!m->gathered) { /* (gathered: ran with the dispatch above) */
+        exchange_from_owners(m, batch, t->hidden, t->expert_hidden, t->hidden_out);
+    } else if (!t->gathered) { /* (gathered: ran with the dispatch above) */
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-        experts_forward(m, 0, m->experts, batch * m->topl, expert_input(m), m->hidden_out);
+        experts_forward(m, 0, t->experts, batch * t->topl, expert_input(m), t->hidden_out);
     }
     pmoe_combine_shape cs = combine_shape(m, batch);
     pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
-    op->combine_forward(be, &cs, m->hidden_out, m->has_router ? m->gate : NULL,
+    op->combine_forward(be, &cs, t->hidden_out, t->has_router ? t->gate : NULL,
                         m->params[PARAM_OUTPUT].value.data, m->logits);
 }
 
@@ -389,139 +423,142 @@ void two_layer_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
  * numbers, so the same loss, bit for bit, and dlogits scaled by 1 / valid);
  * returns this rank's rows of dlogits (padding's rows zeroed). */
 static const float *sharded_loss(pmoe_model *m, int backward) {
+    two_layer_model *t = two_layer_of(m);
     pmoe_backend *be = m->be;
     const int64_t b = m->batch, c = m->classes, all = b * m->ranks;
     pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)b);
-    m->comm->all_gather(m->comm, m->logits, m->logits_all, b * c);
+    m->comm->all_gather(m->comm, m->logits, t->logits_all, b * c);
     m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * b * c;
     pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->valid);
     be->ops->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
-                                   m->valid, m->classes, m->logits_all, m->labels,
-                                   backward ? m->dlogits_all : NULL, m->stats);
+                                   m->valid, m->classes, t->logits_all, m->labels,
+                                   backward ? t->dlogits_all : NULL, m->stats);
     if (backward && m->valid < all)
-        be->fill(be, m->dlogits_all + m->valid * c, 0.0f, (all - m->valid) * c);
-    return m->dlogits_all + m->rank * b * c;
+        be->fill(be, t->dlogits_all + m->valid * c, 0.0f, (all - m->valid) * c);
+    return t->dlogits_all + m->rank * b * c;
 }
 
-pmoe_status two_layer_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
-                                pmoe_error *err) {
+static void two_layer_loss(pmoe_model *m, int backward) {
+    two_layer_model *t = two_layer_of(m);
+    t->dlogits_local = m->dlogits;
+    if (m->comm) {
+        t->dlogits_local = sharded_loss(m, backward);
+    } else {
+        pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->batch);
+        m->be->ops->loss_forward_backward(
+            m->be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE, m->batch,
+            m->classes, m->logits, m->labels, backward ? m->dlogits : NULL, m->stats);
+    }
+}
+
+/* From this rank's dlogits (the loss's; or m->dlogits where the caller
+ * wrote them, in one process) to every trainable gradient. */
+static void two_layer_backward(pmoe_model *m) {
+    two_layer_model *t = two_layer_of(m);
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int64_t batch = m->batch;
-    const uint64_t per_expert = (uint64_t)(batch * m->topl);
-    const float *dlogits = m->dlogits;
+    const uint64_t per_expert = (uint64_t)(batch * t->topl);
+    const float *dlogits = t->dlogits_local ? t->dlogits_local : m->dlogits;
+    pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
+    const int learn_gate = two_layer_updates(m, PARAM_ROUTER);
+    int router_folded = 0;
+    pmoe_combine_shape cs = combine_shape(m, batch);
+    pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
+    op->combine_backward(be, &cs, dlogits, t->hidden_out, t->has_router ? t->gate : NULL,
+                         output->value.data, t->dhidden, learn_gate ? t->dgate : NULL,
+                         output->trainable ? output->grad.data : NULL);
     if (m->comm) {
-        dlogits = sharded_loss(m, backward);
-    } else {
-        pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
-        op->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
-                                  batch, m->classes, m->logits, m->labels,
-                                  backward ? m->dlogits : NULL, m->stats);
-    }
-    if (backward) {
-        pmoe_param *router = &m->params[PARAM_ROUTER], *output = &m->params[PARAM_OUTPUT];
-        const int learn_gate = two_layer_updates(m, PARAM_ROUTER);
-        int router_folded = 0;
-        pmoe_combine_shape cs = combine_shape(m, batch);
-        pmoe_timer_enter(m->timer, PMOE_T_COMBINE_BWD, (uint64_t)batch);
-        op->combine_backward(be, &cs, dlogits, m->hidden_out, m->has_router ? m->gate : NULL,
-                             output->value.data, m->dhidden, learn_gate ? m->dgate : NULL,
-                             output->trainable ? output->grad.data : NULL);
-        if (m->comm) {
-            const int64_t global_rows = batch * m->ranks * m->topl;
-            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BWD, per_expert);
-            exchange_to_owners(m, batch, m->hidden, m->dhidden, m->expert_dhidden);
-            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, (uint64_t)global_rows);
-            if (owner_fused(m)) {
-                /* The real samples only: the padding, at the global batch's
-                 * end, has no gradient, and without it the op splits the
-                 * batch where one process splits it (at half the samples),
-                 * so the sums are one process's, bit for bit. */
-                const pmoe_route_shape os = owner_shape(m, m->valid);
-                const int64_t h = m->hidden, d = m->patch_dim;
-                for (int j = 0; j < m->local_experts; j++)
-                    op->expert_backward_gathered(be, &os, m->hidden,
-                                                 m->expert_rows + j * global_rows * d, m->identity,
-                                                 m->params[PARAM_EXPERT].value.data + j * h * d,
-                                                 m->expert_hidden + j * global_rows * h,
-                                                 m->expert_dhidden + j * global_rows * h, NULL,
-                                                 m->params[PARAM_EXPERT].grad.data + j * h * d,
-                                                 NULL);
-            } else {
-                experts_backward(m, m->expert_base, m->local_experts, global_rows,
-                                 m->expert_rows, m->expert_hidden, m->expert_dhidden);
-            }
-        } else if (m->gathered) {
-            pmoe_route_shape rs = route_shape(m, batch);
-            /* The renormalised gate's score gradient is zero but at the picks,
-             * so the router's weight gradient is one more unit of each
-             * expert's backward, over the rows it reads anyway. */
-            router_folded = two_layer_folds_router(m);
-            if (router_folded) {
-                pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-                op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
-                                       m->selected, m->gate, m->dgate, m->dscores, NULL, NULL);
-            }
-            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-            op->expert_backward_gathered(be, &rs, m->hidden, m->patches, m->selected,
-                                         m->params[PARAM_EXPERT].value.data, m->hidden_out,
-                                         m->dhidden, router_folded ? m->dscores : NULL,
-                                         m->params[PARAM_EXPERT].grad.data,
-                                         router_folded ? router->grad.data : NULL);
+        const int64_t global_rows = batch * m->ranks * t->topl;
+        pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BWD, per_expert);
+        exchange_to_owners(m, batch, t->hidden, t->dhidden, t->expert_dhidden);
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, (uint64_t)global_rows);
+        if (owner_fused(m)) {
+            /* The real samples only: the padding, at the global batch's
+             * end, has no gradient, and without it the op splits the
+             * batch where one process splits it (at half the samples),
+             * so the sums are one process's, bit for bit. */
+            const pmoe_route_shape os = owner_shape(m, m->valid);
+            const int64_t h = t->hidden, d = t->patch_dim;
+            for (int j = 0; j < m->local_experts; j++)
+                op->expert_backward_gathered(be, &os, t->hidden,
+                                             t->expert_rows + j * global_rows * d, t->identity,
+                                             m->params[PARAM_EXPERT].value.data + j * h * d,
+                                             t->expert_hidden + j * global_rows * h,
+                                             t->expert_dhidden + j * global_rows * h, NULL,
+                                             m->params[PARAM_EXPERT].grad.data + j * h * d,
+                                             NULL);
         } else {
-            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-            experts_backward(m, 0, m->experts, batch * m->topl, expert_input(m), m->hidden_out,
-                             m->dhidden);
+            experts_backward(m, m->expert_base, m->local_experts, global_rows,
+                             t->expert_rows, t->expert_hidden, t->expert_dhidden);
         }
-        if (learn_gate && !router_folded) {
-            pmoe_route_shape rs = route_shape(m, batch);
+    } else if (t->gathered) {
+        pmoe_route_shape rs = route_shape(m, batch);
+        /* The renormalised gate's score gradient is zero but at the picks,
+         * so the router's weight gradient is one more unit of each
+         * expert's backward, over the rows it reads anyway. */
+        router_folded = two_layer_folds_router(t);
+        if (router_folded) {
             pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-            op->gate_topl_backward(be, &rs, m->patches, router->value.data, m->scores,
-                                   m->selected, m->gate, m->dgate, m->dscores, router->grad.data,
-                                   NULL);
+            op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores,
+                                   t->selected, t->gate, t->dgate, t->dscores, NULL, NULL);
         }
-        if (m->comm && (learn_gate || output->trainable)) {
-            pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
-            if (learn_gate) all_reduce(m, router->grad.data, pmoe_tensor_numel(&router->grad));
-            if (output->trainable) all_reduce(m, output->grad.data, pmoe_tensor_numel(&output->grad));
-        }
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
+        op->expert_backward_gathered(be, &rs, t->hidden, t->patches, t->selected,
+                                     m->params[PARAM_EXPERT].value.data, t->hidden_out,
+                                     t->dhidden, router_folded ? t->dscores : NULL,
+                                     m->params[PARAM_EXPERT].grad.data,
+                                     router_folded ? router->grad.data : NULL);
+    } else {
+        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
+        experts_backward(m, 0, t->experts, batch * t->topl, expert_input(m), t->hidden_out,
+                         t->dhidden);
     }
-    float stats[2];
-    pmoe_status s = be->copy_out(be, stats, m->stats, sizeof stats, err);
-    if (s) return s;
-    *loss = stats[0];
-    *correct = (int64_t)stats[1];
-    return PMOE_OK;
+    if (learn_gate && !router_folded) {
+        pmoe_route_shape rs = route_shape(m, batch);
+        pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
+        op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores,
+                               t->selected, t->gate, t->dgate, t->dscores, router->grad.data,
+                               NULL);
+    }
+    if (m->comm && (learn_gate || output->trainable)) {
+        pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
+        if (learn_gate) all_reduce(m, router->grad.data, pmoe_tensor_numel(&router->grad));
+        if (output->trainable) all_reduce(m, output->grad.data, pmoe_tensor_numel(&output->grad));
+    }
 }
 
-int two_layer_folds_router(const pmoe_model *m) {
-    return m->gathered && m->gate_mode == PMOE_GATE_RENORM && two_layer_updates(m, PARAM_ROUTER);
-}
-
-int two_layer_updates(const pmoe_model *m, int i) {
+static int two_layer_updates(const pmoe_model *m, int i) {
+    const two_layer_model *t = two_layer_of_const(m);
     const pmoe_param *p = &m->params[i];
     if (!p->value.data || !p->trainable) return 0;
-    return i != PARAM_ROUTER || m->gate_mode != PMOE_GATE_ONES; /* G = 1 carries no gradient */
+    return i != PARAM_ROUTER || t->gate_mode != PMOE_GATE_ONES; /* G = 1 carries no gradient */
 }
 
-pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *loss,
-                                       pmoe_error *err) {
+int two_layer_folds_router(const two_layer_model *t) {
+    return t->gathered && t->gate_mode == PMOE_GATE_RENORM &&
+           two_layer_updates(&t->base, PARAM_ROUTER);
+}
+
+static pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *loss,
+                                         pmoe_error *err) {
+    two_layer_model *t = two_layer_of(m);
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     pmoe_patch_shape img = m->image;
     img.batch = batch;
-    const int64_t n = m->patch_count, d = m->patch_dim, k = m->experts;
+    const int64_t n = t->patch_count, d = t->patch_dim, k = t->experts;
     pmoe_param *router = &m->params[PARAM_ROUTER];
     pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
-    op->patch_extract_forward(be, &img, m->images, m->patches);
+    op->patch_extract_forward(be, &img, m->images, t->patches);
     pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
-    op->gemm(be, 0, 1, batch * n, k, d, 1.0f, m->patches, d, 0, router->value.data, d, 0, 0.0f,
-             m->scores, k, 0, 1);
+    op->gemm(be, 0, 1, batch * n, k, d, 1.0f, t->patches, d, 0, router->value.data, d, 0, 0.0f,
+             t->scores, k, 0, 1);
     pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
-    op->router_linear_loss(be, batch, (int)n, (int)k, m->scores, m->router_pair,
-                           m->router_weight, m->dscores, m->stats);
+    op->router_linear_loss(be, batch, (int)n, (int)k, t->scores, m->router_pair,
+                           m->router_weight, t->dscores, m->stats);
     pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-    op->gemm(be, 1, 0, k, d, batch * n, 1.0f, m->dscores, k, 0, m->patches, d, 0, 0.0f,
+    op->gemm(be, 1, 0, k, d, batch * n, 1.0f, t->dscores, k, 0, t->patches, d, 0, 0.0f,
              router->grad.data, d, 0, 1);
     if (m->comm) { /* each rank's samples carry their share of the (global) loss and gradient */
         pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
@@ -533,3 +570,33 @@ pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *loss,
     if (!s) *loss = stats[0];
     return s;
 }
+
+static void two_layer_routing(const pmoe_model *m, pmoe_routing_view *out) {
+    const two_layer_model *t = two_layer_of_const(m);
+    *out = (pmoe_routing_view){t->has_router, t->experts,   t->topl,
+                               t->patch_count, t->patch_dim, t->gate_mode,
+                               t->has_router ? PARAM_ROUTER : -1, t->selected, t->gate};
+}
+
+static void two_layer_describe(const pmoe_model *m, pmoe_model_description *out) {
+    const two_layer_model *t = two_layer_of_const(m);
+    snprintf(out->model, sizeof out->model, "%s", t->has_router ? "pmoe" : "cnn");
+    out->hidden = t->hidden * t->experts;
+    out->learn_router = t->has_router && two_layer_updates(m, PARAM_ROUTER);
+    out->train_output = two_layer_updates(m, PARAM_OUTPUT);
+}
+
+const pmoe_model_ops two_layer_model_ops = {
+    .family = "two_layer",
+    .create = two_layer_create,
+    .forward = two_layer_forward,
+    .loss = two_layer_loss,
+    .backward = two_layer_backward,
+    .updates = two_layer_updates,
+    .sgd = pmoe_model_sgd_params,
+    .memory_plan = two_layer_memory_plan,
+    .describe = two_layer_describe,
+    .routing = two_layer_routing,
+    .router_loss = two_layer_router_loss,
+    .free = two_layer_free,
+};

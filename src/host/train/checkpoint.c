@@ -9,6 +9,8 @@
  * loads into any rank count that divides k. */
 #include "train/checkpoint.h"
 
+#include "core/files.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -31,7 +33,7 @@ typedef struct slice {
 
 /* Values and velocities, each whole or split into one slice per expert. */
 static size_t max_slices(const pmoe_model *m) {
-    return (size_t)(2 * m->param_count * (m->experts + 1));
+    return (size_t)(2 * m->param_count * (pmoe_model_routing(m).experts + 1));
 }
 
 /* Lists what a model saves, in a fixed order. Returns the count. With
@@ -257,7 +259,7 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
         }
         if (!t) {
             s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no tensor '%s' (the model has %d experts)",
-                          file->origin, sl->name, m->experts);
+                          file->origin, sl->name, pmoe_model_routing(m).experts);
             break;
         }
         int same = t->ndim == sl->ndim;
@@ -286,7 +288,5 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
 }
 
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return PMOE_OK;
-    return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create the checkpoint folder: %s", dir,
-                     strerror(errno));
+    return pmoe_make_dir(dir, "checkpoint folder", err);
 }

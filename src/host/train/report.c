@@ -2,14 +2,11 @@
 #include "train/report.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/files.h"
+#include "core/phase_timer.h"
 
 void pmoe_write_json_string(FILE *out, const char *s) {
     fputc('"', out);
@@ -37,6 +34,17 @@ static void on_start(void *user, const pmoe_run_info *in) {
             in->model, in->data, in->backend, (long long)in->train_size,
             (long long)in->test_size, in->patches, in->patch, in->patch, in->patch_dim,
             in->experts, in->topl, (long long)in->params);
+    /* Which key sets which phase's epochs, and what the router phase's loss is. */
+    if (in->router_epochs > 0)
+        fprintf(rep->progress,
+                "      separate training: first the routers alone, %d epochs (train.router_epochs)"
+                " on their\n"
+                "      linear loss -y <w_0 - w_1, sum of the patches> (unbounded: it falls below 0"
+                " as they\n"
+                "      learn), then the experts with the routers frozen, %d epochs (train.epochs)\n",
+                in->router_epochs, in->epochs);
+    else
+        fprintf(rep->progress, "      %d epochs (train.epochs)\n", in->epochs);
     if (in->ranks > 1)
         fprintf(rep->progress, "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
                 in->ranks, in->comm, in->experts / in->ranks, in->ranks);
@@ -54,7 +62,7 @@ enum { PLAIN_EVERY = 30 };
 static void on_step(void *user, const pmoe_step_report *r) {
     pmoe_reporter *rep = user;
     if (!rep->progress) return;
-    double t = now_seconds();
+    double t = pmoe_now_seconds();
     if (!rep->is_terminal) {
         if (rep->last_line == 0.0) rep->last_line = t;
         if (t - rep->last_line < PLAIN_EVERY) return;
@@ -82,62 +90,80 @@ static void on_step(void *user, const pmoe_step_report *r) {
     rep->bar_shown = 1;
 }
 
-static void on_epoch(void *user, const pmoe_epoch_report *r) {
+/* One epoch as one JSON object on one line. */
+static void write_epoch_json(FILE *f, const pmoe_epoch_report *r) {
+    fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
+            r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
+            (long long)r->step, r->train_loss);
+    fprintf(f, ",\"lr\":%.9g", r->lr);
+    json_measure(f, "train_acc", r->train_acc);
+    json_measure(f, "test_acc", r->test_acc);
+    json_measure(f, "router_recall", r->router_recall);
+    if (r->experts_reported > 0) {
+        fprintf(f, ",\"expert_recall\":[");
+        for (int e = 0; e < r->experts_reported; e++)
+            fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
+        fprintf(f, "]");
+    }
+    const pmoe_expert_load *ld = &r->load;
+    if (ld->experts > 0) {
+        fprintf(f, ",\"expert_load_position\":[");
+        for (int e = 0; e < ld->experts; e++) {
+            fprintf(f, "%s[", e ? "," : "");
+            for (int j = 0; j < ld->positions; j++)
+                fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "],\"expert_load_class\":[");
+        for (int e = 0; e < ld->experts; e++) {
+            fprintf(f, "%s[", e ? "," : "");
+            for (int c = 0; c < ld->classes; c++)
+                fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "],\"load_samples\":%lld,\"grid_rows\":%d,\"grid_cols\":%d",
+                (long long)ld->samples, ld->grid_rows, ld->grid_cols);
+    }
+    fprintf(f, ",\"phase_seconds\":{");
+    for (int i = 0; i < pmoe_phase_count(); i++)
+        fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
+    fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
+    if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
+    fprintf(f, ",\"skipped_steps\":%lld", (long long)r->skipped_steps);
+    fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
+}
+
+static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *err) {
     pmoe_reporter *rep = user;
     if (rep->progress) {
         const int every = r->phase == PMOE_PHASE_ROUTER && r->epochs > 10 ? r->epochs / 10 : 1;
         if (r->epoch % every == 0 || r->epoch == r->epochs) {
             clear_bar(rep);
-            fprintf(rep->progress, "%s epoch %3d/%d  loss %.4f", r->phase == PMOE_PHASE_ROUTER ? "router" : "train ",
-                    r->epoch, r->epochs, r->train_loss);
+            fprintf(rep->progress, "%s epoch %3d/%d  %s %.4f",
+                    r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", r->epoch, r->epochs,
+                    r->phase == PMOE_PHASE_ROUTER ? "linear loss" : "loss", r->train_loss);
             if (r->train_acc >= 0) fprintf(rep->progress, "  train %5.1f%%", 100 * r->train_acc);
             if (r->test_acc >= 0) fprintf(rep->progress, "  test %5.1f%%", 100 * r->test_acc);
             if (r->router_recall >= 0) fprintf(rep->progress, "  recall %5.1f%%", 100 * r->router_recall);
+            if (r->skipped_steps > 0)
+                fprintf(rep->progress, "  skipped %lld", (long long)r->skipped_steps);
             fprintf(rep->progress, "  lr %.4g  %.2f s\n", r->lr, r->seconds);
             fflush(rep->progress);
         }
     }
-    if (rep->log) {
-        FILE *f = rep->log;
-        fprintf(f, "{\"phase\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"step\":%lld,\"train_loss\":%.9g",
-                r->phase == PMOE_PHASE_ROUTER ? "router" : "main", r->epoch, r->epochs,
-                (long long)r->step, r->train_loss);
-        fprintf(f, ",\"lr\":%.9g", r->lr);
-        json_measure(f, "train_acc", r->train_acc);
-        json_measure(f, "test_acc", r->test_acc);
-        json_measure(f, "router_recall", r->router_recall);
-        if (r->experts_reported > 0) {
-            fprintf(f, ",\"expert_recall\":[");
-            for (int e = 0; e < r->experts_reported; e++)
-                fprintf(f, "%s%.6g", e ? "," : "", r->expert_recall[e]);
-            fprintf(f, "]");
-        }
-        const pmoe_expert_load *ld = &r->load;
-        if (ld->experts > 0) {
-            fprintf(f, ",\"expert_load_position\":[");
-            for (int e = 0; e < ld->experts; e++) {
-                fprintf(f, "%s[", e ? "," : "");
-                for (int j = 0; j < ld->positions; j++)
-                    fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
-                fprintf(f, "]");
-            }
-            fprintf(f, "],\"expert_load_class\":[");
-            for (int e = 0; e < ld->experts; e++) {
-                fprintf(f, "%s[", e ? "," : "");
-                for (int c = 0; c < ld->classes; c++)
-                    fprintf(f, "%s%lld", c ? "," : "", (long long)ld->by_class[e * ld->classes + c]);
-                fprintf(f, "]");
-            }
-            fprintf(f, "],\"load_samples\":%lld", (long long)ld->samples);
-        }
-        fprintf(f, ",\"phase_seconds\":{");
-        for (int i = 0; i < pmoe_phase_count(); i++)
-            fprintf(f, "%s\"%s\":%.6g", i ? "," : "", pmoe_phase_name(i), r->phase_seconds[i]);
-        fprintf(f, "},\"step_seconds\":%.6g", r->step_seconds);
-        if (r->exchange_bytes > 0) fprintf(f, ",\"exchange_bytes\":%lld", (long long)r->exchange_bytes);
-        fprintf(f, ",\"seconds\":%.6g,\"elapsed\":%.6g}\n", r->seconds, r->elapsed);
-        fflush(f);
-    }
+    if (!rep->log) return PMOE_OK;
+    /* composed in memory, then appended in one piece */
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
+    if (!f) return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line", rep->log_name);
+    write_epoch_json(f, r);
+    const int composed = fclose(f) == 0;
+    pmoe_status s = composed ? pmoe_stream_append(rep->log, rep->log_name, line, len, err)
+                             : pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line",
+                                         rep->log_name);
+    free(line);
+    return s;
 }
 
 pmoe_train_callbacks pmoe_reporter_callbacks(pmoe_reporter *rep) {
@@ -164,8 +190,25 @@ void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
     phase_table(rep->progress, res);
     fprintf(rep->progress, "done: test accuracy %.2f%%", 100 * res->test_acc);
     if (res->router_recall >= 0) fprintf(rep->progress, ", router recall %.2f%%", 100 * res->router_recall);
-    fprintf(rep->progress, ", final train loss %.4f, %lld steps in %.1f s\n", res->train_loss,
-            (long long)(res->steps + res->router_steps), res->seconds);
+    /* the step counts of --json: main-phase steps, router steps apart */
+    fprintf(rep->progress, ", final train loss %.4f, %lld steps", res->train_loss,
+            (long long)res->steps);
+    if (res->router_steps > 0)
+        fprintf(rep->progress, " (and %lld router steps)", (long long)res->router_steps);
+    fprintf(rep->progress, " in %.1f s\n", res->seconds);
+    /* The default job keeps no weights (no files left behind by a first try),
+     * so say where they are, or how to keep them for pmoe eval and route. */
+    if (rep->saves_final && res->last_checkpoint[0])
+        fprintf(rep->progress, "model saved: %s\n", res->last_checkpoint);
+    else
+        fprintf(rep->progress,
+                "model not saved: add --set train.checkpoint_every=N to save it every N steps "
+                "and at the end\n(in train.checkpoint_dir) for pmoe eval and pmoe route\n");
+    if (res->skipped_steps > 0)
+        fprintf(rep->progress,
+                "%lld step%s skipped for a non-finite loss or gradient (train.on_nonfinite = "
+                "skip)\n",
+                (long long)res->skipped_steps, res->skipped_steps == 1 ? "" : "s");
     fflush(rep->progress);
 }
 
@@ -182,9 +225,11 @@ void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {
     if (res->info.ranks > 1) /* expert parallel (peak_bytes below is rank 0's) */
         fprintf(out, ",\"ranks\":%d,\"comm\":\"%s\"", res->info.ranks, res->info.comm);
     fprintf(out,
-            ",\"steps\":%lld,\"router_steps\":%lld,\"seconds\":%.6g,\"params\":%lld,"
+            ",\"steps\":%lld,\"router_steps\":%lld,\"skipped_steps\":%lld,\"seconds\":%.6g,"
+            "\"params\":%lld,"
             "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld}",
-            (long long)res->steps, (long long)res->router_steps, res->seconds,
+            (long long)res->steps, (long long)res->router_steps, (long long)res->skipped_steps,
+            res->seconds,
             (long long)res->info.params, res->info.experts, res->info.topl, res->info.patches,
             (long long)res->peak_bytes);
 }

@@ -2,7 +2,9 @@
  *
  * Progress goes to a stream: a redrawn bar when the stream is a terminal,
  * one plain line per epoch otherwise. The JSON log gets one object per epoch
- * (JSON Lines). Both are plain callbacks on pmoe_train, so a library user
+ * (JSON Lines), appended whole or not at all: a failed write (a full disk)
+ * stops the run with an error, and the log ends at its last whole line.
+ * Both are plain callbacks on pmoe_train, so a library user
  * can use them or write their own. */
 #ifndef PMOE_TRAIN_REPORT_H
 #define PMOE_TRAIN_REPORT_H
@@ -15,9 +17,12 @@ typedef struct pmoe_reporter {
     FILE *progress;  /* NULL: quiet */
     int is_terminal; /* draw a bar */
     FILE *log;       /* NULL: no JSON log */
+    const char *log_name; /* its path, for messages */
     double last_draw;
     double last_line;  /* when not a terminal: the last periodic line */
     int bar_shown;
+    int saves_final; /* train.checkpoint_every > 0: the run ends with a checkpoint, which
+                        the summary names (else it says how to keep the model) */
 } pmoe_reporter;
 
 /* Callbacks that feed rep (which must outlive the run). */

@@ -1,5 +1,5 @@
-/* train.c: the training loop of the two-layer models (pmoe_train and
- * pmoe_eval in train.h).
+/* train.c: the training loop of every model family (pmoe_train,
+ * pmoe_eval and pmoe_route in train.h).
  *
  * A run resolves the config against the data (patch size, n, classes),
  * builds backend and model, and walks its phases: separate training first
@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -49,12 +48,6 @@
 
 enum { STREAM_SHUFFLE = 0x5eed, STREAM_ROUTER_SHUFFLE = 0x5eee };
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct run {
     const pmoe_config *cfg;
     const pmoe_train_callbacks *cb;
@@ -66,7 +59,9 @@ typedef struct run {
     int rank, ranks;
     int sharded;          /* the model exchanges through comm (comm->distributed) */
     int stop_agreed;      /* sharded: some rank was asked to stop during this step */
+    int64_t saved_step;   /* the global step of the last checkpoint written, -1: none */
     pmoe_model *model;
+    pmoe_routing_view routing; /* the model's (selected, gate: the last forward's picks) */
     int patch;             /* the model's patch (deep models: on the pMoE layer's map) */
     int input_patch;       /* the input region one routed patch covers */
     int64_t max_batch;    /* the global batch */
@@ -176,11 +171,6 @@ int pmoe_phase_count(void) { return PMOE_T_COUNT; }
 int pmoe_step_phase_count(void) { return PMOE_T_STEP_PHASES; }
 const char *pmoe_phase_name(int phase) { return pmoe_timer_name((pmoe_phase_id)phase); }
 
-static void wait_for_backend(void *ctx) {
-    pmoe_backend *be = ctx;
-    be->synchronize(be, NULL); /* a failure is reported by the next checked call */
-}
-
 static void fill_info(run *r) {
     pmoe_run_info *in = &r->info;
     const pmoe_model *m = r->model;
@@ -191,15 +181,15 @@ static void fill_info(run *r) {
     in->params = pmoe_model_param_count(m);
     in->train_size = r->train->count;
     in->test_size = r->test->count;
-    in->patches = m->patch_count;
-    in->patch_dim = m->patch_dim;
+    in->patches = r->routing.patch_count;
+    in->patch_dim = r->routing.patch_dim;
     in->patch = r->patch;
     in->classes = m->classes;
-    in->experts = m->experts;
-    in->topl = m->topl;
+    in->experts = r->routing.experts;
+    in->topl = r->routing.topl;
     in->steps_per_epoch = (r->train->count + r->cfg->train.batch - 1) / r->cfg->train.batch;
     in->epochs = r->cfg->train.epochs;
-    in->router_epochs = m->has_router && r->cfg->train.mode == PMOE_TRAIN_SEPARATE
+    in->router_epochs = r->routing.routes && r->cfg->train.mode == PMOE_TRAIN_SEPARATE
                             ? r->cfg->train.router_epochs
                             : 0;
     in->rank = r->rank;
@@ -270,6 +260,7 @@ static void adopt_saved_input(run *r, const pmoe_st_file *file) {
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const pmoe_model *m = r->model;
+    const pmoe_routing_view *rv = &r->routing;
     const int64_t B = r->max_batch, local = B / r->ranks;
     pmoe_status s;
     const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
@@ -289,7 +280,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
     if (!s) s = host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
     if (!s)
-        s = host_alloc(&r->host_selected, (size_t)(local * m->experts * m->topl) * 4,
+        s = host_alloc(&r->host_selected, (size_t)(local * rv->experts * rv->topl) * 4,
                        "the selections", err);
     if (!s) s = host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
     /* Load by class: by what each picked patch shows where the data says
@@ -300,20 +291,15 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
                       : m->classes == 1     ? 2
                                             : m->classes;
     if (!s)
-        s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(m->experts * m->patch_count),
+        s = host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count),
                        "expert load", err);
     if (!s)
-        s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(m->experts * r->load_classes),
+        s = host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
                        "expert load", err);
     if (!s) {
         describe_input(r);
         fill_info(r);
-        r->timer.clock = r->be->clock; /* the device's events, where it has them */
-        pmoe_timer_reset(&r->timer);
-        if (r->be->asynchronous && !r->be->clock) {
-            r->timer.wait = wait_for_backend;
-            r->timer.wait_ctx = r->be;
-        }
+        pmoe_backend_time_phases(r->be, &r->timer);
         r->model->timer = &r->timer;
         long long first = 0, last = 0;
         if (cfg->train.profile_steps[0] &&
@@ -330,7 +316,7 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
  * start) and after the model, so a rank that fails stops them all. */
 static pmoe_status open_run(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
-    r->started = now_seconds();
+    r->started = pmoe_now_seconds();
     r->chosen = cfg->data.source;
     pmoe_status s = open_comm(r, err);
     if (s) return s;
@@ -359,6 +345,7 @@ static pmoe_status open_run(run *r, pmoe_error *err) {
     s = pmoe_model_create_sharded(r->be, r->comm, cfg, r->train->channels, r->train->height,
                                       r->train->width, r->patch, r->train->classes, r->max_batch,
                                       &r->model, err);
+    if (!s) r->routing = pmoe_model_routing(r->model);
     if (!s) s = open_buffers(r, err);
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);
 }
@@ -470,7 +457,7 @@ static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which
     pmoe_model *m = r->model;
     *which = -1;
     for (int i = 0; i < m->param_count && *which < 0; i++) {
-        const int updated = phase == PMOE_PHASE_ROUTER ? i == PARAM_ROUTER
+        const int updated = phase == PMOE_PHASE_ROUTER ? i == r->routing.router_param
                                                        : pmoe_model_updates(m, i);
         if (!updated) continue;
         const pmoe_tensor *g = &m->params[i].grad;
@@ -535,8 +522,9 @@ typedef struct eval_stats {
 static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
     pmoe_model *m = r->model;
     const pmoe_dataset *ds = r->test;
-    const int k = m->experts, l = m->topl, n = m->patch_count, c = r->load_classes;
-    const int routes = m->has_router;
+    const pmoe_routing_view *rv = &r->routing;
+    const int k = rv->experts, l = rv->topl, n = rv->patch_count, c = r->load_classes;
+    const int routes = rv->routes;
     const int measure_recall = routes && ds->decisive_patch && ds->decisive_patch_size == r->input_patch;
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
     int64_t correct_total = 0, recalled_any = 0;
@@ -552,6 +540,8 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
     pmoe_status failed = PMOE_OK;
     pmoe_error ignored;
     for (int64_t start = 0; start < ds->count; start += r->max_batch) {
+        /* one process stops between batches (the caller saves and says so) */
+        if (!r->sharded && r->stop && *r->stop) return PMOE_ERR_INTERRUPTED;
         int64_t count = ds->count - start < r->max_batch ? ds->count - start : r->max_batch;
         for (int64_t i = 0; i < count; i++) r->order[i] = start + i;
         shard sh;
@@ -566,7 +556,7 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
         if (!failed) failed = s;
         correct_total += correct; /* the global batch's, on every rank */
         if (!routes) continue;
-        s = r->be->copy_out(r->be, r->host_selected, m->selected,
+        s = r->be->copy_out(r->be, r->host_selected, rv->selected,
                             (size_t)(sh.local * k * l) * sizeof(int32_t), failed ? &ignored : err);
         if (s && !r->sharded) return s;
         if (!failed) failed = s;
@@ -598,7 +588,7 @@ static pmoe_status evaluate(run *r, eval_stats *st, pmoe_error *err) {
                    sizeof(float) * (size_t)(kept * per_sample));
             memcpy(keep->selected + start * k * l, r->host_selected,
                    sizeof(int32_t) * (size_t)(kept * k * l));
-            s = r->be->copy_out(r->be, keep->gate + start * k * l, m->gate,
+            s = r->be->copy_out(r->be, keep->gate + start * k * l, rv->gate,
                                 sizeof(float) * (size_t)(kept * k * l), err);
             if (s) return s;
             for (int64_t i = 0; i < kept; i++) {
@@ -674,12 +664,36 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
         snprintf(detail, sizeof detail, "%s", err->message);
-        return pmoe_fail(err, s, "checkpoint not saved (%s); the last good checkpoint is %s",
-                         detail, r->last_checkpoint[0] ? r->last_checkpoint : "none");
+        return pmoe_fail(err, s, "checkpoint not saved (%s); %s%s", detail,
+                         r->last_checkpoint[0] ? "the last good checkpoint is "
+                                               : "no earlier checkpoint was written",
+                         r->last_checkpoint);
     }
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
+    r->saved_step = global_step(pos);
     if (r->rank == 0) pmoe_checkpoint_folder_prune(&r->folder, r->cfg->train.keep);
     return PMOE_OK;
+}
+
+/* Whether a stop was asked for outside a step (sharded: on any rank, and
+ * every rank learns it). */
+static int stop_requested(run *r) {
+    int asked = r->stop && *r->stop ? -1 : 0;
+    if (r->sharded) pmoe_comm_agree(r->comm, PMOE_OK, NULL, &asked, 1);
+    return asked < 0;
+}
+
+/* The end of a stopped run: a checkpoint of *pos (unless the last one is
+ * of this very step) and PMOE_ERR_INTERRUPTED. */
+static pmoe_status stop_at(run *r, const pmoe_train_position *pos, pmoe_error *err) {
+    if (r->saved_step != global_step(pos)) {
+        pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(pos));
+        pmoe_status s = save_checkpoint(r, pos, err);
+        pmoe_timer_stop(&r->timer);
+        if (s) return s;
+    }
+    return pmoe_fail(err, PMOE_ERR_INTERRUPTED, "stopped after step %lld; checkpoint %s",
+                     (long long)global_step(pos), r->last_checkpoint);
 }
 
 /* One step on the global batch of `count` samples, this rank's share `sh` of
@@ -734,7 +748,7 @@ static pmoe_status take_step(run *r, const phase_plan *plan, float lr, int64_t c
     }
     pmoe_timer_enter(&r->timer, PMOE_T_OPTIMIZER, 0);
     if (plan->phase == PMOE_PHASE_ROUTER) {
-        pmoe_param *router = &m->params[PARAM_ROUTER];
+        pmoe_param *router = &m->params[r->routing.router_param];
         r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
                                router->grad.data, router->velocity.data, lr,
                                (float)t->momentum, (float)t->weight_decay);
@@ -745,8 +759,8 @@ static pmoe_status take_step(run *r, const phase_plan *plan, float lr, int64_t c
 }
 
 static int reported_experts(const run *r) {
-    return r->model->experts < PMOE_MAX_REPORTED_EXPERTS ? r->model->experts
-                                                         : PMOE_MAX_REPORTED_EXPERTS;
+    return r->routing.experts < PMOE_MAX_REPORTED_EXPERTS ? r->routing.experts
+                                                          : PMOE_MAX_REPORTED_EXPERTS;
 }
 
 /* Copies an evaluation into an epoch report (load points into r). */
@@ -758,12 +772,14 @@ static void fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_repo
         memcpy(er->expert_recall, st->expert_recall, sizeof er->expert_recall);
     }
     if (st->measured_load)
-        er->load = (pmoe_expert_load){r->model->experts, r->model->patch_count, r->load_classes,
-                                      r->load_position, r->load_class, r->test->count};
+        er->load = (pmoe_expert_load){r->routing.experts, r->routing.patch_count, r->load_classes,
+                                      r->load_position, r->load_class, r->test->count,
+                                      r->test->height / r->input_patch,
+                                      r->test->width / r->input_patch};
 }
 
-static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
-                         pmoe_epoch_report *er, double epoch_began) {
+static pmoe_status report_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
+                                pmoe_epoch_report *er, double epoch_began, pmoe_error *err) {
     er->phase = plan->phase;
     er->epoch = pos->epoch;
     er->epochs = plan->epochs;
@@ -772,9 +788,10 @@ static void report_epoch(run *r, const phase_plan *plan, const pmoe_train_positi
     er->train_acc = plan->phase == PMOE_PHASE_MAIN ? (double)pos->correct_sum / (double)plan->size : -1.0;
     memcpy(er->phase_seconds, r->timer.seconds, sizeof r->timer.seconds);
     er->step_seconds = r->step_seconds;
-    er->seconds = now_seconds() - epoch_began;
-    er->elapsed = now_seconds() - r->started;
-    if (r->cb && r->cb->on_epoch) r->cb->on_epoch(r->cb->user, er);
+    er->seconds = pmoe_now_seconds() - epoch_began;
+    er->elapsed = pmoe_now_seconds() - r->started;
+    er->skipped_steps = pos->skipped;
+    return r->cb && r->cb->on_epoch ? r->cb->on_epoch(r->cb->user, er, err) : PMOE_OK;
 }
 
 /* Runs a phase from *pos to its end, updating *pos as it goes. */
@@ -793,14 +810,14 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
                              pmoe_train_result *res, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const int64_t batches = (plan->size + plan->batch - 1) / plan->batch;
-    const double began = now_seconds();
+    const double began = pmoe_now_seconds();
     const int64_t first_step = pos->step;
     const pmoe_lr_schedule schedule =
         pmoe_lr_schedule_make(&cfg->train, plan->lr, plan->epochs, batches);
     r->model->exchange_bytes = 0;
     for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
                                        pos->correct_sum = 0) {
-        const double epoch_began = now_seconds();
+        const double epoch_began = pmoe_now_seconds();
         for (int64_t i = 0; i < plan->size; i++) r->order[i] = i;
         pmoe_rng rng = pmoe_rng_make(cfg->train.seed, plan->shuffle_stream + (uint64_t)pos->epoch * 2);
         pmoe_rng_shuffle(&rng, r->order, plan->size);
@@ -809,7 +826,7 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
             const int64_t this_step = global_step(pos) + 1;
             if (this_step == r->profile_first) profile_edge(r, 1, this_step);
-            const double step_began = now_seconds();
+            const double step_began = pmoe_now_seconds();
             pmoe_trace_push("step", (uint64_t)this_step);
             pmoe_timer_enter(&r->timer, PMOE_T_DATA, (uint64_t)count);
             shard sh;
@@ -826,19 +843,20 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
                               &loss, &correct, &nonfinite, err);
             pmoe_timer_stop(&r->timer);
             pmoe_trace_pop();
-            r->step_seconds += now_seconds() - step_began;
+            r->step_seconds += pmoe_now_seconds() - step_began;
             if (this_step == r->profile_last) profile_edge(r, 0, this_step);
             if (s) return s;
             if (nonfinite && cfg->train.on_nonfinite == PMOE_NONFINITE_STOP)
                 return pmoe_fail(err, PMOE_ERR_NONFINITE,
                                  "non-finite value (NaN or Inf) in %s%s at step %lld (%s phase, "
                                  "epoch %d): the batch or the weights hold NaN or Inf (if the "
-                                 "weights diverged, lower the learning rate); the last good "
-                                 "checkpoint is %s",
+                                 "weights diverged, lower the learning rate); %s%s",
                                  nonfinite[0] == 't' ? "" : "the gradient of ", nonfinite,
                                  (long long)(pos->step + 1),
                                  plan->phase == PMOE_PHASE_ROUTER ? "router" : "main", pos->epoch,
-                                 r->last_checkpoint[0] ? r->last_checkpoint : "none");
+                                 r->last_checkpoint[0] ? "the last good checkpoint is "
+                                                       : "no checkpoint was written before it",
+                                 r->last_checkpoint);
             pos->step++;
             if (nonfinite) {
                 pos->skipped++;
@@ -850,23 +868,22 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
                 pmoe_step_report sr = {plan->phase, pos->epoch, plan->epochs, pos->step,
                                        pos->next_batch + 1, batches, loss,
                                        (pos->step - first_step) * plan->batch,
-                                       now_seconds() - began};
+                                       pmoe_now_seconds() - began};
                 r->cb->on_step(r->cb->user, &sr);
             }
             pmoe_train_position after = *pos;
             after.next_batch++;
             const int stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
             const int64_t every = cfg->train.checkpoint_every;
-            if (stopping || (every > 0 && global_step(&after) % every == 0)) {
+            if (stopping) {
+                *pos = after;
+                return stop_at(r, pos, err);
+            }
+            if (every > 0 && global_step(&after) % every == 0) {
                 pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)global_step(&after));
                 s = save_checkpoint(r, &after, err);
                 pmoe_timer_stop(&r->timer);
                 if (s) return s;
-            }
-            if (stopping) {
-                *pos = after;
-                return pmoe_fail(err, PMOE_ERR_INTERRUPTED, "stopped after step %lld; checkpoint %s",
-                                 (long long)global_step(pos), r->last_checkpoint);
             }
         }
         pmoe_epoch_report er;
@@ -878,12 +895,16 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
             (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
             eval_stats st = {0};
             pmoe_status s = timed_evaluate(r, &st, err);
+            if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err); /* its epoch redone */
             if (s) return s;
             fill_report_eval(r, &st, &er);
             res->test_acc = er.test_acc;
             res->router_recall = er.router_recall;
         }
-        report_epoch(r, plan, pos, &er, epoch_began);
+        pmoe_status reported = report_epoch(r, plan, pos, &er, epoch_began, err);
+        if (reported) return reported;
+        /* a signal during the evaluation (sharded: the ranks finish it together) */
+        if (stop_requested(r)) return stop_at(r, pos, err);
         for (int i = 0; i < PMOE_T_COUNT; i++) res->phase_seconds[i] += r->timer.seconds[i];
         res->step_seconds += r->step_seconds;
         pmoe_timer_reset(&r->timer);
@@ -915,7 +936,8 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
         memcpy(pos->run_id, done.run_id, sizeof pos->run_id);
     }
     pos->phase = PMOE_PHASE_MAIN;
-    if (r->info.router_epochs > 0) r->model->params[PARAM_ROUTER].trainable = 0; /* frozen */
+    if (r->info.router_epochs > 0) /* frozen */
+        r->model->params[r->routing.router_param].trainable = 0;
     res->router_steps = pos->router_steps;
     const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch, t->epochs,
                              t->lr, STREAM_SHUFFLE};
@@ -925,11 +947,13 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     if (!s && t->epochs == 0) { /* still report the untrained model's accuracy */
         eval_stats st = {0};
         s = evaluate(r, &st, err);
+        if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err);
         res->test_acc = st.accuracy;
         res->router_recall = st.recall;
     }
     if (!s && t->checkpoint_every > 0 && global_step(pos) % t->checkpoint_every != 0)
         s = save_checkpoint(r, pos, err); /* the final state, when the last step left none */
+    if (!s && stop_requested(r)) return stop_at(r, pos, err); /* during the last save */
     return s;
 }
 
@@ -943,7 +967,7 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
         s = pmoe_resume_check_config(&file, r->cfg, err);
         if (!s) s = pmoe_checkpoint_restore(&file, r->model, pos, err);
         if (!s)
-            s = pmoe_resume_check(&file, r->cfg, r->train->count, r->model->has_router, pos, err);
+            s = pmoe_resume_check(&file, r->cfg, r->train->count, r->routing.routes, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
         if (!s) adopt_saved_input(r, &file);
         pmoe_safetensors_free(&file);
@@ -980,6 +1004,7 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     memset(result, 0, sizeof *result);
     result->test_acc = result->router_recall = -1.0;
     pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0, ""};
+    r.saved_step = -1;
     pmoe_status s = open_run(&r, err);
     result->info.rank = r.rank;
     result->info.ranks = r.ranks > 0 ? r.ranks : 1;
@@ -995,7 +1020,7 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     result->steps = pos.phase == PMOE_PHASE_MAIN ? pos.step : 0;
     result->router_steps = pos.phase == PMOE_PHASE_MAIN ? pos.router_steps : pos.step;
     result->skipped_steps = pos.skipped;
-    result->seconds = now_seconds() - r.started;
+    result->seconds = pmoe_now_seconds() - r.started;
     if (r.be) result->peak_bytes = r.be->mem.peak_bytes;
     snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", r.last_checkpoint);
     pmoe_checkpoint_folder_release(&r.folder);
@@ -1069,14 +1094,14 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
     char origin[1024];
     int64_t step = 0;
     pmoe_status s = open_saved(&r, cfg, checkpoint, origin, sizeof origin, &step, err);
-    if (!s && !r.model->has_router)
+    if (!s && !r.routing.routes)
         s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: model.type = %s has no router to draw", origin,
                       r.info.model);
     if (!s && r.sharded)
         s = pmoe_fail(err, PMOE_ERR_CONFIG,
                       "pmoe route runs in one process (train.comm = single, or no mpirun)");
     if (!s) {
-        const pmoe_model *m = r.model;
+        const pmoe_routing_view *m = &r.routing;
         out->info = r.info;
         out->channels = r.test->channels;
         out->height = r.test->height;

@@ -4,14 +4,14 @@
  * keeps libpng's own words so the one-line message can say what failed. */
 #include "viz/png_write.h"
 
+#include "core/files.h"
+
 #include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct png_failure {
     char what[256];
@@ -59,45 +59,16 @@ static int encode(FILE *file, const pmoe_canvas *c, png_failure *failure) {
 }
 
 pmoe_status pmoe_png_write(const char *path, const pmoe_canvas *c, pmoe_error *err) {
-    char temp[4096];
-    if (snprintf(temp, sizeof temp, "%s.tmp-XXXXXX", path) >= (int)sizeof temp)
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: path too long", path);
-    int fd = mkstemp(temp);
-    if (fd < 0) return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    FILE *file = fdopen(fd, "wb");
-    if (!file) {
-        int e = errno;
-        close(fd);
-        unlink(temp);
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; a picture is for reading */
+    pmoe_atomic_file out;
+    pmoe_status s = pmoe_atomic_open(&out, path, err);
+    if (s) return s;
     png_failure failure = {""};
     errno = 0;
-    int bad = encode(file, c, &failure);
+    if (encode(out.stream, c, &failure) == 0) return pmoe_atomic_commit(&out, err);
     /* libpng's write callback says only "Write Error"; errno says why */
-    if (bad && !strcmp(failure.what, "Write Error") && errno)
+    if (!strcmp(failure.what, "Write Error") && errno)
         snprintf(failure.what, sizeof failure.what, "writing failed: %s", strerror(errno));
-    if (!bad && fflush(file) != 0) {
-        snprintf(failure.what, sizeof failure.what, "writing failed: %s", strerror(errno));
-        bad = 1;
-    }
-    if (ferror(file) && !bad) {
-        snprintf(failure.what, sizeof failure.what, "writing failed");
-        bad = 1;
-    }
-    if (fclose(file) != 0 && !bad) {
-        snprintf(failure.what, sizeof failure.what, "writing failed: %s", strerror(errno));
-        bad = 1;
-    }
-    if (!bad && rename(temp, path) != 0) {
-        snprintf(failure.what, sizeof failure.what, "cannot rename the temporary file over it: %s",
-                 strerror(errno));
-        bad = 1;
-    }
-    if (bad) {
-        unlink(temp);
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: PNG not written (%s)", path, failure.what);
-    }
-    return PMOE_OK;
+    pmoe_atomic_abandon(&out);
+    return pmoe_fail(err, PMOE_ERR_IO, "%s: PNG not written (%s); nothing was replaced", path,
+                     failure.what);
 }

@@ -1,8 +1,9 @@
 /* png_write.h: writing a canvas as a PNG file with libpng.
  *
- * The file is written under a temporary name beside PATH and renamed over
- * it when complete, so a failure (a full disk, a missing folder) never
- * leaves a truncated picture under PATH. */
+ * The file is written through pmoe_atomic_file (core/files.h): under a
+ * temporary name beside PATH, renamed over it when complete, so a failure
+ * (a full disk, a missing folder) never leaves a truncated picture under
+ * PATH, and PATH is never anything but a regular file. */
 #ifndef PMOE_VIZ_PNG_WRITE_H
 #define PMOE_VIZ_PNG_WRITE_H
 

@@ -1,6 +1,6 @@
-/* layers.c: the deep networks' layer list (layers.h): building it, walking
+/* deep_layers.c: the deep networks' layer list (deep_layers.h): building it, walking
  * it forward and back through the backend table, and freeing it. */
-#include "model/layers.h"
+#include "model/deep_layers.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 #include "model/moe_conv.h"
 
 enum { STREAM_DEEP_PARAMS = 1000 }; /* + parameter index */
-
-static pmoe_deep_model *deep_of(pmoe_model *m) { return m->deep; }
 
 pmoe_status deep_add_activation(pmoe_model *m, int channels, int height, int width, int no_grad,
                                 int *id, pmoe_error *err) {
@@ -56,6 +54,8 @@ pmoe_status deep_add_param(pmoe_model *m, const char *name, int ndim, const int6
     if (init == INIT_CONSTANT) {
         m->be->fill(m->be, p->value.data, (float)value, count);
     } else {
+        s = pmoe_mem_check(&m->be->mem, (size_t)count * sizeof(float), err);
+        if (s) return s;
         float *host = malloc((size_t)count * sizeof(float));
         if (!host)
             return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes to initialise %s",
@@ -217,21 +217,22 @@ static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
     case LAYER_CONV: {
         pmoe_conv_shape cs = L->conv;
         cs.batch = batch;
-        op->conv2d_forward(be, &cs, x->value, deep_value(m, L->param),
-                           L->has_bias ? deep_value(m, L->param + 1) : NULL, y->value);
+        const float *bias = L->has_bias ? deep_value(m, L->param + DEEP_BIAS) : NULL;
+        op->conv2d_forward(be, &cs, x->value, deep_value(m, L->param + DEEP_WEIGHT), bias,
+                           y->value);
         break;
     }
     case LAYER_BN: {
         const pmoe_bn_shape bs = bn_shape(x, batch);
+        float *weight = deep_value(m, L->param + DEEP_BN_WEIGHT);
+        float *bias = deep_value(m, L->param + DEEP_BN_BIAS);
+        float *mean = deep_value(m, L->param + DEEP_BN_RUNNING_MEAN);
+        float *var = deep_value(m, L->param + DEEP_BN_RUNNING_VAR);
         if (m->training)
-            op->batchnorm_forward_train(be, &bs, x->value, deep_value(m, L->param),
-                                        deep_value(m, L->param + 1), y->value, L->save_mean,
-                                        L->save_invstd, deep_value(m, L->param + 2),
-                                        deep_value(m, L->param + 3), DEEP_BN_MOMENTUM);
+            op->batchnorm_forward_train(be, &bs, x->value, weight, bias, y->value, L->save_mean,
+                                        L->save_invstd, mean, var, DEEP_BN_MOMENTUM);
         else
-            op->batchnorm_forward_eval(be, &bs, x->value, deep_value(m, L->param),
-                                       deep_value(m, L->param + 1), deep_value(m, L->param + 2),
-                                       deep_value(m, L->param + 3), y->value);
+            op->batchnorm_forward_eval(be, &bs, x->value, weight, bias, mean, var, y->value);
         break;
     }
     case LAYER_RELU: op->relu_forward(be, count, x->value, y->value); break;
@@ -245,9 +246,10 @@ static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
         break;
     case LAYER_FC: {
         const int64_t in = deep_act_size(x), outs = deep_act_size(y);
-        op->gemm(be, 0, 1, batch, outs, in, 1.0f, x->value, in, 0, deep_value(m, L->param), in, 0,
-                 0.0f, y->value, outs, 0, 1);
-        op->channel_bias_forward(be, batch, (int)outs, 1, deep_value(m, L->param + 1), y->value);
+        op->gemm(be, 0, 1, batch, outs, in, 1.0f, x->value, in, 0,
+                 deep_value(m, L->param + DEEP_WEIGHT), in, 0, 0.0f, y->value, outs, 0, 1);
+        op->channel_bias_forward(be, batch, (int)outs, 1, deep_value(m, L->param + DEEP_BIAS),
+                                 y->value);
         break;
     }
     case LAYER_MOE: moe_conv_forward(m, L->moe, x->value, y->value, batch); break;
@@ -264,15 +266,17 @@ static void layer_backward(pmoe_model *m, deep_layer *L, int64_t batch) {
     case LAYER_CONV: {
         pmoe_conv_shape cs = L->conv;
         cs.batch = batch;
-        op->conv2d_backward(be, &cs, x->value, deep_value(m, L->param), y->grad, x->grad,
-                            deep_grad(m, L->param), L->has_bias ? deep_grad(m, L->param + 1) : NULL);
+        float *dbias = L->has_bias ? deep_grad(m, L->param + DEEP_BIAS) : NULL;
+        op->conv2d_backward(be, &cs, x->value, deep_value(m, L->param + DEEP_WEIGHT), y->grad,
+                            x->grad, deep_grad(m, L->param + DEEP_WEIGHT), dbias);
         break;
     }
     case LAYER_BN: {
         const pmoe_bn_shape bs = bn_shape(x, batch);
-        op->batchnorm_backward(be, &bs, x->value, deep_value(m, L->param), L->save_mean,
-                               L->save_invstd, y->grad, x->grad, deep_grad(m, L->param),
-                               deep_grad(m, L->param + 1));
+        op->batchnorm_backward(be, &bs, x->value, deep_value(m, L->param + DEEP_BN_WEIGHT),
+                               L->save_mean, L->save_invstd, y->grad, x->grad,
+                               deep_grad(m, L->param + DEEP_BN_WEIGHT),
+                               deep_grad(m, L->param + DEEP_BN_BIAS));
         break;
     }
     case LAYER_RELU: op->relu_backward(be, count, y->value, y->grad, x->grad); break;
@@ -287,9 +291,11 @@ static void layer_backward(pmoe_model *m, deep_layer *L, int64_t batch) {
     case LAYER_FC: {
         const int64_t in = deep_act_size(x), outs = deep_act_size(y);
         op->gemm(be, 1, 0, outs, in, batch, 1.0f, y->grad, outs, 0, x->value, in, 0, 0.0f,
-                 deep_grad(m, L->param), in, 0, 1);
-        op->channel_bias_backward(be, batch, (int)outs, 1, y->grad, deep_grad(m, L->param + 1));
-        op->gemm(be, 0, 0, batch, in, outs, 1.0f, y->grad, outs, 0, deep_value(m, L->param), in,
+                 deep_grad(m, L->param + DEEP_WEIGHT), in, 0, 1);
+        op->channel_bias_backward(be, batch, (int)outs, 1, y->grad,
+                                  deep_grad(m, L->param + DEEP_BIAS));
+        op->gemm(be, 0, 0, batch, in, outs, 1.0f, y->grad, outs, 0,
+                 deep_value(m, L->param + DEEP_WEIGHT), in,
                  0, 1.0f, x->grad, in, 0, 1);
         break;
     }

@@ -1,4 +1,4 @@
-/* layers.cu: the deep models' dense layers other than the convolution
+/* batchnorm_relu_pool.cu: the deep models' dense layers other than the convolution
  * itself (cuDNN's): ReLU out of place, axpby, global average pooling, the
  * per-channel bias, and batch norm (training statistics, evaluation mode,
  * backward), with their CPU twins in cpu_layers.c.

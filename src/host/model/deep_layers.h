@@ -1,4 +1,4 @@
-/* layers.h: a deep network as a list of layers walked forward, then back.
+/* deep_layers.h: a deep network as a list of layers walked forward, then back.
  *
  * The network holds activations (each C x H x W per sample, allocated for
  * max_batch samples with a gradient of the same size, except the input's,
@@ -11,22 +11,26 @@
  * checkpoints and the gradient guard see them like any other; batch norm's
  * running statistics are parameters with no gradient (saved, never updated).
  * Everything runs through the backend table: no data is touched here. */
-#ifndef PMOE_MODEL_LAYERS_H
-#define PMOE_MODEL_LAYERS_H
+#ifndef PMOE_MODEL_DEEP_LAYERS_H
+#define PMOE_MODEL_DEEP_LAYERS_H
 
 #include "model/model.h"
 
 struct moe_conv_layer;
 
 typedef enum {
-    LAYER_CONV,  /* params: weight (K x C x R x S) [, bias (K)] */
-    LAYER_BN,    /* params: weight, bias, running_mean, running_var (C each) */
+    LAYER_CONV,  /* params: DEEP_WEIGHT (K x C x R x S) [, DEEP_BIAS (K)] */
+    LAYER_BN,    /* params: DEEP_BN_* (C each) */
     LAYER_RELU,
     LAYER_ADD,   /* out = in + in2 */
     LAYER_POOL,  /* global average: C x H x W -> C x 1 x 1 */
-    LAYER_FC,    /* params: weight (O x I), bias (O); I = C H W of the input */
+    LAYER_FC,    /* params: DEEP_WEIGHT (O x I), DEEP_BIAS (O); I = C H W of the input */
     LAYER_MOE    /* the pMoE convolution layer (moe_conv.h) */
 } deep_layer_kind;
+
+/* A layer's parameters, as offsets from its first (deep_layer.param). */
+enum { DEEP_WEIGHT = 0, DEEP_BIAS = 1 };
+enum { DEEP_BN_WEIGHT = 0, DEEP_BN_BIAS = 1, DEEP_BN_RUNNING_MEAN = 2, DEEP_BN_RUNNING_VAR = 3 };
 
 typedef struct deep_activation {
     int channels, height, width;
@@ -51,7 +55,10 @@ typedef struct deep_layer {
 
 enum { DEEP_MAX_LAYERS = 64, DEEP_MAX_ACTIVATIONS = 64, DEEP_MAX_PARAMS = 96 };
 
+/* The deep family's state (wrn.c builds it; the isolated blocks of
+ * wrn_block_create too). */
 typedef struct pmoe_deep_model {
+    pmoe_model base;         /* first: a pmoe_model * of this family points here */
     deep_activation acts[DEEP_MAX_ACTIVATIONS];
     int act_count;
     deep_layer layers[DEEP_MAX_LAYERS];
@@ -63,7 +70,14 @@ typedef struct pmoe_deep_model {
     uint64_t seed;           /* train.seed: every parameter's init derives from it */
     int logits;              /* the activation holding the logits */
     int moe;                 /* the pMoE layer's index, or -1 */
+    int width;               /* model.width (for descriptions) */
 } pmoe_deep_model;
+
+/* The family's state of a model wrn.c built. */
+static inline pmoe_deep_model *deep_of(pmoe_model *m) { return (pmoe_deep_model *)m; }
+static inline const pmoe_deep_model *deep_of_const(const pmoe_model *m) {
+    return (const pmoe_deep_model *)m;
+}
 
 /* Initial values of a new parameter. */
 typedef enum { INIT_NORMAL, INIT_CONSTANT } deep_init;

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# test_io_errors.sh: every write failure, special file and limit ends in one
+# line on stderr and a non-zero exit, and no file written earlier is harmed.
+#
+#  - outputs: stdout and --log on /dev/full; a full file system (a small
+#    tmpfs, root only) under the checkpoints and the log: earlier files stay
+#    byte-identical and the log ends at a whole line; a file-size limit
+#    (ulimit -f): a message, no temporary file left; a checkpoint folder that
+#    cannot be created fails at the start; a memory limit (a memory cgroup,
+#    root only, and ulimit -v): the out-of-memory line, not a kill;
+#  - signals: SIGTERM during the final evaluation saves and exits 143;
+#  - special files: a FIFO as checkpoint, config or newest file of a resume
+#    folder is refused without hanging; route and bench never replace a FIFO,
+#    a device node or a folder;
+#  - messages that name the key, folder or limit at fault.
+# Parts that need root (mount, mknod, cgroups) say "skipped" elsewhere.
+# Usage: test_io_errors.sh PATH/TO/pmoe
+set -u
+PMOE=${1:?usage: test_io_errors.sh PATH/TO/pmoe}
+TMP=$(mktemp -d)
+MNT="" CGROUP=""
+cleanup() {
+  [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
+  [ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+passed=0 failed=0 skipped=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+skip() { skipped=$((skipped + 1)); echo "skipped: $*"; }
+ROOT=0; [ "$(id -u)" -eq 0 ] && ROOT=1
+
+# expect_fail NEEDLE CMD...: CMD (run with a 60 s timeout, so a hang fails
+# rather than stalls) exits non-zero but not by the timeout, and stderr is
+# exactly one line holding NEEDLE.
+expect_fail() {
+  local needle=$1; shift
+  timeout 60 "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+  local rc=$?
+  if [ $rc -eq 0 ]; then bad "$* exited 0 (wanted '$needle')"; return 1; fi
+  if [ $rc -eq 124 ]; then bad "$* hung (killed after 60 s)"; return 1; fi
+  if ! grep -qF -- "$needle" "$TMP/err"; then bad "$*: stderr lacks '$needle': $(cat "$TMP/err")"; return 1; fi
+  if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then bad "$*: $(wc -l <"$TMP/err") stderr lines: $(cat "$TMP/err")"; return 1; fi
+  ok
+}
+
+# whole_lines FILE: every line of FILE is a JSON object and the file ends with a newline.
+whole_lines() {
+  [ ! -s "$1" ] && return 0
+  [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ] || return 1
+  while IFS= read -r line; do
+    case $line in '{'*'}') ;; *) return 1 ;; esac
+  done <"$1"
+}
+
+SYN=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=20 --set train.epochs=1)
+CKPT=(--set train.checkpoint_every=1)
+
+# ---- 2. outputs ----
+timeout 60 "$PMOE" keys >/dev/full 2>"$TMP/err"; rc=$?
+if [ $rc -ne 0 ] && grep -q "standard output: writing failed: No space left on device" "$TMP/err" &&
+   [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok; else bad "pmoe keys > /dev/full: exit $rc: $(cat "$TMP/err")"; fi
+timeout 120 "$PMOE" train "${SYN[@]}" --json --quiet >/dev/full 2>"$TMP/err"; rc=$?
+if [ $rc -ne 0 ] && grep -q "standard output: writing failed" "$TMP/err"; then ok; else bad "--json > /dev/full: exit $rc: $(cat "$TMP/err")"; fi
+expect_fail "/dev/full: writing failed: No space left on device" "$PMOE" train "${SYN[@]}" --quiet --log /dev/full
+
+# A file-size limit: a write error with a message, no temporary file left, the earlier checkpoint whole.
+BIG=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=20 --set data.synthetic_dim=1024 --set model.hidden=64)
+"$PMOE" train "${BIG[@]}" --set train.epochs=1 "${CKPT[@]}" --set train.checkpoint_dir="$TMP/fsize" --quiet
+sum_before=$(md5sum "$TMP"/fsize/step-*.safetensors)
+(ulimit -f 8 && exec "$PMOE" train --resume "$TMP/fsize" --set train.epochs=2 --quiet) \
+  >"$TMP/out" 2>"$TMP/err"; rc=$? # 8 KiB: less than one checkpoint
+if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q "File too large" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
+else bad "ulimit -f: exit $rc: $(cat "$TMP/err")"; fi
+if ls "$TMP/fsize" | grep -q '\.tmp\.'; then bad "ulimit -f left a temporary file: $(ls "$TMP/fsize")"; else ok; fi
+[ "$(md5sum "$TMP"/fsize/step-000000002.safetensors)" = "$(echo "$sum_before" | grep step-000000002)" ] && ok ||
+  bad "ulimit -f: the earlier checkpoint changed"
+
+# A checkpoint folder that cannot be created: an error at the start, before any step.
+expect_fail "/proc/pmoe-nope: cannot create the checkpoint folder" \
+  "$PMOE" train "${SYN[@]}" --set train.checkpoint_every=1000 --set train.checkpoint_dir=/proc/pmoe-nope --quiet --log "$TMP/early.log"
+[ ! -s "$TMP/early.log" ] && ok || bad "the run trained before finding its checkpoint folder missing"
+
+# A full file system (root: a 1 MiB tmpfs): checkpoints and the log stop with
+# one line; every file there before is byte-identical; the log has whole lines.
+if [ $ROOT -eq 1 ] && mkdir -p "$TMP/mnt" && mount -t tmpfs -o size=1m tmpfs "$TMP/mnt" 2>/dev/null; then
+  MNT="$TMP/mnt"
+  "$PMOE" train "${BIG[@]}" --set train.epochs=1 "${CKPT[@]}" --set train.keep=100 --set train.checkpoint_dir="$MNT/ck" \
+    --log "$MNT/run.log" --quiet 2>"$TMP/err" || bad "full disk: the first run failed: $(cat "$TMP/err")"
+  (cd "$MNT" && find . -type f ! -name run.log ! -name .pmoe.lock -exec md5sum {} + | sort) >"$TMP/before"
+  dd if=/dev/zero of="$MNT/filler" bs=4k 2>/dev/null # fill what is left
+  timeout 120 "$PMOE" train --resume "$MNT/ck" --set train.epochs=4 --log "$MNT/run.log" --quiet >/dev/null 2>"$TMP/err"; rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "No space left on device" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
+  else bad "full disk: exit $rc: $(cat "$TMP/err")"; fi
+  (cd "$MNT" && find . -type f ! -name run.log ! -name filler ! -name .pmoe.lock -exec md5sum {} + | sort) >"$TMP/after"
+  if grep -v filler "$TMP/before" | diff - "$TMP/after" >/dev/null; then ok; else bad "full disk: earlier files changed: $(diff "$TMP/before" "$TMP/after")"; fi
+  whole_lines "$MNT/run.log" && ok || bad "full disk: the log ends in half a line: $(tail -c 80 "$MNT/run.log")"
+  # the log alone on the full disk
+  rm -rf "$MNT/ck"; rm -f "$MNT/run.log" "$MNT/filler"
+  dd if=/dev/zero of="$MNT/filler" bs=1k count=1010 2>/dev/null
+  expect_fail "run.log: writing failed: No space left on device" \
+    "$PMOE" train "${BIG[@]}" --set train.epochs=20 --log "$MNT/run.log" --quiet
+  whole_lines "$MNT/run.log" && ok || bad "full disk: the log ends in half a line"
+  umount "$MNT" && MNT=""
+else
+  skip "a full file system (needs root and mount)"
+fi
+
+# Memory: a limit below the model's footprint is the one-line error, never a kill.
+HUGE=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=20 --set train.epochs=1
+      --set data.synthetic_dim=4096 --set model.hidden=8000 --quiet)   # about 440 MB
+(ulimit -v 4000000 && exec "$PMOE" train "${HUGE[@]}" --set model.hidden=400000) >"$TMP/out" 2>"$TMP/err"; rc=$?
+if [ $rc -eq 1 ] && grep -q "out of host memory" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
+else bad "ulimit -v: exit $rc: $(cat "$TMP/err")"; fi
+memory_cgroup() { # creates a child memory cgroup of ours with a limit of $1 bytes
+  local v2 v1
+  v2=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+    if [ -n "$v2" ] && [ -f "$root$v2/memory.max" -o -f "$root/cgroup.controllers" ] &&
+       grep -qw memory "$root${v2%/}/cgroup.subtree_control" 2>/dev/null &&
+       mkdir "$root${v2%/}/pmoe-test-$$" 2>/dev/null; then
+      CGROUP="$root${v2%/}/pmoe-test-$$"
+      echo "$1" >"$CGROUP/memory.max" && return 0
+    fi
+  done
+  v1=$(sed -n 's/^[0-9]*:[^:]*\bmemory\b[^:]*://p' /proc/self/cgroup)
+  for dir in "/sys/fs/cgroup/memory$v1" /sys/fs/cgroup/memory; do
+    if [ -n "$v1" ] && [ -f "$dir/memory.limit_in_bytes" ] && mkdir "$dir/pmoe-test-$$" 2>/dev/null; then
+      CGROUP="$dir/pmoe-test-$$"
+      echo "$1" >"$CGROUP/memory.limit_in_bytes" && return 0
+    fi
+  done
+  return 1
+}
+if [ $ROOT -eq 1 ] && memory_cgroup $((200 << 20)); then
+  sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$CGROUP" "$PMOE" train "${HUGE[@]}" >"$TMP/out" 2>"$TMP/err"; rc=$?
+  if [ $rc -eq 1 ] && grep -q "out of host memory" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
+  else bad "a 200 MiB memory cgroup: exit $rc: $(cat "$TMP/err")"; fi
+  rmdir "$CGROUP" 2>/dev/null && CGROUP=""
+else
+  skip "a memory cgroup (needs root and a writable cgroup file system)"
+fi
+
+# SIGTERM during the final evaluation: one step, a long evaluation; the
+# signal comes once the step's checkpoint exists (so: in the evaluation).
+EVAL=(--set data.source=synthetic --set data.train_size=20 --set data.test_size=3000 --set train.epochs=1
+      --set train.checkpoint_every=1 --set train.checkpoint_dir="$TMP/final" --quiet)
+"$PMOE" train "${EVAL[@]}" >/dev/null 2>"$TMP/err" &
+pid=$!
+for _ in $(seq 600); do [ -e "$TMP/final/step-000000001.safetensors" ] && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid; rc=$?
+if [ $rc -eq 143 ] && grep -q "stopped after step 1; checkpoint $TMP/final/step-000000001.safetensors" "$TMP/err"; then ok
+else bad "SIGTERM in the final evaluation: exit $rc: $(cat "$TMP/err")"; fi
+
+# ---- 4. special files ----
+"$PMOE" train "${SYN[@]}" "${CKPT[@]}" --set train.checkpoint_dir="$TMP/ck" --quiet
+mkfifo "$TMP/fifo"
+expect_fail "fifo: cannot open: it is a FIFO, not a regular file" "$PMOE" eval --checkpoint "$TMP/fifo"
+expect_fail "cannot open config: it is a FIFO" "$PMOE" train --config "$TMP/fifo"
+expect_fail "fifo: cannot open the log for writing: it is a FIFO that no process reads" \
+  "$PMOE" train "${SYN[@]}" --quiet --log "$TMP/fifo"
+cp -r "$TMP/ck" "$TMP/ck-fifo" && mkfifo "$TMP/ck-fifo/step-999999999.safetensors"
+timeout 60 "$PMOE" train --resume "$TMP/ck-fifo" --set train.epochs=2 --quiet >/dev/null 2>"$TMP/err"; rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && ok || bad "a FIFO in a --resume folder: exit $rc: $(cat "$TMP/err")"
+# route --out and bench outputs never replace what is not a regular file
+expect_fail "fifo: is a FIFO, not a regular file; not replaced" "$PMOE" route --checkpoint "$TMP/ck" --out "$TMP/fifo"
+[ -p "$TMP/fifo" ] && ok || bad "route replaced the FIFO"
+mkdir "$TMP/folder.png"
+expect_fail "folder.png: is a folder, not a regular file" "$PMOE" route --checkpoint "$TMP/ck" --out "$TMP/folder.png"
+if [ $ROOT -eq 1 ] && mknod "$TMP/null" c 1 3 2>/dev/null; then
+  expect_fail "null: is a character device, not a regular file; not replaced" "$PMOE" route --checkpoint "$TMP/ck" --out "$TMP/null"
+  [ -c "$TMP/null" ] && ok || bad "route replaced the device node"
+else
+  skip "a device node as route --out (needs root and mknod)"
+fi
+mkdir "$TMP/sweep" && mkfifo "$TMP/sweep/sweep-model.topl.csv"
+expect_fail "sweep-model.topl.csv: is a FIFO" "$PMOE" bench "${SYN[@]}" --set bench.warmup=0 --set bench.repeats=1 \
+  --set bench.sgemm_size=0 --sweep model.topl=2 --out "$TMP/sweep" --quiet
+[ -p "$TMP/sweep/sweep-model.topl.csv" ] && ok || bad "bench --sweep replaced the FIFO"
+
+# ---- 5. messages name what is at fault ----
+expect_fail "config: train.checkpoint_dir must not be empty" "$PMOE" train --set train.checkpoint_dir=
+expect_fail "config: train.lr: 1e-310 is too small for a double" "$PMOE" train --set train.lr=1e-310
+expect_fail "config: train.lr: 1e999 is too large for a double" "$PMOE" train --set train.lr=1e999
+expect_fail "/proc/pmoe-out: cannot create the --out folder" "$PMOE" bench --sweep model.topl=2 --out /proc/pmoe-out
+expect_fail "/proc/pmoe-peer: cannot create the --peer folder" "$PMOE" bench --peer /proc/pmoe-peer
+# crafted safetensors: a header over the limit; a shape whose product overflows
+printf '\x00\x00\x00\x10\x00\x00\x00\x00{}' >"$TMP/big-header.safetensors"
+expect_fail "over pmoe's limit of 104857600 bytes" "$PMOE" eval --checkpoint "$TMP/big-header.safetensors"
+header='{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}'
+printf "$(printf '\\x%02x' ${#header})\x00\x00\x00\x00\x00\x00\x00%s" "$header" >"$TMP/overflow.safetensors"
+expect_fail "the product of its shape's sizes overflows" "$PMOE" eval --checkpoint "$TMP/overflow.safetensors"
+
+echo "test_io_errors: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
