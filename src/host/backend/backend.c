@@ -1,4 +1,5 @@
-/* backend.c: choosing a backend for train.device, and tensor allocation.
+/* backend.c: choosing a backend for train.device, the device questions the
+ * layers above ask (backend.h), and tensor allocation.
  *
  * "auto" asks at run time whether a CUDA device answers (so one binary
  * serves machines with and without a GPU) and takes cuda:0 if one does, the
@@ -54,6 +55,10 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
 void pmoe_backend_destroy(pmoe_backend *be) {
     if (be) be->destroy(be);
 }
+
+int pmoe_backend_gpu_count(void) { return pmoe_cuda_device_count(NULL, 0); }
+
+void *pmoe_backend_stream(pmoe_backend *be) { return pmoe_cuda_backend_stream(be); }
 
 static void wait_for_backend(void *ctx) {
     pmoe_backend *be = ctx;

@@ -378,6 +378,16 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
                                 pmoe_error *err);
 void pmoe_backend_destroy(pmoe_backend *be);
 
+/* What the layers above ask about devices, so that they need not include
+ * cuda/: how many GPUs answer (0 with none, no driver, or a build without
+ * CUDA; never prints, never fails); whether be runs on a CUDA device; and
+ * the stream be queues its work on (a cudaStream_t; NULL for a backend
+ * without one), for a communicator that orders its collectives with be's
+ * work. */
+int pmoe_backend_gpu_count(void);
+int pmoe_backend_is_cuda(const pmoe_backend *be);
+void *pmoe_backend_stream(pmoe_backend *be);
+
 /* Makes timer measure be's work: with be's own clock where it has one,
  * else, on an asynchronous backend, by waiting for it at each phase
  * boundary (phase_timer.h says why); then resets the timer. */

@@ -30,7 +30,6 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
  * that is not CUDA. */
 void *pmoe_cuda_backend_stream(pmoe_backend *be);
 
-/* 1 when be is a CUDA backend. */
-int pmoe_backend_is_cuda(const pmoe_backend *be);
+/* pmoe_backend_is_cuda(be), in backend.h, says whether be is one of these. */
 
 #endif
