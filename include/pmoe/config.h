@@ -133,6 +133,8 @@ typedef struct pmoe_train_config {
     int profile_experts;      /* two-layer: one call and NVTX range per expert (slower) */
     int comm;                 /* pmoe_comm_kind */
     int fault_rank;           /* testing aid: this rank's data open fails; -1 = off */
+    int sync_bn;              /* deep models over ranks: batch norm over the global batch */
+    int expert_parallel;      /* deep models: E, ranks per expert-parallel group; 0 = auto */
 } pmoe_train_config;
 
 /* pmoe bench: how long to warm up and how often to time a step. */

@@ -196,6 +196,37 @@ int main(int argc, char **argv) {
                "agree, all failed: %d '%s'", (int)s, e.message);
     }
 
+    /* split: groups of two consecutive ranks, and the ranks of equal parity
+     * across them (expert parallelism's groups and replicas); each sums its
+     * members' world ranks exactly */
+    {
+        pmoe_error e = {PMOE_OK, ""};
+        pmoe_comm *group = NULL, *replica = NULL;
+        pmoe_status s = c->split(c, rank / 2, rank, &group, &e);
+        if (!s) s = c->split(c, rank % 2, rank, &replica, &e);
+        EXPECT(s == PMOE_OK, "split: %s", e.message);
+        if (!s) {
+            const int first = rank / 2 * 2, members = first + 1 < R ? 2 : 1;
+            EXPECT(group->size == members && group->rank == rank - first,
+                   "group: rank %d of %d", group->rank, group->size);
+            EXPECT(replica->size == (R - rank % 2 + 1) / 2 && replica->rank == rank / 2,
+                   "replica: rank %d of %d", replica->rank, replica->size);
+            EXPECT(group->distributed == c->distributed, "group distributed %d",
+                   group->distributed);
+            int64_t sums[2] = {rank, 1};
+            group->sum_i64(group, sums, 2);
+            EXPECT(sums[0] == (members == 2 ? 2 * first + 1 : first) && sums[1] == members,
+                   "group sum %lld over %lld", (long long)sums[0], (long long)sums[1]);
+            float x[1] = {(float)rank};
+            replica->all_reduce_sum(replica, x, 1);
+            float want = 0.0f;
+            for (int q = rank % 2; q < R; q += 2) want += (float)q;
+            EXPECT(x[0] == want, "replica all-reduce %g, want %g", x[0], want);
+        }
+        pmoe_comm_close(replica);
+        pmoe_comm_close(group);
+    }
+
     int total[1] = {-failures}; /* min of -failures: the worst rank's count */
     c->agree_min(c, total, 1);
     if (rank == 0) {

@@ -246,6 +246,22 @@ typedef struct pmoe_ops {
                                const float *gamma, const float *save_mean,
                                const float *save_invstd, const float *dy, float *dx,
                                float *dgamma, float *dbeta);
+    /* Batch norm over several ranks (train.sync_bn, model/deep_batchnorm.c):
+     * the pieces that let the statistics and the backward's two sums be
+     * combined across ranks. NULL in a backend without them (sync_bn is then
+     * a config error).
+     * moments: per channel the mean and M2 = sum (x - mean)^2 of this rank's
+     * batch * spatial values (two passes in double), overwritten (C each).
+     * backward_input: dx += gamma invstd (dy - sum_dy / count - xhat
+     * sum_dy_xhat / count), xhat = (x - mean) invstd, with the sums (C each)
+     * and count over every rank's values (what batchnorm_backward computes
+     * when they are this rank's own). */
+    void (*batchnorm_moments)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                              float *mean, float *m2);
+    void (*batchnorm_backward_input)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                     const float *gamma, const float *mean, const float *invstd,
+                                     const float *dy, const float *sum_dy,
+                                     const float *sum_dy_xhat, int64_t count, float *dx);
 
     /* y = max(x, 0) (y may be x); dx += dy where y > 0. */
     void (*relu_forward)(pmoe_backend *be, int64_t count, const float *x, float *y);

@@ -865,6 +865,46 @@ void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const floa
     }
 }
 
+/* The per-channel pieces of batch norm over several ranks (backend.h):
+ * the same row sums as the single-rank ops, one channel per task. */
+void cpu_batchnorm_moments(pmoe_backend *be, const pmoe_bn_shape *s, const float *x, float *mean,
+                           float *m2) {
+    const int64_t B = s->batch, S = s->spatial, N = B * S;
+    const int C = s->channels;
+#pragma omp parallel for schedule(static) if (C > 1 && N * C > 16384)
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0, sq = 0.0;
+        for (int64_t b = 0; b < B; b++) sum += row_sum(x + (b * C + c) * S, S);
+        const double mu = N > 0 ? sum / (double)N : 0.0;
+        for (int64_t b = 0; b < B; b++) sq += row_sum_sq(x + (b * C + c) * S, S, mu);
+        mean[c] = (float)mu;
+        m2[c] = (float)sq;
+    }
+}
+
+void cpu_batchnorm_backward_input(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                  const float *gamma, const float *mean, const float *invstd,
+                                  const float *dy, const float *sum_dy, const float *sum_dy_xhat,
+                                  int64_t count, float *dx) {
+    const int64_t B = s->batch, S = s->spatial;
+    const int C = s->channels;
+    if (count <= 0) return;
+#pragma omp parallel for schedule(static) if (C > 1 && B * S * C > 16384)
+    for (int c = 0; c < C; c++) {
+        const double mu = mean[c], is = invstd[c], scale = gamma[c] * is;
+        const double mean_dy = sum_dy[c] / (double)count,
+                     mean_dy_xhat = sum_dy_xhat[c] / (double)count;
+        for (int64_t b = 0; b < B; b++) {
+            const float *in = x + (b * C + c) * S, *g = dy + (b * C + c) * S;
+            float *out = dx + (b * C + c) * S;
+            for (int64_t i = 0; i < S; i++) {
+                const double xhat = (in[i] - mu) * is;
+                out[i] += (float)(scale * (g[i] - mean_dy - xhat * mean_dy_xhat));
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ elementwise */
 
 void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y) {

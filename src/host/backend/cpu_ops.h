@@ -110,6 +110,12 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
 void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                             const float *gamma, const float *save_mean, const float *save_invstd,
                             const float *dy, float *dx, float *dgamma, float *dbeta);
+void cpu_batchnorm_moments(pmoe_backend *be, const pmoe_bn_shape *s, const float *x, float *mean,
+                           float *m2);
+void cpu_batchnorm_backward_input(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
+                                  const float *gamma, const float *mean, const float *invstd,
+                                  const float *dy, const float *sum_dy, const float *sum_dy_xhat,
+                                  int64_t count, float *dx);
 void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y);
 void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
                        float *dx);

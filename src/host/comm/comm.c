@@ -58,6 +58,12 @@ static void single_all_gather(pmoe_comm *c, const float *send, float *recv, int6
 
 static void single_all_reduce_sum(pmoe_comm *c, float *buf, int64_t count) {}
 static void single_broadcast(pmoe_comm *c, float *buf, int64_t count, int root) {}
+static void single_all_reduce_wait(pmoe_comm *c) {}
+
+/* The blocking form of all_reduce_start (mpi, single): each buffer now. */
+void pmoe_comm_all_reduce_each(pmoe_comm *c, float *const *bufs, const int64_t *counts, int n) {
+    for (int i = 0; i < n; i++) c->all_reduce_sum(c, bufs[i], counts[i]);
+}
 static void single_agree_min(pmoe_comm *c, int *values, int count) {}
 static void single_sum_i64(pmoe_comm *c, int64_t *values, int count) {}
 static void single_host_broadcast(pmoe_comm *c, void *buf, size_t bytes, int root) {}
@@ -76,6 +82,15 @@ static void single_abort(pmoe_comm *c, int code, const char *message) {
 }
 
 static void single_destroy(pmoe_comm *c) { free(c); }
+
+static pmoe_status single_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
+                                pmoe_error *err) {
+    (void)color;
+    (void)key;
+    pmoe_status s = pmoe_comm_single_open(out, err);
+    if (!s) (*out)->distributed = c->distributed;
+    return s;
+}
 
 void pmoe_comm_failf(pmoe_comm *c, const char *fmt, ...) {
     char message[600];
@@ -101,15 +116,30 @@ pmoe_status pmoe_comm_single_open(pmoe_comm **out, pmoe_error *err) {
     c->all_gather = single_all_gather;
     c->all_reduce_sum = single_all_reduce_sum;
     c->broadcast = single_broadcast;
+    c->all_reduce_start = pmoe_comm_all_reduce_each;
+    c->all_reduce_wait = single_all_reduce_wait;
     c->agree_min = single_agree_min;
     c->sum_i64 = single_sum_i64;
     c->host_broadcast = single_host_broadcast;
     c->host_gather = single_host_gather;
     c->barrier = single_barrier;
+    c->split = single_split;
     c->abort = single_abort;
     c->destroy = single_destroy;
     *out = c;
     return PMOE_OK;
+}
+
+/* ---- the exchange's layouts ---- */
+
+pmoe_exchange_layout pmoe_exchange_to_owners(int64_t block, int local_experts, int ranks) {
+    return (pmoe_exchange_layout){block, local_experts, local_experts * block, block, block,
+                                  ranks * block};
+}
+
+pmoe_exchange_layout pmoe_exchange_from_owners(int64_t block, int local_experts, int ranks) {
+    return (pmoe_exchange_layout){block, local_experts, block, ranks * block,
+                                  local_experts * block, block};
 }
 
 /* ---- choosing ---- */

@@ -59,6 +59,16 @@ typedef struct pmoe_exchange_layout {
     int64_t recv_rank_stride, recv_block_stride;
 } pmoe_exchange_layout;
 
+/* The equal-split exchange of a pMoE layer over `ranks` ranks that each own
+ * `local_experts` experts, `block` floats per (expert, rank): to the owners,
+ * every rank's k x (b rows) x width (expert-major) becomes the owner's
+ * local_experts x (ranks b rows) x width, block j of rank q's send being
+ * expert q local_experts + j and rank p's block landing at rows p b .., so
+ * an expert's rows stay in global sample order; from the owners is the
+ * inverse. */
+pmoe_exchange_layout pmoe_exchange_to_owners(int64_t block, int local_experts, int ranks);
+pmoe_exchange_layout pmoe_exchange_from_owners(int64_t block, int local_experts, int ranks);
+
 struct pmoe_comm {
     const char *name;  /* "single", "mpi", "nccl" */
     pmoe_comm_kind kind;
@@ -78,6 +88,16 @@ struct pmoe_comm {
     /* in place; identical on every rank (see above for the order) */
     void (*all_reduce_sum)(pmoe_comm *c, float *buf, int64_t count);
     void (*broadcast)(pmoe_comm *c, float *buf, int64_t count, int root);
+    /* A bucket of the gradient all-reduce, to overlap the backward pass:
+     * each of the n buffers summed in place as all_reduce_sum sums it,
+     * ordered after the work already queued, but the work queued after the
+     * call does NOT wait for it (nccl: one NCCL group on the communicator's
+     * stream) until all_reduce_wait, which orders every started bucket
+     * before the work queued after it. mpi and single sum at once (a
+     * blocking call, so the CPU path is the plain one) and wait does
+     * nothing. */
+    void (*all_reduce_start)(pmoe_comm *c, float *const *bufs, const int64_t *counts, int n);
+    void (*all_reduce_wait)(pmoe_comm *c);
 
     /* control ops (host memory) */
     void (*agree_min)(pmoe_comm *c, int *values, int count);      /* element-wise minimum */
@@ -86,6 +106,14 @@ struct pmoe_comm {
     /* root's recv (size * bytes) = every rank's send (bytes), in rank order */
     void (*host_gather)(pmoe_comm *c, const void *send, void *recv, size_t bytes, int root);
     void (*barrier)(pmoe_comm *c);
+
+    /* A new communicator over the ranks that pass the same `color`, ranked
+     * by `key` (ties by rank): MPI_Comm_split, for nccl a second NCCL
+     * communicator bootstrapped over the split MPI one. Collective over c;
+     * the new one is closed with pmoe_comm_close, before c. Its
+     * `distributed` is c's. Expert parallelism's groups and replica sets
+     * (model.h) are made this way. */
+    pmoe_status (*split)(pmoe_comm *c, int color, int key, pmoe_comm **out, pmoe_error *err);
 
     /* Prints "pmoe: rank r of R: error: message" (one rank: "pmoe: error:
      * message") and ends the job with exit code `code`. Does not return. */
@@ -101,6 +129,10 @@ void pmoe_comm_failf(pmoe_comm *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn))
 #endif
     ;
+
+/* all_reduce_start as a blocking loop of all_reduce_sum (mpi and single
+ * use it; their all_reduce_wait does nothing). */
+void pmoe_comm_all_reduce_each(pmoe_comm *c, float *const *bufs, const int64_t *counts, int n);
 
 /* Which implementations this build holds. */
 int pmoe_comm_mpi_built(void);

@@ -29,9 +29,13 @@ static MPI_Comm comm_of(pmoe_comm *c) { return ((mpi_impl *)c->impl)->comm; }
 
 int pmoe_comm_mpi_built(void) { return 1; }
 
+/* Names the rank in the job (the world), not in a split communicator. */
 static void abort_job(pmoe_comm *c, int code, const char *message) {
-    if (c->size > 1)
-        fprintf(stderr, "pmoe: rank %d of %d: error: %s\n", c->rank, c->size, message);
+    int rank = c->rank, size = c->size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1)
+        fprintf(stderr, "pmoe: rank %d of %d: error: %s\n", rank, size, message);
     else
         fprintf(stderr, "pmoe: error: %s\n", message);
     fflush(stderr);
@@ -140,6 +144,8 @@ static void mpi_broadcast(pmoe_comm *c, float *buf, int64_t count, int root) {
                            comm_of(c)));
 }
 
+static void mpi_all_reduce_wait(pmoe_comm *c) {}
+
 static void mpi_agree_min(pmoe_comm *c, int *values, int count) {
     MPI_CHECK(c, MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_INT, MPI_MIN, comm_of(c)));
 }
@@ -198,6 +204,21 @@ static void finalize_at_exit(void) {
     if (initialized && !finalized) MPI_Finalize();
 }
 
+static pmoe_status wrap(MPI_Comm comm, pmoe_comm **out, pmoe_error *err);
+
+static pmoe_status mpi_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
+                             pmoe_error *err) {
+    MPI_Comm part;
+    MPI_CHECK(c, MPI_Comm_split(comm_of(c), color, key, &part));
+    pmoe_status s = wrap(part, out, err);
+    if (s) {
+        MPI_Comm_free(&part);
+        return s;
+    }
+    (*out)->distributed = c->distributed;
+    return PMOE_OK;
+}
+
 pmoe_status pmoe_comm_mpi_open(pmoe_comm **out, pmoe_error *err) {
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
@@ -211,6 +232,16 @@ pmoe_status pmoe_comm_mpi_open(pmoe_comm **out, pmoe_error *err) {
                              "reach the other ranks?)");
         atexit(finalize_at_exit);
     }
+    MPI_Comm world;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
+        return pmoe_fail(err, PMOE_ERR_IO, "MPI_Comm_dup of the world failed");
+    pmoe_status s = wrap(world, out, err);
+    if (s) MPI_Comm_free(&world);
+    return s;
+}
+
+/* A pmoe_comm that owns `comm` (a duplicate or a split of the world). */
+static pmoe_status wrap(MPI_Comm comm, pmoe_comm **out, pmoe_error *err) {
     pmoe_comm *c = calloc(1, sizeof *c);
     mpi_impl *m = calloc(1, sizeof *m);
     if (!c || !m) {
@@ -221,9 +252,10 @@ pmoe_status pmoe_comm_mpi_open(pmoe_comm **out, pmoe_error *err) {
     c->impl = m;
     c->name = "mpi";
     c->kind = PMOE_COMM_MPI;
-    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
-    MPI_CHECK(c, MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
+    c->abort = abort_job;
+    m->comm = comm;
+    MPI_Comm_rank(comm, &c->rank);
+    MPI_Comm_size(comm, &c->size);
     MPI_CHECK(c, MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN));
     MPI_Comm node;
     MPI_CHECK(c, MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
@@ -235,12 +267,14 @@ pmoe_status pmoe_comm_mpi_open(pmoe_comm **out, pmoe_error *err) {
     c->all_gather = mpi_all_gather;
     c->all_reduce_sum = mpi_all_reduce_sum;
     c->broadcast = mpi_broadcast;
+    c->all_reduce_start = pmoe_comm_all_reduce_each;
+    c->all_reduce_wait = mpi_all_reduce_wait;
     c->agree_min = mpi_agree_min;
     c->sum_i64 = mpi_sum_i64;
     c->host_broadcast = mpi_host_broadcast;
     c->host_gather = mpi_host_gather;
     c->barrier = mpi_barrier;
-    c->abort = abort_job;
+    c->split = mpi_split;
     c->destroy = mpi_destroy;
     *out = c;
     return PMOE_OK;

@@ -38,6 +38,7 @@ typedef struct nccl_impl {
     cudaStream_t stream;   /* the communicator's own */
     cudaStream_t compute;  /* the backend's: data ops are ordered with it */
     cudaEvent_t ready, done;
+    int started;           /* buckets started since the last all_reduce_wait */
 } nccl_impl;
 
 static nccl_impl *impl_of(pmoe_comm *c) { return c->impl; }
@@ -115,6 +116,27 @@ static void nccl_all_reduce_sum(pmoe_comm *c, float *buf, int64_t count) {
     end(c);
 }
 
+/* A bucket: one NCCL group after the compute stream's work so far; the
+ * compute stream goes on (its next kernels overlap the sums) until
+ * nccl_all_reduce_wait. */
+static void nccl_all_reduce_start(pmoe_comm *c, float *const *bufs, const int64_t *counts, int n) {
+    nccl_impl *x = impl_of(c);
+    begin(c);
+    NCCL_CHECK(c, ncclGroupStart());
+    for (int i = 0; i < n; i++)
+        NCCL_CHECK(c, ncclAllReduce(bufs[i], bufs[i], (size_t)counts[i], ncclFloat, ncclSum,
+                                    x->nccl, x->stream));
+    NCCL_CHECK(c, ncclGroupEnd());
+    x->started = 1;
+}
+
+static void nccl_all_reduce_wait(pmoe_comm *c) {
+    nccl_impl *x = impl_of(c);
+    if (!x->started) return;
+    end(c);
+    x->started = 0;
+}
+
 static void nccl_broadcast(pmoe_comm *c, float *buf, int64_t count, int root) {
     nccl_impl *n = impl_of(c);
     begin(c);
@@ -173,6 +195,24 @@ static void nccl_destroy(pmoe_comm *c) {
     free(c);
 }
 
+/* A second NCCL communicator over a split of the MPI one, on the same
+ * device and compute stream (ncclCommSplit needs NCCL 2.18; this needs
+ * only what the first one did). */
+static pmoe_status nccl_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
+                              pmoe_error *err) {
+    nccl_impl *n = impl_of(c);
+    pmoe_comm *part = NULL;
+    pmoe_status s = n->mpi->split(n->mpi, color, key, &part, err);
+    if (s) return s;
+    s = pmoe_comm_nccl_open(part, n->device, n->compute, out, err);
+    if (s) {
+        pmoe_comm_close(part);
+        return s;
+    }
+    (*out)->distributed = c->distributed;
+    return PMOE_OK;
+}
+
 pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream,
                                 pmoe_comm **out, pmoe_error *err) {
     *out = NULL;
@@ -211,11 +251,14 @@ pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stre
     c->all_gather = nccl_all_gather;
     c->all_reduce_sum = nccl_all_reduce_sum;
     c->broadcast = nccl_broadcast;
+    c->all_reduce_start = nccl_all_reduce_start;
+    c->all_reduce_wait = nccl_all_reduce_wait;
     c->agree_min = nccl_agree_min;
     c->sum_i64 = nccl_sum_i64;
     c->host_broadcast = nccl_host_broadcast;
     c->host_gather = nccl_host_gather;
     c->barrier = nccl_barrier;
+    c->split = nccl_split;
     c->destroy = nccl_destroy;
     *out = c;
     return PMOE_OK;

@@ -102,6 +102,8 @@ static const key_spec KEYS[] = {
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, "stop", {"stop", "skip"}},
     {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, "auto", {"auto", "single", "mpi", "nccl"}},
     {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, "-1", {0}},
+    {"train.sync_bn", KEY_BOOL, OFF(train.sync_bn), 0, 0, 1, "0", {0}},
+    {"train.expert_parallel", KEY_INT, OFF(train.expert_parallel), 0, 0, 1 << 20, "0", {0}},
 
     {"bench.warmup", KEY_INT, OFF(bench.warmup), 0, 0, 1e6, "20", {0}},
     {"bench.repeats", KEY_INT, OFF(bench.repeats), 0, 1, 1e6, "50", {0}},

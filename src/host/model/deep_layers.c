@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "model/deep_parallel.h"
 #include "model/moe_conv.h"
 
 enum { STREAM_DEEP_PARAMS = 1000 }; /* + parameter index */
@@ -31,6 +32,12 @@ pmoe_status deep_add_activation(pmoe_model *m, int channels, int height, int wid
 pmoe_status deep_add_param(pmoe_model *m, const char *name, int ndim, const int64_t *shape,
                            int trainable, deep_init init, double value, int *index,
                            pmoe_error *err) {
+    return deep_add_param_part(m, name, ndim, shape, trainable, init, value, 0, index, err);
+}
+
+pmoe_status deep_add_param_part(pmoe_model *m, const char *name, int ndim, const int64_t *shape,
+                                int trainable, deep_init init, double value, int64_t first,
+                                int *index, pmoe_error *err) {
     pmoe_deep_model *d = deep_of(m);
     if (d->param_count == DEEP_MAX_PARAMS)
         return pmoe_fail(err, PMOE_ERR_INTERNAL, "deep model: more than %d parameters",
@@ -62,7 +69,7 @@ pmoe_status deep_add_param(pmoe_model *m, const char *name, int ndim, const int6
                              (long long)count * 4, name);
         const pmoe_rng r = pmoe_rng_make(d->seed, STREAM_DEEP_PARAMS + (uint64_t)i);
         for (int64_t j = 0; j < count; j++)
-            host[j] = (float)(value * pmoe_rng_normal_at(&r, (uint64_t)j));
+            host[j] = (float)(value * pmoe_rng_normal_at(&r, (uint64_t)(first + j)));
         s = m->be->copy_in(m->be, p->value.data, host, (size_t)count * sizeof(float), err);
         free(host);
     }
@@ -127,7 +134,7 @@ pmoe_status deep_batchnorm(pmoe_model *m, const char *name, int in, int *out, pm
     if (!s) s = param_named(m, name, "bias", 1, c, 1, INIT_CONSTANT, 0.0, err);
     if (!s) s = param_named(m, name, "running_mean", 1, c, 0, INIT_CONSTANT, 0.0, err);
     if (!s) s = param_named(m, name, "running_var", 1, c, 0, INIT_CONSTANT, 1.0, err);
-    const size_t bytes = (size_t)a.channels * sizeof(float);
+    const size_t bytes = (size_t)a.channels * DEEP_BN_MAX_GROUPS * sizeof(float);
     if (!s) s = m->be->alloc(m->be, bytes, (void **)&L->save_mean, err);
     if (!s) s = m->be->alloc(m->be, bytes, (void **)&L->save_invstd, err);
     if (!s) s = deep_add_activation(m, a.channels, a.height, a.width, 0, &L->out, err);
@@ -229,8 +236,8 @@ static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
         float *mean = deep_value(m, L->param + DEEP_BN_RUNNING_MEAN);
         float *var = deep_value(m, L->param + DEEP_BN_RUNNING_VAR);
         if (m->training)
-            op->batchnorm_forward_train(be, &bs, x->value, weight, bias, y->value, L->save_mean,
-                                        L->save_invstd, mean, var, DEEP_BN_MOMENTUM);
+            deep_bn_forward_train(m, &deep_of(m)->bn, &bs, x->value, weight, bias, y->value,
+                                  L->save_mean, L->save_invstd, mean, var);
         else
             op->batchnorm_forward_eval(be, &bs, x->value, weight, bias, mean, var, y->value);
         break;
@@ -273,10 +280,10 @@ static void layer_backward(pmoe_model *m, deep_layer *L, int64_t batch) {
     }
     case LAYER_BN: {
         const pmoe_bn_shape bs = bn_shape(x, batch);
-        op->batchnorm_backward(be, &bs, x->value, deep_value(m, L->param + DEEP_BN_WEIGHT),
-                               L->save_mean, L->save_invstd, y->grad, x->grad,
-                               deep_grad(m, L->param + DEEP_BN_WEIGHT),
-                               deep_grad(m, L->param + DEEP_BN_BIAS));
+        deep_bn_backward(m, &deep_of(m)->bn, &bs, x->value,
+                         deep_value(m, L->param + DEEP_BN_WEIGHT), L->save_mean, L->save_invstd,
+                         y->grad, x->grad, deep_grad(m, L->param + DEEP_BN_WEIGHT),
+                         deep_grad(m, L->param + DEEP_BN_BIAS));
         break;
     }
     case LAYER_RELU: op->relu_backward(be, count, y->value, y->grad, x->grad); break;
@@ -322,6 +329,7 @@ void deep_backward(pmoe_model *m, int64_t batch) {
         deep_layer *L = &d->layers[i];
         if (L->kind != LAYER_MOE) pmoe_timer_enter(m->timer, PMOE_T_LAYERS_BWD, (uint64_t)batch);
         layer_backward(m, L, batch);
+        if (m->comm) deep_parallel_layer_done(m, i); /* its gradients may travel now */
     }
 }
 
@@ -333,7 +341,8 @@ void deep_release(pmoe_model *m) {
     for (int i = 0; i < d->layer_count; i++) {
         deep_layer *L = &d->layers[i];
         if (L->kind == LAYER_BN) {
-            const size_t bytes = (size_t)d->acts[L->in].channels * sizeof(float);
+            const size_t bytes =
+                (size_t)d->acts[L->in].channels * DEEP_BN_MAX_GROUPS * sizeof(float);
             be->release(be, L->save_mean, bytes);
             be->release(be, L->save_invstd, bytes);
         }

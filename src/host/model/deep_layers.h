@@ -14,6 +14,7 @@
 #ifndef PMOE_MODEL_DEEP_LAYERS_H
 #define PMOE_MODEL_DEEP_LAYERS_H
 
+#include "model/deep_batchnorm.h"
 #include "model/model.h"
 
 struct moe_conv_layer;
@@ -71,6 +72,14 @@ typedef struct pmoe_deep_model {
     int logits;              /* the activation holding the logits */
     int moe;                 /* the pMoE layer's index, or -1 */
     int width;               /* model.width (for descriptions) */
+    /* over ranks (deep_parallel.h) */
+    deep_bn_domain bn;        /* whose samples the dense batch norms' statistics cover */
+    deep_bn_domain expert_bn; /* ... and the pMoE layer's experts' */
+    int bn_channels;          /* the widest batch norm: the scratch's unit */
+    float *bn_scratch, *bn_host; /* the domains' scratch (backend, host) */
+    int64_t bn_scratch_floats;
+    float *logits_all, *dlogits_all; /* distributed: the global batch's, max_batch x c */
+    struct deep_bucket *buckets;  /* distributed: the gradients' all-reduce being filled */
 } pmoe_deep_model;
 
 /* The family's state of a model wrn.c built. */
@@ -93,6 +102,13 @@ pmoe_status deep_add_activation(pmoe_model *m, int channels, int height, int wid
 pmoe_status deep_add_param(pmoe_model *m, const char *name, int ndim, const int64_t *shape,
                            int trainable, deep_init init, double value, int *index,
                            pmoe_error *err);
+
+/* The same for a part of a parameter split over ranks: its values are
+ * elements first .. of the whole parameter's draw (an expert-parallel rank's
+ * experts start as they do in one process). */
+pmoe_status deep_add_param_part(pmoe_model *m, const char *name, int ndim, const int64_t *shape,
+                                int trainable, deep_init init, double value, int64_t first,
+                                int *index, pmoe_error *err);
 
 /* Layer builders: each adds its parameters and output activation, and
  * returns the output's id in *out. */

@@ -83,7 +83,7 @@ int64_t pmoe_model_param_count(const pmoe_model *m) {
     int64_t total = 0;
     for (int i = 0; i < m->param_count; i++)
         if (m->params[i].value.data)
-            total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->ranks : 1);
+            total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->expert_ranks : 1);
     return total;
 }
 
@@ -121,4 +121,31 @@ void pmoe_model_describe(const pmoe_model *m, pmoe_model_description *out) {
     out->classes = m->classes;
     out->params = pmoe_model_param_count(m);
     m->ops->describe(m, out);
+}
+
+void pmoe_model_all_reduce(pmoe_model *m, pmoe_comm *comm, float *buf, int64_t count) {
+    if (!comm || comm->size == 1) return;
+    comm->all_reduce_sum(comm, buf, count);
+    pmoe_model_count_all_reduce(m, comm, count);
+}
+
+void pmoe_model_count_all_reduce(pmoe_model *m, const pmoe_comm *comm, int64_t count) {
+    const int64_t chunk = (count + comm->size - 1) / comm->size; /* reduce-scatter + all-gather */
+    m->exchange_bytes += (int64_t)sizeof(float) * 2 * (comm->size - 1) * chunk;
+}
+
+const float *pmoe_model_sharded_loss(pmoe_model *m, float *logits_all, float *dlogits_all,
+                                     int backward) {
+    pmoe_backend *be = m->be;
+    const int64_t b = m->batch, c = m->classes, all = b * m->ranks;
+    pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)b);
+    m->comm->all_gather(m->comm, m->logits, logits_all, b * c);
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * b * c;
+    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->valid);
+    be->ops->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
+                                   m->valid, m->classes, logits_all, m->labels,
+                                   backward ? dlogits_all : NULL, m->stats);
+    if (backward && m->valid < all)
+        be->fill(be, dlogits_all + m->valid * c, 0.0f, (all - m->valid) * c);
+    return dlogits_all + m->rank * b * c;
 }

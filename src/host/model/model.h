@@ -132,11 +132,19 @@ struct pmoe_model {
     int64_t max_batch;       /* the global batch the buffers are sized for */
     pmoe_phase_timer *timer; /* NULL: untimed; else each op is a timed, NVTX-named phase */
 
-    /* Expert parallelism; in one process comm is NULL, ranks 1, local_experts k. */
+    /* Expert parallelism; in one process comm is NULL, ranks 1, local_experts k.
+     * The two-layer models split their experts over all ranks (expert_comm =
+     * comm, expert_ranks = ranks). The deep models split the batch over all
+     * ranks and the pMoE layer's experts over groups of E = expert_ranks
+     * consecutive ranks (rank r is member r mod E of group r / E); the ranks
+     * that hold the same experts, one per group, form replica_comm. */
     pmoe_comm *comm;         /* distributed: the exchange runs through it */
     int rank, ranks;
-    int local_experts;       /* k / ranks */
+    int local_experts;       /* k / expert_ranks */
     int expert_base;         /* global id of this rank's first expert */
+    pmoe_comm *expert_comm;  /* this rank's group; NULL when E = 1 (no exchange) */
+    pmoe_comm *replica_comm; /* sums the sharded gradients; NULL when R = E (one replica) */
+    int expert_ranks;        /* E: how many ranks split the experts (1: none) */
     int64_t exchange_bytes;  /* sent to other ranks since created (the caller may reset it) */
 };
 
@@ -150,11 +158,20 @@ void pmoe_model_free(pmoe_model *m);
  * exactly pmoe_model_create). max_batch is the global batch: it and
  * model.experts must be divisible by the rank count (a config error says so
  * otherwise); this rank's buffers hold max_batch / ranks samples. The deep
- * models run in one process only (a config error otherwise). */
+ * models split the batch over every rank and the pMoE layer's experts over
+ * groups of train.expert_parallel ranks (model/deep_parallel.h). */
 pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm,
                                       const pmoe_config *cfg, int channels, int height,
                                       int width, int patch, int classes, int64_t max_batch,
                                       pmoe_model **out, pmoe_error *err);
+
+/* How many ranks split the experts (E) when cfg's model runs over `ranks`
+ * ranks with `local_size` per node: the two-layer models all of them; the
+ * deep models train.expert_parallel, or when 0 the largest E <= the ranks on
+ * one node that divides both the ranks and model.experts (a WRN: 1).
+ * A config error when the asked E does not fit. */
+pmoe_status pmoe_model_expert_parallel(const pmoe_config *cfg, int ranks, int local_size,
+                                       int *expert_ranks, pmoe_error *err);
 
 /* Forward pass on the B images already in m->images. */
 void pmoe_model_forward(pmoe_model *m, int64_t batch);
@@ -205,5 +222,20 @@ void pmoe_model_describe(const pmoe_model *m, pmoe_model_description *out);
  * the list's values, gradients and velocities. */
 void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay);
 int64_t pmoe_model_parameter_bytes(const pmoe_model *m);
+
+/* For the families over ranks: buf summed over comm's ranks in place (rank
+ * order, comm.h; nothing with one rank or none), its bytes counted in
+ * exchange_bytes. */
+void pmoe_model_all_reduce(pmoe_model *m, pmoe_comm *comm, float *buf, int64_t count);
+/* The bytes one such sum of count floats sends from this rank. */
+void pmoe_model_count_all_reduce(pmoe_model *m, const pmoe_comm *comm, int64_t count);
+
+/* The loss over m->comm's ranks: every rank computes the one-process loss
+ * on the gathered logits (logits_all, max_batch x c) of the global batch's
+ * m->valid samples (the same op on the same numbers: the same loss, bit for
+ * bit, and dlogits_all scaled by 1 / valid, the padding's rows zeroed);
+ * returns this rank's rows of dlogits_all. */
+const float *pmoe_model_sharded_loss(pmoe_model *m, float *logits_all, float *dlogits_all,
+                                     int backward);
 
 #endif

@@ -48,14 +48,14 @@ void moe_conv_free(pmoe_model *m, moe_conv_layer *L) {
 
 static pmoe_status add_params(pmoe_model *m, const pmoe_config *cfg, moe_conv_layer *L,
                               pmoe_error *err) {
-    const int64_t k = L->experts, C = L->channels, r = L->kernel;
+    const int64_t k = L->experts, kr = L->local_experts, C = L->channels, r = L->kernel;
     const double router_std = cfg->model.router_init_std >= 0.0 ? cfg->model.router_init_std
                                                                  : 1.0 / sqrt((double)L->dim);
     const double conv_std = sqrt(2.0 / ((double)C * r * r)); /* He, as the dense convolutions */
     int index;
     pmoe_status s = deep_add_param(m, "moe.router.weight", 2, (int64_t[]){k, L->dim}, 1,
                                    INIT_NORMAL, router_std, &L->first_param, err);
-    const int64_t kc[2] = {k, C};
+    const int64_t kc[2] = {kr, C};
     if (!s) s = deep_add_param(m, "moe.experts.bn.weight", 2, kc, 1, INIT_CONSTANT, 1.0, &index, err);
     if (!s) s = deep_add_param(m, "moe.experts.bn.bias", 2, kc, 1, INIT_CONSTANT, 0.0, &index, err);
     if (!s)
@@ -65,9 +65,12 @@ static pmoe_status add_params(pmoe_model *m, const pmoe_config *cfg, moe_conv_la
         s = deep_add_param(m, "moe.experts.bn.running_var", 2, kc, 0, INIT_CONSTANT, 1.0, &index,
                            err);
     if (!s)
-        s = deep_add_param(m, "moe.experts.conv.weight", 5,
-                           (int64_t[]){k, L->expert_channels, C, r, r}, 1, INIT_NORMAL, conv_std,
-                           &index, err);
+        s = deep_add_param_part(m, "moe.experts.conv.weight", 5,
+                                (int64_t[]){kr, L->expert_channels, C, r, r}, 1, INIT_NORMAL,
+                                conv_std, m->expert_base * L->expert_channels * C * r * r,
+                                &index, err);
+    for (int i = L->first_param + P_BN_WEIGHT; !s && kr < k && i < L->first_param + P_COUNT; i++)
+        m->params[i].sharded = 1;
     return s;
 }
 
@@ -85,6 +88,7 @@ pmoe_status moe_conv_create(pmoe_model *m, const pmoe_config *cfg, int channels,
     L->patches = (height / patch) * (width / patch);
     L->dim = channels * patch * patch;
     L->experts = cfg->model.experts;
+    L->local_experts = L->experts / (m->expert_ranks > 0 ? m->expert_ranks : 1);
     L->topl = cfg->model.topl;
     L->out_channels = channels;
     L->expert_channels = channels / L->experts;
@@ -104,8 +108,8 @@ pmoe_status moe_conv_create(pmoe_model *m, const pmoe_config *cfg, int channels,
     if (!s) s = take(m, o, &L->dgate, B * k * l, F, err);
     if (!s) s = take(m, o, &L->selected, B * k * l, sizeof(int32_t), err);
     if (!s) s = take(m, o, &L->map_scratch, B * map, F, err);
-    if (!s) s = take(m, o, &L->save_mean, k * channels, F, err);
-    if (!s) s = take(m, o, &L->save_invstd, k * channels, F, err);
+    if (!s) s = take(m, o, &L->save_mean, k * channels * DEEP_BN_MAX_GROUPS, F, err);
+    if (!s) s = take(m, o, &L->save_invstd, k * channels * DEEP_BN_MAX_GROUPS, F, err);
     if (L->impl == PMOE_MOE_SPARSE) {
         const int64_t rows = B * l;
         float **inputs[] = {&L->expert_in, &L->dexpert_in, &L->normed,
@@ -115,6 +119,12 @@ pmoe_status moe_conv_create(pmoe_model *m, const pmoe_config *cfg, int channels,
         if (!s) s = take(m, o, &L->expert_out, k * rows * e, F, err);
         if (!s) s = take(m, o, &L->dexpert_out, k * rows * e, F, err);
         if (!s) s = take(m, o, &L->out_patches, B * n * L->out_channels * patch * patch, F, err);
+        if (L->local_experts < k) {
+            if (!s) s = take(m, o, &L->owned_in, k * rows * d, F, err);
+            if (!s) s = take(m, o, &L->owned_din, k * rows * d, F, err);
+            if (!s) s = take(m, o, &L->owned_out, k * rows * e, F, err);
+            if (!s) s = take(m, o, &L->owned_dout, k * rows * e, F, err);
+        }
     } else {
         float **weights[] = {&L->mask, &L->gate_map, &L->dgate_map};
         for (int i = 0; i < 3 && !s; i++) s = take(m, o, weights[i], k * B * n, F, err);
@@ -152,7 +162,7 @@ static pmoe_conv_shape expert_conv(const moe_conv_layer *L, int64_t batch, int h
 }
 
 static pmoe_experts_shape experts_shape(const moe_conv_layer *L, int64_t rows, int h, int w) {
-    return (pmoe_experts_shape){L->experts, rows, L->channels, h, w, L->expert_channels,
+    return (pmoe_experts_shape){L->local_experts, rows, L->channels, h, w, L->expert_channels,
                                 L->kernel, DEEP_BN_EPS};
 }
 
@@ -176,12 +186,16 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
                             int h, int w, uint64_t patches, float *out) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
-    const int64_t C = L->channels, k = L->experts, per = rows * C * h * w;
+    const deep_bn_domain *dom = &deep_of(m)->expert_bn;
+    const int64_t C = L->channels, k = L->local_experts, per = rows * C * h * w;
+    const int64_t saved = C * DEEP_BN_MAX_GROUPS; /* one expert's saved statistics */
     const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, DEEP_BN_EPS};
     const pmoe_conv_shape cs = expert_conv(L, rows, h, w);
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
-    if (op->moe_experts_forward) { /* all k experts in one grouped op (the CPU fast path) */
+    /* all the experts in one grouped op (the CPU fast path) when the
+     * statistics are this rank's own */
+    if (op->moe_experts_forward && (deep_bn_plain(dom) || !m->training)) {
         const pmoe_experts_shape es = experts_shape(L, rows, h, w);
         pmoe_trace_push("experts", patches);
         op->moe_experts_forward(be, &es, m->training, in, param(m, L, P_BN_WEIGHT),
@@ -193,14 +207,13 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
     }
     for (int64_t s = 0; s < k; s++) {
         char range[32];
-        snprintf(range, sizeof range, "expert %d", (int)s);
+        snprintf(range, sizeof range, "expert %d", m->expert_base + (int)s);
         pmoe_trace_push(range, patches);
         if (m->training)
-            op->batchnorm_forward_train(be, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
-                                        param(m, L, P_BN_BIAS) + s * C, L->normed + s * per,
-                                        L->save_mean + s * C, L->save_invstd + s * C,
-                                        param(m, L, P_BN_MEAN) + s * C,
-                                        param(m, L, P_BN_VAR) + s * C, DEEP_BN_MOMENTUM);
+            deep_bn_forward_train(m, dom, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
+                                  param(m, L, P_BN_BIAS) + s * C, L->normed + s * per,
+                                  L->save_mean + s * saved, L->save_invstd + s * saved,
+                                  param(m, L, P_BN_MEAN) + s * C, param(m, L, P_BN_VAR) + s * C);
         else
             op->batchnorm_forward_eval(be, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
                                        param(m, L, P_BN_BIAS) + s * C,
@@ -219,12 +232,14 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
                              int h, int w, uint64_t patches, const float *dout, float *din) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
-    const int64_t C = L->channels, k = L->experts, per = rows * C * h * w;
+    const deep_bn_domain *dom = &deep_of(m)->expert_bn;
+    const int64_t C = L->channels, k = L->local_experts, per = rows * C * h * w;
+    const int64_t saved = C * DEEP_BN_MAX_GROUPS;
     const pmoe_conv_shape cs = expert_conv(L, rows, h, w);
     const int64_t wsize = (int64_t)L->expert_channels * C * L->kernel * L->kernel;
     const int64_t out_per = rows * L->expert_channels * h * w;
     const pmoe_bn_shape bs = {rows, L->channels, (int64_t)h * w, DEEP_BN_EPS};
-    if (op->moe_experts_backward) { /* the grouped op: it overwrites din, needs no zeros */
+    if (op->moe_experts_backward && deep_bn_plain(dom)) { /* overwrites din, needs no zeros */
         const pmoe_experts_shape es = experts_shape(L, rows, h, w);
         pmoe_trace_push("experts backward", patches);
         op->moe_experts_backward(be, &es, in, param(m, L, P_BN_WEIGHT), param(m, L, P_CONV),
@@ -239,19 +254,32 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
     be->fill(be, din, 0.0f, k * per);
     for (int64_t s = 0; s < k; s++) {
         char range[40];
-        snprintf(range, sizeof range, "expert %d backward", (int)s);
+        snprintf(range, sizeof range, "expert %d backward", m->expert_base + (int)s);
         pmoe_trace_push(range, patches);
         op->conv2d_backward(be, &cs, L->activated + s * per, param(m, L, P_CONV) + s * wsize,
                             dout + s * out_per, L->dactivated + s * per,
                             grad(m, L, P_CONV) + s * wsize, NULL);
         op->relu_backward(be, per, L->activated + s * per, L->dactivated + s * per,
                           L->dnormed + s * per);
-        op->batchnorm_backward(be, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
-                               L->save_mean + s * C, L->save_invstd + s * C, L->dnormed + s * per,
-                               din + s * per, grad(m, L, P_BN_WEIGHT) + s * C,
-                               grad(m, L, P_BN_BIAS) + s * C);
+        deep_bn_backward(m, dom, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
+                         L->save_mean + s * saved, L->save_invstd + s * saved,
+                         L->dnormed + s * per, din + s * per, grad(m, L, P_BN_WEIGHT) + s * C,
+                         grad(m, L, P_BN_BIAS) + s * C);
         pmoe_trace_pop();
     }
+}
+
+/* Expert parallelism's exchange over the rank's group (comm.h's layouts):
+ * `width` floats per row, b l rows per (expert, rank). */
+static void exchange(pmoe_model *m, const moe_conv_layer *L, int64_t batch, int64_t width,
+                     int to_owners, const float *from, float *to) {
+    const int64_t block = batch * L->topl * width;
+    const int E = m->expert_ranks;
+    const pmoe_exchange_layout layout =
+        to_owners ? pmoe_exchange_to_owners(block, L->local_experts, E)
+                  : pmoe_exchange_from_owners(block, L->local_experts, E);
+    m->expert_comm->all_to_all(m->expert_comm, from, to, &layout);
+    m->exchange_bytes += (int64_t)sizeof(float) * (E - 1) * L->local_experts * block;
 }
 
 void moe_conv_forward(pmoe_model *m, moe_conv_layer *L, const float *x, float *y, int64_t batch) {
@@ -269,8 +297,19 @@ void moe_conv_forward(pmoe_model *m, moe_conv_layer *L, const float *x, float *y
     if (L->impl == PMOE_MOE_SPARSE) {
         pmoe_timer_enter(m->timer, PMOE_T_DISPATCH, per_expert);
         op->dispatch_gather(be, &rs, L->patches_buf, L->selected, L->expert_in);
-        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
-        experts_forward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->expert_out);
+        if (m->expert_comm) { /* to the owners, their experts, and back */
+            const int64_t E = m->expert_ranks, epp = (int64_t)e * p * p;
+            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE, per_expert);
+            exchange(m, L, batch, L->dim, 1, L->expert_in, L->owned_in);
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert * E);
+            experts_forward(m, L, L->owned_in, E * batch * L->topl, p, p, per_expert * E,
+                            L->owned_out);
+            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BACK, per_expert);
+            exchange(m, L, batch, epp, 0, L->owned_out, L->expert_out);
+        } else {
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS, per_expert);
+            experts_forward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->expert_out);
+        }
         pmoe_timer_enter(m->timer, PMOE_T_COMBINE, (uint64_t)batch);
         const pmoe_scatter_shape ss = {batch, L->patches, k, L->topl, e * p * p};
         op->moe_scatter_forward(be, &ss, L->expert_out, L->selected, L->gate, L->out_patches);
@@ -330,9 +369,20 @@ void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const f
         const pmoe_scatter_shape ss = {batch, L->patches, k, L->topl, e * p * p};
         op->moe_scatter_backward(be, &ss, L->out_patches, L->expert_out, L->selected, L->gate,
                                  L->dexpert_out, learn_gate ? L->dgate : NULL);
-        pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-        experts_backward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->dexpert_out,
-                         L->dexpert_in);
+        if (m->expert_comm) {
+            const int64_t E = m->expert_ranks, epp = (int64_t)e * p * p;
+            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BWD, per_expert);
+            exchange(m, L, batch, epp, 1, L->dexpert_out, L->owned_dout);
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert * E);
+            experts_backward(m, L, L->owned_in, E * batch * L->topl, p, p, per_expert * E,
+                             L->owned_dout, L->owned_din);
+            pmoe_timer_enter(m->timer, PMOE_T_EXCHANGE_BWD, per_expert);
+            exchange(m, L, batch, L->dim, 0, L->owned_din, L->dexpert_in);
+        } else {
+            pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
+            experts_backward(m, L, L->expert_in, batch * L->topl, p, p, per_expert,
+                             L->dexpert_out, L->dexpert_in);
+        }
         op->dispatch_gather_backward(be, &rs, L->dexpert_in, L->selected, L->dpatches);
         pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
         router_backward(m, L, dx, batch);

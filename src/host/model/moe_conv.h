@@ -24,7 +24,14 @@
  *
  * Parameters (in the model's list, first_param onwards): router.weight
  * (k x C p p), experts.bn.weight / .bias / .running_mean / .running_var
- * (k x C), experts.conv.weight (k x C_out/k x C x r x r). */
+ * (k x C), experts.conv.weight (k x C_out/k x C x r x r).
+ *
+ * Over ranks (model.h): every rank routes its own samples with the
+ * replicated routers; with E > 1 the experts' tensors hold this rank's
+ * k / E experts (sharded), the dispatched patches go to their owners and
+ * the outputs come back with the equal-split exchange, and in the backward
+ * the output gradients go to the owners and the input gradients come back.
+ * Sparse only (dense_masked over E > 1 is a config error). */
 #ifndef PMOE_MODEL_MOE_CONV_H
 #define PMOE_MODEL_MOE_CONV_H
 
@@ -36,6 +43,7 @@ typedef struct moe_conv_layer {
     int channels, height, width, patch; /* C, H, W, p */
     int patches, dim;                   /* n, d = C p p */
     int experts, topl;                  /* k, l */
+    int local_experts;                  /* this rank's: k / E (model.h); k in one process */
     int out_channels, expert_channels;  /* C_out, C_out / k */
     int kernel;                         /* r: 1 or 3 */
     int64_t max_batch;
@@ -50,7 +58,10 @@ typedef struct moe_conv_layer {
     float *normed, *dnormed, *activated, *dactivated; /* x C p p */
     float *expert_out, *dexpert_out;    /* x C_out/k p p */
     float *out_patches;                 /* B x n x C_out p p (also their gradient) */
-    float *save_mean, *save_invstd;     /* k x C */
+    float *save_mean, *save_invstd;     /* k x C x DEEP_BN_MAX_GROUPS */
+    /* expert parallelism (E > 1): the owners' rows, local_experts x (E b l) x ... */
+    float *owned_in, *owned_din;        /* x C p p */
+    float *owned_out, *owned_dout;      /* x C_out/k p p */
     /* dense_masked: k x B x ... */
     float *mask, *gate_map, *dgate_map; /* x n */
     float *masked, *dmasked;            /* x C x H x W (normed and activated reuse the

@@ -171,6 +171,8 @@ static pmoe_status two_layer_create(pmoe_backend *be, pmoe_comm *comm, const pmo
                   be->ops->expert_forward_gathered && be->ops->expert_backward_gathered;
     if (t->has_router && cfg->train.mode == PMOE_TRAIN_SEPARATE) t->gate_mode = PMOE_GATE_ONES;
 
+    m->expert_comm = comm;
+    m->expert_ranks = ranks;
     m->local_experts = t->experts / ranks;
     m->expert_base = m->rank * m->local_experts;
     const int64_t d = t->patch_dim, k = t->experts, l = t->topl, h = t->hidden, c = classes;
@@ -278,35 +280,30 @@ static const float *expert_input(const pmoe_model *m) {
  * gradients); b is this rank's sample count, so a block (one expert's rows
  * of one rank's samples) holds b l width floats. */
 
-/* k x (b l) x width, expert-major, on every rank -> local_experts x (R b l) x
- * width on the owners: block j of rank q's send is expert q k/R + j; block j
- * from rank p lands at rows p b l .. of local expert j, i.e. in global
- * sample order. */
+/* k x (b l) x width on every rank -> local_experts x (R b l) x width on the
+ * owners, and back (comm.h's layouts). */
 static void exchange_to_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                float *to) {
     two_layer_model *t = two_layer_of(m);
-    const int64_t block = b * t->topl * width, kr = m->local_experts;
-    const pmoe_exchange_layout layout = {block, (int)kr, kr * block, block, block, m->ranks * block};
+    const int64_t block = b * t->topl * width;
+    const pmoe_exchange_layout layout = pmoe_exchange_to_owners(block, m->local_experts, m->ranks);
     m->comm->all_to_all(m->comm, from, to, &layout);
-    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * m->local_experts * block;
 }
 
-/* The inverse: the owners' local_experts x (R b l) x width back to k x (b l)
- * x width on the samples' ranks. */
 static void exchange_from_owners(pmoe_model *m, int64_t b, int64_t width, const float *from,
                                  float *to) {
     two_layer_model *t = two_layer_of(m);
-    const int64_t block = b * t->topl * width, kr = m->local_experts;
-    const pmoe_exchange_layout layout = {block, (int)kr, block, m->ranks * block, kr * block, block};
+    const int64_t block = b * t->topl * width;
+    const pmoe_exchange_layout layout =
+        pmoe_exchange_from_owners(block, m->local_experts, m->ranks);
     m->comm->all_to_all(m->comm, from, to, &layout);
-    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * kr * block;
+    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * m->local_experts * block;
 }
 
 /* A replicated parameter's gradient, summed over the ranks' samples. */
 static void all_reduce(pmoe_model *m, float *buf, int64_t count) {
-    m->comm->all_reduce_sum(m->comm, buf, count);
-    const int64_t chunk = (count + m->ranks - 1) / m->ranks; /* reduce-scatter + all-gather */
-    m->exchange_bytes += (int64_t)sizeof(float) * 2 * (m->ranks - 1) * chunk;
+    pmoe_model_all_reduce(m, m->comm, buf, count);
 }
 
 /* The experts' products for `count` experts (global ids from `first`) of
@@ -418,31 +415,11 @@ static void two_layer_forward(pmoe_model *m, int64_t batch, int64_t valid) {
                         m->params[PARAM_OUTPUT].value.data, m->logits);
 }
 
-/* Sharded loss: every rank computes the one-process loss on the gathered
- * logits of the global batch's valid samples (the same op on the same
- * numbers, so the same loss, bit for bit, and dlogits scaled by 1 / valid);
- * returns this rank's rows of dlogits (padding's rows zeroed). */
-static const float *sharded_loss(pmoe_model *m, int backward) {
-    two_layer_model *t = two_layer_of(m);
-    pmoe_backend *be = m->be;
-    const int64_t b = m->batch, c = m->classes, all = b * m->ranks;
-    pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)b);
-    m->comm->all_gather(m->comm, m->logits, t->logits_all, b * c);
-    m->exchange_bytes += (int64_t)sizeof(float) * (m->ranks - 1) * b * c;
-    pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->valid);
-    be->ops->loss_forward_backward(be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE,
-                                   m->valid, m->classes, t->logits_all, m->labels,
-                                   backward ? t->dlogits_all : NULL, m->stats);
-    if (backward && m->valid < all)
-        be->fill(be, t->dlogits_all + m->valid * c, 0.0f, (all - m->valid) * c);
-    return t->dlogits_all + m->rank * b * c;
-}
-
 static void two_layer_loss(pmoe_model *m, int backward) {
     two_layer_model *t = two_layer_of(m);
     t->dlogits_local = m->dlogits;
     if (m->comm) {
-        t->dlogits_local = sharded_loss(m, backward);
+        t->dlogits_local = pmoe_model_sharded_loss(m, t->logits_all, t->dlogits_all, backward);
     } else {
         pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->batch);
         m->be->ops->loss_forward_backward(

@@ -18,6 +18,7 @@
 
 #include "core/rng.h"
 #include "model/deep_layers.h"
+#include "model/deep_parallel.h"
 #include "model/moe_conv.h"
 
 static pmoe_status block(pmoe_model *m, const char *group, int in, int channels, int stride,
@@ -69,10 +70,11 @@ static pmoe_status build(pmoe_model *m, const pmoe_config *cfg, int input, int p
 
 static void wrn_free(pmoe_model *m);
 
-/* An empty deep model on be for batch samples of C x H x W, its input
- * activation in *input (a model's with no gradient, a block's with one
- * unused). */
-static pmoe_status deep_model_new(pmoe_backend *be, const pmoe_config *cfg, int channels,
+/* An empty deep model on be for batch samples of C x H x W (over comm's
+ * ranks: this rank's share of them), its input activation in *input (a
+ * model's with no gradient, a block's with one unused). */
+static pmoe_status deep_model_new(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
+                                  int channels,
                                   int height, int width, int patch, int64_t max_batch,
                                   int input_no_grad, pmoe_model **out, int *input,
                                   pmoe_error *err) {
@@ -84,6 +86,7 @@ static pmoe_status deep_model_new(pmoe_backend *be, const pmoe_config *cfg, int 
     m->params = d->params;
     m->training = 1;
     m->ranks = 1;
+    m->expert_ranks = 1;
     m->max_batch = max_batch;
     m->image = (pmoe_patch_shape){max_batch, channels, height, width, patch};
     m->local_experts = 1;
@@ -93,7 +96,10 @@ static pmoe_status deep_model_new(pmoe_backend *be, const pmoe_config *cfg, int 
     d->moe = -1;
     d->logits = -1;
     *out = m;
-    pmoe_status s = deep_add_activation(m, channels, height, width, input_no_grad, input, err);
+    int64_t local = max_batch;
+    pmoe_status s = deep_parallel_open(m, comm, cfg, max_batch, &local, err);
+    m->image.batch = local;
+    if (!s) s = deep_add_activation(m, channels, height, width, input_no_grad, input, err);
     if (!s) m->images = d->acts[*input].value;
     return s;
 }
@@ -101,19 +107,15 @@ static pmoe_status deep_model_new(pmoe_backend *be, const pmoe_config *cfg, int 
 static pmoe_status wrn_create(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
                               int channels, int height, int width, int patch, int classes,
                               int64_t max_batch, pmoe_model **out, pmoe_error *err) {
-    if (comm && comm->distributed && comm->size > 1)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.type = %s runs in one process; expert parallelism "
-                         "over %d ranks is built for the two-layer models only",
-                         pmoe_model_type_name(cfg->model.type), comm->size);
     pmoe_model *m = NULL;
     int input;
-    pmoe_status s =
-        deep_model_new(be, cfg, channels, height, width, patch, max_batch, 1, &m, &input, err);
+    pmoe_status s = deep_model_new(be, comm, cfg, channels, height, width, patch, max_batch, 1,
+                                   &m, &input, err);
     if (m) m->classes = classes;
     if (!s) s = be->alloc(be, (size_t)max_batch * sizeof(int32_t), (void **)&m->labels, err);
     if (!s) s = be->alloc(be, 2 * sizeof(float), (void **)&m->stats, err);
     if (!s) s = build(m, cfg, input, patch, err);
+    if (!s) s = deep_parallel_finish(m, cfg, err);
     if (s) {
         wrn_free(m);
         return s;
@@ -125,19 +127,25 @@ static pmoe_status wrn_create(pmoe_backend *be, pmoe_comm *comm, const pmoe_conf
 static void wrn_free(pmoe_model *m) {
     if (!m) return;
     deep_release(m);
+    deep_parallel_close(m);
     m->be->release(m->be, m->labels, (size_t)m->max_batch * sizeof(int32_t));
     m->be->release(m->be, m->stats, 2 * sizeof(float));
     free(deep_of(m));
 }
 
 static void wrn_forward(pmoe_model *m, int64_t batch, int64_t valid) {
-    (void)valid; /* one process: valid = batch */
     m->batch = batch;
-    m->valid = batch;
+    m->valid = m->comm ? valid : batch; /* one process: valid = batch */
     deep_forward(m, batch);
 }
 
 static void wrn_loss(pmoe_model *m, int backward) {
+    if (m->comm) { /* the global batch's loss; this rank's rows of its gradient */
+        pmoe_deep_model *d = deep_of(m);
+        const float *mine = pmoe_model_sharded_loss(m, d->logits_all, d->dlogits_all, backward);
+        if (backward) m->be->ops->axpby(m->be, m->batch * m->classes, 1.0f, mine, 0.0f, m->dlogits);
+        return;
+    }
     pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)m->batch);
     m->be->ops->loss_forward_backward(
         m->be, m->classes == 1 ? PMOE_LOSS_LOGISTIC : PMOE_LOSS_SOFTMAX_CE, m->batch, m->classes,
@@ -146,6 +154,7 @@ static void wrn_loss(pmoe_model *m, int backward) {
 
 static void wrn_backward(pmoe_model *m) {
     deep_backward(m, m->batch);
+    deep_parallel_reduce_gradients(m);
 }
 
 static const moe_conv_layer *moe_layer(const pmoe_model *m) {
@@ -241,7 +250,7 @@ pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg,
                                     int64_t batch, pmoe_model **out, pmoe_error *err) {
     pmoe_model *m = NULL;
     int x = -1, shortcut_in = -1, y = -1;
-    pmoe_status st = deep_model_new(be, cfg, C, H, W, patch, batch, 0, &m, &x, err);
+    pmoe_status st = deep_model_new(be, NULL, cfg, C, H, W, patch, batch, 0, &m, &x, err);
     pmoe_deep_model *d = m ? deep_of(m) : NULL;
     if (!st && kind == PMOE_BLOCK_WRN_GROUP3) { /* wrn.c's group 3 after its first convolution */
         int bn, act, conv, shortcut;

@@ -1,12 +1,13 @@
 /* checkpoint.c: see checkpoint.h.
  *
  * Expert parallelism: a checkpoint is one file whatever the rank count. To
- * save, every rank copies its experts out and rank 0 gathers them (by global
- * expert id: rank p holds experts p k/R ..., so the gathered tensor is in
- * global order) and writes the file alone; every rank then learns whether
- * the write worked. To restore, every rank reads the file and takes the
- * replicated tensors and its own experts' slices, so a file saved by R ranks
- * loads into any rank count that divides k. */
+ * save, every rank copies its experts out and rank 0 gathers them from its
+ * expert-parallel group (by global expert id: member p of a group of E holds
+ * experts p k/E ..., so the gathered tensor is in global order; the other
+ * groups hold the same values) and writes the file alone; every rank then
+ * learns whether the write worked. To restore, every rank reads the file
+ * and takes the replicated tensors and its own experts' slices, so a file
+ * saved by any layout loads into any other that fits. */
 #include "train/checkpoint.h"
 
 #include "core/files.h"
@@ -27,6 +28,7 @@ typedef struct slice {
     const pmoe_param *param;
     const pmoe_tensor *tensor; /* value or velocity */
     int64_t offset, count;     /* elements within the tensor */
+    int64_t file_offset;       /* elements within the file's tensor (restoring a rank's share) */
     int ndim;
     int64_t shape[PMOE_ST_MAX_DIMS];
 } slice;
@@ -50,14 +52,21 @@ static int list_slices(const pmoe_model *m, slice *out, int with_velocity, int w
             const char *prefix = kind ? "optimizer.velocity." : "";
             const int64_t total = pmoe_tensor_numel(t);
             const int local_parts = p->field ? (int)t->shape[0] : 1;
-            const int parts = local_parts * (whole && p->sharded ? m->ranks : 1);
+            const int parts = local_parts * (whole && p->sharded ? m->expert_ranks : 1);
             const int first = !whole && p->sharded ? m->expert_base : 0;
+            /* sharded without per-expert names (the deep pMoE layer's tensors):
+             * saved whole, k x ..., as one process saves them; a rank
+             * restores its experts' rows of it */
+            const int stacked = p->sharded && !p->field;
             for (int s = 0; s < parts; s++) {
                 slice *sl = &out[n++];
                 sl->param = p;
                 sl->tensor = t;
                 sl->count = total / local_parts;
                 sl->offset = s * sl->count;
+                sl->file_offset = 0;
+                if (stacked && whole) sl->count = total * m->expert_ranks;
+                if (stacked && !whole) sl->file_offset = first * (total / t->shape[0]);
                 if (p->field) {
                     snprintf(sl->name, sizeof sl->name, "%sexperts.%d.%s", prefix, first + s,
                              p->field);
@@ -67,6 +76,7 @@ static int list_slices(const pmoe_model *m, slice *out, int with_velocity, int w
                     snprintf(sl->name, sizeof sl->name, "%s%s", prefix, p->name);
                     sl->ndim = t->ndim;
                     memcpy(sl->shape, t->shape, sizeof(int64_t) * (size_t)sl->ndim);
+                    if (stacked) sl->shape[0] *= m->expert_ranks;
                 }
             }
         }
@@ -84,6 +94,7 @@ static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local
                                   pmoe_error *err) {
     pmoe_status s = PMOE_OK;
     int64_t at = 0;
+    const int first_group = m->rank < m->expert_ranks;
     for (int kind = 0; kind < 2; kind++)
         for (int i = 0; i < m->param_count; i++) {
             const pmoe_param *p = &m->params[i];
@@ -94,8 +105,10 @@ static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local
             if (p->sharded) { /* a failed copy still takes part in the gather */
                 pmoe_status c = m->be->copy_out(m->be, local, t->data, bytes, err);
                 if (!s) s = c;
-                m->comm->host_gather(m->comm, local, host ? host + at : NULL, bytes, 0);
-                at += count * m->ranks;
+                if (first_group) /* rank 0's group holds every expert once */
+                    m->expert_comm->host_gather(m->expert_comm, local, host ? host + at : NULL,
+                                                bytes, 0);
+                at += count * m->expert_ranks;
             } else {
                 if (host && !s) s = m->be->copy_out(m->be, host + at, t->data, bytes, err);
                 at += count;
@@ -272,7 +285,8 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                           file->origin, sl->name, have, want);
             break;
         }
-        const int64_t bad = first_nonfinite(t->data, sl->count);
+        const float *from = t->data + sl->file_offset;
+        const int64_t bad = first_nonfinite(from, sl->count);
         if (bad >= 0) {
             s = pmoe_fail(err, PMOE_ERR_FORMAT,
                           "%s: tensor '%s' holds NaN or Inf at element %lld; a damaged "
@@ -280,7 +294,7 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
                           file->origin, sl->name, (long long)bad);
             break;
         }
-        s = m->be->copy_in(m->be, dst, t->data, (size_t)sl->count * sizeof(float), err);
+        s = m->be->copy_in(m->be, dst, from, (size_t)sl->count * sizeof(float), err);
     }
     free(slices);
     if (s || !pos) return s;
