@@ -46,6 +46,10 @@ typedef struct pmoe_run_info {
      * rank 0 only. */
     int rank, ranks;
     char comm[16];
+    /* The deep models: the experts split over groups of expert_ranks ranks
+     * (1: every rank holds all k), batch norm over the global batch
+     * (sync_bn) or each rank's. 0 for the two-layer models. */
+    int expert_ranks, sync_bn;
 } pmoe_run_info;
 
 typedef struct pmoe_step_report {

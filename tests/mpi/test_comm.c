@@ -15,20 +15,10 @@
 #include <string.h>
 
 #include "comm/comm.h"
+#include "rank_expect.h"
 
 static int failures;
 
-#define EXPECT(cond, ...)                                                       \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            failures++;                                                         \
-            if (failures <= 10) {                                               \
-                fprintf(stderr, "FAIL (rank %d) %s:%d: ", rank, __FILE__, __LINE__); \
-                fprintf(stderr, __VA_ARGS__);                                   \
-                fputc('\n', stderr);                                            \
-            }                                                                   \
-        }                                                                       \
-    } while (0)
 
 /* What rank `from` sends rank `to`, block j, element i. */
 static float code(int from, int to, int j, int i) {

@@ -31,6 +31,7 @@
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "rank_expect.h"
 #include "model/deep_parallel.h"
 #include "model/model.h"
 
@@ -41,16 +42,6 @@ enum { B = 8, SIDE = 16, CLASSES = 10, STEPS = 3 };
 static int rank, failures, exact; /* exact: R = 1, where every bit must match */
 static double worst_loss, worst_param;
 
-#define EXPECT(cond, ...)                                                                 \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            if (++failures <= 10) {                                                       \
-                fprintf(stderr, "FAIL (rank %d) %s:%d: ", rank, __FILE__, __LINE__);      \
-                fprintf(stderr, __VA_ARGS__);                                             \
-                fputc('\n', stderr);                                                      \
-            }                                                                             \
-        }                                                                                 \
-    } while (0)
 
 static void configure(pmoe_config *cfg, const char *model, int E, int sync) {
     char sets[8][64];

@@ -825,6 +825,24 @@ static void bn_backward_narrow(const pmoe_bn_shape *s, int c0, int c1, const flo
     }
 }
 
+/* One channel's dx += scale (dy - mean_dy - xhat mean_dy_xhat), xhat = (x -
+ * mean) invstd: the backward's input gradient once its two sums are known
+ * (over this rank's values, or every rank's). */
+static void bn_input_gradient(const pmoe_bn_shape *s, int c, const float *x, const float *dy,
+                              float *dx, double mean, double invstd, double scale, double mean_dy,
+                              double mean_dy_xhat) {
+    const int64_t B = s->batch, S = s->spatial;
+    const int C = s->channels;
+    for (int64_t b = 0; b < B; b++) {
+        const float *in = x + (b * C + c) * S, *g = dy + (b * C + c) * S;
+        float *out = dx + (b * C + c) * S;
+        for (int64_t i = 0; i < S; i++) {
+            const double xhat = (in[i] - mean) * invstd;
+            out[i] += (float)(scale * (g[i] - mean_dy - xhat * mean_dy_xhat));
+        }
+    }
+}
+
 void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                             const float *gamma, const float *save_mean, const float *save_invstd,
                             const float *dy, float *dx, float *dgamma, float *dbeta) {
@@ -850,18 +868,8 @@ void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const floa
                               &sum_dy_xhat);
         if (dbeta) dbeta[c] = (float)sum_dy;
         if (dgamma) dgamma[c] = (float)sum_dy_xhat;
-        if (!dx) continue;
-        /* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)) */
-        const double scale = gamma[c] * invstd, mean_dy = sum_dy / (double)N,
-                     mean_dy_xhat = sum_dy_xhat / (double)N;
-        for (int64_t b = 0; b < B; b++) {
-            const float *in = x + (b * C + c) * S, *g = dy + (b * C + c) * S;
-            float *out = dx + (b * C + c) * S;
-            for (int64_t i = 0; i < S; i++) {
-                const double xhat = (in[i] - mean) * invstd;
-                out[i] += (float)(scale * (g[i] - mean_dy - xhat * mean_dy_xhat));
-            }
-        }
+        if (dx) bn_input_gradient(s, c, x, dy, dx, mean, invstd, gamma[c] * invstd,
+                                  sum_dy / (double)N, sum_dy_xhat / (double)N);
     }
 }
 
@@ -886,22 +894,13 @@ void cpu_batchnorm_backward_input(pmoe_backend *be, const pmoe_bn_shape *s, cons
                                   const float *gamma, const float *mean, const float *invstd,
                                   const float *dy, const float *sum_dy, const float *sum_dy_xhat,
                                   int64_t count, float *dx) {
-    const int64_t B = s->batch, S = s->spatial;
     const int C = s->channels;
     if (count <= 0) return;
-#pragma omp parallel for schedule(static) if (C > 1 && B * S * C > 16384)
+#pragma omp parallel for schedule(static) if (C > 1 && s->batch * s->spatial * C > 16384)
     for (int c = 0; c < C; c++) {
-        const double mu = mean[c], is = invstd[c], scale = gamma[c] * is;
-        const double mean_dy = sum_dy[c] / (double)count,
-                     mean_dy_xhat = sum_dy_xhat[c] / (double)count;
-        for (int64_t b = 0; b < B; b++) {
-            const float *in = x + (b * C + c) * S, *g = dy + (b * C + c) * S;
-            float *out = dx + (b * C + c) * S;
-            for (int64_t i = 0; i < S; i++) {
-                const double xhat = (in[i] - mu) * is;
-                out[i] += (float)(scale * (g[i] - mean_dy - xhat * mean_dy_xhat));
-            }
-        }
+        const double is = invstd[c];
+        bn_input_gradient(s, c, x, dy, dx, mean[c], is, gamma[c] * is,
+                          sum_dy[c] / (double)count, sum_dy_xhat[c] / (double)count);
     }
 }
 

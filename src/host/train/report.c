@@ -45,7 +45,13 @@ static void on_start(void *user, const pmoe_run_info *in) {
                 in->router_epochs, in->epochs);
     else
         fprintf(rep->progress, "      %d epochs (train.epochs)\n", in->epochs);
-    if (in->ranks > 1)
+    if (in->ranks > 1 && in->expert_ranks > 0) /* a deep model */
+        fprintf(rep->progress,
+                "      data parallel: %d ranks over %s, 1/%d of each batch per rank; "
+                "experts in groups of %d (train.expert_parallel): %d per rank; batch norm %s\n",
+                in->ranks, in->comm, in->ranks, in->expert_ranks, in->experts / in->expert_ranks,
+                in->sync_bn ? "over the global batch (train.sync_bn)" : "per rank");
+    else if (in->ranks > 1)
         fprintf(rep->progress, "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
                 in->ranks, in->comm, in->experts / in->ranks, in->ranks);
     fflush(rep->progress);
