@@ -43,6 +43,21 @@ check() { # NAME LOG DIR
 if "$PMOE" train "${ARGS[@]}" --set train.comm=nccl --set train.checkpoint_dir=nccl1 --log nccl1.log; then
   check "nccl, R = 1" nccl1.log nccl1
 else echo "FAIL: train.comm = nccl, R = 1"; failed=1; fi
+# WRN-pMoE through the deep models' rank path (the logits' all-gather, the
+# gradients' buckets as NCCL groups on the communicator's stream, awaited
+# before the update): R = 1 over NCCL trains the single GPU run's model.
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  DEEP=(--quiet --set model.type=wrn_pmoe --set model.width=1 --set data.source=noisy
+        --set data.image_size=16 --set data.train_size=16 --set data.test_size=16 --set train.batch=8
+        --set train.epochs=2 --set model.experts=2 --set model.topl=2 --set model.patch=1
+        --set model.expert_kernel=1 --set train.momentum=0.9 --set train.device=cuda
+        --set train.checkpoint_every=100000)
+  if "$PMOE" train "${DEEP[@]}" --set train.comm=single --set train.checkpoint_dir=deep1 &&
+     "$PMOE" train "${DEEP[@]}" --set train.comm=nccl --set train.checkpoint_dir=deepn &&
+     out=$("$COMPARE" deep1/step-000000004.safetensors deepn/step-000000004.safetensors 1e-5); then
+    echo "  ok: wrn_pmoe over nccl, R = 1: $out"
+  else echo "FAIL: wrn_pmoe over nccl, R = 1: ${out:-a run failed}"; failed=1; fi
+fi
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 if command -v mpirun >/dev/null && [ "${gpus:-0}" -ge 2 ]; then
   if mpirun -np 2 "$PMOE" train "${ARGS[@]}" --set train.comm=nccl --set train.checkpoint_dir=nccl2 --log nccl2.log; then

@@ -53,7 +53,8 @@ pmoe_status pmoe_model_expert_parallel(const pmoe_config *cfg, int ranks, int lo
 
 pmoe_status deep_parallel_open(pmoe_model *m, pmoe_comm *comm, const pmoe_config *cfg,
                                int64_t global_batch, int64_t *local_batch, pmoe_error *err) {
-    if (comm && (!comm->distributed || comm->size == 1)) comm = NULL;
+    /* train.comm = mpi or nccl named with one rank runs this path too (to test it) */
+    if (comm && !comm->distributed) comm = NULL;
     const int R = comm ? comm->size : 1;
     m->ranks = R;
     m->rank = comm ? comm->rank : 0;
@@ -67,7 +68,7 @@ pmoe_status deep_parallel_open(pmoe_model *m, pmoe_comm *comm, const pmoe_config
                          "config: a batch of %lld samples does not split evenly over %d ranks; "
                          "choose train.batch divisible by the rank count",
                          (long long)global_batch, R);
-    if (cfg->train.sync_bn && (!m->be->ops->batchnorm_moments || !m->be->ops->batchnorm_backward_input))
+    if (R > 1 && cfg->train.sync_bn && (!m->be->ops->batchnorm_moments || !m->be->ops->batchnorm_backward_input))
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: train.sync_bn: the %s backend has no cross-rank batch norm yet; "
                          "set train.sync_bn = false",
