@@ -16,7 +16,10 @@
  * - every rank holds the same replicated tensors and running statistics,
  *   bit for bit (so evaluation, on running statistics, is the same on every
  *   rank), and evaluation logits match the reference's within LOSS_BOUND;
- * - a layout that does not fit (E = 3) is a one-line config error.
+ * - a layout that does not fit (E = 3) is a one-line config error;
+ * - the checkpoint the ranks write (rank 0 gathers the experts from its
+ *   group) restores into one process and into every other layout that fits
+ *   R (E' = 1, 2, 4), each tensor bit for bit what this rank holds.
  * Why the results may differ at all, and by how much: the ranks sum their
  * samples' gradients separately and the all-reduce adds the R partial sums
  * (in double, rounded once), where one process sums all B samples inside
@@ -28,12 +31,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "comm/comm.h"
 #include "rank_expect.h"
 #include "model/deep_parallel.h"
 #include "model/model.h"
+#include "train/checkpoint.h"
 
 enum { B = 8, SIDE = 16, CLASSES = 10, STEPS = 3 };
 #define LOSS_BOUND 1e-5
@@ -115,6 +120,71 @@ static void same_everywhere(pmoe_comm *c, const char *what, const float *x, int6
     free(zero);
 }
 
+/* Rows [first, first + rows of got) of want's tensor equal got's, bit for bit. */
+static void same_rows(const char *what, const pmoe_tensor *got, int64_t got_first,
+                      const pmoe_tensor *want, int64_t want_first, int64_t rows) {
+    const int64_t per_row = pmoe_tensor_numel(got) / got->shape[0];
+    EXPECT(memcmp(got->data + got_first * per_row, want->data + want_first * per_row,
+                  (size_t)(rows * per_row) * sizeof(float)) == 0,
+           "%s: restored rows differ", what);
+}
+
+/* Writes m's checkpoint (collective; rank 0 writes), restores it into one
+ * process and into the sharded model of every E' that fits, and compares
+ * each tensor with m's: the experts by global id. */
+static void check_checkpoint(pmoe_comm *c, pmoe_backend *be, const pmoe_config *cfg,
+                             pmoe_model *m) {
+    int64_t id[1] = {c->rank == 0 ? (int64_t)getpid() : 0};
+    c->sum_i64(c, id, 1);
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/test_mpi_deep.%lld.safetensors", (long long)id[0]);
+    pmoe_train_position pos;
+    memset(&pos, 0, sizeof pos);
+    pos.epoch = 1;
+    pmoe_error err = {PMOE_OK, ""};
+    if (pmoe_checkpoint_save(path, m, cfg, &pos, &err)) {
+        EXPECT(0, "checkpoint save: %s", err.message);
+        return;
+    }
+    pmoe_st_file file;
+    if (pmoe_checkpoint_open(path, &file, &err)) {
+        EXPECT(0, "checkpoint open: %s", err.message);
+        return;
+    }
+    c->barrier(c); /* every rank has read it */
+    if (c->rank == 0) remove(path);
+    const int k = cfg->model.type == PMOE_MODEL_WRN_PMOE ? cfg->model.experts : 1;
+    for (int E = 0; E <= c->size; E++) { /* E = 0: one process */
+        if (E > 0 && (c->size % E || k % E)) continue;
+        pmoe_config other = *cfg;
+        other.train.expert_parallel = E > 0 ? E : 1;
+        pmoe_model *o = NULL;
+        pmoe_status s = E > 0 ? pmoe_model_create_sharded(be, c, &other, 1, SIDE, SIDE, 2, CLASSES,
+                                                          B, &o, &err)
+                              : pmoe_model_create(be, &other, 1, SIDE, SIDE, 2, CLASSES, B, &o,
+                                                  &err);
+        if (!s) s = pmoe_checkpoint_restore(&file, o, NULL, &err);
+        EXPECT(!s, "restore at E' = %d: %s", E, err.message);
+        for (int i = 0; !s && i < m->param_count; i++) {
+            const pmoe_param *p = &m->params[i], *q = &o->params[i];
+            const pmoe_tensor *tensors[2][2] = {{&p->value, &q->value}, {&p->velocity, &q->velocity}};
+            for (int t = 0; t < 2; t++) {
+                const pmoe_tensor *mine = tensors[t][0], *theirs = tensors[t][1];
+                if (!mine->data) continue;
+                /* the global experts both hold: m's [a, a + n), o's [b, b + n') */
+                const int64_t a = p->sharded ? m->expert_base : 0, n = mine->shape[0];
+                const int64_t b2 = q->sharded ? o->expert_base : 0, n2 = theirs->shape[0];
+                const int64_t lo = a > b2 ? a : b2, hi = a + n < b2 + n2 ? a + n : b2 + n2;
+                char what[96];
+                snprintf(what, sizeof what, "E' = %d: %s%s", E, p->name, t ? " (velocity)" : "");
+                if (hi > lo) same_rows(what, theirs, lo - b2, mine, lo - a, hi - lo);
+            }
+        }
+        pmoe_model_free(o);
+    }
+    pmoe_safetensors_free(&file);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: mpirun -np R test_mpi_deep wrn|wrn_pmoe E SYNC\n");
@@ -191,6 +261,8 @@ int main(int argc, char **argv) {
     EXPECT(fabs(got - want) <= LOSS_BOUND * fabs(want), "evaluation loss %.9g, one process %.9g",
            got, want);
     if (R == 1) EXPECT(got == want, "R = 1: evaluation loss %.9g, one process %.9g", got, want);
+
+    check_checkpoint(c, be, &cfg, m);
 
     /* a rank's error reaches every rank; here the sharded model must not hang */
     int total[1] = {-failures};

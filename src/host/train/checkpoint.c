@@ -51,13 +51,13 @@ static int list_slices(const pmoe_model *m, slice *out, int with_velocity, int w
             if (!t->data) continue;
             const char *prefix = kind ? "optimizer.velocity." : "";
             const int64_t total = pmoe_tensor_numel(t);
-            const int local_parts = p->field ? (int)t->shape[0] : 1;
-            const int parts = local_parts * (whole && p->sharded ? m->expert_ranks : 1);
-            const int first = !whole && p->sharded ? m->expert_base : 0;
             /* sharded without per-expert names (the deep pMoE layer's tensors):
              * saved whole, k x ..., as one process saves them; a rank
              * restores its experts' rows of it */
             const int stacked = p->sharded && !p->field;
+            const int local_parts = p->field ? (int)t->shape[0] : 1;
+            const int parts = local_parts * (whole && p->sharded && !stacked ? m->expert_ranks : 1);
+            const int first = !whole && p->sharded ? m->expert_base : 0;
             for (int s = 0; s < parts; s++) {
                 slice *sl = &out[n++];
                 sl->param = p;

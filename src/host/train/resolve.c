@@ -1,6 +1,8 @@
 /* resolve.c: see resolve.h. */
 #include "train/resolve.h"
 
+#include "model/model.h"
+
 /* The deep models route on the feature map of group 3, a quarter of the
  * input's side (two stride-2 convolutions). */
 enum { DEEP_MAP_REDUCTION = 4 };
@@ -56,4 +58,49 @@ pmoe_status pmoe_resolve_patch(const pmoe_config *cfg, const pmoe_dataset *ds, i
                          cfg->model.topl, n, p);
     *patch = p;
     return PMOE_OK;
+}
+
+/* train.batch over the ranks. */
+static pmoe_status batch_splits(const pmoe_config *cfg, int R, pmoe_error *err) {
+    if (cfg->train.batch % R == 0) return PMOE_OK;
+    return pmoe_fail(err, PMOE_ERR_CONFIG,
+                     "config: train.batch = %d is not divisible by the %d ranks: each rank "
+                     "takes B / R samples of every batch",
+                     cfg->train.batch, R);
+}
+
+pmoe_status pmoe_resolve_ranks(const pmoe_config *cfg, const pmoe_dataset *ds, int ranks,
+                               int local_size, int *expert_ranks, pmoe_error *err) {
+    const int R = ranks;
+    pmoe_status s = PMOE_OK;
+    if (pmoe_model_is_deep(cfg->model.type)) {
+        s = pmoe_model_expert_parallel(cfg, R, local_size, expert_ranks, err);
+        if (!s) s = batch_splits(cfg, R, err);
+        const int64_t last = ds->count % cfg->train.batch;
+        if (!s && last % R)
+            s = pmoe_fail(err, PMOE_ERR_CONFIG,
+                          "config: an epoch's last batch of %lld samples (%lld training "
+                          "samples, train.batch = %d) does not split evenly over %d ranks, "
+                          "and batch norm takes no padding: choose data.train_size so that "
+                          "it does",
+                          (long long)last, (long long)ds->count, cfg->train.batch, R);
+        return s;
+    }
+    *expert_ranks = R;
+    const int k = cfg->model.type == PMOE_MODEL_PMOE ? cfg->model.experts : 1;
+    if (k % R)
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "config: model.experts = %d is not divisible by the %d ranks: expert "
+                         "parallelism gives each rank k / R experts; start a rank count that "
+                         "divides %d%s",
+                         k, R, k,
+                         cfg->model.type == PMOE_MODEL_CNN
+                             ? " (the CNN is one expert: run it in one process)"
+                             : "");
+    s = batch_splits(cfg, R, err);
+    if (!s && cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch % R)
+        s = pmoe_fail(err, PMOE_ERR_CONFIG,
+                      "config: train.router_batch = %d is not divisible by the %d ranks",
+                      cfg->train.router_batch, R);
+    return s;
 }
