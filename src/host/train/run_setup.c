@@ -15,33 +15,6 @@
 #include "train/resolve.h"
 #include "train/run.h"
 
-/* Expert parallelism over R ranks: R divides k (each rank owns k / R
- * experts) and the batch (each rank composes B / R samples). */
-static pmoe_status check_ranks(const run *r, pmoe_error *err) {
-    const pmoe_config *cfg = r->cfg;
-    const int R = r->ranks;
-    const int k = cfg->model.type == PMOE_MODEL_PMOE ? cfg->model.experts : 1;
-    if (k % R)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: model.experts = %d is not divisible by the %d ranks: expert "
-                         "parallelism gives each rank k / R experts; start a rank count that "
-                         "divides %d%s",
-                         k, R, k,
-                         cfg->model.type == PMOE_MODEL_CNN
-                             ? " (the CNN is one expert: run it in one process)"
-                             : "");
-    if (cfg->train.batch % R)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: train.batch = %d is not divisible by the %d ranks: each rank "
-                         "takes B / R samples of every batch",
-                         cfg->train.batch, R);
-    if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch % R)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: train.router_batch = %d is not divisible by the %d ranks",
-                         cfg->train.router_batch, R);
-    return PMOE_OK;
-}
-
 /* Checks that need the data: patch size, l <= n, separate-training layout. */
 static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -77,7 +50,10 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: train.mode = separate needs model.type = pmoe (the CNN has no "
                          "router)");
-    return r->sharded ? check_ranks(r, err) : PMOE_OK;
+    int expert_ranks = 1; /* what divides what over the ranks (resolve.h) */
+    return r->sharded ? pmoe_resolve_ranks(cfg, ds, r->ranks, r->comm->local_size, &expert_ranks,
+                                           err)
+                      : PMOE_OK;
 }
 
 pmoe_status run_host_alloc(void *out, size_t bytes, const char *what, pmoe_error *err) {
@@ -115,6 +91,10 @@ static void fill_info(run *r) {
     in->rank = r->rank;
     in->ranks = r->ranks;
     snprintf(in->comm, sizeof in->comm, "%s", r->comm->name);
+    if (pmoe_model_is_deep(r->cfg->model.type)) { /* the banner's layout line */
+        in->expert_ranks = m->expert_ranks;
+        in->sync_bn = r->cfg->train.sync_bn;
+    }
 }
 
 /* The process's communicator, and who we are in it. */
