@@ -59,12 +59,54 @@ static void check_model(const pmoe_bench_model *m, const char *name) {
     CHECK(isfinite(m->first_loss) && m->first_loss > 0);
 }
 
+/* What a run told its progress: every step once, in order, under its
+ * target's name, ending at exactly the total pmoe_bench_steps promised. */
+typedef struct progress_record {
+    int64_t calls, last_done, total, steps, backwards;
+    int totals_differ;
+    char seen[1024]; /* each distinct `what`, ';'-separated */
+} progress_record;
+
+static void record_progress(void *user, const char *what, int64_t done, int64_t total) {
+    progress_record *p = user;
+    if (!what) return;
+    if (p->calls++ == 0) p->total = total;
+    p->totals_differ |= total != p->total;
+    p->backwards += done < p->last_done;
+    p->steps += done == p->last_done + 1;
+    p->last_done = done;
+    char item[128];
+    snprintf(item, sizeof item, "%s;", what);
+    if (!strstr(p->seen, item) && strlen(p->seen) + strlen(item) < sizeof p->seen)
+        strcat(p->seen, item);
+}
+
+static void check_progress(const progress_record *p, int64_t want_total, const char *const *names,
+                           int name_count) {
+    CHECK_MSG(p->total == want_total && !p->totals_differ && p->backwards == 0,
+              "progress total %lld (want %lld), %s, %lld steps back", (long long)p->total,
+              (long long)want_total, p->totals_differ ? "changing" : "fixed",
+              (long long)p->backwards);
+    CHECK_MSG(p->last_done == want_total && p->steps == want_total,
+              "progress ends at %lld of %lld after %lld single steps", (long long)p->last_done,
+              (long long)want_total, (long long)p->steps);
+    for (int i = 0; i < name_count; i++) {
+        char item[128];
+        snprintf(item, sizeof item, "%s;", names[i]);
+        CHECK_MSG(strstr(p->seen, item) != NULL, "progress never said '%s' (said: %s)", names[i],
+                  p->seen);
+    }
+}
+
 static void test_library(void) {
     pmoe_config cfg;
     tiny_config(&cfg);
     pmoe_bench_result r;
     pmoe_error err;
-    pmoe_status s = pmoe_bench_run(&cfg, NULL, &r, &err);
+    progress_record told = {0};
+    const pmoe_progress progress = {&told, record_progress};
+    const pmoe_bench_options options = {NULL, -1.0, &progress};
+    pmoe_status s = pmoe_bench_run(&cfg, &options, &r, &err);
     CHECK_MSG(s == PMOE_OK, "%s", err.message);
     if (s) return;
     check_model(&r.pmoe, "pmoe");
@@ -77,6 +119,11 @@ static void test_library(void) {
     const pmoe_layer_flops *pe = pmoe_flops_layer(&r.pmoe.flops, "experts");
     const pmoe_layer_flops *ce = pmoe_flops_layer(&r.baseline.flops, "experts");
     CHECK(pe && ce && fabs(4 * pe->forward[PMOE_FLOPS_EXECUTED] - ce->forward[PMOE_FLOPS_EXECUTED]) < 1e-9);
+    /* two models of (1 + 3) train, (1 + 3) inference and 3 profiled steps */
+    const char *names[] = {"pmoe: train steps", "pmoe: inference steps", "pmoe: profiled train steps",
+                           "cnn: train steps", "cnn: inference steps", "cnn: profiled train steps"};
+    CHECK(pmoe_bench_steps(&cfg) == 22);
+    check_progress(&told, 22, names, 6);
 
     /* model.type = cnn is not something to compare with itself */
     cfg.model.type = PMOE_MODEL_CNN;
@@ -84,6 +131,28 @@ static void test_library(void) {
     tiny_config(&cfg);
     cfg.model.topl = 17;
     CHECK(pmoe_bench_run(&cfg, NULL, &r, &err) == PMOE_ERR_CONFIG && strstr(err.message, "model.topl"));
+}
+
+/* A sweep counts all its runs as one task, each run's steps under its value
+ * (here runs of different lengths: bench.repeats = 1, then 2). */
+static void test_sweep_progress(void) {
+    pmoe_config cfg;
+    tiny_config(&cfg);
+    cfg.bench.sgemm_size = 0;
+    char dir[512];
+    make_temp_dir(dir, sizeof dir);
+    progress_record told = {0};
+    const pmoe_progress progress = {&told, record_progress};
+    pmoe_error err;
+    pmoe_status s = pmoe_bench_sweep(&cfg, "bench.repeats=1,2", dir, NULL, &progress, &err);
+    CHECK_MSG(s == PMOE_OK, "%s", err.message);
+    /* (2 (1 + 1) + 1) 2 + (2 (1 + 2) + 2) 2 */
+    const char *names[] = {"bench.repeats=1 (1/2): pmoe: train steps",
+                           "bench.repeats=2 (2/2): cnn: profiled train steps"};
+    check_progress(&told, 26, names, 2);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
 }
 
 static void test_one_expert_is_the_cnn(void) {
@@ -302,9 +371,17 @@ static void test_deep_library(void) {
     deep_config(&cfg);
     static pmoe_bench_result r;
     pmoe_error err;
-    pmoe_status s = pmoe_bench_run(&cfg, NULL, &r, &err);
+    progress_record told = {0};
+    const pmoe_progress progress = {&told, record_progress};
+    const pmoe_bench_options options = {NULL, -1.0, &progress};
+    pmoe_status s = pmoe_bench_run(&cfg, &options, &r, &err);
     CHECK_MSG(s == PMOE_OK, "%s", err.message);
     if (s) return;
+    /* the models, then the three blocks alone */
+    const char *names[] = {"wrn_pmoe: train steps", "wrn: profiled train steps",
+                           "wrn_block: train steps", "pmoe_sparse: inference steps",
+                           "pmoe_dense_masked: train steps"};
+    check_progress(&told, pmoe_bench_steps(&cfg), names, 5);
     check_model(&r.pmoe, "wrn_pmoe");
     check_model(&r.baseline, "wrn");
     CHECK(r.deep && r.batch == 4 && r.channels == 3 && r.height == 32 && r.patch == 1);
@@ -453,6 +530,7 @@ static void test_deep(void) {
 int main(void) {
     test_library();
     test_one_expert_is_the_cnn();
+    test_sweep_progress();
     test_command_json();
     test_command_sweep();
     test_deep();

@@ -173,6 +173,18 @@ for i, r in enumerate(rows):
 PYEOF
 then ok; else bad "pmoe predict on an IDX file: $(cat "$TMP/err")"; fi
 expect_error "$TMP/none.png: cannot open" predict --checkpoint "$TMP/ck-idx" "$TMP/none.png"
+# --route-out: the routing picture of the predicted images; never over a FIFO or a folder
+if "$PMOE" predict --checkpoint "$TMP/ck-idx" --route-out "$TMP/pred.png" --samples 3 \
+     "$TMP/idx/t10k-images-idx3-ubyte" >"$TMP/out" 2>"$TMP/err" &&
+   [ "$(wc -l <"$TMP/out")" -eq 20 ] &&
+   grep -q "^wrote $TMP/pred.png: [0-9]* x [0-9]* pixels, 3 of 20 images drawn" "$TMP/err" &&
+   [ "$(head -c 8 "$TMP/pred.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok
+else bad "pmoe predict --route-out: $(cat "$TMP/err")"; fi
+expect_error "--samples N counts the images --route-out draws" predict --checkpoint "$TMP/ck-idx" --samples 3 "$TMP/idx/t10k-images-idx3-ubyte"
+mkfifo "$TMP/pred-fifo" && mkdir "$TMP/pred-dir.png"
+expect_error "pred-fifo: is a FIFO, not a regular file; not replaced" predict --checkpoint "$TMP/ck-idx" --route-out "$TMP/pred-fifo" "$TMP/idx/t10k-images-idx3-ubyte"
+expect_error "pred-dir.png: is a folder, not a regular file" predict --checkpoint "$TMP/ck-idx" --route-out "$TMP/pred-dir.png" "$TMP/idx/t10k-images-idx3-ubyte"
+if [ -p "$TMP/pred-fifo" ] && [ -z "$(ls -A "$TMP/pred-dir.png")" ]; then ok; else bad "predict --route-out replaced a FIFO or wrote into a folder"; fi
 
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -123,6 +123,24 @@ else bad "under an MPI launcher's variables the bar is still drawn"; fi
 if [ "$(head -1 sweep.out)" = "pmoe: bench --sweep model.topl: writing sweep/sweep-model.topl.{csv,jsonl,png}" ] &&
    [ -s sweep/sweep-model.topl.csv ]; then ok
 else bad "bench --sweep: $(head -3 sweep.out)"; fi
+# bench says what it does on stderr, stdout staying the result: plain lines
+# per target off a terminal, a bar on one, nothing with --quiet.
+BENCH=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=8
+       --set data.synthetic_dim=16 --set model.experts=4 --set model.hidden=8 --set train.batch=10
+       --set train.threads=1 --set bench.warmup=1 --set bench.repeats=1 --set bench.sgemm_size=0)
+"$PMOE" bench "${BENCH[@]}" --json >bench.out 2>bench.err
+if grep -q "^bench: pmoe: train steps  0/10$" bench.err &&
+   grep -q "^bench: cnn: profiled train steps  9/10  [0-9]* s, about [0-9]* s left$" bench.err &&
+   tail -1 bench.out | "$PY" -c 'import json, sys; json.load(sys.stdin)'; then ok
+else bad "bench progress off a terminal: $(cat bench.err)"; fi
+"$PMOE" bench "${BENCH[@]}" --quiet >bench.out 2>bench.err
+if [ ! -s bench.err ] && [ ! -s bench.out ]; then ok; else bad "bench --quiet printed: $(cat bench.err bench.out)"; fi
+if [ "$(pty_run "$PMOE" bench "${BENCH[@]}")" = bar ]; then ok
+else bad "bench draws no progress bar on a terminal"; fi
+if [ "$(pty_run "$PMOE" bench "${BENCH[@]}" --no-progress)" = plain ]; then ok
+else bad "bench --no-progress still draws a bar"; fi
+if grep -q "^bench: model.topl=2 (2/2): pmoe: train steps  10/20  " sweep.out; then ok
+else bad "bench --sweep progress: $(cat sweep.out)"; fi
 # tools/bench_tables.py --help answers (it used to read --help as a file name).
 if "$PY" "$REPO/tools/bench_tables.py" --help | grep -q "^usage: bench_tables.py"; then ok
 else bad "tools/bench_tables.py --help"; fi

@@ -311,6 +311,68 @@ static void test_bad_files(void) {
     }
 }
 
+/* predict's routing of the test files, given in the test split's order
+ * (round robin over the classes), is route's of the test set: the same
+ * picks, gates and counts, labels (the predictions: all right), and the
+ * images as read, which route shows normalised. */
+static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint,
+                                 const char *root) {
+    const char *files[18];
+    char names[18][1100];
+    int n = 0;
+    for (int i = 0; i < 6; i++)
+        for (int c = 0; c < 3; c++) {
+            snprintf(names[n], sizeof names[n], "%s/test/%s/img%03d.%s", root, TOY_CLASSES[c], i,
+                     i % 2 ? "jpg" : "png");
+            files[n] = names[n];
+            n++;
+        }
+    pmoe_error err = {PMOE_OK, ""};
+    pmoe_routing want, got;
+    pmoe_status s = pmoe_route(cfg, checkpoint, 5, &want, &err);
+    CHECK_MSG(s == PMOE_OK, "route: %s", err.message);
+    if (s) return;
+    pmoe_prediction *p = NULL;
+    int64_t count = 0;
+    pmoe_predict_options options = {NULL, &got, 5, NULL};
+    s = pmoe_predict(checkpoint, files, n, &options, &p, &count, &err);
+    CHECK_MSG(s == PMOE_OK && count == n, "predict: %s", err.message);
+    if (s) {
+        pmoe_routing_free(&want);
+        return;
+    }
+    const int k = want.experts, l = want.topl, cells = want.grid_rows * want.grid_cols;
+    CHECK(got.samples == 5 && got.test_size == n && got.experts == k && got.topl == l);
+    CHECK(got.grid_rows == want.grid_rows && got.grid_cols == want.grid_cols &&
+          got.patch == want.patch && got.channels == 3 && got.height == 16 && got.width == 16);
+    CHECK(got.test_acc < 0 && got.router_recall < 0);
+    CHECK(memcmp(got.selected, want.selected, sizeof(int32_t) * (size_t)(5 * k * l)) == 0);
+    CHECK(memcmp(got.gate, want.gate, sizeof(float) * (size_t)(5 * k * l)) == 0);
+    CHECK(memcmp(got.by_position, want.by_position, sizeof(int64_t) * (size_t)(k * cells)) == 0);
+    int labels = 1;
+    for (int i = 0; i < 5; i++)
+        labels &= got.labels[i] == p[i].class_index && got.labels[i] == want.labels[i] &&
+                  got.decisive[i] == -1;
+    CHECK(labels);
+    /* PNG files hold the pixels exactly: the image as read is byte / 255 */
+    uint8_t hwc[16 * 16 * 3];
+    double worst = 0.0;
+    for (int i = 0; i < 5; i++) {
+        const int c = i % 3, index = i / 3;
+        if (index % 2) continue; /* a JPEG */
+        toy_image(TOY_CHANNEL[c], (uint64_t)(100000 + c * 1000 + index), 16, hwc);
+        for (int ch = 0; ch < 3; ch++)
+            for (int at = 0; at < 256; at++)
+                worst = fmax(worst, fabs(got.images[(i * 3 + ch) * 256 + at] - hwc[at * 3 + ch] / 255.0));
+    }
+    CHECK_MSG(worst < 1e-6, "predict's routing images differ from the files by %g", worst);
+    printf("predict --route-out: the same picks, gates and counts as pmoe route on %d test "
+           "images; images as read within %.2g (limit 1e-6)\n", n, worst);
+    free(p);
+    pmoe_routing_free(&got);
+    pmoe_routing_free(&want);
+}
+
 static void test_train_and_predict(void) {
     char root[700], ckdir[800];
     snprintf(root, sizeof root, "%s/toy", tmp);
@@ -389,6 +451,21 @@ static void test_train_and_predict(void) {
     s = pmoe_predict(res.last_checkpoint, one, 1, NULL, &p, &count, &err);
     CHECK_MSG(s == PMOE_OK && count == 2 && strstr(p[1].source, "two.idx[1]"), "%d %s", s, err.message);
     if (!s) free(p);
+    test_predict_routing(&cfg, res.last_checkpoint, root);
+
+    /* a model without routers has no routing to draw: refused, nothing returned */
+    snprintf(ckdir, sizeof ckdir, "train.checkpoint_dir=%s/toy-cnn", tmp);
+    const char *cnn[] = {"model.type=cnn", "train.epochs=1", ckdir};
+    set_all(&cfg, cnn, 3);
+    s = pmoe_train(&cfg, NULL, NULL, &res, &err);
+    CHECK_MSG(s == PMOE_OK, "cnn: %s", err.message);
+    pmoe_routing routing;
+    pmoe_predict_options options = {NULL, &routing, 4, NULL};
+    one[0] = files[0];
+    if (!s) s = pmoe_predict(res.last_checkpoint, one, 1, &options, &p, &count, &err);
+    CHECK_MSG(s == PMOE_ERR_CONFIG && strstr(err.message, "has no router to draw") && !p &&
+                  !routing.images && !routing.by_position,
+              "cnn --route-out: %d %s", s, err.message);
 }
 
 int main(void) {

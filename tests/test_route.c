@@ -239,11 +239,12 @@ static void check_heatmaps(const pmoe_routing *r, const pmoe_route_layout *L, co
 }
 
 /* Draws routing to path, decodes it, and runs every pixel check. */
-static void draw_and_check(const pmoe_routing *r, const char *path, int expect_columns) {
+static void draw_and_check(const pmoe_routing *r, const pmoe_route_image_options *options,
+                           const char *path, int expect_columns) {
     pmoe_canvas canvas;
     pmoe_route_layout L;
     pmoe_error err = {PMOE_OK, ""};
-    pmoe_status s = pmoe_route_draw(r, NULL, &canvas, &L, &err);
+    pmoe_status s = pmoe_route_draw(r, options, &canvas, &L, &err);
     CHECK_MSG(s == PMOE_OK, "%s", err.message);
     if (s) return;
     CHECK(L.as_columns == expect_columns);
@@ -298,6 +299,41 @@ static void check_routing(const pmoe_routing *r, int want_samples) {
     CHECK_MSG(bad_rows == 0, "%d experts' position counts do not sum to N l", bad_rows);
 }
 
+/* Pictures of other images (pmoe predict's): captions replace "#i class c",
+ * one wider than its image is cut at the image's edge (the gap to the next
+ * sample stays background), and the frames are as before. */
+static void check_captions(const pmoe_routing *r, const char *tmp) {
+    const char *captions[3] = {"#0  A CAPTION FAR WIDER THAN ITS IMAGE OF 112 PIXELS AT ANY SCALE",
+                               "#1  SHORT", NULL};
+    const pmoe_route_image_options options = {0, 0, "predicted images", captions};
+    char path[1200];
+    snprintf(path, sizeof path, "%s/captions.png", tmp);
+    draw_and_check(r, &options, path, 0);
+    pmoe_canvas c;
+    pmoe_route_layout L;
+    pmoe_error err = {PMOE_OK, ""};
+    if (pmoe_route_draw(r, &options, &c, &L, &err)) {
+        CHECK_MSG(0, "%s", err.message);
+        return;
+    }
+    const int line = L.tile_pitch_y - L.image_h - (L.tile_pitch_x - L.image_w);
+    int in_gap = 0, on_image[3] = {0, 0, 0};
+    for (int s = 0; s < 3 && s < r->samples; s++) {
+        int x0, y0;
+        pmoe_route_patch_origin(&L, s, 0, &x0, &y0);
+        for (int y = y0 - line; y < y0; y++)
+            for (int x = x0; x < x0 + L.tile_pitch_x && x < c.width; x++) {
+                const int ink = !pmoe_rgb_equal(pmoe_canvas_get(&c, x, y), (pmoe_rgb){255, 255, 255});
+                if (x < x0 + L.image_w) on_image[s] += ink;
+                else in_gap += ink;
+            }
+    }
+    CHECK_MSG(in_gap == 0, "%d caption pixels in the gap between samples", in_gap);
+    CHECK_MSG(on_image[0] > on_image[1] && on_image[1] > 0 && on_image[2] > 0,
+              "caption ink %d, %d, %d", on_image[0], on_image[1], on_image[2]);
+    pmoe_canvas_free(&c);
+}
+
 static pmoe_status train_to(pmoe_config *cfg, const char *const *sets, int count,
                             const char *ck_dir, char *checkpoint, size_t size, pmoe_error *err) {
     pmoe_config_default(cfg);
@@ -341,7 +377,8 @@ int main(void) {
             CHECK(routing.experts == 4 && routing.topl == 3 && routing.test_size == 30);
             check_routing(&routing, 3);
             snprintf(path, sizeof path, "%s/mosaic.png", tmp);
-            draw_and_check(&routing, path, 0);
+            draw_and_check(&routing, NULL, path, 0);
+            check_captions(&routing, tmp);
             /* more samples than the test set holds: all of it */
             pmoe_routing_free(&routing);
             s = pmoe_route(&cfg, checkpoint, 1000, &routing, &err);
@@ -364,7 +401,7 @@ int main(void) {
         if (!s) {
             check_routing(&routing, 2);
             snprintf(path, sizeof path, "%s/synthetic.png", tmp);
-            draw_and_check(&routing, path, 1);
+            draw_and_check(&routing, NULL, path, 1);
             pmoe_routing_free(&routing);
         }
     }

@@ -10,7 +10,9 @@
 
 #include <stdint.h>
 
+#include "pmoe/progress.h"
 #include "pmoe/status.h"
+#include "pmoe/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,12 +25,26 @@ typedef struct pmoe_prediction {
     double probability;   /* the model's probability of that class */
 } pmoe_prediction;
 
+typedef struct pmoe_predict_options {
+    const char *device;     /* NULL: the checkpoint's train.device */
+    /* When not NULL, what the routers picked, for a routing picture
+     * (src/host/viz/route_image.h): the first route_samples images as read
+     * (the normalisation undone), each one's picks and gates, its predicted
+     * class as the label, and the picks of every image counted by position
+     * (test_size is the image count; test_acc and router_recall are -1).
+     * Free with pmoe_routing_free. A model without routers is refused
+     * before anything runs. */
+    pmoe_routing *routing;
+    int route_samples;
+    const pmoe_progress *progress; /* NULL, or told after each batch; units: images */
+} pmoe_predict_options;
+
 /* Predicts every image of files[0..file_count); *out (free() it) gets
- * *count predictions in order. device: NULL for the checkpoint's
- * train.device. Fails naming the file that cannot be read or fitted. */
+ * *count predictions in order. options may be NULL. Fails naming the file
+ * that cannot be read or fitted. */
 pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int file_count,
-                         const char *device, pmoe_prediction **out, int64_t *count,
-                         pmoe_error *err);
+                         const pmoe_predict_options *options, pmoe_prediction **out,
+                         int64_t *count, pmoe_error *err);
 
 #ifdef __cplusplus
 }

@@ -25,12 +25,12 @@ static void baseline_config(const pmoe_config *cfg, pmoe_config *base) {
 /* Measures cfg's model; for a model with a pMoE layer also writes the map
  * that layer routes to map[0..2] (C, H, W), else zeros. */
 static pmoe_status measure_model(const pmoe_config *cfg, const pmoe_dataset *ds, int patch,
-                                 const pmoe_bench_options *options, pmoe_bench_model *out,
-                                 int map[3], pmoe_error *err) {
+                                 const pmoe_bench_options *options, bench_meter *meter,
+                                 pmoe_bench_model *out, int map[3], pmoe_error *err) {
     bench_target t;
     map[0] = map[1] = map[2] = 0;
     pmoe_status st = bench_model_open(cfg, ds, patch, cfg->train.batch, &t, err);
-    if (!st) st = bench_target_measure(&t, cfg, options, out, err);
+    if (!st) st = bench_target_measure(&t, cfg, options, meter, out, err);
     if (!st) bench_model_map(&t, map);
     if (t.destroy) t.destroy(&t);
     return st;
@@ -41,21 +41,28 @@ static const char *const BLOCK_NAMES[PMOE_BENCH_BLOCKS] = {"wrn_block", "pmoe_sp
 
 /* Times one isolated block (bench.h) and counts its FLOPs. */
 static pmoe_status measure_block(const pmoe_config *cfg, int which, const pmoe_bench_result *r,
-                                 pmoe_bench_block *out, pmoe_error *err) {
+                                 bench_meter *meter, pmoe_bench_block *out, pmoe_error *err) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", BLOCK_NAMES[which]);
     bench_target t;
     pmoe_status st = bench_block_open(cfg, which, r->map_channels, r->map_height, r->map_width,
                                 r->patch, cfg->train.batch, &t, err);
     if (!st)
-        st = bench_time_steps(&t, 1, cfg->bench.warmup, cfg->bench.repeats, &out->train, NULL,
-                              NULL, err);
+        st = bench_time_steps(&t, out->name, 1, cfg->bench.warmup, cfg->bench.repeats, meter,
+                              &out->train, NULL, NULL, err);
     if (!st)
-        st = bench_time_steps(&t, 0, cfg->bench.warmup, cfg->bench.repeats, &out->infer, NULL,
-                              NULL, err);
+        st = bench_time_steps(&t, out->name, 0, cfg->bench.warmup, cfg->bench.repeats, meter,
+                              &out->infer, NULL, NULL, err);
     if (!st) bench_block_flops(&t, cfg, out);
     if (t.destroy) t.destroy(&t);
     return st;
+}
+
+int64_t pmoe_bench_steps(const pmoe_config *cfg) {
+    const int64_t w = cfg->bench.warmup, r = cfg->bench.repeats;
+    const int64_t model = 2 * (w + r) + r; /* train, inference, the profiled pass */
+    const int64_t block = 2 * (w + r);     /* train, inference */
+    return 2 * model + (cfg->model.type == PMOE_MODEL_WRN_PMOE ? PMOE_BENCH_BLOCKS * block : 0);
 }
 
 pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *options,
@@ -73,6 +80,8 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
                          pmoe_model_type_name(cfg->model.type));
     pmoe_config base;
     baseline_config(cfg, &base);
+    bench_meter meter = {options ? options->progress : NULL, 0, pmoe_bench_steps(cfg), "data"};
+    pmoe_progress_report(meter.to, "opening the data", 0, meter.total);
 
     pmoe_dataset *train = NULL, *test = NULL;
     pmoe_data_source chosen = cfg->data.source;
@@ -95,12 +104,14 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
     out->weight_decay = cfg->train.weight_decay;
     out->sgemm_size = cfg->bench.sgemm_size;
     if (!st && options && options->sgemm_gflops >= 0.0) out->sgemm_gflops = options->sgemm_gflops;
-    else if (!st && cfg->bench.sgemm_size > 0)
+    else if (!st && cfg->bench.sgemm_size > 0) {
+        pmoe_progress_report(meter.to, "the peak (one SGEMM)", 0, meter.total);
         st = pmoe_bench_peak_gflops(cfg, cfg->bench.sgemm_size, &out->sgemm_gflops, err);
+    }
     out->deep = pmoe_model_is_deep(cfg->model.type);
     int map[3] = {0, 0, 0}, unused[3];
-    if (!st) st = measure_model(cfg, train, patch, options, &out->pmoe, map, err);
-    if (!st) st = measure_model(&base, train, patch, options, &out->baseline, unused, err);
+    if (!st) st = measure_model(cfg, train, patch, options, &meter, &out->pmoe, map, err);
+    if (!st) st = measure_model(&base, train, patch, options, &meter, &out->baseline, unused, err);
     pmoe_dataset_free(train);
     pmoe_dataset_free(test);
     if (st) return st;
@@ -109,7 +120,7 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
         out->map_height = map[1];
         out->map_width = map[2];
         for (int i = 0; !st && i < PMOE_BENCH_BLOCKS; i++)
-            st = measure_block(cfg, i, out, &out->blocks[i], err);
+            st = measure_block(cfg, i, out, &meter, &out->blocks[i], err);
         if (st) return st;
         out->block_count = PMOE_BENCH_BLOCKS;
     }

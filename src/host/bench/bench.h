@@ -52,6 +52,7 @@
 #include "core/phase_timer.h"
 #include "model/flops.h"
 #include "pmoe/config.h"
+#include "pmoe/progress.h"
 #include "pmoe/status.h"
 
 typedef struct pmoe_timing {
@@ -132,7 +133,13 @@ typedef struct pmoe_bench_options {
     const char *peer_dir;
     /* When >= 0, the peak to use instead of measuring it (sweeps measure once). */
     double sgemm_gflops;
+    /* When not NULL, told after every step (warm-up, timed and profiled)
+     * of every target; the units are steps (pmoe_bench_steps). */
+    const pmoe_progress *progress;
 } pmoe_bench_options;
+
+/* The steps (the units of options->progress) a pmoe_bench_run of cfg takes. */
+int64_t pmoe_bench_steps(const pmoe_config *cfg);
 
 /* Runs the bench for cfg (model.type pmoe, wrn_pmoe or wrn). */
 pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *options,
@@ -156,8 +163,9 @@ double pmoe_bench_infer_gflops(const pmoe_bench_result *r, const pmoe_bench_mode
 
 /* --sweep KEY=V1,V2,...: runs the bench once per value (cfg with KEY=value)
  * and writes dir/sweep-KEY.csv and dir/sweep-KEY.png (cost against the
- * value); progress lines go to log when not NULL. */
+ * value); a line per value and per file written goes to log, and the
+ * steps of all the runs to progress, when not NULL. */
 pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
-                             FILE *log, pmoe_error *err);
+                             FILE *log, const pmoe_progress *progress, pmoe_error *err);
 
 #endif

@@ -56,17 +56,26 @@ pmoe_status bench_block_open(const pmoe_config *cfg, int which, int C, int H, in
                              int64_t batch, bench_target *t, pmoe_error *err);
 void bench_block_flops(const bench_target *t, const pmoe_config *cfg, pmoe_bench_block *out);
 
+/* How far a run has come, for options->progress: steps done of the run's
+ * pmoe_bench_steps, and the target and pass under way. */
+typedef struct bench_meter {
+    const pmoe_progress *to; /* NULL: nobody is told */
+    int64_t done, total;
+    char what[64];
+} bench_meter;
+
 /* timing.c: warmup + repeats steps, each of the last `repeats` timed alone
  * (the loss of the first and the last into *first_loss / *last_loss when
- * not NULL); and a model's whole measurement: the peer export when asked,
- * the train and inference timings, its description, and a pass with the
- * phase timer on. */
-pmoe_status bench_time_steps(bench_target *t, int train, int warmup, int repeats,
-                             pmoe_timing *out, double *first_loss, double *last_loss,
-                             pmoe_error *err);
+ * not NULL), each counted on meter as `name`'s train or inference steps;
+ * and a model's whole measurement: the peer export when asked, the train
+ * and inference timings, its description, and a pass with the phase timer
+ * on. */
+pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int warmup,
+                             int repeats, bench_meter *meter, pmoe_timing *out,
+                             double *first_loss, double *last_loss, pmoe_error *err);
 pmoe_status bench_target_measure(bench_target *t, const pmoe_config *cfg,
-                                 const pmoe_bench_options *options, pmoe_bench_model *out,
-                                 pmoe_error *err);
+                                 const pmoe_bench_options *options, bench_meter *meter,
+                                 pmoe_bench_model *out, pmoe_error *err);
 
 /* machine.c: CPU time of the whole machine and of this process, so a run
  * can tell how much of the machine other work took meanwhile (busy < 0

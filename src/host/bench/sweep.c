@@ -108,6 +108,27 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
     }
 }
 
+/* The runs' steps as one count over the sweep, each labelled with its value. */
+typedef struct sweep_progress {
+    const pmoe_progress *to;
+    const sweep_values *sv;
+    int value;             /* the run under way */
+    int64_t before, total; /* steps of the runs before it; of all the runs */
+} sweep_progress;
+
+static void sweep_update(void *user, const char *what, int64_t done, int64_t total) {
+    const sweep_progress *p = user;
+    (void)total;
+    if (!what) {
+        pmoe_progress_report(p->to, NULL, p->before + done, p->total);
+        return;
+    }
+    char label[256];
+    snprintf(label, sizeof label, "%s=%s (%d/%d): %s", p->sv->key, p->sv->text[p->value],
+             p->value + 1, p->sv->count, what);
+    pmoe_progress_report(p->to, label, p->before + done, p->total);
+}
+
 static pmoe_status open_output(const char *dir, const sweep_values *sv, const char *ext,
                                pmoe_atomic_file *out, pmoe_error *err) {
     char path[sizeof out->path];
@@ -116,23 +137,33 @@ static pmoe_status open_output(const char *dir, const sweep_values *sv, const ch
 }
 
 pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
-                             FILE *log, pmoe_error *err) {
+                             FILE *log, const pmoe_progress *progress, pmoe_error *err) {
     sweep_values sv;
     pmoe_status s = parse_sweep(sweep, &sv, err);
     if (s) return s;
     pmoe_config probe = *cfg; /* every value must be a valid setting before anything runs */
-    for (int i = 0; !s && i < sv.count; i++) s = pmoe_config_set_value(&probe, sv.key, sv.text[i], err);
+    sweep_progress counted = {progress, &sv, 0, 0, 0};
+    for (int i = 0; !s && i < sv.count; i++) {
+        s = pmoe_config_set_value(&probe, sv.key, sv.text[i], err);
+        if (!s) counted.total += pmoe_bench_steps(&probe);
+    }
+    const pmoe_progress relay = {&counted, sweep_update};
     if (!s) s = pmoe_make_dir(dir, "--out folder", err);
     if (s) return s;
     pmoe_bench_result *runs = calloc((size_t)sv.count, sizeof *runs);
     if (!runs) return pmoe_fail(err, PMOE_ERR_OOM, "--sweep: cannot allocate %d results", sv.count);
-    pmoe_bench_options options = {NULL, -1.0};
-    if (cfg->bench.sgemm_size > 0)
+    pmoe_bench_options options = {NULL, -1.0, progress ? &relay : NULL};
+    if (cfg->bench.sgemm_size > 0) {
+        pmoe_progress_report(progress, "the peak (one SGEMM)", 0, counted.total);
         s = pmoe_bench_peak_gflops(cfg, cfg->bench.sgemm_size, &options.sgemm_gflops, err);
+    }
     for (int i = 0; !s && i < sv.count; i++) {
         pmoe_config one = *cfg;
         s = pmoe_config_set_value(&one, sv.key, sv.text[i], err);
+        counted.value = i;
         if (!s) s = pmoe_bench_run(&one, &options, &runs[i], err);
+        if (!s) counted.before += pmoe_bench_steps(&one);
+        pmoe_progress_report(options.progress, NULL, 0, 0); /* the line below prints alone */
         if (s) {
             char detail[sizeof err->message];
             snprintf(detail, sizeof detail, "%s", err->message);

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "comm/comm.h"
 #include "pmoe/train.h"
 
 typedef struct flag_spec {
@@ -20,6 +23,18 @@ static const flag_spec FLAGS[] = {
     {"--sweep", ARG_SWEEP, 1}, {"--out", ARG_OUT, 1},       {"--peer", ARG_PEER, 1},
     {"--samples", ARG_SAMPLES, 1},     {"--no-progress", ARG_NO_PROGRESS, 0},
 };
+
+int cli_samples_value(const char *v, int *out) {
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < 1 || n > 1024) {
+        fprintf(stderr, "pmoe: error: --samples: expected an integer in [1, 1024], got '%s'\n", v);
+        return 2;
+    }
+    *out = (int)n;
+    return 0;
+}
 
 int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out) {
     memset(out, 0, sizeof *out);
@@ -70,21 +85,18 @@ int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_
             break;
         case ARG_OUT: out->out = argv[++i]; break;
         case ARG_PEER: out->peer = argv[++i]; break;
-        case ARG_SAMPLES: {
-            const char *v = argv[++i];
-            char *end;
-            errno = 0;
-            long n = strtol(v, &end, 10);
-            if (errno || end == v || *end || n < 1 || n > 1024) {
-                fprintf(stderr, "pmoe: error: --samples: expected an integer in [1, 1024], got '%s'\n", v);
-                return 2;
-            }
-            out->samples = (int)n;
+        case ARG_SAMPLES:
+            if (cli_samples_value(argv[++i], &out->samples)) return 2;
             break;
-        }
         }
     }
     return 0;
+}
+
+pmoe_progress cli_progress(int quiet, int no_progress, pmoe_progress_line *line, const char *task) {
+    const int speaker = pmoe_comm_launch_rank() == 0;
+    const int terminal = isatty(fileno(stderr)) && !no_progress && !pmoe_comm_launched();
+    return pmoe_progress_line_start(line, quiet || !speaker ? NULL : stderr, terminal, task);
 }
 
 pmoe_status cli_build_config(const cli_args *a, const char *base_checkpoint, pmoe_config *cfg,

@@ -7,6 +7,7 @@
 #define PMOE_CLI_ARGS_H
 
 #include "pmoe/config.h"
+#include "train/progress_line.h"
 
 enum {
     ARG_LOG = 1 << 0,        /* --log FILE */
@@ -39,6 +40,16 @@ typedef struct cli_args {
 /* Parses argv for `command`; prints one line and returns 2 on a bad
  * argument, else 0. */
 int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_args *out);
+
+/* --samples N: *out = N, an integer in [1, 1024]; else prints one line and
+ * returns 2. */
+int cli_samples_value(const char *value, int *out);
+
+/* The progress line of a long command (bench, eval, route, predict) on
+ * stderr, so that stdout stays the result: silent with --quiet and on
+ * every rank but the launcher's rank 0; plain lines with --no-progress,
+ * off a terminal or under an MPI launcher (train_command.c says why). */
+pmoe_progress cli_progress(int quiet, int no_progress, pmoe_progress_line *line, const char *task);
 
 /* Defaults (or the config saved in base_checkpoint when not NULL), then the
  * --config files, then the --set overrides. */

@@ -13,7 +13,8 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: pmoe bench [--config FILE] [--set section.key=value ...] [--json] [--quiet]\n"
-            "                  [--sweep section.key=v1,v2,... ...] [--out DIR] [--peer DIR]\n"
+            "                  [--no-progress] [--sweep section.key=v1,v2,... ...] [--out DIR]\n"
+            "                  [--peer DIR]\n"
             "Times the configured pMoE and its single-expert CNN baseline (model.type = cnn,\n"
             "the same data and total hidden m) on one composed batch of train.batch samples:\n"
             "bench.warmup untimed steps, then bench.repeats timed ones (median, min, max).\n"
@@ -29,12 +30,16 @@ static void usage(FILE *out) {
             "  --sweep K=V,. runs the bench per value of K; writes DIR/sweep-K.csv, .jsonl\n"
             "                and .png (DIR from --out, default bench-out)\n"
             "  --peer DIR    also writes the initial weights, the batch and the result\n"
-            "                (DIR/pmoe-bench.json) for bench/torch_peer.py\n");
+            "                (DIR/pmoe-bench.json) for bench/torch_peer.py\n"
+            "Progress (the target, step i of n, the time left) goes to stderr: a redrawn\n"
+            "line on a terminal, else (and with --no-progress) a plain line per target and\n"
+            "every 30 s; --quiet silences it with the table.\n");
 }
 
 int pmoe_cli_bench(int argc, char **argv) {
     cli_args a;
-    int rc = cli_parse(argc, argv, "bench", ARG_JSON | ARG_QUIET | ARG_SWEEP | ARG_OUT | ARG_PEER, &a);
+    int rc = cli_parse(argc, argv, "bench",
+                       ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS | ARG_SWEEP | ARG_OUT | ARG_PEER, &a);
     if (rc) return rc;
     if (a.help) {
         usage(stdout);
@@ -43,6 +48,8 @@ int pmoe_cli_bench(int argc, char **argv) {
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
     if (cli_build_config(&a, NULL, &cfg, &err)) return pmoe_cli_fail(&err);
+    pmoe_progress_line line;
+    const pmoe_progress progress = cli_progress(a.quiet, a.no_progress, &line, "bench");
     if (a.sweep_count > 0) {
         if (a.peer) {
             pmoe_fail(&err, PMOE_ERR_CONFIG, "--peer and --sweep do not go together: run the peer per config");
@@ -56,21 +63,26 @@ int pmoe_cli_bench(int argc, char **argv) {
                 printf("pmoe: bench --sweep %.*s: writing %s/sweep-%.*s.{csv,jsonl,png}\n",
                        eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i], dir,
                        eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i]);
-            if (pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout, &err))
-                return pmoe_cli_fail(&err);
+            fflush(stdout); /* before the progress lines on stderr */
+            pmoe_status s = pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout,
+                                             &progress, &err);
+            pmoe_progress_line_end(&line);
+            if (s) return pmoe_cli_fail(&err);
         }
         return 0;
     }
     pmoe_bench_result res;
-    pmoe_bench_options options = {a.peer, -1.0};
+    pmoe_bench_options options = {a.peer, -1.0, &progress};
     if (a.peer && pmoe_make_dir(a.peer, "--peer folder", &err)) /* before the runs, not after */
         return pmoe_cli_fail(&err);
-    if (pmoe_bench_run(&cfg, &options, &res, &err)) return pmoe_cli_fail(&err);
+    pmoe_status s = pmoe_bench_run(&cfg, &options, &res, &err);
+    pmoe_progress_line_end(&line);
+    if (s) return pmoe_cli_fail(&err);
     if (a.peer) {
         char path[1200];
         snprintf(path, sizeof path, "%s/pmoe-bench.json", a.peer);
         pmoe_atomic_file out;
-        pmoe_status s = pmoe_atomic_open(&out, path, &err);
+        s = pmoe_atomic_open(&out, path, &err);
         if (!s) {
             pmoe_bench_write_json(out.stream, &res);
             fputc('\n', out.stream);

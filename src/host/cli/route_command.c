@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/files.h"
 #include "pmoe/train.h"
 #include "viz/png_write.h"
 #include "viz/route_image.h"
@@ -33,6 +34,8 @@ int pmoe_cli_route(int argc, char **argv) {
     }
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
+    /* a FIFO or a folder as the picture is refused before the pass over the test set */
+    if (pmoe_atomic_check(a.out, &err)) return pmoe_cli_fail(&err);
     if (cli_build_config(&a, a.checkpoint, &cfg, &err)) return pmoe_cli_fail(&err);
     pmoe_routing routing;
     if (pmoe_route(&cfg, a.checkpoint, a.samples ? a.samples : DEFAULT_SAMPLES, &routing, &err))

@@ -6,7 +6,11 @@
  * evaluation forward pass (batch norm on running statistics) batch by
  * batch, and each row of logits becomes a class and its probability: the
  * largest logit (the first of equal ones, as evaluation counts accuracy)
- * and its softmax share, or for a binary model sign(f) and its sigmoid. */
+ * and its softmax share, or for a binary model sign(f) and its sigmoid.
+ * Asked for the routing, it copies each batch's picks and gates back and
+ * keeps them as pmoe route keeps the test set's (train.h's pmoe_routing),
+ * with the images shown as read: the picture is of the files, not of their
+ * normalised values. */
 #include "pmoe/predict.h"
 
 #include <math.h>
@@ -115,27 +119,114 @@ static void decide(const float *z, int classes, int *best, double *probability) 
     *probability = 1.0 / denom;
 }
 
+/* The routing's shape and buffers, for the model m on the images of ds. */
+static pmoe_status routing_open(const pmoe_config *cfg, const pmoe_model *m,
+                                const pmoe_dataset *ds, int patch, int samples,
+                                pmoe_routing *out, pmoe_error *err) {
+    const pmoe_routing_view v = pmoe_model_routing(m);
+    memset(out, 0, sizeof *out);
+    if (!v.routes)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "model.type = %s has no router to draw",
+                         pmoe_model_type_name(cfg->model.type));
+    const int input_patch = pmoe_input_patch(cfg, patch);
+    pmoe_run_info *in = &out->info;
+    snprintf(in->data, sizeof in->data, "the images given to pmoe predict");
+    snprintf(in->model, sizeof in->model, "%s", pmoe_model_type_name(cfg->model.type));
+    in->test_size = ds->count;
+    in->patches = v.patch_count;
+    in->patch_dim = v.patch_dim;
+    in->patch = patch;
+    in->classes = m->classes;
+    in->experts = v.experts;
+    in->topl = v.topl;
+    in->ranks = 1;
+    out->channels = ds->channels;
+    out->height = ds->height;
+    out->width = ds->width;
+    out->patch = input_patch;
+    out->grid_rows = ds->height / input_patch;
+    out->grid_cols = ds->width / input_patch;
+    out->experts = v.experts;
+    out->topl = v.topl;
+    out->classes = m->classes;
+    out->samples = (int)(samples < ds->count ? samples : ds->count);
+    out->test_size = ds->count;
+    out->test_acc = -1.0;
+    out->router_recall = -1.0;
+    const size_t per = (size_t)ds->channels * ds->height * ds->width;
+    const size_t kl = (size_t)v.experts * v.topl, n = (size_t)out->samples;
+    out->images = malloc(sizeof(float) * per * (n ? n : 1));
+    out->labels = malloc(sizeof(int32_t) * (n ? n : 1));
+    out->decisive = malloc(sizeof(int32_t) * (n ? n : 1));
+    out->selected = malloc(sizeof(int32_t) * kl * (n ? n : 1));
+    out->gate = malloc(sizeof(float) * kl * (n ? n : 1));
+    out->by_position = calloc((size_t)v.experts * v.patch_count, sizeof(int64_t));
+    if (!out->images || !out->labels || !out->decisive || !out->selected || !out->gate ||
+        !out->by_position)
+        return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for the routing of %d images",
+                         out->samples);
+    return PMOE_OK;
+}
+
+/* One batch's picks: counted by position for every image, kept whole for
+ * the first out->samples (images as read: the normalisation undone). */
+static pmoe_status routing_add(const pmoe_model *m, const pmoe_dataset *ds, int64_t start,
+                               int64_t b, const float *host, const pmoe_prediction *preds,
+                               int32_t *selected, pmoe_routing *out, pmoe_error *err) {
+    const pmoe_routing_view v = pmoe_model_routing(m);
+    const int64_t kl = (int64_t)v.experts * v.topl;
+    pmoe_status s = m->be->copy_out(m->be, selected, v.selected, sizeof(int32_t) * (size_t)(b * kl), err);
+    if (s) return s;
+    for (int64_t i = 0; i < b * kl; i++)
+        out->by_position[(i % kl) / v.topl * v.patch_count + selected[i]]++;
+    const int64_t kept = start < out->samples ? (out->samples - start < b ? out->samples - start : b) : 0;
+    if (kept <= 0) return PMOE_OK;
+    s = m->be->copy_out(m->be, out->gate + start * kl, v.gate, sizeof(float) * (size_t)(kept * kl), err);
+    if (s) return s;
+    memcpy(out->selected + start * kl, selected, sizeof(int32_t) * (size_t)(kept * kl));
+    const int64_t plane = (int64_t)ds->height * ds->width, per = ds->channels * plane;
+    for (int64_t i = 0; i < kept; i++) {
+        out->labels[start + i] = preds[start + i].class_index;
+        out->decisive[start + i] = -1;
+        for (int c = 0; c < ds->channels; c++)
+            for (int64_t p = 0; p < plane; p++) {
+                const int64_t at = i * per + c * plane + p;
+                out->images[start * per + at] = host[at] * ds->std[c] + ds->mean[c];
+            }
+    }
+    return PMOE_OK;
+}
+
 static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
                              const pmoe_input_spec *spec, const pmoe_dataset *ds,
-                             const char *device, pmoe_prediction *out, pmoe_error *err) {
+                             const pmoe_predict_options *options, pmoe_prediction *out,
+                             pmoe_error *err) {
     pmoe_backend *be = NULL;
     pmoe_model *m = NULL;
     float *host = NULL, *logits = NULL;
+    int32_t *selected = NULL;
     int patch = 0;
     const int64_t batch = ds->count < PREDICT_BATCH ? ds->count : PREDICT_BATCH;
     const size_t per = (size_t)ds->channels * ds->height * ds->width;
+    const char *device = options && options->device ? options->device : cfg->train.device;
+    pmoe_routing *routing = options ? options->routing : NULL;
     pmoe_status s = pmoe_resolve_patch(cfg, ds, &patch, err);
-    if (!s) s = pmoe_backend_create(device ? device : cfg->train.device, cfg->train.threads, &be, err);
+    if (!s) s = pmoe_backend_create(device, cfg->train.threads, &be, err);
     if (!s)
         s = pmoe_model_create(be, cfg, ds->channels, ds->height, ds->width, patch, spec->classes,
                               batch, &m, err);
     if (!s) s = pmoe_checkpoint_restore(file, m, NULL, err);
+    if (!s && routing) s = routing_open(cfg, m, ds, patch, options->route_samples, routing, err);
     if (!s) {
         host = malloc(sizeof(float) * per * (size_t)batch);
         logits = malloc(sizeof(float) * (size_t)(batch * spec->classes));
-        if (!host || !logits) s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory for a batch");
+        if (routing) selected = malloc(sizeof(int32_t) * (size_t)(batch * routing->experts * routing->topl));
+        if (!host || !logits || (routing && !selected))
+            s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory for a batch");
     }
     if (!s) m->training = 0;
+    const pmoe_progress *progress = options ? options->progress : NULL;
+    if (!s) pmoe_progress_report(progress, "images", 0, ds->count);
     for (int64_t start = 0; !s && start < ds->count; start += batch) {
         const int64_t b = ds->count - start < batch ? ds->count - start : batch;
         for (int64_t i = 0; i < b; i++) ds->compose(ds, start + i, host + (size_t)i * per);
@@ -151,20 +242,25 @@ static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
             else
                 snprintf(p->class_name, sizeof p->class_name, "%d", p->class_index);
         }
+        if (!s && routing) s = routing_add(m, ds, start, b, host, out, selected, routing, err);
+        pmoe_progress_report(progress, "images", start + b, ds->count);
     }
     if (!s) s = be->synchronize(be, err);
+    if (s && routing) pmoe_routing_free(routing);
     free(host);
     free(logits);
+    free(selected);
     pmoe_model_free(m);
     pmoe_backend_destroy(be);
     return s;
 }
 
 pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int file_count,
-                         const char *device, pmoe_prediction **out, int64_t *count,
-                         pmoe_error *err) {
+                         const pmoe_predict_options *options, pmoe_prediction **out,
+                         int64_t *count, pmoe_error *err) {
     *out = NULL;
     *count = 0;
+    if (options && options->routing) memset(options->routing, 0, sizeof *options->routing);
     if (file_count < 1) return pmoe_fail(err, PMOE_ERR_CONFIG, "predict: no image files given");
     pmoe_st_file file;
     pmoe_status s = pmoe_checkpoint_open(checkpoint, &file, err);
@@ -193,7 +289,7 @@ pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int f
     }
     for (int64_t i = 0; !s && i < ds->count; i++)
         snprintf(preds[i].source, sizeof preds[i].source, "%s", in.items[i].path);
-    if (!s) s = run_model(&cfg, &file, &spec, ds, device, preds, err);
+    if (!s) s = run_model(&cfg, &file, &spec, ds, options, preds, err);
     if (!s) {
         *out = preds;
         *count = ds->count;

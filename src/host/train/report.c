@@ -7,6 +7,7 @@
 
 #include "core/files.h"
 #include "core/phase_timer.h"
+#include "train/progress_line.h"
 
 void pmoe_write_json_string(FILE *out, const char *s) {
     fputc('"', out);
@@ -84,10 +85,8 @@ static void on_step(void *user, const pmoe_step_report *r) {
     rep->last_draw = t;
     const double done = ((r->epoch - 1) + (double)r->batch_index / (double)r->batches) / r->epochs;
     const double eta = done > 0 ? r->elapsed * (1.0 - done) / done : 0.0;
-    char bar[31];
-    int filled = (int)(done * 30);
-    for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '.';
-    bar[30] = '\0';
+    char bar[PMOE_PROGRESS_BAR_WIDTH + 1];
+    pmoe_progress_bar(done, bar);
     fprintf(rep->progress, "\r\033[K%s [%s] epoch %d/%d  step %lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
             r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", bar, r->epoch, r->epochs,
             (long long)r->step, r->loss, r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0,

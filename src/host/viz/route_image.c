@@ -67,18 +67,28 @@ static int gate_percent(float gate) {
 
 /* ---- texts ---- */
 
-static void title_lines(const pmoe_routing *r, char line1[256], char line2[256]) {
+static const pmoe_route_image_options NO_OPTIONS = {0, 0, NULL, NULL};
+
+static const char *population(const pmoe_route_image_options *o) {
+    return o->population ? o->population : "test samples";
+}
+
+static void title_lines(const pmoe_routing *r, const pmoe_route_image_options *o,
+                        char line1[256], char line2[256]) {
     snprintf(line1, 256, "%s on %s: %d experts, each picks %d of %d patches", r->info.model,
              r->info.data, r->experts, r->topl, r->grid_rows * r->grid_cols);
-    int n = snprintf(line2, 256, "test accuracy %.1f%% on %lld samples", 100.0 * r->test_acc,
-                     (long long)r->test_size);
+    int n = r->test_acc >= 0.0 ? snprintf(line2, 256, "test accuracy %.1f%% on %lld %s",
+                                          100.0 * r->test_acc, (long long)r->test_size,
+                                          population(o))
+                               : snprintf(line2, 256, "%lld %s", (long long)r->test_size,
+                                          population(o));
     if (r->router_recall >= 0.0 && n > 0 && n < 256)
         snprintf(line2 + n, (size_t)(256 - n), ", router recall %.1f%%", 100.0 * r->router_recall);
 }
 
-static void heat_header(const pmoe_routing *r, char out[256]) {
-    snprintf(out, 256, "share of the %lld test samples in which each expert picks each position:",
-             (long long)r->test_size);
+static void heat_header(const pmoe_routing *r, const pmoe_route_image_options *o, char out[256]) {
+    snprintf(out, 256, "share of the %lld %s in which each expert picks each position:",
+             (long long)r->test_size, population(o));
 }
 
 static void heat_label(int expert, char out[32]) { snprintf(out, 32, "expert %d", expert); }
@@ -185,8 +195,7 @@ static int tag_capacity(const pmoe_route_layout *L, int pickers, int decisive, i
 pmoe_status pmoe_route_layout_make(const pmoe_routing *r, const pmoe_route_image_options *options,
                                    pmoe_route_layout *L, pmoe_error *err) {
     memset(L, 0, sizeof *L);
-    const pmoe_route_image_options none = {0, 0};
-    const pmoe_route_image_options *o = options ? options : &none;
+    const pmoe_route_image_options *o = options ? options : &NO_OPTIONS;
     if (r->experts < 1 || r->topl < 1 || r->grid_rows < 1 || r->grid_cols < 1 || r->patch < 1)
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "nothing to draw: %d experts, top-%d, a %d x %d patch grid", r->experts,
@@ -258,8 +267,8 @@ pmoe_status pmoe_route_layout_make(const pmoe_routing *r, const pmoe_route_image
 
     /* Texts decide the width where they are wider than the content. */
     char line1[256], line2[256], header[256];
-    title_lines(r, line1, line2);
-    heat_header(r, header);
+    title_lines(r, o, line1, line2);
+    heat_header(r, o, header);
     int width = content_w;
     width = max_int(width, pmoe_text_width(line1, TEXT_SCALE));
     width = max_int(width, pmoe_text_width(line2, TEXT_SCALE));
@@ -338,15 +347,21 @@ static void draw_pixels(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_
         }
 }
 
-static void draw_sample(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_layout *L, int s) {
+static void draw_sample(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_image_options *o,
+                        const pmoe_route_layout *L, int s) {
     const int k = r->experts, l = r->topl, n = r->grid_rows * r->grid_cols;
     int x, y;
     pmoe_route_patch_origin(L, s, 0, &x, &y);
-    char caption[64];
-    if (r->info.classes <= 1)
+    char caption[256];
+    if (o->captions && o->captions[s])
+        snprintf(caption, sizeof caption, "%s", o->captions[s]);
+    else if (r->info.classes <= 1)
         snprintf(caption, sizeof caption, "#%d  y = %s", s, r->labels[s] ? "+1" : "-1");
     else
         snprintf(caption, sizeof caption, "#%d  class %d", s, (int)r->labels[s]);
+    /* within the image's width: the gap to the next sample stays clear */
+    for (size_t len = strlen(caption); len > 0 && pmoe_text_width(caption, TEXT_SCALE) > L->image_w;)
+        caption[--len] = '\0';
     pmoe_canvas_text(c, x, y - LINE + 1, TEXT_SCALE, caption, INK);
     draw_pixels(c, r, L, s);
 
@@ -398,13 +413,14 @@ static void draw_sample(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_
     }
 }
 
-static void draw_heatmaps(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_layout *L) {
+static void draw_heatmaps(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_image_options *o,
+                          const pmoe_route_layout *L) {
     const int n = r->grid_rows * r->grid_cols, hc = L->heat_cell;
     int x, y;
     pmoe_route_heat_origin(L, 0, 0, &x, &y);
     /* the header and the colour bar */
     char header[256];
-    heat_header(r, header);
+    heat_header(r, o, header);
     const int hy = y - 2 * LINE - 8 + 1;
     int cx = x + pmoe_canvas_text(c, x, hy, TEXT_SCALE, header, INK) + 12;
     cx += pmoe_canvas_text(c, cx, hy, TEXT_SCALE, "0%", INK) + 6;
@@ -441,17 +457,18 @@ pmoe_status pmoe_route_draw(const pmoe_routing *r, const pmoe_route_image_option
                             pmoe_canvas *canvas, pmoe_route_layout *layout, pmoe_error *err) {
     pmoe_route_layout local;
     pmoe_route_layout *L = layout ? layout : &local;
+    const pmoe_route_image_options *o = options ? options : &NO_OPTIONS;
     memset(canvas, 0, sizeof *canvas);
     pmoe_status s = pmoe_route_layout_make(r, options, L, err);
     if (!s) s = pmoe_canvas_init(canvas, L->width, L->height, BACKGROUND, err);
     if (s) return s;
     char line1[256], line2[256];
-    title_lines(r, line1, line2);
+    title_lines(r, o, line1, line2);
     pmoe_canvas_text(canvas, MARGIN, MARGIN, TEXT_SCALE, line1, INK);
     pmoe_canvas_text(canvas, MARGIN, MARGIN + LINE, TEXT_SCALE, line2, INK);
     measure_legend(canvas, r, L, MARGIN, MARGIN + 2 * LINE + 6, L->width - 2 * MARGIN);
     for (int i = 0; i < r->samples; i++)
-        draw_sample(canvas, r, L, i);
-    draw_heatmaps(canvas, r, L);
+        draw_sample(canvas, r, o, L, i);
+    draw_heatmaps(canvas, r, o, L);
     return PMOE_OK;
 }

@@ -33,6 +33,13 @@ typedef struct pmoe_route_image_options {
     int scale;   /* canvas pixels per image pixel; 0: a patch is about 84 pixels, an image
                     at most 448 */
     int columns; /* samples per row; 0: up to 4, a row at most 1440 pixels wide */
+    /* What the samples are, for pictures of other images than the test set's
+     * (pmoe predict): population names them in the titles (NULL: "test
+     * samples"; the accuracy line is left out where routing->test_acc < 0),
+     * and captions[i] replaces sample i's "#i class c" (NULL: that); a
+     * caption wider than its image is cut to fit. */
+    const char *population;
+    const char *const *captions;
 } pmoe_route_image_options;
 
 /* Where everything lies; all in canvas pixels. */
