@@ -141,6 +141,22 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
  * never writes into its origin's folder), unless an override sets the key. */
 pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err);
 
+/* Per-class figures of one evaluation over the test set (asked for with
+ * pmoe_eval_options.per_class or pmoe_train_options.per_class): the
+ * confusion matrix counts[t * classes + p], the test samples of true class
+ * t predicted as p, by the rule accuracy counts by (the largest logit, the
+ * first of equal ones; a binary model's sign(f)). A class's accuracy is its
+ * row's diagonal share. classes = 0: not measured. Free with
+ * pmoe_class_figures_free. */
+typedef struct pmoe_class_figures {
+    int classes;     /* the model's classes; 2 for a binary model (0: y = -1, 1: y = +1) */
+    int binary;
+    int64_t *counts; /* classes x classes, rows the true class */
+    char **names;    /* the data's class names (the folder source's folders), or NULL */
+} pmoe_class_figures;
+
+void pmoe_class_figures_free(pmoe_class_figures *figures);
+
 typedef struct pmoe_eval_result {
     pmoe_run_info info;
     char checkpoint[1024]; /* the file evaluated */

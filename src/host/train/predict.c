@@ -24,6 +24,7 @@
 #include "data/image_set.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "train/class_figures.h"
 #include "train/input_spec.h"
 #include "train/resolve.h"
 
@@ -102,20 +103,18 @@ static pmoe_status open_inputs(const char *const *files, int file_count, inputs 
     return PMOE_OK;
 }
 
-/* Class and probability from one row of logits. */
+/* Class (evaluation's rule: class_figures.h) and probability from one row
+ * of logits. */
 static void decide(const float *z, int classes, int *best, double *probability) {
+    const int b = pmoe_predicted_class(z, classes);
+    *best = b;
     if (classes == 1) {
         const double p = 1.0 / (1.0 + exp(-(double)z[0]));
-        *best = z[0] > 0.0f;
-        *probability = *best ? p : 1.0 - p;
+        *probability = b ? p : 1.0 - p;
         return;
     }
-    int b = 0;
-    for (int c = 1; c < classes; c++)
-        if (z[c] > z[b]) b = c;
     double denom = 0.0;
     for (int c = 0; c < classes; c++) denom += exp((double)z[c] - (double)z[b]);
-    *best = b;
     *probability = 1.0 / denom;
 }
 

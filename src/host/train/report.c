@@ -7,6 +7,7 @@
 
 #include "core/files.h"
 #include "core/phase_timer.h"
+#include "train/class_figures.h"
 #include "train/progress_line.h"
 
 void pmoe_write_json_string(FILE *out, const char *s) {
@@ -215,6 +216,61 @@ void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
                 "skip)\n",
                 (long long)res->skipped_steps, res->skipped_steps == 1 ? "" : "s");
     fflush(rep->progress);
+}
+
+void pmoe_class_figures_print(FILE *out, const pmoe_class_figures *f) {
+    int width = 5; /* the widest name, for the name column */
+    char buf[16];
+    for (int c = 0; c < f->classes; c++) {
+        const int len = (int)strlen(pmoe_class_name(f, c, buf));
+        if (len > width) width = len < 32 ? len : 32;
+    }
+    int64_t most = 0;
+    for (int64_t i = 0; i < (int64_t)f->classes * f->classes; i++)
+        if (f->counts[i] > most) most = f->counts[i];
+    int cell = snprintf(NULL, 0, "%lld", (long long)most);
+    const int index_width = snprintf(NULL, 0, "%d", f->classes - 1);
+    if (cell < index_width) cell = index_width;
+    fprintf(out, "per class (accuracy: the share of the class's test samples predicted right)\n");
+    fprintf(out, "  %*s  %-*s  %8s  %8s\n", index_width, "#", width, "class", "samples", "accuracy");
+    for (int c = 0; c < f->classes; c++) {
+        const int64_t n = pmoe_class_samples(f, c);
+        fprintf(out, "  %*d  %-*.*s  %8lld  ", index_width, c, width, width,
+                pmoe_class_name(f, c, buf), (long long)n);
+        if (n > 0) fprintf(out, "%7.2f%%\n", 100.0 * (double)pmoe_class_correct(f, c) / (double)n);
+        else fprintf(out, "%8s\n", "-");
+    }
+    fprintf(out, "confusion matrix (rows: the true class, columns: the predicted class, by #)\n");
+    fprintf(out, "  %*s ", index_width, "");
+    for (int p = 0; p < f->classes; p++) fprintf(out, " %*d", cell, p);
+    fputc('\n', out);
+    for (int t = 0; t < f->classes; t++) {
+        fprintf(out, "  %*d ", index_width, t);
+        for (int p = 0; p < f->classes; p++)
+            fprintf(out, " %*lld", cell, (long long)f->counts[(int64_t)t * f->classes + p]);
+        fputc('\n', out);
+    }
+}
+
+void pmoe_class_figures_write_json(FILE *out, const pmoe_class_figures *f) {
+    char buf[16];
+    fprintf(out, "\"per_class\":[");
+    for (int c = 0; c < f->classes; c++) {
+        const int64_t n = pmoe_class_samples(f, c), right = pmoe_class_correct(f, c);
+        fprintf(out, "%s{\"index\":%d,\"class\":", c ? "," : "", c);
+        pmoe_write_json_string(out, pmoe_class_name(f, c, buf));
+        fprintf(out, ",\"samples\":%lld,\"correct\":%lld", (long long)n, (long long)right);
+        if (n > 0) fprintf(out, ",\"accuracy\":%.6g}", (double)right / (double)n);
+        else fprintf(out, ",\"accuracy\":null}");
+    }
+    fprintf(out, "],\"confusion\":[");
+    for (int t = 0; t < f->classes; t++) {
+        fprintf(out, "%s[", t ? "," : "");
+        for (int p = 0; p < f->classes; p++)
+            fprintf(out, "%s%lld", p ? "," : "", (long long)f->counts[(int64_t)t * f->classes + p]);
+        fputc(']', out);
+    }
+    fputc(']', out);
 }
 
 void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {

@@ -34,6 +34,16 @@ void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res);
 /* The result as one JSON object on one line (no newline). */
 void pmoe_write_result_json(FILE *out, const pmoe_train_result *res);
 
+/* Per-class figures as text: a row per class (its name, test samples,
+ * accuracy), then the confusion matrix (rows: the true class, columns:
+ * the predicted one, headed by class index). */
+void pmoe_class_figures_print(FILE *out, const pmoe_class_figures *f);
+
+/* The same as JSON members, with no braces and no leading comma:
+ * "per_class":[{"index":0,"class":"cat","samples":10,"correct":9,
+ * "accuracy":0.9},...],"confusion":[[9,1],[2,8]]. */
+void pmoe_class_figures_write_json(FILE *out, const pmoe_class_figures *f);
+
 /* Writes s as a JSON string literal, quotes included. */
 void pmoe_write_json_string(FILE *out, const char *s);
 
