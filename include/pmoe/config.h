@@ -127,6 +127,8 @@ typedef struct pmoe_train_config {
     int64_t fault_nan_step; /* testing aid: poison this main-phase step's batch with NaN; 0 = off */
     int64_t checkpoint_every; /* steps between checkpoints; 0 = only when stopped by a signal */
     int keep;                 /* checkpoints kept in checkpoint_dir (the newest) */
+    int keep_best;            /* also keep checkpoint_dir/best.safetensors: the best test
+                                 accuracy so far, never pruned */
     char checkpoint_dir[1024];
     int on_nonfinite;         /* pmoe_on_nonfinite */
     char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */

@@ -96,6 +96,7 @@ static const key_spec KEYS[] = {
     {"train.fault_nan_step", KEY_INT64, OFF(train.fault_nan_step), 0, 0, 1e15, "0", {0}},
     {"train.checkpoint_every", KEY_INT64, OFF(train.checkpoint_every), 0, 0, 1e15, "0", {0}},
     {"train.keep", KEY_INT, OFF(train.keep), 0, 1, 1e6, "3", {0}},
+    {"train.keep_best", KEY_BOOL, OFF(train.keep_best), 0, 0, 1, "0", {0}},
     {"train.checkpoint_dir", KEY_STRING, OFF(train.checkpoint_dir), SIZE(train.checkpoint_dir), 1, 0, "checkpoints", {0}},
     {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), SIZE(train.profile_steps), 0, 0, "", {0}},
     {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, "0", {0}},

@@ -216,11 +216,22 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
     int own = 0;
     while (own < ROOM && meta[own].key) own++;
     if (!pos->run_id[0]) own--; /* run_id, the last, is left out when the run has none */
+    char best_epoch[24], best_acc[40]; /* train.keep_best: the best evaluation so far */
+    if (pos->best_epoch > 0) {
+        snprintf(best_epoch, sizeof best_epoch, "%d", pos->best_epoch);
+        snprintf(best_acc, sizeof best_acc, "%.17g", pos->best_acc);
+        meta[own++] = (pmoe_st_meta){"best_epoch", best_epoch};
+        meta[own++] = (pmoe_st_meta){"best_test_acc", best_acc};
+    }
     if (extra_count < 0 || own + extra_count > ROOM)
         return pmoe_fail(err, PMOE_ERR_INTERNAL, "checkpoint: %d extra metadata entries (room for %d)",
                          extra_count, ROOM - own);
     for (int i = 0; i < extra_count; i++) meta[own + i] = extra[i];
     return pmoe_safetensors_write(path, entries, n, meta, own + extra_count, err);
+}
+
+void pmoe_checkpoint_best_path(const char *dir, char *out, size_t out_size) {
+    snprintf(out, out_size, "%s/%s", dir, PMOE_CHECKPOINT_BEST);
 }
 
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size) {

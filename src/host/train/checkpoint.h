@@ -55,6 +55,14 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
  * name alone. */
 void pmoe_checkpoint_path(const char *dir, int64_t global_step, char *out, size_t out_size);
 
+/* "<dir>/best.safetensors": the checkpoint train.keep_best keeps, saved at
+ * the end of the epoch whose evaluation was the best so far (metadata
+ * best_epoch and best_test_acc say which and how good). Not a checkpoint
+ * name (checkpoint_folder.h), so it is never pruned, never the newest of a
+ * folder, and never resumed from unless named. */
+#define PMOE_CHECKPOINT_BEST "best.safetensors"
+void pmoe_checkpoint_best_path(const char *dir, char *out, size_t out_size);
+
 /* Creates dir (one level) if missing. */
 pmoe_status pmoe_checkpoint_make_dir(const char *dir, pmoe_error *err);
 

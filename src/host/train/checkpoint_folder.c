@@ -186,9 +186,9 @@ static void holder_words(int fd, char *out, size_t size) {
     else out[0] = '\0';
 }
 
-/* Deletes "<checkpoint name>.tmp.<digits>" regular files: what a killed
- * safetensors writer leaves (see safetensors.c). Only under the lock, so no
- * live writer owns them. */
+/* Deletes "<checkpoint name>.tmp.<digits>" regular files (best.safetensors
+ * is one here): what a killed safetensors writer leaves (see
+ * safetensors.c). Only under the lock, so no live writer owns them. */
 static void sweep_temporaries(const pmoe_checkpoint_folder *f) {
     DIR *d = opendir(f->dir);
     if (!d) return;
@@ -202,7 +202,7 @@ static void sweep_temporaries(const pmoe_checkpoint_folder *f) {
         if (base_len >= sizeof base || !*pid || strspn(pid, "0123456789") != strlen(pid)) continue;
         memcpy(base, e->d_name, base_len);
         base[base_len] = '\0';
-        if (!pmoe_checkpoint_name_step(base, &step)) continue;
+        if (!pmoe_checkpoint_name_step(base, &step) && strcmp(base, PMOE_CHECKPOINT_BEST)) continue;
         char path[4200];
         join(f->dir, e->d_name, path, sizeof path);
         struct stat st;

@@ -104,6 +104,18 @@ pmoe_status pmoe_checkpoint_position(const pmoe_st_file *file, pmoe_train_positi
         return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'run_id' is %.40s, expected %d hex digits",
                          file->origin, id, PMOE_RUN_ID_CHARS);
     snprintf(pos->run_id, sizeof pos->run_id, "%s", id ? id : "");
+    if (!pmoe_safetensors_meta(file, "best_epoch")) return PMOE_OK; /* none (yet) */
+    int64_t best_epoch = 0;
+    s = meta_int(file, "best_epoch", 1, INT_MAX - 1, &best_epoch, err);
+    if (s) return s;
+    const char *acc = pmoe_safetensors_meta(file, "best_test_acc");
+    end = NULL;
+    pos->best_acc = acc ? strtod(acc, &end) : 0.0;
+    if (!acc || end == acc || *end || !(pos->best_acc >= 0.0 && pos->best_acc <= 1.0))
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: metadata 'best_test_acc' is %.40s, expected a number in [0, 1]",
+                         file->origin, acc ? acc : "missing");
+    pos->best_epoch = (int)best_epoch;
     return PMOE_OK;
 }
 

@@ -28,6 +28,10 @@ typedef struct pmoe_train_position {
     double loss_sum;      /* the epoch so far: summed sample losses */
     int64_t correct_sum;  /* the epoch so far: correct predictions */
     char run_id[PMOE_RUN_ID_CHARS + 1]; /* the run's identity ("": none, an older file) */
+    /* train.keep_best: the main phase's best evaluation so far (best.safetensors);
+     * best_epoch 0: none yet (or an older file) */
+    int best_epoch;
+    double best_acc;
 } pmoe_train_position;
 
 /* A fresh run identity: 32 lowercase hex digits (128 random bits). */
@@ -38,7 +42,9 @@ int pmoe_run_id_valid(const char *text);
 
 /* The position in file's metadata, each field range-checked: an epoch in
  * [1, INT_MAX - 1], step counts in [0, 2^62] (so router + main steps cannot
- * overflow), a finite loss sum, a well-formed run id or none. */
+ * overflow), a finite loss sum, a well-formed run id or none, and a best
+ * evaluation (best_epoch in [1, INT_MAX - 1] with best_test_acc in [0, 1])
+ * or none. */
 pmoe_status pmoe_checkpoint_position(const pmoe_st_file *file, pmoe_train_position *pos,
                                      pmoe_error *err);
 
