@@ -61,7 +61,7 @@ static void base_config(pmoe_config *cfg, const char *dir) {
 static pmoe_status train(const pmoe_config *cfg, trace *t, const char *resume,
                          pmoe_train_result *res, pmoe_error *err) {
     pmoe_train_callbacks cb = {t, NULL, on_step, NULL};
-    pmoe_train_options opt = {resume, t->stop};
+    pmoe_train_options opt = {resume, t->stop, 0};
     return pmoe_train(cfg, &cb, &opt, res, err);
 }
 
@@ -169,7 +169,7 @@ static void test_resume_main_phase(void) {
 
     /* The final parameters agree too: evaluate both final states. */
     pmoe_eval_result ev;
-    s = pmoe_eval(&saved, dir, &ev, &err);
+    s = pmoe_eval(&saved, dir, NULL, &ev, &err);
     CHECK_MSG(s == PMOE_OK && ev.test_acc == res_whole.test_acc && ev.step == 100,
               "eval: status %d acc %g (run %g) step %lld: %s", s, ev.test_acc, res_whole.test_acc,
               (long long)ev.step, err.message);
@@ -218,7 +218,7 @@ static void test_guards(void) {
     char dir[700];
     snprintf(dir, sizeof dir, "%s/nan", tmp);
     pmoe_eval_result ev;
-    CHECK(pmoe_eval(&cfg, dir, &ev, &err) == PMOE_OK && ev.step == 10);
+    CHECK(pmoe_eval(&cfg, dir, NULL, &ev, &err) == PMOE_OK && ev.step == 10);
 
     /* skip: the bad step's update is dropped and the run completes. */
     memset(&t, 0, sizeof t);
@@ -265,12 +265,12 @@ static void test_guards(void) {
                   strstr(err.message, "last good checkpoint is") &&
                   strstr(err.message, "step-000000010.safetensors"),
               "%d: %s", s, err.message);
-    CHECK(pmoe_eval(&cfg, dir, &ev, &err) == PMOE_OK && ev.step == 10);
+    CHECK(pmoe_eval(&cfg, dir, NULL, &ev, &err) == PMOE_OK && ev.step == 10);
     CHECK(count_checkpoints(dir) == 2); /* steps 5 and 10, no temporary left */
 
     /* A checkpoint does not load into a model of another shape. */
     pmoe_config_set(&cfg, "model.experts=4", NULL);
-    s = pmoe_eval(&cfg, dir, &ev, &err);
+    s = pmoe_eval(&cfg, dir, NULL, &ev, &err);
     CHECK_MSG(s == PMOE_ERR_FORMAT && strstr(err.message, "router.weight") &&
                   strstr(err.message, "shape"),
               "%d: %s", s, err.message);

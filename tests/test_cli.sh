@@ -186,5 +186,34 @@ expect_error "pred-fifo: is a FIFO, not a regular file; not replaced" predict --
 expect_error "pred-dir.png: is a folder, not a regular file" predict --checkpoint "$TMP/ck-idx" --route-out "$TMP/pred-dir.png" "$TMP/idx/t10k-images-idx3-ubyte"
 if [ -p "$TMP/pred-fifo" ] && [ -z "$(ls -A "$TMP/pred-dir.png")" ]; then ok; else bad "predict --route-out replaced a FIFO or wrote into a folder"; fi
 
+# train --per-class: the final evaluation's figures (binary: classes -1 and +1), in --json too
+if "$PMOE" train "${SYN[@]}" --per-class --json >"$TMP/out" 2>"$TMP/err" &&
+   grep -q "^per class (accuracy" "$TMP/out" &&
+   tail -1 "$TMP/out" | "$PY" -c '
+import json, sys
+j = json.loads(sys.stdin.read())
+m = j["confusion"]
+assert [r["class"] for r in j["per_class"]] == ["-1", "+1"] and sum(map(sum, m)) == 20, j
+assert abs((m[0][0] + m[1][1]) / 20 - j["test_acc"]) < 1e-6, j'; then ok
+else bad "pmoe train --per-class --json: $(cat "$TMP/err")"; fi
+# eval --per-class: a row per class and the confusion matrix, in --json too; --out draws it
+if "$PMOE" eval --checkpoint "$TMP/ck-idx" --per-class --json --out "$TMP/confusion.png" \
+     >"$TMP/out" 2>"$TMP/err" &&
+   grep -q "^wrote $TMP/confusion.png$" "$TMP/out" &&
+   grep -q "^confusion matrix (rows: the true class, columns: the predicted class" "$TMP/out" &&
+   tail -1 "$TMP/out" | "$PY" -c '
+import json, sys
+j = json.loads(sys.stdin.read())
+m, n = j["confusion"], j["test_size"]
+assert len(m) == 10 and all(len(r) == 10 for r in m) and sum(map(sum, m)) == n, m
+assert abs(sum(m[i][i] for i in range(10)) / n - j["test_acc"]) < 1e-6, j
+assert [r["samples"] for r in j["per_class"]] == [sum(r) for r in m], j["per_class"]' &&
+   [ "$(head -c 8 "$TMP/confusion.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok
+else bad "pmoe eval --per-class --json --out: $(cat "$TMP/err")"; fi
+expect_error "pred-fifo: is a FIFO, not a regular file; not replaced" eval --checkpoint "$TMP/ck-idx" --out "$TMP/pred-fifo"
+if "$PMOE" eval --checkpoint "$TMP/ck-idx" --no-progress >"$TMP/out" 2>"$TMP/err" &&
+   grep -q "^eval: test set  0/20$" "$TMP/err"; then ok
+else bad "eval progress: $(cat "$TMP/err")"; fi
+
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -329,7 +329,7 @@ static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint,
         }
     pmoe_error err = {PMOE_OK, ""};
     pmoe_routing want, got;
-    pmoe_status s = pmoe_route(cfg, checkpoint, 5, &want, &err);
+    pmoe_status s = pmoe_route(cfg, checkpoint, 5, NULL, &want, &err);
     CHECK_MSG(s == PMOE_OK, "route: %s", err.message);
     if (s) return;
     pmoe_prediction *p = NULL;
@@ -373,6 +373,52 @@ static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint,
     pmoe_routing_free(&want);
 }
 
+/* Per-class figures of a model that is not always right (a CNN trained at
+ * learning rate 0): eval's confusion matrix is the one predict's classes make on the
+ * test files (given in the test split's order), its diagonal is eval's
+ * accuracy, its classes are the folders' names, and train's final
+ * evaluation reported the same. */
+static void test_per_class(const pmoe_config *cfg, const pmoe_train_result *trained,
+                           const char *root) {
+    pmoe_error err = {PMOE_OK, ""};
+    pmoe_eval_result ev;
+    const pmoe_eval_options options = {1, NULL};
+    pmoe_status s = pmoe_eval(cfg, trained->last_checkpoint, &options, &ev, &err);
+    CHECK_MSG(s == PMOE_OK, "eval --per-class: %s", err.message);
+    if (s) return;
+    const pmoe_class_figures *f = &ev.per_class;
+    CHECK(f->classes == 3 && !f->binary && f->names);
+    for (int c = 0; f->names && c < 3; c++) CHECK(!strcmp(f->names[c], TOY_CLASSES[c]));
+    const char *files[18];
+    char names[18][1100];
+    int truth[18], n = 0;
+    for (int i = 0; i < 6; i++)
+        for (int c = 0; c < 3; c++) {
+            snprintf(names[n], sizeof names[n], "%s/test/%s/img%03d.%s", root, TOY_CLASSES[c], i,
+                     i % 2 ? "jpg" : "png");
+            files[n] = names[n];
+            truth[n++] = c;
+        }
+    pmoe_prediction *p = NULL;
+    int64_t count = 0;
+    s = pmoe_predict(trained->last_checkpoint, files, n, NULL, &p, &count, &err);
+    CHECK_MSG(s == PMOE_OK && count == n, "%s", err.message);
+    int64_t counts[9] = {0}, diagonal = 0;
+    for (int i = 0; !s && i < n; i++) counts[truth[i] * 3 + p[i].class_index]++;
+    for (int c = 0; c < 3; c++) diagonal += f->counts[c * 3 + c];
+    CHECK_MSG(!s && memcmp(counts, f->counts, sizeof counts) == 0,
+              "eval's confusion matrix is not predict's");
+    CHECK_MSG(diagonal == (int64_t)llround(ev.test_acc * n), "diagonal %lld, accuracy %.4f of %d",
+              (long long)diagonal, ev.test_acc, n);
+    CHECK(trained->per_class.classes == 3 &&
+          memcmp(trained->per_class.counts, f->counts, sizeof counts) == 0);
+    printf("per class of a CNN left untrained (lr 0): accuracy %.3f, diagonal %lld of %d, the matrix of "
+           "predict's classes and of train's final evaluation\n",
+           ev.test_acc, (long long)diagonal, n);
+    free(p);
+    pmoe_class_figures_free(&ev.per_class);
+}
+
 static void test_train_and_predict(void) {
     char root[700], ckdir[800];
     snprintf(root, sizeof root, "%s/toy", tmp);
@@ -393,7 +439,7 @@ static void test_train_and_predict(void) {
     if (s) return;
     CHECK_MSG(res.test_acc == 1.0, "toy folder: test accuracy %.3f after 8 epochs", res.test_acc);
     pmoe_eval_result ev;
-    s = pmoe_eval(&cfg, res.last_checkpoint, &ev, &err);
+    s = pmoe_eval(&cfg, res.last_checkpoint, NULL, &ev, &err);
     CHECK_MSG(s == PMOE_OK, "%s", err.message);
 
     /* predict every test file, named as the test split holds them */
@@ -455,10 +501,13 @@ static void test_train_and_predict(void) {
 
     /* a model without routers has no routing to draw: refused, nothing returned */
     snprintf(ckdir, sizeof ckdir, "train.checkpoint_dir=%s/toy-cnn", tmp);
-    const char *cnn[] = {"model.type=cnn", "train.epochs=1", ckdir};
-    set_all(&cfg, cnn, 3);
-    s = pmoe_train(&cfg, NULL, NULL, &res, &err);
+    const char *cnn[] = {"model.type=cnn", "train.epochs=1", "train.lr=0", ckdir};
+    set_all(&cfg, cnn, 4);
+    const pmoe_train_options per_class = {NULL, NULL, 1};
+    s = pmoe_train(&cfg, NULL, &per_class, &res, &err);
     CHECK_MSG(s == PMOE_OK, "cnn: %s", err.message);
+    if (!s) test_per_class(&cfg, &res, root);
+    pmoe_class_figures_free(&res.per_class);
     pmoe_routing routing;
     pmoe_predict_options options = {NULL, &routing, 4, NULL};
     one[0] = files[0];

@@ -369,7 +369,7 @@ int main(void) {
     CHECK_MSG(s == PMOE_OK && checkpoint[0], "training the mosaic: %s", err.message);
     if (!s) {
         pmoe_routing routing;
-        s = pmoe_route(&cfg, checkpoint, 3, &routing, &err);
+        s = pmoe_route(&cfg, checkpoint, 3, NULL, &routing, &err);
         CHECK_MSG(s == PMOE_OK, "%s", err.message);
         if (!s) {
             CHECK(routing.channels == 1 && routing.height == 112 && routing.width == 112);
@@ -381,7 +381,7 @@ int main(void) {
             check_captions(&routing, tmp);
             /* more samples than the test set holds: all of it */
             pmoe_routing_free(&routing);
-            s = pmoe_route(&cfg, checkpoint, 1000, &routing, &err);
+            s = pmoe_route(&cfg, checkpoint, 1000, NULL, &routing, &err);
             CHECK_MSG(s == PMOE_OK && routing.samples == 30, "%s", err.message);
             pmoe_routing_free(&routing);
         }
@@ -396,7 +396,7 @@ int main(void) {
     CHECK_MSG(s == PMOE_OK, "training the synthetic model: %s", err.message);
     if (!s) {
         pmoe_routing routing;
-        s = pmoe_route(&cfg, checkpoint, 2, &routing, &err);
+        s = pmoe_route(&cfg, checkpoint, 2, NULL, &routing, &err);
         CHECK_MSG(s == PMOE_OK, "%s", err.message);
         if (!s) {
             check_routing(&routing, 2);
@@ -414,7 +414,7 @@ int main(void) {
     CHECK_MSG(s == PMOE_OK, "training the CNN: %s", err.message);
     if (!s) {
         pmoe_routing routing;
-        s = pmoe_route(&cfg, checkpoint, 2, &routing, &err);
+        s = pmoe_route(&cfg, checkpoint, 2, NULL, &routing, &err);
         CHECK_MSG(s == PMOE_ERR_CONFIG && strstr(err.message, "no router"), "CNN: %s", err.message);
         CHECK(routing.images == NULL && routing.selected == NULL);
     }

@@ -46,7 +46,7 @@ static inline pmoe_status trace_train(const pmoe_config *cfg, trace *t, const ch
     t->stop = stop;
     t->stop_at = stop_at;
     pmoe_train_callbacks cb = {t, NULL, trace_on_step, trace_on_epoch};
-    pmoe_train_options opt = {resume, stop};
+    pmoe_train_options opt = {resume, stop, 0};
     return pmoe_train(cfg, &cb, &opt, res, err);
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "pmoe/config.h"
+#include "pmoe/progress.h"
 #include "pmoe/status.h"
 
 #ifdef __cplusplus
@@ -109,37 +110,8 @@ typedef struct pmoe_train_options {
     const char *resume;                /* a checkpoint file or folder; NULL: a fresh run */
     const volatile sig_atomic_t *stop; /* non-zero: finish the step, checkpoint, return
                                           PMOE_ERR_INTERRUPTED */
+    int per_class;                     /* the final evaluation fills result->per_class */
 } pmoe_train_options;
-
-typedef struct pmoe_train_result {
-    pmoe_run_info info;
-    char last_checkpoint[1024]; /* "" when none was written */
-    int64_t skipped_steps;      /* train.on_nonfinite = skip */
-    double test_acc;
-    double train_loss;
-    double train_acc;
-    double router_recall;  /* -1 when not applicable */
-    int64_t steps;         /* main-phase steps */
-    int64_t router_steps;
-    double seconds;
-    int64_t peak_bytes;    /* the backend's peak */
-    double phase_seconds[PMOE_MAX_PHASES]; /* the whole run, by pmoe_phase_name() */
-    double step_seconds;
-} pmoe_train_result;
-
-/* Trains as cfg says; callbacks and options may be NULL. With
- * options->resume the parameters, optimizer state and position come from the
- * checkpoint (cfg should be the checkpoint's config, see
- * pmoe_checkpoint_load_config, with any overrides on top). */
-pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callbacks,
-                       const pmoe_train_options *options, pmoe_train_result *result,
-                       pmoe_error *err);
-
-/* The config saved in a checkpoint (a file, or a folder: its newest), with
- * train.checkpoint_dir set to the folder that holds that file: a resumed
- * run writes beside the checkpoint it resumed (a copy resumed elsewhere
- * never writes into its origin's folder), unless an override sets the key. */
-pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err);
 
 /* Per-class figures of one evaluation over the test set (asked for with
  * pmoe_eval_options.per_class or pmoe_train_options.per_class): the
@@ -157,6 +129,43 @@ typedef struct pmoe_class_figures {
 
 void pmoe_class_figures_free(pmoe_class_figures *figures);
 
+typedef struct pmoe_train_result {
+    pmoe_run_info info;
+    char last_checkpoint[1024]; /* "" when none was written */
+    int64_t skipped_steps;      /* train.on_nonfinite = skip */
+    double test_acc;
+    double train_loss;
+    double train_acc;
+    double router_recall;  /* -1 when not applicable */
+    int64_t steps;         /* main-phase steps */
+    int64_t router_steps;
+    double seconds;
+    int64_t peak_bytes;    /* the backend's peak */
+    double phase_seconds[PMOE_MAX_PHASES]; /* the whole run, by pmoe_phase_name() */
+    double step_seconds;
+    /* train.keep_best: best.safetensors ("" when none was written), and the
+     * epoch and test accuracy it holds (the best of the run, resumes included;
+     * best_epoch 0: none) */
+    char best_checkpoint[1024];
+    int best_epoch;
+    double best_test_acc;
+    pmoe_class_figures per_class; /* options->per_class: the final evaluation's; free it */
+} pmoe_train_result;
+
+/* Trains as cfg says; callbacks and options may be NULL. With
+ * options->resume the parameters, optimizer state and position come from the
+ * checkpoint (cfg should be the checkpoint's config, see
+ * pmoe_checkpoint_load_config, with any overrides on top). */
+pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callbacks,
+                       const pmoe_train_options *options, pmoe_train_result *result,
+                       pmoe_error *err);
+
+/* The config saved in a checkpoint (a file, or a folder: its newest), with
+ * train.checkpoint_dir set to the folder that holds that file: a resumed
+ * run writes beside the checkpoint it resumed (a copy resumed elsewhere
+ * never writes into its origin's folder), unless an override sets the key. */
+pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe_error *err);
+
 typedef struct pmoe_eval_result {
     pmoe_run_info info;
     char checkpoint[1024]; /* the file evaluated */
@@ -165,11 +174,18 @@ typedef struct pmoe_eval_result {
     int experts_reported;
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
     int64_t step;          /* the global step the checkpoint was saved at */
+    pmoe_class_figures per_class; /* options->per_class; free with pmoe_class_figures_free */
 } pmoe_eval_result;
 
+typedef struct pmoe_eval_options {
+    int per_class;                 /* fill result->per_class */
+    const pmoe_progress *progress; /* NULL, or told after each batch; units: test samples */
+} pmoe_eval_options;
+
 /* Test accuracy (and router recall) of the model saved at checkpoint, on the
- * data cfg describes. */
-pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
+ * data cfg describes; options may be NULL. */
+pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint,
+                      const pmoe_eval_options *options, pmoe_eval_result *result,
                       pmoe_error *err);
 
 /* What a saved model's routers pick: the first `samples` test images with
@@ -191,8 +207,10 @@ typedef struct pmoe_routing {
     double test_acc, router_recall;
 } pmoe_routing;
 
+/* progress: NULL, or told after each batch of the pass over the test set
+ * (units: test samples). */
 pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int samples,
-                       pmoe_routing *out, pmoe_error *err);
+                       const pmoe_progress *progress, pmoe_routing *out, pmoe_error *err);
 void pmoe_routing_free(pmoe_routing *routing);
 
 #ifdef __cplusplus

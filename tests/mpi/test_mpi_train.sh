@@ -132,6 +132,12 @@ got=$("$PMOE" eval --checkpoint "$saved" --json --quiet | tail -1 |
       python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["test_acc"])')
 if [ -n "$got" ] && [ "$got" = "$want" ]; then ok "pmoe eval in one process: test accuracy $got, as the 2-rank run reported"
 else bad "pmoe eval: test accuracy '$got', the 2-rank run said '$want'"; fi
+# the confusion matrix is counted per rank on its shard (padding left out) and summed
+confusion() { tail -1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["confusion"])'; }
+one=$("$PMOE" eval --checkpoint "$saved" --per-class --json --quiet | confusion)
+two=$(run 2 eval --checkpoint "$saved" --per-class --json --quiet | confusion)
+if [ -n "$one" ] && [ "$one" = "$two" ]; then ok "pmoe eval --per-class over 2 ranks: the one process's confusion matrix $one"
+else bad "pmoe eval --per-class: one process '$one', 2 ranks '$two'"; fi
 
 echo "failures"
 start=$(date +%s)

@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
     cfg.train.threads = 1;
     pmoe_routing r;
     const int all = cfg.data.test_size > 0x7fffffff ? 0x7fffffff : (int)cfg.data.test_size;
-    if (pmoe_route(&cfg, argv[1], all, &r, &err)) {
+    if (pmoe_route(&cfg, argv[1], all, NULL, &r, &err)) {
         fprintf(stderr, "route_dump: error: %s\n", err.message);
         return 1;
     }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/files.h"
 #include "pmoe/train.h"
 
 typedef struct flag_spec {
@@ -22,6 +23,7 @@ static const flag_spec FLAGS[] = {
     {"--json", ARG_JSON, 0}, {"--quiet", ARG_QUIET, 0},
     {"--sweep", ARG_SWEEP, 1}, {"--out", ARG_OUT, 1},       {"--peer", ARG_PEER, 1},
     {"--samples", ARG_SAMPLES, 1},     {"--no-progress", ARG_NO_PROGRESS, 0},
+    {"--per-class", ARG_PER_CLASS, 0},
 };
 
 int cli_samples_value(const char *v, int *out) {
@@ -76,6 +78,7 @@ int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_
         case ARG_JSON: out->json = 1; break;
         case ARG_QUIET: out->quiet = 1; break;
         case ARG_NO_PROGRESS: out->no_progress = 1; break;
+        case ARG_PER_CLASS: out->per_class = 1; break;
         case ARG_SWEEP:
             if (out->sweep_count == CLI_MAX_ITEMS) {
                 fprintf(stderr, "pmoe: error: more than %d --sweep arguments\n", CLI_MAX_ITEMS);
@@ -97,6 +100,13 @@ pmoe_progress cli_progress(int quiet, int no_progress, pmoe_progress_line *line,
     const int speaker = pmoe_comm_launch_rank() == 0;
     const int terminal = isatty(fileno(stderr)) && !no_progress && !pmoe_comm_launched();
     return pmoe_progress_line_start(line, quiet || !speaker ? NULL : stderr, terminal, task);
+}
+
+pmoe_status cli_check_output(const char *path, pmoe_error *err) {
+    pmoe_atomic_file probe;
+    pmoe_status s = pmoe_atomic_open(&probe, path, err);
+    if (!s) pmoe_atomic_abandon(&probe);
+    return s;
 }
 
 pmoe_status cli_build_config(const cli_args *a, const char *base_checkpoint, pmoe_config *cfg,

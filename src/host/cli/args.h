@@ -20,6 +20,7 @@ enum {
     ARG_PEER = 1 << 7,       /* --peer DIR */
     ARG_SAMPLES = 1 << 8,    /* --samples N, an integer in [1, 1024] */
     ARG_NO_PROGRESS = 1 << 9,/* --no-progress: plain lines, never a redrawn bar */
+    ARG_PER_CLASS = 1 << 10, /* --per-class: per-class accuracy and the confusion matrix */
 };
 
 #define CLI_MAX_ITEMS 256
@@ -30,7 +31,7 @@ typedef struct cli_args {
     const char *sets[CLI_MAX_ITEMS];
     int set_count;
     const char *log, *resume, *checkpoint;
-    int json, quiet, help, no_progress;
+    int json, quiet, help, no_progress, per_class;
     const char *sweeps[CLI_MAX_ITEMS];
     int sweep_count;
     const char *out, *peer;
@@ -50,6 +51,12 @@ int cli_samples_value(const char *value, int *out);
  * every rank but the launcher's rank 0; plain lines with --no-progress,
  * off a terminal or under an MPI launcher (train_command.c says why). */
 pmoe_progress cli_progress(int quiet, int no_progress, pmoe_progress_line *line, const char *task);
+
+/* A picture a command writes at its end, tried before its work: a
+ * temporary file is created beside path and removed (core/files.h's
+ * pmoe_atomic_open), so a FIFO, folder or device in its place, or a folder
+ * that is missing or not writable, fails at once with that call's message. */
+pmoe_status cli_check_output(const char *path, pmoe_error *err);
 
 /* Defaults (or the config saved in base_checkpoint when not NULL), then the
  * --config files, then the --set overrides. */

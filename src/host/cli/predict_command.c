@@ -9,7 +9,6 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "core/files.h"
 #include "pmoe/predict.h"
 #include "train/report.h"
 #include "viz/png_write.h"
@@ -115,8 +114,8 @@ int pmoe_cli_predict(int argc, char **argv) {
         return 2;
     }
     pmoe_error err = {PMOE_OK, ""};
-    /* a FIFO or a folder as the picture is refused before any work */
-    if (route_out && pmoe_atomic_check(route_out, &err)) {
+    /* a FIFO, folder or missing folder as the picture is refused before any work */
+    if (route_out && cli_check_output(route_out, &err)) {
         free(files);
         return pmoe_cli_fail(&err);
     }

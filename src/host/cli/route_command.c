@@ -5,7 +5,6 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "core/files.h"
 #include "pmoe/train.h"
 #include "viz/png_write.h"
 #include "viz/route_image.h"
@@ -14,7 +13,8 @@
 
 int pmoe_cli_route(int argc, char **argv) {
     cli_args a;
-    int rc = cli_parse(argc, argv, "route", ARG_CHECKPOINT | ARG_OUT | ARG_SAMPLES | ARG_QUIET, &a);
+    int rc = cli_parse(argc, argv, "route",
+                       ARG_CHECKPOINT | ARG_OUT | ARG_SAMPLES | ARG_QUIET | ARG_NO_PROGRESS, &a);
     if (rc) return rc;
     if (a.help || !a.checkpoint || !a.out) {
         if (!a.help) {
@@ -25,21 +25,26 @@ int pmoe_cli_route(int argc, char **argv) {
             return 2;
         }
         printf("usage: pmoe route --checkpoint PATH --out FILE.png [--samples N] "
-               "[--set section.key=value ...] [--quiet]\n\n"
+               "[--set section.key=value ...] [--quiet] [--no-progress]\n\n"
                "Draws the first N test images (default %d) with each expert's picks framed in\n"
                "its colour and its gate values in percent, and a heatmap per expert of how\n"
-               "often it picks each patch position over the test set.\n",
+               "often it picks each patch position over the test set. Progress of the pass\n"
+               "over the test set goes to stderr (--no-progress: plain lines).\n",
                DEFAULT_SAMPLES);
         return 0;
     }
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
-    /* a FIFO or a folder as the picture is refused before the pass over the test set */
-    if (pmoe_atomic_check(a.out, &err)) return pmoe_cli_fail(&err);
+    /* a FIFO, folder or missing folder as the picture is refused before the pass */
+    if (cli_check_output(a.out, &err)) return pmoe_cli_fail(&err);
     if (cli_build_config(&a, a.checkpoint, &cfg, &err)) return pmoe_cli_fail(&err);
     pmoe_routing routing;
-    if (pmoe_route(&cfg, a.checkpoint, a.samples ? a.samples : DEFAULT_SAMPLES, &routing, &err))
-        return pmoe_cli_fail(&err);
+    pmoe_progress_line line;
+    const pmoe_progress progress = cli_progress(a.quiet, a.no_progress, &line, "route");
+    pmoe_status routed = pmoe_route(&cfg, a.checkpoint, a.samples ? a.samples : DEFAULT_SAMPLES,
+                                    &progress, &routing, &err);
+    pmoe_progress_line_end(&line);
+    if (routed) return pmoe_cli_fail(&err);
     pmoe_canvas canvas;
     pmoe_route_layout layout;
     pmoe_status s = pmoe_route_draw(&routing, NULL, &canvas, &layout, &err);

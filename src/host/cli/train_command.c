@@ -45,18 +45,19 @@ static void install_handlers(void) {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: pmoe train [--config FILE] [--set section.key=value ...] [--resume PATH]\n"
-            "                  [--log FILE] [--json] [--quiet] [--no-progress]\n"
+            "                  [--log FILE] [--json] [--quiet] [--no-progress] [--per-class]\n"
             "With no arguments it trains joint pMoE on the Fashion-MNIST mosaic (or on the\n"
             "synthetic data model when the dataset is not installed). --resume continues\n"
             "a run from a checkpoint file (or the newest in a folder), with its saved\n"
             "config and any --set on top. SIGINT/SIGTERM save a checkpoint and exit.\n"
             "--no-progress prints plain lines, never a redrawn bar (also the default\n"
-            "under mpirun, srun and other MPI launchers).\n");
+            "under mpirun, srun and other MPI launchers). --per-class prints the final\n"
+            "evaluation's per-class accuracy and confusion matrix (and puts them in --json).\n");
 }
 
 int pmoe_cli_train(int argc, char **argv) {
     cli_args a;
-    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS;
+    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS | ARG_PER_CLASS;
     int rc = cli_parse(argc, argv, "train", flags, &a);
     if (rc) return rc;
     if (a.help) {
@@ -91,7 +92,7 @@ int pmoe_cli_train(int argc, char **argv) {
     if (rep.progress && a.resume) printf("pmoe: resuming from %s\n", a.resume);
     install_handlers();
     pmoe_train_callbacks cb = pmoe_reporter_callbacks(&rep);
-    pmoe_train_options options = {a.resume, &stop_signal};
+    pmoe_train_options options = {a.resume, &stop_signal, a.per_class};
     pmoe_train_result res;
     pmoe_status s = pmoe_train(&cfg, &cb, &options, &res, &err);
     if (rep.log && fclose(rep.log) != 0 && !s)
@@ -109,9 +110,11 @@ int pmoe_cli_train(int argc, char **argv) {
     }
     if (s) return pmoe_cli_fail(&err);
     pmoe_reporter_summary(&rep, &res);
+    if (rep.progress && res.per_class.classes > 0) pmoe_class_figures_print(stdout, &res.per_class);
     if (a.json) {
         pmoe_write_result_json(stdout, &res);
         fputc('\n', stdout);
     }
+    pmoe_class_figures_free(&res.per_class);
     return 0;
 }

@@ -33,11 +33,6 @@ pmoe_status pmoe_atomic_open(pmoe_atomic_file *f, const char *path, pmoe_error *
  * <cause>; nothing was replaced". Always closes the stream. */
 pmoe_status pmoe_atomic_commit(pmoe_atomic_file *f, pmoe_error *err);
 
-/* The check pmoe_atomic_open makes first, for a caller that wants to
- * refuse a target before minutes of work: PMOE_OK when path is absent or a
- * regular file (not a link to one). */
-pmoe_status pmoe_atomic_check(const char *path, pmoe_error *err);
-
 /* Closes and removes the temporary file (after a failure of one's own). */
 void pmoe_atomic_abandon(pmoe_atomic_file *f);
 

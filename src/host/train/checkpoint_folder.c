@@ -277,6 +277,25 @@ pmoe_status pmoe_checkpoint_folder_may_write(const pmoe_checkpoint_folder *f, co
                      path);
 }
 
+pmoe_status pmoe_checkpoint_folder_check_best(const pmoe_checkpoint_folder *f, pmoe_error *err) {
+    char path[4200];
+    join(f->dir, PMOE_CHECKPOINT_BEST, path, sizeof path);
+    struct stat st;
+    if (lstat(path, &st) != 0) return PMOE_OK; /* nothing there yet */
+    char owner[PMOE_RUN_ID_CHARS + 1] = "";
+    const int is_pmoe = S_ISREG(st.st_mode) && read_owner(path, owner);
+    if (is_pmoe && strcmp(owner, f->run_id) == 0) return PMOE_OK;
+    char words[64];
+    if (!S_ISREG(st.st_mode)) snprintf(words, sizeof words, "not a regular file");
+    else if (!is_pmoe) snprintf(words, sizeof words, "not a readable pmoe checkpoint");
+    else if (!owner[0]) snprintf(words, sizeof words, "written without a run id");
+    else snprintf(words, sizeof words, "written by another run, run %.8s...", owner);
+    return pmoe_fail(err, PMOE_ERR_IO,
+                     "%s is %s, which train.keep_best would replace; move it away, or set "
+                     "train.checkpoint_dir to another folder",
+                     path, words);
+}
+
 static int newest_first(const void *a, const void *b) {
     const found *x = a, *y = b;
     return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;

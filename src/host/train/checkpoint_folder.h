@@ -65,6 +65,10 @@ pmoe_status pmoe_checkpoint_folder_claim(pmoe_checkpoint_folder *f, int refuse_f
 pmoe_status pmoe_checkpoint_folder_may_write(const pmoe_checkpoint_folder *f, const char *path,
                                              pmoe_error *err);
 
+/* train.keep_best: fails when the folder's best.safetensors (checkpoint.h)
+ * is there and not this run's: another run's best is never replaced. */
+pmoe_status pmoe_checkpoint_folder_check_best(const pmoe_checkpoint_folder *f, pmoe_error *err);
+
 /* Deletes this run's checkpoints in the folder but the newest `keep` (and
  * the one it resumed from). Only after claim. */
 void pmoe_checkpoint_folder_prune(const pmoe_checkpoint_folder *f, int keep);

@@ -1,15 +1,19 @@
 /* evaluate.c: one pass over the test set, and pmoe_eval.
  *
  * The pass measures, batch by batch, in functions of one job each: test
- * accuracy (count_correct); where the model routes, each expert's load by
+ * accuracy (count_correct); when asked, the confusion matrix of the samples'
+ * classes (count_classes: this rank's rows of logits, the loss's rule);
+ * where the model routes, each expert's load by
  * patch position and by class (count_load); where the task knows the
  * deciding patch and the model routes on the same patch grid, router recall
  * (count_recall); for pmoe_route, the first samples with their picks and
  * gates (keep_samples); and, sharded, the exact integer sums of those counts
  * over the ranks (sum_across_ranks). Accuracy needs no sum: the loss
  * reports the global batch's correct count on every rank. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "train/class_figures.h"
 #include "train/run.h"
 
 /* Router recall's counts over the test set. */
@@ -30,6 +34,17 @@ static pmoe_status count_correct(run *r, const shard *sh, int64_t count, int64_t
     double loss;
     pmoe_model_forward_valid(r->model, sh->local, count);
     return pmoe_model_loss(r->model, 0, &loss, correct, err);
+}
+
+/* Adds this rank's real samples to the confusion matrix: its rows of the
+ * logits (the model's, before any gathering) against their labels. */
+static pmoe_status count_classes(run *r, const shard *sh, float *logits, pmoe_class_figures *f,
+                                 pmoe_error *err) {
+    const pmoe_model *m = r->model;
+    pmoe_status s = r->be->copy_out(r->be, logits, m->logits,
+                                    sizeof(float) * (size_t)(sh->local * m->classes), err);
+    if (!s) pmoe_class_figures_add(f, logits, r->host_labels + sh->first, sh->real);
+    return s;
 }
 
 static void clear_load(run *r) {
@@ -103,7 +118,8 @@ static pmoe_status keep_samples(run *r, const pmoe_dataset *ds, pmoe_routing *ke
 
 /* Sharded: every rank's recall and load counts summed exactly (integers),
  * then the ranks agree on `failed`, so all of them learn of one's failure. */
-static pmoe_status sum_across_ranks(run *r, recall_counts *recalled, pmoe_status failed,
+static pmoe_status sum_across_ranks(run *r, recall_counts *recalled,
+                                    pmoe_class_figures *figures, pmoe_status failed,
                                     pmoe_error *err) {
     const int k = r->routing.experts, n = r->routing.patch_count, c = r->load_classes;
     int64_t counts[1 + PMOE_MAX_REPORTED_EXPERTS];
@@ -117,6 +133,7 @@ static pmoe_status sum_across_ranks(run *r, recall_counts *recalled, pmoe_status
         r->comm->sum_i64(r->comm, r->load_position, k * n);
         r->comm->sum_i64(r->comm, r->load_class, k * c);
     }
+    if (figures) r->comm->sum_i64(r->comm, figures->counts, figures->classes * figures->classes);
     return pmoe_comm_agree(r->comm, failed, err, NULL, 0);
 }
 
@@ -125,7 +142,7 @@ static pmoe_status sum_across_ranks(run *r, recall_counts *recalled, pmoe_status
  * model routes on the same patch grid, router recall: the share of samples
  * whose deciding patch is among the l picks of at least one expert (and per
  * expert). */
-pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
+static pmoe_status evaluate_pass(run *r, eval_stats *st, float *logits, pmoe_error *err) {
     pmoe_model *m = r->model;
     const pmoe_dataset *ds = r->test;
     const pmoe_routing_view *rv = &r->routing;
@@ -142,6 +159,7 @@ pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
      * returns at once. */
     pmoe_status failed = PMOE_OK;
     pmoe_error ignored;
+    pmoe_progress_report(st->progress, "test set", 0, ds->count);
     for (int64_t start = 0; start < ds->count; start += r->max_batch) {
         /* one process stops between batches (the caller saves and says so) */
         if (!r->sharded && r->stop && *r->stop) return PMOE_ERR_INTERRUPTED;
@@ -156,6 +174,12 @@ pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
         if (s && !r->sharded) return s;
         if (!failed) failed = s;
         correct_total += correct; /* the global batch's, on every rank */
+        pmoe_progress_report(st->progress, "test set", start + count, ds->count);
+        if (st->figures) {
+            s = count_classes(r, &sh, logits, st->figures, failed ? &ignored : err);
+            if (s && !r->sharded) return s;
+            if (!failed) failed = s;
+        }
         if (!routes) continue;
         s = r->be->copy_out(r->be, r->host_selected, rv->selected,
                             (size_t)(sh.local * k * l) * sizeof(int32_t), failed ? &ignored : err);
@@ -169,7 +193,7 @@ pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
         }
     }
     if (r->sharded) {
-        failed = sum_across_ranks(r, &recalled, failed, err);
+        failed = sum_across_ranks(r, &recalled, st->figures, failed, err);
         if (failed) return failed;
     }
     st->accuracy = (double)correct_total / (double)ds->count;
@@ -179,6 +203,25 @@ pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
         st->expert_recall[e] =
             measure_recall ? (double)recalled.by_expert[e] / (double)ds->count : -1.0;
     return PMOE_OK;
+}
+
+pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
+    float *logits = NULL; /* this rank's rows of a batch, for the confusion matrix */
+    if (st->figures) {
+        const int classes = r->model->classes;
+        pmoe_status s = pmoe_class_figures_init(st->figures, classes, r->test->class_names, err);
+        if (!s)
+            s = run_host_alloc(&logits, sizeof(float) * (size_t)(r->max_batch * classes),
+                               "a batch's logits", err);
+        s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
+        if (s) {
+            free(logits);
+            return s;
+        }
+    }
+    pmoe_status s = evaluate_pass(r, st, logits, err);
+    free(logits);
+    return s;
 }
 
 /* Evaluation as one timed phase: the model's own phases stay out of it. */
@@ -206,7 +249,8 @@ void run_fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_report 
                                       r->test->width / r->input_patch};
 }
 
-pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_result *result,
+pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint,
+                      const pmoe_eval_options *options, pmoe_eval_result *result,
                       pmoe_error *err) {
     run r;
     memset(result, 0, sizeof *result);
@@ -214,6 +258,8 @@ pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_
                                    sizeof result->checkpoint, &result->step, err);
     if (!s) {
         eval_stats st = {0};
+        st.figures = options && options->per_class ? &result->per_class : NULL;
+        st.progress = options ? options->progress : NULL;
         result->info = r.info;
         s = run_evaluate(&r, &st, err);
         result->test_acc = st.accuracy;
@@ -224,5 +270,6 @@ pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint, pmoe_eval_
         }
     }
     run_close(&r);
+    if (s) pmoe_class_figures_free(&result->per_class);
     return s;
 }

@@ -206,6 +206,9 @@ void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
      * so say where they are, or how to keep them for pmoe eval and route. */
     if (rep->saves_final && res->last_checkpoint[0])
         fprintf(rep->progress, "model saved: %s\n", res->last_checkpoint);
+    if (res->best_checkpoint[0])
+        fprintf(rep->progress, "best model: %s (epoch %d, test accuracy %.2f%%; train.keep_best)\n",
+                res->best_checkpoint, res->best_epoch, 100 * res->best_test_acc);
     else
         fprintf(rep->progress,
                 "model not saved: add --set train.checkpoint_every=N to save it every N steps "
@@ -288,9 +291,20 @@ void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {
     fprintf(out,
             ",\"steps\":%lld,\"router_steps\":%lld,\"skipped_steps\":%lld,\"seconds\":%.6g,"
             "\"params\":%lld,"
-            "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld}",
+            "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld",
             (long long)res->steps, (long long)res->router_steps, (long long)res->skipped_steps,
             res->seconds,
             (long long)res->info.params, res->info.experts, res->info.topl, res->info.patches,
             (long long)res->peak_bytes);
+    if (res->best_epoch > 0) {
+        fprintf(out, ",\"best_checkpoint\":");
+        pmoe_write_json_string(out, res->best_checkpoint);
+        fprintf(out, ",\"best_epoch\":%d,\"best_test_acc\":%.6g", res->best_epoch,
+                res->best_test_acc);
+    }
+    if (res->per_class.classes > 0) {
+        fputc(',', out);
+        pmoe_class_figures_write_json(out, &res->per_class);
+    }
+    fputc('}', out);
 }

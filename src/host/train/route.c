@@ -8,7 +8,7 @@
 #include "train/run.h"
 
 pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int samples,
-                       pmoe_routing *out, pmoe_error *err) {
+                       const pmoe_progress *progress, pmoe_routing *out, pmoe_error *err) {
     run r;
     memset(out, 0, sizeof *out);
     char origin[1024];
@@ -44,6 +44,7 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
         if (!s) s = run_host_alloc(&out->by_position, sizeof(int64_t) * (size_t)kn, "counts", err);
         eval_stats st = {0};
         st.keep = out;
+        st.progress = progress;
         if (!s) s = run_evaluate(&r, &st, err);
         if (!s) {
             memcpy(out->by_position, r.load_position, sizeof(int64_t) * (size_t)kn);

@@ -27,6 +27,7 @@ typedef struct run {
     const pmoe_config *cfg;
     const pmoe_train_callbacks *cb;
     const volatile sig_atomic_t *stop;
+    int per_class;        /* the final evaluation fills the result's per-class figures */
     pmoe_dataset *train, *test;
     pmoe_data_source chosen;
     pmoe_backend *be;
@@ -76,6 +77,8 @@ typedef struct eval_stats {
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
     int measured_load;     /* the model routes: load is filled */
     pmoe_routing *keep;    /* when not NULL: the first keep->samples samples are copied here */
+    pmoe_class_figures *figures;   /* when not NULL: initialised and counted (class_figures.h) */
+    const pmoe_progress *progress; /* when not NULL: told after each batch (units: samples) */
 } eval_stats;
 
 /* The global step a position has reached: router steps count first. */

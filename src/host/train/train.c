@@ -97,9 +97,10 @@ typedef struct phase_plan {
     uint64_t shuffle_stream;
 } phase_plan;
 
-static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_error *err) {
-    char path[sizeof r->last_checkpoint];
-    pmoe_checkpoint_path(r->folder.dir, run_global_step(pos), path, sizeof path);
+/* Writes the model at *pos to path in the run's folder (every rank takes
+ * part; rank 0 writes), only where path is absent or the run's own. */
+static pmoe_status write_checkpoint(run *r, const char *path, const pmoe_train_position *pos,
+                                    pmoe_error *err) {
     pmoe_status s = PMOE_OK;
     if (r->rank == 0) { /* rank 0 writes; a run with checkpoint_every = 0 claims the folder now */
         s = pmoe_checkpoint_folder_claim(&r->folder, 0, err);
@@ -112,6 +113,13 @@ static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_
         const int described = !r->describes_input ? 0 : r->class_names_meta ? 2 : 1;
         s = pmoe_checkpoint_save_with(path, r->model, r->cfg, pos, input, described, err);
     }
+    return s;
+}
+
+static pmoe_status save_checkpoint(run *r, const pmoe_train_position *pos, pmoe_error *err) {
+    char path[sizeof r->last_checkpoint];
+    pmoe_checkpoint_path(r->folder.dir, run_global_step(pos), path, sizeof path);
+    pmoe_status s = write_checkpoint(r, path, pos, err);
     if (s) {
         /* say what survives: the file named in the message was not replaced */
         char detail[sizeof err->message];
@@ -338,10 +346,32 @@ static pmoe_status checkpoint_or_stop(run *r, pmoe_train_position *pos, pmoe_err
     return PMOE_OK;
 }
 
+/* train.keep_best: an evaluation better than the best so far (the first of
+ * equal ones stays) becomes the position's best and best.safetensors, the
+ * finished epoch's checkpoint. Every rank decides alike (the accuracy is
+ * the global one) and takes part in the save. */
+static pmoe_status keep_if_best(run *r, pmoe_train_position *pos, double accuracy,
+                                pmoe_error *err) {
+    if (!r->cfg->train.keep_best || (pos->best_epoch > 0 && !(accuracy > pos->best_acc)))
+        return PMOE_OK;
+    pos->best_epoch = pos->epoch;
+    pos->best_acc = accuracy;
+    char path[sizeof r->last_checkpoint];
+    pmoe_checkpoint_best_path(r->folder.dir, path, sizeof path);
+    pmoe_timer_enter(&r->timer, PMOE_T_CHECKPOINT, (uint64_t)run_global_step(pos));
+    pmoe_status s = write_checkpoint(r, path, pos, err);
+    pmoe_timer_stop(&r->timer);
+    if (!s) return PMOE_OK;
+    char detail[sizeof err->message];
+    snprintf(detail, sizeof detail, "%s", err->message);
+    return pmoe_fail(err, s, "the best checkpoint (train.keep_best) not saved: %s", detail);
+}
+
 /* The end of an epoch: the main phase evaluates every train.eval_every
- * epochs and at its last, the on_epoch callback reports, a stop asked for
- * meanwhile ends the run, and the epoch's times join *res. */
-static pmoe_status end_epoch(run *r, const phase_plan *plan, const pmoe_train_position *pos,
+ * epochs and at its last (where it also counts the per-class figures asked
+ * for), keeps the best (train.keep_best), the on_epoch callback reports, a
+ * stop asked for meanwhile ends the run, and the epoch's times join *res. */
+static pmoe_status end_epoch(run *r, const phase_plan *plan, pmoe_train_position *pos,
                              const pmoe_lr_schedule *schedule, int64_t batches,
                              double epoch_began, pmoe_train_result *res, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -353,8 +383,10 @@ static pmoe_status end_epoch(run *r, const phase_plan *plan, const pmoe_train_po
     if (plan->phase == PMOE_PHASE_MAIN &&
         (pos->epoch == plan->epochs || pos->epoch % cfg->train.eval_every == 0)) {
         eval_stats st = {0};
+        if (r->per_class && pos->epoch == plan->epochs) st.figures = &res->per_class;
         pmoe_status s = run_timed_evaluate(r, &st, err);
         if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err); /* its epoch redone */
+        if (!s) s = keep_if_best(r, pos, st.accuracy, err);
         if (s) return s;
         run_fill_report_eval(r, &st, &er);
         res->test_acc = er.test_acc;
@@ -424,7 +456,8 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
                                  t->router_lr, STREAM_ROUTER_SHUFFLE};
         s = run_phase(r, &plan, pos, res, err);
         if (s) return s;
-        const pmoe_train_position main_start = {PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0, ""};
+        const pmoe_train_position main_start = {PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped,
+                                                0, 0, "", 0, 0.0};
         const pmoe_train_position done = *pos;
         *pos = main_start;
         memcpy(pos->run_id, done.run_id, sizeof pos->run_id);
@@ -440,6 +473,7 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     res->skipped_steps = pos->skipped;
     if (!s && t->epochs == 0) { /* still report the untrained model's accuracy */
         eval_stats st = {0};
+        if (r->per_class) st.figures = &res->per_class;
         s = run_evaluate(r, &st, err);
         if (s == PMOE_ERR_INTERRUPTED) return stop_at(r, pos, err);
         res->test_acc = st.accuracy;
@@ -473,14 +507,18 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
  * folder: a run that saves every N steps takes the folder before its first
  * step, so a second writer or another run's files stop it before anything
  * changes; one that saves only when stopped by a signal takes it then, and
- * fails only when that one name is another's. */
+ * fails only when that one name is another's. A run that keeps its best
+ * (train.keep_best) writes from its first evaluation on, so it takes the
+ * folder at once too, and refuses one whose best.safetensors is another's. */
 static pmoe_status start_folder(run *r, pmoe_train_position *pos, pmoe_error *err) {
     if (!pos->run_id[0]) pmoe_run_id_new(pos->run_id);
     pmoe_checkpoint_folder_init(&r->folder, r->cfg->train.checkpoint_dir, pos->run_id,
                                 r->last_checkpoint[0] ? r->last_checkpoint : NULL);
     pmoe_status s = PMOE_OK;
-    if (r->rank == 0 && r->cfg->train.checkpoint_every > 0)
-        s = pmoe_checkpoint_folder_claim(&r->folder, 1, err);
+    const pmoe_train_config *t = &r->cfg->train;
+    if (r->rank == 0 && (t->checkpoint_every > 0 || t->keep_best))
+        s = pmoe_checkpoint_folder_claim(&r->folder, t->checkpoint_every > 0, err);
+    if (!s && r->rank == 0 && t->keep_best) s = pmoe_checkpoint_folder_check_best(&r->folder, err);
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);
 }
 
@@ -492,12 +530,13 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     r.cfg = cfg;
     r.cb = callbacks;
     r.stop = options ? options->stop : NULL;
+    r.per_class = options ? options->per_class : 0;
     /* A copy: the caller may pass a path that lives in *result. */
     char resume[sizeof result->last_checkpoint] = "";
     if (options && options->resume) snprintf(resume, sizeof resume, "%s", options->resume);
     memset(result, 0, sizeof *result);
     result->test_acc = result->router_recall = -1.0;
-    pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0, ""};
+    pmoe_train_position pos = {PMOE_PHASE_ROUTER, 1, 0, 0, 0, 0, 0.0, 0, "", 0, 0.0};
     r.saved_step = -1;
     pmoe_status s = run_open(&r, err);
     result->info.rank = r.rank;
@@ -517,6 +556,13 @@ pmoe_status pmoe_train(const pmoe_config *cfg, const pmoe_train_callbacks *callb
     result->seconds = pmoe_now_seconds() - r.started;
     if (r.be) result->peak_bytes = r.be->mem.peak_bytes;
     snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", r.last_checkpoint);
+    if (cfg->train.keep_best && pos.best_epoch > 0) { /* written by this process or a resumed one */
+        pmoe_checkpoint_best_path(r.folder.dir, result->best_checkpoint,
+                                  sizeof result->best_checkpoint);
+        result->best_epoch = pos.best_epoch;
+        result->best_test_acc = pos.best_acc;
+    }
+    if (s) pmoe_class_figures_free(&result->per_class);
     pmoe_checkpoint_folder_release(&r.folder);
     run_close(&r);
     return s;
