@@ -11,13 +11,14 @@ enum { MARGIN = 12, TEXT_SCALE = 2, LINE = PMOE_FONT_HEIGHT * TEXT_SCALE + 4, NA
 
 static const pmoe_rgb BACKGROUND = {255, 255, 255}, INK = {32, 32, 32};
 
-/* "index name accuracy%" left of row c. */
+/* "index name accuracy%" left of row c ("index accuracy%" without names). */
 static void row_label(const pmoe_class_figures *f, int c, char out[64]) {
     char buf[16];
     const int64_t n = pmoe_class_samples(f, c);
     char acc[16] = "-";
     if (n > 0) snprintf(acc, sizeof acc, "%.1f%%", 100.0 * (double)pmoe_class_correct(f, c) / (double)n);
-    snprintf(out, 64, "%d %.*s %s", c, NAME_CHARS, pmoe_class_name(f, c, buf), acc);
+    if (!f->names && !f->binary) snprintf(out, 64, "%d %s", c, acc); /* the name is the index */
+    else snprintf(out, 64, "%d %.*s %s", c, NAME_CHARS, pmoe_class_name(f, c, buf), acc);
 }
 
 static double share(const pmoe_class_figures *f, int t, int p) {
