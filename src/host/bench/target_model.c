@@ -149,28 +149,24 @@ static pmoe_status model_export_peer(const bench_target *t, const char *dir, pmo
 }
 
 /* The families differ only in the inference step. */
-static const bench_target_calls TWO_LAYER_CALLS = {
+static pmoe_status model_infer_step(bench_target *t, pmoe_error *err) {
+    const model_target *s = t->state;
+    return pmoe_model_is_deep(s->cfg->model.type) ? deep_infer_step(t, err)
+                                                  : two_layer_infer_step(t, err);
+}
+
+static const bench_target_calls MODEL_CALLS = {
     .describe = model_describe,
     .train_step = model_train_step,
     .set_timer = model_set_timer,
-    .infer_step = two_layer_infer_step,
-    .export_peer = model_export_peer,
-    .free_state = model_free_state,
-};
-static const bench_target_calls DEEP_CALLS = {
-    .describe = model_describe,
-    .train_step = model_train_step,
-    .set_timer = model_set_timer,
-    .infer_step = deep_infer_step,
+    .infer_step = model_infer_step,
     .export_peer = model_export_peer,
     .free_state = model_free_state,
 };
 
 pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int patch,
                              int64_t batch, bench_target *t, pmoe_error *err) {
-    const bench_target_calls *calls =
-        pmoe_model_is_deep(cfg->model.type) ? &DEEP_CALLS : &TWO_LAYER_CALLS;
-    pmoe_status st = bench_target_open(t, calls, sizeof(model_target), cfg, err);
+    pmoe_status st = bench_target_open(t, &MODEL_CALLS, sizeof(model_target), cfg, err);
     if (st) return st;
     model_target *s = t->state;
     s->cfg = cfg;
