@@ -17,6 +17,8 @@ if [ "${1:-}" = "--test" ]; then
   packages+=(libopenmpi-dev openmpi-bin)
   # gcovr: the line coverage of the CUDA host code on the stand-in (tools/standin_coverage.sh)
   packages+=(gcovr)
+  # clang-format: tools/format.sh and its --check (.clang-format was tuned with version 14)
+  packages+=(clang-format)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

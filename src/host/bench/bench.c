@@ -32,7 +32,7 @@ static pmoe_status measure_model(const pmoe_config *cfg, const pmoe_dataset *ds,
     pmoe_status st = bench_model_open(cfg, ds, patch, cfg->train.batch, &t, err);
     if (!st) st = bench_target_measure(&t, cfg, options, meter, out, err);
     if (!st) bench_model_map(&t, map);
-    if (t.destroy) t.destroy(&t);
+    bench_target_close(&t);
     return st;
 }
 
@@ -54,7 +54,7 @@ static pmoe_status measure_block(const pmoe_config *cfg, int which, const pmoe_b
         st = bench_time_steps(&t, out->name, 0, cfg->bench.warmup, cfg->bench.repeats, meter,
                               &out->infer, NULL, NULL, err);
     if (!st) bench_block_flops(&t, cfg, out);
-    if (t.destroy) t.destroy(&t);
+    bench_target_close(&t);
     return st;
 }
 

@@ -2,6 +2,7 @@
  * public side). One file per purpose:
  *   bench.c         the run: data, the baseline, the models and blocks measured;
  *                   the figures derived from a result
+ *   target.c        a bench_target's one constructor and its close
  *   target_model.c  a model of either family as a bench_target
  *   target_block.c  an isolated block of the deep bench (wrn.h) as a bench_target
  *   timing.c        warm-up, the timed steps, the profiled pass
@@ -11,6 +12,7 @@
 #ifndef PMOE_BENCH_BENCH_INTERNAL_H
 #define PMOE_BENCH_BENCH_INTERNAL_H
 
+#include "backend/backend.h"
 #include "bench/bench.h"
 #include "data/dataset.h"
 
@@ -25,10 +27,10 @@
 /* Something timed: it builds itself on a fresh backend (so the backend's
  * peak is its alone), says what it costs, and runs one train or inference
  * step on the inputs it made at build time. Timing, table and JSON only see
- * targets. */
+ * targets. Each kind of target (a model, a block) keeps one static table of
+ * its calls; bench_target_open is the one constructor. */
 typedef struct bench_target bench_target;
-struct bench_target {
-    void *state;
+typedef struct bench_target_calls {
     /* Fills out's shape, params, FLOPs and memory (timings are the caller's);
      * NULL for a block (measure_block counts its FLOPs). */
     void (*describe)(const bench_target *t, pmoe_bench_model *out);
@@ -37,10 +39,26 @@ struct bench_target {
     /* Attaches a phase timer to the model's steps (NULL detaches it). */
     void (*set_timer)(bench_target *t, pmoe_phase_timer *timer);
     pmoe_status (*infer_step)(bench_target *t, pmoe_error *err);
-    /* Writes dir/<model>.init.safetensors and dir/<model>.batch.safetensors. */
+    /* Writes dir/<model>.init.safetensors and dir/<model>.batch.safetensors;
+     * NULL for a block. */
     pmoe_status (*export_peer)(const bench_target *t, const char *dir, pmoe_error *err);
-    void (*destroy)(bench_target *t);
+    /* Frees what the state holds and the state itself (not the backend:
+     * bench_target_close destroys it after). */
+    void (*free_state)(void *state);
+} bench_target_calls;
+struct bench_target {
+    const bench_target_calls *calls;
+    void *state;
+    pmoe_backend *be; /* the target's own */
 };
+
+/* target.c: t as a target of `calls`, with state_size bytes of zeroed state
+ * and a fresh backend as cfg's train.device, train.threads and
+ * train.cpu_kernels ask. bench_target_close frees what open made, also after
+ * an open that failed. */
+pmoe_status bench_target_open(bench_target *t, const bench_target_calls *calls, size_t state_size,
+                              const pmoe_config *cfg, pmoe_error *err);
+void bench_target_close(bench_target *t);
 
 /* target_model.c: cfg's model (either family) on a fresh backend with the
  * first `batch` training samples of ds composed into it (wrapping around a

@@ -53,6 +53,30 @@ static void csv_row(FILE *f, const sweep_values *sv, int i, const pmoe_bench_res
             (double)r->batch / (m->train.median_ms * 1e-3));
 }
 
+/* One of a run's figures for one of its two models. */
+typedef double (*run_figure)(const pmoe_bench_result *r, const pmoe_bench_model *m);
+static double train_ms(const pmoe_bench_result *r, const pmoe_bench_model *m) {
+    (void)r;
+    return m->train.median_ms;
+}
+static double peak_mib(const pmoe_bench_result *r, const pmoe_bench_model *m) {
+    (void)r;
+    return (double)m->mem.peak_bytes / 1048576.0;
+}
+
+/* A panel of two series, the pMoE model's and the baseline's, of figure(). */
+static void model_pair_panel(pmoe_plot_panel *p, const char *title, const pmoe_bench_result *runs,
+                             int count, run_figure figure) {
+    p->title = title;
+    p->series_count = 2;
+    p->series[0].label = runs[0].pmoe.model;
+    p->series[1].label = runs[0].baseline.model;
+    for (int i = 0; i < count; i++) {
+        p->series[0].y[i] = figure(&runs[i], &runs[i].pmoe);
+        p->series[1].y[i] = figure(&runs[i], &runs[i].baseline);
+    }
+}
+
 static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
                         const pmoe_bench_result *runs) {
     memset(fig, 0, sizeof *fig);
@@ -66,16 +90,8 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
         fig->x_text[i] = sv->text[i];
     }
     fig->panel_count = 4;
-    pmoe_plot_panel *p = &fig->panels[0];
-    p->title = "train ms/step";
-    p->series_count = 2;
-    p->series[0].label = runs[0].pmoe.model;
-    p->series[1].label = runs[0].baseline.model;
-    for (int i = 0; i < sv->count; i++) {
-        p->series[0].y[i] = runs[i].pmoe.train.median_ms;
-        p->series[1].y[i] = runs[i].baseline.train.median_ms;
-    }
-    p = &fig->panels[1];
+    model_pair_panel(&fig->panels[0], "train ms/step", runs, sv->count, train_ms);
+    pmoe_plot_panel *p = &fig->panels[1];
     p->title = "train MFLOP/sample";
     p->series_count = 4;
     p->series[0].label = "pmoe executed";
@@ -88,24 +104,9 @@ static void fill_figure(pmoe_plot_figure *fig, const sweep_values *sv,
         p->series[2].y[i] = runs[i].pmoe.train_flops[PMOE_FLOPS_USEFUL] / 1e6;
         p->series[3].y[i] = runs[i].pmoe.train_flops[PMOE_FLOPS_DENSE_MASKED] / 1e6;
     }
-    p = &fig->panels[2];
-    p->title = "peak MiB";
-    p->series_count = 2;
-    p->series[0].label = runs[0].pmoe.model;
-    p->series[1].label = runs[0].baseline.model;
-    for (int i = 0; i < sv->count; i++) {
-        p->series[0].y[i] = (double)runs[i].pmoe.mem.peak_bytes / 1048576.0;
-        p->series[1].y[i] = (double)runs[i].baseline.mem.peak_bytes / 1048576.0;
-    }
-    p = &fig->panels[3];
-    p->title = "train GFLOP/s (executed)";
-    p->series_count = 2;
-    p->series[0].label = runs[0].pmoe.model;
-    p->series[1].label = runs[0].baseline.model;
-    for (int i = 0; i < sv->count; i++) {
-        p->series[0].y[i] = pmoe_bench_train_gflops(&runs[i], &runs[i].pmoe);
-        p->series[1].y[i] = pmoe_bench_train_gflops(&runs[i], &runs[i].baseline);
-    }
+    model_pair_panel(&fig->panels[2], "peak MiB", runs, sv->count, peak_mib);
+    model_pair_panel(&fig->panels[3], "train GFLOP/s (executed)", runs, sv->count,
+                     pmoe_bench_train_gflops);
 }
 
 /* The runs' steps as one count over the sweep, each labelled with its value. */

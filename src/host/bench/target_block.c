@@ -12,7 +12,6 @@
 #include "model/wrn.h"
 
 typedef struct block_target {
-    pmoe_backend *be;
     pmoe_model *model;
     int64_t batch;
 } block_target;
@@ -23,13 +22,10 @@ _Static_assert((int)PMOE_BENCH_BLOCKS == (int)PMOE_BLOCK_KINDS &&
                    (int)PMOE_BENCH_BLOCK_DENSE == (int)PMOE_BLOCK_MOE_DENSE,
                "the bench's blocks are wrn.h's, in its order");
 
-static void block_destroy(bench_target *t) {
-    block_target *s = t->state;
-    if (!s) return;
+static void block_free_state(void *state) {
+    block_target *s = state;
     pmoe_model_free(s->model);
-    pmoe_backend_destroy(s->be);
     free(s);
-    t->state = NULL;
 }
 
 static pmoe_status block_train_step(bench_target *t, double *loss, pmoe_error *err) {
@@ -38,7 +34,7 @@ static pmoe_status block_train_step(bench_target *t, double *loss, pmoe_error *e
     s->model->training = 1;
     pmoe_model_forward(s->model, s->batch);
     pmoe_model_backward(s->model);
-    return s->be->synchronize(s->be, err);
+    return t->be->synchronize(t->be, err);
 }
 
 static pmoe_status block_infer_step(bench_target *t, pmoe_error *err) {
@@ -46,7 +42,7 @@ static pmoe_status block_infer_step(bench_target *t, pmoe_error *err) {
     s->model->training = 0;
     pmoe_model_forward(s->model, s->batch);
     s->model->training = 1;
-    return s->be->synchronize(s->be, err);
+    return t->be->synchronize(t->be, err);
 }
 
 static void block_set_timer(bench_target *t, pmoe_phase_timer *timer) {
@@ -54,23 +50,21 @@ static void block_set_timer(bench_target *t, pmoe_phase_timer *timer) {
     s->model->timer = timer;
 }
 
+static const bench_target_calls BLOCK_CALLS = {
+    .train_step = block_train_step,
+    .set_timer = block_set_timer,
+    .infer_step = block_infer_step,
+    .free_state = block_free_state,
+};
+
 pmoe_status bench_block_open(const pmoe_config *cfg, int which, int C, int H, int W, int patch,
                              int64_t batch, bench_target *t, pmoe_error *err) {
-    memset(t, 0, sizeof *t);
-    block_target *s = calloc(1, sizeof *s);
-    if (!s) return pmoe_fail(err, PMOE_ERR_OOM, "bench: cannot allocate a target");
-    t->state = s;
-    t->train_step = block_train_step;
-    t->infer_step = block_infer_step;
-    t->set_timer = block_set_timer;
-    t->destroy = block_destroy;
+    pmoe_status st = bench_target_open(t, &BLOCK_CALLS, sizeof(block_target), cfg, err);
+    if (st) return st;
+    block_target *s = t->state;
     s->batch = batch;
-    pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
-    if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
-    if (!st)
-        st = pmoe_model_create_block(s->be, cfg, (pmoe_block_kind)which, C, H, W, patch, batch,
-                                     &s->model, err);
-    return st;
+    return pmoe_model_create_block(t->be, cfg, (pmoe_block_kind)which, C, H, W, patch, batch,
+                                   &s->model, err);
 }
 
 void bench_block_flops(const bench_target *t, const pmoe_config *cfg, pmoe_bench_block *out) {

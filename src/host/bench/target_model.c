@@ -15,7 +15,6 @@
 
 typedef struct model_target {
     const pmoe_config *cfg;
-    pmoe_backend *be;
     pmoe_model *model;
     int64_t batch;
     int channels, height, width;
@@ -24,16 +23,13 @@ typedef struct model_target {
     float *host_labels_float; /* for the peer export */
 } model_target;
 
-static void model_destroy(bench_target *t) {
-    model_target *s = t->state;
-    if (!s) return;
+static void model_free_state(void *state) {
+    model_target *s = state;
     pmoe_model_free(s->model);
-    pmoe_backend_destroy(s->be);
     free(s->host_images);
     free(s->host_labels);
     free(s->host_labels_float);
     free(s);
-    t->state = NULL;
 }
 
 /* The memory split of bench.h: the model's parameters and activations, the
@@ -41,7 +37,8 @@ static void model_destroy(bench_target *t) {
  * any op's transient scratch: the test holds the backward buffers to at most
  * that, and the CNN's, which has no scratch, to exactly), and the host's
  * batch (images and labels). */
-static void memory(const model_target *s, pmoe_bench_memory *mem) {
+static void memory(const bench_target *t, pmoe_bench_memory *mem) {
+    const model_target *s = t->state;
     const pmoe_model *m = s->model;
     const pmoe_memory_plan plan = pmoe_model_memory_plan(m);
     const int64_t B = m->image.batch, F = (int64_t)sizeof(float), IDX = (int64_t)sizeof(int32_t);
@@ -49,7 +46,7 @@ static void memory(const model_target *s, pmoe_bench_memory *mem) {
     mem->parameter_bytes = plan.parameter_bytes;
     mem->activation_bytes = plan.activation_bytes;
     mem->backward_bytes = plan.backward_bytes;
-    mem->device_peak_bytes = s->be->mem.peak_bytes;
+    mem->device_peak_bytes = t->be->mem.peak_bytes;
     mem->workspace_bytes = mem->device_peak_bytes - mem->parameter_bytes - plan.activation_bytes;
     mem->host_bytes = B * image * F + B * IDX;
     mem->peak_bytes = mem->device_peak_bytes + mem->host_bytes;
@@ -77,7 +74,7 @@ static void model_describe(const bench_target *t, pmoe_bench_model *out) {
         out->train_flops[k] = pmoe_flops_train_per_sample(&out->flops, (pmoe_flop_kind)k);
         out->infer_flops[k] = pmoe_flops_infer_per_sample(&out->flops, (pmoe_flop_kind)k);
     }
-    memory(s, &out->mem);
+    memory(t, &out->mem);
 }
 
 void bench_model_map(const bench_target *t, int map[3]) {
@@ -98,21 +95,21 @@ static pmoe_status model_train_step(bench_target *t, double *loss, pmoe_error *e
     if (st) return st;
     pmoe_timer_enter(s->model->timer, PMOE_T_OPTIMIZER, 0);
     pmoe_model_sgd(s->model, BENCH_LR, (float)tc->momentum, (float)tc->weight_decay);
-    st = s->be->synchronize(s->be, err);
+    st = t->be->synchronize(t->be, err);
     pmoe_timer_stop(s->model->timer);
     return st;
 }
 
 static void model_set_timer(bench_target *t, pmoe_phase_timer *timer) {
     model_target *s = t->state;
-    if (timer) pmoe_backend_time_phases(s->be, timer);
+    if (timer) pmoe_backend_time_phases(t->be, timer);
     s->model->timer = timer;
 }
 
 static pmoe_status two_layer_infer_step(bench_target *t, pmoe_error *err) {
     model_target *s = t->state;
     pmoe_model_forward(s->model, s->batch);
-    return s->be->synchronize(s->be, err);
+    return t->be->synchronize(t->be, err);
 }
 
 /* As an evaluation pass runs it: running statistics, and the loss (which
@@ -151,18 +148,27 @@ static pmoe_status model_export_peer(const bench_target *t, const char *dir, pmo
     return pmoe_safetensors_write(path, entries, 2, meta, 1, err);
 }
 
+/* The families differ only in the inference step. */
+static pmoe_status model_infer_step(bench_target *t, pmoe_error *err) {
+    const model_target *s = t->state;
+    return pmoe_model_is_deep(s->cfg->model.type) ? deep_infer_step(t, err)
+                                                  : two_layer_infer_step(t, err);
+}
+
+static const bench_target_calls MODEL_CALLS = {
+    .describe = model_describe,
+    .train_step = model_train_step,
+    .set_timer = model_set_timer,
+    .infer_step = model_infer_step,
+    .export_peer = model_export_peer,
+    .free_state = model_free_state,
+};
+
 pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int patch,
                              int64_t batch, bench_target *t, pmoe_error *err) {
-    memset(t, 0, sizeof *t);
-    model_target *s = calloc(1, sizeof *s);
-    if (!s) return pmoe_fail(err, PMOE_ERR_OOM, "bench: cannot allocate a target");
-    t->state = s;
-    t->describe = model_describe;
-    t->train_step = model_train_step;
-    t->set_timer = model_set_timer;
-    t->infer_step = pmoe_model_is_deep(cfg->model.type) ? deep_infer_step : two_layer_infer_step;
-    t->export_peer = model_export_peer;
-    t->destroy = model_destroy;
+    pmoe_status st = bench_target_open(t, &MODEL_CALLS, sizeof(model_target), cfg, err);
+    if (st) return st;
+    model_target *s = t->state;
     s->cfg = cfg;
     s->batch = batch;
     s->channels = ds->channels;
@@ -175,11 +181,8 @@ pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int
     if (!s->host_images || !s->host_labels || !s->host_labels_float)
         return pmoe_fail(err, PMOE_ERR_OOM, "bench: out of host memory for a batch of %lld",
                          (long long)batch);
-    pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
-    if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
-    if (!st)
-        st = pmoe_model_create(s->be, cfg, ds->channels, ds->height, ds->width, patch,
-                               ds->classes, batch, &s->model, err);
+    st = pmoe_model_create(t->be, cfg, ds->channels, ds->height, ds->width, patch,
+                           ds->classes, batch, &s->model, err);
     if (st) return st;
     for (int64_t i = 0; i < batch; i++) {
         const int64_t index = i % ds->count;
@@ -187,10 +190,10 @@ pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int
         s->host_labels[i] = ds->labels[index];
         s->host_labels_float[i] = (float)ds->labels[index];
     }
-    st = s->be->copy_in(s->be, s->model->images, s->host_images,
+    st = t->be->copy_in(t->be, s->model->images, s->host_images,
                         (size_t)(batch * per_sample) * sizeof(float), err);
     if (!st)
-        st = s->be->copy_in(s->be, s->model->labels, s->host_labels,
+        st = t->be->copy_in(t->be, s->model->labels, s->host_labels,
                             (size_t)batch * sizeof(int32_t), err);
     return st;
 }

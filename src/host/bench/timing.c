@@ -35,7 +35,7 @@ pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int w
     for (int i = 0; !st && i < warmup + repeats; i++) {
         double loss = 0.0;
         const double began = pmoe_now_seconds();
-        st = train ? t->train_step(t, &loss, err) : t->infer_step(t, err);
+        st = train ? t->calls->train_step(t, &loss, err) : t->calls->infer_step(t, err);
         const double took = pmoe_now_seconds() - began;
         if (i >= warmup) ms[i - warmup] = 1e3 * took;
         if (train && i == 0 && first_loss) *first_loss = loss;
@@ -57,26 +57,27 @@ pmoe_status bench_target_measure(bench_target *t, const pmoe_config *cfg,
                                  pmoe_bench_model *out, pmoe_error *err) {
     pmoe_status st = PMOE_OK;
     const char *name = pmoe_model_type_name(cfg->model.type);
-    if (options && options->peer_dir) st = t->export_peer(t, options->peer_dir, err);
+    if (options && options->peer_dir) st = t->calls->export_peer(t, options->peer_dir, err);
     if (!st)
         st = bench_time_steps(t, name, 1, cfg->bench.warmup, cfg->bench.repeats, meter,
                               &out->train, &out->first_loss, &out->last_loss, err);
     if (!st)
         st = bench_time_steps(t, name, 0, cfg->bench.warmup, cfg->bench.repeats, meter,
                               &out->infer, NULL, NULL, err);
-    if (!st) t->describe(t, out); /* before the profiled pass: the peak is the timed steps' */
+    /* before the profiled pass: the peak is the timed steps' */
+    if (!st) t->calls->describe(t, out);
     if (!st) { /* where a train step's time goes */
         pmoe_phase_timer timer;
         memset(&timer, 0, sizeof timer); /* no wait hook unless set_timer adds one */
         pmoe_timer_reset(&timer);
-        t->set_timer(t, &timer);
+        t->calls->set_timer(t, &timer);
         double loss;
         meter_begin(meter, name, "profiled train steps");
         for (int i = 0; !st && i < cfg->bench.repeats; i++) {
-            st = t->train_step(t, &loss, err);
+            st = t->calls->train_step(t, &loss, err);
             meter_step(meter);
         }
-        t->set_timer(t, NULL);
+        t->calls->set_timer(t, NULL);
         for (int i = 0; i < PMOE_T_COUNT; i++)
             out->phase_ms[i] = 1e3 * timer.seconds[i] / (double)cfg->bench.repeats;
     }
