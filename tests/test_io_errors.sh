@@ -21,11 +21,12 @@
 # Usage: test_io_errors.sh PATH/TO/pmoe
 set -u
 PMOE=${1:?usage: test_io_errors.sh PATH/TO/pmoe}
+. "$(dirname "$0")/memory_cgroup.sh"
 TMP=$(mktemp -d)
 MNT="" CGROUP=""
 cleanup() {
   [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
-  [ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null
+  memory_cgroup_remove
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -166,28 +167,7 @@ else
   expect_fail "out of host memory: loading CIFAR-10 train (1500000 images) needs 4396.0 MiB" \
     sh -c 'ulimit -v 4000000 && exec "$@"' sh "$PMOE" train "${CIFAR_HUGE[@]}" --set data.train_size=1500000
 fi
-memory_cgroup() { # creates a child memory cgroup of ours with a limit of $1 bytes
-  local v2 v1
-  v2=$(sed -n 's/^0:://p' /proc/self/cgroup)
-  for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do
-    if [ -n "$v2" ] && [ -f "$root$v2/memory.max" -o -f "$root/cgroup.controllers" ] &&
-       grep -qw memory "$root${v2%/}/cgroup.subtree_control" 2>/dev/null &&
-       mkdir "$root${v2%/}/pmoe-test-$$" 2>/dev/null; then
-      CGROUP="$root${v2%/}/pmoe-test-$$"
-      echo "$1" >"$CGROUP/memory.max" && return 0
-    fi
-  done
-  v1=$(sed -n 's/^[0-9]*:[^:]*\bmemory\b[^:]*://p' /proc/self/cgroup)
-  for dir in "/sys/fs/cgroup/memory$v1" /sys/fs/cgroup/memory; do
-    if [ -n "$v1" ] && [ -f "$dir/memory.limit_in_bytes" ] && mkdir "$dir/pmoe-test-$$" 2>/dev/null; then
-      CGROUP="$dir/pmoe-test-$$"
-      echo "$1" >"$CGROUP/memory.limit_in_bytes" && return 0
-    fi
-  done
-  return 1
-}
 if [ $ROOT -eq 1 ] && memory_cgroup $((200 << 20)); then
-  IN_CGROUP=(sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$CGROUP")
   "${IN_CGROUP[@]}" "$PMOE" train "${HUGE[@]}" >"$TMP/out" 2>"$TMP/err"; rc=$?
   if [ $rc -eq 1 ] && grep -q "out of host memory" "$TMP/err" && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok
   else bad "a 200 MiB memory cgroup: exit $rc: $(cat "$TMP/err")"; fi
@@ -216,7 +196,7 @@ open(sys.argv[1], "wb").write(png)' "$TMP/folder/train/a/1.png"
   else
     skip "folder images in a memory cgroup (needs python3 to write the PNGs)"
   fi
-  rmdir "$CGROUP" 2>/dev/null && CGROUP=""
+  memory_cgroup_remove
 else
   skip "a memory cgroup (needs root and a writable cgroup file system)"
 fi
