@@ -5,7 +5,8 @@
 #  - outputs: stdout and --log on /dev/full; a full file system (a small
 #    tmpfs, root only) under the checkpoints and the log: earlier files stay
 #    byte-identical and the log ends at a whole line; a file-size limit
-#    (ulimit -f): a message, no temporary file left; a checkpoint folder that
+#    (ulimit -f): a message, no temporary file left; a read-only file system
+#    (root only): every writer refuses at its start; a checkpoint folder that
 #    cannot be created fails at the start; a memory limit (a memory cgroup,
 #    root only, and ulimit -v): the out-of-memory line, not a kill, for the
 #    model and for each data source's own buffers (synthetic labels, CIFAR
@@ -129,6 +130,31 @@ if [ $ROOT -eq 1 ] && mkdir -p "$TMP/mnt" && mount -t tmpfs -o size=1m tmpfs "$T
   umount "$MNT" && MNT=""
 else
   skip "a full file system (needs root and mount)"
+fi
+
+# A read-only file system (root: a tmpfs remounted read-only): every writer
+# refuses at its start, nothing there changes, and reading still works.
+if [ $ROOT -eq 1 ] && mkdir -p "$TMP/ro" && mount -t tmpfs -o size=4m tmpfs "$TMP/ro" 2>/dev/null; then
+  MNT="$TMP/ro"
+  "$PMOE" train "${SYN[@]}" "${CKPT[@]}" --set train.checkpoint_dir="$MNT/ck" --quiet
+  mount -o remount,ro "$MNT"
+  (cd "$MNT" && find . -type f -exec md5sum {} + | sort) >"$TMP/before"
+  expect_fail "$MNT/ck: cannot write in the checkpoint folder: Read-only file system" \
+    "$PMOE" train --resume "$MNT/ck" --set train.epochs=2 --quiet --log "$TMP/ro.log"
+  [ ! -s "$TMP/ro.log" ] && ok || bad "read-only: the resumed run trained before finding its folder read-only"
+  expect_fail "$MNT/new: cannot create the checkpoint folder: Read-only file system" \
+    "$PMOE" train "${SYN[@]}" "${CKPT[@]}" --set train.checkpoint_dir="$MNT/new" --quiet
+  expect_fail "$MNT/run.log: cannot open the log for writing: Read-only file system" \
+    "$PMOE" train "${SYN[@]}" --quiet --log "$MNT/run.log"
+  expect_fail "$MNT/r.png: cannot create" "$PMOE" route --checkpoint "$MNT/ck" --out "$MNT/r.png"
+  expect_fail "$MNT/sweep: cannot create the --out folder: Read-only file system" \
+    "$PMOE" bench --sweep model.topl=2 --out "$MNT/sweep"
+  "$PMOE" eval --checkpoint "$MNT/ck" --quiet >/dev/null 2>"$TMP/err" && ok || bad "read-only: eval failed: $(cat "$TMP/err")"
+  (cd "$MNT" && find . -type f -exec md5sum {} + | sort) >"$TMP/after"
+  diff -q "$TMP/before" "$TMP/after" >/dev/null && ok || bad "read-only: files changed: $(diff "$TMP/before" "$TMP/after")"
+  umount "$MNT" && MNT=""
+else
+  skip "a read-only file system (needs root and mount)"
 fi
 
 # Memory: a limit below the model's footprint, or the data's, is the one-line error, never a kill.
