@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/files.h"
 #include "pmoe/train.h"
 #include "viz/png_write.h"
 #include "viz/route_image.h"
@@ -34,6 +35,8 @@ int pmoe_cli_route(int argc, char **argv) {
     pmoe_config cfg;
     pmoe_error err = {PMOE_OK, ""};
     if (cli_build_config(&a, a.checkpoint, &cfg, &err)) return pmoe_cli_fail(&err);
+    /* a FIFO or device as --out is refused before the pass over the test set */
+    if (pmoe_check_replaceable(a.out, &err)) return pmoe_cli_fail(&err);
     pmoe_routing routing;
     if (pmoe_route(&cfg, a.checkpoint, a.samples ? a.samples : DEFAULT_SAMPLES, &routing, &err))
         return pmoe_cli_fail(&err);
