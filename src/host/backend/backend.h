@@ -402,8 +402,9 @@ void pmoe_backend_time_phases(pmoe_backend *be, pmoe_phase_timer *timer);
  * (pmoe_mem_check: on the CPU, be->mem's limit and use, since the backend's
  * memory is the host's; elsewhere be->host_mem's), so a host that cannot
  * hold it gives the one-line "out of host memory" error rather than a kill;
- * held until pmoe_backend_host_free (counted against the limit, not in the
- * backend's peak). */
+ * held (counted against the limit, not in the backend's peak) until
+ * pmoe_backend_host_free, or, for a buffer kept as long as the backend or
+ * longer, until the backend goes (such a buffer is freed with free()). */
 pmoe_status pmoe_backend_host_alloc(pmoe_backend *be, size_t bytes, const char *what, void **out,
                                     pmoe_error *err);
 void pmoe_backend_host_free(pmoe_backend *be, void *ptr, size_t bytes);
