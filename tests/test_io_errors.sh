@@ -89,6 +89,14 @@ sum_before=$(md5sum "$TMP/full-out/step-000000001.safetensors")
 full_stdout 2 train --resume "$TMP/full-out"
 [ "$(md5sum "$TMP/full-out/step-000000001.safetensors")" = "$sum_before" ] && ok ||
   bad "progress > /dev/full: the resumed run changed the checkpoint before it"
+# resumed at an epoch's end, it stops before its first step: the state is the
+# file it resumed from, which is named and left as it was (not saved again)
+"$PMOE" train "${SYN[@]}" --set train.batch=10 "${CKPT[@]}" --set train.checkpoint_dir="$TMP/full-end" --quiet
+sum_before=$(md5sum "$TMP/full-end/step-000000004.safetensors")
+expect_fail "standard output: writing failed: No space left on device; stopped after step 4; checkpoint $TMP/full-end/step-000000004.safetensors" \
+  sh -c 'exec "$@" >/dev/full' sh "$PMOE" train --resume "$TMP/full-end" --set train.epochs=50
+[ "$(md5sum "$TMP/full-end/step-000000004.safetensors")" = "$sum_before" ] && ok ||
+  bad "a resumed run stopped before its first step rewrote the checkpoint it resumed from"
 
 # A file-size limit: a write error with a message, no temporary file left, the earlier checkpoint whole.
 BIG=(--set data.source=synthetic --set data.train_size=40 --set data.test_size=20 --set data.synthetic_dim=1024 --set model.hidden=64)
