@@ -7,7 +7,9 @@
  *   the losses of the run left alone (main phase with momentum, and inside
  *   the router phase of separate training);
  * - a NaN stops the run, names the step and the last good checkpoint, which
- *   still loads; train.on_nonfinite = skip carries on;
+ *   still loads; train.on_nonfinite = skip carries on; a save of a model
+ *   holding a NaN or Inf (weight or velocity) is refused and leaves the file
+ *   of that name byte-identical (the run's guard never lets one reach it);
  * - a full disk (RLIMIT_FSIZE) while saving leaves the previous checkpoint;
  * - train.keep prunes to the newest; pmoe_eval matches the run's accuracy;
  * - only the names pmoe writes are checkpoint names, run ids are 32 hex
@@ -22,8 +24,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "core/safetensors.h"
+#include "model/model.h"
 #include "pmoe/train.h"
+#include "train/checkpoint.h"
 #include "train/checkpoint_folder.h"
 #include "test_util.h"
 
@@ -276,6 +281,84 @@ static void test_guards(void) {
               "%d: %s", s, err.message);
 }
 
+/* The whole file, malloc'd, or NULL; *size its length. */
+static unsigned char *read_all(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    rewind(f);
+    unsigned char *bytes = malloc(*size > 0 ? (size_t)*size : 1);
+    if (bytes && fread(bytes, 1, (size_t)*size, f) != (size_t)*size) {
+        free(bytes);
+        bytes = NULL;
+    }
+    fclose(f);
+    return bytes;
+}
+
+/* pmoe_checkpoint_save itself refuses a model with a non-finite tensor,
+ * naming it, and leaves the earlier file of that name as it was: the
+ * training loop's NaN guard stops a run before any save, so only a direct
+ * call reaches this. */
+static void test_save_refuses_nonfinite(void) {
+    pmoe_config cfg;
+    base_config(&cfg, "nonfinite");
+    pmoe_config_set(&cfg, "train.momentum=0.9", NULL); /* velocities are saved too */
+    pmoe_error err = {PMOE_OK, ""};
+    pmoe_backend *be = NULL;
+    pmoe_model *m = NULL;
+    CHECK(pmoe_cpu_backend_create(1, &be, &err) == PMOE_OK);
+    CHECK_MSG(pmoe_model_create(be, &cfg, 1, 8, 8, 2, 1, 4, &m, &err) == PMOE_OK, "%s", err.message);
+    if (!m) {
+        pmoe_backend_destroy(be);
+        return;
+    }
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s/nonfinite", tmp);
+    CHECK(pmoe_checkpoint_make_dir(dir, &err) == PMOE_OK);
+    pmoe_checkpoint_path(dir, 1, path, sizeof path);
+    pmoe_train_position pos;
+    memset(&pos, 0, sizeof pos);
+    pos.phase = PMOE_PHASE_MAIN;
+    pos.epoch = 1;
+    pos.step = 1;
+    pmoe_run_id_new(pos.run_id);
+    CHECK_MSG(pmoe_checkpoint_save(path, m, &cfg, &pos, &err) == PMOE_OK, "%s", err.message);
+    long before_size = 0, after_size = 0;
+    unsigned char *before = read_all(path, &before_size);
+    CHECK(before != NULL && before_size > 0);
+
+    /* NaN in a weight, then Inf in a velocity: each refused, the file untouched. */
+    int checked = 0;
+    for (int i = 0; i < m->param_count && checked < 2; i++) {
+        pmoe_param *p = &m->params[i];
+        float *slot = checked == 0 ? p->value.data : p->velocity.data;
+        if (!slot || pmoe_tensor_numel(checked == 0 ? &p->value : &p->velocity) < 3) continue;
+        const float kept = slot[2];
+        slot[2] = checked == 0 ? NAN : INFINITY; /* the CPU backend's memory is the host's */
+        pos.step = 2;
+        pmoe_status s = pmoe_checkpoint_save(path, m, &cfg, &pos, &err);
+        slot[2] = kept;
+        CHECK_MSG(s == PMOE_ERR_NONFINITE && strstr(err.message, p->field ? p->field : p->name) &&
+                      strstr(err.message, "element 2") && strstr(err.message, "nothing was written"),
+                  "%s %d: %s", p->name, s, err.message);
+        unsigned char *after = read_all(path, &after_size);
+        CHECK_MSG(after && after_size == before_size && memcmp(before, after, (size_t)before_size) == 0,
+                  "the refused save of %s changed %s", p->name, path);
+        free(after);
+        checked++;
+    }
+    CHECK_MSG(checked == 2, "found %d of a weight and a velocity to poison", checked);
+    CHECK(count_checkpoints(dir) == 1); /* no temporary left beside it */
+    pmoe_st_file file;
+    CHECK(pmoe_checkpoint_open(path, &file, &err) == PMOE_OK); /* and it still loads */
+    if (!err.code) pmoe_safetensors_free(&file);
+    free(before);
+    pmoe_model_free(m);
+    pmoe_backend_destroy(be);
+}
+
 static void test_names(void) {
     static const struct {
         const char *name;
@@ -316,6 +399,7 @@ int main(void) {
     test_resume_main_phase();
     test_resume_router_phase();
     test_guards();
+    test_save_refuses_nonfinite();
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);

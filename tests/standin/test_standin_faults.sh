@@ -11,6 +11,8 @@
 # before the failure whole (they still load and evaluate on the CPU).
 # A cuDNN algorithm that fails must not end the run: pmoe falls back to the
 # next candidate and trains exactly the model of the run without the fault.
+# The backend's host-side buffers are weighed against the host's memory
+# (ulimit -v) like the CPU backend's: a one-line refusal, not a kill.
 set -u
 STANDIN=${1:?usage: test_standin_faults.sh PMOE_STANDIN PMOE COMPARE_CHECKPOINTS}
 STANDIN=$(realpath "$STANDIN")
@@ -97,6 +99,20 @@ if "$STANDIN" train "${DEEP[@]}" --set train.checkpoint_dir=deep-clean 2>/dev/nu
   else fail "fallback: the model differs: $out"; fi
   [ "$(grep -c 'injected fault' fallback.err)" -eq 3 ] || fail "fallback: the faults were not all injected"
 else fail "fallback: the run with refused algorithms failed: $(grep -v '^pmoe-standin' fallback.err)"; fi
+
+echo "the CUDA backend's host buffers are weighed against the host's memory"
+if ldd "$STANDIN" 2>/dev/null | grep -q libasan; then
+  echo "  skipped: an AddressSanitizer build cannot start under an address-space limit"
+else # a 6.5 GB init buffer under a 4 GB address-space limit: refused before malloc
+  (ulimit -v 4000000 && exec "$STANDIN" train "${TWO[@]}" --set data.synthetic_dim=4096 \
+     --set model.hidden=400000 --set train.checkpoint_dir=host-memory) 2>host-memory.err
+  rc=$?
+  grep -v '^pmoe-standin: ' host-memory.err >host-memory.lines
+  if [ $rc -eq 1 ] && [ "$(wc -l <host-memory.lines)" -eq 1 ] &&
+     grep -q "out of host memory: [0-9]* bytes asked for the parameters' initial values .*(ulimit -v)" host-memory.lines
+  then echo "  ok: $(cat host-memory.lines)"
+  else fail "host memory on cuda: exit $rc: $(cat host-memory.lines)"; fi
+fi
 
 echo "train.device = auto without a device runs on the CPU"
 if out=$(PMOE_STANDIN_DEVICES=0 "$STANDIN" train "${TWO[@]}" --set train.device=auto --json \

@@ -8,6 +8,7 @@
  * the CPU. "cuda" and "cuda:N" never fall back: with no such device they
  * fail with a message. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
@@ -85,6 +86,31 @@ pmoe_status pmoe_tensor_alloc(pmoe_backend *be, pmoe_tensor *t, int ndim, const 
     pmoe_status s = be->alloc(be, (size_t)pmoe_tensor_numel(t) * sizeof(float), &p, err);
     t->data = p;
     return s;
+}
+
+/* The accounting host buffers are weighed in (backend.h). */
+static pmoe_mem_stats *host_stats(pmoe_backend *be) {
+    return be->host_memory ? &be->mem : &be->host_mem;
+}
+
+pmoe_status pmoe_backend_host_alloc(pmoe_backend *be, size_t bytes, const char *what, void **out,
+                                    pmoe_error *err) {
+    *out = NULL;
+    pmoe_mem_stats *m = host_stats(be);
+    pmoe_status s = pmoe_mem_check_for(m, bytes, what, err);
+    if (s) return s;
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out)
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes of host memory for %s",
+                         bytes, what);
+    m->held_bytes += (int64_t)bytes;
+    return PMOE_OK;
+}
+
+void pmoe_backend_host_free(pmoe_backend *be, void *ptr, size_t bytes) {
+    if (!ptr) return;
+    free(ptr);
+    host_stats(be)->held_bytes -= (int64_t)bytes;
 }
 
 void pmoe_tensor_release(pmoe_backend *be, pmoe_tensor *t) {

@@ -355,6 +355,10 @@ struct pmoe_backend {
     const char *name;       /* "cpu", "cuda:0" */
     const pmoe_ops *ops;
     pmoe_mem_stats mem;     /* this backend's memory */
+    /* Where mem is not the host's (CUDA): the host memory taken beside it
+     * (pmoe_backend_host_alloc), weighed against limit_bytes, the host
+     * memory available when the backend was made. Unused where it is. */
+    pmoe_mem_stats host_mem;
     void *impl;
     pmoe_status (*alloc)(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err);
     void (*release)(pmoe_backend *be, void *ptr, size_t bytes);
@@ -408,6 +412,18 @@ void *pmoe_backend_stream(pmoe_backend *be);
  * else, on an asynchronous backend, by waiting for it at each phase
  * boundary (phase_timer.h says why); then resets the timer. */
 void pmoe_backend_time_phases(pmoe_backend *be, pmoe_phase_timer *timer);
+
+/* Host memory beside the backend's own, for a while (a parameter init
+ * buffer, a staging batch): weighed first against the host memory left
+ * (pmoe_mem_check: on the CPU, be->mem's limit and use, since the backend's
+ * memory is the host's; elsewhere be->host_mem's), so a host that cannot
+ * hold it gives the one-line "out of host memory" error rather than a kill;
+ * held (counted against the limit, not in the backend's peak) until
+ * pmoe_backend_host_free, or, for a buffer kept as long as the backend or
+ * longer, until the backend goes (such a buffer is freed with free()). */
+pmoe_status pmoe_backend_host_alloc(pmoe_backend *be, size_t bytes, const char *what, void **out,
+                                    pmoe_error *err);
+void pmoe_backend_host_free(pmoe_backend *be, void *ptr, size_t bytes);
 
 /* Allocates a tensor of the given shape on be (contents undefined). */
 pmoe_status pmoe_tensor_alloc(pmoe_backend *be, pmoe_tensor *t, int ndim, const int64_t *shape,

@@ -162,10 +162,18 @@ double pmoe_bench_train_gflops(const pmoe_bench_result *r, const pmoe_bench_mode
 double pmoe_bench_infer_gflops(const pmoe_bench_result *r, const pmoe_bench_model *m);
 
 /* --sweep KEY=V1,V2,...: runs the bench once per value (cfg with KEY=value)
- * and writes dir/sweep-KEY.csv and dir/sweep-KEY.png (cost against the
- * value); a line per value and per file written goes to log, and the
- * steps of all the runs to progress, when not NULL. */
+ * and writes dir/sweep-KEY.csv, .jsonl and .png (cost against the value);
+ * a line per value and per file written goes to log, and the steps of all
+ * the runs to progress, when not NULL. Before the first run it checks what
+ * pmoe_bench_sweep_check does. */
 pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
                              FILE *log, const pmoe_progress *progress, pmoe_error *err);
+
+/* What would refuse a sweep's results, without running it: the form of
+ * the sweep and its values, the folder (created if missing), and each
+ * output path (absent or a regular file, never a FIFO or device). So that
+ * several sweeps fail before the first one's runs. */
+pmoe_status pmoe_bench_sweep_check(const pmoe_config *cfg, const char *sweep, const char *dir,
+                                   pmoe_error *err);
 
 #endif

@@ -130,26 +130,54 @@ static void sweep_update(void *user, const char *what, int64_t done, int64_t tot
     pmoe_progress_report(p->to, label, p->before + done, p->total);
 }
 
+static const char *const OUTPUTS[] = {"csv", "jsonl", "png"};
+
+static void output_path(const char *dir, const sweep_values *sv, const char *ext, char *out,
+                        size_t size) {
+    snprintf(out, size, "%s/sweep-%s.%s", dir, sv->key, ext);
+}
+
 static pmoe_status open_output(const char *dir, const sweep_values *sv, const char *ext,
                                pmoe_atomic_file *out, pmoe_error *err) {
     char path[sizeof out->path];
-    snprintf(path, sizeof path, "%s/sweep-%s.%s", dir, sv->key, ext);
+    output_path(dir, sv, ext, path, sizeof path);
     return pmoe_atomic_open(out, path, err);
+}
+
+/* Everything that could refuse the sweep's results, found before its runs. */
+static pmoe_status check_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
+                               sweep_values *sv, pmoe_error *err) {
+    pmoe_status s = parse_sweep(sweep, sv, err);
+    if (s) return s;
+    pmoe_config probe = *cfg; /* every value must be a valid setting */
+    for (int i = 0; !s && i < sv->count; i++) s = pmoe_config_set_value(&probe, sv->key, sv->text[i], err);
+    if (!s) s = pmoe_make_dir(dir, "--out folder", err);
+    for (int i = 0; !s && i < (int)(sizeof OUTPUTS / sizeof OUTPUTS[0]); i++) {
+        char path[sizeof ((pmoe_atomic_file *)0)->path];
+        output_path(dir, sv, OUTPUTS[i], path, sizeof path);
+        s = pmoe_check_replaceable(path, err); /* a FIFO, a device, a folder in the way */
+    }
+    return s;
+}
+
+pmoe_status pmoe_bench_sweep_check(const pmoe_config *cfg, const char *sweep, const char *dir,
+                                   pmoe_error *err) {
+    sweep_values sv;
+    return check_sweep(cfg, sweep, dir, &sv, err);
 }
 
 pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
                              FILE *log, const pmoe_progress *progress, pmoe_error *err) {
     sweep_values sv;
-    pmoe_status s = parse_sweep(sweep, &sv, err);
+    pmoe_status s = check_sweep(cfg, sweep, dir, &sv, err);
     if (s) return s;
-    pmoe_config probe = *cfg; /* every value must be a valid setting before anything runs */
+    pmoe_config probe = *cfg; /* the steps of every run, for one progress count */
     sweep_progress counted = {progress, &sv, 0, 0, 0};
     for (int i = 0; !s && i < sv.count; i++) {
         s = pmoe_config_set_value(&probe, sv.key, sv.text[i], err);
         if (!s) counted.total += pmoe_bench_steps(&probe);
     }
     const pmoe_progress relay = {&counted, sweep_update};
-    if (!s) s = pmoe_make_dir(dir, "--out folder", err);
     if (s) return s;
     pmoe_bench_result *runs = calloc((size_t)sv.count, sizeof *runs);
     if (!runs) return pmoe_fail(err, PMOE_ERR_OOM, "--sweep: cannot allocate %d results", sv.count);
@@ -184,7 +212,7 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
         }
     }
     pmoe_atomic_file out;
-    if (!s) s = open_output(dir, &sv, "csv", &out, err);
+    if (!s) s = open_output(dir, &sv, OUTPUTS[0], &out, err);
     if (!s) {
         fprintf(out.stream,
                 "key,value,model,experts,topl,patches,dim,hidden,batch,train_flops_per_sample,"
@@ -199,7 +227,7 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
         s = pmoe_atomic_commit(&out, err);
         if (!s && log) fprintf(log, "wrote %s\n", out.path);
     }
-    if (!s) s = open_output(dir, &sv, "jsonl", &out, err);
+    if (!s) s = open_output(dir, &sv, OUTPUTS[1], &out, err);
     if (!s) {
         for (int i = 0; i < sv.count; i++) {
             pmoe_bench_write_json(out.stream, &runs[i]);
@@ -214,7 +242,7 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
         else {
             fill_figure(fig, &sv, runs);
             char path[sizeof out.path];
-            snprintf(path, sizeof path, "%s/sweep-%s.png", dir, sv.key);
+            output_path(dir, &sv, OUTPUTS[2], path, sizeof path);
             s = pmoe_plot_write_png(fig, path, err);
             if (!s && log) fprintf(log, "wrote %s\n", path);
             free(fig);

@@ -56,6 +56,8 @@ int pmoe_cli_bench(int argc, char **argv) {
             return pmoe_cli_fail(&err);
         }
         const char *dir = a.out ? a.out : "bench-out";
+        for (int i = 0; i < a.sweep_count; i++) /* every sweep's outputs before any run */
+            if (pmoe_bench_sweep_check(&cfg, a.sweeps[i], dir, &err)) return pmoe_cli_fail(&err);
         for (int i = 0; i < a.sweep_count; i++) {
             /* where the results go, before the minutes it takes */
             const char *eq = strchr(a.sweeps[i], '=');
@@ -73,16 +75,17 @@ int pmoe_cli_bench(int argc, char **argv) {
     }
     pmoe_bench_result res;
     pmoe_bench_options options = {a.peer, -1.0, &progress};
-    if (a.peer && pmoe_make_dir(a.peer, "--peer folder", &err)) /* before the runs, not after */
+    char peer_json[1200] = "";
+    if (a.peer) snprintf(peer_json, sizeof peer_json, "%s/pmoe-bench.json", a.peer);
+    if (a.peer && (pmoe_make_dir(a.peer, "--peer folder", &err) || /* before the runs, not after */
+                   pmoe_check_replaceable(peer_json, &err)))
         return pmoe_cli_fail(&err);
     pmoe_status s = pmoe_bench_run(&cfg, &options, &res, &err);
     pmoe_progress_line_end(&line);
     if (s) return pmoe_cli_fail(&err);
     if (a.peer) {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/pmoe-bench.json", a.peer);
         pmoe_atomic_file out;
-        s = pmoe_atomic_open(&out, path, &err);
+        s = pmoe_atomic_open(&out, peer_json, &err);
         if (!s) {
             pmoe_bench_write_json(out.stream, &res);
             fputc('\n', out.stream);

@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/files.h"
 #include "pmoe/train.h"
 #include "viz/png_write.h"
 #include "viz/route_image.h"
@@ -38,6 +39,8 @@ int pmoe_cli_route(int argc, char **argv) {
     /* a FIFO, folder or missing folder as the picture is refused before the pass */
     if (cli_check_output(a.out, &err)) return pmoe_cli_fail(&err);
     if (cli_build_config(&a, a.checkpoint, &cfg, &err)) return pmoe_cli_fail(&err);
+    /* a FIFO or device as --out is refused before the pass over the test set */
+    if (pmoe_check_replaceable(a.out, &err)) return pmoe_cli_fail(&err);
     pmoe_routing routing;
     pmoe_progress_line line;
     const pmoe_progress progress = cli_progress(a.quiet, a.no_progress, &line, "route");

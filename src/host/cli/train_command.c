@@ -3,7 +3,9 @@
  *
  * SIGINT and SIGTERM set a flag that the loop reads after each step: it
  * saves a checkpoint and returns, and the command exits 130 or 143. A second
- * signal kills at once (the handler is one-shot).
+ * signal kills at once (the handler is one-shot). Progress that cannot be
+ * written (a full disk behind stdout) raises the same flag: the run stops
+ * after that step with its checkpoint, and the command says why and exits 1.
  *
  * Progress is a redrawn bar only on a terminal that no MPI launcher gave us:
  * Open MPI hands every rank a pty even when mpirun's output goes to a file,
@@ -73,6 +75,7 @@ int pmoe_cli_train(int argc, char **argv) {
     pmoe_reporter rep;
     memset(&rep, 0, sizeof rep);
     rep.progress = a.quiet || !speaker ? NULL : stdout;
+    rep.stop = &stop_signal;
     rep.is_terminal = isatty(fileno(stdout)) && !a.no_progress && !pmoe_comm_launched();
     rep.saves_final = cfg.train.checkpoint_every > 0;
     if (a.log && speaker) {
@@ -103,6 +106,12 @@ int pmoe_cli_train(int argc, char **argv) {
     const int sig = stop_signal ? (int)stop_signal : SIGTERM;
     if (res.info.rank != 0) /* an agreed outcome: rank 0 says it */
         return s == PMOE_ERR_INTERRUPTED ? 128 + sig : s ? (s == PMOE_ERR_CONFIG ? 2 : 1) : 0;
+    if (rep.failed.code) { /* progress could not be written: that, then how the run ended */
+        pmoe_error why = rep.failed;
+        pmoe_fail(&why, rep.failed.code, "%s; %s", rep.failed.message,
+                  s ? err.message : "the run ended");
+        return pmoe_cli_fail(&why);
+    }
     if (s == PMOE_ERR_INTERRUPTED) {
         fprintf(stderr, "pmoe: %s by signal %d: %s\n", sig == SIGINT ? "interrupted" : "terminated",
                 sig, err.message);

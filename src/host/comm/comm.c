@@ -7,6 +7,7 @@
  * are real, so the communicator tests hold every implementation to the same
  * hand-computed answers. */
 #include "comm/comm.h"
+#include "core/host_memory.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -179,6 +180,8 @@ pmoe_status pmoe_comm_open(pmoe_comm_kind kind, pmoe_comm **out, pmoe_error *err
     /* Named explicitly, the exchange runs even on one rank (to test it);
      * chosen automatically, one rank runs exactly as a single process. */
     (*out)->distributed = (*out)->size > 1 || kind == PMOE_COMM_MPI || kind == PMOE_COMM_NCCL;
+    /* every memory check from here on counts on this rank's share of the node */
+    pmoe_host_memory_set_ranks_on_node((*out)->local_size);
     return PMOE_OK;
 }
 
@@ -204,6 +207,7 @@ pmoe_status pmoe_comm_use_device(pmoe_comm **comm, pmoe_comm_kind kind, int cuda
 
 void pmoe_comm_close(pmoe_comm *c) {
     if (c) c->destroy(c);
+    pmoe_host_memory_set_ranks_on_node(1);
 }
 
 /* ---- agreeing ---- */

@@ -73,7 +73,10 @@ struct pmoe_comm {
     const char *name;  /* "single", "mpi", "nccl" */
     pmoe_comm_kind kind;
     int rank, size;    /* in the job */
-    int local_rank, local_size; /* on this node (the GPU a rank takes is its local rank) */
+    int local_rank, local_size; /* on this node (MPI_COMM_TYPE_SHARED; 1 without MPI): the
+                                   GPU a rank takes is its local rank, and pmoe_comm_open
+                                   gives each rank 1/local_size of the node's memory
+                                   (core/host_memory.h) */
     /* 1 when the model must exchange through this communicator: more than one
      * rank, or mpi / nccl asked for by name (so that one rank runs the
      * exchange path too, to test it); 0 for single and an automatic one-rank

@@ -23,7 +23,7 @@ static const char *kind_of(mode_t mode) {
 }
 
 /* PMOE_OK when path is absent or a regular file (not a link to one). */
-static pmoe_status check_target(const char *path, pmoe_error *err) {
+pmoe_status pmoe_check_replaceable(const char *path, pmoe_error *err) {
     struct stat st;
     if (lstat(path, &st) != 0 || S_ISREG(st.st_mode)) return PMOE_OK;
     return pmoe_fail(err, PMOE_ERR_IO, "%s: is %s, not a regular file; not replaced", path,
@@ -35,7 +35,7 @@ pmoe_status pmoe_atomic_open(pmoe_atomic_file *f, const char *path, pmoe_error *
     if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
         return pmoe_fail(err, PMOE_ERR_IO, "%s: path too long", path);
     snprintf(f->temp, sizeof f->temp, "%s.tmp.%ld", path, (long)getpid());
-    pmoe_status s = check_target(path, err);
+    pmoe_status s = pmoe_check_replaceable(path, err);
     if (s) return s;
     struct stat st; /* a temporary of this process's name: left by a killed run with our pid */
     if (lstat(f->temp, &st) == 0) {
@@ -90,7 +90,7 @@ pmoe_status pmoe_atomic_commit(pmoe_atomic_file *f, pmoe_error *err) {
         return commit_failed(f, "fsync", e, err);
     }
     if (fclose(stream) != 0) return commit_failed(f, "closing", errno, err);
-    pmoe_status s = check_target(f->path, err);
+    pmoe_status s = pmoe_check_replaceable(f->path, err);
     if (s) {
         unlink(f->temp);
         return s;

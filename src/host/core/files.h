@@ -33,6 +33,12 @@ pmoe_status pmoe_atomic_open(pmoe_atomic_file *f, const char *path, pmoe_error *
  * <cause>; nothing was replaced". Always closes the stream. */
 pmoe_status pmoe_atomic_commit(pmoe_atomic_file *f, pmoe_error *err);
 
+/* What pmoe_atomic_open checks first, for a writer to ask before the work
+ * that makes the file (a bench sweep's minutes): PMOE_OK when path is
+ * absent or a regular file, else "PATH: is a FIFO, not a regular file; not
+ * replaced" (a device, folder, link, socket likewise). */
+pmoe_status pmoe_check_replaceable(const char *path, pmoe_error *err);
+
 /* Closes and removes the temporary file (after a failure of one's own). */
 void pmoe_atomic_abandon(pmoe_atomic_file *f);
 

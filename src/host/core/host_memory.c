@@ -7,7 +7,12 @@
  * the file cache it can drop (shared memory and tmpfs files stay counted),
  * and v2 limits are read at every level up to the root, since each binds.
  * Under an address-space limit (ulimit -v) the threads' later mappings are
- * kept aside too. */
+ * kept aside too.
+ *
+ * Ranks on one node are told apart only by the count the communicator sets:
+ * each takes an equal share of the node-wide figure, whether or not the
+ * others have started allocating (a rank that measures after another has
+ * loaded its data sees less, and so errs on the side of refusing). */
 #include "core/host_memory.h"
 
 #include <stdio.h>
@@ -136,6 +141,12 @@ static void cgroup_v1(int64_t *best, char *source, size_t size) {
         take(best, source, size, limit - (used - cache), "cgroup memory.limit_in_bytes");
 }
 
+static int ranks_on_node = 1;
+
+void pmoe_host_memory_set_ranks_on_node(int ranks) { ranks_on_node = ranks > 1 ? ranks : 1; }
+
+int pmoe_host_memory_ranks_on_node(void) { return ranks_on_node; }
+
 int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size) {
     int64_t best = -1;
     const int64_t available = read_field("/proc/meminfo", "MemAvailable"),
@@ -143,6 +154,12 @@ int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size
     if (available >= 0) take(&best, source, source_size, 1024 * (available + (swap > 0 ? swap : 0)), "MemAvailable");
     cgroup_v2(&best, source, source_size);
     cgroup_v1(&best, source, source_size);
+    if (best >= 0 && ranks_on_node > 1) { /* the node's memory, shared by its ranks */
+        char node_wide[40];
+        snprintf(node_wide, sizeof node_wide, "%s", source);
+        best /= ranks_on_node;
+        snprintf(source, source_size, "%s / %d ranks on this node", node_wide, ranks_on_node);
+    }
     struct rlimit as;
     if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
         /* address space each thread maps later, on its first use: OpenBLAS's
@@ -154,4 +171,13 @@ int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size
             take(&best, source, source_size, (int64_t)as.rlim_cur - 1024 * size - later, "ulimit -v");
     }
     return best;
+}
+
+pmoe_status pmoe_host_memory_check(int64_t bytes, const char *what, pmoe_error *err) {
+    char source[64] = "";
+    const int64_t available = pmoe_host_memory_available(1, source, sizeof source);
+    if (available < 0 || bytes <= available) return PMOE_OK;
+    return pmoe_fail(err, PMOE_ERR_OOM,
+                     "out of host memory: loading %s needs %.1f MiB, only %.1f MiB available (%s)",
+                     what, (double)bytes / 1048576.0, (double)available / 1048576.0, source);
 }

@@ -23,12 +23,17 @@ void pmoe_mem_note_free(pmoe_mem_stats *m, size_t bytes) {
     m->allocations--;
 }
 
-pmoe_status pmoe_mem_check(const pmoe_mem_stats *m, size_t bytes, pmoe_error *err) {
+pmoe_status pmoe_mem_check_for(const pmoe_mem_stats *m, size_t bytes, const char *what,
+                               pmoe_error *err) {
     const int64_t taken = m->current_bytes + m->held_bytes;
     if (m->limit_bytes <= 0 || (int64_t)bytes <= m->limit_bytes - taken) return PMOE_OK;
     return pmoe_fail(err, PMOE_ERR_OOM,
-                     "out of host memory: %zu bytes asked with %.1f MiB in use, of %.1f MiB "
+                     "out of host memory: %zu bytes asked%s%s with %.1f MiB in use, of %.1f MiB "
                      "available (%s); reduce train.batch or the model size",
-                     bytes, (double)taken / 1048576.0, (double)m->limit_bytes / 1048576.0,
-                     m->limit_source);
+                     bytes, what ? " for " : "", what ? what : "", (double)taken / 1048576.0,
+                     (double)m->limit_bytes / 1048576.0, m->limit_source);
+}
+
+pmoe_status pmoe_mem_check(const pmoe_mem_stats *m, size_t bytes, pmoe_error *err) {
+    return pmoe_mem_check_for(m, bytes, NULL, err);
 }

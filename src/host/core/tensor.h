@@ -35,7 +35,7 @@ typedef struct pmoe_mem_stats {
     int64_t allocations; /* live allocations */
     /* Where the backend's memory is the host's (CPU): */
     int64_t limit_bytes; /* > 0: refuse to go beyond (the host memory available at start) */
-    char limit_source[32]; /* what set the limit (core/host_memory.h) */
+    char limit_source[64]; /* what set the limit (core/host_memory.h) */
     int64_t held_bytes;  /* host memory taken for a while outside the allocator (an init
                             buffer): counted against the limit, not in the peak */
 } pmoe_mem_stats;
@@ -44,7 +44,10 @@ void pmoe_mem_note_alloc(pmoe_mem_stats *m, size_t bytes);
 void pmoe_mem_note_free(pmoe_mem_stats *m, size_t bytes);
 
 /* PMOE_OK when `bytes` more fit under the limit, else the one-line
- * "out of host memory" error. */
+ * "out of host memory" error (naming `what` the bytes are for, when not
+ * NULL). */
 pmoe_status pmoe_mem_check(const pmoe_mem_stats *m, size_t bytes, pmoe_error *err);
+pmoe_status pmoe_mem_check_for(const pmoe_mem_stats *m, size_t bytes, const char *what,
+                               pmoe_error *err);
 
 #endif

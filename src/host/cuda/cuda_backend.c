@@ -22,6 +22,7 @@
 #include <nvtx3/nvToolsExtCudaRt.h> /* to name the stream in Nsight's timeline */
 #endif
 
+#include "core/host_memory.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_conv.h"
 #include "cuda/cuda_internal.h"
@@ -612,6 +613,12 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
     c->be.destroy = cuda_destroy;
     c->be.asynchronous = 1;
     c->be.profiler = cuda_profiler;
+    /* The host side (init buffers, staging for batches and gradients) is
+     * weighed like the CPU backend's memory, so a host that cannot hold it
+     * refuses with a line rather than being killed as the pages fill. */
+    const int64_t host_available =
+        pmoe_host_memory_available(1, c->be.host_mem.limit_source, sizeof c->be.host_mem.limit_source);
+    c->be.host_mem.limit_bytes = host_available == 0 ? 1 : host_available; /* -1: no limit */
     cuda_clock_init(c);
     *out = &c->be;
     return PMOE_OK;

@@ -183,8 +183,9 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const cifar_file *fil
     pmoe_status st = pmoe_dataset_alloc(size, 0, sizeof(pmoe_cifar_batch), cifar_destroy, &ds, err);
     if (st) return st;
     pmoe_cifar_batch *batch = ds->impl;
-    st = pmoe_data_malloc((void **)&batch->records, size, PMOE_CIFAR_RECORD_BYTES,
-                          "CIFAR-10 records", err);
+    char what[64];
+    snprintf(what, sizeof what, "CIFAR-10 %s (%lld images)", split_name, (long long)size);
+    st = pmoe_data_malloc((void **)&batch->records, size, PMOE_CIFAR_RECORD_BYTES, what, err);
     if (!st) st = read_records(files, count, size, batch->records, err);
     if (st) {
         pmoe_dataset_free(ds);

@@ -5,8 +5,10 @@
  * decisive_patch and the struct itself are freed here, so every source
  * allocates them the same way, through pmoe_dataset_alloc. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "core/host_memory.h"
 #include "data/dataset.h"
 #include "data/image_fit.h"
 #include "data/idx.h"
@@ -18,6 +20,12 @@ pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const 
         return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld x %zu bytes for %s",
                          (long long)count, elem_size, what);
     size_t bytes = (size_t)count * elem_size;
+    /* Linux grants more than it has and kills when the pages are filled, so
+     * a large buffer is weighed first (a small one fails at malloc, if at all) */
+    if (bytes >= PMOE_DATA_CHECKED_BYTES) {
+        pmoe_status s = pmoe_host_memory_check((int64_t)bytes, what, err);
+        if (s) return s;
+    }
     *out = malloc(bytes ? bytes : 1);
     if (!*out)
         return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for %s", bytes, what);
@@ -45,10 +53,16 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
     ds->count = count;
     ds->fit = PMOE_FIT_EXACT;
     for (int c = 0; c < 3; c++) ds->std[c] = 1.0f;
-    pmoe_status st = pmoe_data_malloc((void **)&ds->labels, count, sizeof(int32_t), "labels", err);
+    char what[80];
+    snprintf(what, sizeof what, "the labels%s of %lld samples",
+             with_decisive ? " and decisive patches" : "", (long long)count);
+    const int64_t both = count < INT64_MAX / 8 ? count * 2 * (int64_t)sizeof(int32_t) : INT64_MAX;
+    pmoe_status st = with_decisive && both >= (int64_t)PMOE_DATA_CHECKED_BYTES
+                         ? pmoe_host_memory_check(both, what, err) /* both before either fills */
+                         : PMOE_OK;
+    if (!st) st = pmoe_data_malloc((void **)&ds->labels, count, sizeof(int32_t), what, err);
     if (!st && with_decisive)
-        st = pmoe_data_malloc((void **)&ds->decisive_patch, count, sizeof(int32_t),
-                              "decisive patch indices", err);
+        st = pmoe_data_malloc((void **)&ds->decisive_patch, count, sizeof(int32_t), what, err);
     if (!st && impl_bytes > 0) {
         ds->impl = calloc(1, impl_bytes);
         if (!ds->impl)

@@ -70,7 +70,13 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
 pmoe_status pmoe_data_check_sizes(const pmoe_data_config *cfg, pmoe_error *err);
 
 /* For data sources: malloc of count * elem_size bytes, failing with
- * PMOE_ERR_OOM naming `what` and the bytes asked (overflow included). */
+ * PMOE_ERR_OOM naming `what` and the bytes asked (overflow included). A
+ * buffer of PMOE_DATA_CHECKED_BYTES or more is first weighed against the
+ * host memory available (core/host_memory.h): "out of host memory: loading
+ * WHAT needs X MiB, only Y MiB available (SOURCE)" before anything is
+ * allocated, where the kernel would otherwise kill the process as the
+ * buffer fills. Every large buffer a source keeps comes from here. */
+#define PMOE_DATA_CHECKED_BYTES ((size_t)1 << 20)
 pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const char *what,
                              pmoe_error *err);
 

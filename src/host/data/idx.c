@@ -7,7 +7,8 @@
  * field before anything is allocated, and the size it promises is capped at
  * 2^31 bytes. The data buffer then grows with the bytes actually read
  * (doubling from 1 MiB), so a 20-byte file whose header promises 2 GiB costs
- * 1 MiB before it is rejected as truncated, not 2 GiB. One byte
+ * 1 MiB before it is rejected as truncated, not 2 GiB; each growth is
+ * weighed against the host memory available first. One byte
  * past the data is read to reject trailing garbage. (zlib itself skips
  * non-gzip garbage after a gzip member, so only plain files and extra gzip
  * members are caught there.) */
@@ -22,6 +23,7 @@
 #include <zlib.h>
 
 #include "core/files.h"
+#include "core/host_memory.h"
 
 #define IDX_MAX_DATA_BYTES ((int64_t)1 << 31)
 #define IDX_FIRST_CHUNK ((int64_t)1 << 20)
@@ -156,6 +158,12 @@ pmoe_status pmoe_idx_read(const char *path, int expected_ndim, pmoe_idx *out, pm
         if (have == capacity) {
             int64_t grown = capacity ? 2 * capacity : IDX_FIRST_CHUNK;
             if (grown > data_bytes) grown = data_bytes;
+            if (grown - capacity >= IDX_FIRST_CHUNK) { /* weighed before its pages fill */
+                char what[1200];
+                snprintf(what, sizeof what, "the IDX data of %s", path);
+                st = pmoe_host_memory_check(grown - capacity, what, err);
+                if (st) goto fail;
+            }
             uint8_t *bigger = realloc(idx.data, (size_t)grown);
             if (!bigger) {
                 st = pmoe_fail(err, PMOE_ERR_OOM,

@@ -8,6 +8,7 @@
  * decoder outlives the jump: jpeg_destroy_decompress frees it, and the
  * pixel buffer is a volatile pointer freed on the way out. */
 #include "data/image_file.h"
+#include "data/dataset.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -29,6 +30,11 @@ void pmoe_image_free(pmoe_image *img) {
     if (!img) return;
     free(img->pixels);
     memset(img, 0, sizeof *img);
+}
+
+/* How a decoded image is named where its buffer is refused. */
+static void decoded_name(const char *path, int width, int height, char *out, size_t size) {
+    snprintf(out, size, "the %dx%d image %s", width, height, path);
 }
 
 static pmoe_status read_whole(const char *path, uint8_t **out, size_t *size, pmoe_error *err) {
@@ -87,11 +93,12 @@ static pmoe_status decode_png(const char *path, const uint8_t *bytes, size_t siz
     out->width = (int)image.width;
     out->height = (int)image.height;
     out->channels = color ? 3 : 1;
-    out->pixels = malloc(PNG_IMAGE_SIZE(image));
-    if (!out->pixels) {
+    char what[1200];
+    decoded_name(path, out->width, out->height, what, sizeof what);
+    s = pmoe_data_malloc((void **)&out->pixels, (int64_t)PNG_IMAGE_SIZE(image), 1, what, err);
+    if (s) {
         png_image_free(&image);
-        return pmoe_fail(err, PMOE_ERR_OOM, "%s: out of memory for a %dx%d image", path,
-                         out->width, out->height);
+        return s;
     }
     const png_color black = {0, 0, 0};
     if (!png_image_finish_read(&image, &black, out->pixels, 0, NULL)) {
@@ -151,12 +158,15 @@ static pmoe_status decode_jpeg(const char *path, const uint8_t *bytes, size_t si
     }
     jpeg_start_decompress(&info);
     const size_t stride = (size_t)info.output_width * info.output_components;
-    pixels = malloc(stride * info.output_height);
-    if (!pixels) {
+    char what[1200];
+    decoded_name(path, (int)info.output_width, (int)info.output_height, what, sizeof what);
+    void *buffer = NULL;
+    s = pmoe_data_malloc(&buffer, (int64_t)info.output_height, stride, what, err);
+    if (s) {
         jpeg_destroy_decompress(&info);
-        return pmoe_fail(err, PMOE_ERR_OOM, "%s: out of memory for a %ux%u image", path,
-                         info.output_width, info.output_height);
+        return s;
     }
+    pixels = buffer;
     while (info.output_scanline < info.output_height) {
         JSAMPROW row = pixels + stride * info.output_scanline;
         jpeg_read_scanlines(&info, &row, 1);

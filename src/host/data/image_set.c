@@ -66,13 +66,13 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
     const int work_channels = open_channels ? 3 : rule->channels;
     const int64_t want = rule->limit < count ? rule->limit : count;
     uint8_t *pixels = NULL;
-    int32_t *labels = malloc(sizeof(int32_t) * (size_t)(want > 0 ? want : 1));
+    int32_t *labels = NULL;
     int64_t taken = 0;
     int any_color = 0;
     size_t per = 0;
-    pmoe_status s = labels ? PMOE_OK
-                           : pmoe_fail(err, PMOE_ERR_OOM, "out of memory for %lld labels",
-                                       (long long)want);
+    char what[160];
+    snprintf(what, sizeof what, "the labels of %lld images", (long long)want);
+    pmoe_status s = pmoe_data_malloc((void **)&labels, want, sizeof(int32_t), what, err);
     for (int64_t i = 0; !s && i < count && taken < want; i++) {
         const pmoe_image_item *it = &items[i];
         pmoe_image read;
@@ -85,12 +85,13 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
             rule->height = img->height;
             rule->width = img->width;
         }
-        if (!bad && !pixels) {
+        if (!bad && !pixels) { /* the first image sets the size of them all */
             per = (size_t)work_channels * rule->height * rule->width;
-            pixels = malloc(per * (size_t)want);
-            if (!pixels)
-                s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory: %zu bytes for %lld images of %dx%d",
-                              per * (size_t)want, (long long)want, rule->width, rule->height);
+            const char *slash = strrchr(it->path, '/');
+            snprintf(what, sizeof what, "%lld %dx%d images from %.*s", (long long)want,
+                     rule->width, rule->height, slash ? (int)(slash - it->path) : 1,
+                     slash ? it->path : ".");
+            s = pmoe_data_malloc((void **)&pixels, want, per, what, err);
         }
         if (!bad && !s)
             bad = pmoe_image_fit(img, work_channels, rule->height, rule->width, rule->fit,

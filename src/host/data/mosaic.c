@@ -115,8 +115,9 @@ static pmoe_status draw_mosaics(const pmoe_data_config *cfg, mosaic *m, pmoe_dat
                        g, cfg->pos_class, cfg->neg_class, m->split.labels_path);
         goto done;
     }
-    st = pmoe_data_malloc((void **)&m->items, ds->count, sizeof(int32_t) * (size_t)g * g,
-                          "mosaic item indices", err);
+    char what[64];
+    snprintf(what, sizeof what, "the item indices of %lld mosaics", (long long)ds->count);
+    st = pmoe_data_malloc((void **)&m->items, ds->count, sizeof(int32_t) * (size_t)g * g, what, err);
     if (st) goto done;
 
     pmoe_rng rng = pmoe_rng_make(cfg->seed, stream);

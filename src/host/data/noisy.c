@@ -227,9 +227,11 @@ static pmoe_status open_split(const pmoe_data_config *cfg, int canvas, const cha
     m->item_cols = (int)m->split.images.dims[2];
     st = axis_make(m->item_rows, m->item_side, &m->rows, err);
     if (!st) st = axis_make(m->item_cols, m->item_side, &m->cols, err);
-    if (!st)
-        st = pmoe_data_malloc((void **)&m->placement, count, 3 * sizeof(int32_t),
-                              "noisy sample placements", err);
+    if (!st) {
+        char what[64];
+        snprintf(what, sizeof what, "the placements of %lld noisy samples", (long long)count);
+        st = pmoe_data_malloc((void **)&m->placement, count, 3 * sizeof(int32_t), what, err);
+    }
     if (st) goto fail;
 
     const int positions = canvas - m->item_side + 1, patch = m->tile;

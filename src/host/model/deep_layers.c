@@ -61,17 +61,14 @@ pmoe_status deep_add_param_part(pmoe_model *m, const char *name, int ndim, const
     if (init == INIT_CONSTANT) {
         m->be->fill(m->be, p->value.data, (float)value, count);
     } else {
-        s = pmoe_mem_check(&m->be->mem, (size_t)count * sizeof(float), err);
+        float *host = NULL;
+        s = pmoe_backend_host_alloc(m->be, (size_t)count * sizeof(float), name, (void **)&host, err);
         if (s) return s;
-        float *host = malloc((size_t)count * sizeof(float));
-        if (!host)
-            return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes to initialise %s",
-                             (long long)count * 4, name);
         const pmoe_rng r = pmoe_rng_make(d->seed, STREAM_DEEP_PARAMS + (uint64_t)i);
         for (int64_t j = 0; j < count; j++)
             host[j] = (float)(value * pmoe_rng_normal_at(&r, (uint64_t)(first + j)));
         s = m->be->copy_in(m->be, p->value.data, host, (size_t)count * sizeof(float), err);
-        free(host);
+        pmoe_backend_host_free(m->be, host, (size_t)count * sizeof(float));
     }
     if (!s) *index = i;
     return s;

@@ -183,12 +183,9 @@ static pmoe_status two_layer_create(pmoe_backend *be, pmoe_comm *comm, const pmo
     /* Parameters, initialised on the host and copied in. */
     int64_t largest = (k * d > k * h * d ? k * d : k * h * d) + k * h * c;
     const size_t init_bytes = (size_t)largest * sizeof(float);
-    pmoe_status s = pmoe_mem_check(&be->mem, init_bytes, err); /* held while the params come */
-    float *host = s ? NULL : malloc(init_bytes);
-    if (!s && !host)
-        s = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %lld bytes for the init",
-                      (long long)init_bytes);
-    if (host) be->mem.held_bytes += (int64_t)init_bytes;
+    float *host = NULL; /* held while the params come */
+    pmoe_status s = pmoe_backend_host_alloc(be, init_bytes, "the parameters' initial values",
+                                            (void **)&host, err);
     if (!s && t->has_router) {
         double std = mc->router_init_std >= 0.0 ? mc->router_init_std
                      : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
@@ -207,8 +204,7 @@ static pmoe_status two_layer_create(pmoe_backend *be, pmoe_comm *comm, const pmo
         s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3, (int64_t[]){k, h, c},
                        mc->train_output, momentum, host, err);
     }
-    if (host) be->mem.held_bytes -= (int64_t)init_bytes;
-    free(host);
+    pmoe_backend_host_free(be, host, init_bytes);
 
     /* Activations, as buffers() lists them. The CNN's expert reads the patches in place. */
     buffer list[BUFFER_MAX];

@@ -26,6 +26,13 @@ static void json_measure(FILE *out, const char *key, double v) {
     else fprintf(out, ",\"%s\":%.6g", key, v);
 }
 
+/* After each flush of progress: the first failure is kept, and stops the run. */
+static void check_progress(pmoe_reporter *rep) {
+    if (rep->failed.code) return;
+    const char *name = rep->progress_name ? rep->progress_name : "standard output";
+    if (pmoe_stream_check(rep->progress, name, &rep->failed) && rep->stop) *rep->stop = 1;
+}
+
 static void on_start(void *user, const pmoe_run_info *in) {
     pmoe_reporter *rep = user;
     if (!rep->progress) return;
@@ -56,7 +63,7 @@ static void on_start(void *user, const pmoe_run_info *in) {
     else if (in->ranks > 1)
         fprintf(rep->progress, "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
                 in->ranks, in->comm, in->experts / in->ranks, in->ranks);
-    fflush(rep->progress);
+    check_progress(rep);
 }
 
 static void clear_bar(pmoe_reporter *rep) {
@@ -79,7 +86,7 @@ static void on_step(void *user, const pmoe_step_report *r) {
                 r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", r->epoch, r->epochs,
                 (long long)r->step, (long long)r->batch_index, (long long)r->batches, r->loss,
                 r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0);
-        fflush(rep->progress);
+        check_progress(rep);
         return;
     }
     if (t - rep->last_draw < 0.1 && r->batch_index != r->batches) return;
@@ -92,8 +99,8 @@ static void on_step(void *user, const pmoe_step_report *r) {
             r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", bar, r->epoch, r->epochs,
             (long long)r->step, r->loss, r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0,
             (int)eta / 60, (int)eta % 60);
-    fflush(rep->progress);
     rep->bar_shown = 1;
+    check_progress(rep);
 }
 
 /* One epoch as one JSON object on one line. */
@@ -154,7 +161,11 @@ static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *
             if (r->skipped_steps > 0)
                 fprintf(rep->progress, "  skipped %lld", (long long)r->skipped_steps);
             fprintf(rep->progress, "  lr %.4g  %.2f s\n", r->lr, r->seconds);
-            fflush(rep->progress);
+            check_progress(rep);
+        }
+        if (rep->failed.code && !rep->stop) { /* no flag to raise: end the run here */
+            *err = rep->failed;
+            return rep->failed.code;
         }
     }
     if (!rep->log) return PMOE_OK;

@@ -4,17 +4,26 @@
  * one plain line per epoch otherwise. The JSON log gets one object per epoch
  * (JSON Lines), appended whole or not at all: a failed write (a full disk)
  * stops the run with an error, and the log ends at its last whole line.
- * Both are plain callbacks on pmoe_train, so a library user
- * can use them or write their own. */
+ * Progress is checked at every flush too: the first write that fails (a
+ * full disk, /dev/full) is kept in `failed` and raises *stop, the flag a
+ * signal raises, so the run ends after that step with a checkpoint saved
+ * and the caller reports `failed` (without a stop flag the run ends with
+ * the error at the epoch's end). Both are plain callbacks on pmoe_train,
+ * so a library user can use them or write their own. */
 #ifndef PMOE_TRAIN_REPORT_H
 #define PMOE_TRAIN_REPORT_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "pmoe/train.h"
 
 typedef struct pmoe_reporter {
     FILE *progress;  /* NULL: quiet */
+    const char *progress_name; /* for messages; NULL: "standard output" */
+    volatile sig_atomic_t *stop; /* raised (set to 1) when progress cannot be written; may
+                                    be NULL (the run's stop flag, pmoe_train_options) */
+    pmoe_error failed;           /* the first failed progress write (code PMOE_OK: none) */
     int is_terminal; /* draw a bar */
     FILE *log;       /* NULL: no JSON log */
     const char *log_name; /* its path, for messages */

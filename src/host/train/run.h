@@ -92,9 +92,12 @@ static inline int64_t run_global_step(const pmoe_train_position *pos) {
  * (which also takes a run whose opening failed half way). */
 pmoe_status run_open(run *r, pmoe_error *err);
 void run_close(run *r);
-/* malloc for *out (at least one byte), or a one-line out-of-memory error
- * naming what the bytes were for. */
-pmoe_status run_host_alloc(void *out, size_t bytes, const char *what, pmoe_error *err);
+/* Host memory for *out (at least one byte), weighed first against what the
+ * host has left as r's backend counts it (pmoe_backend_host_alloc: the CPU
+ * backend's own memory, a CUDA backend's host side), so a run too big for
+ * the host is a one-line out-of-memory error naming what the bytes were for
+ * rather than a kill. Counted until the backend goes; freed with free(). */
+pmoe_status run_host_alloc(run *r, void *out, size_t bytes, const char *what, pmoe_error *err);
 /* Takes a checkpoint's input normalisation in place of the one computed at
  * open. */
 void run_adopt_saved_input(run *r, const pmoe_st_file *file);

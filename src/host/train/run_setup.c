@@ -56,15 +56,8 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
                       : PMOE_OK;
 }
 
-pmoe_status run_host_alloc(void *out, size_t bytes, const char *what, pmoe_error *err) {
-    void *p = malloc(bytes ? bytes : 1);
-    *(void **)out = p;
-    if (!p)
-        return pmoe_fail(err, PMOE_ERR_OOM,
-                         "out of host memory: %zu bytes asked for %s; reduce train.batch or the "
-                         "data size",
-                         bytes, what);
-    return PMOE_OK;
+pmoe_status run_host_alloc(run *r, void *out, size_t bytes, const char *what, pmoe_error *err) {
+    return pmoe_backend_host_alloc(r->be, bytes, what, (void **)out, err);
 }
 
 static void fill_info(run *r) {
@@ -173,16 +166,16 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
      * host's is read and written in place and needs neither. */
     s = PMOE_OK;
     if (!r->be->host_memory) {
-        s = run_host_alloc(&r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
-        if (!s) s = run_host_alloc(&r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
+        s = run_host_alloc(r, &r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
+        if (!s) s = run_host_alloc(r, &r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
     }
-    if (!s) s = run_host_alloc(&r->host_labels, (size_t)B * 4, "labels", err);
-    if (!s) s = run_host_alloc(&r->host_pair, (size_t)B * 4, "router pairs", err);
-    if (!s) s = run_host_alloc(&r->host_weight, (size_t)B * 4, "router weights", err);
+    if (!s) s = run_host_alloc(r, &r->host_labels, (size_t)B * 4, "labels", err);
+    if (!s) s = run_host_alloc(r, &r->host_pair, (size_t)B * 4, "router pairs", err);
+    if (!s) s = run_host_alloc(r, &r->host_weight, (size_t)B * 4, "router weights", err);
     if (!s)
-        s = run_host_alloc(&r->host_selected, (size_t)(local * rv->experts * rv->topl) * 4,
+        s = run_host_alloc(r, &r->host_selected, (size_t)(local * rv->experts * rv->topl) * 4,
                        "the selections", err);
-    if (!s) s = run_host_alloc(&r->order, (size_t)most * sizeof(int64_t), "the order", err);
+    if (!s) s = run_host_alloc(r, &r->order, (size_t)most * sizeof(int64_t), "the order", err);
     /* Load by class: by what each picked patch shows where the data says
      * (mosaic items, synthetic patterns) on the model's patch grid, else by
      * the sample's class. */
@@ -191,10 +184,10 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
                       : m->classes == 1     ? 2
                                             : m->classes;
     if (!s)
-        s = run_host_alloc(&r->load_position, sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count),
+        s = run_host_alloc(r, &r->load_position, sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count),
                        "expert load", err);
     if (!s)
-        s = run_host_alloc(&r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
+        s = run_host_alloc(r, &r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
                        "expert load", err);
     if (!s) {
         describe_input(r);

@@ -497,6 +497,7 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
         if (!s)
             s = pmoe_resume_check(&file, r->cfg, r->train->count, r->routing.routes, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
+        if (!s) r->saved_step = run_global_step(pos); /* a stop before the next step: saved */
         if (!s) run_adopt_saved_input(r, &file);
         pmoe_safetensors_free(&file);
     }
