@@ -67,6 +67,7 @@ pmoe_status bench_block_open(const pmoe_config *cfg, int which, int C, int H, in
     s->batch = batch;
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
     if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
+    if (!st) st = pmoe_backend_set_precision(s->be, (pmoe_precision)cfg->train.precision, err);
     if (!st)
         st = pmoe_model_create_block(s->be, cfg, (pmoe_block_kind)which, C, H, W, patch, batch,
                                      &s->model, err);

@@ -177,6 +177,7 @@ pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int
                          (long long)batch);
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &s->be, err);
     if (!st) st = pmoe_backend_set_cpu_kernels(s->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
+    if (!st) st = pmoe_backend_set_precision(s->be, (pmoe_precision)cfg->train.precision, err);
     if (!st)
         st = pmoe_model_create(s->be, cfg, ds->channels, ds->height, ds->width, patch,
                                ds->classes, batch, &s->model, err);
