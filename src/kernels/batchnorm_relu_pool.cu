@@ -209,7 +209,9 @@ static __global__ void batchnorm_partial_kernel(int channels, unsigned count, un
     const bn_range r = bn_block_range(count, splits);
     float v[1];
     if (!sums) {
-        v[0] = bn_thread_sum(r, [&](unsigned q) { return x[channel_at(q, spatial, channels, r.c)]; });
+        v[0] = bn_thread_sum(r, [&](unsigned q) {
+            return x[channel_at(q, spatial, channels, r.c)];
+        });
     } else {
         const float mean = bn_total(sums, r.c, splits) / (float)count;
         v[0] = bn_thread_sum(r, [&](unsigned q) {

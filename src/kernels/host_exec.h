@@ -48,8 +48,8 @@
 #define PMOE_HOST_EXEC 0
 /* A stale error of some earlier runtime call is cleared first, so that the
  * status read after the launch is not that call's. */
-#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...) \
-    ((void)cudaGetLastError(),                            \
+#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                     \
+    ((void)cudaGetLastError(), ::PMOE_KERNEL_NS::note_launch(#kernel),         \
      kernel<<<(grid), (block), (shmem), (cudaStream_t)(stream)>>>(__VA_ARGS__))
 /* The status after a launch, without synchronising: the launch's own error
  * (a bad configuration, not sticky), or, once any earlier asynchronous work

@@ -40,6 +40,8 @@ enum { PMOE_KERNEL_LOSS_LOGISTIC = 0, PMOE_KERNEL_LOSS_SOFTMAX_CE = 1 };
 
 /* A one-line description of a launcher's return code. */
 const char *PMOE_KERNEL(error_string)(int code);
+/* The name of the kernel this thread launched last ("fill_kernel"). */
+const char *PMOE_KERNEL(last_launch)(void);
 
 /* images (B x C x H x W) -> patches (B x n x d), and the adjoint, which
  * overwrites every pixel of dimages (zero outside every patch). */

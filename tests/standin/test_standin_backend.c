@@ -9,7 +9,8 @@
  * algorithms; the driver missing, too old or failing, each reported so;
  * a launch's own failure told from an earlier sticky fault; every
  * precision's GEMM and convolution against the CPU backend's; a cuDNN
- * plan's workspace allocated once and its choice logged once. Each case takes a fresh backend (and a fresh stand-in device
+ * plan's workspace allocated once and its choice logged once. Each case
+ * takes a fresh backend (and a fresh stand-in device
  * after a sticky fault). */
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
@@ -192,7 +193,8 @@ static void test_driver(void) {
         CHECK_MSG(be && strstr(be->chosen_because, "train.device = auto found no GPU: ") &&
                       strstr(be->chosen_because, cases[i].says),
                   "%s: auto: '%s'", cases[i].fault, be ? be->chosen_because : "");
-        if (be) printf("  %s: auto runs on the CPU: %s\n", cases[i].fault, be->chosen_because);
+        if (be)
+            printf("  %s: auto runs on the CPU: %s\n", cases[i].fault, be->chosen_because);
         pmoe_backend_destroy(be);
         CHECK_MSG(pmoe_backend_create("cuda", 1, &be, &err) == PMOE_ERR_UNSUPPORTED &&
                       strstr(err.message, cases[i].says),
@@ -215,7 +217,7 @@ static void test_launch_status(void) {
     standin_fault_set("launch", 1, 0);
     be->fill(be, p, 1.0f, 16);
     CHECK_MSG(be->synchronize(be, &err) == PMOE_ERR_INTERNAL &&
-                  strstr(err.message, "launching pmoe_k_fill failed: "
+                  strstr(err.message, "launching fill_kernel (pmoe_k_fill) failed: "
                                       "cudaErrorLaunchOutOfResources"),
               "'%s'", err.message);
     printf("  a refused launch: %s\n", err.message);
@@ -227,8 +229,8 @@ static void test_launch_status(void) {
     standin_set_sticky(719 /* cudaErrorLaunchFailure */, "an earlier kernel faulted");
     be->fill(be, p, 1.0f, 16);
     CHECK_MSG(be->synchronize(be, &err) == PMOE_ERR_INTERNAL &&
-                  strstr(err.message, "the device had already failed when pmoe_k_fill was "
-                                      "launched: cudaErrorLaunchFailure") &&
+                  strstr(err.message, "the device had already failed when pmoe_k_fill "
+                                      "launched fill_kernel: cudaErrorLaunchFailure") &&
                   !strstr(err.message, "launching"),
               "'%s'", err.message);
     printf("  a sticky fault before a launch: %s\n", err.message);
@@ -289,27 +291,33 @@ static void test_precision_parity(void) {
                                                  {2, 4, 6, 5, 3, 1, 1, 1, 0},
                                                  {2, 4, 6, 6, 3, 1, 1, 2, 0}};
         for (int c = 0; c < 4; c++) {
-        const pmoe_conv_shape s = shapes[c];
-        const int64_t nx = 2 * 4 * 6 * s.width, nw = 3 * 4 * s.kernel_h * s.kernel_w,
-                      ny = 2 * 3 * (int64_t)pmoe_conv_out_height(&s) * pmoe_conv_out_width(&s);
-        const float *x = frand(nx, 53, -1, 1), *w = frand(nw, 54, -1, 1), *dy = frand(ny, 55, -1, 1);
-        const float *dx0 = frand(nx, 56, -1, 1);
-        float *y = fbuf(ny), *dx = fcopy(dx0, nx), *dw = fbuf(nw), *dbias = fbuf(3);
-        cpu->ops->conv2d_forward(cpu, &s, x, w, NULL, y);
-        cpu->ops->conv2d_backward(cpu, &s, x, w, dy, dx, dw, dbias);
-        float *dxd = on_device(be, x, nx), *dwd = on_device(be, w, nw), *dyd = on_device(be, dy, ny);
-        float *d_y = on_device(be, y, ny), *d_dx = on_device(be, dx0, nx), *d_dw = on_device(be, dw, nw);
-        float *d_db = on_device(be, dbias, 3);
-        be->ops->conv2d_forward(be, &s, dxd, dwd, NULL, d_y);
-        be->ops->conv2d_backward(be, &s, dxd, dwd, dyd, d_dx, d_dw, d_db);
-        snprintf(what, sizeof what, "%s conv %dx%d/%d forward, stand-in vs CPU", name, s.kernel_h, s.kernel_w, s.stride);
-        close_scaled(what, back(be, d_y, ny), y, ny, 1e-6);
-        snprintf(what, sizeof what, "%s conv %dx%d/%d backward data, stand-in vs CPU", name, s.kernel_h, s.kernel_w, s.stride);
-        close_scaled(what, back(be, d_dx, nx), dx, nx, 1e-6);
-        snprintf(what, sizeof what, "%s conv %dx%d/%d backward filter, stand-in vs CPU", name, s.kernel_h, s.kernel_w, s.stride);
-        close_scaled(what, back(be, d_dw, nw), dw, nw, 1e-6);
-        snprintf(what, sizeof what, "%s conv bias gradient, stand-in vs CPU", name);
-        close_scaled(what, back(be, d_db, 3), dbias, 3, 1e-6);
+            const pmoe_conv_shape s = shapes[c];
+            const int64_t nx = 2 * 4 * 6 * s.width, nw = 3 * 4 * s.kernel_h * s.kernel_w,
+                          ny = 2 * 3 * (int64_t)pmoe_conv_out_height(&s) * pmoe_conv_out_width(&s);
+            const float *x = frand(nx, 53, -1, 1), *w = frand(nw, 54, -1, 1),
+                        *dy = frand(ny, 55, -1, 1);
+            const float *dx0 = frand(nx, 56, -1, 1);
+            float *y = fbuf(ny), *dx = fcopy(dx0, nx), *dw = fbuf(nw), *dbias = fbuf(3);
+            cpu->ops->conv2d_forward(cpu, &s, x, w, NULL, y);
+            cpu->ops->conv2d_backward(cpu, &s, x, w, dy, dx, dw, dbias);
+            float *dxd = on_device(be, x, nx), *dwd = on_device(be, w, nw),
+                  *dyd = on_device(be, dy, ny);
+            float *d_y = on_device(be, y, ny), *d_dx = on_device(be, dx0, nx),
+                  *d_dw = on_device(be, dw, nw);
+            float *d_db = on_device(be, dbias, 3);
+            be->ops->conv2d_forward(be, &s, dxd, dwd, NULL, d_y);
+            be->ops->conv2d_backward(be, &s, dxd, dwd, dyd, d_dx, d_dw, d_db);
+            snprintf(what, sizeof what, "%s conv %dx%d/%d forward, stand-in vs CPU", name,
+                     s.kernel_h, s.kernel_w, s.stride);
+            close_scaled(what, back(be, d_y, ny), y, ny, 1e-6);
+            snprintf(what, sizeof what, "%s conv %dx%d/%d backward data, stand-in vs CPU", name,
+                     s.kernel_h, s.kernel_w, s.stride);
+            close_scaled(what, back(be, d_dx, nx), dx, nx, 1e-6);
+            snprintf(what, sizeof what, "%s conv %dx%d/%d backward filter, stand-in vs CPU", name,
+                     s.kernel_h, s.kernel_w, s.stride);
+            close_scaled(what, back(be, d_dw, nw), dw, nw, 1e-6);
+            snprintf(what, sizeof what, "%s conv bias gradient, stand-in vs CPU", name);
+            close_scaled(what, back(be, d_db, 3), dbias, 3, 1e-6);
         }
         pmoe_backend_destroy(be);
         pmoe_backend_destroy(cpu);
@@ -327,8 +335,8 @@ static void test_conv_setup(void) {
     pmoe_backend *be = start();
     const pmoe_conv_shape s = {2, 3, 8, 8, 4, 3, 3, 1, 1};
     void *x = NULL, *w = NULL, *y = NULL;
-    CHECK(be->alloc(be, 2 * 3 * 64 * 4, &x, &err) == 0 && be->alloc(be, 4 * 27 * 4, &w, &err) == 0 &&
-          be->alloc(be, 2 * 4 * 64 * 4, &y, &err) == 0);
+    CHECK(be->alloc(be, 2 * 3 * 64 * 4, &x, &err) == 0 &&
+          be->alloc(be, 4 * 27 * 4, &w, &err) == 0 && be->alloc(be, 2 * 4 * 64 * 4, &y, &err) == 0);
     be->fill(be, x, 0.5f, 2 * 3 * 64);
     be->fill(be, w, 0.25f, 4 * 27);
     char path[256];

@@ -67,7 +67,7 @@ total_launch=$(calls launch)
 late=$(( total_launch * 3 / 4 ))
 echo "pmoe ends with one line naming the failing call"
 expect_failure malloc_oom cudaMalloc:3 "out of GPU memory" "${TWO[@]}"
-expect_failure launch_refused "launch:$late" "launching pmoe_k_[a-z_]+ failed: cudaErrorLaunchOutOfResources \\(too many resources requested" "${TWO[@]}"
+expect_failure launch_refused "launch:$late" "launching [a-z_]+_kernel \\(pmoe_k_[a-z_]+\\) failed: cudaErrorLaunchOutOfResources \\(too many resources requested" "${TWO[@]}"
 expect_failure kernel_fault "kernel:$late" "unspecified launch failure" "${TWO[@]}"
 ls ck-kernel_fault/*.safetensors >/dev/null 2>&1 ||
   fail "kernel_fault: the checkpoint of step 4 is missing (the fault came at launch $late of $total_launch)"

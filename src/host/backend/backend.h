@@ -75,6 +75,16 @@ static inline int pmoe_conv_out_height(const pmoe_conv_shape *s) {
 static inline int pmoe_conv_out_width(const pmoe_conv_shape *s) {
     return (s->width + 2 * s->pad - s->kernel_w) / s->stride + 1;
 }
+/* Floats in x (B C H W), w (K C R S) and y (B K P Q). */
+static inline int64_t pmoe_conv_x_count(const pmoe_conv_shape *s) {
+    return s->batch * s->in_channels * s->height * s->width;
+}
+static inline int64_t pmoe_conv_w_count(const pmoe_conv_shape *s) {
+    return (int64_t)s->out_channels * s->in_channels * s->kernel_h * s->kernel_w;
+}
+static inline int64_t pmoe_conv_y_count(const pmoe_conv_shape *s) {
+    return s->batch * s->out_channels * (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s);
+}
 
 /* Batch norm over x (batch x channels x spatial): per channel, statistics
  * over batch * spatial values. */

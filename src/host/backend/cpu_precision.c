@@ -102,22 +102,12 @@ static void rounded_expert_backward(pmoe_backend *be, int experts, int64_t rows,
                               dhidden, dexpert_w, dexpert_in);
 }
 
-static int64_t x_count(const pmoe_conv_shape *s) {
-    return s->batch * s->in_channels * s->height * s->width;
-}
-static int64_t w_count(const pmoe_conv_shape *s) {
-    return (int64_t)s->out_channels * s->in_channels * s->kernel_h * s->kernel_w;
-}
-static int64_t y_count(const pmoe_conv_shape *s) {
-    return s->batch * s->out_channels * (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s);
-}
-
 static void rounded_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
                                    const float *w, const float *bias, float *y) {
     cpu_impl *impl = impl_of(be);
-    const int64_t nx = x_count(s), nw = w_count(s);
+    const int64_t nx = pmoe_conv_x_count(s), nw = pmoe_conv_w_count(s);
     float *room = scratch(be, nx + nw);
-    if (!room) return fill_nan(y, y_count(s));
+    if (!room) return fill_nan(y, pmoe_conv_y_count(s));
     impl->ops.conv2d_forward(be, s, round_into(room, x, nx, impl->precision),
                              round_into(room + nx, w, nw, impl->precision), bias, y);
 }
@@ -133,7 +123,8 @@ static void rounded_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, 
                                         (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s),
                                         dy, dbias);
     if (!dx && !dw) return;
-    const int64_t nx = x_count(s), nw = w_count(s), ny = y_count(s);
+    const int64_t nx = pmoe_conv_x_count(s), nw = pmoe_conv_w_count(s),
+                  ny = pmoe_conv_y_count(s);
     float *room = scratch(be, nx + nw + ny);
     if (!room) {
         fill_nan(dx, nx);

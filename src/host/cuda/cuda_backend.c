@@ -55,18 +55,20 @@ void cuda_record_kernel(cuda_context *c, int rc, const char *call, const char *f
                     "%.*s failed: %s at %s:%d", name, call, pmoe_k_error_string(rc), file, line);
         return;
     }
+    const char *kernel = pmoe_k_last_launch();
     cudaGetLastError(); /* clears the launch's own error; a sticky one stays */
     const cudaError_t sticky = cudaPeekAtLastError();
     if (sticky != cudaSuccess)
         cuda_record(c, PMOE_ERR_INTERNAL,
-                    "the device had already failed when %.*s was launched: %s (%s), a sticky "
+                    "the device had already failed when %.*s launched %s: %s (%s), a sticky "
                     "error of work enqueued before it (run with CUDA_LAUNCH_BLOCKING=1 to name "
                     "the kernel that faulted) at %s:%d",
-                    name, call, cudaGetErrorName(sticky), cudaGetErrorString(sticky), file, line);
-    else
-        cuda_record(c, PMOE_ERR_INTERNAL, "launching %.*s failed: %s (%s) at %s:%d", name, call,
-                    cudaGetErrorName((cudaError_t)rc), cudaGetErrorString((cudaError_t)rc), file,
+                    name, call, kernel, cudaGetErrorName(sticky), cudaGetErrorString(sticky), file,
                     line);
+    else
+        cuda_record(c, PMOE_ERR_INTERNAL, "launching %s (%.*s) failed: %s (%s) at %s:%d", kernel,
+                    name, call, cudaGetErrorName((cudaError_t)rc),
+                    cudaGetErrorString((cudaError_t)rc), file, line);
 }
 
 /* "13.0" of a CUDA version number (13000). */
@@ -87,7 +89,8 @@ static void explain_no_device(cudaError_t e, char *why, size_t why_size) {
     version_text(driver, have, sizeof have);
     version_text(runtime, need, sizeof need);
     if (e == cudaSuccess)
-        snprintf(why, why_size, "the NVIDIA driver (CUDA %s) answers but lists no CUDA device", have);
+        snprintf(why, why_size, "the NVIDIA driver (CUDA %s) answers but lists no CUDA device",
+                 have);
     else if (de == cudaSuccess && driver == 0)
         snprintf(why, why_size,
                  "no NVIDIA driver is installed (cudaDriverGetVersion gives 0; "

@@ -229,8 +229,12 @@ static const char *algorithm_name(int direction, int algo, pmoe_conv_algo_class 
         case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0: return "ALGO_0";
         case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1: return "ALGO_1";
         case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT: *cls = PMOE_CONV_ALGO_FFT; return "FFT";
-        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING: *cls = PMOE_CONV_ALGO_FFT; return "FFT_TILING";
-        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD: *cls = PMOE_CONV_ALGO_WINOGRAD; return "WINOGRAD";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING:
+            *cls = PMOE_CONV_ALGO_FFT;
+            return "FFT_TILING";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD:
+            *cls = PMOE_CONV_ALGO_WINOGRAD;
+            return "WINOGRAD";
         case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED:
             *cls = PMOE_CONV_ALGO_WINOGRAD;
             return "WINOGRAD_NONFUSED";
@@ -242,7 +246,9 @@ static const char *algorithm_name(int direction, int algo, pmoe_conv_algo_class 
     case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1: return "ALGO_1";
     case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3: return "ALGO_3";
     case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT: *cls = PMOE_CONV_ALGO_FFT; return "FFT";
-    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING: *cls = PMOE_CONV_ALGO_FFT; return "FFT_TILING";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING:
+        *cls = PMOE_CONV_ALGO_FFT;
+        return "FFT_TILING";
     case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED:
         *cls = PMOE_CONV_ALGO_WINOGRAD;
         return "WINOGRAD_NONFUSED";
@@ -356,6 +362,21 @@ static void log_choice(const cuda_context *c, const conv_plan *p, size_t workspa
             part[0], part[1], part[2], workspace / 1024.0);
 }
 
+/* On stderr, always: algorithms refused when called and the one that ran
+ * instead (once per fallback; a run whose every candidate fails says so in
+ * its one error line instead). */
+static void log_fallback(const cuda_context *c, const conv_plan *p, int direction, int first,
+                         int now) {
+    char shape[160];
+    pmoe_conv_algo_class cls;
+    describe_shape(p, shape, sizeof shape);
+    const conv_direction *d = &p->direction[direction];
+    fprintf(stderr, "pmoe: %s: cuDNN %s: %s: %d algorithm%s refused from %s on; %s runs instead\n",
+            c->name, shape, DIRECTION_NAMES[direction], now - first, now - first > 1 ? "s" : "",
+            algorithm_name(direction, d->algo[first], &cls),
+            algorithm_name(direction, d->algo[now], &cls));
+}
+
 /* A new shape's plan: descriptors, every direction's candidates and the
  * workspace their first choices need, allocated now (at the layer's first
  * call, before any step of it is timed or captured), so no call of the
@@ -422,16 +443,6 @@ static cudnnStatus_t call_cudnn(cuda_conv_state *st, conv_plan *p, int direction
     }
 }
 
-static int64_t conv_x_count(const pmoe_conv_shape *s) {
-    return s->batch * s->in_channels * s->height * s->width;
-}
-static int64_t conv_w_count(const pmoe_conv_shape *s) {
-    return (int64_t)s->out_channels * s->in_channels * s->kernel_h * s->kernel_w;
-}
-static int64_t conv_y_count(const pmoe_conv_shape *s) {
-    return s->batch * s->out_channels * (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s);
-}
-
 /* bf16: `in` and `other` replaced by copies rounded to bfloat16 (the CPU
  * twin rounds the same two: cpu_precision.c); the tensor-op math that
  * follows holds them exactly and sums in float32. 0 with the failure
@@ -439,8 +450,10 @@ static int64_t conv_y_count(const pmoe_conv_shape *s) {
 static int round_inputs(cuda_context *c, const conv_plan *p, int direction, const float **in,
                         const float **other) {
     const pmoe_conv_shape *s = &p->shape;
-    const int64_t n_in = direction == DIRECTION_BACKWARD_DATA ? conv_w_count(s) : conv_x_count(s);
-    const int64_t n_other = direction == DIRECTION_FORWARD ? conv_w_count(s) : conv_y_count(s);
+    const int64_t n_in =
+        direction == DIRECTION_BACKWARD_DATA ? pmoe_conv_w_count(s) : pmoe_conv_x_count(s);
+    const int64_t n_other =
+        direction == DIRECTION_FORWARD ? pmoe_conv_w_count(s) : pmoe_conv_y_count(s);
     float *room = cuda_scratch(c, n_in + n_other);
     if (!room) return 0;
     PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(n_in, *in, room, PMOE_PRECISION_BF16, c->stream));
@@ -455,7 +468,7 @@ static int round_inputs(cuda_context *c, const conv_plan *p, int direction, cons
  * refuses it (NOT_SUPPORTED for this problem, a bad parameter, ...), the
  * candidate is dropped for good, the next one's workspace is queried (and
  * the workspace grown, the one allocation after setup, only on such a
- * fallback), the change is logged and the next one is tried, so a failing
+ * fallback) and the next one is tried (the change logged once it runs), so a failing
  * algorithm costs one call, not the run. Only when every candidate has
  * failed is the last failure recorded in the context, naming the call and
  * cuDNN's status. Work that fails after it was enqueued reports itself at
@@ -484,6 +497,7 @@ static pmoe_status run_direction(pmoe_backend *be, const pmoe_conv_shape *s, int
         return c->error.code;
     }
     cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+    const int first = d->next;
     while (d->next < d->count) {
         status = ensure_workspace(c, st, d->workspace, err);
         if (status) return status;
@@ -498,18 +512,13 @@ static pmoe_status run_direction(pmoe_backend *be, const pmoe_conv_shape *s, int
             p->math_set = d->math[d->next];
         }
         last = call_cudnn(st, p, direction, d->algo[d->next], d->workspace, in, other, beta, out);
-        if (last == CUDNN_STATUS_SUCCESS) return PMOE_OK;
-        pmoe_conv_algo_class cls;
-        char shape[160];
-        describe_shape(p, shape, sizeof shape);
-        const char *refused = algorithm_name(direction, d->algo[d->next], &cls);
+        if (last == CUDNN_STATUS_SUCCESS) {
+            if (d->next > first) log_fallback(c, p, direction, first, d->next);
+            return PMOE_OK;
+        }
         d->next++;
         status = query_workspace(c, st, p, direction, err);
         if (status) return status;
-        if (d->next < d->count)
-            fprintf(stderr, "pmoe: %s: cuDNN %s: %s %s refused (%s); now %s\n", c->name, shape,
-                    DIRECTION_NAMES[direction], refused, cudnnGetErrorString(last),
-                    algorithm_name(direction, d->algo[d->next], &cls));
     }
     cuda_record(c, PMOE_ERR_INTERNAL, "cuDNN convolution %s failed with every one of its %d "
                 "candidate algorithms, the last with %s",
