@@ -104,5 +104,17 @@ if out=$(PMOE_STANDIN_DEVICES=0 "$STANDIN" train "${TWO[@]}" --set train.device=
   echo "  ok: no device answers: the CPU backend, without a word"
 else fail "device auto: $out"; fi
 
+echo "train.device = auto says in its banner why it runs on the CPU"
+for case in "no_driver:1+|no NVIDIA driver is installed" \
+            "old_driver:1+|the NVIDIA driver is too old: it supports CUDA 12.2, this build needs CUDA 13.0" \
+            "failing_driver:1+|the NVIDIA driver \(CUDA 13.0\) fails: cudaGetDeviceCount: cudaErrorInitializationError"; do
+  fault=${case%%|*} says=${case#*|}
+  if PMOE_STANDIN_FAULT=$fault "$STANDIN" train "${TWO[@]:1}" --set train.device=auto --set train.epochs=1 \
+       --no-progress --set train.checkpoint_dir=auto-banner >banner.out 2>&1 &&
+     grep -Eq "^      train.device = auto found no GPU: $says" banner.out; then
+    echo "  ok: $fault: $(grep 'found no GPU' banner.out | cut -c1-150)"
+  else fail "$fault: the banner does not say /$says/: $(head -n 4 banner.out)"; fi
+done
+
 [ "$failed" -eq 0 ] && echo "test_standin_faults: passed"
 exit $failed
