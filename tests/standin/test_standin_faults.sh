@@ -110,7 +110,7 @@ for case in "no_driver:1+|no NVIDIA driver is installed" \
             "failing_driver:1+|the NVIDIA driver \(CUDA 13.0\) fails: cudaGetDeviceCount: cudaErrorInitializationError"; do
   fault=${case%%|*} says=${case#*|}
   if PMOE_STANDIN_FAULT=$fault "$STANDIN" train "${TWO[@]:1}" --set train.device=auto --set train.epochs=1 \
-       --no-progress --set train.checkpoint_dir=auto-banner >banner.out 2>&1 &&
+       --no-progress --set train.checkpoint_dir="banner-${fault%%:*}" >banner.out 2>&1 &&
      grep -Eq "^      train.device = auto found no GPU: $says" banner.out; then
     echo "  ok: $fault: $(grep 'found no GPU' banner.out | cut -c1-150)"
   else fail "$fault: the banner does not say /$says/: $(head -n 4 banner.out)"; fi
