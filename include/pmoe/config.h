@@ -54,6 +54,10 @@ typedef enum { PMOE_SCHEDULE_CONSTANT, PMOE_SCHEDULE_STEP, PMOE_SCHEDULE_COSINE 
 typedef enum { PMOE_BAD_IMAGE_STOP, PMOE_BAD_IMAGE_SKIP } pmoe_on_bad_image;
 /* What a non-finite loss or gradient does: end the run, or skip that step's update. */
 typedef enum { PMOE_NONFINITE_STOP, PMOE_NONFINITE_SKIP } pmoe_on_nonfinite;
+/* train.precision: the inputs of convolutions and GEMMs as float32 (the
+ * reference), rounded to TF32, or rounded to bfloat16; sums, weights,
+ * optimizer state and the router stay float32 in every mode. */
+typedef enum { PMOE_PRECISION_FP32, PMOE_PRECISION_TF32, PMOE_PRECISION_BF16 } pmoe_precision;
 
 typedef struct pmoe_data_config {
     pmoe_data_source source;
@@ -118,6 +122,7 @@ typedef struct pmoe_train_config {
     int threads;          /* 0 = what OpenMP chooses */
     char device[32];      /* auto | cpu | cuda | cuda:N */
     int cpu_kernels;      /* pmoe_cpu_kernels (backend.h): 0 reference, 1 fast (oneDNN) */
+    int precision;        /* pmoe_precision */
     /* separate training, router phase */
     int router_epochs;
     int router_batch;

@@ -35,6 +35,8 @@ typedef struct pmoe_run_info {
     char data[160];          /* what data the run uses, in words */
     pmoe_data_source source; /* the source chosen (AUTO resolved) */
     char backend[96];         /* e.g. "cpu", "cuda:0 (NVIDIA H200)" */
+    char backend_why[256];    /* why auto chose it when it fell back to the CPU
+                                 ("train.device = auto found no GPU: ..."), else "" */
     char model[16];
     int64_t params;
     int64_t train_size, test_size;

@@ -46,10 +46,17 @@
 #include <cuda_runtime.h>
 
 #define PMOE_HOST_EXEC 0
-#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...) \
-    kernel<<<(grid), (block), (shmem), (cudaStream_t)(stream)>>>(__VA_ARGS__)
-/* The launch's own error (bad configuration), not a sticky error of earlier
- * asynchronous work; never synchronises. */
+/* A stale error of some earlier runtime call is cleared first, so that the
+ * status read after the launch is not that call's. */
+#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                     \
+    ((void)cudaGetLastError(), ::PMOE_KERNEL_NS::note_launch(#kernel),         \
+     kernel<<<(grid), (block), (shmem), (cudaStream_t)(stream)>>>(__VA_ARGS__))
+/* The status after a launch, without synchronising: the launch's own error
+ * (a bad configuration, not sticky), or, once any earlier asynchronous work
+ * has faulted, that sticky error, which every runtime call returns from
+ * then on whether or not this launch had anything to do with it. The
+ * caller tells the two apart (src/host/cuda: cuda_record_kernel) and never
+ * blames a launch for a sticky fault. */
 #define PMOE_LAUNCH_STATUS() ((int)cudaGetLastError())
 #define PMOE_SHARED(type, name, count) __shared__ type name[count]
 #define PMOE_SHARED_DYNAMIC(type, name)                                      \

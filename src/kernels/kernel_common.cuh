@@ -28,6 +28,10 @@ namespace PMOE_KERNEL_NS {
 /* Records a message for error_string() and returns PMOE_KERNEL_ERR_ARGS. */
 int argument_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Remembers the name of the kernel this thread launches (PMOE_LAUNCH), for
+ * last_launch(): a launch's status names the kernel it follows. */
+void note_launch(const char *kernel);
+
 /* Blocks for a grid-stride loop over `total` items: enough to fill a large
  * GPU, capped so the grid stays within limits (the loop covers the rest). */
 static inline unsigned grid_for(int64_t total, int threads) {

@@ -13,6 +13,9 @@
 namespace PMOE_KERNEL_NS {
 
 static thread_local char message[320];
+static thread_local const char *launched = "no kernel";
+
+void note_launch(const char *kernel) { launched = kernel; }
 
 int argument_error(const char *fmt, ...) {
     va_list ap;
@@ -25,6 +28,8 @@ int argument_error(const char *fmt, ...) {
 } /* namespace PMOE_KERNEL_NS */
 
 using namespace PMOE_KERNEL_NS;
+
+extern "C" const char *PMOE_KERNEL(last_launch)(void) { return launched; }
 
 extern "C" const char *PMOE_KERNEL(error_string)(int code) {
     if (code == 0) return "no error";

@@ -40,6 +40,8 @@ enum { PMOE_KERNEL_LOSS_LOGISTIC = 0, PMOE_KERNEL_LOSS_SOFTMAX_CE = 1 };
 
 /* A one-line description of a launcher's return code. */
 const char *PMOE_KERNEL(error_string)(int code);
+/* The name of the kernel this thread launched last ("fill_kernel"). */
+const char *PMOE_KERNEL(last_launch)(void);
 
 /* images (B x C x H x W) -> patches (B x n x d), and the adjoint, which
  * overwrites every pixel of dimages (zero outside every patch). */
@@ -101,6 +103,11 @@ int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad, floa
                             float lr, float momentum, float weight_decay, void *stream);
 int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *stream);
 
+/* float_round.cu. dst[i] = src[i] rounded as precision (PMOE_ROUND_* of
+ * float_round.h: 0 none, 1 TF32, 2 bfloat16), round to nearest even. */
+int PMOE_KERNEL(round_floats)(int64_t count, const float *src, float *dst, int precision,
+                              void *stream);
+
 /* ---- The deep models' layers (backend.h, "Deep-model layers"): every
  * backward adds into dx, parameter gradients are overwritten, a NULL
  * gradient is not computed. Feature maps are batch x channels x spatial. */
@@ -122,16 +129,19 @@ int PMOE_KERNEL(channel_bias_forward)(int64_t batch, int channels, int64_t spati
                                       const float *bias, float *y, void *stream);
 int PMOE_KERNEL(channel_bias_backward)(int64_t batch, int channels, int64_t spatial,
                                        const float *dy, float *dbias, void *stream);
-/* Batch norm, one block per channel for the statistics (batch * spatial
- * below 2^31): training mode writes y, save_mean, save_invstd and moves the
- * running statistics when not NULL (unbiased variance); evaluation mode
- * normalises with the running statistics; the backward writes dgamma,
- * dbeta and adds into dx, each optional. y may be x. */
+/* Batch norm, several blocks per channel for the statistics (batch *
+ * spatial below 2^31), their per-block partials in `workspace` (device
+ * memory of batchnorm_workspace_floats floats, scratch: its contents are
+ * not kept between calls): training mode writes y, save_mean, save_invstd
+ * and moves the running statistics when not NULL (unbiased variance);
+ * evaluation mode normalises with the running statistics; the backward
+ * writes dgamma, dbeta and adds into dx, each optional. y may be x. */
+int64_t PMOE_KERNEL(batchnorm_workspace_floats)(int64_t batch, int channels, int64_t spatial);
 int PMOE_KERNEL(batchnorm_forward_train)(int64_t batch, int channels, int64_t spatial, float eps,
                                          const float *x, const float *gamma, const float *beta,
                                          float *y, float *save_mean, float *save_invstd,
                                          float *running_mean, float *running_var, float momentum,
-                                         void *stream);
+                                         float *workspace, void *stream);
 int PMOE_KERNEL(batchnorm_forward_eval)(int64_t batch, int channels, int64_t spatial, float eps,
                                         const float *x, const float *gamma, const float *beta,
                                         const float *running_mean, const float *running_var,
@@ -139,7 +149,7 @@ int PMOE_KERNEL(batchnorm_forward_eval)(int64_t batch, int channels, int64_t spa
 int PMOE_KERNEL(batchnorm_backward)(int64_t batch, int channels, int64_t spatial, const float *x,
                                     const float *gamma, const float *save_mean,
                                     const float *save_invstd, const float *dy, float *dx,
-                                    float *dgamma, float *dbeta, void *stream);
+                                    float *dgamma, float *dbeta, float *workspace, void *stream);
 
 /* moe_layer.cu. The scatter of expert_out (k x B l x e) into out_patches
  * (B x n x k e, overwritten, zero where nothing was picked), gate NULL for

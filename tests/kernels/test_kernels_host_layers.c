@@ -193,6 +193,7 @@ typedef struct bn_case {
     pmoe_bn_shape s;
     const float *x, *gamma, *beta, *rm0, *rv0, *mean, *invstd, *dy, *dx0;
     float *y, *save_mean, *save_invstd, *rm, *rv, *dx, *dgamma, *dbeta;
+    float *workspace; /* the per-block partials (NaN at the start) */
     float momentum;
     int op; /* 0 train, 1 eval, 2 backward, 3 train in place (y = x) */
 } bn_case;
@@ -210,7 +211,7 @@ static int call_bn(void *v) {
         return pmoe_hx_batchnorm_forward_train(s->batch, s->channels, s->spatial, s->eps,
                                                c->op == 3 ? c->y : c->x, c->gamma, c->beta, c->y,
                                                c->save_mean, c->save_invstd, c->rm, c->rv,
-                                               c->momentum, NULL);
+                                               c->momentum, c->workspace, NULL);
     case 1:
         return pmoe_hx_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps, c->x,
                                               c->gamma, c->beta, c->rm0, c->rv0, c->y, NULL);
@@ -218,7 +219,7 @@ static int call_bn(void *v) {
         if (c->dx) memcpy(c->dx, c->dx0, (size_t)n * 4);
         return pmoe_hx_batchnorm_backward(s->batch, s->channels, s->spatial, c->x, c->gamma,
                                           c->mean, c->invstd, c->dy, c->dx, c->dgamma, c->dbeta,
-                                          NULL);
+                                          c->workspace, NULL);
     }
 }
 
@@ -235,6 +236,7 @@ static void check_batchnorm(pmoe_bn_shape s, float lo, float hi, uint64_t seed) 
     c.rm0 = frand(C, seed + 3, -0.2f, 0.2f);
     c.rv0 = frand(C, seed + 4, 0.5f, 2.0f);
     c.y = fbuf(n), c.save_mean = fbuf(C), c.save_invstd = fbuf(C), c.rm = fbuf(C), c.rv = fbuf(C);
+    c.workspace = fbuf(pmoe_hx_batchnorm_workspace_floats(s.batch, C, s.spatial));
 
     /* The twin's forward, the reference for the kernels and the input of the backward. */
     float *y = fbuf(n), *mean = fbuf(C), *invstd = fbuf(C);
@@ -551,10 +553,10 @@ static void test_channel_copy(void) {
 static void test_errors(void) {
     printf("argument errors\n");
     int rc = pmoe_hx_batchnorm_forward_train(70000, 2, 40000, 1e-5f, NULL, NULL, NULL, NULL, NULL,
-                                             NULL, NULL, NULL, 0.1f, NULL);
+                                             NULL, NULL, NULL, 0.1f, NULL, NULL);
     CHECK_MSG(rc == PMOE_KERNEL_ERR_ARGS, "2.8e9 values in a channel: rc %d", rc);
     CHECK(pmoe_hx_batchnorm_forward_train(1, 2, 3, 0.0f, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                          NULL, 0.1f, NULL) == PMOE_KERNEL_ERR_ARGS);
+                                          NULL, 0.1f, NULL, NULL) == PMOE_KERNEL_ERR_ARGS);
     rc = pmoe_hx_moe_scatter_forward(1, 4, 2, 5, 3, NULL, NULL, NULL, NULL, NULL);
     CHECK(rc == PMOE_KERNEL_ERR_ARGS);
     CHECK_MSG(strstr(pmoe_hx_error_string(rc), "l=5") != NULL, "message: %s",
@@ -583,9 +585,9 @@ static void test_errors(void) {
     CHECK(pmoe_hx_channel_bias_backward(0, 3, 5, NULL, dbias, NULL) == 0);
     CHECK(dbias[0] == 0.0f && dbias[1] == 0.0f && dbias[2] == 0.0f);
     CHECK(pmoe_hx_batchnorm_forward_train(0, 3, 5, 1e-5f, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                          NULL, 0.1f, NULL) == 0);
+                                          NULL, 0.1f, NULL, NULL) == 0);
     CHECK(pmoe_hx_batchnorm_backward(0, 3, 5, NULL, NULL, NULL, NULL, NULL, NULL, dbias, NULL,
-                                     NULL) == 0);
+                                     NULL, NULL) == 0);
 }
 
 int main(void) {

@@ -10,13 +10,16 @@
  * not one; CUBLAS_STATUS_INVALID_VALUE for negative sizes, an unknown
  * operation, a leading dimension below its minimum, a NULL alpha or beta);
  * beta = 0 never reads C (NaN in C does not survive). Each product is a
- * plain float sum over k in order, enqueued on the handle's stream. A range
+ * plain float sum over k in order, enqueued on the handle's stream; in
+ * CUBLAS_TF32_TENSOR_OP_MATH the inputs are first rounded to TF32 (round to
+ * nearest even, float_round.h: what tensor cores read of a float). A range
  * that leaves its device allocation is what the GPU would fault on: it is
  * reported and becomes the device's sticky illegal-address error. */
 #include <cublas_v2.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "float_round.h"
 #include "standin.h"
 
 #define HANDLE_MAGIC 0x424c4153u
@@ -104,7 +107,7 @@ const char *cublasGetStatusString(cublasStatus_t status) {
 }
 
 typedef struct gemm_work {
-    int trans_a, trans_b;
+    int trans_a, trans_b, round; /* round: PMOE_ROUND_* for the inputs */
     int64_t m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batch;
     float alpha, beta;
     const float *a, *b;
@@ -122,7 +125,7 @@ static int run_gemm(void *arg) {
                 for (int64_t p = 0; p < g->k; p++) {
                     const float av = g->trans_a ? a[p + row * g->lda] : a[row + p * g->lda];
                     const float bv = g->trans_b ? b[col + p * g->ldb] : b[p + col * g->ldb];
-                    sum += av * bv;
+                    sum += pmoe_round_as(av, g->round) * pmoe_round_as(bv, g->round);
                 }
                 float *out = &c[row + col * g->ldc];
                 *out = g->beta == 0.0f ? g->alpha * sum : g->alpha * sum + g->beta * *out;
@@ -178,7 +181,9 @@ cublasStatus_t cublasSgemmStridedBatched_64(cublasHandle_t handle, cublasOperati
     }
     gemm_work *g = malloc(sizeof *g);
     if (!g) return CUBLAS_STATUS_ALLOC_FAILED;
-    *g = (gemm_work){ta, tb, m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batchCount,
+    const unsigned base = (unsigned)h->math & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    *g = (gemm_work){ta, tb, base == CUBLAS_TF32_TENSOR_OP_MATH ? PMOE_ROUND_TF32 : PMOE_ROUND_NONE,
+                     m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batchCount,
                      *alpha, *beta, A, B, C};
     standin_enqueue(s, run_gemm, g, free);
     return CUBLAS_STATUS_SUCCESS;

@@ -8,7 +8,10 @@
  * definition: a direct sum over (c, r, s) (forward), over (k, r, s)
  * (backward data) and over (n, p, q) (backward filter), with padding,
  * stride, dilation, and the kernel flipped in CUDNN_CONVOLUTION mode;
- * y = alpha conv + beta y, where beta = 0 never reads y. Each call checks
+ * y = alpha conv + beta y, where beta = 0 never reads y. Any math type but
+ * CUDNN_FMA_MATH lets cuDNN use TF32 tensor cores on float data, so there
+ * the operands are rounded to TF32 (float_round.h) before each product, and
+ * the heuristics report the descriptor's math type. Each call checks
  * its descriptors against one another and its pointers and workspace
  * against the device allocations, then enqueues the work on the handle's
  * stream.
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "float_round.h"
 #include "standin.h"
 
 #define MAGIC_HANDLE 0x444e4e48u
@@ -308,7 +312,7 @@ static cudnnStatus_t heuristics(int dir, const char *name, cudnnHandle_t handle,
         r->time = -1.0f; /* heuristics time nothing */
         r->memory = r->status ? 0 : workspace_for(dir, list[i].algo, &p);
         r->determinism = list[i].deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
-        r->mathType = p.math == CUDNN_DEFAULT_MATH ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+        r->mathType = p.math;
     }
     return CUDNN_STATUS_SUCCESS;
 }
@@ -399,6 +403,11 @@ static float blend(float alpha, float sum, float beta, const float *old) {
     return beta == 0.0f ? alpha * sum : alpha * sum + beta * *old;
 }
 
+/* An operand as the math type reads it: TF32 unless FMA math. */
+static float operand(const problem *p, float v) {
+    return p->math == CUDNN_FMA_MATH ? v : pmoe_round_tf32(v);
+}
+
 static void run_forward(const conv_work *cw) {
     const problem *p = &cw->p;
     const float *x = cw->a, *w = cw->b;
@@ -414,8 +423,8 @@ static void run_forward(const conv_work *cw) {
                             for (int s = 0; s < p->s; s++) {
                                 const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
                                 if (ix < 0 || ix >= p->w) continue;
-                                sum += x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix] *
-                                       w[filter_index(p, k, c, r, s)];
+                                sum += operand(p, x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix]) *
+                                       operand(p, w[filter_index(p, k, c, r, s)]);
                             }
                         }
                     float *y = &cw->out[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox];
@@ -439,9 +448,9 @@ static void run_backward_data(const conv_work *cw) {
                                 const int tx = ix + p->pad_w - s * p->dil_w;
                                 if (tx < 0 || tx % p->stride_w || tx / p->stride_w >= p->q)
                                     continue;
-                                sum += dy[(((size_t)n * p->k + k) * p->p + ty / p->stride_h) * p->q +
-                                          tx / p->stride_w] *
-                                       w[filter_index(p, k, c, r, s)];
+                                sum += operand(p, dy[(((size_t)n * p->k + k) * p->p + ty / p->stride_h) * p->q +
+                                                     tx / p->stride_w]) *
+                                       operand(p, w[filter_index(p, k, c, r, s)]);
                             }
                         }
                     float *dx = &cw->out[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix];
@@ -464,8 +473,8 @@ static void run_backward_filter(const conv_work *cw) {
                             for (int ox = 0; ox < p->q; ox++) {
                                 const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
                                 if (ix < 0 || ix >= p->w) continue;
-                                sum += x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix] *
-                                       dy[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox];
+                                sum += operand(p, x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix]) *
+                                       operand(p, dy[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox]);
                             }
                         }
                     float *dw = &cw->out[filter_index(p, k, c, r, s)];

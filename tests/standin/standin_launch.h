@@ -71,7 +71,8 @@ int launch(const char *name, void (*kernel)(Params...), dim3 grid, dim3 block, s
 #undef PMOE_LAUNCH
 #undef PMOE_LAUNCH_STATUS
 #define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                                  \
-    (::pmoe_standin::launch_status = ::pmoe_standin::launch(#kernel, kernel, (grid), (block),   \
+    (::PMOE_KERNEL_NS::note_launch(#kernel),                                                    \
+     ::pmoe_standin::launch_status = ::pmoe_standin::launch(#kernel, kernel, (grid), (block),   \
                                                             (shmem), (void *)(stream),          \
                                                             __VA_ARGS__))
 #define PMOE_LAUNCH_STATUS() (::pmoe_standin::take_status())

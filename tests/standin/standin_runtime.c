@@ -4,7 +4,14 @@
  *
  * Environment: PMOE_STANDIN_DEVICES (how many devices answer, default 1;
  * 0 gives cudaErrorNoDevice as a machine without a GPU does) and
- * PMOE_STANDIN_MEMORY_MB (the device's memory, default 4096). */
+ * PMOE_STANDIN_MEMORY_MB (the device's memory, default 4096). The driver
+ * (CUDA 13.0) can be made to misbehave through the fault names no_driver
+ * (cudaDriverGetVersion gives 0 and cudaGetDeviceCount
+ * cudaErrorInsufficientDriver, as with no libcuda), old_driver (CUDA 12.2,
+ * the same error) and failing_driver (cudaGetDeviceCount gives
+ * cudaErrorInitializationError); each is counted once per
+ * cudaGetDeviceCount and cudaDriverGetVersion call, so "old_driver:1+"
+ * keeps it for the whole run. */
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -49,6 +56,8 @@ const char *cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
@@ -68,6 +77,9 @@ const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidDevicePointer: return "invalid device pointer";
     case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInsufficientDriver:
+        return "CUDA driver version is insufficient for CUDA runtime version";
+    case cudaErrorInitializationError: return "initialization error";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
@@ -88,9 +100,33 @@ cudaError_t cudaPeekAtLastError(void) {
     return standin_sticky() ? (cudaError_t)standin_sticky() : last_error;
 }
 
+/* The driver's state for this call: 0 working, else the fault named. */
+enum { DRIVER_OK, DRIVER_NONE, DRIVER_OLD, DRIVER_FAILING };
+static int driver_state(void) {
+    const int none = standin_fault("no_driver"), old = standin_fault("old_driver"),
+              failing = standin_fault("failing_driver");
+    return none ? DRIVER_NONE : old ? DRIVER_OLD : failing ? DRIVER_FAILING : DRIVER_OK;
+}
+
+cudaError_t cudaDriverGetVersion(int *version) {
+    if (!version) return result(cudaErrorInvalidValue);
+    const int state = driver_state();
+    *version = state == DRIVER_NONE ? 0 : state == DRIVER_OLD ? 12020 : 13000;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *version) {
+    if (!version) return result(cudaErrorInvalidValue);
+    *version = 13000;
+    return cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
     if (!count) return result(cudaErrorInvalidValue);
     *count = 0;
+    const int state = driver_state();
+    if (state == DRIVER_NONE || state == DRIVER_OLD) return result(cudaErrorInsufficientDriver);
+    if (state == DRIVER_FAILING) return result(cudaErrorInitializationError);
     if (standin_fault("cudaGetDeviceCount")) return result(cudaErrorNoDevice);
     const int n = device_count();
     if (n <= 0) return result(cudaErrorNoDevice);

@@ -69,7 +69,7 @@ total_launch=$(calls launch)
 late=$(( total_launch * 3 / 4 ))
 echo "pmoe ends with one line naming the failing call"
 expect_failure malloc_oom cudaMalloc:3 "out of GPU memory" "${TWO[@]}"
-expect_failure launch_refused "launch:$late" "pmoe_k_.*failed: too many resources requested" "${TWO[@]}"
+expect_failure launch_refused "launch:$late" "launching [a-z_]+_kernel \\(pmoe_k_[a-z_]+\\) failed: cudaErrorLaunchOutOfResources \\(too many resources requested" "${TWO[@]}"
 expect_failure kernel_fault "kernel:$late" "unspecified launch failure" "${TWO[@]}"
 ls ck-kernel_fault/*.safetensors >/dev/null 2>&1 ||
   fail "kernel_fault: the checkpoint of step 4 is missing (the fault came at launch $late of $total_launch)"
@@ -119,6 +119,18 @@ if out=$(PMOE_STANDIN_DEVICES=0 "$STANDIN" train "${TWO[@]}" --set train.device=
            --set train.checkpoint_dir=auto 2>&1 | tail -n 1) && echo "$out" | grep -q '"backend":"cpu"'; then
   echo "  ok: no device answers: the CPU backend, without a word"
 else fail "device auto: $out"; fi
+
+echo "train.device = auto says in its banner why it runs on the CPU"
+for case in "no_driver:1+|no NVIDIA driver is installed" \
+            "old_driver:1+|the NVIDIA driver is too old: it supports CUDA 12.2, this build needs CUDA 13.0" \
+            "failing_driver:1+|the NVIDIA driver \(CUDA 13.0\) fails: cudaGetDeviceCount: cudaErrorInitializationError"; do
+  fault=${case%%|*} says=${case#*|}
+  if PMOE_STANDIN_FAULT=$fault "$STANDIN" train "${TWO[@]:1}" --set train.device=auto --set train.epochs=1 \
+       --no-progress --set train.checkpoint_dir="banner-${fault%%:*}" >banner.out 2>&1 &&
+     grep -Eq "^      train.device = auto found no GPU: $says" banner.out; then
+    echo "  ok: $fault: $(grep 'found no GPU' banner.out | cut -c1-150)"
+  else fail "$fault: the banner does not say /$says/: $(head -n 4 banner.out)"; fi
+done
 
 [ "$failed" -eq 0 ] && echo "test_standin_faults: passed"
 exit $failed

@@ -3,10 +3,11 @@
  *
  * "auto" asks at run time whether a CUDA device answers (so one binary
  * serves machines with and without a GPU) and takes cuda:0 if one does, the
- * CPU otherwise, without a word: the run's backend name says which. A device
- * that answers but cannot be started is reported rather than hidden behind
- * the CPU. "cuda" and "cuda:N" never fall back: with no such device they
- * fail with a message. */
+ * CPU otherwise, keeping why in be->chosen_because for the run's banner (no
+ * driver, a driver too old or failing, no GPU, a build without CUDA). A
+ * device that answers but cannot be started is reported rather than hidden
+ * behind the CPU. "cuda" and "cuda:N" never fall back: with no such device
+ * they fail with the same reason. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
                                 pmoe_error *err) {
     if (strcmp(device, "cpu") == 0) return pmoe_cpu_backend_create(threads, out, err);
     if (strcmp(device, "auto") == 0) {
-        if (pmoe_cuda_device_count(NULL, 0) > 0) {
+        char why[200] = "";
+        if (pmoe_cuda_device_count(why, sizeof why) > 0) {
             pmoe_error why = {PMOE_OK, ""};
             pmoe_status s = pmoe_cuda_backend_create(0, out, &why);
             if (s)
@@ -39,7 +41,11 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
                                  why.message);
             return PMOE_OK;
         }
-        return pmoe_cpu_backend_create(threads, out, err);
+        pmoe_status s = pmoe_cpu_backend_create(threads, out, err);
+        if (!s)
+            snprintf((*out)->chosen_because, sizeof (*out)->chosen_because,
+                     "train.device = auto found no GPU: %s", why);
+        return s;
     }
     int index = 0;
     if (strcmp(device, "cuda") != 0 &&
@@ -51,6 +57,23 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
     if (s)
         return pmoe_fail(err, s, "train.device = %s: %s; use cpu or auto", device, why.message);
     return PMOE_OK;
+}
+
+const char *pmoe_precision_name(pmoe_precision precision) {
+    return precision == PMOE_PRECISION_TF32   ? "tf32"
+           : precision == PMOE_PRECISION_BF16 ? "bf16"
+                                              : "fp32";
+}
+
+pmoe_status pmoe_backend_set_precision(pmoe_backend *be, pmoe_precision precision,
+                                       pmoe_error *err) {
+    if (precision != PMOE_PRECISION_FP32 && precision != PMOE_PRECISION_TF32 &&
+        precision != PMOE_PRECISION_BF16)
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "train.precision: unknown value %d", (int)precision);
+    if (be->set_precision) return be->set_precision(be, (int)precision, err);
+    if (precision == PMOE_PRECISION_FP32) return PMOE_OK;
+    return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "train.precision = %s: the %s backend runs fp32 only",
+                     pmoe_precision_name(precision), be->name);
 }
 
 void pmoe_backend_destroy(pmoe_backend *be) {

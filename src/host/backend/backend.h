@@ -75,6 +75,16 @@ static inline int pmoe_conv_out_height(const pmoe_conv_shape *s) {
 static inline int pmoe_conv_out_width(const pmoe_conv_shape *s) {
     return (s->width + 2 * s->pad - s->kernel_w) / s->stride + 1;
 }
+/* Floats in x (B C H W), w (K C R S) and y (B K P Q). */
+static inline int64_t pmoe_conv_x_count(const pmoe_conv_shape *s) {
+    return s->batch * s->in_channels * s->height * s->width;
+}
+static inline int64_t pmoe_conv_w_count(const pmoe_conv_shape *s) {
+    return (int64_t)s->out_channels * s->in_channels * s->kernel_h * s->kernel_w;
+}
+static inline int64_t pmoe_conv_y_count(const pmoe_conv_shape *s) {
+    return s->batch * s->out_channels * (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s);
+}
 
 /* Batch norm over x (batch x channels x spatial): per channel, statistics
  * over batch * spatial values. */
@@ -111,6 +121,16 @@ typedef struct pmoe_experts_shape {
     float eps;
 } pmoe_experts_shape;
 
+/* Elements a row-major op(X) of rows x cols spans (X is stored cols x rows
+ * when transposed) with leading dimension ld, over batch entries stride
+ * apart: what a gemm op reads of A or B. */
+static inline int64_t pmoe_gemm_span(int trans, int64_t rows, int64_t cols, int64_t ld,
+                                     int64_t stride, int64_t batch) {
+    if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
+    const int64_t stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+    return (batch - 1) * stride + (stored_rows - 1) * ld + stored_cols;
+}
+
 typedef struct pmoe_ops {
     /* C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, row-major,
      * op(X) = X or X^T; strides in elements between consecutive matrices. */
@@ -118,6 +138,13 @@ typedef struct pmoe_ops {
                  float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
                  int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc,
                  int64_t stride_c, int64_t batch);
+    /* The same product with float32 inputs whatever train.precision says:
+     * the router's (its scores and their gradient stay float32, so that
+     * rounding cannot flip a route). */
+    void (*gemm_float32)(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n,
+                         int64_t k, float alpha, const float *a, int64_t lda, int64_t stride_a,
+                         const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
+                         int64_t ldc, int64_t stride_c, int64_t batch);
 
     /* images -> patches, and the adjoint (dpatches -> dimages, overwriting). */
     void (*patch_extract_forward)(pmoe_backend *be, const pmoe_patch_shape *s, const float *images,
@@ -378,6 +405,13 @@ struct pmoe_backend {
     /* Optional (NULL when absent): the device's own clock (CUDA events), so
      * phase timers need not wait for the device at each boundary. */
     const pmoe_device_clock *clock;
+    /* Optional (NULL: fp32 only): switches train.precision (pmoe_precision);
+     * call before the model is made (it may change which optional ops the
+     * table offers). pmoe_backend_set_precision is the caller's way in. */
+    pmoe_status (*set_precision)(pmoe_backend *be, int precision, pmoe_error *err);
+    /* Why this backend was chosen, when it was not asked for by name (auto
+     * falling back to the CPU: "no CUDA device: ..."); "" otherwise. */
+    char chosen_because[256];
 };
 
 /* The CPU backend. threads <= 0: the cores this process may use
@@ -392,6 +426,22 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
 typedef enum { PMOE_CPU_KERNELS_REFERENCE, PMOE_CPU_KERNELS_FAST } pmoe_cpu_kernels;
 pmoe_status pmoe_backend_set_cpu_kernels(pmoe_backend *be, pmoe_cpu_kernels kernels,
                                          pmoe_error *err);
+
+/* train.precision on be (pmoe_precision). fp32 is the reference and
+ * changes nothing. tf32 and bf16 round the inputs of every convolution and
+ * every GEMM the ops table runs for the models' layers and experts (the
+ * gemm op, expert_forward / expert_backward, conv2d_forward /
+ * conv2d_backward) to TF32 or bfloat16, round to nearest even
+ * (kernels/float_round.h), and sum in float32; the router (scores, top-l,
+ * its gradient), batch norm, the loss, the bias gradients and the optimizer
+ * stay float32, and weights are kept in float32 (the rounded copies are
+ * scratch). The CPU backend rounds the same inputs of the same ops as the
+ * CUDA backend, and leaves its fused optional ops out of the table so both
+ * run the same ops. Fails with a one-line cause on a backend without it. */
+pmoe_status pmoe_backend_set_precision(pmoe_backend *be, pmoe_precision precision,
+                                       pmoe_error *err);
+/* "fp32", "tf32", "bf16". */
+const char *pmoe_precision_name(pmoe_precision precision);
 
 /* Picks a backend for train.device ("auto", "cpu", "cuda", "cuda:N"). */
 pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **out,

@@ -70,6 +70,7 @@ void cpu_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *
 
 static const pmoe_ops CPU_OPS = {
     .gemm = cpu_gemm,
+    .gemm_float32 = cpu_gemm,
     .patch_extract_forward = cpu_patch_extract_forward,
     .patch_extract_backward = cpu_patch_extract_backward,
     .gate_topl_forward = cpu_gate_topl_forward,
@@ -152,6 +153,7 @@ static pmoe_status cpu_synchronize(pmoe_backend *be, pmoe_error *err) { return P
 static void cpu_destroy(pmoe_backend *be) {
     cpu_impl *impl = be->impl;
     if (impl) cpu_fast_close(impl);
+    if (impl) cpu_precision_close(impl);
     free(impl);
     free(be);
 }
@@ -164,11 +166,13 @@ pmoe_status pmoe_backend_set_cpu_kernels(pmoe_backend *be, pmoe_cpu_kernels kern
         cpu_fast_close(impl);
         impl->ops = CPU_OPS;
         be->name = "cpu";
+        cpu_precision_apply(be);
         return PMOE_OK;
     }
     if (impl->fast) return PMOE_OK;
     pmoe_status s = cpu_fast_open(impl, err);
     if (!s) be->name = "cpu-fast";
+    cpu_precision_apply(be);
     return s;
 }
 
@@ -197,6 +201,7 @@ pmoe_status pmoe_cpu_backend_create(int threads, pmoe_backend **out, pmoe_error 
     be->synchronize = cpu_synchronize;
     be->destroy = cpu_destroy;
     be->host_memory = 1;
+    be->set_precision = cpu_set_precision;
     const int64_t available = pmoe_host_memory_available(
         omp_get_max_threads(), be->mem.limit_source, sizeof be->mem.limit_source);
     be->mem.limit_bytes = available == 0 ? 1 : available; /* -1: unknown, no limit */

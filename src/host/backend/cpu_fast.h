@@ -14,7 +14,20 @@
 typedef struct cpu_impl {
     pmoe_ops ops;
     struct cpu_fast *fast; /* NULL until the fast path is opened */
+    /* train.precision (cpu_precision.c): with tf32 or bf16, be->ops is
+     * `rounded`, which wraps `ops`' GEMM and convolution ops; the rounded
+     * copies of their inputs live in scratch (grown, never shrunk). */
+    int precision;
+    pmoe_ops rounded;
+    float *scratch;
+    int64_t scratch_count;
 } cpu_impl;
+
+/* Points be->ops at the table train.precision asks for, (re)built from
+ * impl->ops; called whenever either changes. Frees the scratch on close. */
+void cpu_precision_apply(pmoe_backend *be);
+void cpu_precision_close(cpu_impl *impl);
+pmoe_status cpu_set_precision(pmoe_backend *be, int precision, pmoe_error *err);
 
 /* Opens the fast path's state in impl->fast and overrides the fast ops in
  * impl->ops (which holds the reference table). */

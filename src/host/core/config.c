@@ -87,6 +87,7 @@ static const key_spec KEYS[] = {
     {"train.seed", KEY_UINT64, OFF(train.seed), 0, 0, BIG, "1", {0}},
     {"train.threads", KEY_INT, OFF(train.threads), 0, 0, 4096, "0", {0}},
     {"train.cpu_kernels", KEY_ENUM, OFF(train.cpu_kernels), 0, 0, 0, "reference", {"reference", "fast"}},
+    {"train.precision", KEY_ENUM, OFF(train.precision), 0, 0, 0, "fp32", {"fp32", "tf32", "bf16"}},
     {"train.device", KEY_STRING, OFF(train.device), SIZE(train.device), 0, 0, "auto", {0}},
     {"train.router_epochs", KEY_INT, OFF(train.router_epochs), 0, 0, 1e7, "100", {0}},
     {"train.router_batch", KEY_INT, OFF(train.router_batch), 0, 1, 1 << 20, "20", {0}},

@@ -6,12 +6,14 @@
  * usual transpose: a row-major C = A B is the column-major C^T = B^T A^T,
  * so A and B swap places and keep their own transpose flags), the experts
  * as one strided-batched GEMM over k; convolutions go to cuDNN
- * (cuda_conv.c: FMA math, deterministic algorithms); everything else is
- * pmoe's own kernels (src/kernels). cuBLAS runs in its default math mode,
- * which for float32 never uses TF32, so results stay within float32
- * rounding of the CPU; a GEMM gives the same bits on every run on one GPU,
- * and the custom kernels use no atomics, so two runs of a step are
- * bit-identical. */
+ * (cuda_conv.c: deterministic algorithms); everything else is pmoe's own
+ * kernels (src/kernels). At train.precision = fp32 (the default) cuBLAS runs
+ * in its default math mode, which for float32 never uses TF32, and cuDNN in
+ * FMA math, so results stay within float32 rounding of the CPU; tf32 and
+ * bf16 use tensor-op math on the layers' GEMMs and convolutions (bf16 on
+ * inputs rounded first: cuda_gemm_as), never on the router's. A GEMM gives
+ * the same bits on every run on one GPU, and the custom kernels use no
+ * atomics, so two runs of a step are bit-identical. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,16 +49,72 @@ void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...) {
 
 int pmoe_cuda_built(void) { return 1; }
 
+void cuda_record_kernel(cuda_context *c, int rc, const char *call, const char *file, int line) {
+    const int name = (int)strcspn(call, "(");
+    if (rc < 0) {
+        cuda_record(c, rc == PMOE_KERNEL_ERR_ARGS ? PMOE_ERR_UNSUPPORTED : PMOE_ERR_INTERNAL,
+                    "%.*s failed: %s at %s:%d", name, call, pmoe_k_error_string(rc), file, line);
+        return;
+    }
+    const char *kernel = pmoe_k_last_launch();
+    cudaGetLastError(); /* clears the launch's own error; a sticky one stays */
+    const cudaError_t sticky = cudaPeekAtLastError();
+    if (sticky != cudaSuccess)
+        cuda_record(c, PMOE_ERR_INTERNAL,
+                    "the device had already failed when %.*s launched %s: %s (%s), a sticky "
+                    "error of work enqueued before it (run with CUDA_LAUNCH_BLOCKING=1 to name "
+                    "the kernel that faulted) at %s:%d",
+                    name, call, kernel, cudaGetErrorName(sticky), cudaGetErrorString(sticky), file,
+                    line);
+    else
+        cuda_record(c, PMOE_ERR_INTERNAL, "launching %s (%.*s) failed: %s (%s) at %s:%d", kernel,
+                    name, call, cudaGetErrorName((cudaError_t)rc),
+                    cudaGetErrorString((cudaError_t)rc), file, line);
+}
+
+/* "13.0" of a CUDA version number (13000). */
+static void version_text(int version, char *out, size_t size) {
+    snprintf(out, size, "%d.%d", version / 1000, version % 1000 / 10);
+}
+
+/* When no device answers, why, in the driver's own words: no driver at all
+ * (cudaDriverGetVersion gives 0), a driver older than this build's CUDA,
+ * a driver that fails (any other error, with its name and string), or a
+ * working driver with no GPU. */
+static void explain_no_device(cudaError_t e, char *why, size_t why_size) {
+    int driver = 0, runtime = 0;
+    const cudaError_t de = cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    cudaGetLastError(); /* not sticky: leave no trace for later calls */
+    char have[16], need[16];
+    version_text(driver, have, sizeof have);
+    version_text(runtime, need, sizeof need);
+    if (e == cudaSuccess)
+        snprintf(why, why_size, "the NVIDIA driver (CUDA %s) answers but lists no CUDA device",
+                 have);
+    else if (de == cudaSuccess && driver == 0)
+        snprintf(why, why_size,
+                 "no NVIDIA driver is installed (cudaDriverGetVersion gives 0; "
+                 "cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+    else if (e == cudaErrorInsufficientDriver || (de == cudaSuccess && driver < runtime))
+        snprintf(why, why_size,
+                 "the NVIDIA driver is too old: it supports CUDA %s, this build needs CUDA %s "
+                 "(cudaGetDeviceCount: %s)", have, need, cudaGetErrorString(e));
+    else if (e == cudaErrorNoDevice)
+        snprintf(why, why_size, "no CUDA device: the NVIDIA driver (CUDA %s) finds no GPU (%s)",
+                 have, cudaGetErrorString(e));
+    else
+        snprintf(why, why_size, "the NVIDIA driver (CUDA %s) fails: cudaGetDeviceCount: %s (%s)",
+                 have, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
 int pmoe_cuda_device_count(char *why, size_t why_size) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess) {
-        if (why) snprintf(why, why_size, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
-        cudaGetLastError(); /* not sticky: leave no trace for later calls */
-        return 0;
-    }
-    if (count == 0 && why) snprintf(why, why_size, "cudaGetDeviceCount found no device");
-    return count;
+    if (e == cudaSuccess && count > 0) return count;
+    if (e != cudaSuccess) cudaGetLastError(); /* not sticky: leave no trace for later calls */
+    if (why) explain_no_device(e, why, why_size);
+    return 0;
 }
 
 int pmoe_backend_is_cuda(const pmoe_backend *be) {
@@ -69,17 +127,78 @@ void *pmoe_cuda_backend_stream(pmoe_backend *be) {
 
 /* ---- ops ---------------------------------------------------------------- */
 
+float *cuda_scratch(cuda_context *c, int64_t count) {
+    const size_t bytes = (size_t)count * sizeof(float);
+    if (bytes <= c->scratch_bytes) return c->scratch;
+    if (c->scratch) { /* cudaFree waits for the work that still reads it */
+        PMOE_CUDA_CHECK(c, cudaFree(c->scratch));
+        pmoe_mem_note_free(&c->be.mem, c->scratch_bytes);
+        c->scratch = NULL;
+        c->scratch_bytes = 0;
+    }
+    void *p = NULL;
+    pmoe_error err = {PMOE_OK, ""};
+    if (c->be.alloc(&c->be, bytes, &p, &err)) {
+        cuda_record(c, err.code, "op scratch: %s", err.message);
+        return NULL;
+    }
+    c->scratch = p;
+    c->scratch_bytes = bytes;
+    return p;
+}
+
+/* One GEMM at `precision`: fp32 in cuBLAS's default math (never TF32),
+ * tf32 with TF32 tensor-op math (cuBLAS rounds the inputs), bf16 on copies
+ * of A and B rounded to bfloat16 by pmoe's kernel (the rounding the CPU
+ * twin does), then TF32 math, which holds every bfloat16 value exactly, so
+ * the products are those of bfloat16 inputs summed in float32. */
+static void cuda_gemm_as(cuda_context *c, int precision, int trans_a, int trans_b, int64_t m,
+                         int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                         int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                         float beta, float *cm, int64_t ldc, int64_t stride_c, int64_t batch) {
+    if (c->error.code) return; /* a failed context runs nothing more */
+    if (m <= 0 || n <= 0 || batch <= 0) return;
+    const cublasMath_t math =
+        precision == PMOE_PRECISION_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH;
+    if (c->blas_math != (int)math) {
+        PMOE_CUBLAS_CHECK(c, cublasSetMathMode(c->blas, math));
+        if (c->error.code) return;
+        c->blas_math = (int)math;
+    }
+    if (precision == PMOE_PRECISION_BF16) {
+        const int64_t na = pmoe_gemm_span(trans_a, m, k, lda, stride_a, batch),
+                      nb = pmoe_gemm_span(trans_b, k, n, ldb, stride_b, batch);
+        float *room = cuda_scratch(c, na + nb);
+        if (!room) return;
+        PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(na, a, room, PMOE_PRECISION_BF16, c->stream));
+        PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(nb, b, room + na, PMOE_PRECISION_BF16,
+                                                 c->stream));
+        if (c->error.code) return;
+        a = room;
+        b = room + na;
+    }
+    PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(
+                             c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
+                             stride_b, a, lda, stride_a, &beta, cm, ldc, stride_c, batch));
+}
+
 static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                       float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
                       int64_t ldb, int64_t stride_b, float beta, float *cm, int64_t ldc,
                       int64_t stride_c, int64_t batch) {
     cuda_context *c = cuda_context_of(be);
-    if (c->error.code) return; /* a failed context runs nothing more */
-    if (m <= 0 || n <= 0 || batch <= 0) return;
-    PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(
-                             c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
-                             stride_b, a, lda, stride_a, &beta, cm, ldc, stride_c, batch));
+    cuda_gemm_as(c, c->precision, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                 stride_b, beta, cm, ldc, stride_c, batch);
+}
+
+static void cuda_gemm_float32(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n,
+                              int64_t k, float alpha, const float *a, int64_t lda,
+                              int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                              float beta, float *cm, int64_t ldc, int64_t stride_c,
+                              int64_t batch) {
+    cuda_gemm_as(cuda_context_of(be), PMOE_PRECISION_FP32, trans_a, trans_b, m, n, k, alpha, a,
+                 lda, stride_a, b, ldb, stride_b, beta, cm, ldc, stride_c, batch);
 }
 
 static void cuda_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s,
@@ -121,11 +240,12 @@ static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                                           (int)s->gate, scores, selected, gate,
                                                           dgate, dscores, c->stream));
     /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
-    if (drouter_w)
-        cuda_gemm(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w, d, 0, 1);
+    if (drouter_w) /* the router stays float32 at every train.precision */
+        cuda_gemm_float32(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f,
+                          drouter_w, d, 0, 1);
     if (dpatches) /* dpatches (B n x d) += dscores (B n x k) router_w (k x d) */
-        cuda_gemm(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f, dpatches, d, 0,
-                  1);
+        cuda_gemm_float32(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f,
+                          dpatches, d, 0, 1);
 }
 
 static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s,
@@ -283,10 +403,13 @@ static void cuda_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *
                                          float momentum) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
+    float *partials =
+        cuda_scratch(c, pmoe_k_batchnorm_workspace_floats(s->batch, s->channels, s->spatial));
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_train(s->batch, s->channels, s->spatial, s->eps,
                                                         x, gamma, beta, y, save_mean, save_invstd,
                                                         running_mean, running_var, momentum,
-                                                        c->stream));
+                                                        partials, c->stream));
 }
 
 static void cuda_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
@@ -306,9 +429,12 @@ static void cuda_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, co
                                     float *dgamma, float *dbeta) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
+    float *partials =
+        cuda_scratch(c, pmoe_k_batchnorm_workspace_floats(s->batch, s->channels, s->spatial));
+    if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_backward(s->batch, s->channels, s->spatial, x, gamma,
                                                    save_mean, save_invstd, dy, dx, dgamma, dbeta,
-                                                   c->stream));
+                                                   partials, c->stream));
 }
 
 static void cuda_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y) {
@@ -431,6 +557,7 @@ static void cuda_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, 
 
 static const pmoe_ops CUDA_OPS = {
     .gemm = cuda_gemm,
+    .gemm_float32 = cuda_gemm_float32,
     .patch_extract_forward = cuda_patch_extract_forward,
     .patch_extract_backward = cuda_patch_extract_backward,
     .gate_topl_forward = cuda_gate_topl_forward,
@@ -550,11 +677,22 @@ static void cuda_profiler(pmoe_backend *be, int start) {
     else PMOE_CUDA_CHECK(c, cudaProfilerStop());
 }
 
+/* Takes effect from the next op: GEMMs pick their math mode per call, and
+ * cuDNN plans are kept per precision (cuda_conv.c). */
+static pmoe_status cuda_set_precision(pmoe_backend *be, int precision, pmoe_error *err) {
+    cuda_context_of(be)->precision = precision;
+    return PMOE_OK;
+}
+
 static void cuda_destroy(pmoe_backend *be) {
     cuda_context *c = cuda_context_of(be);
     cudaStreamSynchronize(c->stream);
     cuda_conv_release(c);
     cuda_clock_release(c);
+    if (c->scratch) {
+        cudaFree(c->scratch);
+        pmoe_mem_note_free(&be->mem, c->scratch_bytes);
+    }
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -562,9 +700,9 @@ static void cuda_destroy(pmoe_backend *be) {
 }
 
 pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error *err) {
-    char why[200] = "";
+    char why[300] = "";
     const int count = pmoe_cuda_device_count(why, sizeof why);
-    if (count == 0) return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "no CUDA device answers (%s)", why);
+    if (count == 0) return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "no CUDA device answers: %s", why);
     if (device < 0 || device >= count)
         return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
                          "no CUDA device %d: this machine has %d (cuda:0 to cuda:%d)", device,
@@ -619,6 +757,8 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
     const int64_t host_available =
         pmoe_host_memory_available(1, c->be.host_mem.limit_source, sizeof c->be.host_mem.limit_source);
     c->be.host_mem.limit_bytes = host_available == 0 ? 1 : host_available; /* -1: no limit */
+    c->be.set_precision = cuda_set_precision;
+    c->blas_math = (int)CUBLAS_DEFAULT_MATH;
     cuda_clock_init(c);
     *out = &c->be;
     return PMOE_OK;

@@ -4,8 +4,8 @@
  * cuda_stub.c instead of the CUDA sources, so callers never need #ifdef:
  * the stub answers "no device" and fails creation with a message. One
  * binary thus serves machines with and without a GPU: "auto" asks
- * pmoe_cuda_device_count() at run time and quietly falls back to the CPU
- * when it answers 0. */
+ * pmoe_cuda_device_count() at run time and falls back to the CPU when it
+ * answers 0, keeping its reason for the run's banner. */
 #ifndef PMOE_CUDA_BACKEND_H
 #define PMOE_CUDA_BACKEND_H
 
@@ -17,8 +17,10 @@
 int pmoe_cuda_built(void);
 
 /* How many CUDA devices answer (0 when none, or no driver, or no CUDA in
- * this build); when 0, why (may be NULL) gets the reason in one line. Never
- * prints and never fails. */
+ * this build); when 0, why (may be NULL) gets the reason in one line, in
+ * the driver's words: no driver installed, a driver too old for this
+ * build's CUDA, a failing driver (its error name and string), no GPU.
+ * Never prints and never fails. */
 int pmoe_cuda_device_count(char *why, size_t why_size);
 
 /* A backend on CUDA device `device` (its name: "cuda:N (GPU name)"). Fails

@@ -7,12 +7,18 @@
  * so the list is the same on every run) are asked once for a list of
  * candidate algorithms; the first is used, and one that cuDNN refuses when
  * called is dropped for the next (a refused algorithm costs one call, not
- * the run). The math is FMA only (no TF32), so results can be held to
- * float32 parity with a CPU convolution; with deterministic on (the default)
- * only algorithms cuDNN marks deterministic are chosen, which matters for
- * the filter gradient. The workspace belongs to the context and grows to the
- * largest plan's need. Calls enqueue work on the backend's stream and
- * return; failures of the work itself surface at the next synchronize().
+ * the run). At train.precision = fp32 the math is FMA only (no TF32), so
+ * results can be held to float32 parity with a CPU convolution; tf32 allows
+ * tensor-op math (cuDNN rounds the inputs to TF32), bf16 runs it on inputs
+ * rounded to bfloat16 by pmoe's kernel first. With deterministic on (the
+ * default) only algorithms cuDNN marks deterministic are chosen, which
+ * matters for the filter gradient. The workspace belongs to the context:
+ * at a shape's first call its three directions' needs are queried
+ * (cudnnGet*WorkspaceSize for the chosen algorithms) and the workspace grown
+ * to the largest plan's need, and the choice is logged on stderr, once per
+ * shape (and again when a refused algorithm is replaced). Calls enqueue work
+ * on the backend's stream and return; failures of the work itself surface
+ * at the next synchronize().
  * Builds without cuDNN (or without CUDA) return PMOE_ERR_UNSUPPORTED. */
 #ifndef PMOE_CUDA_CONV_H
 #define PMOE_CUDA_CONV_H
@@ -42,6 +48,20 @@ pmoe_status pmoe_cuda_conv_backward_data_accumulate(pmoe_backend *be, const pmoe
 pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_shape *s,
                                            const float *x, const float *dy, float *dw,
                                            pmoe_error *err);
+/* The algorithm class a convolution's tolerance follows: the GEMM-like and
+ * direct algorithms sum the products of the definition (float32 rounding
+ * of a sum); Winograd and FFT transform the operands first and differ from
+ * the definition by more (cuDNN documents no bound; the conv tests hold
+ * them to a looser tolerance). */
+typedef enum { PMOE_CONV_ALGO_DIRECT, PMOE_CONV_ALGO_WINOGRAD, PMOE_CONV_ALGO_FFT } pmoe_conv_algo_class;
+
+/* The algorithm a shape's direction (0 forward, 1 backward data, 2 backward
+ * filter) runs now (making the shape's plan if it has none): cuDNN's name
+ * ("IMPLICIT_PRECOMP_GEMM", "FFT", ...) and its class. */
+pmoe_status pmoe_cuda_conv_algorithm(pmoe_backend *be, const pmoe_conv_shape *s, int direction,
+                                     const char **name, pmoe_conv_algo_class *cls,
+                                     pmoe_error *err);
+
 /* Deterministic algorithms only (1, the default) or the fastest (0); plans
  * made afterwards follow the setting. */
 pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,

@@ -40,3 +40,9 @@ pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic
                                              pmoe_error *err) {
     return NO_CUDNN(err);
 }
+
+pmoe_status pmoe_cuda_conv_algorithm(pmoe_backend *be, const pmoe_conv_shape *s, int direction,
+                                     const char **name, pmoe_conv_algo_class *cls,
+                                     pmoe_error *err) {
+    return NO_CUDNN(err);
+}

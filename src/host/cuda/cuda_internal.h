@@ -31,6 +31,12 @@ typedef struct cuda_context {
     pmoe_device_clock clock;                  /* be.clock: CUDA events on the stream */
     cudaEvent_t clock_events[CUDA_CLOCK_MARKS];/* made on first use */
     int clock_made, clock_used;
+    int precision;        /* train.precision (pmoe_precision) */
+    int blas_math;        /* the cuBLAS math mode set on blas (a cublasMath_t) */
+    float *scratch;       /* one op's scratch (bf16's rounded inputs, batch norm's
+                             partials): its contents live within one op, which the
+                             one stream keeps apart from the next op's */
+    size_t scratch_bytes;
 } cuda_context;
 
 static inline cuda_context *cuda_context_of(pmoe_backend *be) { return (cuda_context *)be->impl; }
@@ -44,6 +50,10 @@ void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...)
 /* Sets up be.clock (cuda_clock.c); frees its events. */
 void cuda_clock_init(cuda_context *c);
 void cuda_clock_release(cuda_context *c);
+
+/* Room for `count` floats of op scratch (grown to the largest need, met in
+ * the first step; never shrunk); NULL with the failure recorded. */
+float *cuda_scratch(cuda_context *c, int64_t count);
 
 /* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
 void cuda_conv_release(cuda_context *c);
@@ -66,14 +76,18 @@ void cuda_conv_release(cuda_context *c);
                         __LINE__);                                                          \
     } while (0)
 
-/* The launchers return 0, a cudaError_t, or a PMOE_KERNEL_ERR_*. */
+/* A launcher's failure (rc: a PMOE_KERNEL_ERR_* or a cudaError_t),
+ * recorded naming the launcher (the text of `call` up to its '('). A
+ * cudaError_t is either the launch's own (a bad configuration) or the
+ * sticky error of asynchronous work enqueued before it; the runtime is
+ * asked again after clearing (a sticky error stays), and a sticky one is
+ * reported as the earlier work's, never as this launch's fault. */
+void cuda_record_kernel(cuda_context *c, int rc, const char *call, const char *file, int line);
+
 #define PMOE_KERNEL_CHECK(ctx, call)                                                        \
     do {                                                                                    \
         int rc_ = (call);                                                                   \
-        if (rc_)                                                                            \
-            cuda_record((ctx), rc_ == PMOE_KERNEL_ERR_ARGS ? PMOE_ERR_UNSUPPORTED : PMOE_ERR_INTERNAL, \
-                        "%s failed: %s at %s:%d", #call, pmoe_k_error_string(rc_), __FILE__, \
-                        __LINE__);                                                          \
+        if (rc_) cuda_record_kernel((ctx), rc_, #call, __FILE__, __LINE__);                 \
     } while (0)
 
 #endif

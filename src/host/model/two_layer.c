@@ -525,14 +525,14 @@ static pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *l
     pmoe_timer_enter(m->timer, PMOE_T_PATCH, (uint64_t)batch);
     op->patch_extract_forward(be, &img, m->images, t->patches);
     pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
-    op->gemm(be, 0, 1, batch * n, k, d, 1.0f, t->patches, d, 0, router->value.data, d, 0, 0.0f,
-             t->scores, k, 0, 1);
+    op->gemm_float32(be, 0, 1, batch * n, k, d, 1.0f, t->patches, d, 0, router->value.data, d, 0,
+                     0.0f, t->scores, k, 0, 1);
     pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
     op->router_linear_loss(be, batch, (int)n, (int)k, t->scores, m->router_pair,
                            m->router_weight, t->dscores, m->stats);
     pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-    op->gemm(be, 1, 0, k, d, batch * n, 1.0f, t->dscores, k, 0, t->patches, d, 0, 0.0f,
-             router->grad.data, d, 0, 1);
+    op->gemm_float32(be, 1, 0, k, d, batch * n, 1.0f, t->dscores, k, 0, t->patches, d, 0, 0.0f,
+                     router->grad.data, d, 0, 1);
     if (m->comm) { /* each rank's samples carry their share of the (global) loss and gradient */
         pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
         all_reduce(m, router->grad.data, k * d);

@@ -211,6 +211,7 @@ static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
     pmoe_routing *routing = options ? options->routing : NULL;
     pmoe_status s = pmoe_resolve_patch(cfg, ds, &patch, err);
     if (!s) s = pmoe_backend_create(device, cfg->train.threads, &be, err);
+    if (!s) s = pmoe_backend_set_precision(be, (pmoe_precision)cfg->train.precision, err);
     if (!s)
         s = pmoe_model_create(be, cfg, ds->channels, ds->height, ds->width, patch, spec->classes,
                               batch, &m, err);

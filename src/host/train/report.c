@@ -43,6 +43,7 @@ static void on_start(void *user, const pmoe_run_info *in) {
             in->model, in->data, in->backend, (long long)in->train_size,
             (long long)in->test_size, in->patches, in->patch, in->patch, in->patch_dim,
             in->experts, in->topl, (long long)in->params);
+    if (in->backend_why[0]) fprintf(rep->progress, "      %s\n", in->backend_why);
     /* Which key sets which phase's epochs, and what the router phase's loss is. */
     if (in->router_epochs > 0)
         fprintf(rep->progress,

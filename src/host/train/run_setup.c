@@ -66,6 +66,7 @@ static void fill_info(run *r) {
     snprintf(in->data, sizeof in->data, "%s", r->train->description);
     in->source = r->chosen;
     snprintf(in->backend, sizeof in->backend, "%s", r->be->name);
+    snprintf(in->backend_why, sizeof in->backend_why, "%s", r->be->chosen_because);
     snprintf(in->model, sizeof in->model, "%s", pmoe_model_type_name(r->cfg->model.type));
     in->params = pmoe_model_param_count(m);
     in->train_size = r->train->count;
@@ -226,6 +227,7 @@ pmoe_status run_open(run *r, pmoe_error *err) {
     if (!s) s = resolve_against_data(r, err);
     if (!s) s = pmoe_backend_create(device, threads, &r->be, err);
     if (!s) s = pmoe_backend_set_cpu_kernels(r->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
+    if (!s) s = pmoe_backend_set_precision(r->be, (pmoe_precision)cfg->train.precision, err);
     s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
     if (!s)
         s = pmoe_comm_use_device(&r->comm, (pmoe_comm_kind)cfg->train.comm,
