@@ -207,20 +207,20 @@ static pmoe_status evaluate_pass(run *r, eval_stats *st, float *logits, pmoe_err
 
 pmoe_status run_evaluate(run *r, eval_stats *st, pmoe_error *err) {
     float *logits = NULL; /* this rank's rows of a batch, for the confusion matrix */
+    size_t logits_bytes = 0;
     if (st->figures) {
         const int classes = r->model->classes;
+        logits_bytes = sizeof(float) * (size_t)(r->max_batch * classes);
         pmoe_status s = pmoe_class_figures_init(st->figures, classes, r->test->class_names, err);
-        if (!s)
-            s = run_host_alloc(&logits, sizeof(float) * (size_t)(r->max_batch * classes),
-                               "a batch's logits", err);
+        if (!s) s = run_host_alloc(r, &logits, logits_bytes, "a batch's logits", err);
         s = pmoe_comm_agree(r->comm, s, err, NULL, 0);
         if (s) {
-            free(logits);
+            pmoe_backend_host_free(r->be, logits, logits_bytes);
             return s;
         }
     }
     pmoe_status s = evaluate_pass(r, st, logits, err);
-    free(logits);
+    pmoe_backend_host_free(r->be, logits, logits_bytes);
     return s;
 }
 

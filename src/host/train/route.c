@@ -38,7 +38,7 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
         const int64_t kn = (int64_t)m->experts * m->patch_count;
         s = run_host_alloc(&r, &out->images, sizeof(float) * (size_t)(out->samples * per), "images", err);
         if (!s) s = run_host_alloc(&r, &out->labels, sizeof(int32_t) * (size_t)out->samples, "labels", err);
-        if (!s) s = run_host_alloc(&r, &out->decisive, sizeof(int32_t) * (size_t)out->samples, "labels", err);
+        if (!s) s = run_host_alloc(&r, &out->decisive, sizeof(int32_t) * (size_t)out->samples, "decisive patches", err);
         if (!s) s = run_host_alloc(&r, &out->selected, sizeof(int32_t) * (size_t)(out->samples * kl), "picks", err);
         if (!s) s = run_host_alloc(&r, &out->gate, sizeof(float) * (size_t)(out->samples * kl), "gates", err);
         if (!s) s = run_host_alloc(&r, &out->by_position, sizeof(int64_t) * (size_t)kn, "counts", err);
