@@ -9,7 +9,11 @@
  * is active, it is ucontext's swapcontext, whose signal-mask system calls
  * made them 85% of the time of a kernel-heavy test. The
  * scheduler resumes the runnable fibers in the chosen order; each runs until
- * it waits at a barrier (block or warp) or returns. When no fiber is
+ * it waits at a barrier (block or warp) or returns. A thread starts on its
+ * own stack, or, when the thread before it in the order returned without
+ * waiting, on that thread's stack in the same fiber, with no switch: the
+ * same order, but a barrier-free kernel runs its block on one warm stack
+ * rather than touching a fresh one per thread. When no fiber is
  * runnable it releases every warp whose mask is complete, else the block
  * barrier once every live fiber waits there, else reports a deadlock (a
  * barrier that some thread never reaches). Everything lives in thread_local
@@ -57,7 +61,7 @@ __thread block_view *current_block = nullptr;
 
 namespace {
 
-enum fiber_state { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, FINISHED };
+enum fiber_state { NOT_STARTED, RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, FINISHED };
 
 /* ---- switching stacks ----
  * A saved context: the stack pointer of a suspended fast switch, or a
@@ -137,6 +141,7 @@ struct fiber {
     unsigned warp_mask;   /* the mask of the warp operation it waits in */
     uint64_t warp_ops;    /* warp operations completed */
     size_t shared_seen;   /* shared declarations reached */
+    int stack;            /* the pool stack it runs on (its own, or a predecessor's) */
     void *asan_fake_stack;
 };
 
@@ -157,6 +162,8 @@ struct block_run {
     std::vector<size_t> shared_offsets, shared_sizes;
     size_t dynamic_bytes = 0;
     bool failed = false;
+    std::vector<int> order; /* this pass's order of the threads */
+    int pos = 0;            /* the place in it of the thread running now */
 };
 
 struct settings {
@@ -258,8 +265,20 @@ void leaving_fiber(bool) {}
 
 void fiber_main() {
     entered_fiber();
-    (*run->body)();
-    self->state = FINISHED;
+    for (;;) {
+        (*run->body)();
+        self->state = FINISHED;
+        /* The next thread of the pass, when it has not started, runs here. */
+        block_run &b = *run;
+        if (b.failed || b.pos + 1 >= (int)b.order.size()) break;
+        fiber &next = b.fibers[b.order[b.pos + 1]];
+        if (next.state != NOT_STARTED) break;
+        b.pos++;
+        next.state = RUNNABLE;
+        next.stack = self->stack;
+        self = &next;
+        current_thread = &next.view;
+    }
     leaving_fiber(true);
     context_switch(self->context, run->scheduler); /* never resumed */
     abort();
@@ -319,32 +338,40 @@ bool release_block(block_run &b) {
     return true;
 }
 
-/* Kept out of run_block: getcontext "returns twice" as far as the compiler
- * knows, which would pin run_block's locals to memory. */
-__attribute__((noinline)) void init_fiber(block_run &b, int i, dim3 dim) {
+void init_fiber(block_run &b, int i, dim3 dim) {
     fiber &f = b.fibers[i];
     f.linear = i;
     f.view.thread_idx = {(unsigned)i % dim.x, ((unsigned)i / dim.x) % dim.y,
                          (unsigned)i / (dim.x * dim.y)};
-    f.state = RUNNABLE;
+    f.state = NOT_STARTED;
     f.warp_mask = 0;
     f.warp_ops = 0;
     f.shared_seen = 0;
+    f.stack = i;
     f.asan_fake_stack = nullptr;
-    context_start(f.context, stacks[i], stacks_bytes, &b.scheduler.uc);
+}
+
+/* Kept out of run_block: getcontext "returns twice" as far as the compiler
+ * knows, which would pin run_block's locals to memory. */
+__attribute__((noinline)) void start_fiber(block_run &b, fiber &f) {
+    context_start(f.context, stacks[f.stack], stacks_bytes, &b.scheduler.uc);
+    f.state = RUNNABLE;
 }
 
 void run_block(block_run &b, uint64_t block_linear) {
     const int count = (int)b.fibers.size();
     const dim3 dim = b.view.block_dim;
-    memset(b.arena, 0xff, sizeof b.arena);
+    /* Dynamic shared memory is filled here, each static array when it is
+     * declared (shared_array): no byte is read that was not filled. */
+    memset(b.arena, 0xff, b.dynamic_bytes);
     b.arena_used = 0;
     b.shared_offsets.clear();
     b.shared_sizes.clear();
     b.failed = false;
     for (int i = 0; i < count; i++) init_fiber(b, i, dim);
     if (b.dynamic_bytes) b.arena_used = (b.dynamic_bytes + 15) / 16 * 16;
-    std::vector<int> order(count);
+    std::vector<int> &order = b.order;
+    order.resize(count);
     uint64_t rng = config.seed * 0x2545f4914f6cdd1dull + block_linear;
     for (;;) {
         for (int i = 0; i < count; i++)
@@ -356,15 +383,16 @@ void run_block(block_run &b, uint64_t block_linear) {
                 order[i] = order[j];
                 order[j] = t;
             }
-        for (int i : order) {
-            fiber &f = b.fibers[i];
-            if (f.state != RUNNABLE) continue;
+        for (b.pos = 0; b.pos < count; b.pos++) { /* a fiber that chains moves b.pos on */
+            fiber &f = b.fibers[order[b.pos]];
+            if (f.state == NOT_STARTED) start_fiber(b, f);
+            else if (f.state != RUNNABLE) continue;
             self = &f;
             current_thread = &f.view;
             switch_count++;
 #ifdef PMOE_EMU_ASAN
             void *fake_stack = nullptr;
-            __sanitizer_start_switch_fiber(&fake_stack, stacks[i], stacks_bytes);
+            __sanitizer_start_switch_fiber(&fake_stack, stacks[f.stack], stacks_bytes);
             context_switch(b.scheduler, f.context);
             __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
 #else
@@ -502,6 +530,7 @@ void *shared_array(size_t bytes, size_t align) {
         switch_to_scheduler();
     }
     b.arena_used = offset + bytes;
+    memset(b.arena + offset, 0xff, bytes); /* NaN, -1: a read before a write shows */
     b.shared_offsets.push_back(offset);
     b.shared_sizes.push_back(bytes);
     return b.arena + offset;
