@@ -369,7 +369,7 @@ static void test_nccl(void) {
     ncclUniqueId id;
     ncclComm_t comm = NULL;
     CHECK(ncclGetUniqueId(&id) == ncclSuccess);
-    CHECK(ncclCommInitRank(&comm, 2, id, 0) == ncclInvalidArgument);
+    CHECK(ncclCommInitRank(&comm, 2, id, 2) == ncclInvalidArgument); /* a rank outside the ranks */
     CHECK(ncclCommInitRank(&comm, 1, id, 0) == ncclSuccess);
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
