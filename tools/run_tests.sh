@@ -12,9 +12,7 @@ cmake --build build -j"$(nproc)"
 # default) then steal the core from the thread they wait for, which made the
 # deep-model tests up to 90x slower. Waiting threads sleep instead.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-# standin_slow (the GPU op suites on the stand-in, 10-20 minutes) is left out:
-# `ctest --test-dir build -L standin_slow` runs it.
-ctest --test-dir build --output-on-failure -j"$(nproc)" -LE standin_slow
+ctest --test-dir build --output-on-failure -j"$(nproc)"
 # The CUDA host code's coverage by the stand-in tests (label standin), where
 # they were built: printed, and below its floor a failure.
 if [ -x build/tests/standin/pmoe-standin ]; then

@@ -9,13 +9,16 @@
  * documentation lists (CUBLAS_STATUS_NOT_INITIALIZED for a handle that is
  * not one; CUBLAS_STATUS_INVALID_VALUE for negative sizes, an unknown
  * operation, a leading dimension below its minimum, a NULL alpha or beta);
- * beta = 0 never reads C (NaN in C does not survive). Each product is a
- * plain float sum over k in order, enqueued on the handle's stream; in
+ * beta = 0 never reads C (NaN in C does not survive). Each product is
+ * OpenBLAS's column-major sgemm (test_standin_libs checks it against the
+ * definition, a triple loop), enqueued on the handle's stream; in
  * CUBLAS_TF32_TENSOR_OP_MATH the inputs are first rounded to TF32 (round to
  * nearest even, float_round.h: what tensor cores read of a float). A range
  * that leaves its device allocation is what the GPU would fault on: it is
  * reported and becomes the device's sticky illegal-address error. */
+#include <cblas.h>
 #include <cublas_v2.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,22 +117,40 @@ typedef struct gemm_work {
     float *c;
 } gemm_work;
 
+/* A copy of a column-major rows x cols operand (leading dimension ld), each
+ * element rounded as `round` (PMOE_ROUND_*) asks; NULL when out of memory. */
+static float *rounded_copy(const float *m, int64_t rows, int64_t cols, int64_t ld, int round) {
+    const int64_t span = rows == 0 || cols == 0 ? 1 : ld * (cols - 1) + rows;
+    float *copy = malloc((size_t)span * sizeof(float));
+    if (!copy) return NULL;
+    for (int64_t col = 0; col < cols; col++)
+        for (int64_t row = 0; row < rows; row++)
+            copy[row + col * ld] = pmoe_round_as(m[row + col * ld], round);
+    return copy;
+}
+
 static int run_gemm(void *arg) {
     const gemm_work *g = arg;
     for (int64_t i = 0; i < g->batch; i++) {
         const float *a = g->a + i * g->stride_a, *b = g->b + i * g->stride_b;
         float *c = g->c + i * g->stride_c;
-        for (int64_t col = 0; col < g->n; col++)
-            for (int64_t row = 0; row < g->m; row++) {
-                float sum = 0.0f;
-                for (int64_t p = 0; p < g->k; p++) {
-                    const float av = g->trans_a ? a[p + row * g->lda] : a[row + p * g->lda];
-                    const float bv = g->trans_b ? b[col + p * g->ldb] : b[p + col * g->ldb];
-                    sum += pmoe_round_as(av, g->round) * pmoe_round_as(bv, g->round);
-                }
-                float *out = &c[row + col * g->ldc];
-                *out = g->beta == 0.0f ? g->alpha * sum : g->alpha * sum + g->beta * *out;
+        float *ra = NULL, *rb = NULL; /* the inputs as the math mode reads them */
+        if (g->round != PMOE_ROUND_NONE) {
+            ra = rounded_copy(a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, g->round);
+            rb = rounded_copy(b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, g->round);
+            if (!ra || !rb) {
+                free(ra), free(rb);
+                return 3; /* CUBLAS_STATUS_ALLOC_FAILED */
             }
+            a = ra, b = rb;
+        }
+        if (g->beta == 0.0f) /* C is written, never read: NaN there does not survive */
+            for (int64_t col = 0; col < g->n; col++) memset(c + col * g->ldc, 0, (size_t)g->m * 4);
+        cblas_sgemm(CblasColMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                    g->trans_b ? CblasTrans : CblasNoTrans, (blasint)g->m, (blasint)g->n,
+                    (blasint)g->k, g->alpha, a, (blasint)g->lda, b, (blasint)g->ldb, g->beta, c,
+                    (blasint)g->ldc);
+        free(ra), free(rb);
     }
     return 0;
 }
@@ -169,6 +190,11 @@ cublasStatus_t cublasSgemmStridedBatched_64(cublasHandle_t handle, cublasOperati
         lda < max1(ta ? k : m) || ldb < max1(tb ? n : k) || ldc < max1(m) || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (standin_fault("cublasSgemmStridedBatched_64")) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
+        ldc > INT_MAX) { /* a limit of the stand-in (OpenBLAS's int sizes), not of cuBLAS */
+        standin_warn("cublasSgemmStridedBatched_64: sizes above 2^31 - 1 are beyond the stand-in");
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
     if (m == 0 || n == 0 || batchCount == 0) return CUBLAS_STATUS_SUCCESS;
     standin_stream *s = standin_stream_of(h->stream);
     if (!s || standin_sticky()) return CUBLAS_STATUS_EXECUTION_FAILED;

@@ -5,12 +5,12 @@
  * cuDNN documentation states (positive sizes, non-negative padding,
  * positive stride and dilation, float NCHW only, else BAD_PARAM or
  * NOT_SUPPORTED). The three directions compute, for every algorithm, the
- * definition: a direct sum over (c, r, s) (forward), over (k, r, s)
- * (backward data) and over (n, p, q) (backward filter), with padding,
- * stride, dilation, and the kernel flipped in CUDNN_CONVOLUTION mode;
+ * definition, with padding, stride, dilation, and the kernel flipped in
+ * CUDNN_CONVOLUTION mode, as im2col and one OpenBLAS GEMM per image
+ * (test_standin_libs holds each direction to a direct loop);
  * y = alpha conv + beta y, where beta = 0 never reads y. Any math type but
  * CUDNN_FMA_MATH lets cuDNN use TF32 tensor cores on float data, so there
- * the operands are rounded to TF32 (float_round.h) before each product, and
+ * the operands are rounded to TF32 (float_round.h) before the products, and
  * the heuristics report the descriptor's math type. Each call checks
  * its descriptors against one another and its pointers and workspace
  * against the device allocations, then enqueues the work on the handle's
@@ -22,6 +22,7 @@
  * NOT_SUPPORTED for strides above 1, and each algorithm asks for its own
  * workspace size (the same figure cudnnGet*WorkspaceSize gives). An
  * algorithm outside the list a direction supports is NOT_SUPPORTED. */
+#include <cblas.h>
 #include <cudnn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,102 +394,122 @@ typedef struct conv_work {
     float *out;
 } conv_work;
 
-/* The filter element that pairs input offset (r, s) in this mode. */
-static size_t filter_index(const problem *p, int k, int c, int r, int s) {
-    if (p->flip) r = p->r - 1 - r, s = p->s - 1 - s;
-    return (((size_t)k * p->c + c) * p->r + r) * p->s + s;
+/* Each direction is one GEMM per image over the im2col matrix: row
+ * (c, r, s) of the filter's own layout (so the kernel's flip in
+ * CUDNN_CONVOLUTION mode is taken here), column (oy, ox), holding the input
+ * pixel that filter element meets at that output, or 0 in the padding.
+ * OpenBLAS does the products (the stand-in is a test double: the
+ * definition it must equal is test_standin_libs's direct loops). */
+static int input_row(const problem *p, int r, int oy) {
+    if (p->flip) r = p->r - 1 - r;
+    return oy * p->stride_h - p->pad_h + r * p->dil_h;
+}
+static int input_col(const problem *p, int s, int ox) {
+    if (p->flip) s = p->s - 1 - s;
+    return ox * p->stride_w - p->pad_w + s * p->dil_w;
 }
 
-static float blend(float alpha, float sum, float beta, const float *old) {
-    return beta == 0.0f ? alpha * sum : alpha * sum + beta * *old;
-}
-
-/* An operand as the math type reads it: TF32 unless FMA math. */
-static float operand(const problem *p, float v) {
-    return p->math == CUDNN_FMA_MATH ? v : pmoe_round_tf32(v);
-}
-
-static void run_forward(const conv_work *cw) {
-    const problem *p = &cw->p;
-    const float *x = cw->a, *w = cw->b;
-    for (int n = 0; n < p->n; n++)
-        for (int k = 0; k < p->k; k++)
-            for (int oy = 0; oy < p->p; oy++)
-                for (int ox = 0; ox < p->q; ox++) {
-                    float sum = 0.0f;
-                    for (int c = 0; c < p->c; c++)
-                        for (int r = 0; r < p->r; r++) {
-                            const int iy = oy * p->stride_h - p->pad_h + r * p->dil_h;
-                            if (iy < 0 || iy >= p->h) continue;
-                            for (int s = 0; s < p->s; s++) {
-                                const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
-                                if (ix < 0 || ix >= p->w) continue;
-                                sum += operand(p, x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix]) *
-                                       operand(p, w[filter_index(p, k, c, r, s)]);
-                            }
-                        }
-                    float *y = &cw->out[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox];
-                    *y = blend(cw->alpha, sum, cw->beta, y);
+static void im2col(const problem *p, const float *x, float *col) {
+    for (int c = 0; c < p->c; c++)
+        for (int r = 0; r < p->r; r++)
+            for (int s = 0; s < p->s; s++) {
+                float *row = col + ((size_t)(c * p->r + r) * p->s + s) * p->p * p->q;
+                for (int oy = 0; oy < p->p; oy++) {
+                    const int iy = input_row(p, r, oy);
+                    for (int ox = 0; ox < p->q; ox++) {
+                        const int ix = input_col(p, s, ox);
+                        row[oy * p->q + ox] = iy < 0 || iy >= p->h || ix < 0 || ix >= p->w
+                                                  ? 0.0f
+                                                  : x[((size_t)c * p->h + iy) * p->w + ix];
+                    }
                 }
+            }
 }
 
-static void run_backward_data(const conv_work *cw) {
-    const problem *p = &cw->p;
-    const float *w = cw->a, *dy = cw->b;
-    for (int n = 0; n < p->n; n++)
-        for (int c = 0; c < p->c; c++)
-            for (int iy = 0; iy < p->h; iy++)
-                for (int ix = 0; ix < p->w; ix++) {
-                    float sum = 0.0f;
-                    for (int k = 0; k < p->k; k++)
-                        for (int r = 0; r < p->r; r++) {
-                            const int ty = iy + p->pad_h - r * p->dil_h;
-                            if (ty < 0 || ty % p->stride_h || ty / p->stride_h >= p->p) continue;
-                            for (int s = 0; s < p->s; s++) {
-                                const int tx = ix + p->pad_w - s * p->dil_w;
-                                if (tx < 0 || tx % p->stride_w || tx / p->stride_w >= p->q)
-                                    continue;
-                                sum += operand(p, dy[(((size_t)n * p->k + k) * p->p + ty / p->stride_h) * p->q +
-                                                     tx / p->stride_w]) *
-                                       operand(p, w[filter_index(p, k, c, r, s)]);
-                            }
-                        }
-                    float *dx = &cw->out[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix];
-                    *dx = blend(cw->alpha, sum, cw->beta, dx);
+/* The adjoint of im2col: every column entry added back to its pixel. */
+static void col2im(const problem *p, const float *col, float *x) {
+    for (int c = 0; c < p->c; c++)
+        for (int r = 0; r < p->r; r++)
+            for (int s = 0; s < p->s; s++) {
+                const float *row = col + ((size_t)(c * p->r + r) * p->s + s) * p->p * p->q;
+                for (int oy = 0; oy < p->p; oy++) {
+                    const int iy = input_row(p, r, oy);
+                    if (iy < 0 || iy >= p->h) continue;
+                    for (int ox = 0; ox < p->q; ox++) {
+                        const int ix = input_col(p, s, ox);
+                        if (ix >= 0 && ix < p->w) x[((size_t)c * p->h + iy) * p->w + ix] += row[oy * p->q + ox];
+                    }
                 }
+            }
 }
 
-static void run_backward_filter(const conv_work *cw) {
+/* out = alpha sum + beta out over count floats; beta = 0 never reads out. */
+static void blend(float *out, const float *sum, size_t count, float alpha, float beta) {
+    for (size_t i = 0; i < count; i++)
+        out[i] = beta == 0.0f ? alpha * sum[i] : alpha * sum[i] + beta * out[i];
+}
+
+/* Rounds count floats to TF32 in place (what tensor-op math reads). */
+static void round_tf32(float *x, size_t count) {
+    for (size_t i = 0; i < count; i++) x[i] = pmoe_round_tf32(x[i]);
+}
+
+/* A TF32-rounded copy of count floats, or NULL when out of memory. */
+static float *tf32_copy(const float *x, size_t count) {
+    float *copy = malloc(count * sizeof(float));
+    if (copy) memcpy(copy, x, count * sizeof(float)), round_tf32(copy, count);
+    return copy;
+}
+
+/* Returns 0, or cudaErrorMemoryAllocation when the host scratch is refused. */
+static int run_gemm_conv(const conv_work *cw) {
     const problem *p = &cw->p;
-    const float *x = cw->a, *dy = cw->b;
-    for (int k = 0; k < p->k; k++)
-        for (int c = 0; c < p->c; c++)
-            for (int r = 0; r < p->r; r++)
-                for (int s = 0; s < p->s; s++) {
-                    float sum = 0.0f;
-                    for (int n = 0; n < p->n; n++)
-                        for (int oy = 0; oy < p->p; oy++) {
-                            const int iy = oy * p->stride_h - p->pad_h + r * p->dil_h;
-                            if (iy < 0 || iy >= p->h) continue;
-                            for (int ox = 0; ox < p->q; ox++) {
-                                const int ix = ox * p->stride_w - p->pad_w + s * p->dil_w;
-                                if (ix < 0 || ix >= p->w) continue;
-                                sum += operand(p, x[(((size_t)n * p->c + c) * p->h + iy) * p->w + ix]) *
-                                       operand(p, dy[(((size_t)n * p->k + k) * p->p + oy) * p->q + ox]);
-                            }
-                        }
-                    float *dw = &cw->out[filter_index(p, k, c, r, s)];
-                    *dw = blend(cw->alpha, sum, cw->beta, dw);
-                }
-}
-
-static int run_conv(void *arg) {
-    const conv_work *cw = arg;
-    if (cw->dir == DIR_FWD) run_forward(cw);
-    else if (cw->dir == DIR_BWD_DATA) run_backward_data(cw);
-    else run_backward_filter(cw);
+    const int crs = p->c * p->r * p->s, pq = p->p * p->q;
+    const size_t image = (size_t)p->c * p->h * p->w, output = (size_t)p->k * pq;
+    const size_t sum_count = cw->dir == DIR_FWD        ? output
+                             : cw->dir == DIR_BWD_DATA ? image
+                                                       : (size_t)p->k * crs;
+    const int tf32 = p->math != CUDNN_FMA_MATH;
+    /* The filter (a in backward data, b in forward) and dy (b in both
+     * backwards), as the math type reads them. */
+    const float *filter = cw->dir == DIR_BWD_DATA ? cw->a : cw->b;
+    const float *dy = cw->dir == DIR_FWD ? NULL : cw->b;
+    float *rounded_filter = NULL, *rounded_dy = NULL;
+    if (tf32 && cw->dir != DIR_BWD_FILTER) filter = rounded_filter = tf32_copy(filter, (size_t)p->k * crs);
+    if (tf32 && dy) dy = rounded_dy = tf32_copy(dy, (size_t)p->n * output);
+    float *col = malloc((size_t)crs * pq * sizeof(float));
+    float *sum = calloc(sum_count, sizeof(float));
+    if (!col || !sum || (tf32 && cw->dir != DIR_BWD_FILTER && !rounded_filter) ||
+        (tf32 && dy && !rounded_dy)) {
+        free(col), free(sum), free(rounded_filter), free(rounded_dy);
+        return 2; /* cudaErrorMemoryAllocation */
+    }
+    for (int n = 0; n < p->n; n++) {
+        if (cw->dir == DIR_FWD) { /* y_n = W col(x_n) */
+            im2col(p, cw->a + n * image, col);
+            if (tf32) round_tf32(col, (size_t)crs * pq);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->k, pq, crs, 1.0f, filter, crs,
+                        col, pq, 0.0f, sum, pq);
+            blend(cw->out + n * output, sum, output, cw->alpha, cw->beta);
+        } else if (cw->dir == DIR_BWD_DATA) { /* dx_n = col2im(W^T dy_n) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, pq, p->k, 1.0f, filter, crs,
+                        dy + n * output, pq, 0.0f, col, pq);
+            memset(sum, 0, image * sizeof(float));
+            col2im(p, col, sum);
+            blend(cw->out + n * image, sum, image, cw->alpha, cw->beta);
+        } else { /* dW = sum over n of dy_n col(x_n)^T */
+            im2col(p, cw->a + n * image, col);
+            if (tf32) round_tf32(col, (size_t)crs * pq);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->k, crs, pq, 1.0f,
+                        dy + n * output, pq, col, pq, 1.0f, sum, crs);
+        }
+    }
+    if (cw->dir == DIR_BWD_FILTER) blend(cw->out, sum, sum_count, cw->alpha, cw->beta);
+    free(col), free(sum), free(rounded_filter), free(rounded_dy);
     return 0;
 }
+
+static int run_conv(void *arg) { return run_gemm_conv(arg); }
 
 static int device_floats(const void *p, size_t count, const char *call, const char *what) {
     if (standin_device_range(p, count * sizeof(float))) return 1;

@@ -10,8 +10,9 @@
  *   padded leading dimensions, strides and beta (0 never reads C), against
  *   a naive triple loop written here from the column-major definition; the
  *   documented argument errors; an operand past its allocation faults;
- * - cuDNN: forward against a naive loop (padding, stride, dilation, both
- *   modes); backward data and filter through the adjoint identities
+ * - cuDNN: forward, backward data and backward filter, each against a
+ *   naive loop written here (padding, stride, dilation, both modes; beta 0
+ *   into NaN and beta 0.5 into old values), and the adjoint identities
  *   <conv(x, w), dy> = <x, bwd_data(w, dy)> = <w, bwd_filter(x, dy)>; the
  *   heuristics' list and the workspace queries agree; bad descriptors, an
  *   unsupported algorithm and a short workspace give the documented codes;
@@ -261,13 +262,27 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
     CHECK(cudnnConvolutionBackwardFilter(h, &one, xd, dx_, yd, ddy, cd,
                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws, most, &zero, wd,
                                          gw_d) == CUDNN_STATUS_SUCCESS);
+    /* alpha 2, beta 0.5 into old values, each direction */
+    float *y0 = frand(ny, 4, -1, 1), *gx0 = frand(nx, 5, -1, 1), *gw0 = frand(nw, 6, -1, 1);
+    float *yb_d = dev_copy(y0, ny), *gxb_d = dev_copy(gx0, nx), *gwb_d = dev_copy(gw0, nw);
+    const float two = 2.0f, half = 0.5f;
+    CHECK(cudnnConvolutionForward(h, &two, xd, dx_, wd, dw_, cd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                                  ws, most, &half, yd, yb_d) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnConvolutionBackwardData(h, &two, wd, dw_, yd, ddy, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+                                       ws, most, &half, xd, gxb_d) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnConvolutionBackwardFilter(h, &two, xd, dx_, yd, ddy, cd,
+                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws, most, &half, wd,
+                                         gwb_d) == CUDNN_STATUS_SUCCESS);
     CHECK(cudaDeviceSynchronize() == cudaSuccess);
     float *y = host_copy(y_d, ny), *gx = host_copy(gx_d, nx), *gw = host_copy(gw_d, nw);
-    double *want = dbuf(ny);
+    double *want = dbuf(ny), *want_gx = dbuf(nx), *want_gw = dbuf(nw);
+    /* the definition: every (output, filter element) pair that meets an
+     * input pixel adds x w to y, dy w to dx and x dy to dw */
     for (int in = 0; in < n; in++)
         for (int ik = 0; ik < k; ik++)
             for (int op = 0; op < p; op++)
                 for (int oq = 0; oq < q; oq++) {
+                    const int yi = ((in * k + ik) * p + op) * q + oq;
                     double sum = 0;
                     for (int ic = 0; ic < cc->c; ic++)
                         for (int r = 0; r < cc->r; r++)
@@ -277,16 +292,31 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
                                 if (iy < 0 || ix < 0 || iy >= cc->h || ix >= cc->w) continue;
                                 const int fr = cc->mode == CUDNN_CONVOLUTION ? cc->r - 1 - r : r;
                                 const int fs = cc->mode == CUDNN_CONVOLUTION ? cc->s - 1 - s : s;
-                                sum += (double)x[((in * cc->c + ic) * cc->h + iy) * cc->w + ix] *
-                                       w[((ik * cc->c + ic) * cc->r + fr) * cc->s + fs];
+                                const int xi = ((in * cc->c + ic) * cc->h + iy) * cc->w + ix;
+                                const int wi = ((ik * cc->c + ic) * cc->r + fr) * cc->s + fs;
+                                sum += (double)x[xi] * w[wi];
+                                want_gx[xi] += (double)dy[yi] * w[wi];
+                                want_gw[wi] += (double)x[xi] * dy[yi];
                             }
-                    want[((in * k + ik) * p + op) * q + oq] = sum;
+                    want[yi] = sum;
                 }
-    char what[96];
+    char what[128];
     snprintf(what, sizeof what, "  B%d C%d %dx%d K%d %dx%d pad %d stride %d dil %d %s", cc->n, cc->c,
              cc->h, cc->w, cc->k, cc->r, cc->s, cc->pad, cc->stride, cc->dil,
              cc->mode == CUDNN_CONVOLUTION ? "conv" : "xcorr");
     CHECK(check_close(what, y, want, ny, 1e-5, 1e-5));
+    CHECK(check_close("    backward data", gx, want_gx, nx, 1e-5, 1e-5));
+    CHECK(check_close("    backward filter", gw, want_gw, nw, 1e-5, 1e-5));
+    /* y = 2 conv + 0.5 y_old, and likewise backward */
+    for (size_t i = 0; i < ny; i++) want[i] = 2 * want[i] + 0.5 * y0[i];
+    for (size_t i = 0; i < nx; i++) want_gx[i] = 2 * want_gx[i] + 0.5 * gx0[i];
+    for (size_t i = 0; i < nw; i++) want_gw[i] = 2 * want_gw[i] + 0.5 * gw0[i];
+    CHECK(check_close("    forward, alpha 2, beta 0.5", host_copy(yb_d, ny), want, ny, 1e-5, 1e-5));
+    CHECK(check_close("    backward data, alpha 2, beta 0.5", host_copy(gxb_d, nx), want_gx, nx,
+                      1e-5, 1e-5));
+    CHECK(check_close("    backward filter, alpha 2, beta 0.5", host_copy(gwb_d, nw), want_gw, nw,
+                      1e-5, 1e-5));
+    cudaFree(yb_d), cudaFree(gxb_d), cudaFree(gwb_d);
     /* the adjoint identities hold the two backward directions to the forward */
     const double fwd = dot(y, dy, ny), bd = dot(x, gx, nx), bf = dot(w, gw, nw);
     const double scale = 1e-5 * (1 + fabs(fwd)) * sqrt((double)ny);
@@ -339,7 +369,7 @@ static void test_nccl(void) {
     ncclUniqueId id;
     ncclComm_t comm = NULL;
     CHECK(ncclGetUniqueId(&id) == ncclSuccess);
-    CHECK(ncclCommInitRank(&comm, 2, id, 0) == ncclInvalidArgument);
+    CHECK(ncclCommInitRank(&comm, 2, id, 2) == ncclInvalidArgument); /* a rank outside the ranks */
     CHECK(ncclCommInitRank(&comm, 1, id, 0) == ncclSuccess);
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
