@@ -60,6 +60,15 @@ typedef struct pmoe_combine_shape {
 
 typedef enum { PMOE_LOSS_LOGISTIC, PMOE_LOSS_SOFTMAX_CE } pmoe_loss_kind;
 
+/* The words of nonfinite_guard's state (int32 each). */
+enum {
+    PMOE_GUARD_FIRST = 0,     /* the first bad step's verdict; 0 while none */
+    PMOE_GUARD_STEP_LOW = 1,  /* its step number, low 32 bits */
+    PMOE_GUARD_STEP_HIGH = 2, /* and high 32 bits */
+    PMOE_GUARD_SCAN = 3,      /* scratch of the step being scanned; 0 between steps */
+    PMOE_GUARD_WORDS = 4
+};
+
 /* The deep models' layers (model/wrn.c). Feature maps are NCHW. */
 typedef struct pmoe_conv_shape {
     int64_t batch;
@@ -215,6 +224,22 @@ typedef struct pmoe_ops {
      * (velocity may be NULL when momentum is 0). */
     void (*sgd_update)(pmoe_backend *be, int64_t count, float *param, const float *grad,
                        float *velocity, float lr, float momentum, float weight_decay);
+
+    /* The non-finite guard (train.on_nonfinite), decided in backend memory
+     * so that the host reads nothing per step. For step `step` it scans
+     * x[i][0..count[i]) for i < arrays (the loss, then the gradients about
+     * to be applied; the lists are host memory, the arrays backend memory)
+     * and writes *verdict (int32, backend memory): 0 when all are finite,
+     * else 1 + the lowest i holding a NaN or Inf. guard is
+     * PMOE_GUARD_WORDS int32 of backend memory, zeroed once per run: the
+     * first bad step's verdict (PMOE_GUARD_FIRST, 0: none yet) and number
+     * (PMOE_GUARD_STEP_LOW / _HIGH, the 64-bit step in two halves), and the
+     * scan's scratch. With hold != 0, once a bad step is recorded every
+     * later verdict repeats its verdict (on_nonfinite = stop: nothing is
+     * applied after it). */
+    void (*nonfinite_guard)(pmoe_backend *be, int arrays, const float *const *x,
+                            const int64_t *count, int64_t step, int hold, int32_t *guard,
+                            int32_t *verdict);
 
     /* ---- Deep-model layers. Convention: every backward ADDS its input
      * gradient into dx (dx += ...; the caller zeroes it once), so a tensor

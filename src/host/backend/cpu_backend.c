@@ -86,6 +86,7 @@ static const pmoe_ops CPU_OPS = {
     .loss_forward_backward = cpu_loss_forward_backward,
     .router_linear_loss = cpu_router_linear_loss,
     .sgd_update = cpu_sgd_update,
+    .nonfinite_guard = cpu_nonfinite_guard,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_backward = cpu_conv2d_backward,
     .batchnorm_forward_train = cpu_batchnorm_forward_train,
