@@ -360,6 +360,33 @@ typedef struct pmoe_ops {
                          int dst_channels, int dst_offset);
 } pmoe_ops;
 
+/* Input that overlaps compute (train.c's batch feed): a backend with a
+ * copy stream beside its compute stream. A batch composed in pinned host
+ * memory is uploaded on the copy stream into a staging area of backend
+ * memory while the compute stream runs the step before, and landed into
+ * the model's buffers on the compute stream, which waits for the upload on
+ * the device: the host never waits for compute. One staging area, so
+ * uploads and landings alternate: upload, land, upload, land, ... */
+typedef struct pmoe_upload_ops {
+    /* Page-locked host memory (copies read it when they run, not when
+     * they are enqueued). */
+    pmoe_status (*pinned_alloc)(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err);
+    void (*pinned_release)(pmoe_backend *be, void *ptr);
+    /* On the copy stream, once the last landing has read the staging area:
+     * host (pinned) [src, src + bytes) -> staging (backend memory). slot
+     * (0 or 1) names src's buffer for slot_wait. */
+    pmoe_status (*upload)(pmoe_backend *be, int slot, void *staging, const void *src,
+                          size_t bytes, pmoe_error *err);
+    /* On the compute stream, after the last upload (a device-side wait):
+     * dst[i] <- src[i] (backend memory, bytes[i]) for i < count; later
+     * compute sees the batch, and the staging area is free again. */
+    pmoe_status (*land)(pmoe_backend *be, int count, void *const *dst, const void *const *src,
+                        const size_t *bytes, pmoe_error *err);
+    /* The host waits until the upload from slot's buffer has read it, so
+     * the buffer may be composed into again. */
+    pmoe_status (*slot_wait)(pmoe_backend *be, int slot, pmoe_error *err);
+} pmoe_upload_ops;
+
 struct pmoe_backend {
     const char *name;       /* "cpu", "cuda:0" */
     const pmoe_ops *ops;
@@ -383,6 +410,9 @@ struct pmoe_backend {
     /* Optional (NULL when absent): the device's own clock (CUDA events), so
      * phase timers need not wait for the device at each boundary. */
     const pmoe_device_clock *clock;
+    /* Optional (NULL when absent: the CPU composes in place): overlapped
+     * input uploads. */
+    const pmoe_upload_ops *upload;
 };
 
 /* The CPU backend. threads <= 0: the cores this process may use

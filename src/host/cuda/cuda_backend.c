@@ -570,6 +570,7 @@ static void cuda_destroy(pmoe_backend *be) {
     cudaStreamSynchronize(c->stream);
     cuda_conv_release(c);
     cuda_clock_release(c);
+    cuda_upload_release(c);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -629,6 +630,7 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
     c->be.asynchronous = 1;
     c->be.profiler = cuda_profiler;
     cuda_clock_init(c);
+    cuda_upload_init(c);
     *out = &c->be;
     return PMOE_OK;
 }

@@ -31,6 +31,10 @@ typedef struct cuda_context {
     pmoe_device_clock clock;                  /* be.clock: CUDA events on the stream */
     cudaEvent_t clock_events[CUDA_CLOCK_MARKS];/* made on first use */
     int clock_made, clock_used;
+    /* be.upload (cuda_upload.c): the copy stream and its events, made on first use */
+    cudaStream_t copy_stream;
+    cudaEvent_t uploaded, landed, slot_read[2];
+    int upload_made;
 } cuda_context;
 
 static inline cuda_context *cuda_context_of(pmoe_backend *be) { return (cuda_context *)be->impl; }
@@ -44,6 +48,10 @@ void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...)
 /* Sets up be.clock (cuda_clock.c); frees its events. */
 void cuda_clock_init(cuda_context *c);
 void cuda_clock_release(cuda_context *c);
+
+/* Sets up be.upload (cuda_upload.c); frees its stream and events. */
+void cuda_upload_init(cuda_context *c);
+void cuda_upload_release(cuda_context *c);
 
 /* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
 void cuda_conv_release(cuda_context *c);
