@@ -476,7 +476,7 @@ static void test_sgd_fill(void) {
         float *p = fbuf(count), *v = with_momentum ? fbuf(count) : NULL;
         memcpy(p, c.param0, (size_t)count * 4);
         if (v) memcpy(v, c.velocity0, (size_t)count * 4);
-        cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay);
+        cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay, NULL);
         check_close_f("  param", c.param, p, count, 1e-7, 1e-6);
         if (v) check_close_f("  velocity", c.velocity, v, count, 1e-7, 1e-6);
     }
@@ -495,7 +495,7 @@ static void test_sgd_fill(void) {
         float *p = fbuf(count), *v = fbuf(count);
         memcpy(p, c.param0, (size_t)count * 4);
         memcpy(v, c.velocity0, (size_t)count * 4);
-        if (!verdict) cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay);
+        if (!verdict) cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay, NULL);
         check_exact_f(verdict ? "  param untouched" : "  param", c.param, p, count);
         check_exact_f(verdict ? "  velocity untouched" : "  velocity", c.velocity, v, count);
     }

@@ -221,9 +221,12 @@ typedef struct pmoe_ops {
                                float *dscores, float *stats);
 
     /* v = momentum v + (grad + weight_decay param); param -= lr v
-     * (velocity may be NULL when momentum is 0). */
+     * (velocity may be NULL when momentum is 0). When skip is not NULL
+     * (an int32 of backend memory: a nonfinite_guard verdict) and *skip is
+     * not 0, param and velocity are left untouched. */
     void (*sgd_update)(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                       float *velocity, float lr, float momentum, float weight_decay);
+                       float *velocity, float lr, float momentum, float weight_decay,
+                       const int32_t *skip);
 
     /* The non-finite guard (train.on_nonfinite), decided in backend memory
      * so that the host reads nothing per step. For step `step` it scans
@@ -236,7 +239,7 @@ typedef struct pmoe_ops {
      * (PMOE_GUARD_STEP_LOW / _HIGH, the 64-bit step in two halves), and the
      * scan's scratch. With hold != 0, once a bad step is recorded every
      * later verdict repeats its verdict (on_nonfinite = stop: nothing is
-     * applied after it). */
+     * applied after it); sgd_update's skip reads the verdict. */
     void (*nonfinite_guard)(pmoe_backend *be, int arrays, const float *const *x,
                             const int64_t *count, int64_t step, int hold, int32_t *guard,
                             int32_t *verdict);

@@ -218,11 +218,12 @@ static void cuda_router_linear_loss(pmoe_backend *be, int64_t batch, int patches
 }
 
 static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                            float *velocity, float lr, float momentum, float weight_decay) {
+                            float *velocity, float lr, float momentum, float weight_decay,
+                            const int32_t *skip) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum,
-                                           weight_decay, NULL, c->stream));
+                                           weight_decay, skip, c->stream));
 }
 
 static void cuda_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
