@@ -33,7 +33,8 @@ target_include_directories(pmoe_engine PRIVATE ${PROJECT_SOURCE_DIR}/src
 if(PMOE_HAVE_CUDA)
   target_sources(pmoe_engine PRIVATE ${PMOE_KERNEL_SOURCES}
     ${PROJECT_SOURCE_DIR}/src/host/cuda/cuda_backend.c
-    ${PROJECT_SOURCE_DIR}/src/host/cuda/cuda_clock.c)
+    ${PROJECT_SOURCE_DIR}/src/host/cuda/cuda_clock.c
+    ${PROJECT_SOURCE_DIR}/src/host/cuda/cuda_upload.c)
   if(PMOE_HAVE_CUDNN)
     target_sources(pmoe_engine PRIVATE ${PROJECT_SOURCE_DIR}/src/host/cuda/cuda_conv.c)
     target_link_libraries(pmoe_engine PUBLIC PMOE::cudnn)

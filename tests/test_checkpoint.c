@@ -225,14 +225,54 @@ static void test_guards(void) {
     pmoe_eval_result ev;
     CHECK(pmoe_eval(&cfg, dir, NULL, &ev, &err) == PMOE_OK && ev.step == 10);
 
-    /* skip: the bad step's update is dropped and the run completes. */
+    /* The same with the host reading the steps every 7 (train.sync_every):
+     * step 12 is found at the read of step 15's checkpoint, in the middle of
+     * a window; the message still names step 12 and what was non-finite,
+     * step 15 is never saved, and step 10's file stays the last. */
+    base_config(&cfg, "nan_sync");
+    pmoe_config_set(&cfg, "train.checkpoint_every=5", NULL);
+    pmoe_config_set(&cfg, "train.fault_nan_step=12", NULL);
+    pmoe_config_set(&cfg, "train.sync_every=7", NULL);
     memset(&t, 0, sizeof t);
-    pmoe_config_set(&cfg, "train.on_nonfinite=skip", NULL);
-    pmoe_config_set(&cfg, "train.checkpoint_every=0", NULL);
     s = train(&cfg, &t, NULL, &res, &err);
-    CHECK_MSG(s == PMOE_OK && res.skipped_steps == 1 && res.steps == 100, "%d %lld: %s", s,
-              (long long)res.skipped_steps, err.message);
-    CHECK(isfinite(res.train_loss));
+    CHECK_MSG(s == PMOE_ERR_NONFINITE && strstr(err.message, "in the loss at step 12 (main") &&
+                  strstr(err.message, "step-000000010.safetensors"),
+              "%d: %s", s, err.message);
+    CHECK_MSG(t.steps == 11, "%lld steps reported before the bad one", (long long)t.steps);
+    snprintf(dir, sizeof dir, "%s/nan_sync", tmp);
+    CHECK(count_checkpoints(dir) == 2 && pmoe_eval(&cfg, dir, NULL, &ev, &err) == PMOE_OK &&
+          ev.step == 10);
+
+    /* skip: the bad step's update is dropped and the run completes, with
+     * the same losses, bit for bit, whether the host reads the steps after
+     * each one (sync_every = 1), every 7 or every 100 (the run's length). */
+    double skip_loss[3], skip_acc[3], first_losses[MAX_STEPS];
+    int64_t first_steps = 0;
+    const char *every[3] = {"train.sync_every=1", "train.sync_every=7", "train.sync_every=100"};
+    for (int e = 0; e < 3; e++) {
+        base_config(&cfg, "nan");
+        pmoe_config_set(&cfg, "train.fault_nan_step=12", NULL);
+        pmoe_config_set(&cfg, "train.on_nonfinite=skip", NULL);
+        pmoe_config_set(&cfg, every[e], NULL);
+        memset(&t, 0, sizeof t);
+        s = train(&cfg, &t, NULL, &res, &err);
+        CHECK_MSG(s == PMOE_OK && res.skipped_steps == 1 && res.steps == 100, "%s: %d %lld: %s",
+                  every[e], s, (long long)res.skipped_steps, err.message);
+        CHECK(isfinite(res.train_loss) && t.steps == 100 && isnan(t.loss[11]));
+        skip_loss[e] = res.train_loss;
+        skip_acc[e] = res.test_acc;
+        if (e == 0) {
+            first_steps = t.steps;
+            memcpy(first_losses, t.loss, sizeof first_losses);
+        } else {
+            CHECK_MSG(t.steps == first_steps && !memcmp(first_losses, t.loss,
+                                                        sizeof(double) * (size_t)t.steps),
+                      "%s: step losses differ from sync_every = 1", every[e]);
+        }
+    }
+    CHECK_MSG(skip_loss[1] == skip_loss[0] && skip_loss[2] == skip_loss[0] &&
+                  skip_acc[1] == skip_acc[0] && skip_acc[2] == skip_acc[0],
+              "skip: train loss %.9g / %.9g / %.9g", skip_loss[0], skip_loss[1], skip_loss[2]);
 
     /* keep = 3 of 10 checkpoints, the newest. */
     memset(&t, 0, sizeof t);

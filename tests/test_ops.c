@@ -896,14 +896,14 @@ static void test_sgd(void) {
     {   /* plain, no velocity */
         float p[3] = {1, -2, 0.5f};
         const float g[3] = {0.5f, 1, -4};
-        cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.0f);
+        cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.0f, NULL);
         const double w[3] = {0.95, -2.1, 0.9};
         check_close("sgd plain", p, w, 3, 1e-7, 1e-6);
     }
     {   /* weight decay 0.5: p -= lr (g + wd p) */
         float p[3] = {1, -2, 0.5f};
         const float g[3] = {0.5f, 1, -4};
-        cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.5f);
+        cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.5f, NULL);
         const double w[3] = {1 - 0.1 * (0.5 + 0.5), -2 - 0.1 * (1 - 1), 0.5 - 0.1 * (-4 + 0.25)};
         check_close("sgd weight decay", p, w, 3, 1e-7, 1e-6);
     }
@@ -914,7 +914,7 @@ static void test_sgd(void) {
         double P[2] = {1, -1}, V[2] = {0, 0};
         const float *gs[2] = {g1, g2};
         for (int step = 0; step < 2; step++) {
-            cpu_sgd_update(NULL, 2, p, gs[step], v, (float)lr, (float)mu, (float)wd);
+            cpu_sgd_update(NULL, 2, p, gs[step], v, (float)lr, (float)mu, (float)wd, NULL);
             for (int i = 0; i < 2; i++) {
                 V[i] = mu * V[i] + gs[step][i] + wd * P[i];
                 P[i] -= lr * V[i];

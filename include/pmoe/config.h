@@ -136,6 +136,8 @@ typedef struct pmoe_train_config {
                                  accuracy so far, never pruned */
     char checkpoint_dir[1024];
     int on_nonfinite;         /* pmoe_on_nonfinite */
+    int64_t sync_every;       /* steps between the host's reads of losses and the guard; 0 = auto */
+    int overlap_input;        /* compose and upload batch i + 1 during step i (backends with a copy stream) */
     char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */
     int profile_experts;      /* two-layer: one call and NVTX range per expert (slower) */
     int comm;                 /* pmoe_comm_kind */

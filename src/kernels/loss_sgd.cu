@@ -121,7 +121,9 @@ static __global__ void router_linear_loss_kernel(int64_t batch, int n, int k,
 
 static __global__ void sgd_kernel(int64_t count, float *__restrict__ param,
                                   const float *__restrict__ grad, float *__restrict__ velocity,
-                                  float lr, float momentum, float weight_decay) {
+                                  float lr, float momentum, float weight_decay,
+                                  const int32_t *__restrict__ skip) {
+    if (skip && *skip) return; /* the non-finite guard's verdict */
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += step) {
         float s = grad[i] + weight_decay * param[i];
@@ -184,10 +186,10 @@ extern "C" int PMOE_KERNEL(router_linear_loss)(int64_t batch, int patches, int e
 
 extern "C" int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad,
                                        float *velocity, float lr, float momentum,
-                                       float weight_decay, void *stream) {
+                                       float weight_decay, const int32_t *skip, void *stream) {
     if (count <= 0) return count < 0 ? argument_error("sgd_update: count %lld", (long long)count) : 0;
     PMOE_LAUNCH(sgd_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, count, param, grad,
-                velocity, lr, momentum, weight_decay);
+                velocity, lr, momentum, weight_decay, skip);
     return PMOE_LAUNCH_STATUS();
 }
 

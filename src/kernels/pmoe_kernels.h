@@ -98,9 +98,25 @@ int PMOE_KERNEL(router_linear_loss)(int64_t batch, int patches, int experts, con
                                     float *stats, void *stream);
 
 /* v = momentum v + (grad + weight_decay param); param -= lr v (velocity may
- * be NULL when momentum is 0). */
+ * be NULL when momentum is 0); nothing changes where skip (may be NULL)
+ * holds a nonzero verdict. */
 int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad, float *velocity,
-                            float lr, float momentum, float weight_decay, void *stream);
+                            float lr, float momentum, float weight_decay, const int32_t *skip,
+                            void *stream);
+
+/* nonfinite_guard.cu: the step's verdict from the loss and gradients (the
+ * list itself is host memory; see backend.h's nonfinite_guard). guard has
+ * PMOE_KERNEL_GUARD_WORDS int32, numbered as backend.h's PMOE_GUARD_*. */
+enum {
+    PMOE_KERNEL_GUARD_FIRST = 0,
+    PMOE_KERNEL_GUARD_STEP_LOW = 1,
+    PMOE_KERNEL_GUARD_STEP_HIGH = 2,
+    PMOE_KERNEL_GUARD_SCAN = 3,
+    PMOE_KERNEL_GUARD_WORDS = 4
+};
+int PMOE_KERNEL(nonfinite_guard)(int arrays, const float *const *x, const int64_t *count,
+                                 int64_t step, int hold, int32_t *guard, int32_t *verdict,
+                                 void *stream);
 int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *stream);
 
 /* float_round.cu. dst[i] = src[i] rounded as precision (PMOE_ROUND_* of

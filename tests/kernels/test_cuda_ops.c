@@ -254,8 +254,9 @@ static void test_sgd_fill(void) {
         float *p = hrand(n, 70, -1, 1), *g = hrand(n, 71, -1, 1), *v = hrand(n, 72, -1, 1);
         float *d_p = dev_in(p, (size_t)n * 4), *d_v = momentum ? dev_in(v, (size_t)n * 4) : NULL;
         gpu->ops->sgd_update(gpu, n, d_p, dev_in(g, (size_t)n * 4), d_v, 0.2f,
-                             momentum ? 0.9f : 0.0f, 1e-3f);
-        cpu_sgd_update(NULL, n, p, g, momentum ? v : NULL, 0.2f, momentum ? 0.9f : 0.0f, 1e-3f);
+                             momentum ? 0.9f : 0.0f, 1e-3f, NULL);
+        cpu_sgd_update(NULL, n, p, g, momentum ? v : NULL, 0.2f, momentum ? 0.9f : 0.0f, 1e-3f,
+                       NULL);
         close_scaled(momentum ? "param (momentum)" : "param", back(d_p, (size_t)n * 4), p, n, 1e-6);
         if (momentum) close_scaled("velocity", back(d_v, (size_t)n * 4), v, n, 1e-6);
     }

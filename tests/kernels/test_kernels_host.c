@@ -19,6 +19,7 @@
 
 #include "backend/cpu_ops.h"
 #include "core/rng.h"
+#include "guard_cases.h"
 #include "host_exec_test_util.h"
 
 /* ------------------------------------------------------------ buffers */
@@ -445,6 +446,7 @@ typedef struct sgd_case {
     const float *param0, *velocity0, *grad;
     float *param, *velocity;
     float lr, momentum, decay;
+    const int32_t *skip; /* the guard's verdict, or NULL */
 } sgd_case;
 
 static int call_sgd(void *v) {
@@ -452,7 +454,7 @@ static int call_sgd(void *v) {
     memcpy(c->param, c->param0, (size_t)c->count * 4);
     if (c->velocity) memcpy(c->velocity, c->velocity0, (size_t)c->count * 4);
     return pmoe_hx_sgd_update(c->count, c->param, c->grad, c->velocity, c->lr, c->momentum,
-                              c->decay, NULL);
+                              c->decay, c->skip, NULL);
 }
 
 static int call_fill(void *v) {
@@ -466,7 +468,7 @@ static void test_sgd_fill(void) {
     for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
         sgd_case c = {count, frand(count, 90, -1, 1), frand(count, 91, -1, 1),
                       frand(count, 92, -1, 1), fbuf(count), with_momentum ? fbuf(count) : NULL,
-                      0.2f, with_momentum ? 0.9f : 0.0f, 1e-3f};
+                      0.2f, with_momentum ? 0.9f : 0.0f, 1e-3f, NULL};
         out_buf o[2] = {{c.param, (size_t)count * 4}, {c.velocity, (size_t)count * 4}};
         if (!run_orders(with_momentum ? "sgd_update momentum" : "sgd_update plain", call_sgd, &c,
                         o, with_momentum ? 2 : 1, 2))
@@ -474,9 +476,28 @@ static void test_sgd_fill(void) {
         float *p = fbuf(count), *v = with_momentum ? fbuf(count) : NULL;
         memcpy(p, c.param0, (size_t)count * 4);
         if (v) memcpy(v, c.velocity0, (size_t)count * 4);
-        cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay);
+        cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay, NULL);
         check_close_f("  param", c.param, p, count, 1e-7, 1e-6);
         if (v) check_close_f("  velocity", c.velocity, v, count, 1e-7, 1e-6);
+    }
+    /* A nonzero verdict leaves param and velocity as they were, bit for bit;
+     * a zero one updates as with no verdict at all. */
+    for (int verdict = 0; verdict < 2; verdict++) {
+        int32_t *skip = ibuf(1);
+        skip[0] = verdict ? 3 : 0;
+        sgd_case c = {count, frand(count, 93, -1, 1), frand(count, 94, -1, 1),
+                      frand(count, 95, -1, 1), fbuf(count), fbuf(count), 0.2f, 0.9f, 1e-3f,
+                      skip};
+        out_buf o[2] = {{c.param, (size_t)count * 4}, {c.velocity, (size_t)count * 4}};
+        if (!run_orders(verdict ? "sgd_update skipped" : "sgd_update verdict 0", call_sgd, &c, o,
+                        2, 2))
+            continue;
+        float *p = fbuf(count), *v = fbuf(count);
+        memcpy(p, c.param0, (size_t)count * 4);
+        memcpy(v, c.velocity0, (size_t)count * 4);
+        if (!verdict) cpu_sgd_update(NULL, count, p, c.grad, v, c.lr, c.momentum, c.decay, NULL);
+        check_exact_f(verdict ? "  param untouched" : "  param", c.param, p, count);
+        check_exact_f(verdict ? "  velocity untouched" : "  velocity", c.velocity, v, count);
     }
     sgd_case f = {.count = count, .param = fbuf(count), .lr = 0.25f};
     out_buf o = {f.param, (size_t)count * 4};
@@ -486,6 +507,61 @@ static void test_sgd_fill(void) {
         CHECK_MSG(ok, "fill wrote other values");
     }
     free_all();
+}
+
+/* ------------------------------------------------------------ non-finite guard */
+
+typedef struct guard_run {
+    const guard_case *c;
+    const int32_t *before; /* the guard's state the step starts from */
+    int64_t step;
+    int hold;
+    int32_t *guard, *verdict;
+} guard_run;
+
+static int call_guard(void *v) {
+    guard_run *g = v;
+    memcpy(g->guard, g->before, 4 * sizeof *g->guard);
+    return pmoe_hx_nonfinite_guard(g->c->arrays, (const float *const *)g->c->x, g->c->count,
+                                   g->step, g->hold, g->guard, g->verdict, NULL);
+}
+
+/* Random cases (guard_cases.h), each from a clean state and from one that
+ * already holds a bad step, with and without hold: the kernels, the CPU
+ * twin and the expected answer agree on every word. Arrays of up to 70000
+ * values span many blocks of the scan and the twin's threaded path. */
+static void test_guard(void) {
+    printf("non-finite guard\n");
+    pmoe_rng r = pmoe_rng_make(20261207, 0x9a4d);
+    int agreed = 0, cases = 0, bad_cases = 0;
+    for (int i = 0; i < 40; i++) {
+        const guard_case c = guard_case_make(&r, i % 8 == 7 ? 70000 : 300, 1);
+        bad_cases += c.expect != 0;
+        for (int from = 0; from < 2; from++)
+            for (int hold = 0; hold < 2; hold++) {
+                int32_t before[4], want[4], want_verdict, twin[4], twin_verdict = -7;
+                guard_state(before, from ? 2 : 0, from ? (int64_t)5 << 32 | 17 : 0);
+                const int64_t step = ((int64_t)1 << 33) + i;
+                guard_run g = {&c, before, step, hold, ibuf(4), ibuf(1)};
+                out_buf o[2] = {{g.guard, 16}, {g.verdict, 4}};
+                cases++;
+                if (!run_orders("nonfinite_guard", call_guard, &g, o, 2, 2)) continue;
+                guard_expect(&c, before, step, hold, want, &want_verdict);
+                memcpy(twin, before, sizeof twin);
+                cpu_nonfinite_guard(NULL, c.arrays, (const float *const *)c.x, c.count, step, hold,
+                                    twin, &twin_verdict);
+                const int ok = !memcmp(g.guard, want, sizeof want) && *g.verdict == want_verdict &&
+                               !memcmp(twin, want, sizeof want) && twin_verdict == want_verdict;
+                CHECK_MSG(ok, "case %d (from %d, hold %d): verdict kernel %d twin %d want %d, "
+                          "first %d/%d/%d", i, from, hold, *g.verdict, twin_verdict, want_verdict,
+                          g.guard[0], twin[0], want[0]);
+                agreed += ok;
+            }
+        free_all();
+    }
+    printf("  %d of %d steps agree (%d of 40 cases poisoned)\n", agreed, cases, bad_cases);
+    CHECK(bad_cases > 5 && bad_cases < 35);
+    CHECK(pmoe_hx_nonfinite_guard(1, NULL, NULL, 0, 0, NULL, NULL, NULL) == PMOE_KERNEL_ERR_ARGS);
 }
 
 /* ------------------------------------------------------------ argument errors */
@@ -511,6 +587,7 @@ int main(void) {
     test_combine();
     test_losses();
     test_sgd_fill();
+    test_guard();
     test_errors();
     return host_exec_finish("test_kernels_host", start);
 }

@@ -41,6 +41,9 @@ int standin_device_range(const void *p, size_t bytes);
 int standin_is_device(const void *p, size_t *room);
 size_t standin_device_bytes_in_use(void);
 
+/* 1 when [p, p + bytes) lies inside one live cudaHostAlloc block (standin_pinned.c). */
+int standin_is_pinned(const void *p, size_t bytes);
+
 /* ---- streams ---- */
 typedef struct standin_stream standin_stream;
 /* The stream behind a cudaStream_t (NULL: the default stream); NULL when the

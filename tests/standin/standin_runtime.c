@@ -285,7 +285,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
     standin_copy *c = calloc(1, sizeof *c);
     if (!c) return result(cudaErrorMemoryAllocation);
     *c = (standin_copy){dst, src, bytes, NULL};
-    if (!sd) { /* pageable host source: staged before the call returns, as documented */
+    if (!sd && !standin_is_pinned(src, bytes)) { /* pageable: staged before the call returns */
         c->owned = malloc(bytes);
         if (!c->owned) {
             free(c);

@@ -60,6 +60,15 @@ typedef struct pmoe_combine_shape {
 
 typedef enum { PMOE_LOSS_LOGISTIC, PMOE_LOSS_SOFTMAX_CE } pmoe_loss_kind;
 
+/* The words of nonfinite_guard's state (int32 each). */
+enum {
+    PMOE_GUARD_FIRST = 0,     /* the first bad step's verdict; 0 while none */
+    PMOE_GUARD_STEP_LOW = 1,  /* its step number, low 32 bits */
+    PMOE_GUARD_STEP_HIGH = 2, /* and high 32 bits */
+    PMOE_GUARD_SCAN = 3,      /* scratch of the step being scanned; 0 between steps */
+    PMOE_GUARD_WORDS = 4
+};
+
 /* The deep models' layers (model/wrn.c). Feature maps are NCHW. */
 typedef struct pmoe_conv_shape {
     int64_t batch;
@@ -239,9 +248,28 @@ typedef struct pmoe_ops {
                                float *dscores, float *stats);
 
     /* v = momentum v + (grad + weight_decay param); param -= lr v
-     * (velocity may be NULL when momentum is 0). */
+     * (velocity may be NULL when momentum is 0). When skip is not NULL
+     * (an int32 of backend memory: a nonfinite_guard verdict) and *skip is
+     * not 0, param and velocity are left untouched. */
     void (*sgd_update)(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                       float *velocity, float lr, float momentum, float weight_decay);
+                       float *velocity, float lr, float momentum, float weight_decay,
+                       const int32_t *skip);
+
+    /* The non-finite guard (train.on_nonfinite), decided in backend memory
+     * so that the host reads nothing per step. For step `step` it scans
+     * x[i][0..count[i]) for i < arrays (the loss, then the gradients about
+     * to be applied; the lists are host memory, the arrays backend memory)
+     * and writes *verdict (int32, backend memory): 0 when all are finite,
+     * else 1 + the lowest i holding a NaN or Inf. guard is
+     * PMOE_GUARD_WORDS int32 of backend memory, zeroed once per run: the
+     * first bad step's verdict (PMOE_GUARD_FIRST, 0: none yet) and number
+     * (PMOE_GUARD_STEP_LOW / _HIGH, the 64-bit step in two halves), and the
+     * scan's scratch. With hold != 0, once a bad step is recorded every
+     * later verdict repeats its verdict (on_nonfinite = stop: nothing is
+     * applied after it); sgd_update's skip reads the verdict. */
+    void (*nonfinite_guard)(pmoe_backend *be, int arrays, const float *const *x,
+                            const int64_t *count, int64_t step, int hold, int32_t *guard,
+                            int32_t *verdict);
 
     /* ---- Deep-model layers. Convention: every backward ADDS its input
      * gradient into dx (dx += ...; the caller zeroes it once), so a tensor
@@ -378,6 +406,33 @@ typedef struct pmoe_ops {
                          int dst_channels, int dst_offset);
 } pmoe_ops;
 
+/* Input that overlaps compute (train.c's batch feed): a backend with a
+ * copy stream beside its compute stream. A batch composed in pinned host
+ * memory is uploaded on the copy stream into a staging area of backend
+ * memory while the compute stream runs the step before, and landed into
+ * the model's buffers on the compute stream, which waits for the upload on
+ * the device: the host never waits for compute. One staging area, so
+ * uploads and landings alternate: upload, land, upload, land, ... */
+typedef struct pmoe_upload_ops {
+    /* Page-locked host memory (copies read it when they run, not when
+     * they are enqueued). */
+    pmoe_status (*pinned_alloc)(pmoe_backend *be, size_t bytes, void **out, pmoe_error *err);
+    void (*pinned_release)(pmoe_backend *be, void *ptr);
+    /* On the copy stream, once the last landing has read the staging area:
+     * host (pinned) [src, src + bytes) -> staging (backend memory). slot
+     * (0 or 1) names src's buffer for slot_wait. */
+    pmoe_status (*upload)(pmoe_backend *be, int slot, void *staging, const void *src,
+                          size_t bytes, pmoe_error *err);
+    /* On the compute stream, after the last upload (a device-side wait):
+     * dst[i] <- src[i] (backend memory, bytes[i]) for i < count; later
+     * compute sees the batch, and the staging area is free again. */
+    pmoe_status (*land)(pmoe_backend *be, int count, void *const *dst, const void *const *src,
+                        const size_t *bytes, pmoe_error *err);
+    /* The host waits until the upload from slot's buffer has read it, so
+     * the buffer may be composed into again. */
+    pmoe_status (*slot_wait)(pmoe_backend *be, int slot, pmoe_error *err);
+} pmoe_upload_ops;
+
 struct pmoe_backend {
     const char *name;       /* "cpu", "cuda:0" */
     const pmoe_ops *ops;
@@ -412,6 +467,9 @@ struct pmoe_backend {
     /* Why this backend was chosen, when it was not asked for by name (auto
      * falling back to the CPU: "no CUDA device: ..."); "" otherwise. */
     char chosen_because[256];
+    /* Optional (NULL when absent: the CPU composes in place): overlapped
+     * input uploads. */
+    const pmoe_upload_ops *upload;
 };
 
 /* The CPU backend. threads <= 0: the cores this process may use

@@ -56,7 +56,9 @@ void cpu_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, 
 }
 
 void cpu_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                    float *velocity, float lr, float momentum, float weight_decay) {
+                    float *velocity, float lr, float momentum, float weight_decay,
+                    const int32_t *skip) {
+    if (skip && *skip) return; /* the non-finite guard's verdict */
 #pragma omp parallel for schedule(static) if (count > 65536)
     for (int64_t i = 0; i < count; i++) {
         float step = grad[i] + weight_decay * param[i];
@@ -87,6 +89,7 @@ static const pmoe_ops CPU_OPS = {
     .loss_forward_backward = cpu_loss_forward_backward,
     .router_linear_loss = cpu_router_linear_loss,
     .sgd_update = cpu_sgd_update,
+    .nonfinite_guard = cpu_nonfinite_guard,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_backward = cpu_conv2d_backward,
     .batchnorm_forward_train = cpu_batchnorm_forward_train,

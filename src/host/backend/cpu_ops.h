@@ -91,7 +91,12 @@ void cpu_router_linear_loss(pmoe_backend *be, int64_t batch, int patches, int ex
                             float *dscores, float *stats);
 
 void cpu_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                    float *velocity, float lr, float momentum, float weight_decay);
+                    float *velocity, float lr, float momentum, float weight_decay,
+                    const int32_t *skip);
+/* cpu_guard.c */
+void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
+                         const int64_t *count, int64_t step, int hold, int32_t *guard,
+                         int32_t *verdict);
 
 /* The deep models' layers (backend.h, "Deep-model layers"): cpu_layers.c
  * (dense layers: convolution as im2col + OpenBLAS, batch norm, ReLU, pool,

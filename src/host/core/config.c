@@ -102,6 +102,8 @@ static const key_spec KEYS[] = {
     {"train.profile_steps", KEY_STRING, OFF(train.profile_steps), SIZE(train.profile_steps), 0, 0, "", {0}},
     {"train.profile_experts", KEY_BOOL, OFF(train.profile_experts), 0, 0, 1, "0", {0}},
     {"train.on_nonfinite", KEY_ENUM, OFF(train.on_nonfinite), 0, 0, 0, "stop", {"stop", "skip"}},
+    {"train.sync_every", KEY_INT64, OFF(train.sync_every), 0, 0, 1e15, "0", {0}},
+    {"train.overlap_input", KEY_BOOL, OFF(train.overlap_input), 0, 0, 1, "1", {0}},
     {"train.comm", KEY_ENUM, OFF(train.comm), 0, 0, 0, "auto", {"auto", "single", "mpi", "nccl"}},
     {"train.fault_rank", KEY_INT, OFF(train.fault_rank), 0, -1, 1 << 20, "-1", {0}},
     {"train.sync_bn", KEY_BOOL, OFF(train.sync_bn), 0, 0, 1, "0", {0}},

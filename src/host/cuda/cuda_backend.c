@@ -36,6 +36,12 @@ _Static_assert((int)PMOE_GATE_RENORM == (int)PMOE_KERNEL_GATE_RENORM &&
 _Static_assert((int)PMOE_LOSS_LOGISTIC == (int)PMOE_KERNEL_LOSS_LOGISTIC &&
                    (int)PMOE_LOSS_SOFTMAX_CE == (int)PMOE_KERNEL_LOSS_SOFTMAX_CE,
                "loss kinds numbered alike");
+_Static_assert((int)PMOE_GUARD_FIRST == (int)PMOE_KERNEL_GUARD_FIRST &&
+                   (int)PMOE_GUARD_STEP_LOW == (int)PMOE_KERNEL_GUARD_STEP_LOW &&
+                   (int)PMOE_GUARD_STEP_HIGH == (int)PMOE_KERNEL_GUARD_STEP_HIGH &&
+                   (int)PMOE_GUARD_SCAN == (int)PMOE_KERNEL_GUARD_SCAN &&
+                   (int)PMOE_GUARD_WORDS == (int)PMOE_KERNEL_GUARD_WORDS,
+               "guard words numbered alike");
 
 void cuda_record(cuda_context *c, pmoe_status code, const char *fmt, ...) {
     if (c->error.code != PMOE_OK) return;
@@ -333,11 +339,21 @@ static void cuda_router_linear_loss(pmoe_backend *be, int64_t batch, int patches
 }
 
 static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *grad,
-                            float *velocity, float lr, float momentum, float weight_decay) {
+                            float *velocity, float lr, float momentum, float weight_decay,
+                            const int32_t *skip) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum,
-                                           weight_decay, c->stream));
+                                           weight_decay, skip, c->stream));
+}
+
+static void cuda_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
+                                 const int64_t *count, int64_t step, int hold, int32_t *guard,
+                                 int32_t *verdict) {
+    cuda_context *c = cuda_context_of(be);
+    if (c->error.code) return;
+    PMOE_KERNEL_CHECK(c, pmoe_k_nonfinite_guard(arrays, x, count, step, hold, guard, verdict,
+                                                c->stream));
 }
 
 /* ---- deep-model layers: convolution through cuDNN (cuda_conv.c), the
@@ -571,6 +587,7 @@ static const pmoe_ops CUDA_OPS = {
     .loss_forward_backward = cuda_loss_forward_backward,
     .router_linear_loss = cuda_router_linear_loss,
     .sgd_update = cuda_sgd_update,
+    .nonfinite_guard = cuda_nonfinite_guard,
     .conv2d_forward = cuda_conv2d_forward,
     .conv2d_backward = cuda_conv2d_backward,
     .batchnorm_forward_train = cuda_batchnorm_forward_train,
@@ -693,6 +710,7 @@ static void cuda_destroy(pmoe_backend *be) {
         cudaFree(c->scratch);
         pmoe_mem_note_free(&be->mem, c->scratch_bytes);
     }
+    cuda_upload_release(c);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -760,6 +778,7 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
     c->be.set_precision = cuda_set_precision;
     c->blas_math = (int)CUBLAS_DEFAULT_MATH;
     cuda_clock_init(c);
+    cuda_upload_init(c);
     *out = &c->be;
     return PMOE_OK;
 }

@@ -37,6 +37,10 @@ typedef struct cuda_context {
                              partials): its contents live within one op, which the
                              one stream keeps apart from the next op's */
     size_t scratch_bytes;
+    /* be.upload (cuda_upload.c): the copy stream and its events, made on first use */
+    cudaStream_t copy_stream;
+    cudaEvent_t uploaded, landed, slot_read[2];
+    int upload_made;
 } cuda_context;
 
 static inline cuda_context *cuda_context_of(pmoe_backend *be) { return (cuda_context *)be->impl; }
@@ -54,6 +58,9 @@ void cuda_clock_release(cuda_context *c);
 /* Room for `count` floats of op scratch (grown to the largest need, met in
  * the first step; never shrunk); NULL with the failure recorded. */
 float *cuda_scratch(cuda_context *c, int64_t count);
+/* Sets up be.upload (cuda_upload.c); frees its stream and events. */
+void cuda_upload_init(cuda_context *c);
+void cuda_upload_release(cuda_context *c);
 
 /* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
 void cuda_conv_release(cuda_context *c);

@@ -39,10 +39,14 @@ void pmoe_model_forward_valid(pmoe_model *m, int64_t batch, int64_t valid) {
     m->ops->forward(m, batch, valid);
 }
 
-pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
-                            pmoe_error *err) {
+void pmoe_model_loss_queued(pmoe_model *m, int backward) {
     m->ops->loss(m, backward);
     if (backward) m->ops->backward(m);
+}
+
+pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
+                            pmoe_error *err) {
+    pmoe_model_loss_queued(m, backward);
     float stats[2];
     pmoe_status s = m->be->copy_out(m->be, stats, m->stats, sizeof stats, err);
     if (s) return s;
@@ -60,15 +64,21 @@ int pmoe_model_updates(const pmoe_model *m, int i) {
 }
 
 void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay) {
-    m->ops->sgd(m, lr, momentum, weight_decay);
+    m->ops->sgd(m, lr, momentum, weight_decay, NULL);
 }
 
-void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay) {
+void pmoe_model_sgd_guarded(pmoe_model *m, float lr, float momentum, float weight_decay,
+                            const int32_t *skip) {
+    m->ops->sgd(m, lr, momentum, weight_decay, skip);
+}
+
+void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay,
+                           const int32_t *skip) {
     for (int i = 0; i < m->param_count; i++) {
         pmoe_param *p = &m->params[i];
         if (!pmoe_model_updates(m, i)) continue;
         m->be->ops->sgd_update(m->be, pmoe_tensor_numel(&p->value), p->value.data, p->grad.data,
-                               p->velocity.data, lr, momentum, weight_decay);
+                               p->velocity.data, lr, momentum, weight_decay, skip);
     }
 }
 

@@ -94,9 +94,11 @@ typedef struct pmoe_model_ops {
     void (*backward)(pmoe_model *m);
     /* Whether the SGD step updates parameter i. */
     int (*updates)(const pmoe_model *m, int i);
-    /* One SGD step on every parameter updates() names (both families use
-     * pmoe_model_sgd_params). */
-    void (*sgd)(pmoe_model *m, float lr, float momentum, float weight_decay);
+    /* One SGD step on every parameter updates() names, skipped where skip
+     * (backend memory, may be NULL) holds a nonzero guard verdict (both
+     * families use pmoe_model_sgd_params). */
+    void (*sgd)(pmoe_model *m, float lr, float momentum, float weight_decay,
+                const int32_t *skip);
     void (*memory_plan)(const pmoe_model *m, pmoe_memory_plan *out);
     /* What only the family knows (model, hidden, moe_impl, width, map,
      * learn_router, train_output): pmoe_model_describe has filled the rest
@@ -188,6 +190,10 @@ void pmoe_model_forward_valid(pmoe_model *m, int64_t batch, int64_t valid);
 pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *correct,
                             pmoe_error *err);
 
+/* pmoe_model_loss without the read: loss (and with backward != 0 the
+ * gradients) queued, the batch's loss and correct count left in m->stats. */
+void pmoe_model_loss_queued(pmoe_model *m, int backward);
+
 /* The backward pass alone, from the gradient in m->dlogits (see
  * pmoe_model_ops.backward). */
 void pmoe_model_backward(pmoe_model *m);
@@ -196,8 +202,12 @@ void pmoe_model_backward(pmoe_model *m);
  * only while its gate carries a gradient). */
 int pmoe_model_updates(const pmoe_model *m, int i);
 
-/* One SGD step on every parameter that pmoe_model_updates() names. */
+/* One SGD step on every parameter that pmoe_model_updates() names; the
+ * guarded form changes nothing where skip (an int32 of backend memory, a
+ * nonfinite_guard verdict) is not 0 when the update runs. */
 void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay);
+void pmoe_model_sgd_guarded(pmoe_model *m, float lr, float momentum, float weight_decay,
+                            const int32_t *skip);
 
 /* The separate-training router step: forward scores of m->images, the
  * linear loss with m->router_pair / m->router_weight, and the gradient into
@@ -220,7 +230,8 @@ void pmoe_model_describe(const pmoe_model *m, pmoe_model_description *out);
 
 /* For the families: the SGD step over the parameter list, and the bytes of
  * the list's values, gradients and velocities. */
-void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay);
+void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight_decay,
+                           const int32_t *skip);
 int64_t pmoe_model_parameter_bytes(const pmoe_model *m);
 
 /* For the families over ranks: buf summed over comm's ranks in place (rank

@@ -11,7 +11,7 @@
 
 #include "train/run.h"
 
-static shard shard_of(const run *r, int64_t count) {
+shard run_shard_of(const run *r, int64_t count) {
     if (!r->sharded) return (shard){0, count, count};
     const int64_t local = (count + r->ranks - 1) / r->ranks, first = r->rank * local;
     const int64_t left = count - first;
@@ -29,12 +29,10 @@ float *run_composed_images(const run *r) {
  * loss of every rank reads them all). Returns the share in *sh. A training
  * batch (augment_pass >= 0) is augmented as data.crop_pad / data.flip ask,
  * drawn for that pass (see data/augment.h). */
-pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                              int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err) {
+void run_compose_share(const run *r, const pmoe_dataset *ds, const int64_t *indices,
+                       const shard *sh, int64_t augment_pass, float *images) {
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
-    *sh = shard_of(r, count);
     const int64_t *mine = indices + sh->first, real = sh->real;
-    float *images = run_composed_images(r);
     const int augment = augment_pass >= 0 && pmoe_augment_active(&r->augment);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < real; i++) {
@@ -48,6 +46,15 @@ pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indice
     if (real < sh->local)
         memset(images + real * per_sample, 0,
                (size_t)((sh->local - real) * per_sample) * sizeof(float));
+}
+
+pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
+                              int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err) {
+    if (augment_pass >= 0 && run_feeds(r))
+        return run_load_batch_fed(r, ds, indices, count, augment_pass, sh, err);
+    const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
+    *sh = run_shard_of(r, count);
+    run_compose_share(r, ds, indices, sh, augment_pass, run_composed_images(r));
     for (int64_t i = 0; i < count; i++) r->host_labels[i] = ds->labels[indices[i]];
     pmoe_backend *be = r->be;
     const size_t bytes = (size_t)(sh->local * per_sample) * sizeof(float);
@@ -84,7 +91,7 @@ pmoe_status run_set_router_targets(run *r, int64_t count, pmoe_error *err) {
         const int positive = classes == 1 ? label == 1 : label % 2 == 0;
         r->host_weight[i] = (positive ? 1.0f : -1.0f) / (float)pair_count[r->host_pair[i]];
     }
-    const shard sh = shard_of(r, count);
+    const shard sh = run_shard_of(r, count);
     for (int64_t i = count; i < sh.first + sh.local; i++) { /* padding */
         r->host_pair[i] = 0;
         r->host_weight[i] = 0.0f;

@@ -22,6 +22,19 @@
 #include "pmoe/train.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_folder.h"
+#include "train/input_feed.h"
+#include "train/step_ring.h"
+
+struct run;
+
+/* A training batch the input feed composes (train.overlap_input). */
+typedef struct feed_job {
+    struct run *r;
+    const pmoe_dataset *ds;
+    const int64_t *indices;
+    int64_t count, augment_pass;
+    int slot;          /* the pinned buffer it goes to */
+} feed_job;
 
 typedef struct run {
     const pmoe_config *cfg;
@@ -43,7 +56,6 @@ typedef struct run {
     int64_t max_batch;    /* the global batch */
     /* Staging, NULL where the backend's memory is the host's (read in place): */
     float *host_images;   /* this rank's share of max_batch composed samples */
-    float *host_scratch;  /* the largest parameter, for gradient checks */
     int32_t *host_labels, *host_selected, *host_pair; /* labels, pairs, weights: the global batch */
     float *host_weight;
     int64_t *order;       /* the epoch's permutation of the training set */
@@ -61,6 +73,24 @@ typedef struct run {
     int describes_input;  /* the data are images: checkpoints say how (input_spec.h) */
     char input_meta[512];
     char *class_names_meta; /* NULL when the data have no class names */
+    step_ring ring;       /* the steps the host has not read yet (train.sync_every) */
+    /* The non-finite guard's list for this phase: the loss, then every
+     * gradient about to be applied (guard_param: whose, for the message). */
+    int guard_count;
+    const float **guard_x;
+    int64_t *guard_n;
+    int *guard_param;
+    /* train.overlap_input, on a backend with be->upload in one process
+     * (else feed is NULL): two pinned buffers of a batch's images then its
+     * labels (labels_at bytes in), composed by the feed's thread, and the
+     * staging area of backend memory they are uploaded into. */
+    input_feed *feed;
+    void *pinned[2];
+    void *staging;
+    size_t upload_bytes, labels_at;
+    int slot;              /* the pinned buffer the next job goes to */
+    feed_job job;          /* the feed's current or last job */
+    int ahead;             /* job was started ahead of its load */
 } run;
 
 /* How a global batch of `count` samples splits: this rank composes `local`
@@ -102,7 +132,19 @@ pmoe_status run_host_alloc(run *r, void *out, size_t bytes, const char *what, pm
  * open. */
 void run_adopt_saved_input(run *r, const pmoe_st_file *file);
 
+/* The steps a phase of `batches` steps leaves unread at most
+ * (train.sync_every, resolved), and the step ring's rows for the run. */
+int64_t run_sync_interval(const run *r, int64_t batches);
+int run_ring_capacity(const run *r);
+
 /* ---- batches.c ---- */
+
+/* How a global batch of `count` samples splits over the ranks. */
+shard run_shard_of(const run *r, int64_t count);
+/* The share sh of the batch indices[0..count) composed into images (host
+ * memory; padding zeroed): the one composition of every path. */
+void run_compose_share(const run *r, const pmoe_dataset *ds, const int64_t *indices,
+                       const shard *sh, int64_t augment_pass, float *images);
 
 /* Where a batch is composed (the model's images, or host staging). */
 float *run_composed_images(const run *r);
@@ -110,6 +152,22 @@ float *run_composed_images(const run *r);
  * model and all their labels; augment_pass < 0: not augmented. */
 pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
                            int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err);
+/* ---- batch_feed.c: train.overlap_input ---- */
+
+/* Whether training batches go through the feed: overlap_input, a backend
+ * with be->upload (CUDA), one process. */
+int run_feeds(const run *r);
+/* A training batch composed on the feed's thread into pinned memory (ahead,
+ * when run_prefetch_batch asked for it), uploaded on the copy stream and
+ * landed in the model on the compute stream. */
+pmoe_status run_load_batch_fed(run *r, const pmoe_dataset *ds, const int64_t *indices,
+                               int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err);
+/* Starts composing the training batch after this one on the feed's thread
+ * (nothing when run_feeds is 0); run_load_batch takes it. */
+pmoe_status run_prefetch_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
+                               int64_t count, int64_t augment_pass, pmoe_error *err);
+/* Ends the feed's thread and frees its buffers (run_close). */
+void run_feed_close(run *r);
 /* train.fault_nan_step: a NaN in the batch's first pixel. */
 pmoe_status run_poison_batch(run *r, pmoe_error *err);
 /* The router phase's per-sample class pair and weight, into the model. */

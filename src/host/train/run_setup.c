@@ -150,6 +150,25 @@ void run_adopt_saved_input(run *r, const pmoe_st_file *file) {
     describe_input(r);
 }
 
+/* train.sync_every, or by default a tenth of the epoch's steps; every step
+ * when sharded (the ranks agree on each step's verdict before anyone
+ * updates). */
+int64_t run_sync_interval(const run *r, int64_t batches) {
+    const int64_t every = r->cfg->train.sync_every;
+    if (r->sharded) return 1;
+    if (every > 0) return every < batches ? every : batches > 0 ? batches : 1;
+    return batches >= 10 ? (batches + 9) / 10 : 1;
+}
+
+int run_ring_capacity(const run *r) {
+    const pmoe_train_config *t = &r->cfg->train;
+    int64_t most = (r->train->count + t->batch - 1) / t->batch;
+    const int64_t router = (r->train->count + t->router_batch - 1) / t->router_batch;
+    if (t->mode == PMOE_TRAIN_SEPARATE && router > most) most = router;
+    const int64_t every = run_sync_interval(r, most);
+    return every > (1 << 20) ? 1 << 20 : (int)every;
+}
+
 /* Host buffers, the timer and the run's description. */
 static pmoe_status open_buffers(run *r, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
@@ -159,17 +178,17 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
     pmoe_status s;
     const int64_t most = r->train->count > r->test->count ? r->train->count : r->test->count;
     const size_t per_sample = (size_t)r->train->channels * r->train->height * r->train->width;
-    int64_t largest = 0;
-    for (int i = 0; i < m->param_count; i++)
-        if (m->params[i].value.data && pmoe_tensor_numel(&m->params[i].value) > largest)
-            largest = pmoe_tensor_numel(&m->params[i].value);
-    /* Staging for a batch and a gradient: a backend whose memory is the
-     * host's is read and written in place and needs neither. */
+    /* Staging for a batch: a backend whose memory is the host's is written
+     * in place and needs none. */
     s = PMOE_OK;
-    if (!r->be->host_memory) {
+    if (!r->be->host_memory)
         s = run_host_alloc(r, &r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
-        if (!s) s = run_host_alloc(r, &r->host_scratch, (size_t)largest * sizeof(float), "a gradient", err);
-    }
+    const size_t listed = (size_t)m->param_count + 1;
+    if (!s) s = run_host_alloc(r, &r->guard_x, listed * sizeof *r->guard_x, "the guard's list", err);
+    if (!s) s = run_host_alloc(r, &r->guard_n, listed * sizeof *r->guard_n, "the guard's list", err);
+    if (!s)
+        s = run_host_alloc(r, &r->guard_param, listed * sizeof *r->guard_param, "the guard's list", err);
+    if (!s) s = step_ring_open(&r->ring, r->be, run_ring_capacity(r), err);
     if (!s) s = run_host_alloc(r, &r->host_labels, (size_t)B * 4, "labels", err);
     if (!s) s = run_host_alloc(r, &r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = run_host_alloc(r, &r->host_weight, (size_t)B * 4, "router weights", err);
@@ -247,8 +266,12 @@ pmoe_status run_open(run *r, pmoe_error *err) {
 
 void run_close(run *r) {
     pmoe_comm *comm = r->comm;
+    run_feed_close(r); /* its thread writes the pinned buffers */
+    step_ring_close(&r->ring);
+    free(r->guard_x);
+    free(r->guard_n);
+    free(r->guard_param);
     free(r->host_images);
-    free(r->host_scratch);
     free(r->host_labels);
     free(r->host_pair);
     free(r->host_weight);

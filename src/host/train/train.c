@@ -47,43 +47,23 @@ const char *pmoe_phase_name(int phase) { return pmoe_timer_name((pmoe_phase_id)p
 
 /* ---- one step ---- */
 
-/* Whether every value is finite: an all-ones exponent marks Inf and NaN,
- * tested on the bits with an OR over the array, which vectorises (a branch
- * per value on isfinite() does not). */
-static int all_finite(const float *x, int64_t n) {
-    uint32_t inf_or_nan = 0;
-    for (int64_t j = 0; j < n; j++) {
-        uint32_t bits;
-        memcpy(&bits, &x[j], sizeof bits);
-        inf_or_nan |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return !inf_or_nan;
-}
-
-/* The index of the first parameter about to be updated in this phase whose
- * gradient holds a NaN or Inf, or -1. Reads the gradients in place where the
- * backend's memory is the host's, else copies each to the host first
- * (sharded: this rank's experts and the replicated rest). */
-static pmoe_status first_nonfinite_gradient(run *r, pmoe_phase phase, int *which,
-                                            pmoe_error *err) {
+/* The non-finite guard's list for a phase: the loss, then the gradient of
+ * every parameter the phase updates (sharded: this rank's experts and the
+ * replicated rest). */
+static void list_guarded(run *r, pmoe_phase phase) {
     pmoe_model *m = r->model;
-    *which = -1;
-    for (int i = 0; i < m->param_count && *which < 0; i++) {
+    r->guard_x[0] = m->stats;
+    r->guard_n[0] = 1;
+    r->guard_param[0] = -1;
+    r->guard_count = 1;
+    for (int i = 0; i < m->param_count; i++) {
         const int updated = phase == PMOE_PHASE_ROUTER ? i == r->routing.router_param
                                                        : pmoe_model_updates(m, i);
-        if (!updated) continue;
-        const pmoe_tensor *g = &m->params[i].grad;
-        const int64_t n = pmoe_tensor_numel(g);
-        const float *values = g->data;
-        if (!r->be->host_memory) {
-            pmoe_status s =
-                r->be->copy_out(r->be, r->host_scratch, g->data, (size_t)n * sizeof(float), err);
-            if (s) return s;
-            values = r->host_scratch;
-        }
-        if (!all_finite(values, n)) *which = i;
+        if (!updated || !m->params[i].grad.data) continue;
+        r->guard_x[r->guard_count] = m->params[i].grad.data;
+        r->guard_n[r->guard_count] = pmoe_tensor_numel(&m->params[i].grad);
+        r->guard_param[r->guard_count++] = i;
     }
-    return PMOE_OK;
 }
 
 /* ---- the loop ---- */
@@ -157,63 +137,64 @@ static pmoe_status stop_at(run *r, const pmoe_train_position *pos, pmoe_error *e
 }
 
 /* One step on the global batch of `count` samples, this rank's share `sh` of
- * it in the model. Sets *nonfinite (with what and where) instead of updating
- * when the loss or a gradient is NaN or Inf. Sharded, `loaded` is the batch
- * load's outcome: a rank whose load failed still runs the step's
- * collectives, and before anyone updates the ranks agree on failures,
- * non-finite gradients (each rank sees only its experts') and stop
- * requests, so all of them update or none does. */
+ * it in the model, queued without reading anything back: the loss and
+ * correct count go to the step ring's next row, the non-finite guard
+ * (backend.h) decides the row's verdict from the loss and the gradients,
+ * and the updates read the verdict, so a step with a NaN or Inf changes no
+ * parameter (with on_nonfinite = stop, neither does any step after it).
+ * `step` is the phase's 1-based step number the guard records. Sharded,
+ * `loaded` is the batch load's outcome: a rank whose load failed still runs
+ * the step's collectives, and before anyone updates the ranks agree on
+ * failures, the verdict (each rank sees only its experts' gradients) and
+ * stop requests, so all of them update or none does. */
 static pmoe_status take_step(run *r, const phase_plan *plan, float lr, int64_t count,
-                             const shard *sh, pmoe_status loaded, double *loss, int64_t *correct,
-                             const char **nonfinite, pmoe_error *err) {
+                             const shard *sh, pmoe_status loaded, int64_t step,
+                             pmoe_error *err) {
     pmoe_model *m = r->model;
+    pmoe_backend *be = r->be;
     const pmoe_train_config *t = &r->cfg->train;
     pmoe_error ignored; /* a rank's later failures, once it has one */
     pmoe_status s = loaded, next;
-    *loss = 0.0;
-    *correct = 0;
-    *nonfinite = NULL;
+    int32_t *verdict = step_ring_verdict(&r->ring);
     if (plan->phase == PMOE_PHASE_ROUTER) {
+        double loss = 0.0; /* the family reads it back; the ring keeps it */
         next = run_set_router_targets(r, count, s ? &ignored : err);
         if (!s) s = next;
         if (!s || r->sharded) {
-            next = pmoe_model_router_loss(m, sh->local, loss, s ? &ignored : err);
+            next = pmoe_model_router_loss(m, sh->local, &loss, s ? &ignored : err);
             if (!s) s = next;
         }
     } else {
         m->training = 1;
         pmoe_model_forward_valid(m, sh->local, count);
-        next = pmoe_model_loss(m, 1, loss, correct, s ? &ignored : err);
-        if (!s) s = next;
+        pmoe_model_loss_queued(m, 1);
     }
-    int bad = INT_MAX; /* 0: the loss; 1 + i: parameter i's gradient */
-    if (!s && !isfinite(*loss)) {
-        bad = 0;
-    } else if (!s) {
+    if (!s) {
+        /* stats[1], the correct count, is the main phase's only */
+        be->ops->axpby(be, plan->phase == PMOE_PHASE_MAIN ? 2 : 1, 1.0f, m->stats, 0.0f,
+                       step_ring_stats(&r->ring));
         pmoe_timer_enter(&r->timer, PMOE_T_GUARD, 0);
-        int which = -1;
-        s = first_nonfinite_gradient(r, plan->phase, &which, err);
-        if (which >= 0) bad = 1 + which;
+        be->ops->nonfinite_guard(be, r->guard_count, r->guard_x, r->guard_n, step,
+                                 t->on_nonfinite == PMOE_NONFINITE_STOP, r->ring.guard, verdict);
     }
     if (r->sharded) {
-        int agreed[2] = {bad, r->stop && *r->stop ? -1 : 0};
+        int32_t mine = 0;
+        if (!s) s = be->copy_out(be, &mine, verdict, sizeof mine, err);
+        int agreed[2] = {mine ? mine : INT_MAX, r->stop && *r->stop ? -1 : 0};
         s = pmoe_comm_agree(r->comm, s, err, agreed, 2);
-        bad = agreed[0];
         r->stop_agreed = agreed[1] < 0;
+        const int32_t all = agreed[0] == INT_MAX ? 0 : agreed[0];
+        if (!s && all != mine) s = be->copy_in(be, verdict, &all, sizeof all, err);
     }
     if (s) return s;
-    if (bad != INT_MAX) {
-        *nonfinite = bad == 0 ? "the loss" : m->params[bad - 1].name;
-        return PMOE_OK;
-    }
     pmoe_timer_enter(&r->timer, PMOE_T_OPTIMIZER, 0);
     if (plan->phase == PMOE_PHASE_ROUTER) {
         pmoe_param *router = &m->params[r->routing.router_param];
-        r->be->ops->sgd_update(r->be, pmoe_tensor_numel(&router->value), router->value.data,
-                               router->grad.data, router->velocity.data, lr,
-                               (float)t->momentum, (float)t->weight_decay);
+        be->ops->sgd_update(be, pmoe_tensor_numel(&router->value), router->value.data,
+                            router->grad.data, router->velocity.data, lr, (float)t->momentum,
+                            (float)t->weight_decay, verdict);
     } else {
-        pmoe_model_sgd(m, lr, (float)t->momentum, (float)t->weight_decay);
+        pmoe_model_sgd_guarded(m, lr, (float)t->momentum, (float)t->weight_decay, verdict);
     }
     return PMOE_OK;
 }
@@ -254,13 +235,13 @@ static void shuffle_epoch(run *r, const phase_plan *plan, int epoch) {
 }
 
 /* One batch of the phase, samples order[start, start + count), from its load
- * to its update: timed and traced as step run_global_step(pos) + 1, with
- * the profiler's window opened before it or closed after it where
- * train.profile_steps says. */
+ * to its queued update: timed and traced as step run_global_step(pos) + 1,
+ * with the profiler's window opened before it or closed after it where
+ * train.profile_steps says. With the input feed, the next batch of the epoch
+ * starts composing once this step is queued. */
 static pmoe_status timed_step(run *r, const phase_plan *plan, const pmoe_lr_schedule *schedule,
                               const pmoe_train_position *pos, int64_t start, int64_t count,
-                              double *loss, int64_t *correct, const char **nonfinite,
-                              pmoe_error *err) {
+                              int64_t batches, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     const int64_t this_step = run_global_step(pos) + 1;
     if (this_step == r->profile_first) profile_edge(r, 1, this_step);
@@ -274,8 +255,13 @@ static pmoe_status timed_step(run *r, const phase_plan *plan, const pmoe_lr_sche
     if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
         s = run_poison_batch(r, err);
     if (!s || r->sharded)
-        s = take_step(r, plan, (float)pmoe_lr_at(schedule, pos->step), count, &sh, s, loss,
-                      correct, nonfinite, err);
+        s = take_step(r, plan, (float)pmoe_lr_at(schedule, pos->step), count, &sh, s,
+                      pos->step + 1, err);
+    if (!s && pos->next_batch + 1 < batches) {
+        const int64_t next = start + plan->batch, left = plan->size - next;
+        s = run_prefetch_batch(r, r->train, r->order + next,
+                               left < plan->batch ? left : plan->batch, pass, err);
+    }
     pmoe_timer_stop(&r->timer);
     pmoe_trace_pop();
     r->step_seconds += pmoe_now_seconds() - step_began;
@@ -283,55 +269,97 @@ static pmoe_status timed_step(run *r, const phase_plan *plan, const pmoe_lr_sche
     return s;
 }
 
-/* train.on_nonfinite = stop: the step at *pos met `nonfinite` (what held the
- * NaN or Inf); says where, and which checkpoint survives. */
-static pmoe_status nonfinite_stop(const run *r, const phase_plan *plan,
-                                  const pmoe_train_position *pos, const char *nonfinite,
-                                  pmoe_error *err) {
+/* train.on_nonfinite = stop at the first bad step a read found: its number
+ * and epoch, what the guard found first (the loss or a parameter's
+ * gradient), and which checkpoint survives. Nothing from that step on was
+ * applied. */
+static pmoe_status nonfinite_stop(const run *r, const phase_plan *plan, const step_meta *at,
+                                  int32_t verdict, pmoe_error *err) {
+    const int listed = verdict - 1; /* 0: the loss */
+    const int loss = listed <= 0 || listed >= r->guard_count;
     return pmoe_fail(err, PMOE_ERR_NONFINITE,
                      "non-finite value (NaN or Inf) in %s%s at step %lld (%s phase, "
                      "epoch %d): the batch or the weights hold NaN or Inf (if the "
                      "weights diverged, lower the learning rate); %s%s",
-                     nonfinite[0] == 't' ? "" : "the gradient of ", nonfinite,
-                     (long long)(pos->step + 1),
-                     plan->phase == PMOE_PHASE_ROUTER ? "router" : "main", pos->epoch,
+                     loss ? "" : "the gradient of ",
+                     loss ? "the loss" : r->model->params[r->guard_param[listed]].name,
+                     (long long)at->step, plan->phase == PMOE_PHASE_ROUTER ? "router" : "main",
+                     at->epoch,
                      r->last_checkpoint[0] ? "the last good checkpoint is "
                                            : "no checkpoint was written before it",
                      r->last_checkpoint);
 }
 
-/* A step taken (or skipped, when non-finite) into the epoch's sums. */
-static void count_step(pmoe_train_position *pos, const char *nonfinite, double loss,
-                       int64_t correct, int64_t count) {
-    pos->step++;
-    if (nonfinite) {
-        pos->skipped++;
-    } else {
-        pos->loss_sum += loss * (double)count;
-        pos->correct_sum += correct;
+/* Reads the ring's pending steps (one wait for the backend) and accounts
+ * for them in order, as a read after every step would have: the loss and
+ * correct sums, the skipped steps, the on_step callbacks (rank 0 only:
+ * other ranks have none); with on_nonfinite = stop, the first bad step ends
+ * the run. */
+static pmoe_status read_steps(run *r, const phase_plan *plan, pmoe_train_position *pos,
+                              int64_t batches, int64_t first_step, pmoe_error *err) {
+    step_ring *ring = &r->ring;
+    if (!ring->pending) return PMOE_OK;
+    const double began = pmoe_now_seconds(); /* the wait for the device joins the steps' time */
+    pmoe_status s = step_ring_read(ring, err);
+    r->step_seconds += pmoe_now_seconds() - began;
+    for (int i = 0; i < ring->pending && !s; i++) {
+        const step_meta *at = &ring->meta[i];
+        const double loss = ring->host_stats[2 * i];
+        const int32_t verdict = ring->host_verdicts[i];
+        if (verdict && r->cfg->train.on_nonfinite == PMOE_NONFINITE_STOP) {
+            s = nonfinite_stop(r, plan, at, verdict, err);
+            break;
+        }
+        if (verdict) {
+            pos->skipped++;
+        } else {
+            pos->loss_sum += loss * (double)at->count;
+            if (plan->phase == PMOE_PHASE_MAIN)
+                pos->correct_sum += (int64_t)ring->host_stats[2 * i + 1];
+        }
+        if (r->cb && r->cb->on_step) {
+            pmoe_step_report sr = {plan->phase, at->epoch, plan->epochs, at->step,
+                                   at->batch_index, batches, loss,
+                                   (at->step - first_step) * plan->batch, at->elapsed};
+            r->cb->on_step(r->cb->user, &sr);
+        }
     }
+    step_ring_clear(ring);
+    return s;
 }
 
-/* The on_step callback (rank 0 only: other ranks have no callbacks). */
-static void report_step(const run *r, const phase_plan *plan, const pmoe_train_position *pos,
-                        int64_t batches, double loss, int64_t first_step, double began) {
-    if (r->cb && r->cb->on_step) {
-        pmoe_step_report sr = {plan->phase, pos->epoch, plan->epochs, pos->step,
-                               pos->next_batch + 1, batches, loss,
-                               (pos->step - first_step) * plan->batch,
-                               pmoe_now_seconds() - began};
-        r->cb->on_step(r->cb->user, &sr);
-    }
+/* A queued step joins the ring and *pos moves past its update; the host
+ * reads the ring every train.sync_every steps, and before anything that
+ * reports or keeps the steps: the epoch's end, a checkpoint, a stop.
+ * *stopping: whether the run stops after this step (asked for before the
+ * read, or by a step callback during it), with the ring read. */
+static pmoe_status queue_step(run *r, const phase_plan *plan, pmoe_train_position *pos,
+                              int64_t count, int64_t batches, int64_t sync_every,
+                              int64_t first_step, double began, int *stopping,
+                              pmoe_error *err) {
+    const step_meta queued = {pos->epoch, pos->step + 1, pos->next_batch + 1, count,
+                              pmoe_now_seconds() - began};
+    step_ring_push(&r->ring, &queued);
+    pos->step++;
+    *stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
+    const int64_t every = r->cfg->train.checkpoint_every;
+    const int saving = every > 0 && run_global_step(pos) % every == 0;
+    if (!*stopping && !saving && pos->next_batch + 1 < batches &&
+        r->ring.pending < sync_every && !step_ring_full(&r->ring))
+        return PMOE_OK;
+    pmoe_status s = read_steps(r, plan, pos, batches, first_step, err);
+    if (!r->sharded) *stopping = *stopping || (r->stop && *r->stop);
+    return s;
 }
 
 /* After a step, with *pos still on its batch: a stop asked for during it
- * ends the run here (*pos moved past the batch, saved, and
+ * (queue_step says) ends the run here (*pos moved past the batch, saved, and
  * PMOE_ERR_INTERRUPTED); else a checkpoint every train.checkpoint_every
  * steps. */
-static pmoe_status checkpoint_or_stop(run *r, pmoe_train_position *pos, pmoe_error *err) {
+static pmoe_status checkpoint_or_stop(run *r, pmoe_train_position *pos, int stopping,
+                                      pmoe_error *err) {
     pmoe_train_position after = *pos;
     after.next_batch++;
-    const int stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
     const int64_t every = r->cfg->train.checkpoint_every;
     if (stopping) {
         *pos = after;
@@ -417,7 +445,9 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
     const int64_t first_step = pos->step;
     const pmoe_lr_schedule schedule =
         pmoe_lr_schedule_make(&cfg->train, plan->lr, plan->epochs, batches);
+    const int64_t sync_every = run_sync_interval(r, batches);
     r->model->exchange_bytes = 0;
+    list_guarded(r, plan->phase);
     for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
                                        pos->correct_sum = 0) {
         const double epoch_began = pmoe_now_seconds();
@@ -425,17 +455,12 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
         for (; pos->next_batch < batches; pos->next_batch++) {
             const int64_t start = pos->next_batch * plan->batch;
             const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
-            double loss = 0.0;
-            int64_t correct = 0;
-            const char *nonfinite = NULL;
-            pmoe_status s = timed_step(r, plan, &schedule, pos, start, count, &loss, &correct,
-                                       &nonfinite, err);
-            if (s) return s;
-            if (nonfinite && cfg->train.on_nonfinite == PMOE_NONFINITE_STOP)
-                return nonfinite_stop(r, plan, pos, nonfinite, err);
-            count_step(pos, nonfinite, loss, correct, count);
-            report_step(r, plan, pos, batches, loss, first_step, began);
-            s = checkpoint_or_stop(r, pos, err);
+            int stopping = 0;
+            pmoe_status s = timed_step(r, plan, &schedule, pos, start, count, batches, err);
+            if (!s)
+                s = queue_step(r, plan, pos, count, batches, sync_every, first_step, began,
+                               &stopping, err);
+            if (!s) s = checkpoint_or_stop(r, pos, stopping, err);
             if (s) return s;
         }
         pmoe_status s = end_epoch(r, plan, pos, &schedule, batches, epoch_began, res, err);
