@@ -1,6 +1,7 @@
 /* test_kernels_host_layers.c: the deep models' layer kernels (batchnorm_relu_pool.cu,
  * moe_layer.cu), run on the CPU through host execution, against their CPU
- * twins (cpu_layers.c, cpu_moe_layer.c, cpu_channel_copy.c).
+ * twins (cpu_conv.c, cpu_batchnorm.c, cpu_elementwise.c, cpu_moe_layer.c,
+ * cpu_channel_copy.c).
  *
  * As in test_kernels_host.c, each launch runs under two or three orders of a
  * block's threads between barriers (forward, a seeded shuffle, backward) and

@@ -98,9 +98,10 @@ void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
                          const int64_t *count, int64_t step, int hold, int32_t *guard,
                          int32_t *verdict);
 
-/* The deep models' layers (backend.h, "Deep-model layers"): cpu_layers.c
- * (dense layers: convolution as im2col + OpenBLAS, batch norm, ReLU, pool,
- * bias) and cpu_moe_layer.c (the pMoE layer's scatter, masks, patch scale). */
+/* The deep models' layers (backend.h, "Deep-model layers"): cpu_conv.c
+ * (convolution as im2col + OpenBLAS), cpu_batchnorm.c, cpu_elementwise.c
+ * (ReLU, axpby, pool, bias) and cpu_moe_layer.c (the pMoE layer's scatter,
+ * masks, patch scale). */
 void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
                         const float *w, const float *bias, float *y);
 void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,

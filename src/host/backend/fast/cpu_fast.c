@@ -11,7 +11,7 @@
  * Layers of the same shape share one entry: nothing is kept in it between
  * a layer's forward and backward (the backward reorders its inputs again).
  *
- * Batch norm stays the reference's (cpu_layers.c), here too: on NCHW maps
+ * Batch norm stays the reference's (cpu_batchnorm.c), here too: on NCHW maps
  * oneDNN's batch norm (its plain-layout kernel) measured 1.3-10x slower
  * than the reference's on every WRN shape (tests/time_cpu_kernels.c,
  * BENCHMARKS.md); its fast kernels want the blocked layout, which the
