@@ -38,6 +38,8 @@ typedef struct key_spec {
 #define BIG 1e18
 enum { INI_LONGEST_LINE = INI_MAX_LINE - 2 }; /* inih keeps INI_MAX_LINE - 1 bytes with the '\n' */
 
+/* One row per key, each kept on one line. */
+/* clang-format off */
 static const key_spec KEYS[] = {
     {"data.source", KEY_ENUM, OFF(data.source), 0, 0, 0, "auto", {"auto", "synthetic", "mosaic", "idx", "cifar10", "noisy", "folder"}},
     {"data.path", KEY_STRING, OFF(data.path), SIZE(data.path), 0, 0, "/usr/share/datasets/fashion-mnist", {0}},
@@ -113,6 +115,7 @@ static const key_spec KEYS[] = {
     {"bench.repeats", KEY_INT, OFF(bench.repeats), 0, 1, 1e6, "50", {0}},
     {"bench.sgemm_size", KEY_INT, OFF(bench.sgemm_size), 0, 0, 16384, "2048", {0}},
 };
+/* clang-format on */
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
 

@@ -28,7 +28,8 @@
 #include "model/model.h"
 #include "pmoe/config.h"
 
-#define PMOE_FLOP_MAX_LAYERS 72 /* a deep model's list (deep_layers.h: 64) + the pMoE split + loss */
+/* A deep model's list (deep_layers.h: 64) + the pMoE split + loss. */
+#define PMOE_FLOP_MAX_LAYERS 72
 
 typedef enum { PMOE_FLOPS_USEFUL, PMOE_FLOPS_EXECUTED, PMOE_FLOPS_DENSE_MASKED, PMOE_FLOPS_KINDS } pmoe_flop_kind;
 
