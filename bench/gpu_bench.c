@@ -28,14 +28,14 @@
 #include "kernels/pmoe_kernels.h"
 #include "model/model.h"
 
-#define CHECK_CUDA(call)                                                                   \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "gpu_bench: %s failed: %s at %s:%d\n", #call,                 \
-                    cudaGetErrorString(e_), __FILE__, __LINE__);                           \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_CUDA(call)                                                                           \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "gpu_bench: %s failed: %s at %s:%d\n", #call, cudaGetErrorString(e_),  \
+                    __FILE__, __LINE__);                                                           \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void die(pmoe_status s, const pmoe_error *err) {
@@ -216,7 +216,8 @@ int main(int argc, char **argv) {
     double worst_score = 0, worst_gate = 0;
     int64_t pick_errors = 0;
     for (int64_t i = 0; i < sn; i++)
-        worst_score = fmax(worst_score, fabs(scores[i] - want_scores[i]) / (1e-3 + fabs(want_scores[i])));
+        worst_score =
+            fmax(worst_score, fabs(scores[i] - want_scores[i]) / (1e-3 + fabs(want_scores[i])));
     for (int64_t i = 0; i < gn; i++)
         worst_gate = fmax(worst_gate, fabs(gate[i] - want_gate[i]) / (1e-6 + fabs(want_gate[i])));
     for (int64_t q = 0; q < g.B * g.k; q++)
@@ -240,7 +241,8 @@ int main(int argc, char **argv) {
 
     /* 3. Training steps. */
     static const char *paper_pmoe[] = {"model.experts=8", "model.topl=6", "model.hidden=40", NULL};
-    static const char *large_pmoe[] = {"model.experts=8", "model.topl=16", "model.hidden=640", NULL};
+    static const char *large_pmoe[] = {"model.experts=8", "model.topl=16", "model.hidden=640",
+                                       NULL};
     static const char *paper_cnn[] = {"model.type=cnn", "model.hidden=40", NULL};
     static const char *large_cnn[] = {"model.type=cnn", "model.hidden=640", NULL};
     struct {
@@ -276,11 +278,12 @@ int main(int argc, char **argv) {
             perror(json_path);
             return 1;
         }
-        fprintf(f, "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"gate_check\": %s, "
-                   "\"gate_us\": %.3f, \"gate_floor_us\": %.3f, \"gate_over_floor\": %.3f, "
-                   "\"gate_shape\": \"B256 n64 k8 d640 l16\", \"steps\": {",
-                be->name, bandwidth / 1e9, valid ? "true" : "false", gate_ms * 1e3,
-                floor_ms * 1e3, gate_ms / floor_ms);
+        fprintf(f,
+                "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"gate_check\": %s, "
+                "\"gate_us\": %.3f, \"gate_floor_us\": %.3f, \"gate_over_floor\": %.3f, "
+                "\"gate_shape\": \"B256 n64 k8 d640 l16\", \"steps\": {",
+                be->name, bandwidth / 1e9, valid ? "true" : "false", gate_ms * 1e3, floor_ms * 1e3,
+                gate_ms / floor_ms);
         for (int j = 0; j < JOBS; j++)
             fprintf(f, "%s\"%s\": {\"gpu_ms\": %.4f, \"cpu_ms\": %.3f, \"batch\": %lld}",
                     j ? ", " : "", steps[j].name, steps[j].gpu_ms, steps[j].cpu_ms,

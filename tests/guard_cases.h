@@ -36,8 +36,8 @@ static inline float guard_bits(uint32_t bits) {
 /* A case with arrays of up to max_count values (some empty, some of one);
  * may_poison 0 keeps it finite. */
 static inline guard_case guard_case_make(pmoe_rng *r, int64_t max_count, int may_poison) {
-    static const uint32_t poisons[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fffffffu,
-                                       0x7f800000u, 0xff800000u};
+    static const uint32_t poisons[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u,
+                                       0x7fffffffu, 0x7f800000u, 0xff800000u};
     const float finite_edges[] = {FLT_MAX, -FLT_MAX, FLT_MIN, guard_bits(1u), -0.0f};
     guard_case c;
     memset(&c, 0, sizeof c);
@@ -45,8 +45,9 @@ static inline guard_case guard_case_make(pmoe_rng *r, int64_t max_count, int may
     const int poisoned = may_poison && pmoe_rng_next_below(r, 2) == 0;
     for (int i = 0; i < c.arrays; i++) {
         const uint64_t kind = pmoe_rng_next_below(r, 6);
-        const int64_t n = kind == 0 ? 0 : kind == 1 ? 1
-                                                    : (int64_t)pmoe_rng_next_below(r, (uint64_t)max_count) + 1;
+        const int64_t n = kind == 0   ? 0
+                          : kind == 1 ? 1
+                                      : (int64_t)pmoe_rng_next_below(r, (uint64_t)max_count) + 1;
         float *x = fbuf(n);
         for (int64_t j = 0; j < n; j++) x[j] = (float)(2.0 * pmoe_rng_next_uniform(r) - 1.0);
         for (int e = 0; e < 5 && n > 0; e++)
@@ -71,13 +72,13 @@ static inline void guard_state(int32_t *guard, int32_t first, int64_t step) {
     guard[0] = first; /* PMOE_GUARD_FIRST */
     guard[1] = first ? (int32_t)(uint32_t)((uint64_t)step & 0xffffffffu) : 0;
     guard[2] = first ? (int32_t)(uint32_t)((uint64_t)step >> 32) : 0;
-    guard[3] = 0;     /* PMOE_GUARD_SCAN: clean between steps */
+    guard[3] = 0; /* PMOE_GUARD_SCAN: clean between steps */
 }
 
 /* What the op must leave after a step numbered `step` of case c from state
  * `before` (hold: train.on_nonfinite = stop). */
-static inline void guard_expect(const guard_case *c, const int32_t *before, int64_t step,
-                                int hold, int32_t *after, int32_t *verdict) {
+static inline void guard_expect(const guard_case *c, const int32_t *before, int64_t step, int hold,
+                                int32_t *after, int32_t *verdict) {
     memcpy(after, before, 4 * sizeof *after);
     *verdict = c->expect;
     if (!before[0] && c->expect) guard_state(after, c->expect, step);

@@ -109,10 +109,16 @@ static void describe_payload(char *out, size_t cap, const nvtxEventAttributes_t 
         return;
     }
     switch (a->payloadType) {
-    case NVTX_PAYLOAD_TYPE_UNSIGNED_INT64: snprintf(out, cap, "u64:%llu", (unsigned long long)a->payload.ullValue); break;
-    case NVTX_PAYLOAD_TYPE_INT64: snprintf(out, cap, "i64:%lld", (long long)a->payload.llValue); break;
+    case NVTX_PAYLOAD_TYPE_UNSIGNED_INT64:
+        snprintf(out, cap, "u64:%llu", (unsigned long long)a->payload.ullValue);
+        break;
+    case NVTX_PAYLOAD_TYPE_INT64:
+        snprintf(out, cap, "i64:%lld", (long long)a->payload.llValue);
+        break;
     case NVTX_PAYLOAD_TYPE_DOUBLE: snprintf(out, cap, "f64:%.17g", a->payload.dValue); break;
-    case NVTX_PAYLOAD_TYPE_UNSIGNED_INT32: snprintf(out, cap, "u32:%u", (unsigned)a->payload.uiValue); break;
+    case NVTX_PAYLOAD_TYPE_UNSIGNED_INT32:
+        snprintf(out, cap, "u32:%u", (unsigned)a->payload.uiValue);
+        break;
     case NVTX_PAYLOAD_TYPE_INT32: snprintf(out, cap, "i32:%d", (int)a->payload.iValue); break;
     case NVTX_PAYLOAD_TYPE_FLOAT: snprintf(out, cap, "f32:%.9g", (double)a->payload.fValue); break;
     case NVTX_PAYLOAD_UNKNOWN: snprintf(out, cap, "none"); break;
@@ -126,7 +132,9 @@ static void describe_message(char *out, size_t cap, const nvtxEventAttributes_t 
         return;
     }
     switch (a->messageType) {
-    case NVTX_MESSAGE_TYPE_ASCII: clean(out, cap, a->message.ascii ? a->message.ascii : "(null)", 1); break;
+    case NVTX_MESSAGE_TYPE_ASCII:
+        clean(out, cap, a->message.ascii ? a->message.ascii : "(null)", 1);
+        break;
     case NVTX_MESSAGE_TYPE_REGISTERED:
         clean(out, cap, a->message.registered ? a->message.registered->text : "(null)", 1);
         break;
@@ -169,7 +177,8 @@ static nvtxDomainHandle_t domain_create(const char *name) {
     }
     pthread_mutex_unlock(&domains_lock);
     if (made) emit("domain %ld %s", tid(), found->name);
-    else if (!found) emit("domain %ld %s (table full: its ranges are recorded as -)", tid(), clean_name);
+    else if (!found)
+        emit("domain %ld %s (table full: its ranges are recorded as -)", tid(), clean_name);
     return found; /* NULL, the global domain, when the table is full */
 }
 
@@ -249,8 +258,9 @@ static int open_record(void) {
 __attribute__((visibility("default"))) int InitializeInjectionNvtx2(NvtxGetExportTableFunc_t get) {
     if (!get) return 0;
     const NvtxExportTableCallbacks *cb = get(NVTX_ETID_CALLBACKS);
-    if (!cb || cb->struct_size < offsetof(NvtxExportTableCallbacks, GetModuleFunctionTable) +
-                                     sizeof cb->GetModuleFunctionTable ||
+    if (!cb ||
+        cb->struct_size < offsetof(NvtxExportTableCallbacks, GetModuleFunctionTable) +
+                              sizeof cb->GetModuleFunctionTable ||
         !cb->GetModuleFunctionTable)
         return 0;
     if (!open_record()) return 0; /* 0: the headers turn every call into a no-op */

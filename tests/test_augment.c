@@ -34,7 +34,8 @@ static void test_draws(void) {
         same_seed &= d1.dy == d2.dy && d1.dx == d2.dx && d1.flip == d2.flip;
         differ_seed += d1.dy != e.dy || d1.dx != e.dx || d1.flip != e.flip;
         differ_epoch += d1.dy != f.dy || d1.dx != f.dx || d1.flip != f.flip;
-        in_bounds &= d1.dy >= -4 && d1.dy <= 4 && d1.dx >= -4 && d1.dx <= 4 && (d1.flip == 0 || d1.flip == 1);
+        in_bounds &= d1.dy >= -4 && d1.dy <= 4 && d1.dx >= -4 && d1.dx <= 4 &&
+                     (d1.flip == 0 || d1.flip == 1);
         if (!in_bounds) break;
         seen_dy[d1.dy + 4]++;
         seen_dx[d1.dx + 4]++;
@@ -53,8 +54,9 @@ static void test_draws(void) {
     pmoe_augment none = {0, 0, 7};
     pmoe_augment_draw z = pmoe_augment_draw_at(&none, 1, 5);
     CHECK(!pmoe_augment_active(&none) && z.dy == 0 && z.dx == 0 && z.flip == 0);
-    printf("draws: deterministic, %d/%d differ across seeds, %d flips in %d, shifts cover [-4, 4]\n",
-           differ_seed, N, flips, N);
+    printf(
+        "draws: deterministic, %d/%d differ across seeds, %d flips in %d, shifts cover [-4, 4]\n",
+        differ_seed, N, flips, N);
 }
 
 /* The definition, out of place. */
@@ -64,8 +66,9 @@ static void forward_reference(const pmoe_augment_draw *d, int C, int H, int W, c
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 const int sy = y + d->dy, sx = (d->flip ? W - 1 - x : x) + d->dx;
-                out[((size_t)c * H + y) * W + x] =
-                    sy >= 0 && sy < H && sx >= 0 && sx < W ? in[((size_t)c * H + sy) * W + sx] : 0.0f;
+                out[((size_t)c * H + y) * W + x] = sy >= 0 && sy < H && sx >= 0 && sx < W
+                                                       ? in[((size_t)c * H + sy) * W + sx]
+                                                       : 0.0f;
             }
 }
 
@@ -123,10 +126,11 @@ static char tmp[512];
 
 static void config(pmoe_config *cfg, const char *dir, int augment) {
     pmoe_config_default(cfg);
-    const char *sets[] = {"data.source=idx", "data.train_size=200", "data.test_size=100",
-                          "data.image_size=32", "model.experts=4", "model.topl=4",
-                          "model.patch=8", "train.epochs=3", "train.lr=0.05",
-                          "train.checkpoint_every=1000"};
+    const char *sets[] = {"data.source=idx",    "data.train_size=200",
+                          "data.test_size=100", "data.image_size=32",
+                          "model.experts=4",    "model.topl=4",
+                          "model.patch=8",      "train.epochs=3",
+                          "train.lr=0.05",      "train.checkpoint_every=1000"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) pmoe_config_set(cfg, sets[i], NULL);
     if (augment) {
         pmoe_config_set(cfg, "data.crop_pad=4", NULL);
@@ -154,7 +158,8 @@ static int test_training(void) {
     first.stop = &stop;
     first.stop_at = 13;
     CHECK(trace_train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
-    CHECK_MSG(trace_train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK, "%s", err.message);
+    CHECK_MSG(trace_train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK, "%s",
+              err.message);
     CHECK(first.steps == 13 && rest.steps == 17);
     CHECK_MSG(trace_resumed_equals(&whole, &first, &rest),
               "augmented run: resumed losses differ from the uninterrupted run");

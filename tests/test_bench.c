@@ -44,8 +44,10 @@ static void check_model(const pmoe_bench_model *m, const char *name) {
     CHECK(m->infer_flops[PMOE_FLOPS_EXECUTED] >= m->infer_flops[PMOE_FLOPS_USEFUL]);
     CHECK(m->train_flops[PMOE_FLOPS_DENSE_MASKED] >= m->train_flops[PMOE_FLOPS_EXECUTED]);
     CHECK(m->train_flops[PMOE_FLOPS_USEFUL] > m->infer_flops[PMOE_FLOPS_USEFUL]);
-    CHECK(m->train.min_ms > 0 && m->train.min_ms <= m->train.median_ms && m->train.median_ms <= m->train.max_ms);
-    CHECK(m->infer.min_ms > 0 && m->infer.min_ms <= m->infer.median_ms && m->infer.median_ms <= m->infer.max_ms);
+    CHECK(m->train.min_ms > 0 && m->train.min_ms <= m->train.median_ms &&
+          m->train.median_ms <= m->train.max_ms);
+    CHECK(m->infer.min_ms > 0 && m->infer.min_ms <= m->infer.median_ms &&
+          m->infer.median_ms <= m->infer.max_ms);
     CHECK(m->mem.parameter_bytes + m->mem.activation_bytes + m->mem.workspace_bytes ==
           m->mem.device_peak_bytes);
     /* the analytic buffers fit in the measured peak; the CNN's ops use no scratch, so for
@@ -55,7 +57,8 @@ static void check_model(const pmoe_bench_model *m, const char *name) {
               "%s: params %lld + activations %lld + backward %lld vs backend peak %lld", name,
               (long long)m->mem.parameter_bytes, (long long)m->mem.activation_bytes,
               (long long)m->mem.backward_bytes, (long long)m->mem.device_peak_bytes);
-    CHECK(m->mem.host_bytes > 0 && m->mem.peak_bytes == m->mem.device_peak_bytes + m->mem.host_bytes);
+    CHECK(m->mem.host_bytes > 0 &&
+          m->mem.peak_bytes == m->mem.device_peak_bytes + m->mem.host_bytes);
     CHECK(isfinite(m->first_loss) && m->first_loss > 0);
 }
 
@@ -118,19 +121,23 @@ static void test_library(void) {
     /* 4 experts on 4 of 16 patches with 2 units each: the experts cost 1/4 of the CNN's */
     const pmoe_layer_flops *pe = pmoe_flops_layer(&r.pmoe.flops, "experts");
     const pmoe_layer_flops *ce = pmoe_flops_layer(&r.baseline.flops, "experts");
-    CHECK(pe && ce && fabs(4 * pe->forward[PMOE_FLOPS_EXECUTED] - ce->forward[PMOE_FLOPS_EXECUTED]) < 1e-9);
+    CHECK(pe && ce &&
+          fabs(4 * pe->forward[PMOE_FLOPS_EXECUTED] - ce->forward[PMOE_FLOPS_EXECUTED]) < 1e-9);
     /* two models of (1 + 3) train, (1 + 3) inference and 3 profiled steps */
-    const char *names[] = {"pmoe: train steps", "pmoe: inference steps", "pmoe: profiled train steps",
-                           "cnn: train steps", "cnn: inference steps", "cnn: profiled train steps"};
+    const char *names[] = {"pmoe: train steps",          "pmoe: inference steps",
+                           "pmoe: profiled train steps", "cnn: train steps",
+                           "cnn: inference steps",       "cnn: profiled train steps"};
     CHECK(pmoe_bench_steps(&cfg) == 22);
     check_progress(&told, 22, names, 6);
 
     /* model.type = cnn is not something to compare with itself */
     cfg.model.type = PMOE_MODEL_CNN;
-    CHECK(pmoe_bench_run(&cfg, NULL, &r, &err) == PMOE_ERR_CONFIG && strstr(err.message, "model.type"));
+    CHECK(pmoe_bench_run(&cfg, NULL, &r, &err) == PMOE_ERR_CONFIG &&
+          strstr(err.message, "model.type"));
     tiny_config(&cfg);
     cfg.model.topl = 17;
-    CHECK(pmoe_bench_run(&cfg, NULL, &r, &err) == PMOE_ERR_CONFIG && strstr(err.message, "model.topl"));
+    CHECK(pmoe_bench_run(&cfg, NULL, &r, &err) == PMOE_ERR_CONFIG &&
+          strstr(err.message, "model.topl"));
 }
 
 /* A sweep counts all its runs as one task, each run's steps under its value
@@ -175,7 +182,8 @@ static void test_one_expert_is_the_cnn(void) {
         const pmoe_layer_flops *b = pmoe_flops_layer(&r.baseline.flops, a->name);
         if (!strcmp(a->name, "router") || !strcmp(a->name, "gate_topl") || !b) continue;
         for (int k = 0; k < PMOE_FLOPS_KINDS; k++)
-            CHECK_MSG(a->forward[k] == b->forward[k] && a->backward[k] == b->backward[k], "%s", a->name);
+            CHECK_MSG(a->forward[k] == b->forward[k] && a->backward[k] == b->backward[k], "%s",
+                      a->name);
     }
     /* the same expert parameters: the pMoE adds only the router's k d = 16 values */
     CHECK(r.pmoe.params - r.baseline.params == 16);
@@ -219,7 +227,8 @@ static void check_json_models(const cJSON *j, int batch) {
         CHECK(number(m, "executed_infer_flops_per_sample") >= infer);
         CHECK(peak == number(m, "device_peak_bytes") + number(m, "host_bytes"));
         CHECK(number(m, "parameter_bytes") + number(m, "activation_bytes") +
-                  number(m, "workspace_bytes") == number(m, "device_peak_bytes"));
+                  number(m, "workspace_bytes") ==
+              number(m, "device_peak_bytes"));
         CHECK(number(m, "workspace_bytes") >= number(m, "backward_bytes"));
         CHECK(train_ms > 0 && infer_ms > 0 && number(m, "train_ms_min") <= train_ms &&
               train_ms <= number(m, "train_ms_max"));
@@ -231,12 +240,13 @@ static void check_json_models(const cJSON *j, int batch) {
 
 static void test_command_json(void) {
     int status = -1;
-    char *line = run_last_line(PMOE " bench --json --quiet --set data.source=synthetic --set data.train_size=40"
-                                    " --set data.test_size=8 --set data.synthetic_dim=16 --set model.experts=4"
-                                    " --set model.topl=4 --set model.hidden=8 --set train.batch=10"
-                                    " --set train.threads=1 --set bench.warmup=1 --set bench.repeats=3"
-                                    " --set bench.sgemm_size=64",
-                               &status);
+    char *line = run_last_line(
+        PMOE " bench --json --quiet --set data.source=synthetic --set data.train_size=40"
+             " --set data.test_size=8 --set data.synthetic_dim=16 --set model.experts=4"
+             " --set model.topl=4 --set model.hidden=8 --set train.batch=10"
+             " --set train.threads=1 --set bench.warmup=1 --set bench.repeats=3"
+             " --set bench.sgemm_size=64",
+        &status);
     CHECK_MSG(status == 0 && line, "pmoe bench --json exited %d", status);
     cJSON *j = line ? cJSON_Parse(line) : NULL;
     CHECK_MSG(j != NULL, "the last line is not JSON: %s", line ? line : "(none)");
@@ -252,7 +262,8 @@ static void test_command_json(void) {
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "baseline");
     if (ratio && p && b)
         CHECK(fabs(number(ratio, "executed_train_flops") -
-                   number(p, "executed_train_flops_per_sample") / number(b, "executed_train_flops_per_sample")) < 1e-6);
+                   number(p, "executed_train_flops_per_sample") /
+                       number(b, "executed_train_flops_per_sample")) < 1e-6);
     cJSON_Delete(j);
 }
 
@@ -294,11 +305,13 @@ static void test_command_sweep(void) {
     snprintf(path, sizeof path, "%s/sweep-model.topl.png", dir);
     FILE *f = fopen(path, "rb");
     unsigned char sig[8] = {0};
-    CHECK_MSG(f && fread(sig, 1, 8, f) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0, "%s", path);
+    CHECK_MSG(f && fread(sig, 1, 8, f) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0, "%s",
+              path);
     if (f) fclose(f);
     CHECK(file_size(path) > 1000);
     /* a value that is not valid fails before anything runs, naming the key */
-    snprintf(cmd, sizeof cmd, PMOE " bench --quiet --sweep model.topl=2,x --out %s 2>%s/err", dir, dir);
+    snprintf(cmd, sizeof cmd, PMOE " bench --quiet --sweep model.topl=2,x --out %s 2>%s/err", dir,
+             dir);
     CHECK(system(cmd) != 0);
     snprintf(path, sizeof path, "%s/err", dir);
     CHECK(count_lines(path) == 1);
@@ -313,9 +326,8 @@ static void test_command_sweep(void) {
 /* CIFAR-10 binary batches of `per_file` records each (a label byte, then 3 x 32 x 32
  * pixel bytes) in dir: a 32 x 32 x 3 image source that needs no download. */
 static int write_cifar(const char *dir, int per_file) {
-    static const char *const files[6] = {"data_batch_1.bin", "data_batch_2.bin",
-                                         "data_batch_3.bin", "data_batch_4.bin",
-                                         "data_batch_5.bin", "test_batch.bin"};
+    static const char *const files[6] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                         "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
     enum { RECORD = 1 + 3 * 32 * 32 };
     static unsigned char record[RECORD];
     for (int f = 0; f < 6; f++) {
@@ -325,7 +337,8 @@ static int write_cifar(const char *dir, int per_file) {
         if (!out) return 0;
         for (int i = 0; i < per_file; i++) {
             record[0] = (unsigned char)((f * per_file + i) % 10);
-            for (int j = 1; j < RECORD; j++) record[j] = (unsigned char)((j * 37 + i * 101 + f * 7) & 0xff);
+            for (int j = 1; j < RECORD; j++)
+                record[j] = (unsigned char)((j * 37 + i * 101 + f * 7) & 0xff);
             if (fwrite(record, 1, RECORD, out) != RECORD) {
                 fclose(out);
                 return 0;
@@ -451,7 +464,8 @@ static void test_deep_library(void) {
     if (!s) {
         CHECK(!strcmp(r.pmoe.model, "wrn") && !strcmp(r.baseline.model, "wrn"));
         CHECK(r.block_count == 0 && r.map_channels == 0);
-        CHECK(r.pmoe.train_flops[PMOE_FLOPS_EXECUTED] == r.baseline.train_flops[PMOE_FLOPS_EXECUTED]);
+        CHECK(r.pmoe.train_flops[PMOE_FLOPS_EXECUTED] ==
+              r.baseline.train_flops[PMOE_FLOPS_EXECUTED]);
         CHECK(r.pmoe.params == r.baseline.params);
     }
 }
@@ -486,11 +500,13 @@ static void test_deep_command_json(void) {
     CHECK(cJSON_IsString(model) && !strcmp(model->valuestring, "wrn"));
     CHECK(number(p, "width") == 1 && number(p, "moe_layer_phase_ms") > 0);
     /* pMoE rows against WRN rows: fewer FLOPs for the WRN-pMoE, executed and useful */
-    CHECK(number(p, "executed_train_flops_per_sample") < number(b, "executed_train_flops_per_sample"));
+    CHECK(number(p, "executed_train_flops_per_sample") <
+          number(b, "executed_train_flops_per_sample"));
     CHECK(number(p, "infer_flops_per_sample") < number(b, "infer_flops_per_sample"));
     const cJSON *ratio = cJSON_GetObjectItemCaseSensitive(j, "ratio");
-    CHECK(fabs(number(ratio, "executed_train_flops") - number(p, "executed_train_flops_per_sample") /
-                                                          number(b, "executed_train_flops_per_sample")) < 1e-6);
+    CHECK(fabs(number(ratio, "executed_train_flops") -
+               number(p, "executed_train_flops_per_sample") /
+                   number(b, "executed_train_flops_per_sample")) < 1e-6);
     CHECK(number(j, "batch") == 4 && number(j, "sgemm_gflops") > 0);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "map");
     CHECK(number(map, "channels") == 64 && number(map, "height") == 8 && number(map, "width") == 8);
@@ -505,7 +521,8 @@ static void test_deep_command_json(void) {
         const cJSON *train = cJSON_GetObjectItemCaseSensitive(k, "train_flops_per_sample");
         const cJSON *infer = cJSON_GetObjectItemCaseSensitive(k, "infer_flops_per_sample");
         const double useful = number(train, "useful"), executed = number(train, "executed");
-        CHECK(executed >= useful && useful > number(infer, "useful") && number(infer, "useful") > 0);
+        CHECK(executed >= useful && useful > number(infer, "useful") &&
+              number(infer, "useful") > 0);
         CHECK(number(infer, "executed") >= number(infer, "useful"));
         const double ms = number(k, "train_ms_per_step");
         CHECK(ms > 0 && number(k, "train_ms_min") <= ms && ms <= number(k, "train_ms_max"));

@@ -88,13 +88,15 @@ static void test_safetensors_format(void) {
     CHECK(pmoe_safetensors_write(path, e, 3, meta, 2, &err) == PMOE_OK);
     pmoe_st_file f;
     CHECK_MSG(pmoe_safetensors_read(path, &f, &err) == PMOE_OK, "%s", err.message);
-    const pmoe_st_tensor *ta = pmoe_safetensors_find(&f, "alpha"), *tb = pmoe_safetensors_find(&f, "beta.x");
+    const pmoe_st_tensor *ta = pmoe_safetensors_find(&f, "alpha"),
+                         *tb = pmoe_safetensors_find(&f, "beta.x");
     CHECK(ta && ta->ndim == 2 && ta->shape[0] == 2 && ta->shape[1] == 3 && ta->count == 6 &&
           memcmp(ta->data, a, sizeof a) == 0);
     CHECK(tb && tb->count == 1 && tb->data[0] == 42.0f);
     CHECK(pmoe_safetensors_find(&f, "empty") && pmoe_safetensors_find(&f, "empty")->count == 0);
     CHECK(!pmoe_safetensors_find(&f, "gamma"));
-    CHECK(pmoe_safetensors_meta(&f, "note") && !strcmp(pmoe_safetensors_meta(&f, "note"), "hello \"world\"\n"));
+    CHECK(pmoe_safetensors_meta(&f, "note") &&
+          !strcmp(pmoe_safetensors_meta(&f, "note"), "hello \"world\"\n"));
     pmoe_safetensors_free(&f);
 
     /* Malformed files: each rejected with its origin and an offset. */
@@ -111,7 +113,8 @@ static void test_safetensors_format(void) {
         {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", "data_offsets"},
         {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", "data_offsets"},
         {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-         "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "appears twice"},
+         "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+         "appears twice"},
         {"{\"__metadata__\":{\"a\":1}}", "not a string"},
         {"{\"__metadata__\":[]}", "not an object"},
     };
@@ -185,8 +188,8 @@ static void test_resume_router_phase(void) {
     pmoe_config cfg;
     pmoe_train_result res_whole, res;
     pmoe_error err = {PMOE_OK, ""};
-    const char *sets[] = {"train.mode=separate", "model.experts=2", "model.topl=2",
-                          "train.router_epochs=3", "train.epochs=2", "train.momentum=0"};
+    const char *sets[] = {"train.mode=separate",   "model.experts=2", "model.topl=2",
+                          "train.router_epochs=3", "train.epochs=2",  "train.momentum=0"};
     base_config(&cfg, "sep-whole");
     for (int i = 0; i < 6; i++) pmoe_config_set(&cfg, sets[i], NULL);
     CHECK_MSG(train(&cfg, &whole, NULL, &res_whole, &err) == PMOE_OK, "%s", err.message);
@@ -265,8 +268,8 @@ static void test_guards(void) {
             first_steps = t.steps;
             memcpy(first_losses, t.loss, sizeof first_losses);
         } else {
-            CHECK_MSG(t.steps == first_steps && !memcmp(first_losses, t.loss,
-                                                        sizeof(double) * (size_t)t.steps),
+            CHECK_MSG(t.steps == first_steps &&
+                          !memcmp(first_losses, t.loss, sizeof(double) * (size_t)t.steps),
                       "%s: step losses differ from sync_every = 1", every[e]);
         }
     }
@@ -349,7 +352,8 @@ static void test_save_refuses_nonfinite(void) {
     pmoe_backend *be = NULL;
     pmoe_model *m = NULL;
     CHECK(pmoe_cpu_backend_create(1, &be, &err) == PMOE_OK);
-    CHECK_MSG(pmoe_model_create(be, &cfg, 1, 8, 8, 2, 1, 4, &m, &err) == PMOE_OK, "%s", err.message);
+    CHECK_MSG(pmoe_model_create(be, &cfg, 1, 8, 8, 2, 1, 4, &m, &err) == PMOE_OK, "%s",
+              err.message);
     if (!m) {
         pmoe_backend_destroy(be);
         return;
@@ -381,10 +385,12 @@ static void test_save_refuses_nonfinite(void) {
         pmoe_status s = pmoe_checkpoint_save(path, m, &cfg, &pos, &err);
         slot[2] = kept;
         CHECK_MSG(s == PMOE_ERR_NONFINITE && strstr(err.message, p->field ? p->field : p->name) &&
-                      strstr(err.message, "element 2") && strstr(err.message, "nothing was written"),
+                      strstr(err.message, "element 2") &&
+                      strstr(err.message, "nothing was written"),
                   "%s %d: %s", p->name, s, err.message);
         unsigned char *after = read_all(path, &after_size);
-        CHECK_MSG(after && after_size == before_size && memcmp(before, after, (size_t)before_size) == 0,
+        CHECK_MSG(after && after_size == before_size &&
+                      memcmp(before, after, (size_t)before_size) == 0,
                   "the refused save of %s changed %s", p->name, path);
         free(after);
         checked++;
@@ -409,8 +415,8 @@ static void test_names(void) {
         {"step-1234567890.safetensors", 1, 1234567890},
         {"step-9223372036854775807.safetensors", 1, INT64_MAX},
         {"step-best.safetensors", 0, 0},
-        {"step-5.safetensors", 0, 0},                   /* not zero-padded as pmoe writes */
-        {"step-0000000005.safetensors", 0, 0},          /* one zero too many */
+        {"step-5.safetensors", 0, 0},          /* not zero-padded as pmoe writes */
+        {"step-0000000005.safetensors", 0, 0}, /* one zero too many */
         {"step-000000005.safetensors.tmp.12", 0, 0},
         {"step--00000005.safetensors", 0, 0},
         {"step-+00000005.safetensors", 0, 0},

@@ -80,14 +80,14 @@ static void remove_folder(const char *dir) {
     rmdir(dir);
 }
 
-static void check_failure(const char *what, pmoe_status st, const pmoe_error *err,
-                          pmoe_status code, const char *also, const char *also2) {
+static void check_failure(const char *what, pmoe_status st, const pmoe_error *err, pmoe_status code,
+                          const char *also, const char *also2) {
     CHECK_MSG(st == code, "%s: status %s, want %s (%s)", what, pmoe_status_name(st),
               pmoe_status_name(code), err->message);
     CHECK_MSG(!also || strstr(err->message, also), "%s: message lacks \"%s\": %s", what, also,
               err->message);
-    CHECK_MSG(!also2 || strstr(err->message, also2), "%s: message lacks \"%s\": %s", what,
-              also2, err->message);
+    CHECK_MSG(!also2 || strstr(err->message, also2), "%s: message lacks \"%s\": %s", what, also2,
+              err->message);
 }
 
 /* Counts composed values that differ from the expected pixel / 255. */
@@ -227,8 +227,9 @@ static void test_broken_files(const char *dir) {
     remove_file(dir, "data_batch_2.bin");
     remove_file(dir, "test_batch.bin");
     st = pmoe_cifar_open(&cfg, &train, &test, &err);
-    check_failure("missing", st, &err, PMOE_ERR_IO, "missing CIFAR-10 files data_batch_2.bin, "
-                                                    "test_batch.bin",
+    check_failure("missing", st, &err, PMOE_ERR_IO,
+                  "missing CIFAR-10 files data_batch_2.bin, "
+                  "test_batch.bin",
                   "cifar-10-batches-bin");
     check_failure("missing hint", st, &err, PMOE_ERR_IO, dir, "cifar-10-binary.tar.gz");
     CHECK(train == NULL && test == NULL);

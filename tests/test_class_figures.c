@@ -53,8 +53,9 @@ static void check_against_loss(pmoe_backend *be, int classes) {
         for (int i = 0; i < N; i++) want += (classes == 1 ? labels[i] == 1 : labels[i]) == c;
         rows_right &= pmoe_class_samples(&f, c) == want;
     }
-    CHECK_MSG(diagonal == (int64_t)stats[1], "%d classes: diagonal %lld, the loss's correct count %.0f",
-              classes, (long long)diagonal, stats[1]);
+    CHECK_MSG(diagonal == (int64_t)stats[1],
+              "%d classes: diagonal %lld, the loss's correct count %.0f", classes,
+              (long long)diagonal, stats[1]);
     CHECK(total == N && rows_right && f.classes == (classes == 1 ? 2 : classes));
     printf("%d logits per sample: diagonal %lld = the loss's correct count over %d samples\n",
            classes, (long long)diagonal, N);
@@ -77,7 +78,8 @@ static void check_outputs(void) {
     fclose(out);
     cJSON *j = cJSON_Parse(text);
     CHECK_MSG(j != NULL, "not JSON: %s", text);
-    const cJSON *rows = cJSON_GetObjectItem(j, "per_class"), *m = cJSON_GetObjectItem(j, "confusion");
+    const cJSON *rows = cJSON_GetObjectItem(j, "per_class"),
+                *m = cJSON_GetObjectItem(j, "confusion");
     CHECK(cJSON_GetArraySize(rows) == 3 && cJSON_GetArraySize(m) == 3);
     const cJSON *dog = cJSON_GetArrayItem(rows, 1), *bird = cJSON_GetArrayItem(rows, 2);
     CHECK(!strcmp(cJSON_GetObjectItem(dog, "class")->valuestring, "dog"));

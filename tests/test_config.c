@@ -11,13 +11,13 @@
 #include "test_util.h"
 
 /* Expects `call` to fail with code and a message containing needle. */
-#define EXPECT_FAIL(call, code_want, needle)                                                  \
-    do {                                                                                      \
-        pmoe_status s_ = (call);                                                              \
-        CHECK_MSG(s_ == (code_want) && strstr(err.message, (needle)),                         \
-                  "status %d (want %d), message '%s' should contain '%s'", s_, code_want,     \
-                  err.message, needle);                                                       \
-        err.message[0] = '\0';                                                                \
+#define EXPECT_FAIL(call, code_want, needle)                                                       \
+    do {                                                                                           \
+        pmoe_status s_ = (call);                                                                   \
+        CHECK_MSG(s_ == (code_want) && strstr(err.message, (needle)),                              \
+                  "status %d (want %d), message '%s' should contain '%s'", s_, code_want,          \
+                  err.message, needle);                                                            \
+        err.message[0] = '\0';                                                                     \
     } while (0)
 
 static pmoe_status train_with(const char *const *sets, int count, pmoe_error *err) {
@@ -47,42 +47,54 @@ int main(void) {
     /* Good values of every type land in the struct. */
     CHECK(pmoe_config_set(&cfg, "model.topl=3", &err) == PMOE_OK && cfg.model.topl == 3);
     CHECK(pmoe_config_set(&cfg, "train.lr=0.05", &err) == PMOE_OK && cfg.train.lr == 0.05);
-    CHECK(pmoe_config_set(&cfg, "model.type=cnn", &err) == PMOE_OK && cfg.model.type == PMOE_MODEL_CNN);
-    CHECK(pmoe_config_set(&cfg, "data.path=/x/y", &err) == PMOE_OK && !strcmp(cfg.data.path, "/x/y"));
-    CHECK(pmoe_config_set(&cfg, "model.train_output=true", &err) == PMOE_OK && cfg.model.train_output == 1);
-    CHECK(pmoe_config_set(&cfg, "data.train_size=12345", &err) == PMOE_OK && cfg.data.train_size == 12345);
-    CHECK(pmoe_config_set(&cfg, "train.mode=separate", &err) == PMOE_OK && cfg.train.mode == PMOE_TRAIN_SEPARATE);
+    CHECK(pmoe_config_set(&cfg, "model.type=cnn", &err) == PMOE_OK &&
+          cfg.model.type == PMOE_MODEL_CNN);
+    CHECK(pmoe_config_set(&cfg, "data.path=/x/y", &err) == PMOE_OK &&
+          !strcmp(cfg.data.path, "/x/y"));
+    CHECK(pmoe_config_set(&cfg, "model.train_output=true", &err) == PMOE_OK &&
+          cfg.model.train_output == 1);
+    CHECK(pmoe_config_set(&cfg, "data.train_size=12345", &err) == PMOE_OK &&
+          cfg.data.train_size == 12345);
+    CHECK(pmoe_config_set(&cfg, "train.mode=separate", &err) == PMOE_OK &&
+          cfg.train.mode == PMOE_TRAIN_SEPARATE);
 
     /* Malformed overrides. */
     pmoe_config_default(&cfg);
-    EXPECT_FAIL(pmoe_config_set(&cfg, "model.foo=1", &err), PMOE_ERR_CONFIG, "unknown key 'model.foo'");
+    EXPECT_FAIL(pmoe_config_set(&cfg, "model.foo=1", &err), PMOE_ERR_CONFIG,
+                "unknown key 'model.foo'");
     EXPECT_FAIL(pmoe_config_set(&cfg, "model.topl", &err), PMOE_ERR_CONFIG, "section.key=value");
     EXPECT_FAIL(pmoe_config_set(&cfg, "model.topl=abc", &err), PMOE_ERR_CONFIG, "model.topl");
-    EXPECT_FAIL(pmoe_config_set(&cfg, "model.topl=3x", &err), PMOE_ERR_CONFIG, "expected an integer");
+    EXPECT_FAIL(pmoe_config_set(&cfg, "model.topl=3x", &err), PMOE_ERR_CONFIG,
+                "expected an integer");
     EXPECT_FAIL(pmoe_config_set(&cfg, "train.lr=fast", &err), PMOE_ERR_CONFIG, "train.lr");
     EXPECT_FAIL(pmoe_config_set(&cfg, "train.lr=nan", &err), PMOE_ERR_CONFIG, "train.lr");
     EXPECT_FAIL(pmoe_config_set(&cfg, "model.type=mlp", &err), PMOE_ERR_CONFIG, "pmoe | cnn");
     /* Out of range: k < 1, a class index out of range, l < 1. */
     EXPECT_FAIL(pmoe_config_set(&cfg, "model.experts=0", &err), PMOE_ERR_CONFIG, "model.experts");
-    EXPECT_FAIL(pmoe_config_set(&cfg, "data.pos_class=10", &err), PMOE_ERR_CONFIG, "data.pos_class");
-    EXPECT_FAIL(pmoe_config_set(&cfg, "data.neg_class=-1", &err), PMOE_ERR_CONFIG, "data.neg_class");
+    EXPECT_FAIL(pmoe_config_set(&cfg, "data.pos_class=10", &err), PMOE_ERR_CONFIG,
+                "data.pos_class");
+    EXPECT_FAIL(pmoe_config_set(&cfg, "data.neg_class=-1", &err), PMOE_ERR_CONFIG,
+                "data.neg_class");
     EXPECT_FAIL(pmoe_config_set(&cfg, "model.topl=0", &err), PMOE_ERR_CONFIG, "model.topl");
     CHECK(cfg.model.experts == 8 && cfg.model.topl == 6); /* failed sets change nothing */
 
     /* m not divisible by k; equal classes; a device that is no device. */
     pmoe_config_set(&cfg, "model.hidden=42", NULL);
-    EXPECT_FAIL(pmoe_config_check(&cfg, &err), PMOE_ERR_CONFIG, "model.hidden = 42 is not divisible");
+    EXPECT_FAIL(pmoe_config_check(&cfg, &err), PMOE_ERR_CONFIG,
+                "model.hidden = 42 is not divisible");
     pmoe_config_default(&cfg);
     pmoe_config_set(&cfg, "data.source=mosaic", NULL);
     pmoe_config_set(&cfg, "data.neg_class=1", NULL);
-    EXPECT_FAIL(pmoe_config_check(&cfg, &err), PMOE_ERR_CONFIG, "data.pos_class and data.neg_class");
+    EXPECT_FAIL(pmoe_config_check(&cfg, &err), PMOE_ERR_CONFIG,
+                "data.pos_class and data.neg_class");
     pmoe_config_default(&cfg);
     pmoe_config_set(&cfg, "train.device=tpu", NULL);
     EXPECT_FAIL(pmoe_config_check(&cfg, &err), PMOE_ERR_CONFIG, "train.device");
 
     /* INI text: sections, comments, errors with origin and line. */
     pmoe_config_default(&cfg);
-    CHECK(pmoe_config_apply_ini(&cfg, "; a comment\n[model]\nexperts = 4\ntopl = 2\n[train]\nlr = 0.1\n",
+    CHECK(pmoe_config_apply_ini(&cfg,
+                                "; a comment\n[model]\nexperts = 4\ntopl = 2\n[train]\nlr = 0.1\n",
                                 "a.ini", &err) == PMOE_OK);
     CHECK(cfg.model.experts == 4 && cfg.model.topl == 2 && cfg.train.lr == 0.1);
     EXPECT_FAIL(pmoe_config_apply_ini(&cfg, "[model]\nexperts = 4\nbogus = 1\n", "b.ini", &err),
@@ -102,12 +114,13 @@ int main(void) {
     /* inih would read an indented line after a key as a new value for that
      * key (data.path = "train_size = 5"); it is refused instead. */
     pmoe_config_default(&cfg);
-    EXPECT_FAIL(pmoe_config_apply_ini(&cfg, "[data]\npath = /a\n\n  train_size = 5\n", "g.ini",
-                                      &err),
-                PMOE_ERR_CONFIG, "g.ini:4: indented line after a key");
+    EXPECT_FAIL(
+        pmoe_config_apply_ini(&cfg, "[data]\npath = /a\n\n  train_size = 5\n", "g.ini", &err),
+        PMOE_ERR_CONFIG, "g.ini:4: indented line after a key");
     CHECK(strcmp(cfg.data.path, "/a") == 0);
-    CHECK(pmoe_config_apply_ini(&cfg, "[data]\n  seed = 7\n\t; indented comment\n[model]\n  "
-                                      "experts = 2\r\n",
+    CHECK(pmoe_config_apply_ini(&cfg,
+                                "[data]\n  seed = 7\n\t; indented comment\n[model]\n  "
+                                "experts = 2\r\n",
                                 "h.ini", &err) == PMOE_OK);
     CHECK(cfg.data.seed == 7 && cfg.model.experts == 2);
     /* A line longer than inih's buffer would be cut in two; it is refused. */
@@ -124,8 +137,7 @@ int main(void) {
     /* A string the saved INI could not carry exactly is refused up front. */
     EXPECT_FAIL(pmoe_config_set(&cfg, "train.device=a\nb", &err), PMOE_ERR_CONFIG,
                 "train.device: the value holds a control character");
-    EXPECT_FAIL(pmoe_config_set(&cfg, "data.path=/x ;y", &err), PMOE_ERR_CONFIG,
-                "at character 4");
+    EXPECT_FAIL(pmoe_config_set(&cfg, "data.path=/x ;y", &err), PMOE_ERR_CONFIG, "at character 4");
     EXPECT_FAIL(pmoe_config_set(&cfg, "data.path=/x ", &err), PMOE_ERR_CONFIG,
                 "whitespace at either end");
     snprintf(long_ini, sizeof long_ini, "data.path=/%0199d", 0);
@@ -168,8 +180,10 @@ int main(void) {
                 "model.topl = 17 exceeds the 16 patches");
     EXPECT_FAIL(train_with((const char *[]){"model.patch=3"}, 1, &err), PMOE_ERR_CONFIG,
                 "model.patch = 3 does not divide");
-    EXPECT_FAIL(train_with((const char *[]){"train.mode=separate", "model.experts=4", "model.hidden=8"}, 3, &err),
-                PMOE_ERR_CONFIG, "model.experts = 2");
+    EXPECT_FAIL(
+        train_with((const char *[]){"train.mode=separate", "model.experts=4", "model.hidden=8"}, 3,
+                   &err),
+        PMOE_ERR_CONFIG, "model.experts = 2");
     EXPECT_FAIL(train_with((const char *[]){"train.mode=separate", "model.type=cnn"}, 2, &err),
                 PMOE_ERR_CONFIG, "model.type = pmoe");
     if (pmoe_cuda_device_count(NULL, 0) == 0) { /* asking for a GPU that is not there */
@@ -177,8 +191,9 @@ int main(void) {
         CHECK_MSG(s != PMOE_OK && strstr(err.message, "train.device = cuda"), "%d: %s", s,
                   err.message);
     }
-    EXPECT_FAIL(train_with((const char *[]){"data.source=mosaic", "data.path=/nonexistent"}, 2, &err),
-                PMOE_ERR_IO, "/nonexistent");
+    EXPECT_FAIL(
+        train_with((const char *[]){"data.source=mosaic", "data.path=/nonexistent"}, 2, &err),
+        PMOE_ERR_IO, "/nonexistent");
     CHECK(train_with((const char *[]){"model.topl=16"}, 1, &err) == PMOE_OK); /* l = n is fine */
     return test_finish("test_config");
 }

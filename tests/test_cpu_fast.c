@@ -29,9 +29,8 @@ static pmoe_backend *fast;
 static const double REL = 1e-5, SUM_REL = 1e-6;
 
 static void check_conv(const char *label, pmoe_conv_shape s, int bias) {
-    printf(" convolution %s: B %lld, %d -> %d, %dx%d, %dx%d stride %d\n", label,
-           (long long)s.batch, s.in_channels, s.out_channels, s.height, s.width, s.kernel_h,
-           s.kernel_w, s.stride);
+    printf(" convolution %s: B %lld, %d -> %d, %dx%d, %dx%d stride %d\n", label, (long long)s.batch,
+           s.in_channels, s.out_channels, s.height, s.width, s.kernel_h, s.kernel_w, s.stride);
     const int P = pmoe_conv_out_height(&s), Q = pmoe_conv_out_width(&s);
     const int64_t xn = s.batch * s.in_channels * s.height * s.width;
     const int64_t yn = s.batch * s.out_channels * P * Q;
@@ -71,8 +70,8 @@ static void check_bn(const char *label, pmoe_bn_shape s) {
     float *rm_ref = frand(C, 14, -1, 1), *rv_ref = frand(C, 15, 0.5f, 2.0f);
     float *rm_fast = fcopy(rm_ref, C), *rv_fast = fcopy(rv_ref, C);
     cpu_batchnorm_forward_train(NULL, &s, x, g, be, y_ref, m_ref, i_ref, rm_ref, rv_ref, 0.1f);
-    fast->ops->batchnorm_forward_train(fast, &s, x, g, be, y_fast, m_fast, i_fast, rm_fast,
-                                       rv_fast, 0.1f);
+    fast->ops->batchnorm_forward_train(fast, &s, x, g, be, y_fast, m_fast, i_fast, rm_fast, rv_fast,
+                                       0.1f);
     check_exact_f("  y (training)", y_fast, y_ref, n);
     check_exact_f("  running_var", rv_fast, rv_ref, C);
     float *dy = frand(n, 16, -1, 1);
@@ -88,15 +87,16 @@ static void check_bn(const char *label, pmoe_bn_shape s) {
  * when a backend has no grouped op. */
 static void experts_reference(const pmoe_experts_shape *s, const float *in, const float *g,
                               const float *b, float *rm, float *rv, const float *w, float *mean,
-                              float *invstd, float *act, float *out, const float *dout,
-                              float *din, float *dg, float *db, float *dw) {
+                              float *invstd, float *act, float *out, const float *dout, float *din,
+                              float *dg, float *db, float *dw) {
     const int C = s->channels, k = s->experts;
     const int64_t hw = (int64_t)s->height * s->width, per = s->rows * C * hw;
     const int64_t out_per = s->rows * s->out_channels * hw;
     const int64_t wsize = (int64_t)s->out_channels * C * s->kernel * s->kernel;
     const pmoe_bn_shape bs = {s->rows, C, hw, s->eps};
-    const pmoe_conv_shape cs = {s->rows, C, s->height, s->width, s->out_channels,
-                                s->kernel, s->kernel, 1, (s->kernel - 1) / 2};
+    const pmoe_conv_shape cs = {
+        s->rows,   C,         s->height, s->width,           s->out_channels,
+        s->kernel, s->kernel, 1,         (s->kernel - 1) / 2};
     float *normed = fbuf(per), *dact = fbuf(per), *dnormed = fbuf(per);
     for (int e = 0; e < k; e++) {
         cpu_batchnorm_forward_train(NULL, &bs, in + e * per, g + e * C, b + e * C, normed,
@@ -115,9 +115,8 @@ static void experts_reference(const pmoe_experts_shape *s, const float *in, cons
 }
 
 static void check_experts(const char *label, pmoe_experts_shape s) {
-    printf(" experts %s: k %d, rows %lld, C %d -> %d, %dx%d maps, %dx%d kernel\n", label,
-           s.experts, (long long)s.rows, s.channels, s.out_channels, s.height, s.width, s.kernel,
-           s.kernel);
+    printf(" experts %s: k %d, rows %lld, C %d -> %d, %dx%d maps, %dx%d kernel\n", label, s.experts,
+           (long long)s.rows, s.channels, s.out_channels, s.height, s.width, s.kernel, s.kernel);
     const int k = s.experts, C = s.channels;
     const int64_t hw = (int64_t)s.height * s.width, n = k * s.rows * C * hw;
     const int64_t on = k * s.rows * s.out_channels * hw, kc = (int64_t)k * C;
@@ -139,8 +138,8 @@ static void check_experts(const char *label, pmoe_experts_shape s) {
     close_scaled("  save_mean", mean, mean_ref, kc, REL);
     close_scaled("  save_invstd", inv, inv_ref, kc, REL);
     close_scaled("  running_var", rv, rv_ref, kc, REL);
-    fast->ops->moe_experts_backward(fast, &s, in, g, w, mean, inv, normed, act, dout, dnormed,
-                                    dact, din, dg, db, dw);
+    fast->ops->moe_experts_backward(fast, &s, in, g, w, mean, inv, normed, act, dout, dnormed, dact,
+                                    din, dg, db, dw);
     close_scaled("  dconv_w", dw, dw_ref, wn, REL);
     const double mass = channel_mass(dout, NULL, NULL, NULL, 1, 1, on) + 1.0;
     close_sum("  dbn.bias", db, db_ref, kc, mass, SUM_REL);
@@ -148,8 +147,8 @@ static void check_experts(const char *label, pmoe_experts_shape s) {
     close_scaled("  din", din, din_ref, n, REL);
     /* evaluation mode: the running statistics, no update */
     float *rm2 = fcopy(rm, kc), *rv2 = fcopy(rv, kc), *out2 = fbuf(on);
-    fast->ops->moe_experts_forward(fast, &s, 0, in, g, b, rm2, rv2, 0.1f, w, mean, inv, normed,
-                                   act, out2);
+    fast->ops->moe_experts_forward(fast, &s, 0, in, g, b, rm2, rv2, 0.1f, w, mean, inv, normed, act,
+                                   out2);
     check_exact_f("  eval leaves running_var", rv2, rv, kc);
     int finite = 1;
     for (int64_t i = 0; i < on; i++) finite &= isfinite(out2[i]) != 0;

@@ -97,8 +97,8 @@ static void write_idx(const char *path, int ndim, const uint32_t *dims, const ui
 
 /* Checks that a call failed with `code` and a message naming `path`
  * (and containing `also` when given). */
-static void check_failure(const char *what, pmoe_status st, const pmoe_error *err,
-                          pmoe_status code, const char *path, const char *also) {
+static void check_failure(const char *what, pmoe_status st, const pmoe_error *err, pmoe_status code,
+                          const char *path, const char *also) {
     CHECK_MSG(st == code, "%s: status %s, want %s (%s)", what, pmoe_status_name(st),
               pmoe_status_name(code), err->message);
     CHECK_MSG(!path || strstr(err->message, path), "%s: message lacks the path: %s", what,
@@ -190,15 +190,13 @@ static void test_idx_errors(const char *dir) {
                         "dimension 1 is 0");
     uint32_t huge[3] = {60000, 60000, 60000};
     uint8_t *absurd = idx_bytes(0x08, 3, huge, NULL, 0, &n);
-    expect_read_failure("absurd size", dir, "absurd", absurd, n, 0, 3, PMOE_ERR_FORMAT,
-                        "2^31");
+    expect_read_failure("absurd size", dir, "absurd", absurd, n, 0, 3, PMOE_ERR_FORMAT, "2^31");
     free(absurd);
     /* A header promising the 2^31-byte maximum on a 16-byte file: rejected as
      * truncated (the buffer grows with the data read, so this costs 1 MiB). */
     uint32_t most[3] = {2048, 1024, 1024};
     absurd = idx_bytes(0x08, 3, most, NULL, 0, &n);
-    expect_read_failure("promise without data", dir, "promise", absurd, n, 0, 3,
-                        PMOE_ERR_FORMAT,
+    expect_read_failure("promise without data", dir, "promise", absurd, n, 0, 3, PMOE_ERR_FORMAT,
                         "truncated at offset 16: expected 2147483648 bytes of data from offset "
                         "16, found 0");
     free(absurd);
@@ -223,8 +221,7 @@ static void test_idx_errors(const char *dir) {
     size_t gz_n;
     uint8_t *gz = read_whole(path, &gz_n);
     CHECK(gz_n > 10000 && gz[0] == 0x1f && gz[1] == 0x8b);
-    expect_read_failure("gzip cut", dir, "cut.gz", gz, gz_n / 2, 0, 3, PMOE_ERR_FORMAT,
-                        "gzip");
+    expect_read_failure("gzip cut", dir, "cut.gz", gz, gz_n / 2, 0, 3, PMOE_ERR_FORMAT, "gzip");
     gz[gz_n - 6] ^= 0xff; /* inside the CRC32 trailer */
     expect_read_failure("gzip corrupt", dir, "corrupt.gz", gz, gz_n, 0, 3, PMOE_ERR_FORMAT,
                         "gzip error");
@@ -280,7 +277,6 @@ static void test_idx_growing_buffer(const char *dir) {
                         PMOE_ERR_FORMAT, "found 1469999");
     free(big_file);
     free(big);
-
 }
 
 /* ---- the theory's synthetic model -------------------------------------- */
@@ -384,12 +380,9 @@ static void test_synthetic_patterns_and_samples(void) {
         position_hits[decisive]++;
         for (int j = 0; j < n; j++) {
             int k = column_pattern(train, x, j, 2 + p);
-            if (j == decisive)
-                bad += k != (label ? 0 : 1);
-            else if (k < 2)
-                bad++;
-            else
-                cluster_uses[label][k - 2]++;
+            if (j == decisive) bad += k != (label ? 0 : 1);
+            else if (k < 2) bad++;
+            else cluster_uses[label][k - 2]++;
         }
     }
     CHECK_MSG(bad == 0, "%lld patches break the data model", (long long)bad);
@@ -432,8 +425,7 @@ static void test_synthetic_patterns_and_samples(void) {
             }
         }
         double mean = sum / count, std = sqrt(sum_sq / count - mean * mean);
-        CHECK_MSG(fabs(mean) < 0.03 && fabs(std - 0.5) < 0.025, "noise mean %g std %g", mean,
-                  std);
+        CHECK_MSG(fabs(mean) < 0.03 && fabs(std - 0.5) < 0.025, "noise mean %g std %g", mean, std);
 
         /* Determinism: same seed, same samples; another seed, others. */
         pmoe_dataset *same, *same_test;
@@ -583,10 +575,8 @@ static int64_t check_mosaic(const pmoe_dataset *ds, int tag, int split_items, in
                     broken += x[(top + r) * ds->width + left + c] !=
                               (float)fake_pixel(image, tag, r, c) / 255.0f;
             int cls = image % 10;
-            if (cell == ds->decisive_patch[i])
-                broken += cls != (ds->labels[i] ? pos : neg);
-            else
-                broken += cls == pos || cls == neg;
+            if (cell == ds->decisive_patch[i]) broken += cls != (ds->labels[i] ? pos : neg);
+            else broken += cls == pos || cls == neg;
         }
     }
     free(x);
@@ -814,8 +804,8 @@ static void test_idx_padding(const char *dir) {
                         if (r < m || r >= m + ITEM || c < m || c >= m + ITEM)
                             border_nonzero += v != 0.0f;
                         else
-                            centre_wrong +=
-                                v != (float)fake_pixel((int)i, which, r - m, c - m) / 255.0f;
+                            centre_wrong += v !=
+                                            (float)fake_pixel((int)i, which, r - m, c - m) / 255.0f;
                     }
             }
         CHECK_MSG(border_nonzero == 0 && centre_wrong == 0,
@@ -902,8 +892,7 @@ static int64_t check_noisy(const pmoe_dataset *ds, int tag, int split_items, dou
     for (int64_t i = 0; i < ds->count; i++) {
         int top = -1, left = -1;
         const int item = pmoe_noisy_placement(ds, i, &top, &left);
-        if (item < 0 || item >= split_items || top < 0 || top > S - s || left < 0 ||
-            left > S - s) {
+        if (item < 0 || item >= split_items || top < 0 || top > S - s || left < 0 || left > S - s) {
             broken++;
             continue;
         }
@@ -996,8 +985,8 @@ static void test_noisy(const char *dir) {
         const double mean = stats[0] / stats[2];
         const double std = sqrt(stats[1] / stats[2] - mean * mean);
         if (background == PMOE_BACKGROUND_NOISE) {
-            CHECK_MSG(fabs(mean) < 0.01 && fabs(std - 0.25) < 0.01, "noise mean %g std %g",
-                      mean, std);
+            CHECK_MSG(fabs(mean) < 0.01 && fabs(std - 0.25) < 0.01, "noise mean %g std %g", mean,
+                      std);
         } else {
             /* Dimmed fragments of fake items: inside [0, 0.5 * max pixel] and not empty. */
             CHECK_MSG(stats[3] >= 0 && stats[4] <= 0.5 * 203 / 255.0 + 1e-6 && mean > 0.05,
@@ -1118,8 +1107,8 @@ static void test_noisy_errors(const char *dir) {
     cfg.image_size = 4;
     expect_noisy_error("image_size too small", cfg, PMOE_ERR_CONFIG, "data.image_size", NULL);
     cfg.image_size = 30;
-    expect_noisy_error("image_size not a multiple of 4", cfg, PMOE_ERR_CONFIG,
-                       "data.image_size", NULL);
+    expect_noisy_error("image_size not a multiple of 4", cfg, PMOE_ERR_CONFIG, "data.image_size",
+                       NULL);
     cfg = noisy_config(dir, 7);
     expect_noisy_error("background", cfg, PMOE_ERR_CONFIG, "data.background", NULL);
     cfg = noisy_config(dir, PMOE_BACKGROUND_NOISE);

@@ -33,7 +33,7 @@ static void expect_layer(const pmoe_flop_report *r, const char *name, double fu,
                          double fd, double bu, double be, double bd) {
     const pmoe_layer_flops *L = layer(r, name);
     const double want[6] = {fu, fe, fd, bu, be, bd};
-    const double got[6] = {L->forward[U], L->forward[E], L->forward[D],
+    const double got[6] = {L->forward[U],  L->forward[E],  L->forward[D],
                            L->backward[U], L->backward[E], L->backward[D]};
     for (int i = 0; i < 6; i++)
         CHECK_MSG(fabs(got[i] - want[i]) <= 1e-9 * (1 + fabs(want[i])),
@@ -130,19 +130,26 @@ static void test_orderings(void) {
                 for (int g = 0; g < 3; g++)
                     for (int l = 1; l <= ns[a]; l *= 2)
                         for (int flags = 0; flags < 8; flags++) {
-                            pmoe_two_layer_cost_shape s = {1, ns[a], 49, ks[b], l, 3, cs[c], gates[g],
-                                                           gates[g] != PMOE_GATE_ONES, flags & 1,
-                                                           flags & 2, flags & 4, 0};
+                            pmoe_two_layer_cost_shape s = {
+                                1,         ns[a],     49,
+                                ks[b],     l,         3,
+                                cs[c],     gates[g],  gates[g] != PMOE_GATE_ONES,
+                                flags & 1, flags & 2, flags & 4,
+                                0};
                             pmoe_flop_report r;
                             pmoe_flops_two_layer(&s, 1 + flags * 7, &r);
                             cases++;
                             for (int i = 0; i < r.layer_count; i++) {
                                 const pmoe_layer_flops *L = &r.layers[i];
-                                bad += L->forward[E] < L->forward[U] || L->forward[D] < L->forward[E];
-                                bad += L->backward[E] < L->backward[U] || L->backward[D] < L->backward[E];
+                                bad += L->forward[E] < L->forward[U] ||
+                                       L->forward[D] < L->forward[E];
+                                bad += L->backward[E] < L->backward[U] ||
+                                       L->backward[D] < L->backward[E];
                             }
-                            bad += pmoe_flops_train_per_sample(&r, E) < pmoe_flops_train_per_sample(&r, U);
-                            bad += pmoe_flops_infer_per_sample(&r, D) < pmoe_flops_infer_per_sample(&r, E);
+                            bad += pmoe_flops_train_per_sample(&r, E) <
+                                   pmoe_flops_train_per_sample(&r, U);
+                            bad += pmoe_flops_infer_per_sample(&r, D) <
+                                   pmoe_flops_infer_per_sample(&r, E);
                             bad += r.update[E] < r.update[U];
                         }
     CHECK_MSG(bad == 0, "%d orderings broken in %d shapes", bad, cases);
@@ -155,8 +162,10 @@ static void test_pmoe_with_one_expert_is_the_cnn(void) {
     for (int g = 0; g < 3; g++)
         for (int train_output = 0; train_output < 2; train_output++) {
             const int learn = gates[g] != PMOE_GATE_ONES;
-            pmoe_two_layer_cost_shape p = {1, 16, 784, 1, 16, 40, 2, gates[g], learn, train_output, 0, 0, 0};
-            pmoe_two_layer_cost_shape c = {0, 16, 784, 1, 16, 40, 2, PMOE_GATE_ONES, 0, train_output, 0, 0, 0};
+            pmoe_two_layer_cost_shape p = {1,        16,    784,          1, 16, 40, 2,
+                                           gates[g], learn, train_output, 0, 0,  0};
+            pmoe_two_layer_cost_shape c = {0, 16,           784, 1, 16, 40, 2, PMOE_GATE_ONES,
+                                           0, train_output, 0,   0, 0};
             pmoe_flop_report rp, rc;
             pmoe_flops_two_layer(&p, 32, &rp);
             pmoe_flops_two_layer(&c, 32, &rc);
@@ -171,7 +180,8 @@ static void test_pmoe_with_one_expert_is_the_cnn(void) {
                         extra[k] += a->forward[k] + a->backward[k];
                         CHECK(b->forward[k] == 0 && b->backward[k] == 0);
                     } else {
-                        CHECK_MSG(a->forward[k] == b->forward[k] && a->backward[k] == b->backward[k],
+                        CHECK_MSG(a->forward[k] == b->forward[k] &&
+                                      a->backward[k] == b->backward[k],
                                   "%s %s differs: %g+%g vs %g+%g", a->name,
                                   pmoe_flop_kind_name((pmoe_flop_kind)k), a->forward[k],
                                   a->backward[k], b->forward[k], b->backward[k]);
@@ -182,7 +192,8 @@ static void test_pmoe_with_one_expert_is_the_cnn(void) {
                 const double per_param = k == U ? 2 : 4;
                 CHECK(rp.update[k] - rc.update[k] == (learn ? 784 * per_param : 0));
                 const double want = extra[k] + (learn ? 784 * per_param / 32 : 0);
-                CHECK_MSG(fabs(pmoe_flops_train_per_sample(&rp, k) - pmoe_flops_train_per_sample(&rc, k) - want) < 1e-6,
+                CHECK_MSG(fabs(pmoe_flops_train_per_sample(&rp, k) -
+                               pmoe_flops_train_per_sample(&rc, k) - want) < 1e-6,
                           "gate %d: train difference is not router + gate + router update", g);
             }
         }
@@ -237,9 +248,9 @@ static void test_shape_of_models(void) {
 static pmoe_model *deep_model(pmoe_backend *be, const char *type, int side, int patch,
                               const char *impl, pmoe_config *cfg) {
     pmoe_config_default(cfg);
-    const char *sets[] = {type, "model.width=1", "model.experts=4", "model.topl=2",
-                          "model.expert_kernel=3", "model.gate=renorm", impl,
-                          "train.momentum=0", "train.weight_decay=0"};
+    const char *sets[] = {type,           "model.width=1",         "model.experts=4",
+                          "model.topl=2", "model.expert_kernel=3", "model.gate=renorm",
+                          impl,           "train.momentum=0",      "train.weight_decay=0"};
     pmoe_error err;
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         if (pmoe_config_set(cfg, sets[i], &err)) {
@@ -264,9 +275,14 @@ static void expect_deep_row(const pmoe_flop_report *r, const deep_row *w) {
     const pmoe_layer_flops *L = layer(r, w->name);
     const double eval = w->eval < 0 ? w->fu : w->eval;
     const double want[7] = {w->fu, w->fe, w->fe, w->bu, w->be, w->be, eval};
-    const double got[7] = {L->forward[U], L->forward[E], L->forward[D], L->backward[U],
-                           L->backward[E], L->backward[D], pmoe_layer_flops_infer(L, U)};
-    static const char *const what[7] = {"forward useful", "forward executed", "forward dense",
+    const double got[7] = {L->forward[U],
+                           L->forward[E],
+                           L->forward[D],
+                           L->backward[U],
+                           L->backward[E],
+                           L->backward[D],
+                           pmoe_layer_flops_infer(L, U)};
+    static const char *const what[7] = {"forward useful",  "forward executed",  "forward dense",
                                         "backward useful", "backward executed", "backward dense",
                                         "eval forward"};
     for (int i = 0; i < 7; i++)
@@ -359,8 +375,8 @@ static void test_wrn_pmoe_shape(pmoe_backend *be) {
      * renormalised gate (learnt). Output values per patch k e p^2 = 256. */
     pmoe_config cfg, dcfg, wcfg;
     pmoe_model *m = deep_model(be, "model.type=wrn_pmoe", 16, 2, "model.moe_impl=sparse", &cfg);
-    pmoe_model *dm = deep_model(be, "model.type=wrn_pmoe", 16, 2, "model.moe_impl=dense_masked",
-                                &dcfg);
+    pmoe_model *dm =
+        deep_model(be, "model.type=wrn_pmoe", 16, 2, "model.moe_impl=dense_masked", &dcfg);
     pmoe_model *w = deep_model(be, "model.type=wrn", 16, 2, "model.moe_impl=sparse", &wcfg);
     if (!m || !dm || !w) return;
     static pmoe_flop_report r, dr, wr;
@@ -418,7 +434,8 @@ static void test_wrn_pmoe_shape(pmoe_backend *be) {
             CHECK_MSG(a->forward[k] == b->forward[k] && a->backward[k] == b->backward[k] &&
                           pmoe_layer_flops_infer(a, (pmoe_flop_kind)k) ==
                               pmoe_layer_flops_infer(b, (pmoe_flop_kind)k),
-                      "%s %s differs from the WRN's", a->name, pmoe_flop_kind_name((pmoe_flop_kind)k));
+                      "%s %s differs from the WRN's", a->name,
+                      pmoe_flop_kind_name((pmoe_flop_kind)k));
     }
     CHECK(moe_rows == 5);
     pmoe_layer_flops moe, replaced;

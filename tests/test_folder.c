@@ -138,7 +138,8 @@ static void test_good_folder(void) {
     CHECK_MSG(s == PMOE_OK, "%s", err.message);
     if (s) return;
     CHECK(train->count == 15 && test->count == 6 && train->classes == 3 && test->classes == 3);
-    CHECK(train->channels == 3 && train->height == 16 && train->width == 16 && train->default_patch == 4);
+    CHECK(train->channels == 3 && train->height == 16 && train->width == 16 &&
+          train->default_patch == 4);
     CHECK(train->class_names && !strcmp(train->class_names[0], "blue_b") &&
           !strcmp(train->class_names[2], "red_r") && !strcmp(test->class_names[1], "green_g"));
     int round_robin = 1;
@@ -187,7 +188,8 @@ static void test_fit_rules(void) {
     uint8_t px[16 * 20 * 3];
     for (int y = 0; y < 16; y++)
         for (int x = 0; x < 20; x++)
-            for (int c = 0; c < 3; c++) px[(y * 20 + x) * 3 + c] = (uint8_t)(3 * (x / 2) + 20 * (y / 2) + c);
+            for (int c = 0; c < 3; c++)
+                px[(y * 20 + x) * 3 + c] = (uint8_t)(3 * (x / 2) + 20 * (y / 2) + c);
     pmoe_image img = {20, 16, 3, px};
     uint8_t out[3 * 8 * 8];
     pmoe_error err;
@@ -200,7 +202,8 @@ static void test_fit_rules(void) {
     /* RGB to gray: BT.601 luma, rounded */
     uint8_t rgb[3] = {100, 150, 200}, gray;
     pmoe_image one = {1, 1, 3, rgb};
-    CHECK(pmoe_image_fit(&one, 1, 1, 1, PMOE_FIT_EXACT, &gray, "x", &err) == PMOE_OK && gray == 141);
+    CHECK(pmoe_image_fit(&one, 1, 1, 1, PMOE_FIT_EXACT, &gray, "x", &err) == PMOE_OK &&
+          gray == 141);
     /* gray to RGB repeats; pad centres (odd margin bottom / right) */
     uint8_t g[2] = {7, 9}, padded[3 * 3 * 4];
     pmoe_image two = {2, 1, 1, g};
@@ -210,7 +213,8 @@ static void test_fit_rules(void) {
     /* exact refuses another size, naming the file */
     CHECK(pmoe_image_fit(&img, 3, 8, 8, PMOE_FIT_EXACT, out, "some.png", &err) == PMOE_ERR_FORMAT &&
           strstr(err.message, "some.png: 20x16 image"));
-    printf("fit rules: centred crop + bilinear halving, BT.601 luma, centred padding, exact size\n");
+    printf(
+        "fit rules: centred crop + bilinear halving, BT.601 luma, centred padding, exact size\n");
 }
 
 static void copy_file(const char *from, const char *to, long keep) {
@@ -283,7 +287,8 @@ static void test_bad_files(void) {
     pmoe_dataset *train = NULL, *test = NULL;
     pmoe_error err = {PMOE_OK, ""};
     pmoe_status s = open_folder(root, "data.on_bad_image=skip", &train, &test, &err);
-    CHECK_MSG(s == PMOE_OK && train->count == 9 && strstr(train->description, "5 bad files skipped"),
+    CHECK_MSG(s == PMOE_OK && train->count == 9 &&
+                  strstr(train->description, "5 bad files skipped"),
               "skip: status %d, %lld images, '%s' '%s'", s, train ? (long long)train->count : -1LL,
               train ? train->description : "", err.message);
     pmoe_dataset_free(train);
@@ -295,7 +300,8 @@ static void test_bad_files(void) {
     } layout[] = {
         {"", "train: cannot open"},
         {"mkdir -p '%s/train/a' '%s/test/b'", "a classifier needs at least 2"},
-        {"mkdir -p '%s/train/a' '%s/train/b' '%s/test/c'", "test/c: a test class that train/ does not have"},
+        {"mkdir -p '%s/train/a' '%s/train/b' '%s/test/c'",
+         "test/c: a test class that train/ does not have"},
         {"mkdir -p '%s/train/a' '%s/train/b' '%s/test'", "train/a: no .png or .jpg images"},
     };
     for (size_t i = 0; i < sizeof layout / sizeof layout[0]; i++) {
@@ -315,8 +321,7 @@ static void test_bad_files(void) {
  * (round robin over the classes), is route's of the test set: the same
  * picks, gates and counts, labels (the predictions: all right), and the
  * images as read, which route shows normalised. */
-static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint,
-                                 const char *root) {
+static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint, const char *root) {
     const char *files[18];
     char names[18][1100];
     int n = 0;
@@ -363,11 +368,13 @@ static void test_predict_routing(const pmoe_config *cfg, const char *checkpoint,
         toy_image(TOY_CHANNEL[c], (uint64_t)(100000 + c * 1000 + index), 16, hwc);
         for (int ch = 0; ch < 3; ch++)
             for (int at = 0; at < 256; at++)
-                worst = fmax(worst, fabs(got.images[(i * 3 + ch) * 256 + at] - hwc[at * 3 + ch] / 255.0));
+                worst = fmax(worst,
+                             fabs(got.images[(i * 3 + ch) * 256 + at] - hwc[at * 3 + ch] / 255.0));
     }
     CHECK_MSG(worst < 1e-6, "predict's routing images differ from the files by %g", worst);
     printf("predict --route-out: the same picks, gates and counts as pmoe route on %d test "
-           "images; images as read within %.2g (limit 1e-6)\n", n, worst);
+           "images; images as read within %.2g (limit 1e-6)\n",
+           n, worst);
     free(p);
     pmoe_routing_free(&got);
     pmoe_routing_free(&want);
@@ -412,7 +419,8 @@ static void test_per_class(const pmoe_config *cfg, const pmoe_train_result *trai
               (long long)diagonal, ev.test_acc, n);
     CHECK(trained->per_class.classes == 3 &&
           memcmp(trained->per_class.counts, f->counts, sizeof counts) == 0);
-    printf("per class of a CNN left untrained (lr 0): accuracy %.3f, diagonal %lld of %d, the matrix of "
+    printf("per class of a CNN left untrained (lr 0): accuracy %.3f, diagonal %lld of %d, the "
+           "matrix of "
            "predict's classes and of train's final evaluation\n",
            ev.test_acc, (long long)diagonal, n);
     free(p);
@@ -428,9 +436,17 @@ static void test_train_and_predict(void) {
     pmoe_config_default(&cfg);
     char path[800];
     snprintf(path, sizeof path, "data.path=%s", root);
-    const char *sets[] = {"data.source=folder", path, "model.experts=4", "model.topl=4",
-                          "train.epochs=8", "train.batch=6", "train.lr=0.2",
-                          "train.checkpoint_every=1000", ckdir, "data.flip=1", "data.crop_pad=2"};
+    const char *sets[] = {"data.source=folder",
+                          path,
+                          "model.experts=4",
+                          "model.topl=4",
+                          "train.epochs=8",
+                          "train.batch=6",
+                          "train.lr=0.2",
+                          "train.checkpoint_every=1000",
+                          ckdir,
+                          "data.flip=1",
+                          "data.crop_pad=2"};
     set_all(&cfg, sets, (int)(sizeof sets / sizeof sets[0]));
     pmoe_train_result res;
     pmoe_error err = {PMOE_OK, ""};
@@ -462,7 +478,8 @@ static void test_train_and_predict(void) {
     double least = 1.0;
     for (int i = 0; i < n; i++) {
         right += p[i].class_index == expected[i];
-        named &= !strcmp(p[i].class_name, TOY_CLASSES[p[i].class_index]) && !strcmp(p[i].source, files[i]);
+        named &= !strcmp(p[i].class_name, TOY_CLASSES[p[i].class_index]) &&
+                 !strcmp(p[i].source, files[i]);
         least = fmin(least, p[i].probability);
     }
     CHECK_MSG(right == n, "predict: %d of %d right", right, n);
@@ -495,7 +512,8 @@ static void test_train_and_predict(void) {
     }
     one[0] = idx;
     s = pmoe_predict(res.last_checkpoint, one, 1, NULL, &p, &count, &err);
-    CHECK_MSG(s == PMOE_OK && count == 2 && strstr(p[1].source, "two.idx[1]"), "%d %s", s, err.message);
+    CHECK_MSG(s == PMOE_OK && count == 2 && strstr(p[1].source, "two.idx[1]"), "%d %s", s,
+              err.message);
     if (!s) free(p);
     test_predict_routing(&cfg, res.last_checkpoint, root);
 

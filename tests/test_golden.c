@@ -51,9 +51,9 @@ typedef struct golden_case {
 
 typedef struct reader {
     const char *path;
-    char *text;   /* the whole file; comments blanked */
-    char *at;     /* next unread character */
-    int line;     /* line of the last token */
+    char *text; /* the whole file; comments blanked */
+    char *at;   /* next unread character */
+    int line;   /* line of the last token */
     char tok[256];
 } reader;
 
@@ -105,10 +105,13 @@ static long parse_long(const reader *r, const char *s, long lo, long hi, const c
 
 static void parse_shape(reader *r, golden_case *c) {
     /* key=value tokens up to the next keyword */
-    struct { const char *key; int *dst; } ints[] = {
-        {"batch", &c->batch},   {"channels", &c->channels}, {"height", &c->height},
-        {"width", &c->width},   {"patch", &c->patch},       {"experts", &c->experts},
-        {"topl", &c->topl},     {"hidden", &c->hidden},     {"classes", &c->classes},
+    struct {
+        const char *key;
+        int *dst;
+    } ints[] = {
+        {"batch", &c->batch}, {"channels", &c->channels}, {"height", &c->height},
+        {"width", &c->width}, {"patch", &c->patch},       {"experts", &c->experts},
+        {"topl", &c->topl},   {"hidden", &c->hidden},     {"classes", &c->classes},
     };
     const int n_ints = (int)(sizeof ints / sizeof ints[0]);
     for (int i = 0; i < n_ints; i++) *ints[i].dst = -1;
@@ -139,8 +142,10 @@ static void parse_shape(reader *r, golden_case *c) {
     }
     for (int i = 0; i < n_ints; i++)
         if (*ints[i].dst < 0) die(r, "shape line lacks a key");
-    if (strcmp(c->model, "pmoe") && strcmp(c->model, "cnn")) die(r, "model is neither pmoe nor cnn");
-    if (strcmp(c->gate, "renorm") && strcmp(c->gate, "ones")) die(r, "gate is neither renorm nor ones");
+    if (strcmp(c->model, "pmoe") && strcmp(c->model, "cnn"))
+        die(r, "model is neither pmoe nor cnn");
+    if (strcmp(c->gate, "renorm") && strcmp(c->gate, "ones"))
+        die(r, "gate is neither renorm nor ones");
 }
 
 static void parse_tensor(reader *r, golden_case *c) {
@@ -164,8 +169,9 @@ static golden_case *load_fixture(const char *path, int *n_cases) {
     reader r = {.path = path, .line = 1};
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "FAIL: cannot open the fixture %s: %s\n"
-                        "  (regenerate it with /usr/bin/python3 tools/make_golden.py)\n",
+        fprintf(stderr,
+                "FAIL: cannot open the fixture %s: %s\n"
+                "  (regenerate it with /usr/bin/python3 tools/make_golden.py)\n",
                 path, strerror(errno));
         exit(1);
     }
@@ -280,7 +286,8 @@ static void compare(const golden_case *c, const char *what, const float *got,
 
 static void run_case(pmoe_backend *be, const golden_case *c) {
     const int pmoe = !strcmp(c->model, "pmoe");
-    const int n = (c->height / c->patch) * (c->width / c->patch), d = c->channels * c->patch * c->patch;
+    const int n = (c->height / c->patch) * (c->width / c->patch),
+              d = c->channels * c->patch * c->patch;
     const int64_t B = c->batch, k = c->experts, l = c->topl, h = c->hidden / c->experts,
                   C = c->classes;
     printf("case %s: %s B=%lld n=%d d=%d k=%lld l=%lld h=%lld c=%lld\n", c->name, c->model,
@@ -305,8 +312,8 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
 
     pmoe_model *m = NULL;
     pmoe_error err = {0};
-    if (pmoe_model_create(be, &cfg, c->channels, c->height, c->width, c->patch, c->classes, B,
-                              &m, &err)) {
+    if (pmoe_model_create(be, &cfg, c->channels, c->height, c->width, c->patch, c->classes, B, &m,
+                          &err)) {
         fprintf(stderr, "FAIL: case %s: pmoe_model_create: %s\n", c->name, err.message);
         test_failed++;
         return;
@@ -333,8 +340,8 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
     }
     copy_to_device(be, m->labels, lab, (size_t)B * sizeof(int32_t));
     free(lab);
-    const golden_tensor *sources[PARAM_COUNT] = {
-        pmoe ? need(c, "router", k * d) : NULL, experts, output};
+    const golden_tensor *sources[PARAM_COUNT] = {pmoe ? need(c, "router", k * d) : NULL, experts,
+                                                 output};
     for (int i = 0; i < PARAM_COUNT; i++) {
         if (!sources[i]) continue;
         CHECK(m->params[i].value.data != NULL && m->params[i].trainable);
@@ -374,8 +381,9 @@ static void run_case(pmoe_backend *be, const golden_case *c) {
         char label[128];
         snprintf(label, sizeof label, "%s selected (exact)", c->name);
         printf("  %-44s n=%-7lld %lld differ\n", label, (long long)sel->count, (long long)wrong);
-        CHECK_MSG(wrong == 0, "case %s: %lld selected indices differ, first at %lld: got %d want %g",
-                  c->name, (long long)wrong, (long long)first, got_sel[first], sel->v[first]);
+        CHECK_MSG(wrong == 0,
+                  "case %s: %lld selected indices differ, first at %lld: got %d want %g", c->name,
+                  (long long)wrong, (long long)first, got_sel[first], sel->v[first]);
         free(got_sel);
         got = from_device(be, t->gate, B * k * l);
         compare(c, "gate", got, need(c, "gate", B * k * l));
@@ -400,8 +408,8 @@ int main(void) {
         fprintf(stderr, "FAIL: cpu backend: %s\n", err.message);
         return 1;
     }
-    printf("fixture %s: %d cases; rtol %.0e, atol %.0e * max |want| per tensor\n", FIXTURE,
-           n_cases, RTOL, RTOL);
+    printf("fixture %s: %d cases; rtol %.0e, atol %.0e * max |want| per tensor\n", FIXTURE, n_cases,
+           RTOL, RTOL);
     for (int i = 0; i < n_cases; i++) run_case(be, &cases[i]);
     /* Again through the portable paths (OpenBLAS, no AVX-512 kernels: what
      * CPUs without AVX-512 run), which CI's AVX-512 machine would otherwise

@@ -55,9 +55,9 @@ static char tmp[512];
  * rises and falls (86% first at epoch 5, again at 7, 84% at the end). */
 static void config(pmoe_config *cfg, const char *dir, int keep_best) {
     pmoe_config_default(cfg);
-    const char *sets[] = {"data.source=synthetic", "data.train_size=200", "data.test_size=100",
-                          "train.momentum=0.9",    "train.lr=0.5",        "train.keep=1",
-                          "train.checkpoint_every=10", "train.threads=1", "data.noise=0.3"};
+    const char *sets[] = {"data.source=synthetic",     "data.train_size=200", "data.test_size=100",
+                          "train.momentum=0.9",        "train.lr=0.5",        "train.keep=1",
+                          "train.checkpoint_every=10", "train.threads=1",     "data.noise=0.3"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) pmoe_config_set(cfg, sets[i], NULL);
     cfg->train.epochs = EPOCHS;
     cfg->train.keep_best = keep_best;
@@ -180,16 +180,18 @@ int main(void) {
     mkdir(dir, 0755);
     char cmd[4000], foreign[1200];
     snprintf(foreign, sizeof foreign, "%s/best.safetensors", dir);
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && touch '%s/best.safetensors.tmp.12345'", path, foreign, dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && touch '%s/best.safetensors.tmp.12345'", path,
+             foreign, dir);
     CHECK(system(cmd) == 0);
     config(&cfg, "c", 1);
     record d;
     memset(&d, 0, sizeof d);
     pmoe_train_result refused;
     s = run(&cfg, &d, NULL, &refused, &err);
-    CHECK_MSG(s == PMOE_ERR_IO && strstr(err.message, foreign) && strstr(err.message, "another run"),
+    CHECK_MSG(s == PMOE_ERR_IO && strstr(err.message, foreign) &&
+                  strstr(err.message, "another run"),
               "foreign best: %d %s", s, err.message);
-    CHECK(count_entries(dir, ".safetensors") == 1);            /* nothing written */
+    CHECK(count_entries(dir, ".safetensors") == 1);           /* nothing written */
     CHECK(count_entries(dir, ".safetensors.tmp.12345") == 0); /* the temporary swept */
     printf("a foreign best.safetensors: %s\n", err.message);
     /* without keep_best the file is nobody's concern */

@@ -72,8 +72,7 @@ static void fd_check(const char *what, objective_fn f, void *ctx, float *x, int6
     else if (points < n)
         snprintf(label, sizeof label, "%s (FD, %lld of %lld)", what, (long long)points,
                  (long long)n);
-    else
-        snprintf(label, sizeof label, "%s (FD)", what);
+    else snprintf(label, sizeof label, "%s (FD)", what);
     check_close(label, g, w, kept, atol, rtol);
     CHECK_MSG(2 * kept >= points, "%s: %lld of %lld points skipped", what,
               (long long)(points - kept), (long long)points);
@@ -153,11 +152,15 @@ static void conv_case(int64_t B, int C, int H, int W, int K, int R, int S, int s
     const int P = pmoe_conv_out_height(&s), Q = pmoe_conv_out_width(&s);
     const int64_t nx = B * C * H * W, nw = (int64_t)K * C * R * S, ny = B * K * P * Q;
     char name[96], what[160];
-    snprintf(name, sizeof name, "conv B=%lld %dx%dx%d K=%d %dx%d s%d p%d%s", (long long)B, C, H,
-             W, K, R, S, stride, pad, with_bias ? " bias" : "");
-    conv_ctx c = {s, frand(nx, seed, -1, 1), frand(nw, seed + 1, -0.5f, 0.5f),
-                  with_bias ? frand(K, seed + 2, -1, 1) : NULL, fbuf(ny),
-                  frand(ny, seed + 3, -1, 1), ny};
+    snprintf(name, sizeof name, "conv B=%lld %dx%dx%d K=%d %dx%d s%d p%d%s", (long long)B, C, H, W,
+             K, R, S, stride, pad, with_bias ? " bias" : "");
+    conv_ctx c = {s,
+                  frand(nx, seed, -1, 1),
+                  frand(nw, seed + 1, -0.5f, 0.5f),
+                  with_bias ? frand(K, seed + 2, -1, 1) : NULL,
+                  fbuf(ny),
+                  frand(ny, seed + 3, -1, 1),
+                  ny};
     cpu_conv2d_forward(NULL, &s, c.x, c.w, c.bias, c.y);
     double *want = dbuf(ny);
     ref_conv_forward(&s, c.x, c.w, c.bias, want);
@@ -200,7 +203,7 @@ static void conv_case(int64_t B, int C, int H, int W, int K, int R, int S, int s
 
 static void test_conv(void) {
     printf("conv2d\n");
-    {   /* By hand: one 3x3 map of 1..9, the 3x3 kernel of ones with pad 1
+    { /* By hand: one 3x3 map of 1..9, the 3x3 kernel of ones with pad 1
          * gives the sums of each 3x3 neighbourhood; with stride 2 the corners. */
         const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
         const float bias[1] = {0.5f};
@@ -217,23 +220,23 @@ static void test_conv(void) {
         check_close("conv 3x3 ones stride 2 pad 1 by hand", y2, want2, 4, 1e-6, 0);
     }
     uint64_t seed = 1000;
-    conv_case(2, 3, 5, 7, 4, 3, 3, 1, 1, 1, seed += 10);    /* 3x3 pad 1, non-square, bias */
-    conv_case(3, 4, 6, 5, 2, 3, 3, 2, 1, 0, seed += 10);    /* stride 2, no bias */
-    conv_case(2, 3, 6, 5, 5, 3, 3, 1, 0, 1, seed += 10);    /* no padding */
-    conv_case(2, 2, 5, 6, 3, 2, 3, 1, 1, 0, seed += 10);    /* R != S */
-    conv_case(2, 5, 4, 6, 3, 1, 1, 1, 0, 1, seed += 10);    /* 1x1 */
-    conv_case(2, 4, 7, 6, 6, 1, 1, 2, 0, 0, seed += 10);    /* 1x1 stride 2 (shortcut) */
-    conv_case(20, 6, 3, 5, 4, 1, 1, 1, 0, 1, seed += 10);   /* 1x1, many samples per GEMM */
-    conv_case(65, 8, 4, 4, 8, 3, 3, 1, 1, 1, seed += 10);   /* many tiny maps, last task 1 sample */
-    conv_case(600, 4, 1, 1, 3, 3, 3, 1, 1, 1, seed += 10);  /* 1x1 maps, 3x3 pad 1 */
-    conv_case(300, 6, 1, 1, 5, 1, 1, 1, 0, 1, seed += 10);  /* 1x1 on 1x1 maps: one product */
-    conv_case(3, 7, 1, 1, 4, 1, 1, 1, 0, 0, seed += 10);    /* the same, a few samples */
-    conv_case(2, 2, 23, 25, 3, 3, 3, 1, 1, 1, seed += 10);  /* one sample fills a GEMM */
-    conv_case(2, 3, 24, 24, 2, 1, 1, 1, 0, 0, seed += 10);  /* 1x1 straight from x */
-    conv_case(3, 2, 9, 9, 3, 3, 3, 2, 0, 1, seed += 10);    /* stride 2 no padding */
-    conv_case(2, 2, 33, 36, 3, 3, 3, 2, 1, 1, seed += 10);  /* wide rows, stride 2 */
-    conv_case(2, 2, 18, 20, 3, 2, 3, 1, 1, 0, seed += 10);  /* wide rows, R != S */
-    conv_case(3, 3, 11, 12, 4, 3, 3, 1, 1, 1, seed += 10);  /* narrow rows, Q = 12 */
+    conv_case(2, 3, 5, 7, 4, 3, 3, 1, 1, 1, seed += 10);   /* 3x3 pad 1, non-square, bias */
+    conv_case(3, 4, 6, 5, 2, 3, 3, 2, 1, 0, seed += 10);   /* stride 2, no bias */
+    conv_case(2, 3, 6, 5, 5, 3, 3, 1, 0, 1, seed += 10);   /* no padding */
+    conv_case(2, 2, 5, 6, 3, 2, 3, 1, 1, 0, seed += 10);   /* R != S */
+    conv_case(2, 5, 4, 6, 3, 1, 1, 1, 0, 1, seed += 10);   /* 1x1 */
+    conv_case(2, 4, 7, 6, 6, 1, 1, 2, 0, 0, seed += 10);   /* 1x1 stride 2 (shortcut) */
+    conv_case(20, 6, 3, 5, 4, 1, 1, 1, 0, 1, seed += 10);  /* 1x1, many samples per GEMM */
+    conv_case(65, 8, 4, 4, 8, 3, 3, 1, 1, 1, seed += 10);  /* many tiny maps, last task 1 sample */
+    conv_case(600, 4, 1, 1, 3, 3, 3, 1, 1, 1, seed += 10); /* 1x1 maps, 3x3 pad 1 */
+    conv_case(300, 6, 1, 1, 5, 1, 1, 1, 0, 1, seed += 10); /* 1x1 on 1x1 maps: one product */
+    conv_case(3, 7, 1, 1, 4, 1, 1, 1, 0, 0, seed += 10);   /* the same, a few samples */
+    conv_case(2, 2, 23, 25, 3, 3, 3, 1, 1, 1, seed += 10); /* one sample fills a GEMM */
+    conv_case(2, 3, 24, 24, 2, 1, 1, 1, 0, 0, seed += 10); /* 1x1 straight from x */
+    conv_case(3, 2, 9, 9, 3, 3, 3, 2, 0, 1, seed += 10);   /* stride 2 no padding */
+    conv_case(2, 2, 33, 36, 3, 3, 3, 2, 1, 1, seed += 10); /* wide rows, stride 2 */
+    conv_case(2, 2, 18, 20, 3, 2, 3, 1, 1, 0, seed += 10); /* wide rows, R != S */
+    conv_case(3, 3, 11, 12, 4, 3, 3, 1, 1, 1, seed += 10); /* narrow rows, Q = 12 */
 }
 
 /* -------------------------------------------------------------- batch norm */
@@ -337,8 +340,9 @@ static void bn_case(int64_t B, int C, int64_t S, float offset, uint64_t seed) {
     CHECK_MSG(gap > 0.3, "%s: eval and train outputs differ by only %g", name, gap);
 
     /* Backward through the batch statistics. */
-    bn_ctx c = {s, x, gamma, beta, fbuf(n), fbuf(C), fbuf(C), fbuf(C), fbuf(C),
-                frand(n, seed + 7, -1, 1), n};
+    bn_ctx c = {s,       x,       gamma,   beta,    fbuf(n),
+                fbuf(C), fbuf(C), fbuf(C), fbuf(C), frand(n, seed + 7, -1, 1),
+                n};
     float *D0 = frand(n, seed + 8, -2, 2), *dx = fcopy(D0, n), *dg = fbuf(C), *dbt = fbuf(C);
     cpu_batchnorm_backward(NULL, &s, x, gamma, mean, invstd, c.R, dx, dg, dbt);
     snprintf(what, sizeof what, "%s: dx", name);
@@ -358,7 +362,7 @@ static void bn_case(int64_t B, int C, int64_t S, float offset, uint64_t seed) {
 
 static void test_batchnorm(void) {
     printf("batchnorm\n");
-    {   /* By hand: one channel, x = {1, 3}: mean 2, biased var 1, unbiased 2;
+    { /* By hand: one channel, x = {1, 3}: mean 2, biased var 1, unbiased 2;
          * from r = (0, 1) with momentum 0.5: running (1, 1.5). */
         pmoe_bn_shape s = {2, 1, 1, 0.0f};
         const float x[2] = {1, 3}, gamma[1] = {2}, beta[1] = {0.5f};
@@ -375,11 +379,11 @@ static void test_batchnorm(void) {
         check_close("bn eval by hand", ye, wye, 2, 1e-6, 0);
     }
     bn_case(3, 4, 5, 1.0f, 2000);
-    bn_case(6, 3, 1, 0.5f, 2100);    /* spatial 1: a fully connected layer's BN */
-    bn_case(4, 2, 16, 20.0f, 2200);  /* means far from 0 */
+    bn_case(6, 3, 1, 0.5f, 2100);   /* spatial 1: a fully connected layer's BN */
+    bn_case(4, 2, 16, 20.0f, 2200); /* means far from 0 */
     bn_case(2, 5, 9, 0.0f, 2300);
-    bn_case(9, 37, 1, 0.3f, 2400);   /* narrow maps in blocks of 16 channels, with a remainder */
-    bn_case(5, 20, 4, 2.0f, 2500);   /* 2x2 patches: a narrow map with a row of 4 */
+    bn_case(9, 37, 1, 0.3f, 2400); /* narrow maps in blocks of 16 channels, with a remainder */
+    bn_case(5, 20, 4, 2.0f, 2500); /* 2x2 patches: a narrow map with a row of 4 */
 }
 
 /* ----------------------------------------------------- elementwise, pooling */
@@ -416,12 +420,12 @@ static double small_objective(void *p, int *same) {
 
 static void test_elementwise(void) {
     printf("relu, axpby, avgpool, channel_bias\n");
-    {   /* ReLU */
+    { /* ReLU */
         const int64_t n = 300;
         float *x = frand(n, 3000, -1, 1), *y = fbuf(n), *R = frand(n, 3001, -1, 1);
         for (int64_t i = 0; i < n; i++)
             if (fabsf(x[i]) < 0.05f) x[i] = 0.05f; /* keep FD steps off the kink */
-        x[7] = 0.0f; /* max(0, 0) = 0 and no gradient at exactly 0 */
+        x[7] = 0.0f;                               /* max(0, 0) = 0 and no gradient at exactly 0 */
         cpu_relu_forward(NULL, n, x, y);
         double *wy = dbuf(n), *wg = dbuf(n);
         unsigned char *pattern = track(malloc((size_t)n));
@@ -440,7 +444,7 @@ static void test_elementwise(void) {
         small_ctx c = {n, x, fbuf(n), R, 0, 0, 0, 0, 0, NULL, pattern};
         fd_check("relu dx", small_objective, &c, x, n, dx, D0, 300, 1e-2, 1e-5, 1e-4);
     }
-    {   /* axpby: beta = 0 must not read y (NaN there), else alpha x + beta y */
+    { /* axpby: beta = 0 must not read y (NaN there), else alpha x + beta y */
         const int64_t n = 100;
         float *x = frand(n, 3010, -1, 1), *y = fbuf(n);
         cpu_axpby(NULL, n, 2.5f, x, 0.0f, y);
@@ -456,7 +460,7 @@ static void test_elementwise(void) {
         for (int64_t i = 0; i < n; i++) w[i] = (double)x[i] + y0[i];
         check_close("axpby 1, 1 (a sum)", y3, w, n, 1e-7, 1e-6);
     }
-    {   /* global average pooling: rows x spatial -> rows */
+    { /* global average pooling: rows x spatial -> rows */
         const int64_t rows = 12, sp = 25;
         float *x = frand(rows * sp, 3020, -1, 1), *y = fbuf(rows), *R = frand(rows, 3021, -1, 1);
         cpu_avgpool_forward(NULL, rows, sp, x, y);
@@ -472,10 +476,9 @@ static void test_elementwise(void) {
         check_close("avgpool backward dx = D0 + dy / spatial", dx, plus(D0, wg, rows * sp),
                     rows * sp, 1e-7, 1e-6);
         small_ctx c = {rows * sp, x, fbuf(rows), R, 1, rows, sp, 0, 0, NULL, NULL};
-        fd_check("avgpool dx", small_objective, &c, x, rows * sp, dx, D0, 300, 0.25, 1e-6,
-                 1e-4);
+        fd_check("avgpool dx", small_objective, &c, x, rows * sp, dx, D0, 300, 0.25, 1e-6, 1e-4);
     }
-    {   /* channel bias: y[b, c, i] += bias[c] */
+    { /* channel bias: y[b, c, i] += bias[c] */
         const int64_t B = 3, sp = 7;
         const int C = 5;
         const int64_t n = B * C * sp;
@@ -527,8 +530,13 @@ static void scatter_case(int64_t B, int n, int k, int l, int e, uint64_t seed) {
     char name[96], what[160];
     snprintf(name, sizeof name, "moe_scatter B=%lld n=%d k=%d l=%d e=%d", (long long)B, n, k, l, e);
     int32_t *sel = random_selection(B, k, n, l, seed);
-    scatter_ctx c = {s, frand(nexp, seed + 1, -1, 1), frand(ng, seed + 2, 0.1f, 1), fbuf(nout),
-                     sel, frand(nout, seed + 3, -1, 1), nout};
+    scatter_ctx c = {s,
+                     frand(nexp, seed + 1, -1, 1),
+                     frand(ng, seed + 2, 0.1f, 1),
+                     fbuf(nout),
+                     sel,
+                     frand(nout, seed + 3, -1, 1),
+                     nout};
     for (int with_gate = 1; with_gate >= 0; with_gate--) {
         const float *gate = with_gate ? c.gate : NULL;
         float *out = fbuf(nout);
@@ -566,8 +574,8 @@ static void scatter_case(int64_t B, int n, int k, int l, int e, uint64_t seed) {
         check_close(what, dg, wdg, ng, 1e-7, 1e-6);
         if (with_gate) {
             snprintf(what, sizeof what, "%s: dexpert_out", name);
-            fd_check(what, scatter_objective, &c, c.expert_out, nexp, dexp, NULL, 200, 0.25,
-                     1e-5, 1e-4);
+            fd_check(what, scatter_objective, &c, c.expert_out, nexp, dexp, NULL, 200, 0.25, 1e-5,
+                     1e-4);
             snprintf(what, sizeof what, "%s: dgate", name);
             fd_check(what, scatter_objective, &c, c.gate, ng, dg, NULL, 200, 0.25, 1e-5, 1e-4);
             float *dexp1 = fbuf(nexp);
@@ -642,8 +650,8 @@ static void patch_scale_case(int64_t B, int C, int H, int W, int p, uint64_t see
     const int64_t nx = B * C * H * W, nwt = B * n;
     char name[96], what[160];
     snprintf(name, sizeof name, "patch_scale B=%lld C=%d %dx%d p=%d", (long long)B, C, H, W, p);
-    pscale_ctx c = {s, frand(nwt, seed, -1, 1), frand(nx, seed + 1, -1, 1), fbuf(nx),
-                    frand(nx, seed + 2, -1, 1), nx};
+    pscale_ctx c = {s,        frand(nwt, seed, -1, 1),    frand(nx, seed + 1, -1, 1),
+                    fbuf(nx), frand(nx, seed + 2, -1, 1), nx};
     cpu_patch_scale_forward(NULL, &s, c.weight, c.x, c.y);
     double *want = dbuf(nx), *wdx = dbuf(nx), *wdw = dbuf(nwt);
     for (int64_t b = 0; b < B; b++)
@@ -679,7 +687,7 @@ static void patch_scale_case(int64_t B, int C, int H, int W, int p, uint64_t see
 
 static void test_moe_layer(void) {
     printf("moe_scatter, position_weights, patch_scale\n");
-    {   /* By hand: B=1, n=3, k=2, l=1, e=2: expert 0 picks patch 2 with gate
+    { /* By hand: B=1, n=3, k=2, l=1, e=2: expert 0 picks patch 2 with gate
          * 0.5, expert 1 patch 0 with gate 2. */
         pmoe_scatter_shape s = {1, 3, 2, 1, 2};
         const float eo[4] = {1, 2, 3, 4}, gate[2] = {0.5f, 2};
@@ -691,7 +699,7 @@ static void test_moe_layer(void) {
         check_close("moe_scatter by hand", out, want, 12, 1e-30, 0);
     }
     scatter_case(3, 6, 3, 2, 4, 4000);
-    scatter_case(2, 4, 1, 4, 3, 4100);  /* l = n: every patch */
+    scatter_case(2, 4, 1, 4, 3, 4100); /* l = n: every patch */
     scatter_case(5, 9, 2, 3, 8, 4200);
     position_weights_case(3, 7, 2, 3, 4300);
     position_weights_case(2, 4, 3, 4, 4400);
@@ -738,10 +746,8 @@ static void det_run(det_result *r) {
      * per GEMM, one sample per GEMM, 1x1, stride 2. */
     static const int shapes[5][9] = {
         /* B   C   H   W   K  R  S st pad */
-        {64, 16, 8, 8, 16, 3, 3, 1, 1},
-        {300, 8, 4, 4, 8, 3, 3, 1, 1},
-        {16, 8, 40, 40, 16, 3, 3, 2, 1},
-        {8, 16, 24, 24, 8, 1, 1, 1, 0},
+        {64, 16, 8, 8, 16, 3, 3, 1, 1},  {300, 8, 4, 4, 8, 3, 3, 1, 1},
+        {16, 8, 40, 40, 16, 3, 3, 2, 1}, {8, 16, 24, 24, 8, 1, 1, 1, 0},
         {4, 4, 32, 32, 8, 3, 3, 1, 1},
     };
     static const char *names[5][4] = {
@@ -756,8 +762,8 @@ static void det_run(det_result *r) {
         pmoe_conv_shape s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
         const int64_t nx = (int64_t)v[0] * v[1] * v[2] * v[3];
         const int64_t nw = (int64_t)v[4] * v[1] * v[5] * v[6];
-        const int64_t ny =
-            (int64_t)v[0] * v[4] * pmoe_conv_out_height(&s) * pmoe_conv_out_width(&s);
+        const int64_t ny = (int64_t)v[0] * v[4] * pmoe_conv_out_height(&s) *
+                           pmoe_conv_out_width(&s);
         float *x = frand(nx, 5000 + i, -1, 1), *w = frand(nw, 5100 + i, -0.3f, 0.3f);
         float *bias = frand(v[4], 5200 + i, -1, 1), *y = fbuf(ny);
         cpu_conv2d_forward(NULL, &s, x, w, bias, y);
@@ -770,10 +776,11 @@ static void det_run(det_result *r) {
         det_add(r, names[i][3], db, v[4]);
     }
     {
-        static const char *const wide[9] = {
-            "bn train y", "bn train save_mean", "bn train save_invstd", "bn train running_mean",
-            "bn train running_var", "bn eval y", "bn backward dx", "bn backward dgamma",
-            "bn backward dbeta"};
+        static const char *const wide[9] = {"bn train y",           "bn train save_mean",
+                                            "bn train save_invstd", "bn train running_mean",
+                                            "bn train running_var", "bn eval y",
+                                            "bn backward dx",       "bn backward dgamma",
+                                            "bn backward dbeta"};
         const int64_t B = 16, S = 256;
         const int C = 32;
         float *y, *dy;
@@ -786,9 +793,11 @@ static void det_run(det_result *r) {
     }
     { /* a narrow map (the pMoE layer's 1x1 patches): channel blocks over threads */
         static const char *const narrow[9] = {
-            "narrow bn train y", "narrow bn train save_mean", "narrow bn train save_invstd",
-            "narrow bn train running_mean", "narrow bn train running_var", "narrow bn eval y",
-            "narrow bn backward dx", "narrow bn backward dgamma", "narrow bn backward dbeta"};
+            "narrow bn train y",           "narrow bn train save_mean",
+            "narrow bn train save_invstd", "narrow bn train running_mean",
+            "narrow bn train running_var", "narrow bn eval y",
+            "narrow bn backward dx",       "narrow bn backward dgamma",
+            "narrow bn backward dbeta"};
         float *y, *dy;
         det_batchnorm(r, 700, 40, 1, 5600, narrow, &y, &dy);
     }

@@ -68,10 +68,8 @@ static void check_grad(const char *what, const float *got, const double *want,
             kept++;
         }
     char label[128];
-    if (kept < n)
-        snprintf(label, sizeof label, "%s (%lld skipped)", what, (long long)(n - kept));
-    else
-        snprintf(label, sizeof label, "%s", what);
+    if (kept < n) snprintf(label, sizeof label, "%s (%lld skipped)", what, (long long)(n - kept));
+    else snprintf(label, sizeof label, "%s", what);
     check_close(label, g, w, kept, atol, rtol);
     CHECK_MSG(2 * kept >= n, "%s: %lld of %lld elements skipped", what, (long long)(n - kept),
               (long long)n);
@@ -83,10 +81,10 @@ static void check_grad(const char *what, const float *got, const double *want,
 
 /* want (same layout as c, including padding) = alpha op(A) op(B) + beta C0,
  * by a triple loop in double; beta == 0 ignores C0 (BLAS convention). */
-static void ref_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
-                     const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb,
-                     int64_t sb, double beta, const float *c0, int64_t ldc, int64_t sc,
-                     int64_t batch, int64_t c_total, double *want) {
+static void ref_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha, const float *a,
+                     int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb, double beta,
+                     const float *c0, int64_t ldc, int64_t sc, int64_t batch, int64_t c_total,
+                     double *want) {
     for (int64_t i = 0; i < c_total; i++) want[i] = c0[i];
     for (int64_t q = 0; q < batch; q++)
         for (int64_t i = 0; i < m; i++)
@@ -126,9 +124,9 @@ static void gemm_case(int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t b
              want);
     cpu_gemm(NULL, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
     char what[96];
-    snprintf(what, sizeof what, "gemm %c%c m=%lld n=%lld k=%lld b=%lld a=%g b=%g%s",
-             ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m, (long long)n, (long long)k,
-             (long long)batch, alpha, beta, nan_c ? " C=NaN" : "");
+    snprintf(what, sizeof what, "gemm %c%c m=%lld n=%lld k=%lld b=%lld a=%g b=%g%s", ta ? 'T' : 'N',
+             tb ? 'T' : 'N', (long long)m, (long long)n, (long long)k, (long long)batch, alpha,
+             beta, nan_c ? " C=NaN" : "");
     check_close(what, C, want, sc * batch, 1e-5, 1e-5);
 }
 
@@ -136,10 +134,10 @@ static void test_gemm(void) {
     printf("gemm\n");
     /* 2 x 2 by hand: A = [1 2; 3 4], B = [5 6; 7 8]. */
     const float A[4] = {1, 2, 3, 4}, B[4] = {5, 6, 7, 8};
-    const double want[4][4] = {{19, 22, 43, 50},   /* A B */
-                               {17, 23, 39, 53},   /* A B^T */
-                               {26, 30, 38, 44},   /* A^T B */
-                               {23, 31, 34, 46}};  /* A^T B^T */
+    const double want[4][4] = {{19, 22, 43, 50},  /* A B */
+                               {17, 23, 39, 53},  /* A B^T */
+                               {26, 30, 38, 44},  /* A^T B */
+                               {23, 31, 34, 46}}; /* A^T B^T */
     const char *names[4] = {"gemm 2x2 NN by hand", "gemm 2x2 NT by hand", "gemm 2x2 TN by hand",
                             "gemm 2x2 TT by hand"};
     for (int ta = 0; ta < 2; ta++)
@@ -148,13 +146,13 @@ static void test_gemm(void) {
             cpu_gemm(NULL, ta, tb, 2, 2, 2, 1.0f, A, 2, 0, B, 2, 0, 0.0f, C, 2, 0, 1);
             check_exact(names[ta * 2 + tb], C, want[ta * 2 + tb], 4);
         }
-    {   /* alpha 2, beta 0.5, C0 = [1 2; 3 4]: 2 A B + C0 / 2 */
+    { /* alpha 2, beta 0.5, C0 = [1 2; 3 4]: 2 A B + C0 / 2 */
         float C[4] = {1, 2, 3, 4};
         const double w[4] = {38.5, 45, 87.5, 102};
         cpu_gemm(NULL, 0, 0, 2, 2, 2, 2.0f, A, 2, 0, B, 2, 0, 0.5f, C, 2, 0, 1);
         check_exact("gemm 2x2 alpha=2 beta=0.5 by hand", C, w, 4);
     }
-    {   /* batch 2 with strides: A2 = [0 1; 1 0] (stride 5 with one pad), B
+    { /* batch 2 with strides: A2 = [0 1; 1 0] (stride 5 with one pad), B
          * shared through stride 0, C stride 6 with two sentinels. */
         const float Ab[10] = {1, 2, 3, 4, -9, 0, 1, 1, 0, -9};
         float C[12] = {NAN, NAN, NAN, NAN, 777, 777, NAN, NAN, NAN, NAN, 777, 777};
@@ -179,7 +177,7 @@ static void test_gemm(void) {
 
 static void test_patch_extract(void) {
     printf("patch_extract\n");
-    {   /* 1x1 patches (a transpose of each sample's C x HW map), both ways */
+    { /* 1x1 patches (a transpose of each sample's C x HW map), both ways */
         pmoe_patch_shape s = {3, 5, 3, 4, 1};
         const int n = pmoe_patch_count(&s), d = pmoe_patch_dim(&s);
         CHECK(n == 12 && d == 5);
@@ -195,7 +193,7 @@ static void test_patch_extract(void) {
         for (int64_t i = 0; i < ni; i++) want_img[i] = img[i];
         check_exact("patch backward p=1 (the inverse)", back, want_img, ni);
     }
-    {   /* B=2 C=2 H=4 W=6 p=2: n = 2 x 3 patches of d = 8; pixel value
+    { /* B=2 C=2 H=4 W=6 p=2: n = 2 x 3 patches of d = 8; pixel value
          * 1000 b + 100 c + 10 y + x. */
         pmoe_patch_shape s = {2, 2, 4, 6, 2};
         CHECK(pmoe_patch_count(&s) == 6 && pmoe_patch_dim(&s) == 8);
@@ -204,7 +202,8 @@ static void test_patch_extract(void) {
             for (int c = 0; c < 2; c++)
                 for (int y = 0; y < 4; y++)
                     for (int x = 0; x < 6; x++)
-                        img[((b * 2 + c) * 4 + y) * 6 + x] = (float)(1000 * b + 100 * c + 10 * y + x);
+                        img[((b * 2 + c) * 4 + y) * 6 + x] =
+                            (float)(1000 * b + 100 * c + 10 * y + x);
         cpu_patch_extract_forward(NULL, &s, img, pat);
         /* Patch 4 of sample 1 is grid (1, 1): rows 2-3, columns 2-3. Patch 2 of
          * sample 0 is grid (0, 2): rows 0-1, columns 4-5. */
@@ -222,7 +221,7 @@ static void test_patch_extract(void) {
                                 1000 * b + 100 * c + 10 * ((j / 3) * 2 + y) + (j % 3) * 2 + x;
         check_exact("patch forward all (c,y,x) / row-major grid", pat, want, 2 * 6 * 8);
     }
-    {   /* p = 2 does not divide H = 5 or W = 7: last row and column unused. */
+    { /* p = 2 does not divide H = 5 or W = 7: last row and column unused. */
         pmoe_patch_shape s = {2, 3, 5, 7, 2};
         const int n = pmoe_patch_count(&s), d = pmoe_patch_dim(&s);
         CHECK(n == 6 && d == 12);
@@ -294,12 +293,12 @@ static void test_topl_select(void) {
               out[4]);
     cpu_topl_select(v, 1, 5, 1, out);
     CHECK(same_ints(out, w1, 1));
-    {   /* strided: only every third element is a score */
+    { /* strided: only every third element is a score */
         const float sv[15] = {1, 9, 9, 3, 9, 9, 3, -9, -9, 2, 9, 9, 3, 9, 9};
         cpu_topl_select(sv, 3, 5, 2, out);
         CHECK(same_ints(out, w2, 2));
     }
-    {   /* all equal: the first l in order; ascending: the last, reversed */
+    { /* all equal: the first l in order; ascending: the last, reversed */
         const float eq[4] = {0.5f, 0.5f, 0.5f, 0.5f}, up[4] = {-3, -2, -1, 0};
         const int32_t we[3] = {0, 1, 2}, wu[3] = {3, 2, 1};
         cpu_topl_select(eq, 1, 4, 3, out);
@@ -384,8 +383,8 @@ static void gate_hand_case(int k, int l, const int32_t *want_sel) {
         char what[96];
         snprintf(what, sizeof what, "gate %s k=%d l=%d: scores", mname[mi], k, l);
         check_exact(what, scores, wsc, B * n * k);
-        CHECK_MSG(same_ints(sel, want_sel, B * k * l), "gate %s k=%d l=%d: selection", mname[mi],
-                  k, l);
+        CHECK_MSG(same_ints(sel, want_sel, B * k * l), "gate %s k=%d l=%d: selection", mname[mi], k,
+                  l);
         snprintf(what, sizeof what, "gate %s k=%d l=%d: gate values", mname[mi], k, l);
         check_close(what, gate, wg, B * k * l, 1e-7, 1e-6);
         for (int i = 0; i < B * k; i++) {
@@ -477,19 +476,27 @@ static double gate_objective(void *p, int *same) {
     *same = same_sets(c->sel, c->sel0, groups, l, n);
     double L = 0.0;
     for (int64_t g = 0; g < groups; g++)
-        for (int t = 0; t < l; t++) L += (double)c->gate[g * l + t] * c->R[g * n + c->sel[g * l + t]];
+        for (int t = 0; t < l; t++)
+            L += (double)c->gate[g * l + t] * c->R[g * n + c->sel[g * l + t]];
     return L;
 }
 
 static void gate_backward_case(pmoe_gate_mode mode, int B, int n, int d, int k, int l,
                                uint64_t seed) {
-    const char *mname = mode == PMOE_GATE_RENORM ? "renorm"
-                        : mode == PMOE_GATE_SOFTMAX_ALL ? "softmax_all" : "ones";
+    const char *mname = mode == PMOE_GATE_RENORM        ? "renorm"
+                        : mode == PMOE_GATE_SOFTMAX_ALL ? "softmax_all"
+                                                        : "ones";
     pmoe_route_shape s = {B, n, d, k, l, mode};
     const int64_t np = (int64_t)B * n * d, nw = (int64_t)k * d, ns = (int64_t)B * n * k,
                   ng = (int64_t)B * k * l;
-    gate_ctx c = {s, frand(np, seed, -1, 1), frand(nw, seed + 1, -1, 1), fbuf(ns), fbuf(ng),
-                  ibuf(ng), ibuf(ng), frand((int64_t)B * k * n, seed + 2, -1, 1)};
+    gate_ctx c = {s,
+                  frand(np, seed, -1, 1),
+                  frand(nw, seed + 1, -1, 1),
+                  fbuf(ns),
+                  fbuf(ng),
+                  ibuf(ng),
+                  ibuf(ng),
+                  frand((int64_t)B * k * n, seed + 2, -1, 1)};
     cpu_gate_topl_forward(NULL, &s, c.patches, c.router, c.scores, c.sel0, c.gate);
     float *scores0 = fcopy(c.scores, ns), *gate0 = fcopy(c.gate, ng);
 
@@ -509,8 +516,8 @@ static void gate_backward_case(pmoe_gate_mode mode, int B, int n, int d, int k, 
         snprintf(what, sizeof what, "gate backward ones B=%d n=%d k=%d l=%d", B, n, k, l);
         CHECK_MSG(all_zero(drouter, nw), "%s: drouter_w not zero", what);
         CHECK_MSG(all_zero(dscores, ns), "%s: dscores not zero", what);
-        CHECK_MSG(memcmp(dpatches, D0, (size_t)np * sizeof(float)) == 0,
-                  "%s: dpatches changed", what);
+        CHECK_MSG(memcmp(dpatches, D0, (size_t)np * sizeof(float)) == 0, "%s: dpatches changed",
+                  what);
         printf("  %-44s drouter, dscores zero; dpatches untouched\n", what);
         return;
     }
@@ -539,16 +546,16 @@ static void gate_backward_case(pmoe_gate_mode mode, int B, int n, int d, int k, 
 
     /* dpatches NULL is accepted and changes nothing else. */
     float *dscores2 = fbuf(ns), *drouter2 = fbuf(nw);
-    cpu_gate_topl_backward(NULL, &s, c.patches, c.router, scores0, c.sel0, gate0, dgate,
-                           dscores2, drouter2, NULL);
+    cpu_gate_topl_backward(NULL, &s, c.patches, c.router, scores0, c.sel0, gate0, dgate, dscores2,
+                           drouter2, NULL);
     CHECK_MSG(memcmp(drouter, drouter2, (size_t)nw * sizeof(float)) == 0 &&
                   memcmp(dscores, dscores2, (size_t)ns * sizeof(float)) == 0,
               "gate backward %s: dpatches = NULL changes drouter/dscores", mname);
     /* Accumulation: from zero, the share alone. */
     float *dp0 = fbuf(np);
     memset(dp0, 0, (size_t)np * sizeof(float));
-    cpu_gate_topl_backward(NULL, &s, c.patches, c.router, scores0, c.sel0, gate0, dgate,
-                           dscores2, drouter2, dp0);
+    cpu_gate_topl_backward(NULL, &s, c.patches, c.router, scores0, c.sel0, gate0, dgate, dscores2,
+                           drouter2, dp0);
     double *share = dbuf(np);
     for (int64_t i = 0; i < np; i++) share[i] = (double)D0[i] + dp0[i];
     snprintf(what, sizeof what, "gate %s: dpatches D0 + share == accumulated", mname);
@@ -580,7 +587,8 @@ static void test_dispatch(void) {
     float *patches = fbuf(B * n * d), *xin = fbuf(k * B * l * d);
     for (int b = 0; b < B; b++)
         for (int j = 0; j < n; j++)
-            for (int i = 0; i < d; i++) patches[(b * n + j) * d + i] = (float)(100 * b + 10 * j + i);
+            for (int i = 0; i < d; i++)
+                patches[(b * n + j) * d + i] = (float)(100 * b + 10 * j + i);
     cpu_dispatch_gather(NULL, &s, patches, sel, xin);
     /* Expert 2, sample 1, slot 1 is row (2 B + 1) l + 1 = 11: patch 3 of sample 1. */
     const double row11[3] = {130, 131, 132};
@@ -590,7 +598,8 @@ static void test_dispatch(void) {
         for (int b = 0; b < B; b++)
             for (int t = 0; t < l; t++)
                 for (int i = 0; i < d; i++)
-                    want[((e * B + b) * l + t) * d + i] = 100 * b + 10 * sel[(b * k + e) * l + t] + i;
+                    want[((e * B + b) * l + t) * d + i] = 100 * b + 10 * sel[(b * k + e) * l + t] +
+                                                          i;
     check_exact("dispatch rows at e*(B*l) + b*l + t", xin, want, k * B * l * d);
 
     /* Backward: the sum over the rows each patch went to, 0 where none. */
@@ -632,7 +641,7 @@ static double expert_objective(void *p, int *same) {
 
 static void test_expert(void) {
     printf("expert\n");
-    {   /* k=2 rows=2 d=2 h=2 by hand; expert 1 must use W_1 on X_1. */
+    { /* k=2 rows=2 d=2 h=2 by hand; expert 1 must use W_1 on X_1. */
         const float X[8] = {1, 2, -1, 0.5f, /* X_0 */ 2, 1, 0, -1 /* X_1 */};
         const float W[8] = {1, -1, 0.5f, 0.5f, /* W_0 */ 1, 1, -1, -2 /* W_1 */};
         /* X_0 W_0^T = [-1 1.5; -1.5 -0.25], X_1 W_1^T = [3 -4; -1 2] */
@@ -643,7 +652,14 @@ static void test_expert(void) {
     }
     const int k = 3, d = 5, h = 4;
     const int64_t rows = 6, nx = k * rows * d, nw = (int64_t)k * h * d, nh = k * rows * h;
-    expert_ctx c = {k, d, h, rows, frand(nx, 51, -1, 1), frand(nw, 52, -1, 1), fbuf(nh), NULL,
+    expert_ctx c = {k,
+                    d,
+                    h,
+                    rows,
+                    frand(nx, 51, -1, 1),
+                    frand(nw, 52, -1, 1),
+                    fbuf(nh),
+                    NULL,
                     frand(nh, 53, -1, 1)};
     cpu_expert_forward(NULL, k, rows, d, h, c.x, c.w, c.hid);
     double *want = dbuf(nh);
@@ -695,8 +711,12 @@ static void combine_case(int with_gate, uint64_t seed) {
     const int B = 2, k = 2, l = 3, h = 4, C = 3;
     pmoe_combine_shape s = {B, k, l, h, C};
     const int64_t nh = (int64_t)k * B * l * h, ng = (int64_t)B * k * l, nw = (int64_t)k * h * C;
-    combine_ctx c = {s, frand(nh, seed, 0, 1), with_gate ? frand(ng, seed + 1, 0, 1) : NULL,
-                     frand(nw, seed + 2, -1, 1), fbuf(B * C), frand(B * C, seed + 3, -1, 1)};
+    combine_ctx c = {s,
+                     frand(nh, seed, 0, 1),
+                     with_gate ? frand(ng, seed + 1, 0, 1) : NULL,
+                     frand(nw, seed + 2, -1, 1),
+                     fbuf(B * C),
+                     frand(B * C, seed + 3, -1, 1)};
     cpu_combine_forward(NULL, &s, c.hidden, c.gate, c.out_w, c.logits);
     double *want = dbuf(B * C);
     for (int b = 0; b < B; b++)
@@ -741,7 +761,7 @@ static void combine_case(int with_gate, uint64_t seed) {
 
 static void test_combine(void) {
     printf("combine\n");
-    {   /* B=1 k=2 l=2 h=1 c=1: hidden e0 [2 3], e1 [1 4]; gate e0 [.25 .75],
+    { /* B=1 k=2 l=2 h=1 c=1: hidden e0 [2 3], e1 [1 4]; gate e0 [.25 .75],
          * e1 [.5 .5]; a = [1, -2]. f = (1/2)(1 (.5 + 2.25) - 2 (.5 + 2)) = -1.125;
          * G = 1: f = (1/2)(1 * 5 - 2 * 5) = -2.5. */
         pmoe_combine_shape s = {1, 2, 2, 1, 1};
@@ -777,20 +797,20 @@ static double loss_objective(void *p, int *same) {
 
 static void test_loss(void) {
     printf("loss_forward_backward\n");
-    {   /* Logistic: label 1 is y = +1, 0 is y = -1; prediction +1 iff f > 0. */
+    { /* Logistic: label 1 is y = +1, 0 is y = -1; prediction +1 iff f > 0. */
         const float f[4] = {2, -1, 0, 3};
         const int32_t lab[4] = {1, 1, 0, 0};
         float dl[4] = {NAN, NAN, NAN, NAN}, st[2] = {NAN, NAN};
         cpu_loss_forward_backward(NULL, PMOE_LOSS_LOGISTIC, 4, 1, f, lab, dl, st);
-        const double loss = (log1p(exp(-2.0)) + log1p(exp(-1.0 * 1 * -1)) + log1p(exp(0.0)) +
-                             log1p(exp(3.0))) / 4;
+        const double loss =
+            (log1p(exp(-2.0)) + log1p(exp(-1.0 * 1 * -1)) + log1p(exp(0.0)) + log1p(exp(3.0))) / 4;
         const double wst[2] = {loss, 2}; /* right: f=2 (y+), f=0 (y-) */
         const double wdl[4] = {-1 / (1 + exp(2.0)) / 4, -1 / (1 + exp(-1.0)) / 4,
                                1 / (1 + exp(0.0)) / 4, 1 / (1 + exp(-3.0)) / 4};
         check_close("logistic loss and correct count by hand", st, wst, 2, 1e-7, 1e-6);
         check_close("logistic dlogits by hand", dl, wdl, 4, 1e-8, 1e-6);
     }
-    {   /* Softmax CE: argmax takes the first maximum. */
+    { /* Softmax CE: argmax takes the first maximum. */
         const float z[9] = {1, 2, 3, 0, 0, 0, 5, 5, 1};
         const int32_t lab[3] = {2, 1, 1};
         float dl[9], st[2];
@@ -808,7 +828,7 @@ static void test_loss(void) {
         check_close("softmax CE loss and correct count by hand", st, wst, 2, 1e-7, 1e-6);
         check_close("softmax CE dlogits by hand", dl, wdl, 9, 1e-8, 1e-6);
     }
-    {   /* Extreme logits: finite loss and gradients. */
+    { /* Extreme logits: finite loss and gradients. */
         const float f[8] = {100, -100, 1000, -1000, 100, -100, 1000, -1000};
         const int32_t lab[8] = {1, 1, 1, 1, 0, 0, 0, 0};
         float dl[8], st[2];
@@ -827,7 +847,7 @@ static void test_loss(void) {
         check_close("softmax CE extreme logits: loss, correct", sz, wsz, 2, 1e-6, 1e-6);
         check_close("softmax CE extreme logits: dlogits", dz, wdz, 6, 1e-12, 1e-6);
     }
-    {   /* Finite differences of the mean loss. */
+    { /* Finite differences of the mean loss. */
         int32_t lab[6] = {1, 0, 0, 1, 1, 0};
         loss_ctx c = {PMOE_LOSS_LOGISTIC, 6, 1, frand(6, 81, -3, 3), lab};
         float *dl = fbuf(6), st[2];
@@ -893,21 +913,21 @@ static void test_router_linear_loss(void) {
 
 static void test_sgd(void) {
     printf("sgd_update\n");
-    {   /* plain, no velocity */
+    { /* plain, no velocity */
         float p[3] = {1, -2, 0.5f};
         const float g[3] = {0.5f, 1, -4};
         cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.0f, NULL);
         const double w[3] = {0.95, -2.1, 0.9};
         check_close("sgd plain", p, w, 3, 1e-7, 1e-6);
     }
-    {   /* weight decay 0.5: p -= lr (g + wd p) */
+    { /* weight decay 0.5: p -= lr (g + wd p) */
         float p[3] = {1, -2, 0.5f};
         const float g[3] = {0.5f, 1, -4};
         cpu_sgd_update(NULL, 3, p, g, NULL, 0.1f, 0.0f, 0.5f, NULL);
         const double w[3] = {1 - 0.1 * (0.5 + 0.5), -2 - 0.1 * (1 - 1), 0.5 - 0.1 * (-4 + 0.25)};
         check_close("sgd weight decay", p, w, 3, 1e-7, 1e-6);
     }
-    {   /* momentum 0.9 and weight decay 0.1, two steps, by hand */
+    { /* momentum 0.9 and weight decay 0.1, two steps, by hand */
         float p[2] = {1, -1}, v[2] = {0, 0};
         const float g1[2] = {1, 2}, g2[2] = {-1, 0.5f};
         const double lr = 0.1, mu = 0.9, wd = 0.1;
@@ -933,7 +953,7 @@ static void test_sgd(void) {
 
 static void det_run(det_result *r) {
     r->count = 0;
-    {   /* GEMMs cut into several 64-blocks: rows (5 x 2) and columns (8 x 2) */
+    { /* GEMMs cut into several 64-blocks: rows (5 x 2) and columns (8 x 2) */
         const int64_t m = 300, n = 40, k = 30;
         float *A = frand(2 * m * k, 501, -1, 1), *B = frand(2 * k * n, 502, -1, 1);
         float *C = frand(2 * m * n, 503, -1, 1);
@@ -942,8 +962,8 @@ static void det_run(det_result *r) {
         const int64_t m2 = 20, n2 = 500;
         float *A2 = frand(2 * k * m2, 504, -1, 1), *B2 = frand(2 * n2 * k, 505, -1, 1);
         float *C2 = fbuf(2 * m2 * n2);
-        cpu_gemm(NULL, 1, 1, m2, n2, k, 1.0f, A2, m2, k * m2, B2, k, n2 * k, 0.0f, C2, n2,
-                 m2 * n2, 2);
+        cpu_gemm(NULL, 1, 1, m2, n2, k, 1.0f, A2, m2, k * m2, B2, k, n2 * k, 0.0f, C2, n2, m2 * n2,
+                 2);
         det_add(r, "gemm TT 20x500x30 b2", C2, 2 * m2 * n2);
     }
     const int B = 64, n = 16, d = 64, k = 4, l = 4, h = 80, C = 10;
@@ -1035,19 +1055,23 @@ static void route_case(int B, int C, int side, int p, int k, int l, int ties, in
                 cpu_topl_select(scores + b * n * k + e, k, n, l, want);
                 bad += !same_ints(sel + (b * k + e) * l, want, l);
             }
-        CHECK_MSG(bad == 0, "%s: %d of %d picks differ from cpu_topl_select on the same scores", what,
-                  bad, B * k);
+        CHECK_MSG(bad == 0, "%s: %d of %d picks differ from cpu_topl_select on the same scores",
+                  what, bad, B * k);
         cpu_patch_extract_route(NULL, &ps, &rs, images, router, patches2, scores2, sel2, gate2);
-        CHECK_MSG(memcmp(patches, patches2, sizeof(float) * B * n * d) == 0, "%s: fused patches differ", what);
-        CHECK_MSG(same_ints(sel, sel2, (int64_t)B * k * l), "%s, simd %d: fused picks differ", what, simd);
+        CHECK_MSG(memcmp(patches, patches2, sizeof(float) * B * n * d) == 0,
+                  "%s: fused patches differ", what);
+        CHECK_MSG(same_ints(sel, sel2, (int64_t)B * k * l), "%s, simd %d: fused picks differ", what,
+                  simd);
         if (simd || ties) { /* scored patch by patch alike (integer sums are exact) */
-            CHECK_MSG(memcmp(scores, scores2, sizeof(float) * B * n * k) == 0, "%s: fused scores differ", what);
+            CHECK_MSG(memcmp(scores, scores2, sizeof(float) * B * n * k) == 0,
+                      "%s: fused scores differ", what);
             CHECK_MSG(memcmp(gate, gate2, sizeof(float) * B * k * l) == 0 || with_nan,
                       "%s: fused gates differ", what);
         } else {
             double worst = 0.0;
             for (int64_t i = 0; i < (int64_t)B * n * k; i++)
-                worst = fmax(worst, fabs((double)scores[i] - scores2[i]) / (1.0 + fabs((double)scores[i])));
+                worst = fmax(worst, fabs((double)scores[i] - scores2[i]) /
+                                        (1.0 + fabs((double)scores[i])));
             CHECK_MSG(worst < 1e-5, "%s, OpenBLAS: fused scores off by %.3g", what, worst);
         }
     }
@@ -1056,11 +1080,11 @@ static void route_case(int B, int C, int side, int p, int k, int l, int ties, in
 
 static void test_route_paths(void) {
     printf("gate_topl fast paths and the fused patch_extract_route\n");
-    route_case(9, 2, 12, 3, 5, 4, 1, 0);  /* n = 16: ranks, many ties */
-    route_case(9, 2, 12, 3, 5, 4, 1, 1);  /* a NaN score row: the insertion sort */
-    route_case(6, 1, 12, 2, 3, 5, 1, 0);  /* n = 36: the insertion sort, ties */
+    route_case(9, 2, 12, 3, 5, 4, 1, 0);   /* n = 16: ranks, many ties */
+    route_case(9, 2, 12, 3, 5, 4, 1, 1);   /* a NaN score row: the insertion sort */
+    route_case(6, 1, 12, 2, 3, 5, 1, 0);   /* n = 36: the insertion sort, ties */
     route_case(5, 1, 112, 28, 8, 6, 0, 0); /* the mosaic's shape, random scores */
-    route_case(3, 3, 8, 4, 7, 4, 0, 0);   /* n = 4 = l, d = 48, k = 7 (passes of 4 + 3) */
+    route_case(3, 3, 8, 4, 7, 4, 0, 0);    /* n = 4 = l, d = 48, k = 7 (passes of 4 + 3) */
 }
 
 int main(void) {

@@ -47,8 +47,10 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
     float *scores = malloc(sizeof(float) * B * n * k);
     int32_t *selected = malloc(sizeof(int32_t) * B * k * l);
     float *expert_in = malloc(sizeof(float) * k * rows * d);
-    float *hidden_ref = malloc(sizeof(float) * k * rows * h), *hidden = malloc(sizeof(float) * k * rows * h);
-    float *dh_ref = malloc(sizeof(float) * k * rows * h), *dh = malloc(sizeof(float) * k * rows * h);
+    float *hidden_ref = malloc(sizeof(float) * k * rows * h),
+          *hidden = malloc(sizeof(float) * k * rows * h);
+    float *dh_ref = malloc(sizeof(float) * k * rows * h),
+          *dh = malloc(sizeof(float) * k * rows * h);
     float *dw_ref = malloc(sizeof(float) * k * h * d), *dw = malloc(sizeof(float) * k * h * d);
     double *want_hidden = calloc((size_t)(k * rows * h), sizeof(double));
     double *want_dw = calloc((size_t)(k * h * d), sizeof(double));
@@ -64,7 +66,8 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
 
     cpu_dispatch_gather(NULL, &rs, patches, selected, expert_in);
     cpu_expert_forward(NULL, (int)k, rows, (int)d, (int)h, expert_in, w, hidden_ref);
-    cpu_expert_backward(NULL, (int)k, rows, (int)d, (int)h, expert_in, w, hidden_ref, dh_ref, dw_ref, NULL);
+    cpu_expert_backward(NULL, (int)k, rows, (int)d, (int)h, expert_in, w, hidden_ref, dh_ref,
+                        dw_ref, NULL);
     /* in double: ReLU(<w_u, x_r>), and dW from the masked dpre that dh_ref now holds */
     double hidden_scale = 0.0, dw_scale = 0.0;
     for (int e = 0; e < k; e++)
@@ -95,7 +98,8 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
                                  NULL);
     /* The router's weight gradient folded in as one more unit per expert:
      * dscores zero but at the picks, as the renormalised gate leaves it. */
-    float *dscores = calloc((size_t)(B * n * k), sizeof(float)), *pick_grad = malloc(sizeof(float) * B * k * l);
+    float *dscores = calloc((size_t)(B * n * k), sizeof(float)),
+          *pick_grad = malloc(sizeof(float) * B * k * l);
     float *dw_folded = malloc(sizeof(float) * k * h * d), *drouter = malloc(sizeof(float) * k * d);
     double *want_drouter = calloc((size_t)(k * d), sizeof(double)), drouter_scale = 0.0;
     fill_uniform(pick_grad, B * k * l, seed + 4, -1, 1);
@@ -118,16 +122,18 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
     CHECK(check_close(label, hidden, want_hidden, k * rows * h,
                       1e-6 * (1.0 + hidden_scale / (double)(k * rows * h)), 1e-5));
     snprintf(label, sizeof label, "dW, %s", what);
-    CHECK(check_close(label, dw, want_dw, k * h * d, 1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
+    CHECK(check_close(label, dw, want_dw, k * h * d, 1e-6 * (1.0 + dw_scale / (double)(k * h * d)),
+                      1e-5));
     snprintf(label, sizeof label, "router dW, %s", what);
     CHECK(check_close(label, drouter, want_drouter, k * d,
                       1e-6 * (1.0 + drouter_scale / (double)(k * d)), 1e-5));
     snprintf(label, sizeof label, "dW with the router folded in, %s", what);
-    CHECK(check_close(label, dw_folded, want_dw, k * h * d, 1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
+    CHECK(check_close(label, dw_folded, want_dw, k * h * d,
+                      1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
     int64_t at = -1;
     if (simd) /* each unit's sums are its own: the extra unit changes none of them */
-        CHECK_MSG(same_bits(dw_folded, dw, k * h * d, &at), "dW with the router, %s: element %lld differs",
-                  what, (long long)at);
+        CHECK_MSG(same_bits(dw_folded, dw, k * h * d, &at),
+                  "dW with the router, %s: element %lld differs", what, (long long)at);
     if (threads == 1) {
         CHECK(check_close("dW, unfused", dw_ref, want_dw, k * h * d,
                           1e-6 * (1.0 + dw_scale / (double)(k * h * d)), 1e-5));
@@ -153,8 +159,8 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
                   "router dW, %s: element %lld differs from 1 thread", what, (long long)where);
         CHECK_MSG(same_bits(hidden, first_hidden, k * rows * h, &where),
                   "forward, %s: element %lld differs from 1 thread", what, (long long)where);
-        CHECK_MSG(same_bits(dw, first_dw, k * h * d, &where), "dW, %s: element %lld differs from 1 thread",
-                  what, (long long)where);
+        CHECK_MSG(same_bits(dw, first_dw, k * h * d, &where),
+                  "dW, %s: element %lld differs from 1 thread", what, (long long)where);
     }
     if (be) {
         CHECK(be->mem.current_bytes == before);
@@ -169,19 +175,20 @@ static void check_shape(const shape *sh, int simd, int threads, uint64_t seed) {
 
 int main(void) {
     const shape shapes[] = {
-        {20, 16, 784, 8, 6, 5},   /* the mosaic model */
-        {37, 16, 130, 3, 7, 9},   /* row groups, unit groups and column slabs with remainders */
-        {5, 4, 4, 2, 2, 10},      /* h > d, d below one vector */
-        {1, 16, 8, 4, 2, 40},     /* fewer rows than units: the unfused forward splits columns */
-        {3, 9, 12, 1, 9, 7},      /* one expert taking every patch */
-        {64, 4, 64, 2, 1, 64},    /* exactly one row block */
-        {70, 5, 1100, 2, 2, 3},   /* 512-column slabs with a remainder, 3 row blocks */
+        {20, 16, 784, 8, 6, 5}, /* the mosaic model */
+        {37, 16, 130, 3, 7, 9}, /* row groups, unit groups and column slabs with remainders */
+        {5, 4, 4, 2, 2, 10},    /* h > d, d below one vector */
+        {1, 16, 8, 4, 2, 40},   /* fewer rows than units: the unfused forward splits columns */
+        {3, 9, 12, 1, 9, 7},    /* one expert taking every patch */
+        {64, 4, 64, 2, 1, 64},  /* exactly one row block */
+        {70, 5, 1100, 2, 2, 3}, /* 512-column slabs with a remainder, 3 row blocks */
     };
     const int have_simd = cpu_simd_kernels(1);
     printf("AVX-512 kernels: %s\n", have_simd ? "available, tested" : "not on this CPU, skipped");
     for (int simd = have_simd; simd >= 0; simd--)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            for (int threads = 1; threads <= 2; threads++) check_shape(&shapes[i], simd, threads, 100 + i);
+            for (int threads = 1; threads <= 2; threads++)
+                check_shape(&shapes[i], simd, threads, 100 + i);
     cpu_simd_kernels(1);
     free(first_hidden), free(first_dw), free(first_drouter);
     return test_finish("test_ops_gathered");

@@ -109,10 +109,11 @@ int main(void) {
     pmoe_timer_enter(&t, PMOE_T_EXPERTS, 2); /* closes data */
     spin(0.01);
     pmoe_timer_stop(&t);
-    pmoe_timer_stop(&t); /* a second stop is harmless */
+    pmoe_timer_stop(&t);                    /* a second stop is harmless */
     pmoe_timer_enter(NULL, PMOE_T_GATE, 0); /* a NULL timer is a no-op */
     /* lower bounds are exact; upper bounds only catch nonsense (loaded CI machines) */
-    CHECK_MSG(t.seconds[PMOE_T_DATA] >= 0.02 && t.seconds[PMOE_T_DATA] < 10.0, "data %g", t.seconds[PMOE_T_DATA]);
+    CHECK_MSG(t.seconds[PMOE_T_DATA] >= 0.02 && t.seconds[PMOE_T_DATA] < 10.0, "data %g",
+              t.seconds[PMOE_T_DATA]);
     CHECK_MSG(t.seconds[PMOE_T_EXPERTS] >= 0.01 && t.seconds[PMOE_T_EXPERTS] < 10.0, "experts %g",
               t.seconds[PMOE_T_EXPERTS]);
     CHECK(t.seconds[PMOE_T_GATE] == 0.0 && t.current == -1);

@@ -52,18 +52,18 @@ static void test_rounding(void) {
     printf("rounding to TF32 and bfloat16\n");
     const float one = 1.0f;
     CHECK(pmoe_round_bf16(one) == one);
-    CHECK(pmoe_round_bf16(1.0f + 0x1p-8f) == 1.0f);                 /* a tie to even: down */
-    CHECK(pmoe_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);   /* a tie to even: up */
+    CHECK(pmoe_round_bf16(1.0f + 0x1p-8f) == 1.0f);               /* a tie to even: down */
+    CHECK(pmoe_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f); /* a tie to even: up */
     CHECK(pmoe_round_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f);
     CHECK(pmoe_round_bf16(-(1.0f + 3 * 0x1p-8f)) == -(1.0f + 0x1p-6f));
     CHECK(pmoe_round_tf32(1.0f + 0x1p-11f) == 1.0f);
     CHECK(pmoe_round_tf32(1.0f + 3 * 0x1p-11f) == 1.0f + 0x1p-9f);
-    CHECK(pmoe_round_bf16(2.0f - 0x1p-9f) == 2.0f);                 /* carry into the exponent */
-    CHECK(isinf(pmoe_round_bf16(from_bits(0x7f7fffffu))));           /* past the largest: inf */
+    CHECK(pmoe_round_bf16(2.0f - 0x1p-9f) == 2.0f);        /* carry into the exponent */
+    CHECK(isinf(pmoe_round_bf16(from_bits(0x7f7fffffu)))); /* past the largest: inf */
     CHECK(isinf(pmoe_round_bf16(INFINITY)) && isinf(pmoe_round_tf32(-INFINITY)));
     CHECK(isnan(pmoe_round_bf16(NAN)) && isnan(pmoe_round_tf32(NAN)));
     CHECK(isnan(pmoe_round_bf16(from_bits(0x7f800001u)))); /* a NaN whose payload rounds away */
-    CHECK(bits(pmoe_round_bf16(from_bits(0x00008000u))) == 0u);           /* subnormal tie: even */
+    CHECK(bits(pmoe_round_bf16(from_bits(0x00008000u))) == 0u); /* subnormal tie: even */
     CHECK(bits(pmoe_round_bf16(from_bits(0x00018000u))) == 0x00020000u);
     CHECK(pmoe_round_as(0.1f, PMOE_ROUND_NONE) == 0.1f);
     uint64_t state = 0x9e3779b97f4a7c15ull;

@@ -18,7 +18,8 @@ int main(void) {
      * thread drawing element i directly gets what a loop would. */
     pmoe_rng a = pmoe_rng_make(7, 11), b = pmoe_rng_make(7, 11);
     int same = 1;
-    for (uint64_t i = 0; i < 100; i++) same &= pmoe_rng_next_normal(&a) == pmoe_rng_normal_at(&b, i);
+    for (uint64_t i = 0; i < 100; i++)
+        same &= pmoe_rng_next_normal(&a) == pmoe_rng_normal_at(&b, i);
     CHECK(same);
 
     /* Moments of 200k normals and uniforms. */

@@ -52,8 +52,7 @@ static void write_file(const char *path, const void *data, size_t n) {
 }
 
 static void put_be32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
 }
 
 /* 10 classes x 20 items of 28x28: class c is a bright bar at rows 2c..2c+7
@@ -160,8 +159,7 @@ static void check_samples(const pmoe_routing *r, const pmoe_route_layout *L, con
             int clean = 1;
             for (int e = 0; e < r->experts; e++) {
                 int picked = 0;
-                for (int i = 0; i < count; i++)
-                    picked |= pickers[i] == e;
+                for (int i = 0; i < count; i++) picked |= pickers[i] == e;
                 if (picked) continue;
                 const pmoe_rgb colour = pmoe_expert_colour(e);
                 for (int y = py; y < py + L->cell_h && clean; y++)
@@ -231,8 +229,7 @@ static void check_heatmaps(const pmoe_routing *r, const pmoe_route_layout *L, co
     CHECK_MSG(brighter == 0, "%d cells of expert 0 are brighter than its most-picked position %d",
               brighter, most);
     int fewer = 0;
-    for (int j = 0; j < n; j++)
-        fewer += r->by_position[j] < r->by_position[most];
+    for (int j = 0; j < n; j++) fewer += r->by_position[j] < r->by_position[most];
     CHECK_MSG(dimmer == fewer, "%d of the %d less-picked cells are dimmer", dimmer, fewer);
     printf("  heatmaps: expert 0 picks position %d most (%lld of %lld samples)\n", most,
            (long long)r->by_position[most], (long long)r->test_size);
@@ -261,10 +258,8 @@ static void draw_and_check(const pmoe_routing *r, const pmoe_route_image_options
                   d.width, d.height, L.width, L.height);
         /* the image width the layout promises: the grid of patches at its scale */
         CHECK(L.image_w == L.grid_cols * L.cell_w && L.image_h == L.grid_rows * L.cell_h);
-        if (!expect_columns)
-            CHECK(L.cell_w == r->patch * L.scale_x);
-        else
-            CHECK(L.cell_h == r->channels * L.scale_y);
+        if (!expect_columns) CHECK(L.cell_w == r->patch * L.scale_x);
+        else CHECK(L.cell_h == r->channels * L.scale_y);
         CHECK(d.width == canvas.width && d.height == canvas.height &&
               memcmp(pixels, canvas.pixels, (size_t)d.width * d.height * 3) == 0);
         check_samples(r, &L, &d);
@@ -285,15 +280,13 @@ static void check_routing(const pmoe_routing *r, int want_samples) {
             const int32_t j = r->selected[i * l + t];
             const float g = r->gate[i * l + t];
             bad_picks += j < 0 || j >= n || !(g >= 0.0f && g <= 1.0f);
-            for (int u = 0; u < t; u++)
-                bad_picks += r->selected[i * l + u] == j;
+            for (int u = 0; u < t; u++) bad_picks += r->selected[i * l + u] == j;
         }
     CHECK_MSG(bad_picks == 0, "%d picks out of range or repeated", bad_picks);
     int bad_rows = 0;
     for (int e = 0; e < k; e++) {
         int64_t sum = 0;
-        for (int j = 0; j < n; j++)
-            sum += r->by_position[e * n + j];
+        for (int j = 0; j < n; j++) sum += r->by_position[e * n + j];
         bad_rows += sum != r->test_size * l;
     }
     CHECK_MSG(bad_rows == 0, "%d experts' position counts do not sum to N l", bad_rows);
@@ -323,7 +316,8 @@ static void check_captions(const pmoe_routing *r, const char *tmp) {
         pmoe_route_patch_origin(&L, s, 0, &x0, &y0);
         for (int y = y0 - line; y < y0; y++)
             for (int x = x0; x < x0 + L.tile_pitch_x && x < c.width; x++) {
-                const int ink = !pmoe_rgb_equal(pmoe_canvas_get(&c, x, y), (pmoe_rgb){255, 255, 255});
+                const int ink =
+                    !pmoe_rgb_equal(pmoe_canvas_get(&c, x, y), (pmoe_rgb){255, 255, 255});
                 if (x < x0 + L.image_w) on_image[s] += ink;
                 else in_gap += ink;
             }
@@ -341,10 +335,8 @@ static pmoe_status train_to(pmoe_config *cfg, const char *const *sets, int count
     char set[4200];
     snprintf(set, sizeof set, "train.checkpoint_dir=%s", ck_dir);
     const char *common[] = {"train.checkpoint_every=1000000", "train.threads=2", set};
-    for (int i = 0; !s && i < 3; i++)
-        s = pmoe_config_set(cfg, common[i], err);
-    for (int i = 0; !s && i < count; i++)
-        s = pmoe_config_set(cfg, sets[i], err);
+    for (int i = 0; !s && i < 3; i++) s = pmoe_config_set(cfg, common[i], err);
+    for (int i = 0; !s && i < count; i++) s = pmoe_config_set(cfg, sets[i], err);
     pmoe_train_result res;
     if (!s) s = pmoe_train(cfg, NULL, NULL, &res, err);
     if (!s) snprintf(checkpoint, size, "%s", res.last_checkpoint);

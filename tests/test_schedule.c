@@ -47,8 +47,15 @@ static void test_closed_forms(void) {
     /* step: S = 10, gamma 0.1 after epochs 3 and 7 */
     const char *step_sets[] = {"train.schedule=step", "train.lr_steps=3,7", "train.lr_gamma=0.1"};
     pmoe_lr_schedule s = make(step_sets, 3, 0.1, 10, 10);
-    const struct { int64_t t; double want; } st[] = {
-        {0, 0.1}, {29, 0.1}, {30, 0.1 * 0.1}, {69, 0.1 * 0.1}, {70, 0.1 * 0.1 * 0.1}, {99, 0.1 * 0.1 * 0.1}};
+    const struct {
+        int64_t t;
+        double want;
+    } st[] = {{0, 0.1},
+              {29, 0.1},
+              {30, 0.1 * 0.1},
+              {69, 0.1 * 0.1},
+              {70, 0.1 * 0.1 * 0.1},
+              {99, 0.1 * 0.1 * 0.1}};
     for (size_t i = 0; i < sizeof st / sizeof st[0]; i++)
         CHECK_MSG(near(pmoe_lr_at(&s, st[i].t), st[i].want), "step t=%lld: %.17g, want %.17g",
                   (long long)st[i].t, pmoe_lr_at(&s, st[i].t), st[i].want);
@@ -70,7 +77,8 @@ static void test_closed_forms(void) {
         const char *cos_sets[] = {"train.schedule=cosine", "train.lr_min=0.001", wset};
         pmoe_lr_schedule k = make(cos_sets, 3, 0.1, 10, 10);
         const int64_t W = warm * 10, T = 100;
-        const int64_t kt[] = {0, W / 2, W, W + (T - W) / 4, W + (T - W) / 2, W + 3 * (T - W) / 4, T - 1};
+        const int64_t kt[] = {0,    W / 2, W, W + (T - W) / 4, W + (T - W) / 2, W + 3 * (T - W) / 4,
+                              T - 1};
         for (size_t i = 0; i < sizeof kt / sizeof kt[0]; i++) {
             const int64_t t = kt[i];
             const double u = t < W ? 0.0 : (double)(t - W) / (double)(T - W);
@@ -87,7 +95,10 @@ static void test_closed_forms(void) {
 }
 
 static void test_config_errors(void) {
-    const struct { const char *set[2]; const char *needle; } bad[] = {
+    const struct {
+        const char *set[2];
+        const char *needle;
+    } bad[] = {
         {{"train.schedule=step", NULL}, "train.lr_steps"},
         {{"train.lr_steps=3,2", NULL}, "must increase"},
         {{"train.lr_steps=a", NULL}, "train.lr_steps"},
@@ -116,10 +127,11 @@ static char tmp[512];
 
 static void base_config(pmoe_config *cfg, const char *dir, const char *schedule) {
     pmoe_config_default(cfg);
-    const char *sets[] = {"data.source=synthetic", "data.train_size=200", "data.test_size=100",
-                          "train.epochs=10", "train.momentum=0.9", "train.lr=0.05",
+    const char *sets[] = {"data.source=synthetic",     "data.train_size=200",
+                          "data.test_size=100",        "train.epochs=10",
+                          "train.momentum=0.9",        "train.lr=0.05",
                           "train.checkpoint_every=50", "train.warmup_epochs=2",
-                          "train.lr_min=0.001", "train.lr_steps=4,8"};
+                          "train.lr_min=0.001",        "train.lr_steps=4,8"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) pmoe_config_set(cfg, sets[i], NULL);
     char set[700];
     snprintf(set, sizeof set, "train.schedule=%s", schedule);
@@ -180,8 +192,8 @@ static void test_resume_router_phase(void) {
     pmoe_config cfg;
     pmoe_train_result res_whole, res;
     pmoe_error err = {PMOE_OK, ""};
-    const char *sets[] = {"train.mode=separate", "model.experts=2", "model.topl=2",
-                          "train.router_epochs=3", "train.epochs=2", "train.momentum=0",
+    const char *sets[] = {"train.mode=separate",   "model.experts=2", "model.topl=2",
+                          "train.router_epochs=3", "train.epochs=2",  "train.momentum=0",
                           "train.lr_steps=1,2"};
     base_config(&cfg, "sep-whole", "step");
     for (int i = 0; i < 7; i++) pmoe_config_set(&cfg, sets[i], NULL);
@@ -194,7 +206,8 @@ static void test_resume_router_phase(void) {
     first.stop_at = 17; /* inside the router phase */
     CHECK(trace_train(&cfg, &first, NULL, &res, &err) == PMOE_ERR_INTERRUPTED);
     CHECK(trace_train(&cfg, &rest, res.last_checkpoint, &res, &err) == PMOE_OK);
-    CHECK_MSG(trace_resumed_equals(&whole, &first, &rest), "separate training: resumed losses differ");
+    CHECK_MSG(trace_resumed_equals(&whole, &first, &rest),
+              "separate training: resumed losses differ");
     CHECK(res.test_acc == res_whole.test_acc);
     printf("router phase with a step schedule: resumed = left alone, bit for bit\n");
 }

@@ -46,7 +46,8 @@ static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *
     t->load_checked++;
     for (int e = 0; e < ld->experts; e++) {
         int64_t by_position = 0, by_class = 0;
-        for (int j = 0; j < ld->positions; j++) by_position += ld->by_position[e * ld->positions + j];
+        for (int j = 0; j < ld->positions; j++)
+            by_position += ld->by_position[e * ld->positions + j];
         for (int c = 0; c < ld->classes; c++) by_class += ld->by_class[e * ld->classes + c];
         if (by_position != ld->samples * t->expect_topl || by_class != by_position) t->load_wrong++;
     }
@@ -145,8 +146,8 @@ int main(void) {
 
     /* The real mosaic, when its data is installed. */
     if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) == 0) {
-        const char *mosaic[] = {"data.source=mosaic", "data.train_size=200",
-                                "data.test_size=100", "train.epochs=2"};
+        const char *mosaic[] = {"data.source=mosaic", "data.train_size=200", "data.test_size=100",
+                                "train.epochs=2"};
         s = run(mosaic, 4, &b, &res, &err);
         CHECK_MSG(s == PMOE_OK, "%s", err.message);
         CHECK(res.info.patches == 16 && res.info.patch_dim == 784 && res.router_recall >= 0.0);
@@ -156,9 +157,9 @@ int main(void) {
         CHECK_MSG(s == PMOE_OK, "%s", err.message);
         CHECK(res.steps == 20 && res.test_acc >= 0.0);
         /* Plain 10-class IDX: softmax loss, routers trained in class pairs. */
-        const char *idx[] = {"data.source=idx", "data.train_size=200", "data.test_size=100",
-                             "train.epochs=2", "train.mode=separate", "model.experts=10",
-                             "model.topl=4", "train.router_epochs=2"};
+        const char *idx[] = {"data.source=idx", "data.train_size=200",  "data.test_size=100",
+                             "train.epochs=2",  "train.mode=separate",  "model.experts=10",
+                             "model.topl=4",    "train.router_epochs=2"};
         s = run(idx, 8, &b, &res, &err);
         CHECK_MSG(s == PMOE_OK, "%s", err.message);
         CHECK(res.info.classes == 10 && res.router_steps == 20 && res.router_recall < 0.0);

@@ -36,10 +36,8 @@ static int close_impl(const char *what, const float *got, const void *want, int 
     if (!ok)
         printf(" at %lld: got %.9g want %.9g  <-- FAIL\n", (long long)worst_at,
                (double)got[worst_at], w);
-    if (ok)
-        test_passed++;
-    else
-        test_failed++;
+    if (ok) test_passed++;
+    else test_failed++;
     return ok;
 }
 
@@ -75,7 +73,8 @@ int check_exact_i(const char *what, const int32_t *got, const int32_t *want, int
 
 void fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
     pmoe_rng r = pmoe_rng_make(seed, 0x7e57);
-    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)pmoe_rng_uniform_at(&r, (uint64_t)i);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * (float)pmoe_rng_uniform_at(&r, (uint64_t)i);
 }
 
 int close_scaled(const char *what, const float *got, const float *want, int64_t n, double rel) {
@@ -105,8 +104,7 @@ double channel_mass(const float *a, const float *b, const float *mean, const flo
     return top;
 }
 
-void fill_random_picks(int32_t *sel, int64_t groups, int n, int l, uint64_t seed,
-                       uint64_t stream) {
+void fill_random_picks(int32_t *sel, int64_t groups, int n, int l, uint64_t seed, uint64_t stream) {
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
     if (!perm) {
         fprintf(stderr, "fill_random_picks: out of memory\n");

@@ -12,35 +12,35 @@
 
 extern int test_passed, test_failed;
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (cond) {                                                                   \
-            test_passed++;                                                            \
-        } else {                                                                      \
-            test_failed++;                                                            \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                             \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed++;                                                                         \
+        } else {                                                                                   \
+            test_failed++;                                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                          \
-    do {                                                                              \
-        if (cond) {                                                                   \
-            test_passed++;                                                            \
-        } else {                                                                      \
-            test_failed++;                                                            \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);           \
-            fprintf(stderr, __VA_ARGS__);                                             \
-            fputc('\n', stderr);                                                      \
-        }                                                                             \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed++;                                                                         \
+        } else {                                                                                   \
+            test_failed++;                                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 /* Compares got against want elementwise with |got - want| <= atol + rtol*|want|.
  * Prints the worst element's error as a share of its limit under `what`.
  * Returns 1 when all are within. NaN or Inf in either fails. */
-int check_close(const char *what, const float *got, const double *want, int64_t n,
-                double atol, double rtol);
-int check_close_f(const char *what, const float *got, const float *want, int64_t n,
-                  double atol, double rtol);
+int check_close(const char *what, const float *got, const double *want, int64_t n, double atol,
+                double rtol);
+int check_close_f(const char *what, const float *got, const float *want, int64_t n, double atol,
+                  double rtol);
 
 /* Bit-for-bit comparisons; print "bit-identical"/"identical" or the first
  * element that differs, record a pass or a failure, return 1 when equal. */
@@ -65,8 +65,7 @@ void fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 
 /* l distinct picks of [0, n) per group, as top-l picks them: the first l of
  * a shuffle of the n indices, from the RNG (seed, stream). sel has groups x l. */
-void fill_random_picks(int32_t *sel, int64_t groups, int n, int l, uint64_t seed,
-                       uint64_t stream);
+void fill_random_picks(int32_t *sel, int64_t groups, int n, int l, uint64_t seed, uint64_t stream);
 
 /* Host buffers freed together by free_all() (exit 2 when out of memory or
  * past TEST_MAX_BUFS at once). Float buffers start as NaN, int buffers as

@@ -168,8 +168,8 @@ static int fd_check(const char *what, layer_case *c, float *target, const float 
     printf("  %-26s worst %.3f of the limit, %d of %d skipped (a kink crossed)\n", what, worst,
            skipped, samples);
     CHECK_MSG(bad == 0, "%s: %d elements off", what, bad);
-    CHECK_MSG(skipped <= samples / 4, "%s: %d of %d perturbations changed the picks", what,
-              skipped, samples);
+    CHECK_MSG(skipped <= samples / 4, "%s: %d of %d perturbations changed the picks", what, skipped,
+              samples);
     return skipped;
 }
 
@@ -179,7 +179,8 @@ static void check_layer_gradients(const char *label, const char *const *sets, in
     pmoe_model *m = c.m;
     moe_conv_layer *L = c.L;
     const int64_t sel = c.batch * L->experts * L->topl + normed_count(&c);
-    int32_t *base = malloc(sizeof(int32_t) * (size_t)sel), *picks = malloc(sizeof(int32_t) * (size_t)sel);
+    int32_t *base = malloc(sizeof(int32_t) * (size_t)sel),
+            *picks = malloc(sizeof(int32_t) * (size_t)sel);
     layer_loss(&c, base);
     memset(c.dx, 0, sizeof(float) * (size_t)c.in_count);
     const float before = 0.25f; /* dx accumulates: start it away from zero */
@@ -206,9 +207,9 @@ static void check_layer_gradients(const char *label, const char *const *sets, in
 static void check_sparse_equals_dense(void) {
     const char *sparse_sets[] = {"model.type=wrn_pmoe", "model.experts=4", "model.topl=4",
                                  "model.gate=ones", "model.expert_kernel=1"};
-    const char *dense_sets[] = {"model.type=wrn_pmoe", "model.experts=4", "model.topl=4",
-                                "model.gate=ones", "model.expert_kernel=1",
-                                "model.moe_impl=dense_masked"};
+    const char *dense_sets[] = {"model.type=wrn_pmoe",   "model.experts=4",
+                                "model.topl=4",          "model.gate=ones",
+                                "model.expert_kernel=1", "model.moe_impl=dense_masked"};
     layer_case a = layer_case_make(sparse_sets, 5, 3), b = layer_case_make(dense_sets, 6, 3);
     CHECK(a.L->patches == a.L->topl && b.L->impl == PMOE_MOE_DENSE_MASKED);
     layer_loss(&a, NULL);
@@ -309,8 +310,8 @@ static void check_network_gradients(const char *label, const char *const *sets, 
                 skipped++;
                 continue;
             }
-            fd_compare(m->params[p].name, i, (up - down) / (2.0 * eps), g[i], 2e-4, 5e-2, 4,
-                       &worst, &bad);
+            fd_compare(m->params[p].name, i, (up - down) / (2.0 * eps), g[i], 2e-4, 5e-2, 4, &worst,
+                       &bad);
             checked++;
         }
         free(g);
@@ -352,8 +353,10 @@ static void check_eval_uses_running_statistics(void) {
     model_loss(m, 1, 0);
     double diff = 0.0;
     for (int i = 0; i < 10; i++) diff += fabs(full[i] - m->logits[i]);
-    CHECK_MSG(diff > 1e-3, "training mode: batch statistics should make the logits differ "
-                           "(|diff| %.3g)", diff);
+    CHECK_MSG(diff > 1e-3,
+              "training mode: batch statistics should make the logits differ "
+              "(|diff| %.3g)",
+              diff);
     pmoe_model_free(m);
 }
 
@@ -364,10 +367,18 @@ static void check_learns(const char *label, const char *type) {
     pmoe_config_default(&cfg);
     char type_set[64];
     snprintf(type_set, sizeof type_set, "model.type=%s", type);
-    const char *sets[] = {type_set, "data.source=noisy", "data.train_size=2000",
-                          "data.test_size=500", "model.experts=4", "model.topl=4",
-                          "model.width=1", "train.epochs=4", "train.batch=32", "train.lr=0.05",
-                          "train.momentum=0.9", "train.threads=2",
+    const char *sets[] = {type_set,
+                          "data.source=noisy",
+                          "data.train_size=2000",
+                          "data.test_size=500",
+                          "model.experts=4",
+                          "model.topl=4",
+                          "model.width=1",
+                          "train.epochs=4",
+                          "train.batch=32",
+                          "train.lr=0.05",
+                          "train.momentum=0.9",
+                          "train.threads=2",
                           fast ? "train.cpu_kernels=fast" : "train.cpu_kernels=reference"};
     set_all(&cfg, sets, (int)(sizeof sets / sizeof sets[0]));
     pmoe_train_result res;
@@ -378,8 +389,8 @@ static void check_learns(const char *label, const char *type) {
         return;
     }
     CHECK_MSG(s == PMOE_OK, "%s: %s", label, err.message);
-    printf(" %s on the noisy task (2000 samples, 4 epochs): test accuracy %.3f in %.1f s\n",
-           label, res.test_acc, res.seconds);
+    printf(" %s on the noisy task (2000 samples, 4 epochs): test accuracy %.3f in %.1f s\n", label,
+           res.test_acc, res.seconds);
     CHECK_MSG(res.test_acc >= 0.3, "%s: test accuracy %.3f (chance 0.1)", label, res.test_acc);
 }
 

@@ -35,9 +35,8 @@ static double median(double *v, int n) {
 enum { MAX_REPEATS = 64 };
 typedef enum { CONV_FWD, CONV_BWD, BN_FWD, BN_BWD } op_kind;
 
-static void run_op(pmoe_backend *be, op_kind op, const pmoe_conv_shape *cs,
-                   const pmoe_bn_shape *bs, float *a, float *b, float *c, float *d, float *e,
-                   float *v) {
+static void run_op(pmoe_backend *be, op_kind op, const pmoe_conv_shape *cs, const pmoe_bn_shape *bs,
+                   float *a, float *b, float *c, float *d, float *e, float *v) {
     const pmoe_ops *o = be->ops;
     switch (op) {
     case CONV_FWD: o->conv2d_forward(be, cs, a, b, NULL, c); break;
@@ -65,12 +64,9 @@ static void time_op(pmoe_backend *ref, pmoe_backend *fast, const char *name, op_
         for (int which = 0; which < 2; which++) {
             pmoe_backend *be = which ? fast : ref;
             const double t0 = now_ms();
-            if (op == CONV_FWD || op == CONV_BWD)
-                run_op(be, op, &cs, NULL, x, w, y, dx, dw, NULL);
-            else if (op == BN_FWD)
-                run_op(be, op, NULL, &bs, x, x2, NULL, run, dw, vec);
-            else
-                run_op(be, op, NULL, &bs, x, x2, dx, NULL, dw, vec);
+            if (op == CONV_FWD || op == CONV_BWD) run_op(be, op, &cs, NULL, x, w, y, dx, dw, NULL);
+            else if (op == BN_FWD) run_op(be, op, NULL, &bs, x, x2, NULL, run, dw, vec);
+            else run_op(be, op, NULL, &bs, x, x2, dx, NULL, dw, vec);
             const double t = now_ms() - t0;
             if (r >= 0) (which ? t_fast : t_ref)[r] = t;
         }
@@ -99,10 +95,10 @@ int main(int argc, char **argv) {
         const int w = cases[i].width;
         printf("width %d, batch %lld (32x32 inputs)\n", w, (long long)B);
         const pmoe_conv_shape convs[] = {
-            {B, 3, 32, 32, 16, 3, 3, 1, 1},            {B, 16, 32, 32, 16 * w, 3, 3, 1, 1},
-            {B, 16 * w, 32, 32, 16 * w, 3, 3, 1, 1},   {B, 16 * w, 32, 32, 32 * w, 3, 3, 2, 1},
-            {B, 32 * w, 16, 16, 32 * w, 3, 3, 1, 1},   {B, 16 * w, 32, 32, 32 * w, 1, 1, 2, 0},
-            {B, 32 * w, 16, 16, 64 * w, 3, 3, 2, 1},   {B, 64 * w, 8, 8, 64 * w, 3, 3, 1, 1}};
+            {B, 3, 32, 32, 16, 3, 3, 1, 1},          {B, 16, 32, 32, 16 * w, 3, 3, 1, 1},
+            {B, 16 * w, 32, 32, 16 * w, 3, 3, 1, 1}, {B, 16 * w, 32, 32, 32 * w, 3, 3, 2, 1},
+            {B, 32 * w, 16, 16, 32 * w, 3, 3, 1, 1}, {B, 16 * w, 32, 32, 32 * w, 1, 1, 2, 0},
+            {B, 32 * w, 16, 16, 64 * w, 3, 3, 2, 1}, {B, 64 * w, 8, 8, 64 * w, 3, 3, 1, 1}};
         for (size_t j = 0; j < sizeof convs / sizeof convs[0]; j++) {
             time_op(ref, fast, "conv fwd", CONV_FWD, convs[j], repeats);
             time_op(ref, fast, "conv bwd", CONV_BWD, convs[j], repeats);

@@ -16,8 +16,8 @@
 typedef struct trace {
     int64_t steps;
     double loss[TRACE_MAX_STEPS];
-    double lr[TRACE_MAX_EPOCHS];     /* the main phase's epoch reports */
-    int64_t stop_at;                 /* set *stop when this step is reported */
+    double lr[TRACE_MAX_EPOCHS]; /* the main phase's epoch reports */
+    int64_t stop_at;             /* set *stop when this step is reported */
     volatile sig_atomic_t *stop;
 } trace;
 
@@ -28,8 +28,7 @@ static inline void trace_on_step(void *user, const pmoe_step_report *r) {
     if (t->stop && t->steps == t->stop_at) *t->stop = 1;
 }
 
-static inline pmoe_status trace_on_epoch(void *user, const pmoe_epoch_report *r,
-                                         pmoe_error *err) {
+static inline pmoe_status trace_on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *err) {
     (void)err;
     trace *t = user;
     if (r->phase == PMOE_PHASE_MAIN && r->epoch >= 1 && r->epoch <= TRACE_MAX_EPOCHS)

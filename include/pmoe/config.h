@@ -29,7 +29,12 @@ typedef enum {
 } pmoe_data_source;
 /* pmoe and cnn: the two-layer models of the theory (the paper's eq. 1 and
  * eq. 5); wrn and wrn_pmoe: the deep models (its section 4). */
-typedef enum { PMOE_MODEL_PMOE, PMOE_MODEL_CNN, PMOE_MODEL_WRN, PMOE_MODEL_WRN_PMOE } pmoe_model_type;
+typedef enum {
+    PMOE_MODEL_PMOE,
+    PMOE_MODEL_CNN,
+    PMOE_MODEL_WRN,
+    PMOE_MODEL_WRN_PMOE
+} pmoe_model_type;
 /* The WRN-pMoE layer: sparse runs each expert on its selected patches only;
  * dense_masked is the paper code's form (mask the map, run every expert on
  * all of it), kept for fidelity and to measure what sparsity saves. */
@@ -61,7 +66,7 @@ typedef enum { PMOE_PRECISION_FP32, PMOE_PRECISION_TF32, PMOE_PRECISION_BF16 } p
 
 typedef struct pmoe_data_config {
     pmoe_data_source source;
-    char path[1024];       /* folder holding the IDX files (CIFAR-10: cifar-10-batches-bin;
+    char path[1024]; /* folder holding the IDX files (CIFAR-10: cifar-10-batches-bin;
                               folder: the one holding train/ and test/) */
     int64_t train_size;
     int64_t test_size;
@@ -69,41 +74,41 @@ typedef struct pmoe_data_config {
     int pos_class, neg_class; /* mosaic: the deciding item's class for y = +1 / -1 */
     int grid;                 /* mosaic: items per side (4 -> 16 items) */
     /* the theory's data model */
-    int synthetic_patches;    /* n */
-    int synthetic_dim;        /* d */
-    int synthetic_clusters;   /* number of class-irrelevant patterns */
-    double delta_d;           /* <o1, o2> */
-    double delta_r;           /* max |<o, q>| for irrelevant q */
-    double noise;             /* standard deviation of the Gaussian noise per coordinate */
+    int synthetic_patches;  /* n */
+    int synthetic_dim;      /* d */
+    int synthetic_clusters; /* number of class-irrelevant patterns */
+    double delta_d;         /* <o1, o2> */
+    double delta_r;         /* max |<o, q>| for irrelevant q */
+    double noise;           /* standard deviation of the Gaussian noise per coordinate */
     /* idx: pad each image (centred, zeros) to image_size x image_size; 0 = as stored.
      * folder: crop each image to its centred square and resize that
      * (bilinear) to image_size x image_size; 0 = all images must be one size.
      * noisy: the side of the canvas (the item is pasted at half of it). */
     int image_size;
-    int background;           /* noisy: pmoe_background */
+    int background; /* noisy: pmoe_background */
     /* Augmentation of training samples (data/augment.h), off by default: a
      * random crop of the image padded with crop_pad zeros on every side, and
      * a horizontal flip with probability 1/2. */
     int crop_pad;
     int flip;
-    int on_bad_image;         /* folder: pmoe_on_bad_image */
+    int on_bad_image; /* folder: pmoe_on_bad_image */
 } pmoe_data_config;
 
 typedef struct pmoe_model_config {
     pmoe_model_type type;
-    int experts;      /* k */
-    int topl;         /* l */
-    int hidden;       /* m, total over experts */
-    int patch;        /* p; 0 = the data's natural patch size */
+    int experts; /* k */
+    int topl;    /* l */
+    int hidden;  /* m, total over experts */
+    int patch;   /* p; 0 = the data's natural patch size */
     pmoe_gate_mode gate;
     pmoe_output_init output_init;
     int train_output; /* train the output weights a (off in the paper) */
     double expert_init_std;
-    double router_init_std;   /* < 0: the paper's default for the mode */
+    double router_init_std; /* < 0: the paper's default for the mode */
     /* deep models (wrn, wrn_pmoe) */
-    int width;        /* w: groups of 16w, 32w, 64w channels */
-    int expert_kernel;/* wrn_pmoe: 1 or 3 (3 pads within the patch) */
-    int moe_impl;     /* wrn_pmoe: pmoe_moe_impl */
+    int width;         /* w: groups of 16w, 32w, 64w channels */
+    int expert_kernel; /* wrn_pmoe: 1 or 3 (3 pads within the patch) */
+    int moe_impl;      /* wrn_pmoe: pmoe_moe_impl */
 } pmoe_model_config;
 
 typedef struct pmoe_train_config {
@@ -111,46 +116,46 @@ typedef struct pmoe_train_config {
     int epochs;
     int batch;
     double lr;
-    int schedule;         /* pmoe_schedule, over each phase's own steps */
-    int warmup_epochs;    /* linear warmup over the first epochs of a phase */
-    char lr_steps[128];   /* step: "E1,E2,...": after epoch Ei the rate is multiplied by lr_gamma */
+    int schedule;       /* pmoe_schedule, over each phase's own steps */
+    int warmup_epochs;  /* linear warmup over the first epochs of a phase */
+    char lr_steps[128]; /* step: "E1,E2,...": after epoch Ei the rate is multiplied by lr_gamma */
     double lr_gamma;
-    double lr_min;        /* cosine: the rate the cosine ends at */
+    double lr_min; /* cosine: the rate the cosine ends at */
     double momentum;
     double weight_decay;
     uint64_t seed;
-    int threads;          /* 0 = what OpenMP chooses */
-    char device[32];      /* auto | cpu | cuda | cuda:N */
-    int cpu_kernels;      /* pmoe_cpu_kernels (backend.h): 0 reference, 1 fast (oneDNN) */
-    int precision;        /* pmoe_precision */
+    int threads;     /* 0 = what OpenMP chooses */
+    char device[32]; /* auto | cpu | cuda | cuda:N */
+    int cpu_kernels; /* pmoe_cpu_kernels (backend.h): 0 reference, 1 fast (oneDNN) */
+    int precision;   /* pmoe_precision */
     /* separate training, router phase */
     int router_epochs;
     int router_batch;
     double router_lr;
-    int64_t router_size;  /* N_r; 0 = the whole training set */
-    int eval_every;       /* epochs between test evaluations (the last epoch always) */
+    int64_t router_size;    /* N_r; 0 = the whole training set */
+    int eval_every;         /* epochs between test evaluations (the last epoch always) */
     int64_t fault_nan_step; /* testing aid: poison this main-phase step's batch with NaN; 0 = off */
     int64_t checkpoint_every; /* steps between checkpoints; 0 = only when stopped by a signal */
     int keep;                 /* checkpoints kept in checkpoint_dir (the newest) */
     int keep_best;            /* also keep checkpoint_dir/best.safetensors: the best test
                                  accuracy so far, never pruned */
     char checkpoint_dir[1024];
-    int on_nonfinite;         /* pmoe_on_nonfinite */
-    int64_t sync_every;       /* steps between the host's reads of losses and the guard; 0 = auto */
-    int overlap_input;        /* compose and upload batch i + 1 during step i (backends with a copy stream) */
-    char profile_steps[32];   /* "A:B": bracket global steps A..B with the profiler API; "" = off */
-    int profile_experts;      /* two-layer: one call and NVTX range per expert (slower) */
-    int comm;                 /* pmoe_comm_kind */
-    int fault_rank;           /* testing aid: this rank's data open fails; -1 = off */
-    int sync_bn;              /* deep models over ranks: batch norm over the global batch */
-    int expert_parallel;      /* deep models: E, ranks per expert-parallel group; 0 = auto */
+    int on_nonfinite;   /* pmoe_on_nonfinite */
+    int64_t sync_every; /* steps between the host's reads of losses and the guard; 0 = auto */
+    int overlap_input; /* compose and upload batch i + 1 during step i (backends with a copy stream) */
+    char profile_steps[32]; /* "A:B": bracket global steps A..B with the profiler API; "" = off */
+    int profile_experts;    /* two-layer: one call and NVTX range per expert (slower) */
+    int comm;               /* pmoe_comm_kind */
+    int fault_rank;         /* testing aid: this rank's data open fails; -1 = off */
+    int sync_bn;            /* deep models over ranks: batch norm over the global batch */
+    int expert_parallel;    /* deep models: E, ranks per expert-parallel group; 0 = auto */
 } pmoe_train_config;
 
 /* pmoe bench: how long to warm up and how often to time a step. */
 typedef struct pmoe_bench_config {
-    int warmup;       /* untimed steps before timing */
-    int repeats;      /* timed steps: the median, min and max are reported */
-    int sgemm_size;   /* the square SGEMM that measures the machine's peak; 0 = skip */
+    int warmup;     /* untimed steps before timing */
+    int repeats;    /* timed steps: the median, min and max are reported */
+    int sgemm_size; /* the square SGEMM that measures the machine's peak; 0 = skip */
 } pmoe_bench_config;
 
 typedef struct pmoe_config {

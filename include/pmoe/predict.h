@@ -26,7 +26,7 @@ typedef struct pmoe_prediction {
 } pmoe_prediction;
 
 typedef struct pmoe_predict_options {
-    const char *device;     /* NULL: the checkpoint's train.device */
+    const char *device; /* NULL: the checkpoint's train.device */
     /* When not NULL, what the routers picked, for a routing picture
      * (src/host/viz/route_image.h): the first route_samples images as read
      * (the normalisation undone), each one's picks and gates, its predicted
@@ -43,8 +43,8 @@ typedef struct pmoe_predict_options {
  * *count predictions in order. options may be NULL. Fails naming the file
  * that cannot be read or fitted. */
 pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int file_count,
-                         const pmoe_predict_options *options, pmoe_prediction **out,
-                         int64_t *count, pmoe_error *err);
+                         const pmoe_predict_options *options, pmoe_prediction **out, int64_t *count,
+                         pmoe_error *err);
 
 #ifdef __cplusplus
 }

@@ -12,14 +12,14 @@ extern "C" {
 
 typedef enum pmoe_status {
     PMOE_OK = 0,
-    PMOE_ERR_IO,         /* a file could not be opened, read or written */
-    PMOE_ERR_FORMAT,     /* a file's contents are malformed or truncated */
-    PMOE_ERR_CONFIG,     /* an unknown key or a value out of range */
-    PMOE_ERR_OOM,        /* an allocation failed */
-    PMOE_ERR_NONFINITE,  /* a loss or gradient became NaN or infinite */
-    PMOE_ERR_UNSUPPORTED,/* a valid request this build cannot serve */
-    PMOE_ERR_INTERNAL,   /* a broken invariant: a bug in pmoe */
-    PMOE_ERR_INTERRUPTED /* stopped on request (a signal) after saving a checkpoint */
+    PMOE_ERR_IO,          /* a file could not be opened, read or written */
+    PMOE_ERR_FORMAT,      /* a file's contents are malformed or truncated */
+    PMOE_ERR_CONFIG,      /* an unknown key or a value out of range */
+    PMOE_ERR_OOM,         /* an allocation failed */
+    PMOE_ERR_NONFINITE,   /* a loss or gradient became NaN or infinite */
+    PMOE_ERR_UNSUPPORTED, /* a valid request this build cannot serve */
+    PMOE_ERR_INTERNAL,    /* a broken invariant: a bug in pmoe */
+    PMOE_ERR_INTERRUPTED  /* stopped on request (a signal) after saving a checkpoint */
 } pmoe_status;
 
 typedef struct pmoe_error {

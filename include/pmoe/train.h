@@ -34,8 +34,8 @@ typedef enum { PMOE_PHASE_ROUTER, PMOE_PHASE_MAIN } pmoe_phase;
 typedef struct pmoe_run_info {
     char data[160];          /* what data the run uses, in words */
     pmoe_data_source source; /* the source chosen (AUTO resolved) */
-    char backend[96];         /* e.g. "cpu", "cuda:0 (NVIDIA H200)" */
-    char backend_why[256];    /* why auto chose it when it fell back to the CPU
+    char backend[96];        /* e.g. "cpu", "cuda:0 (NVIDIA H200)" */
+    char backend_why[256];   /* why auto chose it when it fell back to the CPU
                                  ("train.device = auto found no GPU: ..."), else "" */
     char model[16];
     int64_t params;
@@ -57,12 +57,12 @@ typedef struct pmoe_run_info {
 
 typedef struct pmoe_step_report {
     pmoe_phase phase;
-    int epoch, epochs;           /* 1-based */
-    int64_t step;                /* global, 1-based, per phase */
-    int64_t batch_index, batches;/* within the epoch, 1-based */
-    double loss;                 /* this batch's mean loss */
-    int64_t samples;             /* seen in this phase so far */
-    double elapsed;              /* seconds since the phase began */
+    int epoch, epochs;            /* 1-based */
+    int64_t step;                 /* global, 1-based, per phase */
+    int64_t batch_index, batches; /* within the epoch, 1-based */
+    double loss;                  /* this batch's mean loss */
+    int64_t samples;              /* seen in this phase so far */
+    double elapsed;               /* seconds since the phase began */
 } pmoe_step_report;
 
 /* Where the experts' picks fell over the test set. Every expert takes l
@@ -75,28 +75,28 @@ typedef struct pmoe_expert_load {
                                         1 = o1, 2 + c = cluster c), or else the sample's
                                         class (binary: 0 is y = -1, 1 is y = +1) */
     int64_t samples;
-    int grid_rows, grid_cols;        /* the positions as the input's patch grid (rows x cols) */
+    int grid_rows, grid_cols; /* the positions as the input's patch grid (rows x cols) */
 } pmoe_expert_load;
 
 typedef struct pmoe_epoch_report {
     pmoe_phase phase;
     int epoch, epochs;
     int64_t step;
-    double train_loss;     /* mean over the epoch's samples */
-    double lr;             /* the learning rate of the epoch's first step (train.schedule) */
-    double train_acc;      /* main phase; -1 in the router phase */
-    double test_acc;       /* -1 when not evaluated this epoch */
-    double router_recall;  /* -1 when the task has no deciding patch or no router */
+    double train_loss;    /* mean over the epoch's samples */
+    double lr;            /* the learning rate of the epoch's first step (train.schedule) */
+    double train_acc;     /* main phase; -1 in the router phase */
+    double test_acc;      /* -1 when not evaluated this epoch */
+    double router_recall; /* -1 when the task has no deciding patch or no router */
     int experts_reported;
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
-    pmoe_expert_load load; /* valid during the callback, when evaluated */
+    pmoe_expert_load load;                 /* valid during the callback, when evaluated */
     double phase_seconds[PMOE_MAX_PHASES]; /* this epoch, by pmoe_phase_name() */
-    double step_seconds;   /* this epoch's steps, measured around each whole step */
-    double seconds;        /* this epoch, evaluation included */
-    double elapsed;        /* since the run began */
-    int64_t exchange_bytes;/* expert parallelism: bytes this rank sent to other ranks this
+    double step_seconds;                   /* this epoch's steps, measured around each whole step */
+    double seconds;                        /* this epoch, evaluation included */
+    double elapsed;                        /* since the run began */
+    int64_t exchange_bytes; /* expert parallelism: bytes this rank sent to other ranks this
                               epoch (exchanges and reductions); 0 alone */
-    int64_t skipped_steps; /* since the run began: steps whose update train.on_nonfinite =
+    int64_t skipped_steps;  /* since the run began: steps whose update train.on_nonfinite =
                               skip dropped */
 } pmoe_epoch_report;
 
@@ -123,7 +123,7 @@ typedef struct pmoe_train_options {
  * row's diagonal share. classes = 0: not measured. Free with
  * pmoe_class_figures_free. */
 typedef struct pmoe_class_figures {
-    int classes;     /* the model's classes; 2 for a binary model (0: y = -1, 1: y = +1) */
+    int classes; /* the model's classes; 2 for a binary model (0: y = -1, 1: y = +1) */
     int binary;
     int64_t *counts; /* classes x classes, rows the true class */
     char **names;    /* the data's class names (the folder source's folders), or NULL */
@@ -138,11 +138,11 @@ typedef struct pmoe_train_result {
     double test_acc;
     double train_loss;
     double train_acc;
-    double router_recall;  /* -1 when not applicable */
-    int64_t steps;         /* main-phase steps */
+    double router_recall; /* -1 when not applicable */
+    int64_t steps;        /* main-phase steps */
     int64_t router_steps;
     double seconds;
-    int64_t peak_bytes;    /* the backend's peak */
+    int64_t peak_bytes;                    /* the backend's peak */
     double phase_seconds[PMOE_MAX_PHASES]; /* the whole run, by pmoe_phase_name() */
     double step_seconds;
     /* train.keep_best: best.safetensors ("" when none was written), and the
@@ -172,10 +172,10 @@ typedef struct pmoe_eval_result {
     pmoe_run_info info;
     char checkpoint[1024]; /* the file evaluated */
     double test_acc;
-    double router_recall;  /* -1 when not applicable */
+    double router_recall; /* -1 when not applicable */
     int experts_reported;
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
-    int64_t step;          /* the global step the checkpoint was saved at */
+    int64_t step;                 /* the global step the checkpoint was saved at */
     pmoe_class_figures per_class; /* options->per_class; free with pmoe_class_figures_free */
 } pmoe_eval_result;
 
@@ -187,8 +187,7 @@ typedef struct pmoe_eval_options {
 /* Test accuracy (and router recall) of the model saved at checkpoint, on the
  * data cfg describes; options may be NULL. */
 pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint,
-                      const pmoe_eval_options *options, pmoe_eval_result *result,
-                      pmoe_error *err);
+                      const pmoe_eval_options *options, pmoe_eval_result *result, pmoe_error *err);
 
 /* What a saved model's routers pick: the first `samples` test images with
  * their selections and gate values, and the per-expert counts by patch
@@ -199,11 +198,11 @@ typedef struct pmoe_routing {
     int grid_rows, grid_cols;           /* n = grid_rows * grid_cols */
     int experts, topl, classes;
     int samples;
-    float *images;      /* samples x C x H x W, as the model saw them */
-    int32_t *labels;    /* samples */
-    int32_t *decisive;  /* samples: the deciding patch, -1 when the task has none */
-    int32_t *selected;  /* samples x k x l, best first */
-    float *gate;        /* samples x k x l */
+    float *images;        /* samples x C x H x W, as the model saw them */
+    int32_t *labels;      /* samples */
+    int32_t *decisive;    /* samples: the deciding patch, -1 when the task has none */
+    int32_t *selected;    /* samples x k x l, best first */
+    float *gate;          /* samples x k x l */
     int64_t *by_position; /* k x n: picks per position over the test set */
     int64_t test_size;
     double test_acc, router_recall;

@@ -90,8 +90,7 @@ static __global__ void axpby_kernel(int64_t count, float alpha, const float *x, 
 
 /* One warp per row, lanes striding over its spatial values. */
 static __global__ void avgpool_forward_kernel(int64_t rows, int64_t spatial,
-                                              const float *__restrict__ x,
-                                              float *__restrict__ y) {
+                                              const float *__restrict__ x, float *__restrict__ y) {
     const int lane = threadIdx.x & 31;
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
     for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
@@ -137,8 +136,7 @@ static __global__ void batchnorm_eval_kernel(int64_t total, int channels, int64_
 
 /* ---------------------------------------------------------------- per channel */
 
-static __global__ void channel_bias_backward_kernel(int channels, unsigned count,
-                                                    unsigned spatial,
+static __global__ void channel_bias_backward_kernel(int channels, unsigned count, unsigned spatial,
                                                     const float *__restrict__ dy,
                                                     float *__restrict__ dbias) {
     PMOE_SHARED(float, sums, CHANNEL_THREADS);
@@ -209,9 +207,8 @@ static __global__ void batchnorm_partial_kernel(int channels, unsigned count, un
     const bn_range r = bn_block_range(count, splits);
     float v[1];
     if (!sums) {
-        v[0] = bn_thread_sum(r, [&](unsigned q) {
-            return x[channel_at(q, spatial, channels, r.c)];
-        });
+        v[0] =
+            bn_thread_sum(r, [&](unsigned q) { return x[channel_at(q, spatial, channels, r.c)]; });
     } else {
         const float mean = bn_total(sums, r.c, splits) / (float)count;
         v[0] = bn_thread_sum(r, [&](unsigned q) {
@@ -225,16 +222,12 @@ static __global__ void batchnorm_partial_kernel(int channels, unsigned count, un
 
 /* Pass 3: y over the block's range; split 0 of each channel saves the
  * statistics and moves the running ones. */
-static __global__ void batchnorm_normalize_kernel(int channels, unsigned count, unsigned spatial,
-                                                  unsigned splits, float eps, float momentum,
-                                                  const float *x, const float *__restrict__ gamma,
-                                                  const float *__restrict__ beta, float *y,
-                                                  const float *__restrict__ sums,
-                                                  const float *__restrict__ squares,
-                                                  float *__restrict__ save_mean,
-                                                  float *__restrict__ save_invstd,
-                                                  float *__restrict__ running_mean,
-                                                  float *__restrict__ running_var) {
+static __global__ void batchnorm_normalize_kernel(
+    int channels, unsigned count, unsigned spatial, unsigned splits, float eps, float momentum,
+    const float *x, const float *__restrict__ gamma, const float *__restrict__ beta, float *y,
+    const float *__restrict__ sums, const float *__restrict__ squares,
+    float *__restrict__ save_mean, float *__restrict__ save_invstd,
+    float *__restrict__ running_mean, float *__restrict__ running_var) {
     const bn_range r = bn_block_range(count, splits);
     const int c = r.c;
     const float mean = bn_total(sums, c, splits) / (float)count;
@@ -258,13 +251,11 @@ static __global__ void batchnorm_normalize_kernel(int channels, unsigned count, 
 /* With xhat = (x - mean) invstd: dbeta = sum dy, dgamma = sum dy xhat, and
  * dx += gamma invstd (dy - dbeta / N - xhat dgamma / N). Pass 1: each
  * block's partial sum dy and sum dy xhat (partials: 2 x channels x splits). */
-static __global__ void batchnorm_backward_partial_kernel(int channels, unsigned count,
-                                                         unsigned spatial, unsigned splits,
-                                                         const float *__restrict__ x,
-                                                         const float *__restrict__ save_mean,
-                                                         const float *__restrict__ save_invstd,
-                                                         const float *dy,
-                                                         float *__restrict__ partials) {
+static __global__ void
+batchnorm_backward_partial_kernel(int channels, unsigned count, unsigned spatial, unsigned splits,
+                                  const float *__restrict__ x, const float *__restrict__ save_mean,
+                                  const float *__restrict__ save_invstd, const float *dy,
+                                  float *__restrict__ partials) {
     PMOE_SHARED(float, tree, 2 * CHANNEL_THREADS);
     const bn_range r = bn_block_range(count, splits);
     const float mean = save_mean[r.c], invstd = save_invstd[r.c];
@@ -283,16 +274,11 @@ static __global__ void batchnorm_backward_partial_kernel(int channels, unsigned 
 
 /* Pass 2: the totals; split 0 writes dgamma and dbeta, every block its
  * range of dx (when dx is not NULL). */
-static __global__ void batchnorm_backward_apply_kernel(int channels, unsigned count,
-                                                       unsigned spatial, unsigned splits,
-                                                       const float *__restrict__ x,
-                                                       const float *__restrict__ gamma,
-                                                       const float *__restrict__ save_mean,
-                                                       const float *__restrict__ save_invstd,
-                                                       const float *dy, float *dx,
-                                                       const float *__restrict__ partials,
-                                                       float *__restrict__ dgamma,
-                                                       float *__restrict__ dbeta) {
+static __global__ void batchnorm_backward_apply_kernel(
+    int channels, unsigned count, unsigned spatial, unsigned splits, const float *__restrict__ x,
+    const float *__restrict__ gamma, const float *__restrict__ save_mean,
+    const float *__restrict__ save_invstd, const float *dy, float *dx,
+    const float *__restrict__ partials, float *__restrict__ dgamma, float *__restrict__ dbeta) {
     const bn_range r = bn_block_range(count, splits);
     const int c = r.c;
     const float sum_dy = bn_total(partials, c, splits);
@@ -319,17 +305,16 @@ static int check_count(const char *op, int64_t count) {
 }
 
 static int check_pool(const char *op, int64_t rows, int64_t spatial) {
-    return rows < 0 || spatial < 1
-               ? argument_error("%s: rows %lld spatial %lld", op, (long long)rows, (long long)spatial)
-               : 0;
+    return rows < 0 || spatial < 1 ? argument_error("%s: rows %lld spatial %lld", op,
+                                                    (long long)rows, (long long)spatial)
+                                   : 0;
 }
 
 /* batch x channels x spatial; per-channel kernels also need a channel's
  * batch * spatial values to fit the 32-bit split. */
 static int check_channels(const char *op, int64_t batch, int channels, int64_t spatial,
                           int per_channel) {
-    if (batch < 0 || channels < 1 || spatial < 1 ||
-        (per_channel && batch * spatial > 0x7fffffff))
+    if (batch < 0 || channels < 1 || spatial < 1 || (per_channel && batch * spatial > 0x7fffffff))
         return argument_error("%s: bad shape B=%lld C=%d spatial=%lld", op, (long long)batch,
                               channels, (long long)spatial);
     return 0;
@@ -344,8 +329,8 @@ extern "C" int PMOE_KERNEL(relu_forward_out)(int64_t count, const float *x, floa
     return PMOE_LAUNCH_STATUS();
 }
 
-extern "C" int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y,
-                                                     const float *dy, float *dx, void *stream) {
+extern "C" int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y, const float *dy,
+                                                     float *dx, void *stream) {
     int rc = check_count("relu_backward_accumulate", count);
     if (rc || !count) return rc;
     PMOE_LAUNCH(relu_backward_accumulate_kernel, dim3(grid_for(count, ELEMENT_THREADS)),
@@ -362,8 +347,8 @@ extern "C" int PMOE_KERNEL(axpby)(int64_t count, float alpha, const float *x, fl
     return PMOE_LAUNCH_STATUS();
 }
 
-extern "C" int PMOE_KERNEL(avgpool_forward)(int64_t rows, int64_t spatial, const float *x,
-                                            float *y, void *stream) {
+extern "C" int PMOE_KERNEL(avgpool_forward)(int64_t rows, int64_t spatial, const float *x, float *y,
+                                            void *stream) {
     int rc = check_pool("avgpool_forward", rows, spatial);
     if (rc || !rows) return rc;
     PMOE_LAUNCH(avgpool_forward_kernel, dim3(grid_for(rows, ELEMENT_THREADS / 32)),
@@ -414,22 +399,21 @@ extern "C" int PMOE_KERNEL(batchnorm_forward_train)(int64_t batch, int channels,
                                                     float *running_var, float momentum,
                                                     float *workspace, void *stream) {
     int rc = check_channels("batchnorm_forward_train", batch, channels, spatial, !!batch);
-    if (!rc && !(eps > 0.0f))
-        rc = argument_error("batchnorm_forward_train: eps %g", (double)eps);
+    if (!rc && !(eps > 0.0f)) rc = argument_error("batchnorm_forward_train: eps %g", (double)eps);
     if (rc || !batch) return rc; /* an empty batch has no statistics to take or move */
     const unsigned count = (unsigned)(batch * spatial), splits = bn_splits(count);
     const unsigned blocks = (unsigned)channels * splits;
     float *sums = workspace, *squares = workspace + (size_t)channels * splits;
-    PMOE_LAUNCH(batchnorm_partial_kernel, dim3(blocks), dim3(CHANNEL_THREADS), 0, stream,
-                channels, count, (unsigned)spatial, splits, x, (const float *)NULL, sums);
+    PMOE_LAUNCH(batchnorm_partial_kernel, dim3(blocks), dim3(CHANNEL_THREADS), 0, stream, channels,
+                count, (unsigned)spatial, splits, x, (const float *)NULL, sums);
     if ((rc = PMOE_LAUNCH_STATUS())) return rc;
-    PMOE_LAUNCH(batchnorm_partial_kernel, dim3(blocks), dim3(CHANNEL_THREADS), 0, stream,
-                channels, count, (unsigned)spatial, splits, x, (const float *)sums, squares);
+    PMOE_LAUNCH(batchnorm_partial_kernel, dim3(blocks), dim3(CHANNEL_THREADS), 0, stream, channels,
+                count, (unsigned)spatial, splits, x, (const float *)sums, squares);
     if ((rc = PMOE_LAUNCH_STATUS())) return rc;
     PMOE_LAUNCH(batchnorm_normalize_kernel, dim3(blocks), dim3(CHANNEL_THREADS), 0, stream,
                 channels, count, (unsigned)spatial, splits, eps, momentum, x, gamma, beta, y,
-                (const float *)sums, (const float *)squares, save_mean, save_invstd,
-                running_mean, running_var);
+                (const float *)sums, (const float *)squares, save_mean, save_invstd, running_mean,
+                running_var);
     return PMOE_LAUNCH_STATUS();
 }
 

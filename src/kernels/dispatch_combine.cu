@@ -27,8 +27,8 @@ static __global__ void dispatch_gather_kernel(int64_t total, int64_t batch, int 
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const expert_row_place p = expert_row_of(i, d, batch, k, l);
         const int32_t j = selected[p.pick];
-        expert_in[i] =
-            (unsigned)j < (unsigned)n ? patches[(p.sample * n + j) * (int64_t)d + p.col] : 0.0f;
+        expert_in[i] = (unsigned)j < (unsigned)n ? patches[(p.sample * n + j) * (int64_t)d + p.col]
+                                                 : 0.0f;
     }
 }
 
@@ -89,13 +89,11 @@ static __global__ void combine_forward_kernel(int64_t batch, int k, int l, int h
 }
 
 /* One thread per row (e, b, t) of hidden. */
-static __global__ void combine_backward_rows_kernel(int64_t batch, int k, int l, int h,
-                                                    int classes, const float *__restrict__ dlogits,
-                                                    const float *__restrict__ hidden,
-                                                    const float *__restrict__ gate,
-                                                    const float *__restrict__ out_w,
-                                                    float *__restrict__ dhidden,
-                                                    float *__restrict__ dgate) {
+static __global__ void
+combine_backward_rows_kernel(int64_t batch, int k, int l, int h, int classes,
+                             const float *__restrict__ dlogits, const float *__restrict__ hidden,
+                             const float *__restrict__ gate, const float *__restrict__ out_w,
+                             float *__restrict__ dhidden, float *__restrict__ dgate) {
     const int64_t rows = (int64_t)k * batch * l;
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
     const float inv_l = 1.0f / (float)l;
@@ -118,12 +116,10 @@ static __global__ void combine_backward_rows_kernel(int64_t batch, int k, int l,
 }
 
 /* One block per weight (e, u, c): a block-wide sum over the expert's B l rows. */
-static __global__ void combine_backward_weights_kernel(int64_t batch, int k, int l, int h,
-                                                       int classes,
-                                                       const float *__restrict__ dlogits,
-                                                       const float *__restrict__ hidden,
-                                                       const float *__restrict__ gate,
-                                                       float *__restrict__ dout_w) {
+static __global__ void
+combine_backward_weights_kernel(int64_t batch, int k, int l, int h, int classes,
+                                const float *__restrict__ dlogits, const float *__restrict__ hidden,
+                                const float *__restrict__ gate, float *__restrict__ dout_w) {
     PMOE_SHARED(float, partials, 32);
     const int64_t w = blockIdx.x;
     const int c = (int)(w % classes);
@@ -161,14 +157,14 @@ extern "C" int PMOE_KERNEL(dispatch_gather)(int64_t batch, int patches, int dim,
 }
 
 extern "C" int PMOE_KERNEL(dispatch_gather_backward)(int64_t batch, int patches, int dim,
-                                                     int experts, int topl,
-                                                     const float *dexpert_in,
+                                                     int experts, int topl, const float *dexpert_in,
                                                      const int32_t *selected, float *dpatches,
                                                      void *stream) {
     int rc = check_route("dispatch_gather_backward", batch, patches, dim, experts, topl);
     if (!rc && patches > INVERSE_TABLE_MAX_INTS)
         rc = argument_error("dispatch_gather_backward: n = %d patches exceed the %d of one block's "
-                            "shared table", patches, INVERSE_TABLE_MAX_INTS);
+                            "shared table",
+                            patches, INVERSE_TABLE_MAX_INTS);
     if (rc || !batch) return rc;
     int chunk = INVERSE_TABLE_INTS / patches;
     chunk = chunk < 1 ? 1 : chunk > experts ? experts : chunk;

@@ -16,11 +16,10 @@ static __global__ void round_floats_kernel(int64_t count, const float *__restric
         dst[i] = pmoe_round_as(src[i], precision);
 }
 
-extern "C" int PMOE_KERNEL(round_floats)(int64_t count, const float *src, float *dst,
-                                         int precision, void *stream) {
+extern "C" int PMOE_KERNEL(round_floats)(int64_t count, const float *src, float *dst, int precision,
+                                         void *stream) {
     if (count < 0 || precision < PMOE_ROUND_NONE || precision > PMOE_ROUND_BF16)
-        return argument_error("round_floats: count %lld precision %d", (long long)count,
-                              precision);
+        return argument_error("round_floats: count %lld precision %d", (long long)count, precision);
     if (!count) return 0;
     PMOE_LAUNCH(round_floats_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, count, src,
                 dst, precision);

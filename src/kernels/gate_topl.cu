@@ -60,9 +60,8 @@ static __device__ __forceinline__ int beats(float u, int i, float v, int j) {
 
 static __global__ void __launch_bounds__(MAX_WARPS * 32)
     gate_topl_forward_kernel(int n, int d, int k, int l, int gate_mode,
-                             const float *__restrict__ patches,
-                             const float *__restrict__ router_w, float *scores,
-                             int32_t *selected, float *__restrict__ gate) {
+                             const float *__restrict__ patches, const float *__restrict__ router_w,
+                             float *scores, int32_t *selected, float *__restrict__ gate) {
     const int64_t b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const float *x = patches + b * n * (int64_t)d;
@@ -85,7 +84,7 @@ static __global__ void __launch_bounds__(MAX_WARPS * 32)
         float acc[32];
 #pragma unroll
         for (int i = 0; i < 32; i++) acc[i] = 0.0f;
-        /* Unrolled twice so each warp keeps 8 row loads in flight. */
+            /* Unrolled twice so each warp keeps 8 row loads in flight. */
 #pragma unroll 2
         for (int i = lane; i < d; i += 32) {
             float xv[PATCH_GROUP], wv[EXPERT_GROUP];
@@ -140,8 +139,7 @@ static __global__ void gate_topl_backward_kernel(int n, int k, int l, int gate_m
                                                  const float *__restrict__ scores,
                                                  const int32_t *__restrict__ selected,
                                                  const float *__restrict__ gate,
-                                                 const float *__restrict__ dgate,
-                                                 float *dscores) {
+                                                 const float *__restrict__ dgate, float *dscores) {
     const int64_t b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     for (int e = warp; e < k; e += warps) {
@@ -174,7 +172,8 @@ static __global__ void gate_topl_backward_kernel(int n, int k, int l, int gate_m
             __syncwarp();
             for (int t = lane; t < l; t += 32) {
                 const int32_t j = selected[slot + t];
-                if ((unsigned)j < (unsigned)n) dcolumn[(int64_t)j * k] += gate[slot + t] * dgate[slot + t];
+                if ((unsigned)j < (unsigned)n)
+                    dcolumn[(int64_t)j * k] += gate[slot + t] * dgate[slot + t];
             }
         }
     }
@@ -206,8 +205,7 @@ extern "C" int PMOE_KERNEL(gate_topl_forward)(int64_t batch, int patches, int di
 }
 
 extern "C" int PMOE_KERNEL(gate_topl_backward_scores)(int64_t batch, int patches, int experts,
-                                                      int topl, int gate_mode,
-                                                      const float *scores,
+                                                      int topl, int gate_mode, const float *scores,
                                                       const int32_t *selected, const float *gate,
                                                       const float *dgate, float *dscores,
                                                       void *stream) {

@@ -134,14 +134,14 @@ void context_switch(saved_context &from, saved_context &to) {
 }
 
 struct fiber {
-    thread_view view;     /* first, so current_thread can point at it */
+    thread_view view; /* first, so current_thread can point at it */
     saved_context context;
     fiber_state state;
-    int linear;           /* x + y X + z X Y */
-    unsigned warp_mask;   /* the mask of the warp operation it waits in */
-    uint64_t warp_ops;    /* warp operations completed */
-    size_t shared_seen;   /* shared declarations reached */
-    int stack;            /* the pool stack it runs on (its own, or a predecessor's) */
+    int linear;         /* x + y X + z X Y */
+    unsigned warp_mask; /* the mask of the warp operation it waits in */
+    uint64_t warp_ops;  /* warp operations completed */
+    size_t shared_seen; /* shared declarations reached */
+    int stack;          /* the pool stack it runs on (its own, or a predecessor's) */
     void *asan_fake_stack;
 };
 
@@ -183,7 +183,7 @@ thread_local int status = 0;
 thread_local std::string message;
 thread_local std::vector<unsigned char *> stacks;
 thread_local size_t stacks_bytes = 0;
-settings config;  /* process-wide; set before launches */
+settings config; /* process-wide; set before launches */
 uint64_t switch_count = 0;
 
 void load_settings() {

@@ -48,8 +48,8 @@
 #define PMOE_HOST_EXEC 0
 /* A stale error of some earlier runtime call is cleared first, so that the
  * status read after the launch is not that call's. */
-#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                     \
-    ((void)cudaGetLastError(), ::PMOE_KERNEL_NS::note_launch(#kernel),         \
+#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                                       \
+    ((void)cudaGetLastError(), ::PMOE_KERNEL_NS::note_launch(#kernel),                             \
      kernel<<<(grid), (block), (shmem), (cudaStream_t)(stream)>>>(__VA_ARGS__))
 /* The status after a launch, without synchronising: the launch's own error
  * (a bad configuration, not sticky), or, once any earlier asynchronous work
@@ -59,8 +59,8 @@
  * blames a launch for a sticky fault. */
 #define PMOE_LAUNCH_STATUS() ((int)cudaGetLastError())
 #define PMOE_SHARED(type, name, count) __shared__ type name[count]
-#define PMOE_SHARED_DYNAMIC(type, name)                                      \
-    extern __shared__ __align__(16) unsigned char pmoe_dynamic_shared_[];    \
+#define PMOE_SHARED_DYNAMIC(type, name)                                                            \
+    extern __shared__ __align__(16) unsigned char pmoe_dynamic_shared_[];                          \
     type *name = reinterpret_cast<type *>(pmoe_dynamic_shared_)
 
 #else /* host execution */
@@ -203,9 +203,7 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
 inline int __all_sync(unsigned mask, int predicate) {
     return __ballot_sync(mask, predicate) == mask;
 }
-inline int __any_sync(unsigned mask, int predicate) {
-    return __ballot_sync(mask, predicate) != 0;
-}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 
 /* Fibers switch only at barriers, so a read-modify-write is atomic here. */
 template <class T>
@@ -244,12 +242,14 @@ inline T __ldg(const T *p) {
     return *p;
 }
 
-#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                                       \
     ::pmoe_emu::launch_kernel((grid), (block), (shmem), kernel, __VA_ARGS__)
 #define PMOE_LAUNCH_STATUS() (::pmoe_emu::take_status())
-#define PMOE_SHARED(type, name, count) \
-    type *name = static_cast<type *>(::pmoe_emu::shared_array(sizeof(type) * (size_t)(count), alignof(type)))
-#define PMOE_SHARED_DYNAMIC(type, name) type *name = static_cast<type *>(::pmoe_emu::dynamic_shared())
+#define PMOE_SHARED(type, name, count)                                                             \
+    type *name = static_cast<type *>(                                                              \
+        ::pmoe_emu::shared_array(sizeof(type) * (size_t)(count), alignof(type)))
+#define PMOE_SHARED_DYNAMIC(type, name)                                                            \
+    type *name = static_cast<type *>(::pmoe_emu::dynamic_shared())
 
 #endif /* host execution */
 #endif

@@ -159,7 +159,8 @@ extern "C" int PMOE_KERNEL(loss_forward_backward)(int kind, int64_t batch, int c
                                                   float *dlogits, float *stats, void *stream) {
     if (batch < 0 || classes < 1 ||
         (kind != PMOE_KERNEL_LOSS_LOGISTIC && kind != PMOE_KERNEL_LOSS_SOFTMAX_CE))
-        return argument_error("loss: bad shape B=%lld c=%d kind=%d", (long long)batch, classes, kind);
+        return argument_error("loss: bad shape B=%lld c=%d kind=%d", (long long)batch, classes,
+                              kind);
     if (!batch) return 0;
     PMOE_LAUNCH(loss_kernel, dim3(1), dim3(REDUCE_THREADS), 0, stream, kind, batch, classes, logits,
                 labels, dlogits, stats);
@@ -179,15 +180,16 @@ extern "C" int PMOE_KERNEL(router_linear_loss)(int64_t batch, int patches, int e
                 total, patches, experts, pair, weight, dscores);
     int rc = PMOE_LAUNCH_STATUS();
     if (rc) return rc;
-    PMOE_LAUNCH(router_linear_loss_kernel, dim3(1), dim3(REDUCE_THREADS), 0, stream, batch,
-                patches, experts, scores, pair, weight, stats);
+    PMOE_LAUNCH(router_linear_loss_kernel, dim3(1), dim3(REDUCE_THREADS), 0, stream, batch, patches,
+                experts, scores, pair, weight, stats);
     return PMOE_LAUNCH_STATUS();
 }
 
 extern "C" int PMOE_KERNEL(sgd_update)(int64_t count, float *param, const float *grad,
                                        float *velocity, float lr, float momentum,
                                        float weight_decay, const int32_t *skip, void *stream) {
-    if (count <= 0) return count < 0 ? argument_error("sgd_update: count %lld", (long long)count) : 0;
+    if (count <= 0)
+        return count < 0 ? argument_error("sgd_update: count %lld", (long long)count) : 0;
     PMOE_LAUNCH(sgd_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, count, param, grad,
                 velocity, lr, momentum, weight_decay, skip);
     return PMOE_LAUNCH_STATUS();
@@ -200,7 +202,8 @@ extern "C" int PMOE_KERNEL(fill)(int64_t count, float *dst, float value, void *s
 }
 
 extern "C" int PMOE_KERNEL(relu_forward)(int64_t count, float *x, void *stream) {
-    if (count <= 0) return count < 0 ? argument_error("relu_forward: count %lld", (long long)count) : 0;
+    if (count <= 0)
+        return count < 0 ? argument_error("relu_forward: count %lld", (long long)count) : 0;
     PMOE_LAUNCH(relu_forward_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, count, x);
     return PMOE_LAUNCH_STATUS();
 }

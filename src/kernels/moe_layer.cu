@@ -32,9 +32,8 @@ static __global__ void zero_kernel(int64_t count, float *__restrict__ dst) {
 /* One thread per value of expert_out (k x B l x e), in its order, so the
  * reads are contiguous and each thread writes one place of out_patches
  * (B x n x k e). */
-static __global__ void moe_scatter_forward_kernel(int64_t total, int64_t batch, int n, int k,
-                                                  int l, int e,
-                                                  const float *__restrict__ expert_out,
+static __global__ void moe_scatter_forward_kernel(int64_t total, int64_t batch, int n, int k, int l,
+                                                  int e, const float *__restrict__ expert_out,
                                                   const int32_t *__restrict__ selected,
                                                   const float *__restrict__ gate,
                                                   float *__restrict__ out_patches) {
@@ -69,16 +68,16 @@ static __global__ void moe_scatter_backward_values_kernel(int64_t total, int64_t
 }
 
 /* dgate[b, s, t]: one warp per pick, over its e values. */
-static __global__ void moe_scatter_backward_gate_kernel(int64_t picks, int64_t batch, int n,
-                                                        int k, int l, int e,
+static __global__ void moe_scatter_backward_gate_kernel(int64_t picks, int64_t batch, int n, int k,
+                                                        int l, int e,
                                                         const float *__restrict__ dout_patches,
                                                         const float *__restrict__ expert_out,
                                                         const int32_t *__restrict__ selected,
                                                         float *__restrict__ dgate) {
     const int lane = threadIdx.x & 31;
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
-    for (int64_t pick = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-         pick < picks; pick += warps) {
+    for (int64_t pick = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); pick < picks;
+         pick += warps) {
         const int64_t t = pick % l, bs = pick / l;
         const int64_t s = bs % k, b = bs / k;
         const int32_t j = selected[pick];
@@ -157,8 +156,7 @@ static __global__ void patch_scale_kernel(int64_t total, int channels, int heigh
 /* dweight[b, j] = sum over patch j of dy x, one warp per patch, its C p p
  * values in patch_extract's (c, y, x) order. */
 static __global__ void patch_scale_weight_kernel(int64_t patches_total, int channels, int height,
-                                                 int width, int patch,
-                                                 const float *__restrict__ x,
+                                                 int width, int patch, const float *__restrict__ x,
                                                  const float *__restrict__ dy,
                                                  float *__restrict__ dweight) {
     const int lane = threadIdx.x & 31;
@@ -173,9 +171,9 @@ static __global__ void patch_scale_weight_kernel(int64_t patches_total, int chan
         float acc = 0.0f;
         for (int col = lane; col < d; col += 32) {
             const int c = col / pp, within = col - c * pp;
-            const int64_t at =
-                ((b * channels + c) * height + y0 + within / patch) * (int64_t)width + x0 +
-                within % patch;
+            const int64_t at = ((b * channels + c) * height + y0 + within / patch) *
+                                   (int64_t)width +
+                               x0 + within % patch;
             acc += dy[at] * x[at];
         }
         acc = warp_sum(acc);
@@ -229,12 +227,11 @@ extern "C" int PMOE_KERNEL(moe_scatter_forward)(int64_t batch, int patches, int 
     return PMOE_LAUNCH_STATUS();
 }
 
-extern "C" int PMOE_KERNEL(moe_scatter_backward)(int64_t batch, int patches, int experts,
-                                                 int topl, int expert_dim,
-                                                 const float *dout_patches,
-                                                 const float *expert_out,
-                                                 const int32_t *selected, const float *gate,
-                                                 float *dexpert_out, float *dgate, void *stream) {
+extern "C" int PMOE_KERNEL(moe_scatter_backward)(int64_t batch, int patches, int experts, int topl,
+                                                 int expert_dim, const float *dout_patches,
+                                                 const float *expert_out, const int32_t *selected,
+                                                 const float *gate, float *dexpert_out,
+                                                 float *dgate, void *stream) {
     int rc = check_scatter("moe_scatter_backward", batch, patches, experts, topl, expert_dim);
     if (rc || !batch) return rc;
     if (dexpert_out) {
@@ -248,8 +245,8 @@ extern "C" int PMOE_KERNEL(moe_scatter_backward)(int64_t batch, int patches, int
     if (dgate) {
         const int64_t picks = batch * experts * (int64_t)topl;
         PMOE_LAUNCH(moe_scatter_backward_gate_kernel, dim3(grid_for(picks, WARP_THREADS / 32)),
-                    dim3(WARP_THREADS), 0, stream, picks, batch, patches, experts, topl,
-                    expert_dim, dout_patches, expert_out, selected, dgate);
+                    dim3(WARP_THREADS), 0, stream, picks, batch, patches, experts, topl, expert_dim,
+                    dout_patches, expert_out, selected, dgate);
         rc = PMOE_LAUNCH_STATUS();
     }
     return rc;
@@ -301,25 +298,25 @@ extern "C" int PMOE_KERNEL(patch_scale_forward)(int64_t batch, int channels, int
     return PMOE_LAUNCH_STATUS();
 }
 
-extern "C" int PMOE_KERNEL(patch_scale_backward)(int64_t batch, int channels, int height,
-                                                 int width, int patch, const float *weight,
-                                                 const float *x, const float *dy, float *dx,
-                                                 float *dweight, void *stream) {
+extern "C" int PMOE_KERNEL(patch_scale_backward)(int64_t batch, int channels, int height, int width,
+                                                 int patch, const float *weight, const float *x,
+                                                 const float *dy, float *dx, float *dweight,
+                                                 void *stream) {
     int rc = check_patch_scale("patch_scale_backward", batch, channels, height, width, patch);
     if (rc || !batch) return rc;
     if (dx) {
         const int64_t total = batch * channels * (int64_t)height * width;
         PMOE_LAUNCH(patch_scale_kernel, dim3(grid_for(total, ELEMENT_THREADS)),
-                    dim3(ELEMENT_THREADS), 0, stream, total, channels, height, width, patch,
-                    weight, dy, dx, 1);
+                    dim3(ELEMENT_THREADS), 0, stream, total, channels, height, width, patch, weight,
+                    dy, dx, 1);
         rc = PMOE_LAUNCH_STATUS();
         if (rc) return rc;
     }
     if (dweight) {
         const int64_t patches_total = batch * (int64_t)(height / patch) * (width / patch);
         PMOE_LAUNCH(patch_scale_weight_kernel, dim3(grid_for(patches_total, WARP_THREADS / 32)),
-                    dim3(WARP_THREADS), 0, stream, patches_total, channels, height, width, patch,
-                    x, dy, dweight);
+                    dim3(WARP_THREADS), 0, stream, patches_total, channels, height, width, patch, x,
+                    dy, dweight);
         rc = PMOE_LAUNCH_STATUS();
     }
     return rc;
@@ -338,8 +335,8 @@ extern "C" int PMOE_KERNEL(channel_copy)(int64_t batch, int64_t spatial, int cha
                               src_channels, dst_offset, channels, dst_channels);
     const int64_t block = (int64_t)channels * spatial, total = batch * block;
     if (!total) return 0;
-    PMOE_LAUNCH(channel_copy_kernel, dim3(grid_for(total, ELEMENT_THREADS)),
-                dim3(ELEMENT_THREADS), 0, stream, total, block, (int64_t)src_channels * spatial,
+    PMOE_LAUNCH(channel_copy_kernel, dim3(grid_for(total, ELEMENT_THREADS)), dim3(ELEMENT_THREADS),
+                0, stream, total, block, (int64_t)src_channels * spatial,
                 (int64_t)dst_channels * spatial, src + (int64_t)src_offset * spatial,
                 dst + (int64_t)dst_offset * spatial);
     return PMOE_LAUNCH_STATUS();

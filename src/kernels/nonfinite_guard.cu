@@ -52,9 +52,9 @@ static __global__ void guard_finish_kernel(int64_t step, int hold, int32_t *__re
 
 enum { SCAN_THREADS = 256 };
 
-extern "C" int PMOE_KERNEL(nonfinite_guard)(int arrays, const float *const *x,
-                                            const int64_t *count, int64_t step, int hold,
-                                            int32_t *guard, int32_t *verdict, void *stream) {
+extern "C" int PMOE_KERNEL(nonfinite_guard)(int arrays, const float *const *x, const int64_t *count,
+                                            int64_t step, int hold, int32_t *guard,
+                                            int32_t *verdict, void *stream) {
     if (arrays < 0 || (arrays > 0 && (!x || !count)) || !guard || !verdict)
         return argument_error("nonfinite_guard: bad arguments (arrays %d)", arrays);
     for (int i = 0; i < arrays; i++) {

@@ -11,8 +11,8 @@
 using namespace PMOE_KERNEL_NS;
 
 static __global__ void patch_extract_forward_kernel(int64_t total, int channels, int height,
-                                                    int width, int patch, int per_row, int n,
-                                                    int d, const float *__restrict__ images,
+                                                    int width, int patch, int per_row, int n, int d,
+                                                    const float *__restrict__ images,
                                                     float *__restrict__ patches) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {

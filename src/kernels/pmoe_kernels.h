@@ -29,8 +29,8 @@ extern "C" {
 #endif
 
 enum {
-    PMOE_KERNEL_ERR_ARGS = -1,     /* a shape the kernels do not support */
-    PMOE_KERNEL_ERR_EMULATOR = -2  /* host execution found a fault (barrier, warp mask, ...) */
+    PMOE_KERNEL_ERR_ARGS = -1,    /* a shape the kernels do not support */
+    PMOE_KERNEL_ERR_EMULATOR = -2 /* host execution found a fault (barrier, warp mask, ...) */
 };
 
 /* Gate modes and loss kinds, numbered as pmoe_gate_mode and pmoe_loss_kind
@@ -67,8 +67,8 @@ int PMOE_KERNEL(gate_topl_backward_scores)(int64_t batch, int patches, int exper
 /* patches -> expert_in (k x B l x d), and the adjoint (dpatches overwritten,
  * each patch's rows summed in expert order, without atomics). */
 int PMOE_KERNEL(dispatch_gather)(int64_t batch, int patches, int dim, int experts, int topl,
-                                 const float *patch_data, const int32_t *selected,
-                                 float *expert_in, void *stream);
+                                 const float *patch_data, const int32_t *selected, float *expert_in,
+                                 void *stream);
 int PMOE_KERNEL(dispatch_gather_backward)(int64_t batch, int patches, int dim, int experts,
                                           int topl, const float *dexpert_in,
                                           const int32_t *selected, float *dpatches, void *stream);
@@ -84,9 +84,9 @@ int PMOE_KERNEL(combine_forward)(int64_t batch, int experts, int topl, int hidde
                                  const float *hidden_data, const float *gate, const float *out_w,
                                  float *logits, void *stream);
 int PMOE_KERNEL(combine_backward)(int64_t batch, int experts, int topl, int hidden, int classes,
-                                  const float *dlogits, const float *hidden_data,
-                                  const float *gate, const float *out_w, float *dhidden,
-                                  float *dgate, float *dout_w, void *stream);
+                                  const float *dlogits, const float *hidden_data, const float *gate,
+                                  const float *out_w, float *dhidden, float *dgate, float *dout_w,
+                                  void *stream);
 
 /* Mean loss and dlogits (optional); stats[0] = mean loss, stats[1] = correct. */
 int PMOE_KERNEL(loss_forward_backward)(int kind, int64_t batch, int classes, const float *logits,
@@ -130,8 +130,8 @@ int PMOE_KERNEL(round_floats)(int64_t count, const float *src, float *dst, int p
 
 /* batchnorm_relu_pool.cu. y = max(x, 0) (NaN -> 0; y may be x); dx += dy where y > 0. */
 int PMOE_KERNEL(relu_forward_out)(int64_t count, const float *x, float *y, void *stream);
-int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y, const float *dy,
-                                          float *dx, void *stream);
+int PMOE_KERNEL(relu_backward_accumulate)(int64_t count, const float *y, const float *dy, float *dx,
+                                          void *stream);
 /* y = alpha x + beta y; beta = 0 never reads y. */
 int PMOE_KERNEL(axpby)(int64_t count, float alpha, const float *x, float beta, float *y,
                        void *stream);
@@ -173,8 +173,8 @@ int PMOE_KERNEL(batchnorm_backward)(int64_t batch, int channels, int64_t spatial
  * pick), each optional. */
 int PMOE_KERNEL(moe_scatter_forward)(int64_t batch, int patches, int experts, int topl,
                                      int expert_dim, const float *expert_out,
-                                     const int32_t *selected, const float *gate,
-                                     float *out_patches, void *stream);
+                                     const int32_t *selected, const float *gate, float *out_patches,
+                                     void *stream);
 int PMOE_KERNEL(moe_scatter_backward)(int64_t batch, int patches, int experts, int topl,
                                       int expert_dim, const float *dout_patches,
                                       const float *expert_out, const int32_t *selected,
@@ -191,12 +191,11 @@ int PMOE_KERNEL(moe_position_weights_backward)(int64_t batch, int patches, int e
 /* y = weight[b, j] x on the p x p patch j (B x C x H x W; pixels outside
  * every patch scale by 0); backward dx += weight dy and dweight[b, j] = sum
  * over patch j of dy x, each optional. */
-int PMOE_KERNEL(patch_scale_forward)(int64_t batch, int channels, int height, int width,
-                                     int patch, const float *weight, const float *x, float *y,
-                                     void *stream);
-int PMOE_KERNEL(patch_scale_backward)(int64_t batch, int channels, int height, int width,
-                                      int patch, const float *weight, const float *x,
-                                      const float *dy, float *dx, float *dweight, void *stream);
+int PMOE_KERNEL(patch_scale_forward)(int64_t batch, int channels, int height, int width, int patch,
+                                     const float *weight, const float *x, float *y, void *stream);
+int PMOE_KERNEL(patch_scale_backward)(int64_t batch, int channels, int height, int width, int patch,
+                                      const float *weight, const float *x, const float *dy,
+                                      float *dx, float *dweight, void *stream);
 /* dst[b, dst_offset + c, i] = src[b, src_offset + c, i] for c < channels,
  * maps of batch x {src,dst}_channels x spatial; the rest of dst is not
  * touched. The two blocks must not overlap (as the twin's memcpy). */

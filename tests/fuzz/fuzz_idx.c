@@ -27,7 +27,7 @@ static void check_read(int ndim) {
     for (int i = 0; i < idx.ndim; i++) bytes *= idx.dims[i];
     unsigned sum = 0;
     for (int64_t i = 0; i < bytes; i++) sum += idx.data[i];
-    sink = sum; /* keeps the reads */
+    sink = sum;          /* keeps the reads */
     if (idx.ndim == 1) { /* the label check reads the same buffer */
         pmoe_idx_split split = {0};
         split.labels = idx;

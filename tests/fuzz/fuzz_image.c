@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const int h = img.height + 3, w = img.width + 2;
         uint8_t *out = malloc((size_t)h * w);
         if (out) {
-            if (pmoe_image_fit(&img, 1, img.height, img.width, PMOE_FIT_EXACT, out, "fuzz", &err) == PMOE_OK)
+            if (pmoe_image_fit(&img, 1, img.height, img.width, PMOE_FIT_EXACT, out, "fuzz", &err) ==
+                PMOE_OK)
                 sink = out[0];
             if (pmoe_image_fit(&img, 1, h, w, PMOE_FIT_PAD, out, "fuzz", &err) == PMOE_OK)
                 sink = out[(size_t)h * w - 1];

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int64_t k = 0; k < t->count; k++) sum += t->data[k];
         covered += 4 * t->count;
     }
-    sink = sum; /* keeps the reads */
+    sink = sum;                           /* keeps the reads */
     if (covered != f.data_bytes) abort(); /* the tensors tile the data exactly */
     for (int i = 0; i < f.meta_count; i++) {
         const char *value = pmoe_safetensors_meta(&f, f.meta_keys[i]);

@@ -64,8 +64,9 @@ int main(void) {
     const int count = pmoe_cuda_device_count(why, sizeof why);
     printf("CUDA backend in this build: %s; devices answering: %d%s%s\n",
            pmoe_cuda_built() ? "yes" : "no", count, count ? "" : " -- ", count ? "" : why);
-    CHECK_MSG(pmoe_cuda_built() == PMOE_BUILD_CUDA, "the engine's CUDA (%d) disagrees with configure (%d)",
-              pmoe_cuda_built(), PMOE_BUILD_CUDA);
+    CHECK_MSG(pmoe_cuda_built() == PMOE_BUILD_CUDA,
+              "the engine's CUDA (%d) disagrees with configure (%d)", pmoe_cuda_built(),
+              PMOE_BUILD_CUDA);
     CHECK_MSG(count > 0 || why[0], "no device and no reason given");
 
     pmoe_backend *be = NULL;
@@ -76,9 +77,9 @@ int main(void) {
     if (s == PMOE_OK) {
         printf("  %-10s -> %s\n", "auto", be->name);
         if (count > 0)
-            CHECK_MSG(strncmp(be->name, "cuda:0 (", 8) == 0, "auto with a device gave %s", be->name);
-        else
-            CHECK_MSG(strcmp(be->name, "cpu") == 0, "auto without a device gave %s", be->name);
+            CHECK_MSG(strncmp(be->name, "cuda:0 (", 8) == 0, "auto with a device gave %s",
+                      be->name);
+        else CHECK_MSG(strcmp(be->name, "cpu") == 0, "auto without a device gave %s", be->name);
         pmoe_backend_destroy(be);
     }
     CHECK_MSG(printed == 0, "auto printed %ld bytes", printed);
@@ -88,7 +89,8 @@ int main(void) {
     if (s == PMOE_OK) pmoe_backend_destroy(be);
 
     if (count == 0) {
-        const char *reason = pmoe_cuda_built() ? "no CUDA device answers" : "this build has no CUDA backend";
+        const char *reason = pmoe_cuda_built() ? "no CUDA device answers"
+                                               : "this build has no CUDA backend";
         expect_failure("cuda", PMOE_ERR_UNSUPPORTED, "train.device = cuda:", reason);
         expect_failure("cuda:0", PMOE_ERR_UNSUPPORTED, "train.device = cuda:0", reason);
     } else {
@@ -98,7 +100,9 @@ int main(void) {
     }
     if (count < 8)
         expect_failure("cuda:7", PMOE_ERR_UNSUPPORTED, "train.device = cuda:7",
-                       count > 0 ? "no CUDA device 7" : pmoe_cuda_built() ? "no CUDA device" : "no CUDA backend");
+                       count > 0           ? "no CUDA device 7"
+                       : pmoe_cuda_built() ? "no CUDA device"
+                                           : "no CUDA backend");
     expect_failure("cuda:", PMOE_ERR_CONFIG, "'cuda:' is not one of", NULL);
     expect_failure("cuda:x", PMOE_ERR_CONFIG, "'cuda:x' is not one of", NULL);
     expect_failure("cuda:-1", PMOE_ERR_CONFIG, "'cuda:-1' is not one of", NULL);

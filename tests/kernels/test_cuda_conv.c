@@ -61,16 +61,18 @@ static double tolerance_for(pmoe_backend *be, const pmoe_conv_shape *s, int dire
                        : cls == PMOE_CONV_ALGO_FFT    ? 20 * direct
                                                       : direct;
     printf("  %-15s %-22s %s class: rel %.0e\n", names[direction], algo,
-           cls == PMOE_CONV_ALGO_WINOGRAD ? "Winograd" : cls == PMOE_CONV_ALGO_FFT ? "FFT" : "direct",
+           cls == PMOE_CONV_ALGO_WINOGRAD ? "Winograd"
+           : cls == PMOE_CONV_ALGO_FFT    ? "FFT"
+                                          : "direct",
            rel);
     return rel;
 }
 
 static void check_shape(pmoe_backend *be, pmoe_conv_shape s) {
     const int P = pmoe_conv_out_height(&s), Q = pmoe_conv_out_width(&s);
-    printf("conv B%lld C%d %dx%d -> K%d %dx%d, kernel %dx%d stride %d pad %d\n",
-           (long long)s.batch, s.in_channels, s.height, s.width, s.out_channels, P, Q, s.kernel_h,
-           s.kernel_w, s.stride, s.pad);
+    printf("conv B%lld C%d %dx%d -> K%d %dx%d, kernel %dx%d stride %d pad %d\n", (long long)s.batch,
+           s.in_channels, s.height, s.width, s.out_channels, P, Q, s.kernel_h, s.kernel_w, s.stride,
+           s.pad);
     const int64_t xn = s.batch * s.in_channels * s.height * s.width;
     const int64_t wn = (int64_t)s.out_channels * s.in_channels * s.kernel_h * s.kernel_w;
     const int64_t yn = s.batch * s.out_channels * (int64_t)P * Q;
@@ -93,8 +95,10 @@ static void check_shape(pmoe_backend *be, pmoe_conv_shape s) {
     if (!st) st = be->synchronize(be, &err);
     CHECK_MSG(st == PMOE_OK, "%s", err.message);
     if (st == PMOE_OK) {
-        float *gy = from_device(be, d_y, (size_t)yn * 4), *gdx = from_device(be, d_dx, (size_t)xn * 4);
-        float *gdw = from_device(be, d_dw, (size_t)wn * 4), *gdw2 = from_device(be, d_dw2, (size_t)wn * 4);
+        float *gy = from_device(be, d_y, (size_t)yn * 4),
+              *gdx = from_device(be, d_dx, (size_t)xn * 4);
+        float *gdw = from_device(be, d_dw, (size_t)wn * 4),
+              *gdw2 = from_device(be, d_dw2, (size_t)wn * 4);
         const double base = 1e-5 * (s.in_channels * s.kernel_h * s.kernel_w > 256 ? 4 : 1);
         double rel[3];
         for (int d = 0; d < 3; d++) rel[d] = tolerance_for(be, &s, d, base);

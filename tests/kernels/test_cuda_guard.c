@@ -27,7 +27,8 @@ static void run_on(pmoe_backend *be, const guard_case *cases, int hold, int64_t 
     int32_t *ring = poisoned(be, STEPS * sizeof(int32_t));
     float *device[STEPS][GUARD_MAX_ARRAYS];
     static const float zeros[PARAMS] = {0};
-    float *param = to_device(be, param0, sizeof zeros), *velocity = to_device(be, zeros, sizeof zeros);
+    float *param = to_device(be, param0, sizeof zeros),
+          *velocity = to_device(be, zeros, sizeof zeros);
     float *dgrad = to_device(be, grad, sizeof zeros);
     for (int s = 0; s < STEPS; s++) {
         const guard_case *c = &cases[s];
@@ -83,7 +84,8 @@ int main(void) {
         }
         int32_t got_gpu[STEPS], got_cpu[STEPS], guard_gpu[PMOE_GUARD_WORDS],
             guard_cpu[PMOE_GUARD_WORDS];
-        float *param0 = frand(PARAMS, seed + 11 * run, -1, 1), *grad = frand(PARAMS, seed + 7, -1, 1);
+        float *param0 = frand(PARAMS, seed + 11 * run, -1, 1),
+              *grad = frand(PARAMS, seed + 7, -1, 1);
         float *p_gpu = fbuf(PARAMS), *v_gpu = fbuf(PARAMS), *p_cpu = fbuf(PARAMS),
               *v_cpu = fbuf(PARAMS), *p_want = fbuf(PARAMS), *v_want = fbuf(PARAMS);
         memcpy(p_want, param0, PARAMS * sizeof(float));
@@ -112,8 +114,7 @@ int main(void) {
         close_scaled("  cuda velocity", v_gpu, v_want, PARAMS, 1e-6);
         free_all();
     }
-    CHECK_MSG(poisoned_steps > 6 && poisoned_steps < 36, "%d of 48 steps poisoned",
-              poisoned_steps);
+    CHECK_MSG(poisoned_steps > 6 && poisoned_steps < 36, "%d of 48 steps poisoned", poisoned_steps);
     pmoe_backend_destroy(cpu);
     pmoe_backend_destroy(gpu);
     return test_finish("test_cuda_guard");

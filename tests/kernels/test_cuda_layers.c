@@ -109,8 +109,8 @@ static void test_batchnorm(pmoe_bn_shape s, float lo, float hi) {
     float *d_mean = dout(C), *d_invstd = dout(C), *d_mean2 = dout(C), *d_invstd2 = dout(C);
     gpu->ops->batchnorm_forward_train(gpu, &s, d_x, d_gamma, d_beta, d_y, d_mean, d_invstd, d_rm,
                                       d_rv, momentum);
-    gpu->ops->batchnorm_forward_train(gpu, &s, d_x, d_gamma, d_beta, d_y2, d_mean2, d_invstd2,
-                                      NULL, NULL, momentum);
+    gpu->ops->batchnorm_forward_train(gpu, &s, d_x, d_gamma, d_beta, d_y2, d_mean2, d_invstd2, NULL,
+                                      NULL, momentum);
     float *y = hbuf(n), *mean = hbuf(C), *invstd = hbuf(C);
     float *rm = copy_of(rm0, C), *rv = copy_of(rv0, C);
     cpu_batchnorm_forward_train(NULL, &s, x, gamma, beta, y, mean, invstd, rm, rv, momentum);
@@ -251,8 +251,8 @@ static void test_moe(pmoe_scatter_shape s, int with_gate) {
 }
 
 static void test_patch_scale(pmoe_patch_shape s) {
-    printf("patch scaling B%lld C%d %dx%d p%d\n", (long long)s.batch, s.channels, s.height,
-           s.width, s.patch);
+    printf("patch scaling B%lld C%d %dx%d p%d\n", (long long)s.batch, s.channels, s.height, s.width,
+           s.patch);
     const int64_t pixels = s.batch * s.channels * s.height * s.width;
     const int64_t wn = s.batch * pmoe_patch_count(&s);
     float *weight = hrand(wn, 50, 0, 1), *x = hrand(pixels, 51, -1, 1);
@@ -282,8 +282,8 @@ static void test_patch_scale(pmoe_patch_shape s) {
  * dst_offset back into a map of `channels` channels. dst starts as
  * 1000 + its index mod 2^24 (|src| < 1), so a write outside the block or a value
  * missed inside it differs from the twin's result over the whole map. */
-static void test_channel_copy(int64_t B, int64_t S, int channels, int src_channels,
-                              int src_offset, int dst_channels, int dst_offset) {
+static void test_channel_copy(int64_t B, int64_t S, int channels, int src_channels, int src_offset,
+                              int dst_channels, int dst_offset) {
     printf("channel copy B%lld spatial %lld, %d channels: src %d+ of %d <-> dst %d+ of %d\n",
            (long long)B, (long long)S, channels, src_offset, src_channels, dst_offset,
            dst_channels);
@@ -294,8 +294,8 @@ static void test_channel_copy(int64_t B, int64_t S, int channels, int src_channe
     float *d_src = din(src, sn), *d_dst = din(start, dn), *d_back = din(back_start, bn);
     gpu->ops->channel_copy(gpu, B, S, channels, d_src, src_channels, src_offset, d_dst,
                            dst_channels, dst_offset);
-    gpu->ops->channel_copy(gpu, B, S, channels, d_dst, dst_channels, dst_offset, d_back,
-                           channels, 0);
+    gpu->ops->channel_copy(gpu, B, S, channels, d_dst, dst_channels, dst_offset, d_back, channels,
+                           0);
     sync_or_fail("channel copy");
     float *dst = copy_of(start, dn), *back_want = copy_of(back_start, bn);
     cpu_channel_copy(NULL, B, S, channels, src, src_channels, src_offset, dst, dst_channels,

@@ -43,8 +43,8 @@ static double max_abs(const float *x, int64_t n) {
 }
 
 /* Compares a tensor of both models, tolerance scaled by the CPU's largest value. */
-static void compare(const char *what, pmoe_model *g, pmoe_model *c, const void *gp,
-                    const void *cp, int64_t count, double rel) {
+static void compare(const char *what, pmoe_model *g, pmoe_model *c, const void *gp, const void *cp,
+                    int64_t count, double rel) {
     if (!gp || !cp) return;
     float *a = host_copy(g->be, gp, count), *b = host_copy(c->be, cp, count);
     const double top = max_abs(b, count);
@@ -61,11 +61,10 @@ static pmoe_status build(pmoe_backend *be, const setup *u, pmoe_model **m, pmoe_
         if (s) return s;
     }
     return pmoe_model_create(be, &cfg, u->channels, u->height, u->width, u->patch, u->classes,
-                                 u->batch, m, err);
+                             u->batch, m, err);
 }
 
-static void load_batch(pmoe_model *m, const setup *u, const float *images,
-                       const int32_t *labels) {
+static void load_batch(pmoe_model *m, const setup *u, const float *images, const int32_t *labels) {
     pmoe_error err = {PMOE_OK, ""};
     const int64_t pixels = u->batch * u->channels * u->height * u->width;
     gpu_die(m->be->copy_in(m->be, m->images, images, (size_t)pixels * 4, &err), &err);
@@ -112,7 +111,8 @@ static void test_step(const setup *u) {
         int64_t differ = 0;
         for (int64_t i = 0; i < B * k * l; i++) differ += gs[i] != ct->selected[i];
         CHECK_MSG(differ == 0, "%lld picks differ", (long long)differ);
-        printf("  %-44s n=%-7lld %s\n", "picks", (long long)(B * k * l), differ ? "DIFFER" : "identical");
+        printf("  %-44s n=%-7lld %s\n", "picks", (long long)(B * k * l),
+               differ ? "DIFFER" : "identical");
         free(gs);
         compare("gate", g, c, gt->gate, ct->gate, B * k * l, 1e-5);
     }
@@ -196,8 +196,13 @@ static void test_train(const char *model) {
         pmoe_config_default(&cfg);
         char type[64];
         snprintf(type, sizeof type, "model.type=%s", model);
-        const char *sets[] = {"data.source=synthetic", "data.train_size=400", "data.test_size=200",
-                              "train.epochs=2", "train.batch=20", type, devices[i]};
+        const char *sets[] = {"data.source=synthetic",
+                              "data.train_size=400",
+                              "data.test_size=200",
+                              "train.epochs=2",
+                              "train.batch=20",
+                              type,
+                              devices[i]};
         pmoe_error err = {PMOE_OK, ""};
         for (size_t s = 0; s < sizeof sets / sizeof *sets; s++)
             gpu_die(pmoe_config_set(&cfg, sets[s], &err), &err);
@@ -227,24 +232,61 @@ int main(void) {
     pmoe_error err = {PMOE_OK, ""};
     gpu_die(pmoe_cpu_backend_create(0, &cpu, &err), &err);
     const setup setups[] = {
-        {"joint pMoE, binary, n64 l16 k8 d640", {"model.experts=8", "model.topl=16", "model.hidden=40",
-          "model.router_init_std=0.1", NULL}, 40, 32, 32, 4, 1, 128},
-        {"joint pMoE, 10 classes, softmax_all, trained output", {"model.experts=4", "model.topl=6",
-          "model.hidden=40", "model.gate=softmax_all", "model.train_output=1",
-          "model.router_init_std=0.1", NULL}, 1, 28, 28, 7, 10, 33},
-        {"CNN, binary, n64 d640", {"model.type=cnn", "model.hidden=40", NULL}, 40, 32, 32, 4, 1, 128},
+        {"joint pMoE, binary, n64 l16 k8 d640",
+         {"model.experts=8", "model.topl=16", "model.hidden=40", "model.router_init_std=0.1", NULL},
+         40,
+         32,
+         32,
+         4,
+         1,
+         128},
+        {"joint pMoE, 10 classes, softmax_all, trained output",
+         {"model.experts=4", "model.topl=6", "model.hidden=40", "model.gate=softmax_all",
+          "model.train_output=1", "model.router_init_std=0.1", NULL},
+         1,
+         28,
+         28,
+         7,
+         10,
+         33},
+        {"CNN, binary, n64 d640",
+         {"model.type=cnn", "model.hidden=40", NULL},
+         40,
+         32,
+         32,
+         4,
+         1,
+         128},
         {"CNN, 10 classes", {"model.type=cnn", "model.hidden=24", NULL}, 1, 28, 28, 7, 10, 20},
         /* the deep models (patch: on group 3's map, a quarter of the input) */
         {"WRN, w = 2", {"model.type=wrn", "model.width=2", NULL}, 3, 32, 32, 1, 10, 32},
-        {"WRN-pMoE sparse, 1x1 patches, k4 l16, 1x1 experts", {"model.type=wrn_pmoe",
-          "model.width=2", "model.experts=4", "model.topl=16", "model.expert_kernel=1", NULL},
-         3, 32, 32, 1, 10, 32},
-        {"WRN-pMoE sparse, 4x4 patches, k8 l2, 3x3 experts", {"model.type=wrn_pmoe",
-          "model.width=1", "model.experts=8", "model.topl=2", "model.expert_kernel=3", NULL},
-         1, 64, 64, 4, 10, 16},
-        {"WRN-pMoE dense-masked, 3x3 experts", {"model.type=wrn_pmoe", "model.width=1",
-          "model.experts=4", "model.topl=4", "model.moe_impl=dense_masked", NULL},
-         1, 32, 32, 2, 10, 16},
+        {"WRN-pMoE sparse, 1x1 patches, k4 l16, 1x1 experts",
+         {"model.type=wrn_pmoe", "model.width=2", "model.experts=4", "model.topl=16",
+          "model.expert_kernel=1", NULL},
+         3,
+         32,
+         32,
+         1,
+         10,
+         32},
+        {"WRN-pMoE sparse, 4x4 patches, k8 l2, 3x3 experts",
+         {"model.type=wrn_pmoe", "model.width=1", "model.experts=8", "model.topl=2",
+          "model.expert_kernel=3", NULL},
+         1,
+         64,
+         64,
+         4,
+         10,
+         16},
+        {"WRN-pMoE dense-masked, 3x3 experts",
+         {"model.type=wrn_pmoe", "model.width=1", "model.experts=4", "model.topl=4",
+          "model.moe_impl=dense_masked", NULL},
+         1,
+         32,
+         32,
+         2,
+         10,
+         16},
     };
     for (size_t i = 0; i < sizeof setups / sizeof *setups; i++) test_step(&setups[i]);
     test_train("pmoe");

@@ -21,7 +21,8 @@
 static float *hints(int64_t n, uint64_t id, int lo, int hi) {
     float *p = hbuf(n);
     pmoe_rng r = pmoe_rng_make(seed0, 0x1d7 + id);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
     return p;
 }
 
@@ -34,13 +35,17 @@ static void test_gemm(void) {
         for (int tb = 0; tb < 2; tb++) {
             /* padded leading dimensions and gaps between batch entries */
             const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
-            const int64_t sa = (ta ? k : m) * lda + 7, sb = (tb ? n : k) * ldb + 1, sc = m * ldc + 9;
+            const int64_t sa = (ta ? k : m) * lda + 7, sb = (tb ? n : k) * ldb + 1,
+                          sc = m * ldc + 9;
             float *a = hrand(sa * batch, 1, -1, 1), *b = hrand(sb * batch, 2, -1, 1);
             float *c0 = hrand(sc * batch, 3, -1, 1), *want = copy_of(c0, sc * batch);
-            float *da = dev_in(a, (size_t)(sa * batch) * 4), *db = dev_in(b, (size_t)(sb * batch) * 4);
+            float *da = dev_in(a, (size_t)(sa * batch) * 4),
+                  *db = dev_in(b, (size_t)(sb * batch) * 4);
             float *dc = dev_in(c0, (size_t)(sc * batch) * 4);
-            gpu->ops->gemm(gpu, ta, tb, m, n, k, 0.7f, da, lda, sa, db, ldb, sb, 0.3f, dc, ldc, sc, batch);
-            cpu_gemm(NULL, ta, tb, m, n, k, 0.7f, a, lda, sa, b, ldb, sb, 0.3f, want, ldc, sc, batch);
+            gpu->ops->gemm(gpu, ta, tb, m, n, k, 0.7f, da, lda, sa, db, ldb, sb, 0.3f, dc, ldc, sc,
+                           batch);
+            cpu_gemm(NULL, ta, tb, m, n, k, 0.7f, a, lda, sa, b, ldb, sb, 0.3f, want, ldc, sc,
+                     batch);
             float *got = back(dc, (size_t)(sc * batch) * 4);
             char what[64];
             snprintf(what, sizeof what, "gemm ta=%d tb=%d 37x53x129 x3, beta 0.3", ta, tb);
@@ -80,10 +85,12 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
     float *router = ties ? hints(k * d, 21, -1, 1) : hrand(k * d, 21, -0.5f, 0.5f);
     float *dpatches_patches = dev_in(patches, (size_t)(B * n * d) * 4);
     float *drouter = dev_in(router, (size_t)(k * d) * 4);
-    float *dscores = dev_out((size_t)(B * n * k) * 4), *dgate_out = dev_out((size_t)(B * k * l) * 4);
+    float *dscores = dev_out((size_t)(B * n * k) * 4),
+          *dgate_out = dev_out((size_t)(B * k * l) * 4);
     int32_t *dselected = dev_out((size_t)(B * k * l) * 4);
     gpu->ops->gate_topl_forward(gpu, &s, dpatches_patches, drouter, dscores, dselected, dgate_out);
-    float *scores = back(dscores, (size_t)(B * n * k) * 4), *gate = back(dgate_out, (size_t)(B * k * l) * 4);
+    float *scores = back(dscores, (size_t)(B * n * k) * 4),
+          *gate = back(dgate_out, (size_t)(B * k * l) * 4);
     int32_t *selected = back(dselected, (size_t)(B * k * l) * 4);
 
     float *cscores = hbuf(B * n * k), *cgate = hbuf(B * k * l);
@@ -94,7 +101,8 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
     for (int64_t q = 0; q < B * k; q++)
         cpu_topl_select(scores + (q / k) * n * k + q % k, k, (int)n, (int)l, own + q * l);
     check_exact_i("picks = CPU rule on the GPU's scores", selected, own, B * k * l);
-    if (ties) check_exact_i("picks = CPU's (ties to the lower index)", selected, cselected, B * k * l);
+    if (ties)
+        check_exact_i("picks = CPU's (ties to the lower index)", selected, cselected, B * k * l);
     close_scaled("gate", gate, cgate, B * k * l, 2e-6);
 
     /* Backward from the CPU's forward, so both take the same picks; the
@@ -102,12 +110,10 @@ static void test_router(const char *label, pmoe_route_shape s, int ties) {
     float *dgate = hrand(B * k * l, 22, -1, 1), *dp0 = hrand(B * n * d, 23, -1, 1);
     float *d_dscores = dev_out((size_t)(B * n * k) * 4), *d_drouter = dev_out((size_t)(k * d) * 4);
     float *d_dpatches = dev_in(dp0, (size_t)(B * n * d) * 4);
-    gpu->ops->gate_topl_backward(gpu, &s, dpatches_patches, drouter,
-                                 dev_in(cscores, (size_t)(B * n * k) * 4),
-                                 dev_in(cselected, (size_t)(B * k * l) * 4),
-                                 dev_in(cgate, (size_t)(B * k * l) * 4),
-                                 dev_in(dgate, (size_t)(B * k * l) * 4), d_dscores, d_drouter,
-                                 d_dpatches);
+    gpu->ops->gate_topl_backward(
+        gpu, &s, dpatches_patches, drouter, dev_in(cscores, (size_t)(B * n * k) * 4),
+        dev_in(cselected, (size_t)(B * k * l) * 4), dev_in(cgate, (size_t)(B * k * l) * 4),
+        dev_in(dgate, (size_t)(B * k * l) * 4), d_dscores, d_drouter, d_dpatches);
     float *w_dscores = hbuf(B * n * k), *w_drouter = hbuf(k * d);
     float *w_dpatches = copy_of(dp0, B * n * d);
     cpu_gate_topl_backward(NULL, &s, patches, router, cscores, cselected, cgate, dgate, w_dscores,
@@ -136,13 +142,14 @@ static void test_dispatch(const char *label, pmoe_route_shape s) {
     int32_t *dsel = dev_in(sel, (size_t)(B * k * l) * 4);
     float *out = dev_out((size_t)(k * B * l * d) * 4), *dout = dev_out((size_t)(B * n * d) * 4);
     gpu->ops->dispatch_gather(gpu, &s, dev_in(patches, (size_t)(B * n * d) * 4), dsel, out);
-    gpu->ops->dispatch_gather_backward(gpu, &s, dev_in(dexp, (size_t)(k * B * l * d) * 4), dsel, dout);
+    gpu->ops->dispatch_gather_backward(gpu, &s, dev_in(dexp, (size_t)(k * B * l * d) * 4), dsel,
+                                       dout);
     float *want = hbuf(k * B * l * d), *dwant = hbuf(B * n * d);
     cpu_dispatch_gather(NULL, &s, patches, sel, want);
     cpu_dispatch_gather_backward(NULL, &s, dexp, sel, dwant);
     check_exact_f("dispatch_gather", back(out, (size_t)(k * B * l * d) * 4), want, k * B * l * d);
-    check_exact_f("dispatch_gather_backward (same adds, same order)", back(dout, (size_t)(B * n * d) * 4),
-            dwant, B * n * d);
+    check_exact_f("dispatch_gather_backward (same adds, same order)",
+                  back(dout, (size_t)(B * n * d) * 4), dwant, B * n * d);
     sync_or_fail("dispatch");
     release_all();
 }
@@ -191,8 +198,8 @@ static void test_combine(pmoe_combine_shape s, int with_gate, int with_dout) {
     float *d_dg = gate ? dev_out((size_t)(B * k * l) * 4) : NULL;
     float *d_dw = with_dout ? dev_out((size_t)(k * h * C) * 4) : NULL;
     gpu->ops->combine_forward(gpu, &s, d_hidden, d_gate, d_w, d_logits);
-    gpu->ops->combine_backward(gpu, &s, dev_in(dlogits, (size_t)(B * C) * 4), d_hidden, d_gate,
-                               d_w, d_dh, d_dg, d_dw);
+    gpu->ops->combine_backward(gpu, &s, dev_in(dlogits, (size_t)(B * C) * 4), d_hidden, d_gate, d_w,
+                               d_dh, d_dg, d_dw);
     float *logits = hbuf(B * C), *dh = hbuf(h_n), *dg = hbuf(B * k * l), *dw = hbuf(k * h * C);
     cpu_combine_forward(NULL, &s, hidden, gate, out_w, logits);
     cpu_combine_backward(NULL, &s, dlogits, hidden, gate, out_w, dh, gate ? dg : NULL,
@@ -310,7 +317,8 @@ int main(void) {
         test_router("ties B32 n64 l16 k8 d64", s, 1);
     }
     test_router("B7 n13 l5 k3 d33", (pmoe_route_shape){7, 13, 33, 3, 5, PMOE_GATE_RENORM}, 0);
-    test_router("B2 n1024 l1024 k4 d12", (pmoe_route_shape){2, 1024, 12, 4, 1024, PMOE_GATE_SOFTMAX_ALL}, 0);
+    test_router("B2 n1024 l1024 k4 d12",
+                (pmoe_route_shape){2, 1024, 12, 4, 1024, PMOE_GATE_SOFTMAX_ALL}, 0);
     test_router("B3 n16 l6 k20 d784", (pmoe_route_shape){3, 16, 784, 20, 6, PMOE_GATE_RENORM}, 0);
     test_dispatch("B128 n64 l16 k8 d640", main_shape);
     test_dispatch("B7 n13 l5 k3 d33", (pmoe_route_shape){7, 13, 33, 3, 5, PMOE_GATE_RENORM});

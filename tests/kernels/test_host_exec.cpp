@@ -126,7 +126,8 @@ int main() {
         bool ok = true;
         for (int b = 0; b < 2; b++)
             for (int t = 0; t < 96; t++) ok &= out[b * 96 + t] == ((t + 1) % 96) * 3 + b;
-        CHECK_MSG(ok, "with __syncthreads every order reads the neighbour's value (order %d)", order);
+        CHECK_MSG(ok, "with __syncthreads every order reads the neighbour's value (order %d)",
+                  order);
     }
     {
         std::vector<int> forward(96), backward(96);
@@ -175,8 +176,8 @@ int main() {
             ok[6] &= o[6] == 3;
             ok[7] &= o[7] == 496;
         }
-        const char *names[8] = {"shfl_xor", "shfl_down", "shfl_up", "shfl", "shfl_down width 8",
-                                "ballot", "all/any", "xor-tree sum"};
+        const char *names[8] = {"shfl_xor",          "shfl_down", "shfl_up", "shfl",
+                                "shfl_down width 8", "ballot",    "all/any", "xor-tree sum"};
         for (int i = 0; i < 8; i++) CHECK_MSG(ok[i], "%s", names[i]);
         std::vector<int> half(16, -1);
         PMOE_LAUNCH(half_warp_kernel, dim3(1), dim3(32), 0, nullptr, half.data());

@@ -32,7 +32,8 @@
 static float *fints(int64_t n, uint64_t seed, int lo, int hi) {
     float *p = fbuf(n);
     pmoe_rng r = pmoe_rng_make(seed, 0x1d7);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(lo + (int)pmoe_rng_next_below(&r, (uint64_t)(hi - lo + 1)));
     return p;
 }
 
@@ -98,8 +99,8 @@ static int call_gate_backward(void *v) {
     route_case *c = v;
     const pmoe_route_shape *s = &c->s;
     return pmoe_hx_gate_topl_backward_scores(s->batch, s->patches, s->experts, s->topl,
-                                             (int)s->gate, c->scores_in, c->selected_in,
-                                             c->gate_in, c->dgate, c->dscores, NULL);
+                                             (int)s->gate, c->scores_in, c->selected_in, c->gate_in,
+                                             c->dgate, c->dscores, NULL);
 }
 
 /* ties: integer inputs with many exact ties; the CPU's picks must then be
@@ -139,7 +140,8 @@ static void check_router(const char *label, pmoe_route_shape s, int ties, uint64
             const float *col = scores + (q / k) * n * k + q % k;
             const float last = col[(int64_t)selected[q * l + l - 1] * k];
             int taken_equal = 0, equal = 0;
-            for (int t = 0; t < l; t++) taken_equal += col[(int64_t)selected[q * l + t] * k] == last;
+            for (int t = 0; t < l; t++)
+                taken_equal += col[(int64_t)selected[q * l + t] * k] == last;
             for (int64_t j = 0; j < n; j++) equal += col[j * k] == last;
             cut_ties += equal > taken_equal;
         }
@@ -177,13 +179,16 @@ static void test_router(void) {
         char label[96];
         /* The routing shape (n = 64, l = 16, k = 8), small B and d. */
         snprintf(label, sizeof label, "B3 n64 l16 k8 d96 %s", mode_names[mode]);
-        check_router(label, (pmoe_route_shape){3, 64, 96, 8, 16, (pmoe_gate_mode)mode}, 0, 10 + mode);
+        check_router(label, (pmoe_route_shape){3, 64, 96, 8, 16, (pmoe_gate_mode)mode}, 0,
+                     10 + mode);
         snprintf(label, sizeof label, "ties B2 n64 l16 k8 d24 %s", mode_names[mode]);
-        check_router(label, (pmoe_route_shape){2, 64, 24, 8, 16, (pmoe_gate_mode)mode}, 1, 20 + mode);
+        check_router(label, (pmoe_route_shape){2, 64, 24, 8, 16, (pmoe_gate_mode)mode}, 1,
+                     20 + mode);
         free_all();
     }
     /* Odd sizes: no full warp of patches, experts past a group of 8, l = n. */
-    check_router("B2 n13 l13 k11 d7 renorm", (pmoe_route_shape){2, 13, 7, 11, 13, PMOE_GATE_RENORM}, 0, 31);
+    check_router("B2 n13 l13 k11 d7 renorm", (pmoe_route_shape){2, 13, 7, 11, 13, PMOE_GATE_RENORM},
+                 0, 31);
     check_router("ties B2 n37 l5 k3 d33 softmax_all",
                  (pmoe_route_shape){2, 37, 33, 3, 5, PMOE_GATE_SOFTMAX_ALL}, 1, 32);
     free_all();
@@ -206,11 +211,10 @@ typedef struct dispatch_case {
 static int call_dispatch(void *v) {
     dispatch_case *c = v;
     const pmoe_route_shape *s = &c->s;
-    return c->backward
-               ? pmoe_hx_dispatch_gather_backward(s->batch, s->patches, s->dim, s->experts,
-                                                  s->topl, c->in, c->selected, c->out, NULL)
-               : pmoe_hx_dispatch_gather(s->batch, s->patches, s->dim, s->experts, s->topl, c->in,
-                                         c->selected, c->out, NULL);
+    return c->backward ? pmoe_hx_dispatch_gather_backward(s->batch, s->patches, s->dim, s->experts,
+                                                          s->topl, c->in, c->selected, c->out, NULL)
+                       : pmoe_hx_dispatch_gather(s->batch, s->patches, s->dim, s->experts, s->topl,
+                                                 c->in, c->selected, c->out, NULL);
 }
 
 /* Picks as top-l produces them: l distinct patches per (sample, expert). */
@@ -231,7 +235,8 @@ static void check_dispatch(const char *label, pmoe_route_shape s, uint64_t seed)
     const int64_t B = s.batch, n = s.patches, d = s.dim, k = s.experts, l = s.topl;
     char what[192];
     int32_t *sel = random_picks(&s, seed);
-    float *patches = frand(B * n * d, seed + 1, -1, 1), *dexp = frand(k * B * l * d, seed + 2, -1, 1);
+    float *patches = frand(B * n * d, seed + 1, -1, 1),
+          *dexp = frand(k * B * l * d, seed + 2, -1, 1);
     float *expert_in = fbuf(k * B * l * d), *want = fbuf(k * B * l * d);
     float *dpatches = fbuf(B * n * d), *dwant = fbuf(B * n * d);
     dispatch_case f = {s, patches, sel, expert_in, 0}, b = {s, dexp, sel, dpatches, 1};
@@ -253,7 +258,8 @@ static void test_dispatch(void) {
     check_dispatch("B3 n64 l16 k8 d40", (pmoe_route_shape){3, 64, 40, 8, 16, PMOE_GATE_RENORM}, 40);
     check_dispatch("B2 n9 l9 k3 d5", (pmoe_route_shape){2, 9, 5, 3, 9, PMOE_GATE_RENORM}, 41);
     /* 1100 patches: the inverse table holds 7 experts at a time, so 8 take two chunks. */
-    check_dispatch("B1 n1100 l300 k8 d3", (pmoe_route_shape){1, 1100, 3, 8, 300, PMOE_GATE_RENORM}, 42);
+    check_dispatch("B1 n1100 l300 k8 d3", (pmoe_route_shape){1, 1100, 3, 8, 300, PMOE_GATE_RENORM},
+                   42);
     free_all();
 }
 
@@ -432,8 +438,8 @@ static void test_losses(void) {
         out_buf o[2] = {{c.dscores, (size_t)n * 4}, {c.stats, 4}};
         if (run_orders("router_linear_loss B6 n16 k4", call_router_loss, &c, o, 2, 2)) {
             float *dwant = fbuf(n), *swant = fbuf(2);
-            cpu_router_linear_loss(NULL, c.batch, c.patches, c.experts, c.scores, c.pair,
-                                   c.weight, dwant, swant);
+            cpu_router_linear_loss(NULL, c.batch, c.patches, c.experts, c.scores, c.pair, c.weight,
+                                   dwant, swant);
             check_exact_f("  dscores", c.dscores, dwant, n);
             check_close_f("  loss", c.stats, swant, 1, 1e-5, 1e-5);
         }
@@ -466,12 +472,19 @@ static void test_sgd_fill(void) {
     printf("SGD and fill\n");
     const int64_t count = 2500;
     for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
-        sgd_case c = {count, frand(count, 90, -1, 1), frand(count, 91, -1, 1),
-                      frand(count, 92, -1, 1), fbuf(count), with_momentum ? fbuf(count) : NULL,
-                      0.2f, with_momentum ? 0.9f : 0.0f, 1e-3f, NULL};
+        sgd_case c = {count,
+                      frand(count, 90, -1, 1),
+                      frand(count, 91, -1, 1),
+                      frand(count, 92, -1, 1),
+                      fbuf(count),
+                      with_momentum ? fbuf(count) : NULL,
+                      0.2f,
+                      with_momentum ? 0.9f : 0.0f,
+                      1e-3f,
+                      NULL};
         out_buf o[2] = {{c.param, (size_t)count * 4}, {c.velocity, (size_t)count * 4}};
-        if (!run_orders(with_momentum ? "sgd_update momentum" : "sgd_update plain", call_sgd, &c,
-                        o, with_momentum ? 2 : 1, 2))
+        if (!run_orders(with_momentum ? "sgd_update momentum" : "sgd_update plain", call_sgd, &c, o,
+                        with_momentum ? 2 : 1, 2))
             continue;
         float *p = fbuf(count), *v = with_momentum ? fbuf(count) : NULL;
         memcpy(p, c.param0, (size_t)count * 4);
@@ -485,12 +498,19 @@ static void test_sgd_fill(void) {
     for (int verdict = 0; verdict < 2; verdict++) {
         int32_t *skip = ibuf(1);
         skip[0] = verdict ? 3 : 0;
-        sgd_case c = {count, frand(count, 93, -1, 1), frand(count, 94, -1, 1),
-                      frand(count, 95, -1, 1), fbuf(count), fbuf(count), 0.2f, 0.9f, 1e-3f,
+        sgd_case c = {count,
+                      frand(count, 93, -1, 1),
+                      frand(count, 94, -1, 1),
+                      frand(count, 95, -1, 1),
+                      fbuf(count),
+                      fbuf(count),
+                      0.2f,
+                      0.9f,
+                      1e-3f,
                       skip};
         out_buf o[2] = {{c.param, (size_t)count * 4}, {c.velocity, (size_t)count * 4}};
-        if (!run_orders(verdict ? "sgd_update skipped" : "sgd_update verdict 0", call_sgd, &c, o,
-                        2, 2))
+        if (!run_orders(verdict ? "sgd_update skipped" : "sgd_update verdict 0", call_sgd, &c, o, 2,
+                        2))
             continue;
         float *p = fbuf(count), *v = fbuf(count);
         memcpy(p, c.param0, (size_t)count * 4);
@@ -552,9 +572,11 @@ static void test_guard(void) {
                                     twin, &twin_verdict);
                 const int ok = !memcmp(g.guard, want, sizeof want) && *g.verdict == want_verdict &&
                                !memcmp(twin, want, sizeof want) && twin_verdict == want_verdict;
-                CHECK_MSG(ok, "case %d (from %d, hold %d): verdict kernel %d twin %d want %d, "
-                          "first %d/%d/%d", i, from, hold, *g.verdict, twin_verdict, want_verdict,
-                          g.guard[0], twin[0], want[0]);
+                CHECK_MSG(ok,
+                          "case %d (from %d, hold %d): verdict kernel %d twin %d want %d, "
+                          "first %d/%d/%d",
+                          i, from, hold, *g.verdict, twin_verdict, want_verdict, g.guard[0],
+                          twin[0], want[0]);
                 agreed += ok;
             }
         free_all();

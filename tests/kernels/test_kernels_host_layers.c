@@ -93,8 +93,8 @@ static void test_relu_axpby(void) {
         check_exact_f("  dx += dy where y > 0, vs CPU", out, want, n);
     }
     x[5] = 0.25f;
-    c = (elementwise_case){.count = n, .alpha = 0.7f, .beta = -1.3f, .x = x, .start = dx0,
-                           .out = out, .op = 3};
+    c = (elementwise_case){
+        .count = n, .alpha = 0.7f, .beta = -1.3f, .x = x, .start = dx0, .out = out, .op = 3};
     if (run_orders("axpby beta -1.3", call_elementwise, &c, &o, 1, 2)) {
         memcpy(want, dx0, (size_t)n * 4);
         cpu_axpby(NULL, n, 0.7f, x, -1.3f, want);
@@ -181,9 +181,9 @@ static void check_pool_bias(int64_t B, int C, int64_t S, uint64_t seed) {
 
 static void test_pool_bias(void) {
     printf("average pooling and channel bias\n");
-    check_pool_bias(3, 5, 64, 10);   /* a WRN's 8 x 8 head */
-    check_pool_bias(4, 3, 300, 20);  /* more values per channel than threads */
-    check_pool_bias(37, 10, 1, 30);  /* a fully connected layer's bias */
+    check_pool_bias(3, 5, 64, 10);     /* a WRN's 8 x 8 head */
+    check_pool_bias(4, 3, 300, 20);    /* more values per channel than threads */
+    check_pool_bias(37, 10, 1, 30);    /* a fully connected layer's bias */
     check_pool_bias(128, 2, 1024, 40); /* 131072 values per channel */
     free_all();
 }
@@ -209,10 +209,9 @@ static int call_bn(void *v) {
         if (c->rm) memcpy(c->rm, c->rm0, (size_t)s->channels * 4);
         if (c->rv) memcpy(c->rv, c->rv0, (size_t)s->channels * 4);
         if (c->op == 3) memcpy(c->y, c->x, (size_t)n * 4);
-        return pmoe_hx_batchnorm_forward_train(s->batch, s->channels, s->spatial, s->eps,
-                                               c->op == 3 ? c->y : c->x, c->gamma, c->beta, c->y,
-                                               c->save_mean, c->save_invstd, c->rm, c->rv,
-                                               c->momentum, c->workspace, NULL);
+        return pmoe_hx_batchnorm_forward_train(
+            s->batch, s->channels, s->spatial, s->eps, c->op == 3 ? c->y : c->x, c->gamma, c->beta,
+            c->y, c->save_mean, c->save_invstd, c->rm, c->rv, c->momentum, c->workspace, NULL);
     case 1:
         return pmoe_hx_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps, c->x,
                                               c->gamma, c->beta, c->rm0, c->rv0, c->y, NULL);
@@ -247,8 +246,10 @@ static void check_batchnorm(pmoe_bn_shape s, float lo, float hi, uint64_t seed) 
     const double mean_mass = channel_mass(c.x, NULL, NULL, NULL, s.batch, C, s.spatial) /
                              (double)(s.batch * s.spatial);
 
-    out_buf fo[5] = {{c.y, (size_t)n * 4},       {c.save_mean, (size_t)C * 4},
-                     {c.save_invstd, (size_t)C * 4}, {c.rm, (size_t)C * 4},
+    out_buf fo[5] = {{c.y, (size_t)n * 4},
+                     {c.save_mean, (size_t)C * 4},
+                     {c.save_invstd, (size_t)C * 4},
+                     {c.rm, (size_t)C * 4},
                      {c.rv, (size_t)C * 4}};
     snprintf(what, sizeof what, "batchnorm_forward_train %s", label);
     if (run_orders(what, call_bn, &c, fo, 5, 3)) {
@@ -307,10 +308,11 @@ static void check_batchnorm(pmoe_bn_shape s, float lo, float hi, uint64_t seed) 
 
 static void test_batchnorm(void) {
     printf("batch norm\n");
-    check_batchnorm((pmoe_bn_shape){3, 5, 63, 1e-5f}, -1, 1, 100);   /* 189 per channel: idle threads */
-    check_batchnorm((pmoe_bn_shape){4, 3, 300, 1e-5f}, -1, 1, 110);  /* 1200: several per thread */
-    check_batchnorm((pmoe_bn_shape){37, 6, 1, 1e-3f}, -2, 3, 120);   /* spatial 1 */
-    check_batchnorm((pmoe_bn_shape){5, 2, 256, 1e-5f}, 9, 11, 130);  /* mean far from zero */
+    check_batchnorm((pmoe_bn_shape){3, 5, 63, 1e-5f}, -1, 1,
+                    100); /* 189 per channel: idle threads */
+    check_batchnorm((pmoe_bn_shape){4, 3, 300, 1e-5f}, -1, 1, 110); /* 1200: several per thread */
+    check_batchnorm((pmoe_bn_shape){37, 6, 1, 1e-3f}, -2, 3, 120);  /* spatial 1 */
+    check_batchnorm((pmoe_bn_shape){5, 2, 256, 1e-5f}, 9, 11, 130); /* mean far from zero */
     /* A WRN's first group at B = 128: 131072 values per channel, 512 per thread. */
     check_batchnorm((pmoe_bn_shape){128, 2, 32 * 32, 1e-5f}, 9, 11, 140);
     free_all();
@@ -331,16 +333,15 @@ static int call_moe(void *v) {
     const pmoe_scatter_shape *s = &c->s;
     switch (c->op) {
     case 0:
-        return pmoe_hx_moe_scatter_forward(s->batch, s->patches, s->experts, s->topl,
-                                           s->expert_dim, c->expert_out, c->selected, c->gate,
-                                           c->out, NULL);
+        return pmoe_hx_moe_scatter_forward(s->batch, s->patches, s->experts, s->topl, s->expert_dim,
+                                           c->expert_out, c->selected, c->gate, c->out, NULL);
     case 1:
         return pmoe_hx_moe_scatter_backward(s->batch, s->patches, s->experts, s->topl,
                                             s->expert_dim, c->dout, c->expert_out, c->selected,
                                             c->gate, c->dexpert, c->dgate, NULL);
     case 2:
-        return pmoe_hx_moe_position_weights(s->batch, s->patches, s->experts, s->topl,
-                                            c->selected, c->gate, c->weights, NULL);
+        return pmoe_hx_moe_position_weights(s->batch, s->patches, s->experts, s->topl, c->selected,
+                                            c->gate, c->weights, NULL);
     default:
         return pmoe_hx_moe_position_weights_backward(s->batch, s->patches, s->experts, s->topl,
                                                      c->selected, c->dweights, c->dgate, NULL);
@@ -417,8 +418,7 @@ static int call_scale(void *v) {
     if (!c->op)
         return pmoe_hx_patch_scale_forward(s->batch, s->channels, s->height, s->width, s->patch,
                                            c->weight, c->x, c->y, NULL);
-    if (c->dx)
-        memcpy(c->dx, c->dx0, (size_t)(s->batch * s->channels * s->height * s->width) * 4);
+    if (c->dx) memcpy(c->dx, c->dx0, (size_t)(s->batch * s->channels * s->height * s->width) * 4);
     return pmoe_hx_patch_scale_backward(s->batch, s->channels, s->height, s->width, s->patch,
                                         c->weight, c->x, c->dy, c->dx, c->dweight, NULL);
 }
@@ -466,7 +466,7 @@ static void check_patch_scale(pmoe_patch_shape s, uint64_t seed) {
 static void test_moe_layer(void) {
     printf("pMoE layer: scatter, position weights, patch scaling\n");
     check_moe((pmoe_scatter_shape){3, 16, 4, 5, 7}, 1, 200);
-    check_moe((pmoe_scatter_shape){2, 9, 3, 9, 33}, 0, 210);  /* l = n, e past a warp */
+    check_moe((pmoe_scatter_shape){2, 9, 3, 9, 33}, 0, 210);   /* l = n, e past a warp */
     check_moe((pmoe_scatter_shape){2, 64, 8, 16, 40}, 1, 220); /* the n, k, l */
     free_all();
     check_patch_scale((pmoe_patch_shape){2, 3, 16, 16, 4}, 300);
@@ -539,11 +539,11 @@ static void test_channel_copy(void) {
     check_channel_copy((copy_shape){3, 64, 4, 4, 0, 16, 0}, 400);
     check_channel_copy((copy_shape){3, 64, 4, 4, 0, 16, 12}, 410);
     check_channel_copy((copy_shape){3, 64, 4, 16, 12, 4, 0}, 420);
-    check_channel_copy((copy_shape){2, 49, 5, 20, 0, 20, 15}, 430);  /* start to end */
-    check_channel_copy((copy_shape){2, 49, 5, 20, 15, 20, 0}, 440);  /* end to start */
-    check_channel_copy((copy_shape){37, 1, 3, 8, 2, 9, 5}, 450);     /* spatial 1, middles */
-    check_channel_copy((copy_shape){2, 300, 7, 7, 0, 7, 0}, 460);    /* whole maps */
-    check_channel_copy((copy_shape){4, 13, 1, 3, 1, 5, 4}, 470);     /* one channel, odd sizes */
+    check_channel_copy((copy_shape){2, 49, 5, 20, 0, 20, 15}, 430); /* start to end */
+    check_channel_copy((copy_shape){2, 49, 5, 20, 15, 20, 0}, 440); /* end to start */
+    check_channel_copy((copy_shape){37, 1, 3, 8, 2, 9, 5}, 450);    /* spatial 1, middles */
+    check_channel_copy((copy_shape){2, 300, 7, 7, 0, 7, 0}, 460);   /* whole maps */
+    check_channel_copy((copy_shape){4, 13, 1, 3, 1, 5, 4}, 470);    /* one channel, odd sizes */
     /* 81920 values: the twin's OpenMP path, 320 blocks in the emulator */
     check_channel_copy((copy_shape){16, 32 * 32, 5, 10, 5, 20, 15}, 480);
     free_all();
@@ -587,8 +587,8 @@ static void test_errors(void) {
     CHECK(dbias[0] == 0.0f && dbias[1] == 0.0f && dbias[2] == 0.0f);
     CHECK(pmoe_hx_batchnorm_forward_train(0, 3, 5, 1e-5f, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                           NULL, 0.1f, NULL, NULL) == 0);
-    CHECK(pmoe_hx_batchnorm_backward(0, 3, 5, NULL, NULL, NULL, NULL, NULL, NULL, dbias, NULL,
-                                     NULL, NULL) == 0);
+    CHECK(pmoe_hx_batchnorm_backward(0, 3, 5, NULL, NULL, NULL, NULL, NULL, NULL, dbias, NULL, NULL,
+                                     NULL) == 0);
 }
 
 int main(void) {

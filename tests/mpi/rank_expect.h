@@ -6,15 +6,15 @@
 
 #include <stdio.h>
 
-#define EXPECT(cond, ...)                                                                 \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            if (++failures <= 10) {                                                       \
-                fprintf(stderr, "FAIL (rank %d) %s:%d: ", rank, __FILE__, __LINE__);      \
-                fprintf(stderr, __VA_ARGS__);                                             \
-                fputc('\n', stderr);                                                      \
-            }                                                                             \
-        }                                                                                 \
+#define EXPECT(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            if (++failures <= 10) {                                                                \
+                fprintf(stderr, "FAIL (rank %d) %s:%d: ", rank, __FILE__, __LINE__);               \
+                fprintf(stderr, __VA_ARGS__);                                                      \
+                fputc('\n', stderr);                                                               \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -19,7 +19,6 @@
 
 static int failures;
 
-
 /* What rank `from` sends rank `to`, block j, element i. */
 static float code(int from, int to, int j, int i) {
     return (float)(from * 1000000 + to * 10000 + j * 100 + i);
@@ -40,7 +39,8 @@ int main(int argc, char **argv) {
     EXPECT(rank >= 0 && rank < R, "rank %d of %d", rank, R);
     EXPECT(c->local_rank >= 0 && c->local_rank < c->local_size && c->local_size <= R,
            "local rank %d of %d", c->local_rank, c->local_size);
-    EXPECT(!want_mpi || rank == pmoe_comm_launch_rank(), "launcher rank %d", pmoe_comm_launch_rank());
+    EXPECT(!want_mpi || rank == pmoe_comm_launch_rank(), "launcher rank %d",
+           pmoe_comm_launch_rank());
     EXPECT(c->distributed == want_mpi, "distributed %d", c->distributed);
 
     /* The plain all-to-all: count floats per rank, rank-major both sides. */
@@ -70,8 +70,8 @@ int main(int argc, char **argv) {
             for (int j = 0; j < BLOCKS; j++)
                 for (int i = 0; i < COUNT; i++)
                     send[(q * BLOCKS + j) * COUNT + i] = code(rank, q, j, i);
-        const pmoe_exchange_layout to_owners = {COUNT, BLOCKS, BLOCKS * COUNT, COUNT,
-                                                COUNT, (int64_t)R * COUNT};
+        const pmoe_exchange_layout to_owners = {COUNT, BLOCKS, BLOCKS * COUNT,
+                                                COUNT, COUNT,  (int64_t)R * COUNT};
         c->all_to_all(c, send, mid, &to_owners);
         for (int j = 0; j < BLOCKS; j++)
             for (int p = 0; p < R; p++)
@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
                            "to owners: block %d from %d [%d] = %g", j, p, i,
                            mid[(j * R + p) * COUNT + i]);
         /* Back: every rank returns what it received; the original returns. */
-        const pmoe_exchange_layout from_owners = {COUNT, BLOCKS, COUNT, (int64_t)R * COUNT,
+        const pmoe_exchange_layout from_owners = {COUNT,          BLOCKS, COUNT, (int64_t)R * COUNT,
                                                   BLOCKS * COUNT, COUNT};
         c->all_to_all(c, mid, back, &from_owners);
         EXPECT(memcmp(back, send, sizeof(float) * (size_t)total) == 0, "the round trip differs");
@@ -118,7 +118,8 @@ int main(int argc, char **argv) {
         c->all_reduce_sum(c, v, N);
         const float want0[] = {1.0f, 1.0f, 1.0f + ldexpf(1.0f, -23), 1.0f + ldexpf(1.0f, -22)};
         if (R <= 4)
-            EXPECT(v[0] == want0[R - 1], "all_reduce_sum [0] = %.9g, want %.9g", v[0], want0[R - 1]);
+            EXPECT(v[0] == want0[R - 1], "all_reduce_sum [0] = %.9g, want %.9g", v[0],
+                   want0[R - 1]);
         for (int i = 1; i < N; i++)
             EXPECT(v[i] == (float)(R * (R - 1) / 2 + R * i), "all_reduce_sum [%d] = %g", i, v[i]);
         /* every rank holds the same bits */
@@ -136,7 +137,8 @@ int main(int argc, char **argv) {
         if (rank == R - 1)
             for (int i = 0; i < 4; i++) b[i] = code(rank, 0, 0, i);
         c->broadcast(c, b, 4, R - 1);
-        for (int i = 0; i < 4; i++) EXPECT(b[i] == code(R - 1, 0, 0, i), "broadcast [%d] = %g", i, b[i]);
+        for (int i = 0; i < 4; i++)
+            EXPECT(b[i] == code(R - 1, 0, 0, i), "broadcast [%d] = %g", i, b[i]);
     }
 
     /* control ops */
@@ -146,8 +148,8 @@ int main(int argc, char **argv) {
         EXPECT(v[0] == 10 && v[1] == (R == 1 ? -5 : -5), "agree_min = %d %d", v[0], v[1]);
         int64_t s[2] = {rank, (int64_t)1 << 40};
         c->sum_i64(c, s, 2);
-        EXPECT(s[0] == (int64_t)R * (R - 1) / 2 && s[1] == ((int64_t)R << 40), "sum_i64 = %lld %lld",
-               (long long)s[0], (long long)s[1]);
+        EXPECT(s[0] == (int64_t)R * (R - 1) / 2 && s[1] == ((int64_t)R << 40),
+               "sum_i64 = %lld %lld", (long long)s[0], (long long)s[1]);
         char text[32] = "";
         if (rank == 0) snprintf(text, sizeof text, "from rank 0");
         c->host_broadcast(c, text, sizeof text, 0);
@@ -173,10 +175,8 @@ int main(int argc, char **argv) {
         if (rank >= bad) mine = pmoe_fail(&e, PMOE_ERR_IO, "boom on rank %d", rank);
         s = pmoe_comm_agree(c, mine, &e, NULL, 0);
         char want[96];
-        if (R > 1)
-            snprintf(want, sizeof want, "rank %d of %d: boom on rank %d", bad, R, bad);
-        else
-            snprintf(want, sizeof want, "boom on rank 0");
+        if (R > 1) snprintf(want, sizeof want, "rank %d of %d: boom on rank %d", bad, R, bad);
+        else snprintf(want, sizeof want, "boom on rank 0");
         EXPECT(s == PMOE_ERR_IO && strcmp(e.message, want) == 0, "agree: %d '%s', want '%s'",
                (int)s, e.message, want);
         /* every rank failed: rank 0's message, without a rank */
@@ -197,8 +197,8 @@ int main(int argc, char **argv) {
         EXPECT(s == PMOE_OK, "split: %s", e.message);
         if (!s) {
             const int first = rank / 2 * 2, members = first + 1 < R ? 2 : 1;
-            EXPECT(group->size == members && group->rank == rank - first,
-                   "group: rank %d of %d", group->rank, group->size);
+            EXPECT(group->size == members && group->rank == rank - first, "group: rank %d of %d",
+                   group->rank, group->size);
             EXPECT(replica->size == (R - rank % 2 + 1) / 2 && replica->rank == rank / 2,
                    "replica: rank %d of %d", replica->rank, replica->size);
             EXPECT(group->distributed == c->distributed, "group distributed %d",
@@ -222,8 +222,7 @@ int main(int argc, char **argv) {
     if (rank == 0) {
         if (total[0] == 0)
             printf("test_comm (%s, %d rank%s): all passed\n", c->name, R, R > 1 ? "s" : "");
-        else
-            printf("test_comm (%s, %d ranks): a rank had %d failures\n", c->name, R, -total[0]);
+        else printf("test_comm (%s, %d ranks): a rank had %d failures\n", c->name, R, -total[0]);
     }
     pmoe_comm_close(c);
     return total[0] == 0 ? 0 : 1;

@@ -47,7 +47,6 @@ enum { B = 8, SIDE = 16, CLASSES = 10, STEPS = 3 };
 static int rank, failures, exact; /* exact: R = 1, where every bit must match */
 static double worst_loss, worst_param;
 
-
 static void configure(pmoe_config *cfg, const char *model, int E, int sync) {
     char sets[8][64];
     snprintf(sets[0], 64, "model.type=%s", model);
@@ -78,7 +77,8 @@ static void fill_sample(float *x, int step, int i) {
 static int label_of(int step, int i) { return (3 * i + step) % CLASSES; }
 
 static void load(pmoe_model *m, int step, int first, int count) {
-    for (int i = 0; i < count; i++) fill_sample(m->images + (int64_t)i * SIDE * SIDE, step, first + i);
+    for (int i = 0; i < count; i++)
+        fill_sample(m->images + (int64_t)i * SIDE * SIDE, step, first + i);
     for (int i = 0; i < B; i++) m->labels[i] = label_of(step, i);
 }
 
@@ -101,8 +101,7 @@ static void compare_tensor(const char *what, const pmoe_tensor *got, const pmoe_
     const int64_t per_row = pmoe_tensor_numel(ref) / rows;
     const float *want = ref->data + first_row * per_row;
     double scale = 0.0, diff = 0.0;
-    for (int64_t i = 0; i < pmoe_tensor_numel(ref); i++)
-        scale = fmax(scale, fabs(ref->data[i]));
+    for (int64_t i = 0; i < pmoe_tensor_numel(ref); i++) scale = fmax(scale, fabs(ref->data[i]));
     for (int64_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)got->data[i] - want[i]));
     const double share = scale > 0.0 ? diff / (PARAM_BOUND * scale) : (diff > 0.0 ? INFINITY : 0.0);
     if (share > worst_param) worst_param = share;
@@ -159,15 +158,15 @@ static void check_checkpoint(pmoe_comm *c, pmoe_backend *be, const pmoe_config *
         pmoe_config other = *cfg;
         other.train.expert_parallel = E > 0 ? E : 1;
         pmoe_model *o = NULL;
-        pmoe_status s = E > 0 ? pmoe_model_create_sharded(be, c, &other, 1, SIDE, SIDE, 2, CLASSES,
-                                                          B, &o, &err)
-                              : pmoe_model_create(be, &other, 1, SIDE, SIDE, 2, CLASSES, B, &o,
-                                                  &err);
+        pmoe_status s =
+            E > 0 ? pmoe_model_create_sharded(be, c, &other, 1, SIDE, SIDE, 2, CLASSES, B, &o, &err)
+                  : pmoe_model_create(be, &other, 1, SIDE, SIDE, 2, CLASSES, B, &o, &err);
         if (!s) s = pmoe_checkpoint_restore(&file, o, NULL, &err);
         EXPECT(!s, "restore at E' = %d: %s", E, err.message);
         for (int i = 0; !s && i < m->param_count; i++) {
             const pmoe_param *p = &m->params[i], *q = &o->params[i];
-            const pmoe_tensor *tensors[2][2] = {{&p->value, &q->value}, {&p->velocity, &q->velocity}};
+            const pmoe_tensor *tensors[2][2] = {{&p->value, &q->value},
+                                                {&p->velocity, &q->velocity}};
             for (int t = 0; t < 2; t++) {
                 const pmoe_tensor *mine = tensors[t][0], *theirs = tensors[t][1];
                 if (!mine->data) continue;
@@ -210,8 +209,8 @@ int main(int argc, char **argv) {
         pmoe_config bad = cfg;
         bad.train.expert_parallel = 3;
         pmoe_model *none = NULL;
-        pmoe_status s = pmoe_model_create_sharded(be, c, &bad, 1, SIDE, SIDE, 2, CLASSES, B,
-                                                  &none, &err);
+        pmoe_status s =
+            pmoe_model_create_sharded(be, c, &bad, 1, SIDE, SIDE, 2, CLASSES, B, &none, &err);
         EXPECT(s == PMOE_ERR_CONFIG && strstr(err.message, "train.expert_parallel = 3") &&
                    !strchr(err.message, '\n'),
                "E = 3: status %d, '%s'", (int)s, err.message);
@@ -224,8 +223,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const int used_E = m->expert_ranks;
-    if (!sync && R > 1 &&
-        deep_parallel_reference_groups(ref, R, R / used_E, &err)) {
+    if (!sync && R > 1 && deep_parallel_reference_groups(ref, R, R / used_E, &err)) {
         fprintf(stderr, "FAIL: %s\n", err.message);
         return 1;
     }

@@ -224,7 +224,8 @@ static void read_env(void) {
     if (!spec || !*spec) return;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", spec);
-    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item;
+         item = strtok_r(NULL, ",", &save)) {
         char *colon = strrchr(item, ':');
         if (!colon) {
             standin_warn("PMOE_STANDIN_FAULT: '%s' is not name:N", item);

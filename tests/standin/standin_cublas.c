@@ -77,9 +77,10 @@ cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t *stream) {
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
     struct cublasContext *h = handle_of(handle);
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    const unsigned base = (unsigned)mode & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
-    if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH && base != CUBLAS_PEDANTIC_MATH &&
-        base != CUBLAS_TF32_TENSOR_OP_MATH)
+    const unsigned base = (unsigned)mode &
+                          ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH &&
+        base != CUBLAS_PEDANTIC_MATH && base != CUBLAS_TF32_TENSOR_OP_MATH)
         return CUBLAS_STATUS_INVALID_VALUE;
     h->math = mode;
     return CUBLAS_STATUS_SUCCESS;
@@ -136,8 +137,10 @@ static int run_gemm(void *arg) {
         float *c = g->c + i * g->stride_c;
         float *ra = NULL, *rb = NULL; /* the inputs as the math mode reads them */
         if (g->round != PMOE_ROUND_NONE) {
-            ra = rounded_copy(a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, g->round);
-            rb = rounded_copy(b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, g->round);
+            ra = rounded_copy(a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda,
+                              g->round);
+            rb = rounded_copy(b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb,
+                              g->round);
             if (!ra || !rb) {
                 free(ra), free(rb);
                 return 3; /* CUBLAS_STATUS_ALLOC_FAILED */
@@ -166,7 +169,8 @@ static int in_device(const float *p, int64_t elements, const char *what) {
     if (elements == 0) return 1;
     if (standin_device_range(p, (size_t)elements * sizeof(float))) return 1;
     standin_warn("cublasSgemmStridedBatched_64: %s (%p, %lld floats) is not inside one device "
-                 "allocation", what, (const void *)p, (long long)elements);
+                 "allocation",
+                 what, (const void *)p, (long long)elements);
     return 0;
 }
 
@@ -207,10 +211,15 @@ cublasStatus_t cublasSgemmStridedBatched_64(cublasHandle_t handle, cublasOperati
     }
     gemm_work *g = malloc(sizeof *g);
     if (!g) return CUBLAS_STATUS_ALLOC_FAILED;
-    const unsigned base = (unsigned)h->math & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
-    *g = (gemm_work){ta, tb, base == CUBLAS_TF32_TENSOR_OP_MATH ? PMOE_ROUND_TF32 : PMOE_ROUND_NONE,
-                     m, n, k, lda, ldb, ldc, strideA, strideB, strideC, batchCount,
-                     *alpha, *beta, A, B, C};
+    const unsigned base = (unsigned)h->math &
+                          ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    *g = (gemm_work){
+        ta,         tb,      base == CUBLAS_TF32_TENSOR_OP_MATH ? PMOE_ROUND_TF32 : PMOE_ROUND_NONE,
+        m,          n,       k,
+        lda,        ldb,     ldc,
+        strideA,    strideB, strideC,
+        batchCount, *alpha,  *beta,
+        A,          B,       C};
     standin_enqueue(s, run_gemm, g, free);
     return CUBLAS_STATUS_SUCCESS;
 }

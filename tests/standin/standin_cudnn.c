@@ -103,20 +103,20 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
     return CUDNN_STATUS_SUCCESS;
 }
 
-#define DESCRIPTOR_FUNCTIONS(type, Name, magic_value)                                \
-    cudnnStatus_t cudnnCreate##Name##Descriptor(type##Descriptor_t *d) {             \
-        if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;                          \
-        *d = calloc(1, sizeof **d);                                                  \
-        if (!*d) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;          \
-        (*d)->magic = magic_value;                                                   \
-        return CUDNN_STATUS_SUCCESS;                                                 \
-    }                                                                                \
-    cudnnStatus_t cudnnDestroy##Name##Descriptor(type##Descriptor_t d) {             \
-        if (!d) return CUDNN_STATUS_SUCCESS; /* documented: NULL is a no-op */       \
-        if (d->magic != magic_value) return CUDNN_STATUS_BAD_PARAM;                  \
-        d->magic = 0;                                                                \
-        free(d);                                                                     \
-        return CUDNN_STATUS_SUCCESS;                                                 \
+#define DESCRIPTOR_FUNCTIONS(type, Name, magic_value)                                              \
+    cudnnStatus_t cudnnCreate##Name##Descriptor(type##Descriptor_t *d) {                           \
+        if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;                                        \
+        *d = calloc(1, sizeof **d);                                                                \
+        if (!*d) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;                        \
+        (*d)->magic = magic_value;                                                                 \
+        return CUDNN_STATUS_SUCCESS;                                                               \
+    }                                                                                              \
+    cudnnStatus_t cudnnDestroy##Name##Descriptor(type##Descriptor_t d) {                           \
+        if (!d) return CUDNN_STATUS_SUCCESS; /* documented: NULL is a no-op */                     \
+        if (d->magic != magic_value) return CUDNN_STATUS_BAD_PARAM;                                \
+        d->magic = 0;                                                                              \
+        free(d);                                                                                   \
+        return CUDNN_STATUS_SUCCESS;                                                               \
     }
 DESCRIPTOR_FUNCTIONS(cudnnTensor, Tensor, MAGIC_TENSOR)
 DESCRIPTOR_FUNCTIONS(cudnnFilter, Filter, MAGIC_FILTER)
@@ -150,9 +150,9 @@ cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataTyp
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h,
-                                              int pad_w, int u, int v, int dilation_h,
-                                              int dilation_w, cudnnConvolutionMode_t mode,
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h, int pad_w,
+                                              int u, int v, int dilation_h, int dilation_w,
+                                              cudnnConvolutionMode_t mode,
                                               cudnnDataType_t compute) {
     if (!d || d->magic != MAGIC_CONV) return CUDNN_STATUS_BAD_PARAM;
     if (pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dilation_h <= 0 || dilation_w <= 0 ||
@@ -211,9 +211,23 @@ static cudnnStatus_t make_problem(const tensor_t *xd, const filter_t *wd, const 
                                                              (filter_t *)wd, &n, &k, &p, &q);
     if (st) return st;
     if (y->n != n || y->c != k || y->h != p || y->w != q) return CUDNN_STATUS_BAD_PARAM;
-    *pr = (problem){x->n, x->c, x->h, x->w, f->k, f->r, f->s, p, q, cv->pad_h, cv->pad_w,
-                    cv->stride_h, cv->stride_w, cv->dil_h, cv->dil_w,
-                    cv->mode == CUDNN_CONVOLUTION, cv->math};
+    *pr = (problem){x->n,
+                    x->c,
+                    x->h,
+                    x->w,
+                    f->k,
+                    f->r,
+                    f->s,
+                    p,
+                    q,
+                    cv->pad_h,
+                    cv->pad_w,
+                    cv->stride_h,
+                    cv->stride_w,
+                    cv->dil_h,
+                    cv->dil_w,
+                    cv->mode == CUDNN_CONVOLUTION,
+                    cv->math};
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -293,9 +307,9 @@ _Static_assert(sizeof(perf_any) == sizeof(cudnnConvolutionFwdAlgoPerf_t) &&
                    sizeof(perf_any) == sizeof(cudnnConvolutionBwdFilterAlgoPerf_t),
                "the perf structs share one layout");
 
-static cudnnStatus_t heuristics(int dir, const char *name, cudnnHandle_t handle,
-                                const tensor_t *x, const filter_t *w, const conv_t *cd,
-                                const tensor_t *y, int requested, int *returned, perf_any *out) {
+static cudnnStatus_t heuristics(int dir, const char *name, cudnnHandle_t handle, const tensor_t *x,
+                                const filter_t *w, const conv_t *cd, const tensor_t *y,
+                                int requested, int *returned, perf_any *out) {
     if (!handle_of(handle)) return CUDNN_STATUS_BAD_PARAM;
     if (!returned || !out || requested < 1) return CUDNN_STATUS_BAD_PARAM;
     problem p;
@@ -318,24 +332,18 @@ static cudnnStatus_t heuristics(int dir, const char *name, cudnnHandle_t handle,
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t handle,
-                                                     const cudnnTensorDescriptor_t x,
-                                                     const cudnnFilterDescriptor_t w,
-                                                     const cudnnConvolutionDescriptor_t conv,
-                                                     const cudnnTensorDescriptor_t y,
-                                                     const int requested, int *returned,
-                                                     cudnnConvolutionFwdAlgoPerf_t *perf) {
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
+    const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y, const int requested,
+    int *returned, cudnnConvolutionFwdAlgoPerf_t *perf) {
     return heuristics(DIR_FWD, "cudnnGetConvolutionForwardAlgorithm_v7", handle, x, w, conv, y,
                       requested, returned, (perf_any *)perf);
 }
 
-cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t handle,
-                                                          const cudnnFilterDescriptor_t w,
-                                                          const cudnnTensorDescriptor_t dy,
-                                                          const cudnnConvolutionDescriptor_t conv,
-                                                          const cudnnTensorDescriptor_t dx,
-                                                          const int requested, int *returned,
-                                                          cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t w, const cudnnTensorDescriptor_t dy,
+    const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t dx, const int requested,
+    int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
     return heuristics(DIR_BWD_DATA, "cudnnGetConvolutionBackwardDataAlgorithm_v7", handle, dx, w,
                       conv, dy, requested, returned, (perf_any *)perf);
 }
@@ -361,13 +369,10 @@ static cudnnStatus_t workspace_query(int dir, cudnnHandle_t handle, const tensor
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t handle,
-                                                      const cudnnTensorDescriptor_t x,
-                                                      const cudnnFilterDescriptor_t w,
-                                                      const cudnnConvolutionDescriptor_t conv,
-                                                      const cudnnTensorDescriptor_t y,
-                                                      cudnnConvolutionFwdAlgo_t algo,
-                                                      size_t *bytes) {
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
+    const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y,
+    cudnnConvolutionFwdAlgo_t algo, size_t *bytes) {
     return workspace_query(DIR_FWD, handle, x, w, conv, y, algo, bytes);
 }
 
@@ -437,7 +442,8 @@ static void col2im(const problem *p, const float *col, float *x) {
                     if (iy < 0 || iy >= p->h) continue;
                     for (int ox = 0; ox < p->q; ox++) {
                         const int ix = input_col(p, s, ox);
-                        if (ix >= 0 && ix < p->w) x[((size_t)c * p->h + iy) * p->w + ix] += row[oy * p->q + ox];
+                        if (ix >= 0 && ix < p->w)
+                            x[((size_t)c * p->h + iy) * p->w + ix] += row[oy * p->q + ox];
                     }
                 }
             }
@@ -475,7 +481,8 @@ static int run_gemm_conv(const conv_work *cw) {
     const float *filter = cw->dir == DIR_BWD_DATA ? cw->a : cw->b;
     const float *dy = cw->dir == DIR_FWD ? NULL : cw->b;
     float *rounded_filter = NULL, *rounded_dy = NULL;
-    if (tf32 && cw->dir != DIR_BWD_FILTER) filter = rounded_filter = tf32_copy(filter, (size_t)p->k * crs);
+    if (tf32 && cw->dir != DIR_BWD_FILTER)
+        filter = rounded_filter = tf32_copy(filter, (size_t)p->k * crs);
     if (tf32 && dy) dy = rounded_dy = tf32_copy(dy, (size_t)p->n * output);
     float *col = malloc((size_t)crs * pq * sizeof(float));
     float *sum = calloc(sum_count, sizeof(float));
@@ -521,9 +528,8 @@ static int device_floats(const void *p, size_t count, const char *call, const ch
 static cudnnStatus_t enqueue(int dir, const char *call, cudnnHandle_t handle, const void *alpha,
                              const void *beta, const problem *p, int algo, void *workspace,
                              size_t workspace_bytes, const void *a, size_t a_count,
-                             const char *a_name, const void *b, size_t b_count,
-                             const char *b_name, void *out, size_t out_count,
-                             const char *out_name) {
+                             const char *a_name, const void *b, size_t b_count, const char *b_name,
+                             void *out, size_t out_count, const char *out_name) {
     handle_t *h = handle_of(handle);
     if (!h) return CUDNN_STATUS_BAD_PARAM;
     if (!alpha || !beta || !a || !b || !out) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
@@ -585,10 +591,9 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
                                              const cudnnTensorDescriptor_t xd, const void *x,
                                              const cudnnTensorDescriptor_t dyd, const void *dy,
                                              const cudnnConvolutionDescriptor_t cd,
-                                             cudnnConvolutionBwdFilterAlgo_t algo,
-                                             void *workspace, size_t workspace_bytes,
-                                             const void *beta, const cudnnFilterDescriptor_t dwd,
-                                             void *dw) {
+                                             cudnnConvolutionBwdFilterAlgo_t algo, void *workspace,
+                                             size_t workspace_bytes, const void *beta,
+                                             const cudnnFilterDescriptor_t dwd, void *dw) {
     problem p;
     cudnnStatus_t st = make_problem(xd, dwd, cd, dyd, &p);
     if (st) return st;

@@ -47,7 +47,6 @@ void enqueue_kernel(standin_stream *s, const char *kernel, std::function<void()>
     standin_enqueue(s, run_kernel, new kernel_work{kernel, std::move(body)}, free_kernel);
 }
 
-
 } /* namespace pmoe_standin */
 
 extern "C" int standin_launch_check_pointer(const void *p, int index, const char *kernel) {
@@ -59,7 +58,7 @@ extern "C" int standin_launch_check_pointer(const void *p, int index, const char
 extern "C" int standin_launch_begin(void *cuda_stream, standin_stream **out) {
     *out = standin_stream_of(cuda_stream);
     if (standin_sticky()) return standin_sticky();
-    if (!*out) return 400; /* cudaErrorInvalidResourceHandle */
+    if (!*out) return 400;                   /* cudaErrorInvalidResourceHandle */
     if (standin_fault("launch")) return 701; /* cudaErrorLaunchOutOfResources */
     return 0;
 }

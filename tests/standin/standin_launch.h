@@ -37,8 +37,7 @@ template <class T>
 inline int check_argument(const T &value, int index, const char *kernel) {
     if constexpr (std::is_pointer<T>::value)
         return standin_launch_check_pointer((const void *)value, index, kernel);
-    else
-        return 0;
+    else return 0;
 }
 
 template <class... Params, class... Args>
@@ -51,7 +50,8 @@ int launch(const char *name, void (*kernel)(Params...), dim3 grid, dim3 block, s
     if (e) return e;
     auto params = std::make_shared<const std::tuple<Params...>>(std::forward<Args>(args)...);
     int bad = 0, index = 0;
-    std::apply([&](const auto &...p) { ((bad |= check_argument(p, index++, name)), ...); }, *params);
+    std::apply([&](const auto &...p) { ((bad |= check_argument(p, index++, name)), ...); },
+               *params);
     if (bad) { /* the GPU would fault when the kernel dereferenced it */
         standin_enqueue_fault(s, 700 /* cudaErrorIllegalAddress */);
         return 0;
@@ -70,11 +70,10 @@ int launch(const char *name, void (*kernel)(Params...), dim3 grid, dim3 block, s
 
 #undef PMOE_LAUNCH
 #undef PMOE_LAUNCH_STATUS
-#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                                  \
-    (::PMOE_KERNEL_NS::note_launch(#kernel),                                                    \
-     ::pmoe_standin::launch_status = ::pmoe_standin::launch(#kernel, kernel, (grid), (block),   \
-                                                            (shmem), (void *)(stream),          \
-                                                            __VA_ARGS__))
+#define PMOE_LAUNCH(kernel, grid, block, shmem, stream, ...)                                       \
+    (::PMOE_KERNEL_NS::note_launch(#kernel),                                                       \
+     ::pmoe_standin::launch_status = ::pmoe_standin::launch(                                       \
+         #kernel, kernel, (grid), (block), (shmem), (void *)(stream), __VA_ARGS__))
 #define PMOE_LAUNCH_STATUS() (::pmoe_standin::take_status())
 
 #endif

@@ -76,9 +76,11 @@ static ncclResult_t fail(struct ncclComm *c, ncclResult_t r, const char *what) {
 const char *ncclGetErrorString(ncclResult_t result) {
     switch (result) {
     case ncclSuccess: return "no error";
-    case ncclUnhandledCudaError: return "unhandled cuda error (run with NCCL_DEBUG=INFO for details)";
+    case ncclUnhandledCudaError:
+        return "unhandled cuda error (run with NCCL_DEBUG=INFO for details)";
     case ncclSystemError: return "unhandled system error (run with NCCL_DEBUG=INFO for details)";
-    case ncclInternalError: return "internal error - please report this issue to the NCCL developers";
+    case ncclInternalError:
+        return "internal error - please report this issue to the NCCL developers";
     case ncclInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
     case ncclInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
     case ncclRemoteError: return "remote process exited or there was a network error";
@@ -149,8 +151,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
         }
         q->members++;
         c->clique = q;
-        ncclResult_t r = (ncclResult_t)standin_meet(q->meeting, rank, NULL, join_nothing, NULL,
-                                                    ncclRemoteError);
+        ncclResult_t r =
+            (ncclResult_t)standin_meet(q->meeting, rank, NULL, join_nothing, NULL, ncclRemoteError);
         if (r) {
             clique_leave(q);
             free(c);
@@ -207,7 +209,8 @@ static ncclResult_t check_op(struct ncclComm *c, const char *name, ncclDataType_
     if (type != ncclFloat32) return fail(c, ncclInvalidArgument, "only ncclFloat32 is modelled");
     *s = standin_stream_of(stream);
     if (!*s) return fail(c, ncclInvalidArgument, "not a stream");
-    if (bytes && ((a && !standin_device_range(a, bytes)) || (b && !standin_device_range(b, bytes)))) {
+    if (bytes &&
+        ((a && !standin_device_range(a, bytes)) || (b && !standin_device_range(b, bytes)))) {
         standin_warn("%s: a buffer of %zu bytes is not inside one device allocation", name, bytes);
         return fail(c, ncclInvalidArgument, "a buffer is not device memory");
     }
@@ -244,7 +247,8 @@ static int run_collective(void **entries, int ranks, void *user) {
         if (e[r]->kind != e[0]->kind || e[r]->count != e[0]->count || e[r]->op != e[0]->op ||
             e[r]->root != e[0]->root) {
             standin_warn("NCCL: ranks 0 and %d called different collectives (or counts, ops, "
-                         "roots) at the same point", r);
+                         "roots) at the same point",
+                         r);
             return ncclInvalidUsage;
         }
     const size_t count = e[0]->count, total = e[0]->kind == 2 ? count * (size_t)ranks : count;
@@ -267,7 +271,8 @@ static int run_collective(void **entries, int ranks, void *user) {
     } else if (e[0]->kind == 1) {
         memcpy(result, e[e[0]->root]->send, count * sizeof(float));
     } else {
-        for (int r = 0; r < ranks; r++) memcpy(result + (size_t)r * count, e[r]->send, count * sizeof(float));
+        for (int r = 0; r < ranks; r++)
+            memcpy(result + (size_t)r * count, e[r]->send, count * sizeof(float));
     }
     for (int r = 0; r < ranks; r++) memcpy(e[r]->recv, result, total * sizeof(float));
     free(result);
@@ -279,8 +284,8 @@ static int run_collective(void **entries, int ranks, void *user) {
 static ncclResult_t meet(struct ncclComm *c, void *entry,
                          int (*act)(void **entries, int ranks, void *user)) {
     if (standin_drain_all()) return fail(c, ncclUnhandledCudaError, "the device has failed");
-    ncclResult_t r = (ncclResult_t)standin_meet(c->clique->meeting, c->rank, entry, act, NULL,
-                                                ncclRemoteError);
+    ncclResult_t r =
+        (ncclResult_t)standin_meet(c->clique->meeting, c->rank, entry, act, NULL, ncclRemoteError);
     if (r == ncclRemoteError) return fail(c, r, "a peer aborted the communicator");
     if (r) return fail(c, r, "the ranks' calls do not match");
     return ncclSuccess;
@@ -299,12 +304,14 @@ static ncclResult_t collective_op(const char *name, collective e, ncclDataType_t
                      name, gathered);
         return fail(c, ncclInvalidArgument, "a buffer is not device memory");
     }
-    if (e.root < 0 || e.root >= c->ranks) return fail(c, ncclInvalidArgument, "root outside the ranks");
+    if (e.root < 0 || e.root >= c->ranks)
+        return fail(c, ncclInvalidArgument, "root outside the ranks");
     if (c->ranks == 1) {
         enqueue_copy(s, e.recv, e.send, e.count * sizeof(float));
         return ncclSuccess;
     }
-    if (group_depth) return fail(c, ncclInvalidUsage, "the stand-in groups sends and receives only");
+    if (group_depth)
+        return fail(c, ncclInvalidUsage, "the stand-in groups sends and receives only");
     return meet(c, &e, run_collective);
 }
 
@@ -338,7 +345,8 @@ static ncclResult_t post(const char *name, int is_send, void *buf, size_t count,
     if (peer < 0 || peer >= c->ranks) return fail(c, ncclInvalidArgument, "peer outside the ranks");
     if (!group_depth && c->ranks == 1)
         return fail(c, ncclInvalidUsage, "a send to oneself outside a group deadlocks");
-    if (!group_depth) return fail(c, ncclInvalidUsage, "the stand-in needs sends and receives grouped");
+    if (!group_depth)
+        return fail(c, ncclInvalidUsage, "the stand-in needs sends and receives grouped");
     if (posted_count && posted[0].comm != c)
         return fail(c, ncclInvalidUsage, "the stand-in groups one communicator's calls");
     if (posted_count == PENDING_MAX) return fail(c, ncclInternalError, "too many posted");
@@ -393,13 +401,15 @@ static int run_exchange(void **entries, int ranks, void *user) {
             const int sends = count_of(l[from], 1, to), recvs = count_of(l[to], 0, from);
             if (sends != recvs) {
                 standin_warn("NCCL group: rank %d posts %d sends to rank %d, which posts %d "
-                             "receives from it", from, sends, to, recvs);
+                             "receives from it",
+                             from, sends, to, recvs);
                 return ncclInvalidUsage;
             }
             for (int k = 0; k < sends; k++)
                 if (nth(l[from], 1, to, k)->bytes != nth(l[to], 0, from, k)->bytes) {
                     standin_warn("NCCL group: send %d from rank %d to rank %d has another size "
-                                 "than its receive", k, from, to);
+                                 "than its receive",
+                                 k, from, to);
                     return ncclInvalidUsage;
                 }
         }

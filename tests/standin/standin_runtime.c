@@ -32,9 +32,9 @@ static cudaError_t result(cudaError_t e) {
 }
 
 /* A call made after a sticky fault returns the fault. */
-#define STICKY_CHECK()                                                  \
-    do {                                                                \
-        if (standin_sticky()) return result((cudaError_t)standin_sticky()); \
+#define STICKY_CHECK()                                                                             \
+    do {                                                                                           \
+        if (standin_sticky()) return result((cudaError_t)standin_sticky());                        \
     } while (0)
 
 static long env_long(const char *name, long fallback) {
@@ -43,9 +43,7 @@ static long env_long(const char *name, long fallback) {
 }
 
 static int device_count(void) { return (int)env_long("PMOE_STANDIN_DEVICES", 1); }
-static size_t memory_total(void) {
-    return (size_t)env_long("PMOE_STANDIN_MEMORY_MB", 4096) << 20;
-}
+static size_t memory_total(void) { return (size_t)env_long("PMOE_STANDIN_MEMORY_MB", 4096) << 20; }
 
 const char *cudaGetErrorName(cudaError_t error) {
     switch (error) {
@@ -251,9 +249,8 @@ static cudaError_t check_copy(void *dst, const void *src, size_t bytes, enum cud
     default: return cudaErrorInvalidMemcpyDirection;
     }
     if ((want_dst >= 0 && want_dst != *dst_device) || (want_src >= 0 && want_src != *src_device)) {
-        standin_warn("%s: kind %d, but the destination is %s memory and the source %s memory",
-                     call, (int)kind, *dst_device ? "device" : "host",
-                     *src_device ? "device" : "host");
+        standin_warn("%s: kind %d, but the destination is %s memory and the source %s memory", call,
+                     (int)kind, *dst_device ? "device" : "host", *src_device ? "device" : "host");
         return cudaErrorInvalidMemcpyDirection;
     }
     return cudaSuccess;
@@ -351,7 +348,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     standin_stream *s = standin_stream_of(stream);
     if (!s) return result(cudaErrorInvalidResourceHandle);
-    if (standin_fault("cudaStreamSynchronize")) standin_set_sticky(cudaErrorLaunchFailure, "injected");
+    if (standin_fault("cudaStreamSynchronize"))
+        standin_set_sticky(cudaErrorLaunchFailure, "injected");
     return result((cudaError_t)standin_stream_drain(s));
 }
 
@@ -453,7 +451,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
     standin_event *a = event_of(start), *b = event_of(end);
     if (!ms) return result(cudaErrorInvalidValue);
     if (!a || !b) return result(cudaErrorInvalidResourceHandle);
-    if ((a->flags | b->flags) & cudaEventDisableTiming) return result(cudaErrorInvalidResourceHandle);
+    if ((a->flags | b->flags) & cudaEventDisableTiming)
+        return result(cudaErrorInvalidResourceHandle);
     STICKY_CHECK();
     if (!a->stream || !b->stream) return result(cudaErrorInvalidResourceHandle);
     if (!a->stamped || !b->stamped) return result(cudaErrorNotReady);

@@ -85,7 +85,8 @@ static void test_failed_context(void) {
     CHECK(be->synchronize(be, &err) == PMOE_OK);
     standin_fault_set("cudaProfilerStart", 1, 0);
     be->profiler(be, 1); /* recorded, reported at the next synchronize */
-    CHECK(be->synchronize(be, &err) == PMOE_ERR_INTERNAL && strstr(err.message, "cudaProfilerStart"));
+    CHECK(be->synchronize(be, &err) == PMOE_ERR_INTERNAL &&
+          strstr(err.message, "cudaProfilerStart"));
     float host[16] = {0};
     CHECK(be->copy_in(be, p, host, sizeof host, &err) == PMOE_ERR_INTERNAL);
     CHECK(be->copy_out(be, host, p, sizeof host, &err) == PMOE_ERR_INTERNAL);
@@ -117,8 +118,7 @@ static void test_clock(void) {
     CHECK(a == 0 && b == 1);
     CHECK(clock->seconds(clock->ctx, a, b) >= 0.0);
     CHECK(clock->seconds(clock->ctx, a, 7) == 0.0 && clock->seconds(clock->ctx, -1, b) == 0.0);
-    while (clock->mark(clock->ctx) >= 0) {
-    }
+    while (clock->mark(clock->ctx) >= 0) {}
     clock->reset(clock->ctx);
     CHECK(clock->mark(clock->ctx) == 0);
     standin_fault_set("cudaEventRecord", 1, 0);
@@ -136,16 +136,22 @@ static void test_conv(void) {
     pmoe_error err = {PMOE_OK, ""};
     pmoe_backend *cpu = NULL;
     CHECK(pmoe_backend_create("cpu", 1, &cpu, &err) == PMOE_OK);
-    const pmoe_conv_shape s = {.batch = 2, .in_channels = 3, .height = 6, .width = 6,
-                               .out_channels = 4, .kernel_h = 3, .kernel_w = 3, .stride = 1,
+    const pmoe_conv_shape s = {.batch = 2,
+                               .in_channels = 3,
+                               .height = 6,
+                               .width = 6,
+                               .out_channels = 4,
+                               .kernel_h = 3,
+                               .kernel_w = 3,
+                               .stride = 1,
                                .pad = 1};
     CHECK(pmoe_cuda_conv_built() == 1);
     CHECK(pmoe_cuda_conv_forward(cpu, &s, NULL, NULL, NULL, &err) == PMOE_ERR_UNSUPPORTED);
     pmoe_backend_destroy(cpu);
     pmoe_backend *be = start();
     void *x = NULL, *w = NULL, *y = NULL;
-    CHECK(be->alloc(be, 2 * 3 * 36 * 4, &x, &err) == 0 && be->alloc(be, 4 * 27 * 4, &w, &err) == 0 &&
-          be->alloc(be, 2 * 4 * 36 * 4, &y, &err) == 0);
+    CHECK(be->alloc(be, 2 * 3 * 36 * 4, &x, &err) == 0 &&
+          be->alloc(be, 4 * 27 * 4, &w, &err) == 0 && be->alloc(be, 2 * 4 * 36 * 4, &y, &err) == 0);
     be->fill(be, x, 0.5f, 2 * 3 * 36);
     be->fill(be, w, 0.25f, 4 * 27);
     pmoe_conv_shape bad = s;
@@ -193,8 +199,7 @@ static void test_driver(void) {
         CHECK_MSG(be && strstr(be->chosen_because, "train.device = auto found no GPU: ") &&
                       strstr(be->chosen_because, cases[i].says),
                   "%s: auto: '%s'", cases[i].fault, be ? be->chosen_because : "");
-        if (be)
-            printf("  %s: auto runs on the CPU: %s\n", cases[i].fault, be->chosen_because);
+        if (be) printf("  %s: auto runs on the CPU: %s\n", cases[i].fault, be->chosen_because);
         pmoe_backend_destroy(be);
         CHECK_MSG(pmoe_backend_create("cuda", 1, &be, &err) == PMOE_ERR_UNSUPPORTED &&
                       strstr(err.message, cases[i].says),

@@ -126,11 +126,12 @@ static void test_gemm_case(cublasHandle_t h, int ta, int tb) {
     const int64_t sa = lda * (ta ? m : k) + 4, sb = ldb * (tb ? k : n), sc = ldc * n + 1;
     float *a = frand(sa * batch, 11 + ta, -1, 1), *b = frand(sb * batch, 21 + tb, -1, 1);
     float *c = frand(sc * batch, 31, -1, 1);
-    float *da = dev_copy(a, sa * batch), *db = dev_copy(b, sb * batch), *dc = dev_copy(c, sc * batch);
+    float *da = dev_copy(a, sa * batch), *db = dev_copy(b, sb * batch),
+          *dc = dev_copy(c, sc * batch);
     const float alpha = 0.75f, beta = -0.5f;
-    CHECK(cublasSgemmStridedBatched_64(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                       m, n, k, &alpha, da, lda, sa, db, ldb, sb, &beta, dc, ldc, sc,
-                                       batch) == CUBLAS_STATUS_SUCCESS);
+    CHECK(cublasSgemmStridedBatched_64(
+              h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha,
+              da, lda, sa, db, ldb, sb, &beta, dc, ldc, sc, batch) == CUBLAS_STATUS_SUCCESS);
     CHECK(cudaDeviceSynchronize() == cudaSuccess);
     float *got = host_copy(dc, sc * batch);
     double *want = dbuf(sc * batch);
@@ -140,7 +141,8 @@ static void test_gemm_case(cublasHandle_t h, int ta, int tb) {
             for (int64_t row = 0; row < m; row++) {
                 double sum = 0;
                 for (int64_t p = 0; p < k; p++)
-                    sum += (double)at(a + q * sa, ta, lda, row, p) * at(b + q * sb, tb, ldb, p, col);
+                    sum += (double)at(a + q * sa, ta, lda, row, p) *
+                           at(b + q * sb, tb, ldb, p, col);
                 const int64_t i = q * sc + row + col * ldc;
                 want[i] = alpha * sum + beta * (double)c[i];
             }
@@ -162,30 +164,31 @@ static void test_cublas(void) {
     /* beta = 0 never reads C: NaN in C does not survive */
     float *a = dev_copy(frand(4, 1, -1, 1), 4), *c = dev_floats(4);
     const float one = 1.0f, zero = 0.0f;
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_SUCCESS);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_SUCCESS);
     cudaStreamSynchronize(s);
     float *got = host_copy(c, 4);
     CHECK_MSG(!isnan(got[0]) && !isnan(got[3]), "beta = 0 read the NaN of C");
     /* the documented argument errors */
-    CHECK(cublasSgemmStridedBatched_64(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a,
-                                       2, 0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_NOT_INITIALIZED);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 1, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_T, CUBLAS_OP_N, 2, 3, 1, &one, a, 0, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemmStridedBatched_64(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2,
+                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_NOT_INITIALIZED);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 1, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_T, CUBLAS_OP_N, 2, 3, 1, &one, a, 0, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
     CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, -1, 2, 2, &one, a, 2, 0, a, 2,
                                        0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, NULL, a, 2, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2,
-                                       0, &zero, c, 2, 0, -1) == CUBLAS_STATUS_INVALID_VALUE);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 0, 2, 2, &one, a, 2, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_SUCCESS);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, NULL, a, 2, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2, 0,
+                                       &zero, c, 2, 0, -1) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 0, 2, 2, &one, a, 2, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_SUCCESS);
     standin_fault_set("cublasSgemmStridedBatched_64", 1, 0);
-    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2,
-                                       0, &zero, c, 2, 0, 1) == CUBLAS_STATUS_EXECUTION_FAILED);
-    CHECK(strcmp(cublasGetStatusName(CUBLAS_STATUS_INVALID_VALUE), "CUBLAS_STATUS_INVALID_VALUE") == 0);
+    CHECK(cublasSgemmStridedBatched_64(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, 0, a, 2, 0,
+                                       &zero, c, 2, 0, 1) == CUBLAS_STATUS_EXECUTION_FAILED);
+    CHECK(strcmp(cublasGetStatusName(CUBLAS_STATUS_INVALID_VALUE), "CUBLAS_STATUS_INVALID_VALUE") ==
+          0);
     cudaFree(a), cudaFree(c);
     CHECK(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS);
     cudaStreamDestroy(s);
@@ -213,17 +216,19 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
     CHECK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, cc->k, cc->c, cc->r,
                                      cc->s) == CUDNN_STATUS_SUCCESS);
     CHECK(cudnnSetConvolution2dDescriptor(cd, cc->pad, cc->pad, cc->stride, cc->stride, cc->dil,
-                                          cc->dil, cc->mode, CUDNN_DATA_FLOAT) == CUDNN_STATUS_SUCCESS);
+                                          cc->dil, cc->mode,
+                                          CUDNN_DATA_FLOAT) == CUDNN_STATUS_SUCCESS);
     CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS);
     int n, k, p, q;
-    CHECK(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &n, &k, &p, &q) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &n, &k, &p, &q) ==
+          CUDNN_STATUS_SUCCESS);
     const int ep = (cc->h + 2 * cc->pad - (cc->r - 1) * cc->dil - 1) / cc->stride + 1;
     const int eq = (cc->w + 2 * cc->pad - (cc->s - 1) * cc->dil - 1) / cc->stride + 1;
     CHECK(n == cc->n && k == cc->k && p == ep && q == eq);
     CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q) ==
           CUDNN_STATUS_SUCCESS);
-    const size_t nx = (size_t)cc->n * cc->c * cc->h * cc->w, nw = (size_t)cc->k * cc->c * cc->r * cc->s,
-                 ny = (size_t)n * k * p * q;
+    const size_t nx = (size_t)cc->n * cc->c * cc->h * cc->w,
+                 nw = (size_t)cc->k * cc->c * cc->r * cc->s, ny = (size_t)n * k * p * q;
     float *x = frand(nx, 1, -1, 1), *w = frand(nw, 2, -1, 1), *dy = frand(ny, 3, -1, 1);
     float *dx_ = dev_copy(x, nx), *dw_ = dev_copy(w, nw), *ddy = dev_copy(dy, ny);
     float *y_d = dev_floats(ny), *gx_d = dev_floats(nx), *gw_d = dev_floats(nw);
@@ -231,11 +236,13 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
     cudnnConvolutionFwdAlgoPerf_t perf[8];
     int returned = 0;
     CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, xd, wd, cd, yd, 8, &returned, perf) ==
-          CUDNN_STATUS_SUCCESS && returned > 1);
+              CUDNN_STATUS_SUCCESS &&
+          returned > 1);
     size_t most = 0;
     for (int i = 0; i < returned; i++) {
         size_t bytes = 0;
-        cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, perf[i].algo, &bytes);
+        cudnnStatus_t st =
+            cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, perf[i].algo, &bytes);
         CHECK(st == perf[i].status && (st || bytes == perf[i].memory));
         if (!st && bytes > most) most = bytes;
     }
@@ -251,14 +258,16 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
         }
         if (perf[i].memory > 0)
             CHECK(cudnnConvolutionForward(h, &one, xd, dx_, wd, dw_, cd, perf[i].algo, ws,
-                                          perf[i].memory - 1, &zero, yd, y_d) == CUDNN_STATUS_BAD_PARAM);
+                                          perf[i].memory - 1, &zero, yd,
+                                          y_d) == CUDNN_STATUS_BAD_PARAM);
         CHECK(cudnnConvolutionForward(h, &one, xd, dx_, wd, dw_, cd, perf[i].algo, ws, most, &zero,
                                       yd, y_d) == CUDNN_STATUS_SUCCESS);
         ran++;
     }
     CHECK(ran > 0);
-    CHECK(cudnnConvolutionBackwardData(h, &one, wd, dw_, yd, ddy, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
-                                       ws, most, &zero, xd, gx_d) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnConvolutionBackwardData(h, &one, wd, dw_, yd, ddy, cd,
+                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, ws, most, &zero, xd,
+                                       gx_d) == CUDNN_STATUS_SUCCESS);
     CHECK(cudnnConvolutionBackwardFilter(h, &one, xd, dx_, yd, ddy, cd,
                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws, most, &zero, wd,
                                          gw_d) == CUDNN_STATUS_SUCCESS);
@@ -266,10 +275,12 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
     float *y0 = frand(ny, 4, -1, 1), *gx0 = frand(nx, 5, -1, 1), *gw0 = frand(nw, 6, -1, 1);
     float *yb_d = dev_copy(y0, ny), *gxb_d = dev_copy(gx0, nx), *gwb_d = dev_copy(gw0, nw);
     const float two = 2.0f, half = 0.5f;
-    CHECK(cudnnConvolutionForward(h, &two, xd, dx_, wd, dw_, cd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-                                  ws, most, &half, yd, yb_d) == CUDNN_STATUS_SUCCESS);
-    CHECK(cudnnConvolutionBackwardData(h, &two, wd, dw_, yd, ddy, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
-                                       ws, most, &half, xd, gxb_d) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnConvolutionForward(h, &two, xd, dx_, wd, dw_, cd,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws, most, &half, yd,
+                                  yb_d) == CUDNN_STATUS_SUCCESS);
+    CHECK(cudnnConvolutionBackwardData(h, &two, wd, dw_, yd, ddy, cd,
+                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, ws, most, &half, xd,
+                                       gxb_d) == CUDNN_STATUS_SUCCESS);
     CHECK(cudnnConvolutionBackwardFilter(h, &two, xd, dx_, yd, ddy, cd,
                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws, most, &half, wd,
                                          gwb_d) == CUDNN_STATUS_SUCCESS);
@@ -301,8 +312,8 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
                     want[yi] = sum;
                 }
     char what[128];
-    snprintf(what, sizeof what, "  B%d C%d %dx%d K%d %dx%d pad %d stride %d dil %d %s", cc->n, cc->c,
-             cc->h, cc->w, cc->k, cc->r, cc->s, cc->pad, cc->stride, cc->dil,
+    snprintf(what, sizeof what, "  B%d C%d %dx%d K%d %dx%d pad %d stride %d dil %d %s", cc->n,
+             cc->c, cc->h, cc->w, cc->k, cc->r, cc->s, cc->pad, cc->stride, cc->dil,
              cc->mode == CUDNN_CONVOLUTION ? "conv" : "xcorr");
     CHECK(check_close(what, y, want, ny, 1e-5, 1e-5));
     CHECK(check_close("    backward data", gx, want_gx, nx, 1e-5, 1e-5));
@@ -326,9 +337,11 @@ static void test_conv_case(cudnnHandle_t h, const conv_case *cc) {
     /* mismatched descriptors */
     cudnnTensorDescriptor_t bad;
     cudnnCreateTensorDescriptor(&bad);
-    CHECK(cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k + 1, p, q) == 0);
-    CHECK(cudnnConvolutionForward(h, &one, xd, dx_, wd, dw_, cd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-                                  ws, most, &zero, bad, y_d) == CUDNN_STATUS_BAD_PARAM);
+    CHECK(cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k + 1, p, q) ==
+          0);
+    CHECK(cudnnConvolutionForward(h, &one, xd, dx_, wd, dw_, cd,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws, most, &zero, bad,
+                                  y_d) == CUDNN_STATUS_BAD_PARAM);
     cudnnDestroyTensorDescriptor(bad);
     cudnnDestroyTensorDescriptor(xd), cudnnDestroyTensorDescriptor(yd);
     cudnnDestroyFilterDescriptor(wd), cudnnDestroyConvolutionDescriptor(cd);

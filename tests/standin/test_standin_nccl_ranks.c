@@ -118,11 +118,20 @@ static void t_destroy(pmoe_comm *c) { free(c); }
 static pmoe_comm *thread_comm(int rank) {
     pmoe_comm *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    *c = (pmoe_comm){.name = "threads", .kind = PMOE_COMM_MPI, .rank = rank, .size = world.ranks,
-                     .local_rank = 0, .local_size = 1, .distributed = 1,
-                     .agree_min = t_agree_min, .sum_i64 = t_sum_i64,
-                     .host_broadcast = t_host_broadcast, .host_gather = t_host_gather,
-                     .barrier = t_barrier, .abort = t_abort, .destroy = t_destroy};
+    *c = (pmoe_comm){.name = "threads",
+                     .kind = PMOE_COMM_MPI,
+                     .rank = rank,
+                     .size = world.ranks,
+                     .local_rank = 0,
+                     .local_size = 1,
+                     .distributed = 1,
+                     .agree_min = t_agree_min,
+                     .sum_i64 = t_sum_i64,
+                     .host_broadcast = t_host_broadcast,
+                     .host_gather = t_host_gather,
+                     .barrier = t_barrier,
+                     .abort = t_abort,
+                     .destroy = t_destroy};
     return c;
 }
 
@@ -138,13 +147,13 @@ typedef struct rank_ctx {
     int rank, ranks, failures;
 } rank_ctx;
 
-#define RANK_CHECK(x, cond, ...)                                                  \
-    do {                                                                          \
-        if (!(cond) && (x)->failures++ < 10) {                                    \
-            fprintf(stderr, "FAIL (rank %d) %s:%d: ", (x)->rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                         \
-            fputc('\n', stderr);                                                  \
-        }                                                                         \
+#define RANK_CHECK(x, cond, ...)                                                                   \
+    do {                                                                                           \
+        if (!(cond) && (x)->failures++ < 10) {                                                     \
+            fprintf(stderr, "FAIL (rank %d) %s:%d: ", (x)->rank, __FILE__, __LINE__);              \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 static float *device_from(rank_ctx *x, const float *host, int64_t n) {
@@ -189,9 +198,9 @@ static void check_exchanges(rank_ctx *x) {
                        "plain all_to_all from %d [%d] = %g", p, k, mid[p * BLOCKS * COUNT + k]);
     free(mid);
     /* the model's transposes: [dest][block] -> [block][source], and back */
-    const pmoe_exchange_layout to_owners = {COUNT, BLOCKS, BLOCKS * COUNT, COUNT, COUNT,
-                                            (int64_t)R * COUNT};
-    const pmoe_exchange_layout from_owners = {COUNT, BLOCKS, COUNT, (int64_t)R * COUNT,
+    const pmoe_exchange_layout to_owners = {COUNT, BLOCKS, BLOCKS * COUNT,
+                                            COUNT, COUNT,  (int64_t)R * COUNT};
+    const pmoe_exchange_layout from_owners = {COUNT,          BLOCKS, COUNT, (int64_t)R * COUNT,
                                               BLOCKS * COUNT, COUNT};
     x->c->all_to_all(x->c, d_send, d_mid, &to_owners);
     x->c->all_to_all(x->c, d_mid, d_back, &from_owners);
@@ -279,7 +288,8 @@ static void rank_body(int rank, void *arg) {
         fprintf(stderr, "rank %d: %s\n", rank, err.message);
         exit(1);
     }
-    RANK_CHECK(x, strcmp(x->c->name, "nccl") == 0 && x->c->rank == rank && x->c->size == world.ranks,
+    RANK_CHECK(x,
+               strcmp(x->c->name, "nccl") == 0 && x->c->rank == rank && x->c->size == world.ranks,
                "communicator %s, rank %d of %d", x->c->name, x->c->rank, x->c->size);
     check_exchanges(x);
     check_collectives(x);
@@ -298,7 +308,8 @@ int main(void) {
         for (int r = 0; r < R; r++) failures += ranks[r].failures;
         CHECK_MSG(failures == 0, "%d ranks: %d failures", R, failures);
         printf("%d ranks on threads: the NCCL communicator's exchanges, collectives and control "
-               "ops %s\n", R, failures ? "FAIL" : "as expected");
+               "ops %s\n",
+               R, failures ? "FAIL" : "as expected");
         standin_meeting_free(world.meeting);
     }
     return test_finish("test_standin_nccl_ranks");

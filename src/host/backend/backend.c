@@ -43,7 +43,7 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
         }
         pmoe_status s = pmoe_cpu_backend_create(threads, out, err);
         if (!s)
-            snprintf((*out)->chosen_because, sizeof (*out)->chosen_because,
+            snprintf((*out)->chosen_because, sizeof(*out)->chosen_because,
                      "train.device = auto found no GPU: %s", why);
         return s;
     }
@@ -54,8 +54,7 @@ pmoe_status pmoe_backend_create(const char *device, int threads, pmoe_backend **
                          "train.device: '%s' is not one of auto | cpu | cuda | cuda:N", device);
     pmoe_error why = {PMOE_OK, ""};
     pmoe_status s = pmoe_cuda_backend_create(index, out, &why);
-    if (s)
-        return pmoe_fail(err, s, "train.device = %s: %s; use cpu or auto", device, why.message);
+    if (s) return pmoe_fail(err, s, "train.device = %s: %s; use cpu or auto", device, why.message);
     return PMOE_OK;
 }
 
@@ -72,7 +71,8 @@ pmoe_status pmoe_backend_set_precision(pmoe_backend *be, pmoe_precision precisio
         return pmoe_fail(err, PMOE_ERR_CONFIG, "train.precision: unknown value %d", (int)precision);
     if (be->set_precision) return be->set_precision(be, (int)precision, err);
     if (precision == PMOE_PRECISION_FP32) return PMOE_OK;
-    return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "train.precision = %s: the %s backend runs fp32 only",
+    return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                     "train.precision = %s: the %s backend runs fp32 only",
                      pmoe_precision_name(precision), be->name);
 }
 

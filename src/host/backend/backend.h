@@ -52,10 +52,10 @@ typedef struct pmoe_route_shape {
 
 typedef struct pmoe_combine_shape {
     int64_t batch;
-    int experts;   /* k */
-    int topl;      /* l: the 1/l of eq. 1 and the rows per sample */
-    int hidden;    /* h, per expert */
-    int classes;   /* c (1 for the binary logistic output) */
+    int experts; /* k */
+    int topl;    /* l: the 1/l of eq. 1 and the rows per sample */
+    int hidden;  /* h, per expert */
+    int classes; /* c (1 for the binary logistic output) */
 } pmoe_combine_shape;
 
 typedef enum { PMOE_LOSS_LOGISTIC, PMOE_LOSS_SOFTMAX_CE } pmoe_loss_kind;
@@ -101,7 +101,7 @@ typedef struct pmoe_bn_shape {
     int64_t batch;
     int channels;
     int64_t spatial;
-    float eps;        /* added to the variance */
+    float eps; /* added to the variance */
 } pmoe_bn_shape;
 
 /* The pMoE convolution layer's scatter (model/moe_conv.c): k experts, each
@@ -111,22 +111,22 @@ typedef struct pmoe_bn_shape {
  * channels in the (c, y, x) order patch_extract uses. */
 typedef struct pmoe_scatter_shape {
     int64_t batch;
-    int patches;     /* n */
-    int experts;     /* k */
-    int topl;        /* l */
-    int expert_dim;  /* e */
+    int patches;    /* n */
+    int experts;    /* k */
+    int topl;       /* l */
+    int expert_dim; /* e */
 } pmoe_scatter_shape;
 
 /* The pMoE layer's experts as one op (model/moe_conv.c): k experts, each
  * batch norm (over its own rows) -> ReLU -> convolution (C -> e channels,
  * r x r, stride 1, zero padding (r - 1) / 2) on `rows` maps of h x w. */
 typedef struct pmoe_experts_shape {
-    int experts;           /* k */
-    int64_t rows;          /* maps per expert */
-    int channels;          /* C */
-    int height, width;     /* h, w */
-    int out_channels;      /* e, per expert */
-    int kernel;            /* r */
+    int experts;       /* k */
+    int64_t rows;      /* maps per expert */
+    int channels;      /* C */
+    int height, width; /* h, w */
+    int out_channels;  /* e, per expert */
+    int kernel;        /* r */
     float eps;
 } pmoe_experts_shape;
 
@@ -145,8 +145,8 @@ typedef struct pmoe_ops {
      * op(X) = X or X^T; strides in elements between consecutive matrices. */
     void (*gemm)(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b,
-                 int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc,
-                 int64_t stride_c, int64_t batch);
+                 int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc, int64_t stride_c,
+                 int64_t batch);
     /* The same product with float32 inputs whatever train.precision says:
      * the router's (its scores and their gradient stay float32, so that
      * rounding cannot flip a route). */
@@ -164,16 +164,15 @@ typedef struct pmoe_ops {
     /* Scores every patch against every router (router_w is k x d), picks the
      * top-l per (sample, expert) and computes the gate values. */
     void (*gate_topl_forward)(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
-                              const float *router_w, float *scores, int32_t *selected,
-                              float *gate);
+                              const float *router_w, float *scores, int32_t *selected, float *gate);
     /* From dgate (B x k x l): dscores (B x n x k, a workspace the op fills),
      * drouter_w (k x d, overwritten; when NULL, left to the caller, who
      * folds it into expert_backward_gathered) and, when dpatches is not
      * NULL, adds the router's share of the patch gradient into dpatches. */
     void (*gate_topl_backward)(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
-                               const float *router_w, const float *scores,
-                               const int32_t *selected, const float *gate, const float *dgate,
-                               float *dscores, float *drouter_w, float *dpatches);
+                               const float *router_w, const float *scores, const int32_t *selected,
+                               const float *gate, const float *dgate, float *dscores,
+                               float *drouter_w, float *dpatches);
 
     /* patches -> expert_in, and the adjoint: dpatches (overwritten) sums the
      * rows of dexpert_in that came from each patch, in expert-then-slot order. */
@@ -210,9 +209,8 @@ typedef struct pmoe_ops {
                                     const float *expert_w, float *hidden_out);
     void (*expert_backward_gathered)(pmoe_backend *be, const pmoe_route_shape *s, int hidden,
                                      const float *patches, const int32_t *selected,
-                                     const float *expert_w, const float *hidden_out,
-                                     float *dhidden, const float *dscores, float *dexpert_w,
-                                     float *drouter_w);
+                                     const float *expert_w, const float *hidden_out, float *dhidden,
+                                     const float *dscores, float *dexpert_w, float *drouter_w);
 
     /* Optional (NULL where a backend lacks it): patch_extract_forward and
      * gate_topl_forward in one op, each sample's patches cut out, scored and
@@ -235,9 +233,9 @@ typedef struct pmoe_ops {
     /* Mean loss over the batch. Writes dlogits (when not NULL) and
      * stats[0] = summed loss, stats[1] = number of correct predictions.
      * Binary: label 1 is y = +1, 0 is y = -1, prediction sign(f). */
-    void (*loss_forward_backward)(pmoe_backend *be, pmoe_loss_kind kind, int64_t batch,
-                                  int classes, const float *logits, const int32_t *labels,
-                                  float *dlogits, float *stats);
+    void (*loss_forward_backward)(pmoe_backend *be, pmoe_loss_kind kind, int64_t batch, int classes,
+                                  const float *logits, const int32_t *labels, float *dlogits,
+                                  float *stats);
 
     /* The separate-training router loss, l_r = -sum_b w_b sum_j
      * (scores[b, j, 2 q_b] - scores[b, j, 2 q_b + 1]), with sample weight w_b
@@ -294,13 +292,12 @@ typedef struct pmoe_ops {
                                     float *running_var, float momentum);
     /* Evaluation mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta. */
     void (*batchnorm_forward_eval)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                                   const float *gamma, const float *beta,
-                                   const float *running_mean, const float *running_var, float *y);
+                                   const float *gamma, const float *beta, const float *running_mean,
+                                   const float *running_var, float *y);
     /* The training-mode backward (through the batch statistics). */
     void (*batchnorm_backward)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                               const float *gamma, const float *save_mean,
-                               const float *save_invstd, const float *dy, float *dx,
-                               float *dgamma, float *dbeta);
+                               const float *gamma, const float *save_mean, const float *save_invstd,
+                               const float *dy, float *dx, float *dgamma, float *dbeta);
     /* Batch norm over several ranks (train.sync_bn, model/deep_batchnorm.c):
      * the pieces that let the statistics and the backward's two sums be
      * combined across ranks. NULL in a backend without them (sync_bn is then
@@ -311,12 +308,12 @@ typedef struct pmoe_ops {
      * sum_dy_xhat / count), xhat = (x - mean) invstd, with the sums (C each)
      * and count over every rank's values (what batchnorm_backward computes
      * when they are this rank's own). */
-    void (*batchnorm_moments)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
-                              float *mean, float *m2);
+    void (*batchnorm_moments)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x, float *mean,
+                              float *m2);
     void (*batchnorm_backward_input)(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                                      const float *gamma, const float *mean, const float *invstd,
-                                     const float *dy, const float *sum_dy,
-                                     const float *sum_dy_xhat, int64_t count, float *dx);
+                                     const float *dy, const float *sum_dy, const float *sum_dy_xhat,
+                                     int64_t count, float *dx);
 
     /* y = max(x, 0) (y may be x); dx += dy where y > 0. */
     void (*relu_forward)(pmoe_backend *be, int64_t count, const float *x, float *y);
@@ -339,8 +336,8 @@ typedef struct pmoe_ops {
      * connected layer's bias: spatial 1); backward dbias[c] = sum of dy[:, c, :]. */
     void (*channel_bias_forward)(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
                                  const float *bias, float *y);
-    void (*channel_bias_backward)(pmoe_backend *be, int64_t batch, int channels,
-                                  int64_t spatial, const float *dy, float *dbias);
+    void (*channel_bias_backward)(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
+                                  const float *dy, float *dbias);
 
     /* The pMoE layer's combine: out_patches (B x n x k e, overwritten) is zero
      * except out_patches[b, selected[b, s, t], s e + i] = gate[b, s, t]
@@ -349,8 +346,8 @@ typedef struct pmoe_ops {
      * dexpert_out = gate dout at the same places and, when dgate is not
      * NULL, dgate[b, s, t] = sum_i dout[b, selected, s e + i] expert_out[s, b l + t, i]. */
     void (*moe_scatter_forward)(pmoe_backend *be, const pmoe_scatter_shape *s,
-                                const float *expert_out, const int32_t *selected,
-                                const float *gate, float *out_patches);
+                                const float *expert_out, const int32_t *selected, const float *gate,
+                                float *out_patches);
     void (*moe_scatter_backward)(pmoe_backend *be, const pmoe_scatter_shape *s,
                                  const float *dout_patches, const float *expert_out,
                                  const int32_t *selected, const float *gate, float *dexpert_out,
@@ -390,12 +387,12 @@ typedef struct pmoe_ops {
                                 float *running_mean, float *running_var, float momentum,
                                 const float *conv_w, float *save_mean, float *save_invstd,
                                 float *normed, float *activated, float *out);
-    void (*moe_experts_backward)(pmoe_backend *be, const pmoe_experts_shape *s,
-                                 const float *in, const float *bn_gamma, const float *conv_w,
-                                 const float *save_mean, const float *save_invstd,
-                                 const float *normed, const float *activated, const float *dout,
-                                 float *dnormed, float *dactivated, float *din, float *dgamma,
-                                 float *dbeta, float *dconv_w);
+    void (*moe_experts_backward)(pmoe_backend *be, const pmoe_experts_shape *s, const float *in,
+                                 const float *bn_gamma, const float *conv_w, const float *save_mean,
+                                 const float *save_invstd, const float *normed,
+                                 const float *activated, const float *dout, float *dnormed,
+                                 float *dactivated, float *din, float *dgamma, float *dbeta,
+                                 float *dconv_w);
 
     /* A block of channels from one map to another of the same batch and
      * spatial size: dst[b, dst_offset + c, i] = src[b, src_offset + c, i] for
@@ -421,8 +418,8 @@ typedef struct pmoe_upload_ops {
     /* On the copy stream, once the last landing has read the staging area:
      * host (pinned) [src, src + bytes) -> staging (backend memory). slot
      * (0 or 1) names src's buffer for slot_wait. */
-    pmoe_status (*upload)(pmoe_backend *be, int slot, void *staging, const void *src,
-                          size_t bytes, pmoe_error *err);
+    pmoe_status (*upload)(pmoe_backend *be, int slot, void *staging, const void *src, size_t bytes,
+                          pmoe_error *err);
     /* On the compute stream, after the last upload (a device-side wait):
      * dst[i] <- src[i] (backend memory, bytes[i]) for i < count; later
      * compute sees the batch, and the staging area is free again. */
@@ -434,9 +431,9 @@ typedef struct pmoe_upload_ops {
 } pmoe_upload_ops;
 
 struct pmoe_backend {
-    const char *name;       /* "cpu", "cuda:0" */
+    const char *name; /* "cpu", "cuda:0" */
     const pmoe_ops *ops;
-    pmoe_mem_stats mem;     /* this backend's memory */
+    pmoe_mem_stats mem; /* this backend's memory */
     /* Where mem is not the host's (CUDA): the host memory taken beside it
      * (pmoe_backend_host_alloc), weighed against limit_bytes, the host
      * memory available when the backend was made. Unused where it is. */
@@ -451,8 +448,8 @@ struct pmoe_backend {
     void (*fill)(pmoe_backend *be, float *dst, float value, int64_t count);
     pmoe_status (*synchronize)(pmoe_backend *be, pmoe_error *err);
     void (*destroy)(pmoe_backend *be);
-    int asynchronous;  /* ops return before their work is done (CUDA): timers must wait */
-    int host_memory;   /* its buffers are host memory the host may write directly (CPU):
+    int asynchronous; /* ops return before their work is done (CUDA): timers must wait */
+    int host_memory;  /* its buffers are host memory the host may write directly (CPU):
                           a batch is composed in place rather than copied in */
     /* Optional (NULL when absent): start (1) or stop (0) the device profiler's
      * capture, for `nsys --capture-range=cudaProfilerApi`. */
@@ -496,8 +493,7 @@ pmoe_status pmoe_backend_set_cpu_kernels(pmoe_backend *be, pmoe_cpu_kernels kern
  * scratch). The CPU backend rounds the same inputs of the same ops as the
  * CUDA backend, and leaves its fused optional ops out of the table so both
  * run the same ops. Fails with a one-line cause on a backend without it. */
-pmoe_status pmoe_backend_set_precision(pmoe_backend *be, pmoe_precision precision,
-                                       pmoe_error *err);
+pmoe_status pmoe_backend_set_precision(pmoe_backend *be, pmoe_precision precision, pmoe_error *err);
 /* "fp32", "tf32", "bf16". */
 const char *pmoe_precision_name(pmoe_precision precision);
 

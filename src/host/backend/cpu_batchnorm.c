@@ -46,8 +46,8 @@ static double row_sum_sq(const float *x, int64_t n, double mean) {
 }
 
 /* sum of g and of g (x - mean) invstd over one row */
-static void row_sums_backward(const float *x, const float *g, int64_t n, double mean,
-                              double invstd, double *sum_g, double *sum_g_xhat) {
+static void row_sums_backward(const float *x, const float *g, int64_t n, double mean, double invstd,
+                              double *sum_g, double *sum_g_xhat) {
     double a[ROW_LANES] = {0}, b[ROW_LANES] = {0}, ta = 0.0, tb = 0.0;
     int64_t i = 0;
     for (; i + ROW_LANES <= n; i += ROW_LANES)
@@ -191,7 +191,8 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
             const int c0 = blk * NARROW_CHANNELS, w = narrow_end(c0, C) - c0;
             float scale[NARROW_CHANNELS];
             for (int j = 0; j < w; j++)
-                scale[j] = (float)(gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)s->eps));
+                scale[j] =
+                    (float)(gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)s->eps));
             for (int64_t b = 0; b < s->batch; b++)
                 for (int j = 0; j < w; j++) {
                     const int64_t at = (b * C + c0 + j) * S;
@@ -216,9 +217,8 @@ void cpu_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s, const 
  * samples in order (each row's sums from 0, as row_sums_backward does for a
  * short row), then dx; the same values as the per-channel loops. */
 static void bn_backward_narrow(const pmoe_bn_shape *s, int c0, int c1, const float *x,
-                               const float *gamma, const float *save_mean,
-                               const float *save_invstd, const float *dy, float *dx,
-                               float *dgamma, float *dbeta) {
+                               const float *gamma, const float *save_mean, const float *save_invstd,
+                               const float *dy, float *dx, float *dgamma, float *dbeta) {
     const int64_t B = s->batch, S = s->spatial, N = B * S;
     const int C = s->channels, w = c1 - c0;
     double mean[NARROW_CHANNELS], invstd[NARROW_CHANNELS], sum_g[NARROW_CHANNELS],
@@ -263,7 +263,8 @@ static void bn_backward_narrow(const pmoe_bn_shape *s, int c0, int c1, const flo
         if (S == 1) {
             for (int j = 0; j < w; j++) {
                 const double xhat = (x[at + j] - mean[j]) * invstd[j];
-                dx[at + j] += (float)(scale[j] * (dy[at + j] - mean_dy[j] - xhat * mean_dy_xhat[j]));
+                dx[at + j] +=
+                    (float)(scale[j] * (dy[at + j] - mean_dy[j] - xhat * mean_dy_xhat[j]));
             }
             continue;
         }
@@ -319,8 +320,9 @@ void cpu_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const floa
                               &sum_dy_xhat);
         if (dbeta) dbeta[c] = (float)sum_dy;
         if (dgamma) dgamma[c] = (float)sum_dy_xhat;
-        if (dx) bn_input_gradient(s, c, x, dy, dx, mean, invstd, gamma[c] * invstd,
-                                  sum_dy / (double)N, sum_dy_xhat / (double)N);
+        if (dx)
+            bn_input_gradient(s, c, x, dy, dx, mean, invstd, gamma[c] * invstd, sum_dy / (double)N,
+                              sum_dy_xhat / (double)N);
     }
 }
 
@@ -350,8 +352,7 @@ void cpu_batchnorm_backward_input(pmoe_backend *be, const pmoe_bn_shape *s, cons
 #pragma omp parallel for schedule(static) if (C > 1 && s->batch * s->spatial * C > 16384)
     for (int c = 0; c < C; c++) {
         const double is = invstd[c];
-        bn_input_gradient(s, c, x, dy, dx, mean[c], is, gamma[c] * is,
-                          sum_dy[c] / (double)count, sum_dy_xhat[c] / (double)count);
+        bn_input_gradient(s, c, x, dy, dx, mean[c], is, gamma[c] * is, sum_dy[c] / (double)count,
+                          sum_dy_xhat[c] / (double)count);
     }
 }
-

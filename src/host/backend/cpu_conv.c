@@ -33,11 +33,11 @@
 #include "backend/cpu_ops.h"
 
 enum {
-    CONV_COLUMNS = 128,           /* GEMM columns a task aims for */
-    CONV_COL_FLOATS = 1 << 20,    /* im2col per task at most (4 MiB) unless one sample needs more */
-    CONV_DW_GROUPS = 16,          /* fixed split of the weight-gradient sum */
-    CONV_DW_FLOATS = 1 << 23,     /* at most this much for the groups' partial sums (32 MiB) */
-    CONV_NARROW = 16              /* output rows shorter than this take im2col_narrow */
+    CONV_COLUMNS = 128,        /* GEMM columns a task aims for */
+    CONV_COL_FLOATS = 1 << 20, /* im2col per task at most (4 MiB) unless one sample needs more */
+    CONV_DW_GROUPS = 16,       /* fixed split of the weight-gradient sum */
+    CONV_DW_FLOATS = 1 << 23,  /* at most this much for the groups' partial sums (32 MiB) */
+    CONV_NARROW = 16           /* output rows shorter than this take im2col_narrow */
 };
 
 /* ------------------------------------------------------------ convolution */
@@ -48,9 +48,9 @@ typedef struct conv_plan {
     int64_t HW, PQ, RS, CRS;
     int64_t per_task; /* samples per task */
     int64_t tasks;
-    int identity;     /* 1x1, stride 1, no padding: x[b] is its own column matrix */
-    int narrow;       /* output rows shorter than CONV_NARROW: im2col through a bordered copy */
-    int PH, PW;       /* the bordered plane, H + 2 pad by W + 2 pad */
+    int identity; /* 1x1, stride 1, no padding: x[b] is its own column matrix */
+    int narrow;   /* output rows shorter than CONV_NARROW: im2col through a bordered copy */
+    int PH, PW;   /* the bordered plane, H + 2 pad by W + 2 pad */
     double flops;
 } conv_plan;
 
@@ -156,10 +156,10 @@ static void col2im_add_wide(const conv_plan *p, const float *col, int64_t b0, in
  * columns is P rows of Q values without bounds checks; with stride 1 and
  * Q <= 8 a case of its own, a constant Q the compiler turns into a few
  * vector moves (this halved the 4 x 4 im2col). */
-#define CONV_ROWS(QC, body)                                                                 \
-    case QC:                                                                                \
-        for (int oy = 0; oy < P; oy++)                                                      \
-            for (int ox = 0; ox < QC; ox++) body;                                           \
+#define CONV_ROWS(QC, body)                                                                        \
+    case QC:                                                                                       \
+        for (int oy = 0; oy < P; oy++)                                                             \
+            for (int ox = 0; ox < QC; ox++) body;                                                  \
         break;
 
 /* o[oy Q + ox] = src[oy st PW + ox st] */
@@ -287,17 +287,15 @@ static float *conv_area(const conv_work *wk) {
 
 /* The columns of samples b0..b0+cnt-1 into this thread's area (CRS x cnt PQ);
  * for 1x1, stride 1, no padding they are the planes side by side. */
-static void im2col(const conv_plan *p, const conv_work *wk, float *area, const float *x,
-                   int64_t b0, int64_t cnt) {
+static void im2col(const conv_plan *p, const conv_work *wk, float *area, const float *x, int64_t b0,
+                   int64_t cnt) {
     if (p->identity) {
         for (int c = 0; c < p->C; c++)
             for (int64_t b = 0; b < cnt; b++)
                 memcpy(area + (c * cnt + b) * p->PQ, x + ((b0 + b) * p->C + c) * p->HW,
                        (size_t)p->HW * sizeof(float));
-    } else if (p->narrow)
-        im2col_narrow(p, x, b0, cnt, area + wk->col_size + wk->mat_size, area);
-    else
-        im2col_wide(p, x, b0, cnt, area);
+    } else if (p->narrow) im2col_narrow(p, x, b0, cnt, area + wk->col_size + wk->mat_size, area);
+    else im2col_wide(p, x, b0, cnt, area);
 }
 
 static void col2im_add(const conv_plan *p, const conv_work *wk, float *area, int64_t b0,
@@ -311,8 +309,7 @@ static void col2im_add(const conv_plan *p, const conv_work *wk, float *area, int
             }
     } else if (p->narrow)
         col2im_add_narrow(p, area, b0, cnt, area + wk->col_size + wk->mat_size, dx);
-    else
-        col2im_add_wide(p, area, b0, cnt, dx);
+    else col2im_add_wide(p, area, b0, cnt, dx);
 }
 
 /* Offsets of x[b, c, iy, ix], y[b, k, oy, ox] and w[k, c, r, s]. */
@@ -362,8 +359,8 @@ static void conv_direct_backward(const conv_plan *p, const float *x, const float
                                     const int iy = oy * p->stride + r - p->pad;
                                     const int ix = ox * p->stride + s - p->pad;
                                     if (iy < 0 || iy >= p->H || ix < 0 || ix >= p->W) continue;
-                                    dx[x_at(p, b, c, iy, ix)] +=
-                                        w[w_at(p, k, c, r, s)] * dy[y_at(p, b, k, oy, ox)];
+                                    dx[x_at(p, b, c, iy, ix)] += w[w_at(p, k, c, r, s)] *
+                                                                 dy[y_at(p, b, k, oy, ox)];
                                 }
     }
     if (dw) {
@@ -393,8 +390,8 @@ static void conv_direct_backward(const conv_plan *p, const float *x, const float
  * the thread count. */
 static int conv_is_product(const conv_plan *p) { return p->identity && p->HW == 1; }
 
-void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
-                        const float *w, const float *bias, float *y) {
+void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x, const float *w,
+                        const float *bias, float *y) {
     conv_plan p;
     if (!conv_plan_make(s, &p)) return;
     if (conv_is_product(&p)) {
@@ -451,8 +448,8 @@ static void gather_dy(const conv_plan *p, const float *dy, int64_t b0, int64_t c
                    (size_t)p->PQ * sizeof(float));
 }
 
-void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
-                         const float *w, const float *dy, float *dx, float *dw, float *dbias) {
+void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, float *dbias) {
     conv_plan p;
     if (!conv_plan_make(s, &p)) { /* no outputs: the parameter gradients are 0 */
         const int K = s->out_channels > 0 ? s->out_channels : 0;
@@ -506,8 +503,8 @@ void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float
                 dym = area + wk.col_size;
             }
             if (!need_col) { /* dx[b0] (C x HW) += w^T (C x K) dy[b0] (K x HW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p.C, (blasint)n, p.K, 1.0f,
-                            w, (blasint)p.CRS, dym, (blasint)n, 1.0f, dx + b0 * p.C * p.HW,
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p.C, (blasint)n, p.K, 1.0f, w,
+                            (blasint)p.CRS, dym, (blasint)n, 1.0f, dx + b0 * p.C * p.HW,
                             (blasint)n);
                 continue;
             }
@@ -555,4 +552,3 @@ void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float
     }
     conv_work_free(be, &wk);
 }
-

@@ -9,25 +9,24 @@
 #define AVX512 __attribute__((target("avx512f")))
 
 /* One step of 16 columns: 4 row loads, U weight loads, 4 U FMAs. */
-#define DOT_STEP(load)                                                                       \
-    do {                                                                                     \
-        const __m512 v0 = load(x[0] + c), v1 = load(x[1] + c), v2 = load(x[2] + c),          \
-                     v3 = load(x[3] + c);                                                    \
-        for (int u = 0; u < U; u++) {                                                        \
-            const __m512 wv = load(w + (int64_t)u * d + c);                                  \
-            a0[u] = _mm512_fmadd_ps(v0, wv, a0[u]);                                          \
-            a1[u] = _mm512_fmadd_ps(v1, wv, a1[u]);                                          \
-            a2[u] = _mm512_fmadd_ps(v2, wv, a2[u]);                                          \
-            a3[u] = _mm512_fmadd_ps(v3, wv, a3[u]);                                          \
-        }                                                                                    \
+#define DOT_STEP(load)                                                                             \
+    do {                                                                                           \
+        const __m512 v0 = load(x[0] + c), v1 = load(x[1] + c), v2 = load(x[2] + c),                \
+                     v3 = load(x[3] + c);                                                          \
+        for (int u = 0; u < U; u++) {                                                              \
+            const __m512 wv = load(w + (int64_t)u * d + c);                                        \
+            a0[u] = _mm512_fmadd_ps(v0, wv, a0[u]);                                                \
+            a1[u] = _mm512_fmadd_ps(v1, wv, a1[u]);                                                \
+            a2[u] = _mm512_fmadd_ps(v2, wv, a2[u]);                                                \
+            a3[u] = _mm512_fmadd_ps(v3, wv, a3[u]);                                                \
+        }                                                                                          \
     } while (0)
 
 /* tile[q * 6 + u] = <x_q, w_u> for 4 rows and U units. Written so that, with
  * U a constant, the 4 U accumulators stay in registers: unmasked main loop,
  * one masked tail. */
-AVX512 __attribute__((always_inline)) static inline void dot4(const float *const *x,
-                                                              const float *w, int d, int U,
-                                                              float *tile) {
+AVX512 __attribute__((always_inline)) static inline void dot4(const float *const *x, const float *w,
+                                                              int d, int U, float *tile) {
     __m512 a0[6], a1[6], a2[6], a3[6];
     for (int u = 0; u < U; u++) a0[u] = a1[u] = a2[u] = a3[u] = _mm512_setzero_ps();
     int c = 0;
@@ -60,10 +59,11 @@ AVX512 static void dot4_units(const float *const *x, const float *w, int d, int 
     }
 }
 
-void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d,
-                   float *out, int64_t ldo) {
+void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d, float *out,
+                   int64_t ldo) {
     const float *xs[4];
-    for (int q = 0; q < 4; q++) xs[q] = x[q < rows ? q : 0]; /* a short group repeats its first row */
+    for (int q = 0; q < 4; q++)
+        xs[q] = x[q < rows ? q : 0]; /* a short group repeats its first row */
     float tile[4 * 6];
     /* passes of at most 6 units, as even as they go (8 = 4 + 4, not 6 + 2:
      * a thin pass has too few FMAs per load) */
@@ -78,8 +78,8 @@ void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units,
 #else
 #define HAVE_AVX512_BUILD 0
 
-void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d,
-                   float *out, int64_t ldo) {
+void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d, float *out,
+                   int64_t ldo) {
     for (int q = 0; q < rows; q++)
         for (int u = 0; u < units; u++) {
             float acc = 0.0f;

@@ -18,7 +18,7 @@ int cpu_simd_kernels(int on);
 
 /* out[q * ldo + u] = <x[q], w + u d> for q < rows (1..4) and u < units, each
  * a sum over d in a fixed order; only for cpu_simd_kernels(-1) == 1. */
-void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d,
-                   float *out, int64_t ldo);
+void cpu_dot_rows4(const float *const x[4], int rows, const float *w, int units, int d, float *out,
+                   int64_t ldo);
 
 #endif

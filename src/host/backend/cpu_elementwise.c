@@ -21,8 +21,7 @@ void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const fl
     for (int64_t i = 0; i < count; i++) dx[i] = cpu_where_positive(y[i], dx[i] + dy[i], dx[i]);
 }
 
-void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta,
-               float *y) {
+void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta, float *y) {
     if (beta == 0.0f) {
 #pragma omp parallel for schedule(static) if (count > 65536)
         for (int64_t i = 0; i < count; i++) y[i] = alpha * x[i];

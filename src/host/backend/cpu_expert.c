@@ -35,8 +35,8 @@ void cpu_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, i
     cpu_gemm(be, 1, 0, hidden, dim, rows, 1.0f, dhidden, hidden, rows * hidden, expert_in, dim,
              rows * dim, 0.0f, dexpert_w, dim, (int64_t)hidden * dim, experts);
     if (dexpert_in) /* dX_s (rows x d) = dpre_s (rows x h) W_s (h x d) */
-        cpu_gemm(be, 0, 0, rows, dim, hidden, 1.0f, dhidden, hidden, rows * hidden, expert_w,
-                 dim, (int64_t)hidden * dim, 0.0f, dexpert_in, dim, rows * dim, experts);
+        cpu_gemm(be, 0, 0, rows, dim, hidden, 1.0f, dhidden, hidden, rows * hidden, expert_w, dim,
+                 (int64_t)hidden * dim, 0.0f, dexpert_in, dim, rows * dim, experts);
 }
 
 /* The fused forms never write the k x B l x d copy of the patches (three
@@ -90,14 +90,16 @@ enum { PREFETCH_ROWS = 10, CHUNK_ROWS = 1024 };
  * the chunk, so the hardware sees no stream to fetch ahead: each row's slab
  * is asked for PREFETCH_ROWS rows early (about 10% faster on the mosaic at
  * batch 256). */
-AVX512 __attribute__((always_inline)) static inline void outer_cols64(
-    const float *const *rows, int64_t count, int64_t c0, int cols, const float *g, int ldg, int U,
-    int first, float *const *out) {
+AVX512 __attribute__((always_inline)) static inline void
+outer_cols64(const float *const *rows, int64_t count, int64_t c0, int cols, const float *g, int ldg,
+             int U, int first, float *const *out) {
     __m512 a0[6], a1[6], a2[6], a3[6];
     __mmask16 m[4];
     for (int j = 0; j < 4; j++) {
         const int left = cols - 16 * j;
-        m[j] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        m[j] = left >= 16  ? (__mmask16)0xFFFF
+               : left <= 0 ? (__mmask16)0
+                           : (__mmask16)((1u << left) - 1);
     }
     for (int u = 0; u < U; u++) {
         if (first) {
@@ -116,7 +118,8 @@ AVX512 __attribute__((always_inline)) static inline void outer_cols64(
             for (int line = 0; line < 4; line++) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
         }
         const __m512 v0 = _mm512_maskz_loadu_ps(m[0], x), v1 = _mm512_maskz_loadu_ps(m[1], x + 16);
-        const __m512 v2 = _mm512_maskz_loadu_ps(m[2], x + 32), v3 = _mm512_maskz_loadu_ps(m[3], x + 48);
+        const __m512 v2 = _mm512_maskz_loadu_ps(m[2], x + 32),
+                     v3 = _mm512_maskz_loadu_ps(m[3], x + 48);
         for (int u = 0; u < U; u++) {
             const __m512 gu = _mm512_set1_ps(g[r * ldg + u]);
             a0[u] = _mm512_fmadd_ps(gu, v0, a0[u]);
@@ -182,7 +185,8 @@ void cpu_expert_forward_gathered(pmoe_backend *be, const pmoe_route_shape *s, in
     const int64_t tasks = blocks * k;
     const int simd = simd_on(), nthreads = omp_get_max_threads();
     size_t scratch_bytes = 0;
-    float *scratch = simd ? NULL : gather_scratch(be, (size_t)GATHER_ROWS * d, nthreads, &scratch_bytes);
+    float *scratch = simd ? NULL
+                          : gather_scratch(be, (size_t)GATHER_ROWS * d, nthreads, &scratch_bytes);
     const size_t stride = scratch ? scratch_bytes / sizeof(float) / (size_t)nthreads : 0;
     const double work = (double)rows * h * d * k;
 #pragma omp parallel for schedule(static) if (tasks > 1 && work > 2e5)
@@ -199,15 +203,14 @@ void cpu_expert_forward_gathered(pmoe_backend *be, const pmoe_route_shape *s, in
             for (int64_t i = 0; i < len; i++)
                 memcpy(buf + i * d, gathered_row(s, patches, selected, e, r0 + i),
                        (size_t)d * sizeof(float));
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, h, d, 1.0f, buf,
-                        d, w, d, 0.0f, out, h);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, h, d, 1.0f, buf, d,
+                        w, d, 0.0f, out, h);
         } else { /* no memory for the buffer: one product per row, in place */
             for (int64_t i = 0; i < len; i++)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, h, d, 1.0f, w, d,
                             gathered_row(s, patches, selected, e, r0 + i), 1, 0.0f, out + i * h, 1);
         }
-        for (int64_t i = 0; i < len * h; i++)
-            out[i] = cpu_where_positive(out[i], out[i], 0.0f);
+        for (int64_t i = 0; i < len * h; i++) out[i] = cpu_where_positive(out[i], out[i], 0.0f);
     }
     gather_scratch_free(be, scratch, scratch_bytes);
 }
@@ -274,9 +277,9 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
          * batch, so every sum runs in one order whatever the thread count. */
         const int halves = s->batch > 1 ? 2 : 1;
         size_t second_bytes = 0;
-        float *second = halves > 1 ? gather_scratch(be, (size_t)k * (size_t)units * (size_t)d, 1,
-                                                    &second_bytes)
-                                   : NULL;
+        float *second =
+            halves > 1 ? gather_scratch(be, (size_t)k * (size_t)units * (size_t)d, 1, &second_bytes)
+                       : NULL;
         const int split = second != NULL ? halves : 1; /* no memory: one block */
         const int64_t vecs = (d + 15) / 16;
 #pragma omp parallel if (vecs > 1 && work > 2e5)
@@ -306,12 +309,11 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
                         for (int64_t i = 0; i < count; i++)
                             picked[i] = gathered_row(s, patches, selected, e, b0 * l + i);
                         for (int64_t c0 = c_lo; c0 < c_hi; c0 += 64)
-                            backward_cols_simd(picked, count, d, c0,
-                                               (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
-                                               g + ((int64_t)e * rows + b0 * l) * units, h,
-                                               dw_base + (int64_t)e * h * d,
-                                               router ? router_base + (int64_t)e * d : NULL,
-                                               b0 == s_lo);
+                            backward_cols_simd(
+                                picked, count, d, c0, (int)(c_hi - c0 < 64 ? c_hi - c0 : 64),
+                                g + ((int64_t)e * rows + b0 * l) * units, h,
+                                dw_base + (int64_t)e * h * d,
+                                router ? router_base + (int64_t)e * d : NULL, b0 == s_lo);
                     }
                 }
             }
@@ -330,7 +332,8 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
     } else {
         const int64_t slabs = (d + GATHER_COLS - 1) / GATHER_COLS, tasks = slabs * k;
         size_t scratch_bytes = 0;
-        float *scratch = gather_scratch(be, (size_t)GATHER_ROWS * GATHER_COLS, nthreads, &scratch_bytes);
+        float *scratch =
+            gather_scratch(be, (size_t)GATHER_ROWS * GATHER_COLS, nthreads, &scratch_bytes);
         const size_t stride = scratch ? scratch_bytes / sizeof(float) / (size_t)nthreads : 0;
 #pragma omp parallel for schedule(static) if (tasks > 1 && work > 2e5)
         for (int64_t task = 0; task < tasks; task++) {
@@ -423,7 +426,8 @@ void cpu_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s, const f
                 for (int64_t b = 0; b < s->batch; b++)
                     for (int t = 0; t < l; t++) {
                         const double g = gate ? gate[(b * k + e) * (int64_t)l + t] : 1.0;
-                        acc += (double)dlogits[b * C + c] * g * hidden[(e * rows + b * l + t) * h + r];
+                        acc += (double)dlogits[b * C + c] * g *
+                               hidden[(e * rows + b * l + t) * h + r];
                     }
                 dout_w[((int64_t)e * h + r) * C + c] = (float)(acc * inv_l);
             }

@@ -24,9 +24,8 @@ static int has_nonfinite(const float *x, int64_t n) {
     return bad != 0;
 }
 
-void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
-                         const int64_t *count, int64_t step, int hold, int32_t *guard,
-                         int32_t *verdict) {
+void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x, const int64_t *count,
+                         int64_t step, int hold, int32_t *guard, int32_t *verdict) {
     (void)be;
     int32_t found = 0;
     for (int i = 0; i < arrays && !found; i++)

@@ -12,9 +12,8 @@
 
 #include "backend/cpu_ops.h"
 
-void cpu_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
-                             const float *expert_out, const int32_t *selected, const float *gate,
-                             float *out_patches) {
+void cpu_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s, const float *expert_out,
+                             const int32_t *selected, const float *gate, float *out_patches) {
     const int n = s->patches, k = s->experts, l = s->topl, e = s->expert_dim;
     const int64_t rows = s->batch * l, width = (int64_t)k * e; /* out_patches: B x n x (k e) */
 #pragma omp parallel for schedule(static) if (s->batch * n * width > 65536)
@@ -57,8 +56,8 @@ void cpu_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape *s,
             }
 }
 
-void cpu_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
-                              const int32_t *selected, const float *gate, float *weights) {
+void cpu_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s, const int32_t *selected,
+                              const float *gate, float *weights) {
     const int n = s->patches, k = s->experts, l = s->topl;
     const int64_t B = s->batch; /* weights: k x B x n */
 #pragma omp parallel for schedule(static) if (B * k * n > 65536)

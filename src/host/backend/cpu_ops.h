@@ -34,8 +34,8 @@ void cpu_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, 
 
 void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, const float *images,
                                float *patches);
-void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
-                                const float *dpatches, float *dimages);
+void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s, const float *dpatches,
+                                float *dimages);
 
 /* Top-l of one score row: scores[j * stride] for j < n; writes l indices,
  * best first, ties to the lower index. */
@@ -44,13 +44,12 @@ void cpu_topl_select(const float *scores, int64_t stride, int n, int l, int32_t 
 void cpu_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                            const float *router_w, float *scores, int32_t *selected, float *gate);
 void cpu_patch_extract_route(pmoe_backend *be, const pmoe_patch_shape *ps,
-                             const pmoe_route_shape *s, const float *images,
-                             const float *router_w, float *patches, float *scores,
-                             int32_t *selected, float *gate);
+                             const pmoe_route_shape *s, const float *images, const float *router_w,
+                             float *patches, float *scores, int32_t *selected, float *gate);
 void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                             const float *router_w, const float *scores, const int32_t *selected,
-                            const float *gate, const float *dgate, float *dscores,
-                            float *drouter_w, float *dpatches);
+                            const float *gate, const float *dgate, float *dscores, float *drouter_w,
+                            float *dpatches);
 
 void cpu_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                          const int32_t *selected, float *expert_in);
@@ -76,7 +75,6 @@ void cpu_expert_backward_gathered(pmoe_backend *be, const pmoe_route_shape *s, i
                                   const float *expert_w, const float *hidden_out, float *dhidden,
                                   const float *dscores, float *dexpert_w, float *drouter_w);
 
-
 void cpu_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s, const float *hidden,
                          const float *gate, const float *out_w, float *logits);
 void cpu_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s, const float *dlogits,
@@ -94,18 +92,17 @@ void cpu_sgd_update(pmoe_backend *be, int64_t count, float *param, const float *
                     float *velocity, float lr, float momentum, float weight_decay,
                     const int32_t *skip);
 /* cpu_guard.c */
-void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
-                         const int64_t *count, int64_t step, int hold, int32_t *guard,
-                         int32_t *verdict);
+void cpu_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x, const int64_t *count,
+                         int64_t step, int hold, int32_t *guard, int32_t *verdict);
 
 /* The deep models' layers (backend.h, "Deep-model layers"): cpu_conv.c
  * (convolution as im2col + OpenBLAS), cpu_batchnorm.c, cpu_elementwise.c
  * (ReLU, axpby, pool, bias) and cpu_moe_layer.c (the pMoE layer's scatter,
  * masks, patch scale). */
-void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
-                        const float *w, const float *bias, float *y);
-void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x,
-                         const float *w, const float *dy, float *dx, float *dw, float *dbias);
+void cpu_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x, const float *w,
+                        const float *bias, float *y);
+void cpu_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, float *dbias);
 void cpu_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                                  const float *gamma, const float *beta, float *y, float *save_mean,
                                  float *save_invstd, float *running_mean, float *running_var,
@@ -123,26 +120,23 @@ void cpu_batchnorm_backward_input(pmoe_backend *be, const pmoe_bn_shape *s, cons
                                   const float *dy, const float *sum_dy, const float *sum_dy_xhat,
                                   int64_t count, float *dx);
 void cpu_relu_forward(pmoe_backend *be, int64_t count, const float *x, float *y);
-void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy,
-                       float *dx);
+void cpu_relu_backward(pmoe_backend *be, int64_t count, const float *y, const float *dy, float *dx);
 void cpu_axpby(pmoe_backend *be, int64_t count, float alpha, const float *x, float beta, float *y);
-void cpu_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x,
-                         float *y);
+void cpu_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *x, float *y);
 void cpu_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *dy,
                           float *dx);
 void cpu_channel_bias_forward(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
                               const float *bias, float *y);
 void cpu_channel_bias_backward(pmoe_backend *be, int64_t batch, int channels, int64_t spatial,
                                const float *dy, float *dbias);
-void cpu_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
-                             const float *expert_out, const int32_t *selected, const float *gate,
-                             float *out_patches);
+void cpu_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s, const float *expert_out,
+                             const int32_t *selected, const float *gate, float *out_patches);
 void cpu_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape *s,
                               const float *dout_patches, const float *expert_out,
                               const int32_t *selected, const float *gate, float *dexpert_out,
                               float *dgate);
-void cpu_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
-                              const int32_t *selected, const float *gate, float *weights);
+void cpu_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s, const int32_t *selected,
+                              const float *gate, float *weights);
 void cpu_moe_position_weights_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                        const int32_t *selected, const float *dweights,
                                        float *dgate);

@@ -34,8 +34,10 @@ static float *scratch(pmoe_backend *be, int64_t count) {
     impl->scratch_count = 0;
     impl->scratch = aligned_alloc(64, ((size_t)count * sizeof(float) + 63) / 64 * 64);
     if (!impl->scratch) {
-        fprintf(stderr, "pmoe: cpu: out of host memory for the rounded copies of train.precision "
-                        "(%lld floats); the op's output is NaN\n", (long long)count);
+        fprintf(stderr,
+                "pmoe: cpu: out of host memory for the rounded copies of train.precision "
+                "(%lld floats); the op's output is NaN\n",
+                (long long)count);
         return NULL;
     }
     impl->scratch_count = count;
@@ -70,8 +72,8 @@ static void rounded_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, 
                    beta, c, ldc, stride_c, batch);
 }
 
-static void rounded_expert_forward(pmoe_backend *be, int experts, int64_t rows, int dim,
-                                   int hidden, const float *expert_in, const float *expert_w,
+static void rounded_expert_forward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
+                                   const float *expert_in, const float *expert_w,
                                    float *hidden_out) {
     cpu_impl *impl = impl_of(be);
     const int64_t nx = (int64_t)experts * rows * dim, nw = (int64_t)experts * hidden * dim;
@@ -123,8 +125,7 @@ static void rounded_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, 
                                         (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s),
                                         dy, dbias);
     if (!dx && !dw) return;
-    const int64_t nx = pmoe_conv_x_count(s), nw = pmoe_conv_w_count(s),
-                  ny = pmoe_conv_y_count(s);
+    const int64_t nx = pmoe_conv_x_count(s), nw = pmoe_conv_w_count(s), ny = pmoe_conv_y_count(s);
     float *room = scratch(be, nx + nw + ny);
     if (!room) {
         fill_nan(dx, nx);

@@ -55,7 +55,8 @@ static void place_sample(const pmoe_patch_shape *s, int64_t b, const float *dpat
             for (int j = 0; j < n; j++) out[(int64_t)c * n + j] = in[(int64_t)j * C + c];
         return;
     }
-    if (per_row * p != W || (H / p) * p != H) memset(dimages + b * map, 0, (size_t)map * sizeof(float));
+    if (per_row * p != W || (H / p) * p != H)
+        memset(dimages + b * map, 0, (size_t)map * sizeof(float));
     for (int j = 0; j < n; j++) {
         const int y0 = (j / per_row) * p, x0 = (j % per_row) * p;
         const float *in = dpatches + (b * n + j) * (int64_t)d;
@@ -75,8 +76,8 @@ void cpu_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s, cons
         extract_patches(s, b, 0, pmoe_patch_count(s), images, patches);
 }
 
-void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s,
-                                const float *dpatches, float *dimages) {
+void cpu_patch_extract_backward(pmoe_backend *be, const pmoe_patch_shape *s, const float *dpatches,
+                                float *dimages) {
 #pragma omp parallel for schedule(static) if (s->batch > 1)
     for (int64_t b = 0; b < s->batch; b++) place_sample(s, b, dpatches, dimages);
 }
@@ -206,9 +207,8 @@ void cpu_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s, const fl
  * scores are those of cpu_gate_topl_forward (bit for bit with the AVX-512
  * kernel, which scores each patch alone; to rounding through OpenBLAS). */
 void cpu_patch_extract_route(pmoe_backend *be, const pmoe_patch_shape *ps,
-                             const pmoe_route_shape *s, const float *images,
-                             const float *router_w, float *patches, float *scores,
-                             int32_t *selected, float *gate) {
+                             const pmoe_route_shape *s, const float *images, const float *router_w,
+                             float *patches, float *scores, int32_t *selected, float *gate) {
     const int n = s->patches;
 #pragma omp parallel for schedule(static) if (s->batch > 1)
     for (int64_t b = 0; b < s->batch; b++) {
@@ -224,8 +224,8 @@ void cpu_patch_extract_route(pmoe_backend *be, const pmoe_patch_shape *ps,
 
 void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
                             const float *router_w, const float *scores, const int32_t *selected,
-                            const float *gate, const float *dgate, float *dscores,
-                            float *drouter_w, float *dpatches) {
+                            const float *gate, const float *dgate, float *dscores, float *drouter_w,
+                            float *dpatches) {
     const int n = s->patches, d = s->dim, k = s->experts, l = s->topl;
     memset(dscores, 0, (size_t)(s->batch * n * k) * sizeof(float));
     if (s->gate != PMOE_GATE_ONES) {
@@ -257,11 +257,11 @@ void cpu_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s, const f
     }
     /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
     if (drouter_w)
-        cpu_gemm(be, 1, 0, k, d, s->batch * n, 1.0f, dscores, k, 0, patches, d, 0, 0.0f,
-                 drouter_w, d, 0, 1);
+        cpu_gemm(be, 1, 0, k, d, s->batch * n, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w,
+                 d, 0, 1);
     if (dpatches)
-        cpu_gemm(be, 0, 0, s->batch * n, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f,
-                 dpatches, d, 0, 1);
+        cpu_gemm(be, 0, 0, s->batch * n, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f, dpatches,
+                 d, 0, 1);
 }
 
 void cpu_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,

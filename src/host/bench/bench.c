@@ -46,7 +46,7 @@ static pmoe_status measure_block(const pmoe_config *cfg, int which, const pmoe_b
     snprintf(out->name, sizeof out->name, "%s", BLOCK_NAMES[which]);
     bench_target t;
     pmoe_status st = bench_block_open(cfg, which, r->map_channels, r->map_height, r->map_width,
-                                r->patch, cfg->train.batch, &t, err);
+                                      r->patch, cfg->train.batch, &t, err);
     if (!st)
         st = bench_time_steps(&t, out->name, 1, cfg->bench.warmup, cfg->bench.repeats, meter,
                               &out->train, NULL, NULL, err);
@@ -146,16 +146,18 @@ pmoe_status pmoe_bench_run(const pmoe_config *cfg, const pmoe_bench_options *opt
 }
 
 double pmoe_bench_train_gflops(const pmoe_bench_result *r, const pmoe_bench_model *m) {
-    return m->train_flops[PMOE_FLOPS_EXECUTED] * (double)r->batch / (m->train.median_ms * 1e-3) / 1e9;
+    return m->train_flops[PMOE_FLOPS_EXECUTED] * (double)r->batch / (m->train.median_ms * 1e-3) /
+           1e9;
 }
 
 double pmoe_bench_infer_gflops(const pmoe_bench_result *r, const pmoe_bench_model *m) {
-    return m->infer_flops[PMOE_FLOPS_EXECUTED] * (double)r->batch / (m->infer.median_ms * 1e-3) / 1e9;
+    return m->infer_flops[PMOE_FLOPS_EXECUTED] * (double)r->batch / (m->infer.median_ms * 1e-3) /
+           1e9;
 }
 
 double bench_moe_layer_phase_ms(const pmoe_bench_model *m) {
-    static const pmoe_phase_id phases[] = {PMOE_T_PATCH,       PMOE_T_GATE,        PMOE_T_DISPATCH,
-                                           PMOE_T_EXPERTS,     PMOE_T_COMBINE,     PMOE_T_COMBINE_BWD,
+    static const pmoe_phase_id phases[] = {PMOE_T_PATCH,       PMOE_T_GATE,    PMOE_T_DISPATCH,
+                                           PMOE_T_EXPERTS,     PMOE_T_COMBINE, PMOE_T_COMBINE_BWD,
                                            PMOE_T_EXPERTS_BWD, PMOE_T_GATE_BWD};
     double ms = 0.0;
     for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) ms += m->phase_ms[phases[i]];

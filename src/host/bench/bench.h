@@ -71,10 +71,10 @@ typedef struct pmoe_bench_memory {
 } pmoe_bench_memory;
 
 typedef struct pmoe_bench_model {
-    char model[16];        /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
+    char model[16]; /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
     char gate[16];
-    char moe_impl[16];     /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
-    int width;             /* deep models: model.width; else 0 */
+    char moe_impl[16]; /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
+    int width;         /* deep models: model.width; else 0 */
     int patches, dim, experts, topl, hidden, classes; /* n, d, k, l, m (total; deep: 0), c;
                                                          a WRN has n = k = l = 1, d = 0 */
     int learn_router, train_output; /* what the train step updates besides the experts */
@@ -93,7 +93,7 @@ typedef struct pmoe_bench_model {
 
 /* One isolated block of the deep bench (see above). */
 typedef struct pmoe_bench_block {
-    char name[24];         /* "wrn_block", "pmoe_sparse", "pmoe_dense_masked" */
+    char name[24];                        /* "wrn_block", "pmoe_sparse", "pmoe_dense_masked" */
     double train_flops[PMOE_FLOPS_KINDS]; /* forward + backward, per sample */
     double infer_flops[PMOE_FLOPS_KINDS]; /* the evaluation forward, per sample */
     pmoe_timing train, infer;             /* forward + backward; evaluation forward */
@@ -102,27 +102,27 @@ typedef struct pmoe_bench_block {
 enum { PMOE_BENCH_BLOCK_WRN, PMOE_BENCH_BLOCK_SPARSE, PMOE_BENCH_BLOCK_DENSE, PMOE_BENCH_BLOCKS };
 
 typedef struct pmoe_bench_result {
-    char date[32];         /* UTC, ISO 8601 */
-    char cpu[128];         /* the CPU's model name */
-    int cores;             /* online CPUs */
+    char date[32]; /* UTC, ISO 8601 */
+    char cpu[128]; /* the CPU's model name */
+    int cores;     /* online CPUs */
     char backend[32];
-    char blas[128];        /* the BLAS library and its build */
-    int threads;           /* threads the run used */
+    char blas[128];                 /* the BLAS library and its build */
+    int threads;                    /* threads the run used */
     double load_before, load_after; /* the 1-minute load average around the run (< 0: unknown) */
     double others_cpu_share; /* the share of all cores other processes kept busy during the run
                                 (< 0: unknown): other work makes threaded timings unreliable */
     char data[128];
-    int channels, height, width, patch; /* the input; patch: deep models, on the pMoE map */
-    int deep;              /* the models are deep (wrn_pmoe / wrn) */
+    int channels, height, width, patch;      /* the input; patch: deep models, on the pMoE map */
+    int deep;                                /* the models are deep (wrn_pmoe / wrn) */
     int map_channels, map_height, map_width; /* wrn_pmoe: the map the pMoE layer routes */
     int64_t batch;
     int warmup, repeats;
-    char mode[16];         /* train.mode; separate: the expert phase is timed */
+    char mode[16];                     /* train.mode; separate: the expert phase is timed */
     double lr, momentum, weight_decay; /* of the timed steps: lr is 0 (bench_internal.h) */
     int sgemm_size;
-    double sgemm_gflops;   /* < 0: not measured */
+    double sgemm_gflops; /* < 0: not measured */
     pmoe_bench_model pmoe, baseline;
-    int block_count;       /* wrn_pmoe: PMOE_BENCH_BLOCKS; else 0 */
+    int block_count; /* wrn_pmoe: PMOE_BENCH_BLOCKS; else 0 */
     pmoe_bench_block blocks[PMOE_BENCH_BLOCKS];
 } pmoe_bench_result;
 
@@ -166,8 +166,8 @@ double pmoe_bench_infer_gflops(const pmoe_bench_result *r, const pmoe_bench_mode
  * a line per value and per file written goes to log, and the steps of all
  * the runs to progress, when not NULL. Before the first run it checks what
  * pmoe_bench_sweep_check does. */
-pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
-                             FILE *log, const pmoe_progress *progress, pmoe_error *err);
+pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir, FILE *log,
+                             const pmoe_progress *progress, pmoe_error *err);
 
 /* What would refuse a sweep's results, without running it: the form of
  * the sweep and its values, the folder (created if missing), and each

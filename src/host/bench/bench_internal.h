@@ -88,9 +88,9 @@ typedef struct bench_meter {
  * and a model's whole measurement: the peer export when asked, the train
  * and inference timings, its description, and a pass with the phase timer
  * on. */
-pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int warmup,
-                             int repeats, bench_meter *meter, pmoe_timing *out,
-                             double *first_loss, double *last_loss, pmoe_error *err);
+pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int warmup, int repeats,
+                             bench_meter *meter, pmoe_timing *out, double *first_loss,
+                             double *last_loss, pmoe_error *err);
 pmoe_status bench_target_measure(bench_target *t, const pmoe_config *cfg,
                                  const pmoe_bench_options *options, bench_meter *meter,
                                  pmoe_bench_model *out, pmoe_error *err);

@@ -39,9 +39,10 @@ static void json_kinds(FILE *out, const double *v) {
 
 static void json_model(FILE *out, const pmoe_bench_result *r, const pmoe_bench_model *m) {
     const double train_gf = pmoe_bench_train_gflops(r, m), infer_gf = pmoe_bench_infer_gflops(r, m);
-    fprintf(out, "{\"model\":\"%s\",\"gate\":\"%s\",\"experts\":%d,\"topl\":%d,\"patches\":%d,"
-                 "\"dim\":%d,\"hidden\":%d,\"classes\":%d,\"params\":%lld,\"learn_router\":%d,"
-                 "\"train_output\":%d,",
+    fprintf(out,
+            "{\"model\":\"%s\",\"gate\":\"%s\",\"experts\":%d,\"topl\":%d,\"patches\":%d,"
+            "\"dim\":%d,\"hidden\":%d,\"classes\":%d,\"params\":%lld,\"learn_router\":%d,"
+            "\"train_output\":%d,",
             m->model, m->gate, m->experts, m->topl, m->patches, m->dim, m->hidden, m->classes,
             (long long)m->params, m->learn_router, m->train_output);
     if (r->deep) fprintf(out, "\"width\":%d,\"moe_impl\":\"%s\",", m->width, m->moe_impl);
@@ -53,12 +54,15 @@ static void json_model(FILE *out, const pmoe_bench_result *r, const pmoe_bench_m
     fputc(',', out);
     json_number(out, "executed_infer_flops_per_sample", m->infer_flops[PMOE_FLOPS_EXECUTED]);
     fputc(',', out);
-    json_number(out, "dense_masked_train_flops_per_sample", m->train_flops[PMOE_FLOPS_DENSE_MASKED]);
+    json_number(out, "dense_masked_train_flops_per_sample",
+                m->train_flops[PMOE_FLOPS_DENSE_MASKED]);
     fputc(',', out);
-    json_number(out, "dense_masked_infer_flops_per_sample", m->infer_flops[PMOE_FLOPS_DENSE_MASKED]);
-    fprintf(out, ",\"peak_bytes\":%lld,\"parameter_bytes\":%lld,\"activation_bytes\":%lld,"
-                 "\"workspace_bytes\":%lld,\"backward_bytes\":%lld,\"device_peak_bytes\":%lld,"
-                 "\"host_bytes\":%lld,",
+    json_number(out, "dense_masked_infer_flops_per_sample",
+                m->infer_flops[PMOE_FLOPS_DENSE_MASKED]);
+    fprintf(out,
+            ",\"peak_bytes\":%lld,\"parameter_bytes\":%lld,\"activation_bytes\":%lld,"
+            "\"workspace_bytes\":%lld,\"backward_bytes\":%lld,\"device_peak_bytes\":%lld,"
+            "\"host_bytes\":%lld,",
             (long long)m->mem.peak_bytes, (long long)m->mem.parameter_bytes,
             (long long)m->mem.activation_bytes, (long long)m->mem.workspace_bytes,
             (long long)m->mem.backward_bytes, (long long)m->mem.device_peak_bytes,

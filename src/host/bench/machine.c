@@ -35,7 +35,8 @@ bench_cpu_clock bench_read_cpu_clock(void) {
     if (f) {
         unsigned long long v[8] = {0};
         if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]) == 8) /* user nice system idle iowait irq softirq steal */
+                   &v[4], &v[5], &v[6],
+                   &v[7]) == 8) /* user nice system idle iowait irq softirq steal */
             c.busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / 100.0; /* USER_HZ */
         fclose(f);
     }

@@ -43,7 +43,8 @@ static void line(canvas *c, int x0, int y0, int x1, int y1, int thick, color col
     const int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
     int e = dx + dy;
     for (;;) {
-        fill_rect(c, x0 - thick / 2, y0 - thick / 2, x0 + (thick - 1) / 2, y0 + (thick - 1) / 2, col);
+        fill_rect(c, x0 - thick / 2, y0 - thick / 2, x0 + (thick - 1) / 2, y0 + (thick - 1) / 2,
+                  col);
         if (x0 == x1 && y0 == y1) break;
         const int e2 = 2 * e;
         if (e2 >= dy) {
@@ -132,7 +133,8 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
     double ymax = 0.0;
     for (int s = 0; s < panel->series_count; s++)
         for (int i = 0; i < fig->point_count; i++)
-            if (isfinite(panel->series[s].y[i]) && panel->series[s].y[i] > ymax) ymax = panel->series[s].y[i];
+            if (isfinite(panel->series[s].y[i]) && panel->series[s].y[i] > ymax)
+                ymax = panel->series[s].y[i];
     const double step = nice_step(ymax > 0 ? ymax / 5.0 : 1.0);
     const double ytop = step * ceil((ymax > 0 ? ymax : 1.0) / step);
     double xmin = 0, xmax = fig->point_count > 1 ? fig->point_count - 1 : 1;
@@ -146,7 +148,7 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
     }
     const int pad = 14;
     const int x0 = left, x1 = left + width, y0 = top + height, y1 = top;
-#define PX(v) (x0 + pad + (int)lround(((v) - xmin) / (xmax - xmin) * (double)(width - 2 * pad)))
+#define PX(v) (x0 + pad + (int)lround(((v)-xmin) / (xmax - xmin) * (double)(width - 2 * pad)))
     /* the legend (top-left, below) gets a band of its own above the data, so no
      * curve runs under it */
     const int legend_h = 6 + panel->series_count * (CHAR_H + 6);
@@ -186,7 +188,8 @@ static void draw_panel(canvas *c, const pmoe_plot_figure *fig, const pmoe_plot_p
     /* the legend on a white box, top-left inside the panel, in its band */
     int legend_w = 0;
     for (int s = 0; s < panel->series_count; s++)
-        if (text_width(panel->series[s].label) > legend_w) legend_w = text_width(panel->series[s].label);
+        if (text_width(panel->series[s].label) > legend_w)
+            legend_w = text_width(panel->series[s].label);
     const color WHITE = {255, 255, 255};
     for (int s = 0; s < panel->series_count; s++) {
         const int ly = top + 6 + s * (CHAR_H + 6);
@@ -239,8 +242,8 @@ static pmoe_status write_png(const canvas *c, const char *path, pmoe_error *err)
         uint8_t ihdr[13];
         put_u32(ihdr, (uint32_t)c->width);
         put_u32(ihdr + 4, (uint32_t)c->height);
-        ihdr[8] = 8;  /* bits per channel */
-        ihdr[9] = 2;  /* RGB */
+        ihdr[8] = 8; /* bits per channel */
+        ihdr[9] = 2; /* RGB */
         ihdr[10] = ihdr[11] = ihdr[12] = 0;
         FILE *f = out.stream;
         (void)(fwrite(signature, 1, 8, f) == 8 && write_chunk(f, "IHDR", ihdr, 13) &&
@@ -266,7 +269,8 @@ pmoe_status pmoe_plot_write_png(const pmoe_plot_figure *fig, const char *path, p
     if (!c.rgb) return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot allocate the image", path);
     memset(c.rgb, 255, (size_t)c.width * c.height * 3);
     for (int p = 0; p < fig->panel_count; p++)
-        draw_panel(&c, fig, &fig->panels[p], margin_left + p * (panel_w + gap), top, panel_w, panel_h);
+        draw_panel(&c, fig, &fig->panels[p], margin_left + p * (panel_w + gap), top, panel_w,
+                   panel_h);
     text(&c, (c.width - text_width(fig->x_label)) / 2, top + panel_h + 40, fig->x_label, BLACK);
     pmoe_status s = write_png(&c, path, err);
     free(c.rgb);

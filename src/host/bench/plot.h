@@ -28,9 +28,9 @@ typedef struct pmoe_plot_panel {
 typedef struct pmoe_plot_figure {
     const char *x_label;
     int point_count;
-    double x[PMOE_PLOT_MAX_POINTS];        /* used when x_numeric */
+    double x[PMOE_PLOT_MAX_POINTS];           /* used when x_numeric */
     const char *x_text[PMOE_PLOT_MAX_POINTS]; /* tick labels */
-    int x_numeric;                         /* else points are equally spaced */
+    int x_numeric;                            /* else points are equally spaced */
     int panel_count;
     pmoe_plot_panel panels[PMOE_PLOT_MAX_PANELS];
 } pmoe_plot_figure;

@@ -43,7 +43,9 @@ static pmoe_status parse_sweep(const char *sweep, sweep_values *out, pmoe_error 
 
 static void csv_row(FILE *f, const sweep_values *sv, int i, const pmoe_bench_result *r,
                     const pmoe_bench_model *m) {
-    fprintf(f, "%s,%s,%s,%d,%d,%d,%d,%d,%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n",
+    fprintf(f,
+            "%s,%s,%s,%d,%d,%d,%d,%d,%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%."
+            "6g\n",
             sv->key, sv->text[i], m->model, m->experts, m->topl, m->patches, m->dim, m->hidden,
             (long long)r->batch, m->train_flops[PMOE_FLOPS_USEFUL],
             m->train_flops[PMOE_FLOPS_EXECUTED], m->train_flops[PMOE_FLOPS_DENSE_MASKED],
@@ -150,10 +152,11 @@ static pmoe_status check_sweep(const pmoe_config *cfg, const char *sweep, const 
     pmoe_status s = parse_sweep(sweep, sv, err);
     if (s) return s;
     pmoe_config probe = *cfg; /* every value must be a valid setting */
-    for (int i = 0; !s && i < sv->count; i++) s = pmoe_config_set_value(&probe, sv->key, sv->text[i], err);
+    for (int i = 0; !s && i < sv->count; i++)
+        s = pmoe_config_set_value(&probe, sv->key, sv->text[i], err);
     if (!s) s = pmoe_make_dir(dir, "--out folder", err);
     for (int i = 0; !s && i < (int)(sizeof OUTPUTS / sizeof OUTPUTS[0]); i++) {
-        char path[sizeof ((pmoe_atomic_file *)0)->path];
+        char path[sizeof((pmoe_atomic_file *)0)->path];
         output_path(dir, sv, OUTPUTS[i], path, sizeof path);
         s = pmoe_check_replaceable(path, err); /* a FIFO, a device, a folder in the way */
     }
@@ -166,8 +169,8 @@ pmoe_status pmoe_bench_sweep_check(const pmoe_config *cfg, const char *sweep, co
     return check_sweep(cfg, sweep, dir, &sv, err);
 }
 
-pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir,
-                             FILE *log, const pmoe_progress *progress, pmoe_error *err) {
+pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const char *dir, FILE *log,
+                             const pmoe_progress *progress, pmoe_error *err) {
     sweep_values sv;
     pmoe_status s = check_sweep(cfg, sweep, dir, &sv, err);
     if (s) return s;
@@ -204,10 +207,10 @@ pmoe_status pmoe_bench_sweep(const pmoe_config *cfg, const char *sweep, const ch
                     "MFLOP/sample | time ratio %.3f, executed FLOP ratio %.3f\n",
                     sv.key, sv.text[i], r->pmoe.model, r->pmoe.train.median_ms,
                     r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] / 1e6, r->baseline.model,
-                    r->baseline.train.median_ms,
-                    r->baseline.train_flops[PMOE_FLOPS_EXECUTED] / 1e6,
+                    r->baseline.train.median_ms, r->baseline.train_flops[PMOE_FLOPS_EXECUTED] / 1e6,
                     r->pmoe.train.median_ms / r->baseline.train.median_ms,
-                    r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] / r->baseline.train_flops[PMOE_FLOPS_EXECUTED]);
+                    r->pmoe.train_flops[PMOE_FLOPS_EXECUTED] /
+                        r->baseline.train_flops[PMOE_FLOPS_EXECUTED]);
             fflush(log);
         }
     }

@@ -7,7 +7,9 @@
 
 static void print_row(FILE *out, const pmoe_bench_result *r, const pmoe_bench_model *m) {
     const double train_gf = pmoe_bench_train_gflops(r, m);
-    fprintf(out, "%-8s %3d %4d  %8.3f %8.3f  %8.3f %8.3f  %7.2f  %7.3f [%.3f-%.3f]  %7.3f [%.3f-%.3f]  %9.0f %7.2f",
+    fprintf(out,
+            "%-8s %3d %4d  %8.3f %8.3f  %8.3f %8.3f  %7.2f  %7.3f [%.3f-%.3f]  %7.3f [%.3f-%.3f]  "
+            "%9.0f %7.2f",
             m->model, m->experts, m->topl, m->train_flops[PMOE_FLOPS_USEFUL] / 1e6,
             m->train_flops[PMOE_FLOPS_EXECUTED] / 1e6, m->infer_flops[PMOE_FLOPS_USEFUL] / 1e6,
             m->infer_flops[PMOE_FLOPS_EXECUTED] / 1e6, (double)m->mem.peak_bytes / 1048576.0,
@@ -30,8 +32,7 @@ static void print_layer_row(FILE *out, const char *name, const pmoe_bench_model 
                     pmoe_layer_flops_train(rows[i], PMOE_FLOPS_USEFUL) / 1e6,
                     pmoe_layer_flops_train(rows[i], PMOE_FLOPS_EXECUTED) / 1e6,
                     pmoe_layer_flops_train(rows[i], PMOE_FLOPS_DENSE_MASKED) / 1e6);
-        else
-            fprintf(out, "  %s %9s   %9s   %9s", models[i]->model, "-", "-", "-");
+        else fprintf(out, "  %s %9s   %9s   %9s", models[i]->model, "-", "-", "-");
     }
     fputc('\n', out);
 }
@@ -43,8 +44,8 @@ static void print_blocks(FILE *out, const pmoe_bench_result *r) {
             "conv2, shortcut and add),\neach on a %dx%dx%d map (the shortcut: %dx%dx%d), batch "
             "%lld; train = forward + backward, infer = evaluation forward;\nMFLOP/sample useful / "
             "executed, ms median [min-max], ratios to wrn_block:\n",
-            r->map_channels, r->map_height, r->map_width, r->map_channels / 2,
-            2 * r->map_height, 2 * r->map_width, (long long)r->batch);
+            r->map_channels, r->map_height, r->map_width, r->map_channels / 2, 2 * r->map_height,
+            2 * r->map_width, (long long)r->batch);
     fprintf(out, "  %-18s  %-19s  %-26s  %-19s  %-26s  %-13s  %-13s\n", "block", "train MFLOP",
             "train ms", "infer MFLOP", "infer ms", "train ratio", "infer ratio");
     fprintf(out, "  %-18s  %-19s  %-26s  %-19s  %-26s  %-13s  %-13s\n", "", "", "", "", "",
@@ -72,12 +73,13 @@ void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r) {
         fprintf(out,
                 "pmoe bench: %s; %s (w = %d) against %s; pMoE layer on the %dx%dx%d map: n = %d "
                 "patches of %dx%d (d = %d), k = %d, l = %d, %s; batch %lld\n",
-                r->data, p->model, p->width, b->model, r->map_channels, r->map_height,
-                r->map_width, p->patches, r->patch, r->patch, p->dim, p->experts, p->topl,
-                p->moe_impl, (long long)r->batch);
+                r->data, p->model, p->width, b->model, r->map_channels, r->map_height, r->map_width,
+                p->patches, r->patch, r->patch, p->dim, p->experts, p->topl, p->moe_impl,
+                (long long)r->batch);
     else if (r->deep)
-        fprintf(out, "pmoe bench: %s; %s (w = %d) against itself (an A/A run: the ratios are "
-                     "the timing noise); batch %lld\n",
+        fprintf(out,
+                "pmoe bench: %s; %s (w = %d) against itself (an A/A run: the ratios are "
+                "the timing noise); batch %lld\n",
                 r->data, p->model, p->width, (long long)r->batch);
     else
         fprintf(out, "pmoe bench: %s; n = %d patches of d = %d, m = %d hidden, batch %lld\n",
@@ -87,9 +89,10 @@ void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r) {
     if (r->sgemm_gflops > 0)
         fprintf(out, "peak: SGEMM %d^3 = %.1f GFLOP/s\n", r->sgemm_size, r->sgemm_gflops);
     if (r->others_cpu_share > 0.05)
-        fprintf(out, "warning: other processes kept %.0f%% of the %d cores busy during the run "
-                     "(load average %.2f before, %.2f after): these times, above all the threaded "
-                     "ones, are not reliable\n",
+        fprintf(out,
+                "warning: other processes kept %.0f%% of the %d cores busy during the run "
+                "(load average %.2f before, %.2f after): these times, above all the threaded "
+                "ones, are not reliable\n",
                 100.0 * r->others_cpu_share, r->cores, r->load_before, r->load_after);
     fprintf(out,
             "time: %d warm-up + %d timed steps, median [min-max]; train step = forward + "
@@ -108,7 +111,8 @@ void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r) {
             "median [min-max]", "samples/s", "GFLOP/s", "peak");
     print_row(out, r, p);
     print_row(out, r, b);
-    fprintf(out, "%-8s %3s %4s  %8.3f %8.3f  %8.3f %8.3f  %7.2f  %7.3f %18s  %7.3f %18s  %9.3f %7.2f\n",
+    fprintf(out,
+            "%-8s %3s %4s  %8.3f %8.3f  %8.3f %8.3f  %7.2f  %7.3f %18s  %7.3f %18s  %9.3f %7.2f\n",
             "ratio", "", "", p->train_flops[0] / b->train_flops[0],
             p->train_flops[PMOE_FLOPS_EXECUTED] / b->train_flops[PMOE_FLOPS_EXECUTED],
             p->infer_flops[0] / b->infer_flops[0],
@@ -126,7 +130,8 @@ void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r) {
     if (r->deep && r->map_channels > 0)
         fprintf(out, "  %-20s %-8s %8.3f   (the pMoE layer's phases above, forward and backward)\n",
                 "pMoE layer", p->model, bench_moe_layer_phase_ms(p));
-    fprintf(out, "\nper layer, MFLOP/sample, forward + backward (useful / executed / dense-masked):\n");
+    fprintf(out,
+            "\nper layer, MFLOP/sample, forward + backward (useful / executed / dense-masked):\n");
     for (int i = 0; i < p->flops.layer_count; i++) {
         const pmoe_layer_flops *lp = &p->flops.layers[i];
         print_layer_row(out, lp->name, p, lp, b, pmoe_flops_layer(&b->flops, lp->name));
@@ -135,10 +140,11 @@ void pmoe_bench_print_table(FILE *out, const pmoe_bench_result *r) {
         const pmoe_layer_flops *lb = &b->flops.layers[i];
         if (!pmoe_flops_layer(&p->flops, lb->name)) print_layer_row(out, lb->name, p, NULL, b, lb);
     }
-    fprintf(out, "  %-22s  %s %9.4f / %9.4f / %9.4f  %s %9.4f / %9.4f / %9.4f  (per step / batch)\n",
-            "update", p->model, p->flops.update[0] / 1e6 / (double)r->batch,
-            p->flops.update[1] / 1e6 / (double)r->batch, p->flops.update[2] / 1e6 / (double)r->batch,
-            b->model, b->flops.update[0] / 1e6 / (double)r->batch,
-            b->flops.update[1] / 1e6 / (double)r->batch, b->flops.update[2] / 1e6 / (double)r->batch);
+    fprintf(
+        out, "  %-22s  %s %9.4f / %9.4f / %9.4f  %s %9.4f / %9.4f / %9.4f  (per step / batch)\n",
+        "update", p->model, p->flops.update[0] / 1e6 / (double)r->batch,
+        p->flops.update[1] / 1e6 / (double)r->batch, p->flops.update[2] / 1e6 / (double)r->batch,
+        b->model, b->flops.update[0] / 1e6 / (double)r->batch,
+        b->flops.update[1] / 1e6 / (double)r->batch, b->flops.update[2] / 1e6 / (double)r->batch);
     if (r->block_count > 0) print_blocks(out, r);
 }

@@ -14,7 +14,8 @@ pmoe_status bench_target_open(bench_target *t, const bench_target_calls *calls, 
     t->state = calloc(1, state_size);
     if (!t->state) return pmoe_fail(err, PMOE_ERR_OOM, "bench: cannot allocate a target");
     pmoe_status st = pmoe_backend_create(cfg->train.device, cfg->train.threads, &t->be, err);
-    if (!st) st = pmoe_backend_set_cpu_kernels(t->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
+    if (!st)
+        st = pmoe_backend_set_cpu_kernels(t->be, (pmoe_cpu_kernels)cfg->train.cpu_kernels, err);
     if (!st) st = pmoe_backend_set_precision(t->be, (pmoe_precision)cfg->train.precision, err);
     return st;
 }

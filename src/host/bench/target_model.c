@@ -181,8 +181,8 @@ pmoe_status bench_model_open(const pmoe_config *cfg, const pmoe_dataset *ds, int
     if (!s->host_images || !s->host_labels || !s->host_labels_float)
         return pmoe_fail(err, PMOE_ERR_OOM, "bench: out of host memory for a batch of %lld",
                          (long long)batch);
-    st = pmoe_model_create(t->be, cfg, ds->channels, ds->height, ds->width, patch,
-                           ds->classes, batch, &s->model, err);
+    st = pmoe_model_create(t->be, cfg, ds->channels, ds->height, ds->width, patch, ds->classes,
+                           batch, &s->model, err);
     if (st) return st;
     for (int64_t i = 0; i < batch; i++) {
         const int64_t index = i % ds->count;

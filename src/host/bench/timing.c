@@ -25,9 +25,9 @@ static void meter_begin(bench_meter *meter, const char *name, const char *pass) 
     pmoe_progress_report(meter->to, meter->what, meter->done, meter->total);
 }
 
-pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int warmup,
-                             int repeats, bench_meter *meter, pmoe_timing *out,
-                             double *first_loss, double *last_loss, pmoe_error *err) {
+pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int warmup, int repeats,
+                             bench_meter *meter, pmoe_timing *out, double *first_loss,
+                             double *last_loss, pmoe_error *err) {
     double *ms = malloc((size_t)repeats * sizeof(double));
     if (!ms) return pmoe_fail(err, PMOE_ERR_OOM, "bench: cannot allocate %d timings", repeats);
     pmoe_status st = PMOE_OK;
@@ -46,7 +46,8 @@ pmoe_status bench_time_steps(bench_target *t, const char *name, int train, int w
         qsort(ms, (size_t)repeats, sizeof *ms, compare_double);
         out->min_ms = ms[0];
         out->max_ms = ms[repeats - 1];
-        out->median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        out->median_ms = repeats % 2 ? ms[repeats / 2]
+                                     : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
     }
     free(ms);
     return st;
@@ -59,11 +60,11 @@ pmoe_status bench_target_measure(bench_target *t, const pmoe_config *cfg,
     const char *name = pmoe_model_type_name(cfg->model.type);
     if (options && options->peer_dir) st = t->calls->export_peer(t, options->peer_dir, err);
     if (!st)
-        st = bench_time_steps(t, name, 1, cfg->bench.warmup, cfg->bench.repeats, meter,
-                              &out->train, &out->first_loss, &out->last_loss, err);
+        st = bench_time_steps(t, name, 1, cfg->bench.warmup, cfg->bench.repeats, meter, &out->train,
+                              &out->first_loss, &out->last_loss, err);
     if (!st)
-        st = bench_time_steps(t, name, 0, cfg->bench.warmup, cfg->bench.repeats, meter,
-                              &out->infer, NULL, NULL, err);
+        st = bench_time_steps(t, name, 0, cfg->bench.warmup, cfg->bench.repeats, meter, &out->infer,
+                              NULL, NULL, err);
     /* before the profiled pass: the peak is the timed steps' */
     if (!st) t->calls->describe(t, out);
     if (!st) { /* where a train step's time goes */

@@ -19,10 +19,16 @@ typedef struct flag_spec {
 } flag_spec;
 
 static const flag_spec FLAGS[] = {
-    {"--log", ARG_LOG, 1},   {"--resume", ARG_RESUME, 1}, {"--checkpoint", ARG_CHECKPOINT, 1},
-    {"--json", ARG_JSON, 0}, {"--quiet", ARG_QUIET, 0},
-    {"--sweep", ARG_SWEEP, 1}, {"--out", ARG_OUT, 1},       {"--peer", ARG_PEER, 1},
-    {"--samples", ARG_SAMPLES, 1},     {"--no-progress", ARG_NO_PROGRESS, 0},
+    {"--log", ARG_LOG, 1},
+    {"--resume", ARG_RESUME, 1},
+    {"--checkpoint", ARG_CHECKPOINT, 1},
+    {"--json", ARG_JSON, 0},
+    {"--quiet", ARG_QUIET, 0},
+    {"--sweep", ARG_SWEEP, 1},
+    {"--out", ARG_OUT, 1},
+    {"--peer", ARG_PEER, 1},
+    {"--samples", ARG_SAMPLES, 1},
+    {"--no-progress", ARG_NO_PROGRESS, 0},
     {"--per-class", ARG_PER_CLASS, 0},
 };
 
@@ -64,7 +70,8 @@ int cli_parse(int argc, char **argv, const char *command, unsigned allowed, cli_
         for (size_t j = 0; j < sizeof FLAGS / sizeof FLAGS[0]; j++)
             if (!strcmp(a, FLAGS[j].name) && (allowed & FLAGS[j].bit)) f = &FLAGS[j];
         if (!f) {
-            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe %s --help)\n", a, command);
+            fprintf(stderr, "pmoe: error: unknown argument '%s' (see pmoe %s --help)\n", a,
+                    command);
             return 2;
         }
         if (f->takes_value && i + 1 >= argc) {
@@ -114,7 +121,8 @@ pmoe_status cli_build_config(const cli_args *a, const char *base_checkpoint, pmo
     pmoe_status s = PMOE_OK;
     if (base_checkpoint) s = pmoe_checkpoint_load_config(base_checkpoint, cfg, err);
     else pmoe_config_default(cfg);
-    for (int i = 0; !s && i < a->config_count; i++) s = pmoe_config_load_file(cfg, a->config_files[i], err);
+    for (int i = 0; !s && i < a->config_count; i++)
+        s = pmoe_config_load_file(cfg, a->config_files[i], err);
     for (int i = 0; !s && i < a->set_count; i++) s = pmoe_config_set(cfg, a->sets[i], err);
     return s;
 }

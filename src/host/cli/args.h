@@ -10,17 +10,17 @@
 #include "train/progress_line.h"
 
 enum {
-    ARG_LOG = 1 << 0,        /* --log FILE */
-    ARG_RESUME = 1 << 1,     /* --resume PATH */
-    ARG_CHECKPOINT = 1 << 2, /* --checkpoint PATH */
-    ARG_JSON = 1 << 3,       /* --json */
-    ARG_QUIET = 1 << 4,      /* --quiet */
-    ARG_SWEEP = 1 << 5,      /* --sweep section.key=v1,v2,... (repeatable) */
-    ARG_OUT = 1 << 6,        /* --out DIR (bench), --out FILE (route) */
-    ARG_PEER = 1 << 7,       /* --peer DIR */
-    ARG_SAMPLES = 1 << 8,    /* --samples N, an integer in [1, 1024] */
-    ARG_NO_PROGRESS = 1 << 9,/* --no-progress: plain lines, never a redrawn bar */
-    ARG_PER_CLASS = 1 << 10, /* --per-class: per-class accuracy and the confusion matrix */
+    ARG_LOG = 1 << 0,         /* --log FILE */
+    ARG_RESUME = 1 << 1,      /* --resume PATH */
+    ARG_CHECKPOINT = 1 << 2,  /* --checkpoint PATH */
+    ARG_JSON = 1 << 3,        /* --json */
+    ARG_QUIET = 1 << 4,       /* --quiet */
+    ARG_SWEEP = 1 << 5,       /* --sweep section.key=v1,v2,... (repeatable) */
+    ARG_OUT = 1 << 6,         /* --out DIR (bench), --out FILE (route) */
+    ARG_PEER = 1 << 7,        /* --peer DIR */
+    ARG_SAMPLES = 1 << 8,     /* --samples N, an integer in [1, 1024] */
+    ARG_NO_PROGRESS = 1 << 9, /* --no-progress: plain lines, never a redrawn bar */
+    ARG_PER_CLASS = 1 << 10,  /* --per-class: per-class accuracy and the confusion matrix */
 };
 
 #define CLI_MAX_ITEMS 256

@@ -52,7 +52,8 @@ int pmoe_cli_bench(int argc, char **argv) {
     const pmoe_progress progress = cli_progress(a.quiet, a.no_progress, &line, "bench");
     if (a.sweep_count > 0) {
         if (a.peer) {
-            pmoe_fail(&err, PMOE_ERR_CONFIG, "--peer and --sweep do not go together: run the peer per config");
+            pmoe_fail(&err, PMOE_ERR_CONFIG,
+                      "--peer and --sweep do not go together: run the peer per config");
             return pmoe_cli_fail(&err);
         }
         const char *dir = a.out ? a.out : "bench-out";
@@ -66,8 +67,8 @@ int pmoe_cli_bench(int argc, char **argv) {
                        eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i], dir,
                        eq ? (int)(eq - a.sweeps[i]) : (int)strlen(a.sweeps[i]), a.sweeps[i]);
             fflush(stdout); /* before the progress lines on stderr */
-            pmoe_status s = pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout,
-                                             &progress, &err);
+            pmoe_status s =
+                pmoe_bench_sweep(&cfg, a.sweeps[i], dir, a.quiet ? NULL : stdout, &progress, &err);
             pmoe_progress_line_end(&line);
             if (s) return pmoe_cli_fail(&err);
         }

@@ -37,8 +37,8 @@ static pmoe_status write_picture(const char *path, const pmoe_eval_result *res, 
 
 int pmoe_cli_eval(int argc, char **argv) {
     cli_args a;
-    const unsigned flags =
-        ARG_CHECKPOINT | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS | ARG_PER_CLASS | ARG_OUT;
+    const unsigned flags = ARG_CHECKPOINT | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS | ARG_PER_CLASS |
+                           ARG_OUT;
     int rc = cli_parse(argc, argv, "eval", flags, &a);
     if (rc) return rc;
     if (a.help || !a.checkpoint) {
@@ -85,10 +85,12 @@ int pmoe_cli_eval(int argc, char **argv) {
         pmoe_write_json_string(stdout, res.checkpoint);
         printf(",\"step\":%lld,\"model\":", (long long)res.step);
         pmoe_write_json_string(stdout, res.info.model);
-        printf(",\"test_size\":%lld,\"test_acc\":%.6g", (long long)res.info.test_size, res.test_acc);
+        printf(",\"test_size\":%lld,\"test_acc\":%.6g", (long long)res.info.test_size,
+               res.test_acc);
         if (res.router_recall >= 0) {
             printf(",\"router_recall\":%.6g,\"expert_recall\":[", res.router_recall);
-            for (int e = 0; e < res.experts_reported; e++) printf("%s%.6g", e ? "," : "", res.expert_recall[e]);
+            for (int e = 0; e < res.experts_reported; e++)
+                printf("%s%.6g", e ? "," : "", res.expert_recall[e]);
             printf("]");
         }
         if (per_class) {

@@ -26,9 +26,12 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"train", pmoe_cli_train, "train a model (see pmoe train --help)"},
     {"eval", pmoe_cli_eval, "test accuracy of a checkpoint (see pmoe eval --help)"},
-    {"bench", pmoe_cli_bench, "FLOPs, memory and time of pMoE against its CNN (see pmoe bench --help)"},
-    {"route", pmoe_cli_route, "draw what a checkpoint's experts pick, as a PNG (see pmoe route --help)"},
-    {"predict", pmoe_cli_predict, "class and probability of image files by a checkpoint (see pmoe predict --help)"},
+    {"bench", pmoe_cli_bench,
+     "FLOPs, memory and time of pMoE against its CNN (see pmoe bench --help)"},
+    {"route", pmoe_cli_route,
+     "draw what a checkpoint's experts pick, as a PNG (see pmoe route --help)"},
+    {"predict", pmoe_cli_predict,
+     "class and probability of image files by a checkpoint (see pmoe predict --help)"},
     {"keys", pmoe_cli_keys, "list every config key with its default, as INI"},
 };
 #define NCOMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
@@ -40,7 +43,8 @@ int pmoe_cli_fail(const pmoe_error *err) {
 
 static void usage(FILE *out) {
     fprintf(out, "usage: pmoe COMMAND [ARGS]\n       pmoe --version\n\n");
-    for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    for (int i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 /* OpenMP's threads spin at a barrier by default, which on cores other
@@ -76,7 +80,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0)
             return check_stdout(COMMANDS[i].run(argc - 2, argv + 2));
-    if (strcmp(argv[1], "--version") == 0) return check_stdout(pmoe_cli_version(argc - 2, argv + 2));
+    if (strcmp(argv[1], "--version") == 0)
+        return check_stdout(pmoe_cli_version(argc - 2, argv + 2));
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         return check_stdout(0);

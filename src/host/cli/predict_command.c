@@ -108,8 +108,7 @@ int pmoe_cli_predict(int argc, char **argv) {
         if (samples && !route_out)
             fprintf(stderr, "pmoe: error: --samples N counts the images --route-out draws; give "
                             "--route-out FILE.png\n");
-        else
-            usage(stderr);
+        else usage(stderr);
         free(files);
         return 2;
     }

@@ -59,7 +59,8 @@ static void usage(FILE *out) {
 
 int pmoe_cli_train(int argc, char **argv) {
     cli_args a;
-    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS | ARG_PER_CLASS;
+    const unsigned flags = ARG_LOG | ARG_RESUME | ARG_JSON | ARG_QUIET | ARG_NO_PROGRESS |
+                           ARG_PER_CLASS;
     int rc = cli_parse(argc, argv, "train", flags, &a);
     if (rc) return rc;
     if (a.help) {
@@ -88,9 +89,9 @@ int pmoe_cli_train(int argc, char **argv) {
     if (rep.progress && cfg.data.source == PMOE_DATA_AUTO) {
         if (pmoe_data_auto_source(cfg.data.path) == PMOE_DATA_SYNTHETIC)
             printf("pmoe: no IDX files in %s: using the synthetic data model (data.source = "
-                   "auto)\n", cfg.data.path);
-        else
-            printf("pmoe: data.source = auto: the mosaic of the IDX files in %s\n", cfg.data.path);
+                   "auto)\n",
+                   cfg.data.path);
+        else printf("pmoe: data.source = auto: the mosaic of the IDX files in %s\n", cfg.data.path);
     }
     if (rep.progress && a.resume) printf("pmoe: resuming from %s\n", a.resume);
     install_handlers();

@@ -69,8 +69,7 @@ static void single_agree_min(pmoe_comm *c, int *values, int count) {}
 static void single_sum_i64(pmoe_comm *c, int64_t *values, int count) {}
 static void single_host_broadcast(pmoe_comm *c, void *buf, size_t bytes, int root) {}
 
-static void single_host_gather(pmoe_comm *c, const void *send, void *recv, size_t bytes,
-                               int root) {
+static void single_host_gather(pmoe_comm *c, const void *send, void *recv, size_t bytes, int root) {
     memmove(recv, send, bytes);
 }
 
@@ -134,13 +133,13 @@ pmoe_status pmoe_comm_single_open(pmoe_comm **out, pmoe_error *err) {
 /* ---- the exchange's layouts ---- */
 
 pmoe_exchange_layout pmoe_exchange_to_owners(int64_t block, int local_experts, int ranks) {
-    return (pmoe_exchange_layout){block, local_experts, local_experts * block, block, block,
-                                  ranks * block};
+    return (pmoe_exchange_layout){block, local_experts, local_experts * block,
+                                  block, block,         ranks * block};
 }
 
 pmoe_exchange_layout pmoe_exchange_from_owners(int64_t block, int local_experts, int ranks) {
-    return (pmoe_exchange_layout){block, local_experts, block, ranks * block,
-                                  local_experts * block, block};
+    return (pmoe_exchange_layout){block,         local_experts,         block,
+                                  ranks * block, local_experts * block, block};
 }
 
 /* ---- choosing ---- */
@@ -148,8 +147,7 @@ pmoe_exchange_layout pmoe_exchange_from_owners(int64_t block, int local_experts,
 pmoe_status pmoe_comm_open(pmoe_comm_kind kind, pmoe_comm **out, pmoe_error *err) {
     *out = NULL;
     switch (kind) {
-    case PMOE_COMM_SINGLE:
-        return pmoe_comm_single_open(out, err);
+    case PMOE_COMM_SINGLE: return pmoe_comm_single_open(out, err);
     case PMOE_COMM_AUTO: {
         int size = 1;
         first_env_int(SIZE_VARS, &size);
@@ -186,7 +184,7 @@ pmoe_status pmoe_comm_open(pmoe_comm_kind kind, pmoe_comm **out, pmoe_error *err
 }
 
 pmoe_status pmoe_comm_use_device(pmoe_comm **comm, pmoe_comm_kind kind, int cuda_device,
-                                  void *cuda_stream, pmoe_error *err) {
+                                 void *cuda_stream, pmoe_error *err) {
     pmoe_comm *c = *comm;
     if (kind == PMOE_COMM_NCCL && cuda_device < 0)
         return pmoe_fail(err, PMOE_ERR_CONFIG,

@@ -70,9 +70,9 @@ pmoe_exchange_layout pmoe_exchange_to_owners(int64_t block, int local_experts, i
 pmoe_exchange_layout pmoe_exchange_from_owners(int64_t block, int local_experts, int ranks);
 
 struct pmoe_comm {
-    const char *name;  /* "single", "mpi", "nccl" */
+    const char *name; /* "single", "mpi", "nccl" */
     pmoe_comm_kind kind;
-    int rank, size;    /* in the job */
+    int rank, size;             /* in the job */
     int local_rank, local_size; /* on this node (MPI_COMM_TYPE_SHARED; 1 without MPI): the
                                    GPU a rank takes is its local rank, and pmoe_comm_open
                                    gives each rank 1/local_size of the node's memory
@@ -103,8 +103,8 @@ struct pmoe_comm {
     void (*all_reduce_wait)(pmoe_comm *c);
 
     /* control ops (host memory) */
-    void (*agree_min)(pmoe_comm *c, int *values, int count);      /* element-wise minimum */
-    void (*sum_i64)(pmoe_comm *c, int64_t *values, int count);    /* exact sums */
+    void (*agree_min)(pmoe_comm *c, int *values, int count);   /* element-wise minimum */
+    void (*sum_i64)(pmoe_comm *c, int64_t *values, int count); /* exact sums */
     void (*host_broadcast)(pmoe_comm *c, void *buf, size_t bytes, int root);
     /* root's recv (size * bytes) = every rank's send (bytes), in rank order */
     void (*host_gather)(pmoe_comm *c, const void *send, void *recv, size_t bytes, int root);
@@ -182,7 +182,7 @@ pmoe_status pmoe_comm_agree(pmoe_comm *c, pmoe_status mine, pmoe_error *err, int
 pmoe_status pmoe_comm_single_open(pmoe_comm **out, pmoe_error *err);
 pmoe_status pmoe_comm_mpi_open(pmoe_comm **out, pmoe_error *err);
 /* Takes over `mpi` (destroyed with the NCCL communicator) on success. */
-pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream,
-                                pmoe_comm **out, pmoe_error *err);
+pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream, pmoe_comm **out,
+                                pmoe_error *err);
 
 #endif

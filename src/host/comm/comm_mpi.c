@@ -21,7 +21,7 @@
 
 typedef struct mpi_impl {
     MPI_Comm comm;
-    float *scratch;        /* all_reduce_sum's workspace */
+    float *scratch; /* all_reduce_sum's workspace */
     size_t scratch_floats;
 } mpi_impl;
 
@@ -34,34 +34,33 @@ static void abort_job(pmoe_comm *c, int code, const char *message) {
     int rank = c->rank, size = c->size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (size > 1)
-        fprintf(stderr, "pmoe: rank %d of %d: error: %s\n", rank, size, message);
-    else
-        fprintf(stderr, "pmoe: error: %s\n", message);
+    if (size > 1) fprintf(stderr, "pmoe: rank %d of %d: error: %s\n", rank, size, message);
+    else fprintf(stderr, "pmoe: error: %s\n", message);
     fflush(stderr);
     fflush(stdout);
     MPI_Abort(MPI_COMM_WORLD, code);
     exit(code); /* MPI_Abort does not return; this keeps the compiler sure of it */
 }
 
-
-#define MPI_CHECK(c, call)                                                                \
-    do {                                                                                  \
-        int rc_ = (call);                                                                 \
-        if (rc_ != MPI_SUCCESS) {                                                         \
-            char text_[MPI_MAX_ERROR_STRING];                                             \
-            int len_ = 0;                                                                 \
-            MPI_Error_string(rc_, text_, &len_);                                          \
-            pmoe_comm_failf((c), "%s failed: %s (%s:%d)", #call, text_, __FILE__, __LINE__);         \
-        }                                                                                 \
+#define MPI_CHECK(c, call)                                                                         \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) {                                                                  \
+            char text_[MPI_MAX_ERROR_STRING];                                                      \
+            int len_ = 0;                                                                          \
+            MPI_Error_string(rc_, text_, &len_);                                                   \
+            pmoe_comm_failf((c), "%s failed: %s (%s:%d)", #call, text_, __FILE__, __LINE__);       \
+        }                                                                                          \
     } while (0)
 
 /* MPI counts are ints; pmoe's are 64-bit. */
 static int as_int(pmoe_comm *c, int64_t value, const char *what) {
     if (value < 0 || value > INT_MAX)
-        pmoe_comm_failf(c, "%s = %lld does not fit MPI's int counts; use fewer samples per rank or the "
-                "nccl communicator",
-             what, (long long)value);
+        pmoe_comm_failf(
+            c,
+            "%s = %lld does not fit MPI's int counts; use fewer samples per rank or the "
+            "nccl communicator",
+            what, (long long)value);
     return (int)value;
 }
 
@@ -110,7 +109,8 @@ static float *scratch(pmoe_comm *c, size_t floats) {
         free(m->scratch);
         m->scratch = malloc(floats * sizeof(float));
         if (!m->scratch)
-            pmoe_comm_failf(c, "out of host memory: %zu bytes for an all-reduce", floats * sizeof(float));
+            pmoe_comm_failf(c, "out of host memory: %zu bytes for an all-reduce",
+                            floats * sizeof(float));
         m->scratch_floats = floats;
     }
     return m->scratch;
@@ -140,8 +140,8 @@ static void mpi_all_reduce_sum(pmoe_comm *c, float *buf, int64_t count) {
 }
 
 static void mpi_broadcast(pmoe_comm *c, float *buf, int64_t count, int root) {
-    MPI_CHECK(c, MPI_Bcast(buf, as_int(c, count, "floats of a broadcast"), MPI_FLOAT, root,
-                           comm_of(c)));
+    MPI_CHECK(
+        c, MPI_Bcast(buf, as_int(c, count, "floats of a broadcast"), MPI_FLOAT, root, comm_of(c)));
 }
 
 static void mpi_all_reduce_wait(pmoe_comm *c) {}
@@ -164,8 +164,7 @@ static void mpi_host_broadcast(pmoe_comm *c, void *buf, size_t bytes, int root) 
     }
 }
 
-static void mpi_host_gather(pmoe_comm *c, const void *send, void *recv, size_t bytes,
-                            int root) {
+static void mpi_host_gather(pmoe_comm *c, const void *send, void *recv, size_t bytes, int root) {
     if (bytes <= PIECE) {
         MPI_CHECK(c, MPI_Gather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, root,
                                 comm_of(c)));
@@ -206,8 +205,7 @@ static void finalize_at_exit(void) {
 
 static pmoe_status wrap(MPI_Comm comm, pmoe_comm **out, pmoe_error *err);
 
-static pmoe_status mpi_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
-                             pmoe_error *err) {
+static pmoe_status mpi_split(pmoe_comm *c, int color, int key, pmoe_comm **out, pmoe_error *err) {
     MPI_Comm part;
     MPI_CHECK(c, MPI_Comm_split(comm_of(c), color, key, &part));
     pmoe_status s = wrap(part, out, err);

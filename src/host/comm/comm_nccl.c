@@ -32,13 +32,13 @@
 #include "comm/comm.h"
 
 typedef struct nccl_impl {
-    pmoe_comm *mpi;        /* bootstrap and control ops */
+    pmoe_comm *mpi; /* bootstrap and control ops */
     ncclComm_t nccl;
     int device;
-    cudaStream_t stream;   /* the communicator's own */
-    cudaStream_t compute;  /* the backend's: data ops are ordered with it */
+    cudaStream_t stream;  /* the communicator's own */
+    cudaStream_t compute; /* the backend's: data ops are ordered with it */
     cudaEvent_t ready, done;
-    int started;           /* buckets started since the last all_reduce_wait */
+    int started; /* buckets started since the last all_reduce_wait */
 } nccl_impl;
 
 static nccl_impl *impl_of(pmoe_comm *c) { return c->impl; }
@@ -52,23 +52,22 @@ static void nccl_abort(pmoe_comm *c, int code, const char *message) {
     n->mpi->abort(n->mpi, code, message);
 }
 
-
-#define NCCL_CHECK(c, call)                                                                \
-    do {                                                                                   \
-        ncclResult_t r_ = (call);                                                          \
-        if (r_ != ncclSuccess && r_ != ncclInProgress) {                                   \
-            const char *last_ = impl_of(c)->nccl ? ncclGetLastError(impl_of(c)->nccl) : ""; \
-            pmoe_comm_failf((c), "%s failed: %s%s%s (%s:%d)", #call, ncclGetErrorString(r_),          \
-                 last_ && *last_ ? ": " : "", last_ ? last_ : "", __FILE__, __LINE__);     \
-        }                                                                                  \
+#define NCCL_CHECK(c, call)                                                                        \
+    do {                                                                                           \
+        ncclResult_t r_ = (call);                                                                  \
+        if (r_ != ncclSuccess && r_ != ncclInProgress) {                                           \
+            const char *last_ = impl_of(c)->nccl ? ncclGetLastError(impl_of(c)->nccl) : "";        \
+            pmoe_comm_failf((c), "%s failed: %s%s%s (%s:%d)", #call, ncclGetErrorString(r_),       \
+                            last_ &&*last_ ? ": " : "", last_ ? last_ : "", __FILE__, __LINE__);   \
+        }                                                                                          \
     } while (0)
 
-#define CUDA_CHECK(c, call)                                                                \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess)                                                             \
-            pmoe_comm_failf((c), "%s failed: %s (%s) (%s:%d)", #call, cudaGetErrorName(e_),           \
-                 cudaGetErrorString(e_), __FILE__, __LINE__);                              \
+#define CUDA_CHECK(c, call)                                                                        \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            pmoe_comm_failf((c), "%s failed: %s (%s) (%s:%d)", #call, cudaGetErrorName(e_),        \
+                            cudaGetErrorString(e_), __FILE__, __LINE__);                           \
     } while (0)
 
 /* The data ops' bracket: the NCCL stream waits for the compute stream's
@@ -152,7 +151,7 @@ static void check_async(pmoe_comm *c) {
     NCCL_CHECK(c, ncclCommGetAsyncError(n->nccl, &async));
     if (async != ncclSuccess && async != ncclInProgress)
         pmoe_comm_failf(c, "NCCL reported an asynchronous error: %s: %s", ncclGetErrorString(async),
-             ncclGetLastError(n->nccl));
+                        ncclGetLastError(n->nccl));
 }
 
 static void nccl_agree_min(pmoe_comm *c, int *values, int count) {
@@ -198,8 +197,7 @@ static void nccl_destroy(pmoe_comm *c) {
 /* A second NCCL communicator over a split of the MPI one, on the same
  * device and compute stream (ncclCommSplit needs NCCL 2.18; this needs
  * only what the first one did). */
-static pmoe_status nccl_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
-                              pmoe_error *err) {
+static pmoe_status nccl_split(pmoe_comm *c, int color, int key, pmoe_comm **out, pmoe_error *err) {
     nccl_impl *n = impl_of(c);
     pmoe_comm *part = NULL;
     pmoe_status s = n->mpi->split(n->mpi, color, key, &part, err);
@@ -213,8 +211,8 @@ static pmoe_status nccl_split(pmoe_comm *c, int color, int key, pmoe_comm **out,
     return PMOE_OK;
 }
 
-pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream,
-                                pmoe_comm **out, pmoe_error *err) {
+pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream, pmoe_comm **out,
+                                pmoe_error *err) {
     *out = NULL;
     if (mpi->kind != PMOE_COMM_MPI)
         return pmoe_fail(err, PMOE_ERR_INTERNAL, "the NCCL communicator needs an MPI one to start");

@@ -4,8 +4,8 @@
 
 int pmoe_comm_nccl_built(void) { return 0; }
 
-pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream,
-                                pmoe_comm **out, pmoe_error *err) {
+pmoe_status pmoe_comm_nccl_open(pmoe_comm *mpi, int cuda_device, void *cuda_stream, pmoe_comm **out,
+                                pmoe_error *err) {
     *out = NULL;
     return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
                      "this build has no NCCL communicator (it needs CUDA, NCCL and MPI at "

@@ -19,7 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { KEY_INT, KEY_INT64, KEY_UINT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM, KEY_BOOL } key_type;
+typedef enum {
+    KEY_INT,
+    KEY_INT64,
+    KEY_UINT64,
+    KEY_DOUBLE,
+    KEY_STRING,
+    KEY_ENUM,
+    KEY_BOOL
+} key_type;
 
 enum { KEY_WORDS = 8 }; /* the most words an enum key may have */
 
@@ -27,9 +35,9 @@ typedef struct key_spec {
     const char *name; /* "section.key" */
     key_type type;
     size_t offset;
-    size_t size;          /* KEY_STRING: buffer size */
-    double min, max;      /* numbers: inclusive range; strings: min 1 = not empty */
-    const char *fallback; /* the default, as it would be written in the INI */
+    size_t size;                  /* KEY_STRING: buffer size */
+    double min, max;              /* numbers: inclusive range; strings: min 1 = not empty */
+    const char *fallback;         /* the default, as it would be written in the INI */
     const char *words[KEY_WORDS]; /* KEY_ENUM: names, index = enum value */
 } key_spec;
 
@@ -118,7 +126,6 @@ static const key_spec KEYS[] = {
 /* clang-format on */
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
-
 static const key_spec *find_key(const char *name) {
     for (int i = 0; i < NKEYS; i++)
         if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
@@ -128,10 +135,10 @@ static const key_spec *find_key(const char *name) {
 /* Integer keys print their bounds as integers ("[1, 1048576]", not "1.04858e+06"). */
 static pmoe_status out_of_range(const key_spec *k, const char *value, pmoe_error *err) {
     if (k->type == KEY_DOUBLE)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]",
-                         k->name, value, k->min, k->max);
-    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%.0f, %.0f]",
-                     k->name, value, k->min, k->max);
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%g, %g]", k->name,
+                         value, k->min, k->max);
+    return pmoe_fail(err, PMOE_ERR_CONFIG, "config: %s = %s is out of range [%.0f, %.0f]", k->name,
+                     value, k->min, k->max);
 }
 
 /* A string value must read back unchanged from the INI that
@@ -243,14 +250,15 @@ pmoe_status pmoe_config_set_value(pmoe_config *cfg, const char *name, const char
  * back from pmoe keys' INI unchanged. */
 void pmoe_config_default(pmoe_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    for (int i = 0; i < NKEYS; i++) pmoe_config_set_value(cfg, KEYS[i].name, KEYS[i].fallback, NULL);
+    for (int i = 0; i < NKEYS; i++)
+        pmoe_config_set_value(cfg, KEYS[i].name, KEYS[i].fallback, NULL);
 }
 
 pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: '%s' is not of the form section.key=value", assignment);
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: '%s' is not of the form section.key=value",
+                         assignment);
     char name[128];
     size_t len = (size_t)(eq - assignment);
     if (len >= sizeof name)
@@ -269,12 +277,12 @@ pmoe_status pmoe_config_set(pmoe_config *cfg, const char *assignment, pmoe_error
  * "  train_size = 5" would set data.path to "train_size = 5". */
 typedef struct ini_state {
     pmoe_config *cfg;
-    const char *next;  /* the text not yet read */
-    int line;          /* the line inih is parsing */
-    int after_key;     /* a key line since the last [section] */
+    const char *next; /* the text not yet read */
+    int line;         /* the line inih is parsing */
+    int after_key;    /* a key line since the last [section] */
     pmoe_status status;
     int error_line;
-    pmoe_error first;  /* the first failure we detected (a key's, or the reader's) */
+    pmoe_error first; /* the first failure we detected (a key's, or the reader's) */
 } ini_state;
 
 static void ini_record(ini_state *st, pmoe_status code, const pmoe_error *e) {
@@ -304,8 +312,8 @@ static char *ini_read_line(char *str, int num, void *stream) {
     const char *start = p;
     if (st->line == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0) start += 3; /* a UTF-8 BOM */
     const char *text = start;
-    while (text < p + len && (*text == ' ' || *text == '\t' || *text == '\r' || *text == '\v' ||
-                              *text == '\f'))
+    while (text < p + len &&
+           (*text == ' ' || *text == '\t' || *text == '\r' || *text == '\v' || *text == '\f'))
         text++;
     const int blank = text == p + len || *text == '\r';
     const int comment = !blank && (*text == ';' || *text == '#');
@@ -373,7 +381,8 @@ pmoe_status pmoe_config_load_file(pmoe_config *cfg, const char *path, pmoe_error
     pmoe_status s;
     if (read_error) s = pmoe_fail(err, PMOE_ERR_IO, "%s: read error", path);
     else if (got > LIMIT) s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: config larger than 1 MiB", path);
-    else if (memchr(text, '\0', got)) s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: config holds a NUL byte", path);
+    else if (memchr(text, '\0', got))
+        s = pmoe_fail(err, PMOE_ERR_CONFIG, "%s: config holds a NUL byte", path);
     else {
         text[got] = '\0';
         s = pmoe_config_apply_ini(cfg, text, path, err);
@@ -420,9 +429,11 @@ pmoe_status pmoe_config_check(const pmoe_config *cfg, pmoe_error *err) {
                          "config: train.profile_steps = '%s' is not A:B with 1 <= A <= B",
                          cfg->train.profile_steps);
     const char *dev = cfg->train.device;
-    if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda") && strncmp(dev, "cuda:", 5))
+    if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda") &&
+        strncmp(dev, "cuda:", 5))
         return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: train.device: '%s' is not one of auto | cpu | cuda | cuda:N", dev);
+                         "config: train.device: '%s' is not one of auto | cpu | cuda | cuda:N",
+                         dev);
     return PMOE_OK;
 }
 
@@ -453,12 +464,24 @@ int pmoe_config_to_ini(const pmoe_config *cfg, char *out, int out_size) {
         n += snprintf(line + n, sizeof line - (size_t)n, "%s = ", dot + 1);
         switch (k->type) {
         case KEY_INT:
-        case KEY_BOOL: n += snprintf(line + n, sizeof line - (size_t)n, "%d", *(const int *)field); break;
-        case KEY_INT64: n += snprintf(line + n, sizeof line - (size_t)n, "%lld", (long long)*(const int64_t *)field); break;
-        case KEY_UINT64: n += snprintf(line + n, sizeof line - (size_t)n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-        case KEY_DOUBLE: n += format_double(line + n, sizeof line - (size_t)n, *(const double *)field); break;
+        case KEY_BOOL:
+            n += snprintf(line + n, sizeof line - (size_t)n, "%d", *(const int *)field);
+            break;
+        case KEY_INT64:
+            n += snprintf(line + n, sizeof line - (size_t)n, "%lld",
+                          (long long)*(const int64_t *)field);
+            break;
+        case KEY_UINT64:
+            n += snprintf(line + n, sizeof line - (size_t)n, "%llu",
+                          (unsigned long long)*(const uint64_t *)field);
+            break;
+        case KEY_DOUBLE:
+            n += format_double(line + n, sizeof line - (size_t)n, *(const double *)field);
+            break;
         case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s", field); break;
-        case KEY_ENUM: n += snprintf(line + n, sizeof line - (size_t)n, "%s", k->words[*(const int *)field]); break;
+        case KEY_ENUM:
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s", k->words[*(const int *)field]);
+            break;
         }
         n += snprintf(line + n, sizeof line - (size_t)n, "\n");
         if (used < out_size) snprintf(out + used, (size_t)(out_size - used), "%s", line);

@@ -141,8 +141,8 @@ FILE *pmoe_open_regular(const char *path, const char *role, size_t *size, pmoe_e
 
 FILE *pmoe_open_append(const char *path, int truncate, const char *role, pmoe_error *err) {
     /* O_NONBLOCK: a FIFO nobody reads would otherwise hold the run at the start */
-    const int fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC |
-                                  (truncate ? O_TRUNC : O_APPEND), 0666);
+    const int fd = open(
+        path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND), 0666);
     if (fd < 0) {
         pmoe_fail(err, PMOE_ERR_IO, "%s: cannot open the %s for writing: %s", path, role,
                   errno == ENXIO ? "it is a FIFO that no process reads" : strerror(errno));
@@ -180,7 +180,8 @@ pmoe_status pmoe_stream_append(FILE *stream, const char *name, const char *bytes
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             const int code = n < 0 ? errno : EIO;
-            if (start >= 0 && ftruncate(fd, start) != 0) { /* the half record stays */ }
+            if (start >= 0 && ftruncate(fd, start) != 0) { /* the half record stays */
+            }
             return pmoe_fail(err, PMOE_ERR_IO, "%s: writing failed: %s", name, strerror(code));
         }
         done += (size_t)n;
@@ -198,8 +199,9 @@ pmoe_status pmoe_make_dir(const char *dir, const char *role, pmoe_error *err) {
         return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create the %s: %s", dir, role,
                          strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot create the %s: %s of that name is in the way",
-                         dir, role, S_ISREG(st.st_mode) ? "a file" : kind_of(st.st_mode));
+        return pmoe_fail(err, PMOE_ERR_IO,
+                         "%s: cannot create the %s: %s of that name is in the way", dir, role,
+                         S_ISREG(st.st_mode) ? "a file" : kind_of(st.st_mode));
     if (access(dir, W_OK | X_OK) != 0)
         return pmoe_fail(err, PMOE_ERR_IO, "%s: cannot write in the %s: %s", dir, role,
                          strerror(errno));

@@ -28,7 +28,8 @@ static int64_t read_field(const char *path, const char *key) {
     int64_t value = -1;
     const size_t len = strlen(key);
     while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, len) == 0 && (line[len] == ' ' || line[len] == ':' || line[len] == '\t')) {
+        if (strncmp(line, key, len) == 0 &&
+            (line[len] == ' ' || line[len] == ':' || line[len] == '\t')) {
             value = strtoll(line + len + 1, NULL, 10);
             break;
         }
@@ -113,7 +114,8 @@ static void cgroup_v2(int64_t *best, char *source, size_t size) {
             const int64_t active = read_field(file, "active_file"),
                           inactive = read_field(file, "inactive_file");
             const int64_t cache = (active > 0 ? active : 0) + (inactive > 0 ? inactive : 0);
-            if (max >= 0 && used >= 0) take(best, source, size, max - (used - cache), "cgroup memory.max");
+            if (max >= 0 && used >= 0)
+                take(best, source, size, max - (used - cache), "cgroup memory.max");
             char *slash = strrchr(folder, '/');
             if (!slash || strlen(folder) <= strlen(roots[r])) break;
             *slash = '\0';
@@ -125,7 +127,8 @@ static void cgroup_v2(int64_t *best, char *source, size_t size) {
 static void cgroup_v1(int64_t *best, char *source, size_t size) {
     char path[1024], folder[1200], file[1300];
     if (!cgroup_path("memory", path, sizeof path)) return;
-    if (!cgroup_folder("/sys/fs/cgroup/memory", path, "memory.usage_in_bytes", folder, sizeof folder))
+    if (!cgroup_folder("/sys/fs/cgroup/memory", path, "memory.usage_in_bytes", folder,
+                       sizeof folder))
         return;
     snprintf(file, sizeof file, "%s/memory.stat", folder);
     int64_t limit = read_field(file, "hierarchical_memory_limit"); /* the tightest above too */
@@ -151,7 +154,9 @@ int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size
     int64_t best = -1;
     const int64_t available = read_field("/proc/meminfo", "MemAvailable"),
                   swap = read_field("/proc/meminfo", "SwapFree");
-    if (available >= 0) take(&best, source, source_size, 1024 * (available + (swap > 0 ? swap : 0)), "MemAvailable");
+    if (available >= 0)
+        take(&best, source, source_size, 1024 * (available + (swap > 0 ? swap : 0)),
+             "MemAvailable");
     cgroup_v2(&best, source, source_size);
     cgroup_v1(&best, source, source_size);
     if (best >= 0 && ranks_on_node > 1) { /* the node's memory, shared by its ranks */
@@ -168,7 +173,8 @@ int64_t pmoe_host_memory_available(int threads, char *source, size_t source_size
         const int64_t later = (int64_t)(threads > 0 ? threads : 1) * (200 << 20);
         const int64_t size = read_field("/proc/self/status", "VmSize");
         if (size >= 0)
-            take(&best, source, source_size, (int64_t)as.rlim_cur - 1024 * size - later, "ulimit -v");
+            take(&best, source, source_size, (int64_t)as.rlim_cur - 1024 * size - later,
+                 "ulimit -v");
     }
     return best;
 }

@@ -11,10 +11,26 @@
 #endif
 
 static const char *const NAMES[PMOE_T_COUNT] = {
-    "data",        "patch_extract", "gate_topl",    "dispatch",  "experts_forward",
-    "combine",     "loss",          "combine_backward", "experts_backward", "gate_topl_backward",
-    "nonfinite_check", "optimizer", "exchange",     "exchange_back", "exchange_backward",
-    "all_reduce",  "layers_forward", "layers_backward", "checkpoint", "eval",
+    "data",
+    "patch_extract",
+    "gate_topl",
+    "dispatch",
+    "experts_forward",
+    "combine",
+    "loss",
+    "combine_backward",
+    "experts_backward",
+    "gate_topl_backward",
+    "nonfinite_check",
+    "optimizer",
+    "exchange",
+    "exchange_back",
+    "exchange_backward",
+    "all_reduce",
+    "layers_forward",
+    "layers_backward",
+    "checkpoint",
+    "eval",
 };
 
 /* Distinct colours per phase, for the Nsight timeline. */

@@ -21,26 +21,26 @@
 #include <stdint.h>
 
 typedef enum pmoe_phase_id {
-    PMOE_T_DATA,        /* composing the batch and copying it in */
-    PMOE_T_PATCH,       /* patch extraction */
-    PMOE_T_GATE,        /* router scores, top-l, gate values */
-    PMOE_T_DISPATCH,    /* gathering each expert's patches */
-    PMOE_T_EXPERTS,     /* the experts' forward */
-    PMOE_T_COMBINE,     /* combine with the output weights */
-    PMOE_T_LOSS,        /* loss and its gradient */
+    PMOE_T_DATA,     /* composing the batch and copying it in */
+    PMOE_T_PATCH,    /* patch extraction */
+    PMOE_T_GATE,     /* router scores, top-l, gate values */
+    PMOE_T_DISPATCH, /* gathering each expert's patches */
+    PMOE_T_EXPERTS,  /* the experts' forward */
+    PMOE_T_COMBINE,  /* combine with the output weights */
+    PMOE_T_LOSS,     /* loss and its gradient */
     PMOE_T_COMBINE_BWD,
     PMOE_T_EXPERTS_BWD,
     PMOE_T_GATE_BWD,
-    PMOE_T_GUARD,       /* the non-finite check of the gradients */
+    PMOE_T_GUARD, /* the non-finite check of the gradients */
     PMOE_T_OPTIMIZER,
-    PMOE_T_EXCHANGE,    /* expert parallelism: patches to the experts' ranks */
-    PMOE_T_EXCHANGE_BACK,   /* the experts' outputs back to the samples' ranks */
-    PMOE_T_EXCHANGE_BWD,    /* the outputs' gradients to the experts' ranks */
-    PMOE_T_ALL_REDUCE,  /* replicated parameters' gradients (and the loss's logits) */
-    PMOE_T_LAYERS,      /* deep models: the dense layers' forward (convolutions, batch norm, ...) */
-    PMOE_T_LAYERS_BWD,  /* and their backward */
+    PMOE_T_EXCHANGE,      /* expert parallelism: patches to the experts' ranks */
+    PMOE_T_EXCHANGE_BACK, /* the experts' outputs back to the samples' ranks */
+    PMOE_T_EXCHANGE_BWD,  /* the outputs' gradients to the experts' ranks */
+    PMOE_T_ALL_REDUCE,    /* replicated parameters' gradients (and the loss's logits) */
+    PMOE_T_LAYERS,     /* deep models: the dense layers' forward (convolutions, batch norm, ...) */
+    PMOE_T_LAYERS_BWD, /* and their backward */
     PMOE_T_CHECKPOINT,
-    PMOE_T_EVAL,        /* test-set evaluation, as one phase */
+    PMOE_T_EVAL, /* test-set evaluation, as one phase */
     PMOE_T_COUNT
 } pmoe_phase_id;
 
@@ -71,9 +71,9 @@ typedef struct pmoe_phase_timer {
     void *wait_ctx;
     /* With a device clock (NULL: the host clock, after wait): */
     const pmoe_device_clock *clock;
-    int open_mark;                /* the current phase's starting mark */
-    int marks;                    /* marks taken since the clock's last reset */
-    int spans;                    /* intervals recorded, not yet read */
+    int open_mark; /* the current phase's starting mark */
+    int marks;     /* marks taken since the clock's last reset */
+    int spans;     /* intervals recorded, not yet read */
     int span_phase[PMOE_TIMER_SPANS], span_from[PMOE_TIMER_SPANS], span_to[PMOE_TIMER_SPANS];
 } pmoe_phase_timer;
 

@@ -22,8 +22,8 @@ uint64_t pmoe_rng_bits(uint64_t seed, uint64_t stream, uint64_t counter);
 pmoe_rng pmoe_rng_make(uint64_t seed, uint64_t stream);
 
 /* Pure accessors at an explicit counter (thread safe). */
-double pmoe_rng_uniform_at(const pmoe_rng *r, uint64_t counter);   /* [0, 1) */
-double pmoe_rng_normal_at(const pmoe_rng *r, uint64_t counter);    /* N(0, 1) */
+double pmoe_rng_uniform_at(const pmoe_rng *r, uint64_t counter); /* [0, 1) */
+double pmoe_rng_normal_at(const pmoe_rng *r, uint64_t counter);  /* N(0, 1) */
 
 /* Sequential helpers: draw at r->counter and advance it. */
 uint64_t pmoe_rng_next_bits(pmoe_rng *r);

@@ -28,7 +28,8 @@ static char *build_header(const pmoe_st_entry *t, int count, const pmoe_st_meta 
     if (!root) return NULL;
     if (meta_count > 0) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; m && i < meta_count; i++) cJSON_AddStringToObject(m, meta[i].key, meta[i].value);
+        for (int i = 0; m && i < meta_count; i++)
+            cJSON_AddStringToObject(m, meta[i].key, meta[i].value);
     }
     int64_t offset = 0;
     for (int i = 0; i < count; i++) {
@@ -57,7 +58,8 @@ static char *build_header(const pmoe_st_entry *t, int count, const pmoe_st_meta 
 pmoe_status pmoe_safetensors_write(const char *path, const pmoe_st_entry *tensors, int tensor_count,
                                    const pmoe_st_meta *meta, int meta_count, pmoe_error *err) {
     if (!host_is_little_endian())
-        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "safetensors: big-endian hosts are not supported");
+        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                         "safetensors: big-endian hosts are not supported");
     int64_t data_bytes = 0;
     char *header = build_header(tensors, tensor_count, meta, meta_count, &data_bytes, err);
     if (!header) return PMOE_ERR_OOM;
@@ -162,8 +164,10 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
     memset(out, 0, sizeof *out);
     snprintf(out->origin, sizeof out->origin, "%s", origin);
     if (!host_is_little_endian())
-        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, "safetensors: big-endian hosts are not supported");
-    if (size < 8) return bad(err, origin, (int64_t)size, "file too short for the 8-byte header length");
+        return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
+                         "safetensors: big-endian hosts are not supported");
+    if (size < 8)
+        return bad(err, origin, (int64_t)size, "file too short for the 8-byte header length");
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)bytes[i] << (8 * i);
     if (header_len > HEADER_LIMIT)
@@ -219,12 +223,14 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
         }
         if (strcmp(e->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(e)) {
-                s = bad(err, origin, entry_offset(text, e->string), "__metadata__ is not an object");
+                s = bad(err, origin, entry_offset(text, e->string),
+                        "__metadata__ is not an object");
                 break;
             }
             for (cJSON *m = e->child; !s && m; m = m->next) {
                 if (!cJSON_IsString(m) || !m->string) {
-                    snprintf(what, sizeof what, "metadata '%.100s' is not a string", m->string ? m->string : "");
+                    snprintf(what, sizeof what, "metadata '%.100s' is not a string",
+                             m->string ? m->string : "");
                     s = bad(err, origin, m->string ? entry_offset(text, m->string) : 8, what);
                     break;
                 }
@@ -234,7 +240,10 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
                     if (k) out->meta_keys = k;
                     char **v = realloc(out->meta_values, (size_t)cap * sizeof(char *));
                     if (v) out->meta_values = v;
-                    if (!k || !v) { s = pmoe_fail(err, PMOE_ERR_OOM, "%s: metadata", origin); break; }
+                    if (!k || !v) {
+                        s = pmoe_fail(err, PMOE_ERR_OOM, "%s: metadata", origin);
+                        break;
+                    }
                     meta_cap = cap;
                 }
                 out->meta_keys[out->meta_count] = strdup(m->string);
@@ -295,9 +304,10 @@ pmoe_status pmoe_safetensors_parse(const uint8_t *bytes, size_t size, const char
             !as_count(cJSON_GetArrayItem(offs, 0), &begin) ||
             !as_count(cJSON_GetArrayItem(offs, 1), &end) || begin > end || end > data_size ||
             end - begin != 4 * count || begin % 4 != 0) {
-            snprintf(what, sizeof what,
-                     "tensor '%s': data_offsets must span 4 x %lld bytes inside the %lld data bytes",
-                     e->string, (long long)count, (long long)data_size);
+            snprintf(
+                what, sizeof what,
+                "tensor '%s': data_offsets must span 4 x %lld bytes inside the %lld data bytes",
+                e->string, (long long)count, (long long)data_size);
             s = bad(err, origin, at, what);
             break;
         }
@@ -325,8 +335,9 @@ pmoe_status pmoe_safetensors_read(const char *path, pmoe_st_file *out, pmoe_erro
     }
     size_t got = fread(bytes, 1, size, f);
     fclose(f);
-    pmoe_status s = got == size ? pmoe_safetensors_parse(bytes, size, path, out, err)
-                                : pmoe_fail(err, PMOE_ERR_IO, "%s: read %zu of %zu bytes", path, got, size);
+    pmoe_status s = got == size
+                        ? pmoe_safetensors_parse(bytes, size, path, out, err)
+                        : pmoe_fail(err, PMOE_ERR_IO, "%s: read %zu of %zu bytes", path, got, size);
     free(bytes);
     return s;
 }

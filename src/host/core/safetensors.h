@@ -37,8 +37,8 @@ typedef struct pmoe_st_tensor { /* a tensor found in a file */
     char name[PMOE_ST_MAX_NAME];
     int ndim;
     int64_t shape[PMOE_ST_MAX_DIMS];
-    int64_t count;        /* elements */
-    const float *data;    /* into the file's buffer (suitably aligned copy) */
+    int64_t count;     /* elements */
+    const float *data; /* into the file's buffer (suitably aligned copy) */
 } pmoe_st_tensor;
 
 typedef struct pmoe_st_file {
@@ -47,7 +47,7 @@ typedef struct pmoe_st_file {
     int tensor_count;
     char **meta_keys, **meta_values;
     int meta_count;
-    float *data;          /* all tensor data, 4-byte aligned */
+    float *data; /* all tensor data, 4-byte aligned */
     int64_t data_bytes;
 } pmoe_st_file;
 

@@ -34,9 +34,9 @@ typedef struct pmoe_mem_stats {
     int64_t peak_bytes;
     int64_t allocations; /* live allocations */
     /* Where the backend's memory is the host's (CPU): */
-    int64_t limit_bytes; /* > 0: refuse to go beyond (the host memory available at start) */
+    int64_t limit_bytes;   /* > 0: refuse to go beyond (the host memory available at start) */
     char limit_source[64]; /* what set the limit (core/host_memory.h) */
-    int64_t held_bytes;  /* host memory taken for a while outside the allocator (an init
+    int64_t held_bytes;    /* host memory taken for a while outside the allocator (an init
                             buffer): counted against the limit, not in the peak */
 } pmoe_mem_stats;
 

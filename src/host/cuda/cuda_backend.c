@@ -101,11 +101,13 @@ static void explain_no_device(cudaError_t e, char *why, size_t why_size) {
     else if (de == cudaSuccess && driver == 0)
         snprintf(why, why_size,
                  "no NVIDIA driver is installed (cudaDriverGetVersion gives 0; "
-                 "cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+                 "cudaGetDeviceCount: %s)",
+                 cudaGetErrorString(e));
     else if (e == cudaErrorInsufficientDriver || (de == cudaSuccess && driver < runtime))
         snprintf(why, why_size,
                  "the NVIDIA driver is too old: it supports CUDA %s, this build needs CUDA %s "
-                 "(cudaGetDeviceCount: %s)", have, need, cudaGetErrorString(e));
+                 "(cudaGetDeviceCount: %s)",
+                 have, need, cudaGetErrorString(e));
     else if (e == cudaErrorNoDevice)
         snprintf(why, why_size, "no CUDA device: the NVIDIA driver (CUDA %s) finds no GPU (%s)",
                  have, cudaGetErrorString(e));
@@ -164,8 +166,8 @@ static void cuda_gemm_as(cuda_context *c, int precision, int trans_a, int trans_
                          float beta, float *cm, int64_t ldc, int64_t stride_c, int64_t batch) {
     if (c->error.code) return; /* a failed context runs nothing more */
     if (m <= 0 || n <= 0 || batch <= 0) return;
-    const cublasMath_t math =
-        precision == PMOE_PRECISION_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH;
+    const cublasMath_t math = precision == PMOE_PRECISION_FP32 ? CUBLAS_DEFAULT_MATH
+                                                               : CUBLAS_TF32_TENSOR_OP_MATH;
     if (c->blas_math != (int)math) {
         PMOE_CUBLAS_CHECK(c, cublasSetMathMode(c->blas, math));
         if (c->error.code) return;
@@ -177,16 +179,15 @@ static void cuda_gemm_as(cuda_context *c, int precision, int trans_a, int trans_
         float *room = cuda_scratch(c, na + nb);
         if (!room) return;
         PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(na, a, room, PMOE_PRECISION_BF16, c->stream));
-        PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(nb, b, room + na, PMOE_PRECISION_BF16,
-                                                 c->stream));
+        PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(nb, b, room + na, PMOE_PRECISION_BF16, c->stream));
         if (c->error.code) return;
         a = room;
         b = room + na;
     }
-    PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(
-                             c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
-                             stride_b, a, lda, stride_a, &beta, cm, ldc, stride_c, batch));
+    PMOE_CUBLAS_CHECK(c, cublasSgemmStridedBatched_64(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                      trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                                      &alpha, b, ldb, stride_b, a, lda, stride_a,
+                                                      &beta, cm, ldc, stride_c, batch));
 }
 
 static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
@@ -199,12 +200,11 @@ static void cuda_gemm(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int
 }
 
 static void cuda_gemm_float32(pmoe_backend *be, int trans_a, int trans_b, int64_t m, int64_t n,
-                              int64_t k, float alpha, const float *a, int64_t lda,
-                              int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
-                              float beta, float *cm, int64_t ldc, int64_t stride_c,
-                              int64_t batch) {
-    cuda_gemm_as(cuda_context_of(be), PMOE_PRECISION_FP32, trans_a, trans_b, m, n, k, alpha, a,
-                 lda, stride_a, b, ldb, stride_b, beta, cm, ldc, stride_c, batch);
+                              int64_t k, float alpha, const float *a, int64_t lda, int64_t stride_a,
+                              const float *b, int64_t ldb, int64_t stride_b, float beta, float *cm,
+                              int64_t ldc, int64_t stride_c, int64_t batch) {
+    cuda_gemm_as(cuda_context_of(be), PMOE_PRECISION_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,
+                 stride_a, b, ldb, stride_b, beta, cm, ldc, stride_c, batch);
 }
 
 static void cuda_patch_extract_forward(pmoe_backend *be, const pmoe_patch_shape *s,
@@ -228,16 +228,16 @@ static void cuda_gate_topl_forward(pmoe_backend *be, const pmoe_route_shape *s,
                                    int32_t *selected, float *gate) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_forward(s->batch, s->patches, s->dim, s->experts,
-                                                  s->topl, (int)s->gate, patches, router_w,
-                                                  scores, selected, gate, c->stream));
+    PMOE_KERNEL_CHECK(c, pmoe_k_gate_topl_forward(s->batch, s->patches, s->dim, s->experts, s->topl,
+                                                  (int)s->gate, patches, router_w, scores, selected,
+                                                  gate, c->stream));
 }
 
 static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                     const float *patches, const float *router_w,
-                                    const float *scores, const int32_t *selected,
-                                    const float *gate, const float *dgate, float *dscores,
-                                    float *drouter_w, float *dpatches) {
+                                    const float *scores, const int32_t *selected, const float *gate,
+                                    const float *dgate, float *dscores, float *drouter_w,
+                                    float *dpatches) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     const int64_t rows = s->batch * s->patches;
@@ -247,15 +247,15 @@ static void cuda_gate_topl_backward(pmoe_backend *be, const pmoe_route_shape *s,
                                                           dgate, dscores, c->stream));
     /* drouter_w (k x d) = dscores^T (k x B n) patches (B n x d) */
     if (drouter_w) /* the router stays float32 at every train.precision */
-        cuda_gemm_float32(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f,
-                          drouter_w, d, 0, 1);
+        cuda_gemm_float32(be, 1, 0, k, d, rows, 1.0f, dscores, k, 0, patches, d, 0, 0.0f, drouter_w,
+                          d, 0, 1);
     if (dpatches) /* dpatches (B n x d) += dscores (B n x k) router_w (k x d) */
-        cuda_gemm_float32(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f,
-                          dpatches, d, 0, 1);
+        cuda_gemm_float32(be, 0, 0, rows, d, k, 1.0f, dscores, k, 0, router_w, d, 0, 1.0f, dpatches,
+                          d, 0, 1);
 }
 
-static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s,
-                                 const float *patches, const int32_t *selected, float *expert_in) {
+static void cuda_dispatch_gather(pmoe_backend *be, const pmoe_route_shape *s, const float *patches,
+                                 const int32_t *selected, float *expert_in) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_dispatch_gather(s->batch, s->patches, s->dim, s->experts, s->topl,
@@ -279,8 +279,8 @@ static void cuda_expert_forward(pmoe_backend *be, int experts, int64_t rows, int
     /* hidden[s] (rows x h) = expert_in[s] (rows x d) W_s^T (d x h), for all s at once */
     cuda_gemm(be, 0, 1, rows, hidden, dim, 1.0f, expert_in, dim, rows * dim, expert_w, dim,
               (int64_t)hidden * dim, 0.0f, hidden_out, hidden, rows * hidden, experts);
-    PMOE_KERNEL_CHECK(c, pmoe_k_relu_forward((int64_t)experts * rows * hidden, hidden_out,
-                                             c->stream));
+    PMOE_KERNEL_CHECK(c,
+                      pmoe_k_relu_forward((int64_t)experts * rows * hidden, hidden_out, c->stream));
 }
 
 static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, int dim, int hidden,
@@ -289,8 +289,8 @@ static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, in
                                  float *dexpert_in) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_relu_backward((int64_t)experts * rows * hidden, hidden_out,
-                                              dhidden, c->stream));
+    PMOE_KERNEL_CHECK(
+        c, pmoe_k_relu_backward((int64_t)experts * rows * hidden, hidden_out, dhidden, c->stream));
     /* dW_s (h x d) = dpre_s^T (h x rows) expert_in[s] (rows x d) */
     cuda_gemm(be, 1, 0, hidden, dim, rows, 1.0f, dhidden, hidden, rows * hidden, expert_in, dim,
               rows * dim, 0.0f, dexpert_w, dim, (int64_t)hidden * dim, experts);
@@ -299,25 +299,23 @@ static void cuda_expert_backward(pmoe_backend *be, int experts, int64_t rows, in
                   (int64_t)hidden * dim, 0.0f, dexpert_in, dim, rows * dim, experts);
 }
 
-static void cuda_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s,
-                                 const float *hidden, const float *gate, const float *out_w,
-                                 float *logits) {
+static void cuda_combine_forward(pmoe_backend *be, const pmoe_combine_shape *s, const float *hidden,
+                                 const float *gate, const float *out_w, float *logits) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_combine_forward(s->batch, s->experts, s->topl, s->hidden,
-                                                s->classes, hidden, gate, out_w, logits,
-                                                c->stream));
+    PMOE_KERNEL_CHECK(c,
+                      pmoe_k_combine_forward(s->batch, s->experts, s->topl, s->hidden, s->classes,
+                                             hidden, gate, out_w, logits, c->stream));
 }
 
 static void cuda_combine_backward(pmoe_backend *be, const pmoe_combine_shape *s,
                                   const float *dlogits, const float *hidden, const float *gate,
-                                  const float *out_w, float *dhidden, float *dgate,
-                                  float *dout_w) {
+                                  const float *out_w, float *dhidden, float *dgate, float *dout_w) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_combine_backward(s->batch, s->experts, s->topl, s->hidden,
-                                                 s->classes, dlogits, hidden, gate, out_w,
-                                                 dhidden, dgate, dout_w, c->stream));
+                                                 s->classes, dlogits, hidden, gate, out_w, dhidden,
+                                                 dgate, dout_w, c->stream));
 }
 
 static void cuda_loss_forward_backward(pmoe_backend *be, pmoe_loss_kind kind, int64_t batch,
@@ -343,8 +341,8 @@ static void cuda_sgd_update(pmoe_backend *be, int64_t count, float *param, const
                             const int32_t *skip) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum,
-                                           weight_decay, skip, c->stream));
+    PMOE_KERNEL_CHECK(c, pmoe_k_sgd_update(count, param, grad, velocity, lr, momentum, weight_decay,
+                                           skip, c->stream));
 }
 
 static void cuda_nonfinite_guard(pmoe_backend *be, int arrays, const float *const *x,
@@ -352,8 +350,8 @@ static void cuda_nonfinite_guard(pmoe_backend *be, int arrays, const float *cons
                                  int32_t *verdict) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_nonfinite_guard(arrays, x, count, step, hold, guard, verdict,
-                                                c->stream));
+    PMOE_KERNEL_CHECK(
+        c, pmoe_k_nonfinite_guard(arrays, x, count, step, hold, guard, verdict, c->stream));
 }
 
 /* ---- deep-model layers: convolution through cuDNN (cuda_conv.c), the
@@ -378,10 +376,10 @@ static void cuda_conv2d_forward(pmoe_backend *be, const pmoe_conv_shape *s, cons
     record_conv(c, pmoe_cuda_conv_forward(be, s, x, w, y, &err), &err);
     if (c->error.code) return;
     if (bias)
-        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(
-                                 s->batch, s->out_channels,
-                                 (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s), bias,
-                                 y, c->stream));
+        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_forward(s->batch, s->out_channels,
+                                                         (int64_t)pmoe_conv_out_height(s) *
+                                                             pmoe_conv_out_width(s),
+                                                         bias, y, c->stream));
 }
 
 /* dbias and dw are overwritten, dx accumulates (cuDNN's beta = 1). */
@@ -393,30 +391,28 @@ static void cuda_conv2d_backward(pmoe_backend *be, const pmoe_conv_shape *s, con
     const int K = s->out_channels;
     if (s->batch == 0) { /* empty sums */
         if (dw)
-            PMOE_KERNEL_CHECK(c, pmoe_k_fill((int64_t)K * s->in_channels * s->kernel_h *
-                                                 s->kernel_w,
-                                             dw, 0.0f, c->stream));
+            PMOE_KERNEL_CHECK(c,
+                              pmoe_k_fill((int64_t)K * s->in_channels * s->kernel_h * s->kernel_w,
+                                          dw, 0.0f, c->stream));
         if (dbias) PMOE_KERNEL_CHECK(c, pmoe_k_fill(K, dbias, 0.0f, c->stream));
         return;
     }
     pmoe_error err = {PMOE_OK, ""};
     if (dbias)
-        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(
-                                 s->batch, K,
-                                 (int64_t)pmoe_conv_out_height(s) * pmoe_conv_out_width(s), dy,
-                                 dbias, c->stream));
+        PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(s->batch, K,
+                                                          (int64_t)pmoe_conv_out_height(s) *
+                                                              pmoe_conv_out_width(s),
+                                                          dy, dbias, c->stream));
     if (c->error.code) return;
     if (dw) record_conv(c, pmoe_cuda_conv_backward_filter(be, s, x, dy, dw, &err), &err);
     if (c->error.code) return;
-    if (dx)
-        record_conv(c, pmoe_cuda_conv_backward_data_accumulate(be, s, dy, w, dx, &err), &err);
+    if (dx) record_conv(c, pmoe_cuda_conv_backward_data_accumulate(be, s, dy, w, dx, &err), &err);
 }
 
 static void cuda_batchnorm_forward_train(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
                                          const float *gamma, const float *beta, float *y,
-                                         float *save_mean, float *save_invstd,
-                                         float *running_mean, float *running_var,
-                                         float momentum) {
+                                         float *save_mean, float *save_invstd, float *running_mean,
+                                         float *running_var, float momentum) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     float *partials =
@@ -434,9 +430,9 @@ static void cuda_batchnorm_forward_eval(pmoe_backend *be, const pmoe_bn_shape *s
                                         float *y) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps,
-                                                       x, gamma, beta, running_mean, running_var,
-                                                       y, c->stream));
+    PMOE_KERNEL_CHECK(c, pmoe_k_batchnorm_forward_eval(s->batch, s->channels, s->spatial, s->eps, x,
+                                                       gamma, beta, running_mean, running_var, y,
+                                                       c->stream));
 }
 
 static void cuda_batchnorm_backward(pmoe_backend *be, const pmoe_bn_shape *s, const float *x,
@@ -480,8 +476,8 @@ static void cuda_avgpool_forward(pmoe_backend *be, int64_t rows, int64_t spatial
     PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_forward(rows, spatial, x, y, c->stream));
 }
 
-static void cuda_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial,
-                                  const float *dy, float *dx) {
+static void cuda_avgpool_backward(pmoe_backend *be, int64_t rows, int64_t spatial, const float *dy,
+                                  float *dx) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_avgpool_backward(rows, spatial, dy, dx, c->stream));
@@ -498,8 +494,8 @@ static void cuda_channel_bias_backward(pmoe_backend *be, int64_t batch, int chan
                                        int64_t spatial, const float *dy, float *dbias) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_channel_bias_backward(batch, channels, spatial, dy, dbias,
-                                                      c->stream));
+    PMOE_KERNEL_CHECK(c,
+                      pmoe_k_channel_bias_backward(batch, channels, spatial, dy, dbias, c->stream));
 }
 
 static void cuda_moe_scatter_forward(pmoe_backend *be, const pmoe_scatter_shape *s,
@@ -518,15 +514,13 @@ static void cuda_moe_scatter_backward(pmoe_backend *be, const pmoe_scatter_shape
                                       float *dexpert_out, float *dgate) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_backward(s->batch, s->patches, s->experts, s->topl,
-                                                     s->expert_dim, dout_patches, expert_out,
-                                                     selected, gate, dexpert_out, dgate,
-                                                     c->stream));
+    PMOE_KERNEL_CHECK(c, pmoe_k_moe_scatter_backward(
+                             s->batch, s->patches, s->experts, s->topl, s->expert_dim, dout_patches,
+                             expert_out, selected, gate, dexpert_out, dgate, c->stream));
 }
 
 static void cuda_moe_position_weights(pmoe_backend *be, const pmoe_route_shape *s,
-                                      const int32_t *selected, const float *gate,
-                                      float *weights) {
+                                      const int32_t *selected, const float *gate, float *weights) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_moe_position_weights(s->batch, s->patches, s->experts, s->topl,
@@ -556,9 +550,9 @@ static void cuda_patch_scale_backward(pmoe_backend *be, const pmoe_patch_shape *
                                       float *dx, float *dweight) {
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
-    PMOE_KERNEL_CHECK(c, pmoe_k_patch_scale_backward(s->batch, s->channels, s->height, s->width,
-                                                     s->patch, weight, x, dy, dx, dweight,
-                                                     c->stream));
+    PMOE_KERNEL_CHECK(c,
+                      pmoe_k_patch_scale_backward(s->batch, s->channels, s->height, s->width,
+                                                  s->patch, weight, x, dy, dx, dweight, c->stream));
 }
 
 static void cuda_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, int channels,
@@ -567,8 +561,7 @@ static void cuda_channel_copy(pmoe_backend *be, int64_t batch, int64_t spatial, 
     cuda_context *c = cuda_context_of(be);
     if (c->error.code) return;
     PMOE_KERNEL_CHECK(c, pmoe_k_channel_copy(batch, spatial, channels, src, src_channels,
-                                             src_offset, dst, dst_channels, dst_offset,
-                                             c->stream));
+                                             src_offset, dst, dst_channels, dst_offset, c->stream));
 }
 
 static const pmoe_ops CUDA_OPS = {
@@ -651,7 +644,8 @@ static pmoe_status cuda_copy_in(pmoe_backend *be, void *dst, const void *host_sr
     cuda_context *c = cuda_context_of(be);
     if (!bytes) return PMOE_OK;
     if (!c->error.code)
-        PMOE_CUDA_CHECK(c, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
+        PMOE_CUDA_CHECK(c,
+                        cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
     if (c->error.code) {
         if (err) *err = c->error;
         return c->error.code;
@@ -663,7 +657,8 @@ static pmoe_status cuda_copy_out(pmoe_backend *be, void *host_dst, const void *s
                                  pmoe_error *err) {
     cuda_context *c = cuda_context_of(be);
     if (bytes && !c->error.code)
-        PMOE_CUDA_CHECK(c, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+        PMOE_CUDA_CHECK(c,
+                        cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
     if (c->error.code) {
         if (err) *err = c->error;
@@ -772,8 +767,8 @@ pmoe_status pmoe_cuda_backend_create(int device, pmoe_backend **out, pmoe_error 
     /* The host side (init buffers, staging for batches and gradients) is
      * weighed like the CPU backend's memory, so a host that cannot hold it
      * refuses with a line rather than being killed as the pages fill. */
-    const int64_t host_available =
-        pmoe_host_memory_available(1, c->be.host_mem.limit_source, sizeof c->be.host_mem.limit_source);
+    const int64_t host_available = pmoe_host_memory_available(1, c->be.host_mem.limit_source,
+                                                              sizeof c->be.host_mem.limit_source);
     c->be.host_mem.limit_bytes = host_available == 0 ? 1 : host_available; /* -1: no limit */
     c->be.set_precision = cuda_set_precision;
     c->blas_math = (int)CUBLAS_DEFAULT_MATH;

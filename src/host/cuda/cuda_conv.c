@@ -47,8 +47,8 @@ typedef struct conv_plan {
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
     conv_direction direction[DIRECTIONS];
-    int listed[DIRECTIONS]; /* how many algorithms the heuristics returned */
-    int ready;              /* candidates listed and workspace allocated */
+    int listed[DIRECTIONS];   /* how many algorithms the heuristics returned */
+    int ready;                /* candidates listed and workspace allocated */
     cudnnMathType_t math_set; /* the math type set on conv now */
     struct conv_plan *next;
 } conv_plan;
@@ -61,8 +61,8 @@ struct cuda_conv_state {
     size_t workspace_bytes;
 };
 
-#define CUDNN_FAIL(err, ctx, status, call)                                                    \
-    pmoe_fail((err), PMOE_ERR_INTERNAL, "%s: %s failed: %s at %s:%d", (ctx)->name, call,     \
+#define CUDNN_FAIL(err, ctx, status, call)                                                         \
+    pmoe_fail((err), PMOE_ERR_INTERNAL, "%s: %s failed: %s at %s:%d", (ctx)->name, call,           \
               cudnnGetErrorString(status), __FILE__, __LINE__)
 
 int pmoe_cuda_conv_built(void) { return 1; }
@@ -137,21 +137,21 @@ static pmoe_status make_plan(cuda_context *c, cuda_conv_state *st, const pmoe_co
         pmoe_conv_out_height(s) < 1 || pmoe_conv_out_width(s) < 1)
         return pmoe_fail(err, PMOE_ERR_UNSUPPORTED,
                          "convolution shape B=%lld C=%d H=%d W=%d K=%d R=%d S=%d stride %d pad %d",
-                         (long long)s->batch, s->in_channels, s->height, s->width,
-                         s->out_channels, s->kernel_h, s->kernel_w, s->stride, s->pad);
+                         (long long)s->batch, s->in_channels, s->height, s->width, s->out_channels,
+                         s->kernel_h, s->kernel_w, s->stride, s->pad);
     conv_plan *p = calloc(1, sizeof *p);
     if (!p) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate a convolution plan");
     p->shape = *s;
     p->deterministic = st->deterministic;
     p->precision = c->precision;
     pmoe_status status = PMOE_OK;
-#define PLAN_TRY(call)                                                                        \
-    do {                                                                                      \
-        cudnnStatus_t st_ = (call);                                                           \
-        if (st_ != CUDNN_STATUS_SUCCESS) {                                                    \
-            status = CUDNN_FAIL(err, c, st_, #call);                                          \
-            goto fail;                                                                        \
-        }                                                                                     \
+#define PLAN_TRY(call)                                                                             \
+    do {                                                                                           \
+        cudnnStatus_t st_ = (call);                                                                \
+        if (st_ != CUDNN_STATUS_SUCCESS) {                                                         \
+            status = CUDNN_FAIL(err, c, st_, #call);                                               \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
     PLAN_TRY(cudnnCreateTensorDescriptor(&p->x));
     PLAN_TRY(cudnnCreateTensorDescriptor(&p->y));
@@ -159,9 +159,8 @@ static pmoe_status make_plan(cuda_context *c, cuda_conv_state *st, const pmoe_co
     PLAN_TRY(cudnnCreateConvolutionDescriptor(&p->conv));
     PLAN_TRY(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->batch,
                                         s->in_channels, s->height, s->width));
-    PLAN_TRY(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                        s->out_channels, s->in_channels, s->kernel_h,
-                                        s->kernel_w));
+    PLAN_TRY(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->out_channels,
+                                        s->in_channels, s->kernel_h, s->kernel_w));
     /* Cross-correlation, as every framework's "convolution". */
     PLAN_TRY(cudnnSetConvolution2dDescriptor(p->conv, s->pad, s->pad, s->stride, s->stride, 1, 1,
                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -260,14 +259,14 @@ static const char *algorithm_name(int direction, int algo, pmoe_conv_algo_class 
  * math is the plan's (fp32: FMA only; tf32 and bf16: FMA or tensor-op),
  * it fits WORKSPACE_LIMIT and, when asked, is deterministic. The three
  * heuristics fill structs of three types with the same fields. */
-#define KEEP_CANDIDATES(perf, returned, d, p)                                               \
-    for (int i_ = 0; i_ < (returned) && (d)->count < MAX_CANDIDATES; i_++)                  \
-        if ((perf)[i_].status == CUDNN_STATUS_SUCCESS &&                                     \
-            ((perf)[i_].mathType == CUDNN_FMA_MATH || plan_math(p) != CUDNN_FMA_MATH) &&     \
-            (perf)[i_].memory <= WORKSPACE_LIMIT &&                                          \
-            (!(p)->deterministic || (perf)[i_].determinism == CUDNN_DETERMINISTIC)) {        \
-            (d)->algo[(d)->count] = (int)(perf)[i_].algo;                                    \
-            (d)->math[(d)->count++] = (perf)[i_].mathType;                                   \
+#define KEEP_CANDIDATES(perf, returned, d, p)                                                      \
+    for (int i_ = 0; i_ < (returned) && (d)->count < MAX_CANDIDATES; i_++)                         \
+        if ((perf)[i_].status == CUDNN_STATUS_SUCCESS &&                                           \
+            ((perf)[i_].mathType == CUDNN_FMA_MATH || plan_math(p) != CUDNN_FMA_MATH) &&           \
+            (perf)[i_].memory <= WORKSPACE_LIMIT &&                                                \
+            (!(p)->deterministic || (perf)[i_].determinism == CUDNN_DETERMINISTIC)) {              \
+            (d)->algo[(d)->count] = (int)(perf)[i_].algo;                                          \
+            (d)->math[(d)->count++] = (perf)[i_].mathType;                                         \
         }
 
 /* Asks cuDNN's heuristics (no timing: the same list on every run) for the
@@ -318,8 +317,7 @@ static pmoe_status query_workspace(cuda_context *c, cuda_conv_state *st, conv_pl
     cudnnStatus_t s;
     if (direction == DIRECTION_FORWARD)
         s = cudnnGetConvolutionForwardWorkspaceSize(st->handle, p->x, p->w, p->conv, p->y,
-                                                    (cudnnConvolutionFwdAlgo_t)algo,
-                                                    &d->workspace);
+                                                    (cudnnConvolutionFwdAlgo_t)algo, &d->workspace);
     else if (direction == DIRECTION_BACKWARD_DATA)
         s = cudnnGetConvolutionBackwardDataWorkspaceSize(st->handle, p->w, p->y, p->conv, p->x,
                                                          (cudnnConvolutionBwdDataAlgo_t)algo,
@@ -336,8 +334,8 @@ static pmoe_status query_workspace(cuda_context *c, cuda_conv_state *st, conv_pl
 static void describe_shape(const conv_plan *p, char *out, size_t size) {
     const pmoe_conv_shape *s = &p->shape;
     snprintf(out, size, "conv B=%lld C=%d %dx%d K=%d %dx%d stride %d pad %d (%s)",
-             (long long)s->batch, s->in_channels, s->height, s->width, s->out_channels,
-             s->kernel_h, s->kernel_w, s->stride, s->pad, pmoe_precision_name(p->precision));
+             (long long)s->batch, s->in_channels, s->height, s->width, s->out_channels, s->kernel_h,
+             s->kernel_w, s->stride, s->pad, pmoe_precision_name(p->precision));
 }
 
 /* With PMOE_CUDNN_LOG set (not "0"), one line on stderr per layer shape,
@@ -358,8 +356,8 @@ static void log_choice(const cuda_context *c, const conv_plan *p, size_t workspa
                      algorithm_name(i, d->algo[0], &cls),
                      d->math[0] == CUDNN_FMA_MATH ? "" : " (tensor op)");
     }
-    fprintf(stderr, "pmoe: %s: cuDNN %s: %s, %s, %s; workspace %.1f KiB\n", c->name, shape,
-            part[0], part[1], part[2], workspace / 1024.0);
+    fprintf(stderr, "pmoe: %s: cuDNN %s: %s, %s, %s; workspace %.1f KiB\n", c->name, shape, part[0],
+            part[1], part[2], workspace / 1024.0);
 }
 
 /* On stderr, always: algorithms refused when called and the one that ran
@@ -403,8 +401,8 @@ static pmoe_status new_plan(cuda_context *c, cuda_conv_state *st, const pmoe_con
     return PMOE_OK;
 }
 
-static pmoe_status prepare(pmoe_backend *be, const pmoe_conv_shape *s,
-                           cuda_conv_state **st_out, conv_plan **plan_out, pmoe_error *err) {
+static pmoe_status prepare(pmoe_backend *be, const pmoe_conv_shape *s, cuda_conv_state **st_out,
+                           conv_plan **plan_out, pmoe_error *err) {
     cuda_conv_state *st = NULL;
     pmoe_status status = state_of(be, &st, err);
     if (status) return status;
@@ -438,8 +436,8 @@ static cudnnStatus_t call_cudnn(cuda_conv_state *st, conv_plan *p, int direction
                                             workspace_bytes, &beta, p->x, out);
     default:
         return cudnnConvolutionBackwardFilter(st->handle, &one, p->x, in, p->y, other, p->conv,
-                                              (cudnnConvolutionBwdFilterAlgo_t)algo,
-                                              st->workspace, workspace_bytes, &beta, p->w, out);
+                                              (cudnnConvolutionBwdFilterAlgo_t)algo, st->workspace,
+                                              workspace_bytes, &beta, p->w, out);
     }
 }
 
@@ -450,15 +448,15 @@ static cudnnStatus_t call_cudnn(cuda_conv_state *st, conv_plan *p, int direction
 static int round_inputs(cuda_context *c, const conv_plan *p, int direction, const float **in,
                         const float **other) {
     const pmoe_conv_shape *s = &p->shape;
-    const int64_t n_in =
-        direction == DIRECTION_BACKWARD_DATA ? pmoe_conv_w_count(s) : pmoe_conv_x_count(s);
-    const int64_t n_other =
-        direction == DIRECTION_FORWARD ? pmoe_conv_w_count(s) : pmoe_conv_y_count(s);
+    const int64_t n_in = direction == DIRECTION_BACKWARD_DATA ? pmoe_conv_w_count(s)
+                                                              : pmoe_conv_x_count(s);
+    const int64_t n_other = direction == DIRECTION_FORWARD ? pmoe_conv_w_count(s)
+                                                           : pmoe_conv_y_count(s);
     float *room = cuda_scratch(c, n_in + n_other);
     if (!room) return 0;
     PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(n_in, *in, room, PMOE_PRECISION_BF16, c->stream));
-    PMOE_KERNEL_CHECK(c, pmoe_k_round_floats(n_other, *other, room + n_in, PMOE_PRECISION_BF16,
-                                             c->stream));
+    PMOE_KERNEL_CHECK(
+        c, pmoe_k_round_floats(n_other, *other, room + n_in, PMOE_PRECISION_BF16, c->stream));
     *in = room;
     *other = room + n_in;
     return !c->error.code;
@@ -520,7 +518,8 @@ static pmoe_status run_direction(pmoe_backend *be, const pmoe_conv_shape *s, int
         status = query_workspace(c, st, p, direction, err);
         if (status) return status;
     }
-    cuda_record(c, PMOE_ERR_INTERNAL, "cuDNN convolution %s failed with every one of its %d "
+    cuda_record(c, PMOE_ERR_INTERNAL,
+                "cuDNN convolution %s failed with every one of its %d "
                 "candidate algorithms, the last with %s",
                 DIRECTION_NAMES[direction], d->count,
                 last == CUDNN_STATUS_SUCCESS ? "none left" : cudnnGetErrorString(last));
@@ -570,8 +569,7 @@ pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_sha
     return run_direction(be, s, DIRECTION_BACKWARD_FILTER, x, dy, 0.0f, dw, err);
 }
 
-pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,
-                                             pmoe_error *err) {
+pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic, pmoe_error *err) {
     cuda_conv_state *st = NULL;
     pmoe_status status = state_of(be, &st, err);
     if (status) return status;

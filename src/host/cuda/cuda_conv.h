@@ -53,18 +53,20 @@ pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_sha
  * of a sum); Winograd and FFT transform the operands first and differ from
  * the definition by more (cuDNN documents no bound; the conv tests hold
  * them to a looser tolerance). */
-typedef enum { PMOE_CONV_ALGO_DIRECT, PMOE_CONV_ALGO_WINOGRAD, PMOE_CONV_ALGO_FFT } pmoe_conv_algo_class;
+typedef enum {
+    PMOE_CONV_ALGO_DIRECT,
+    PMOE_CONV_ALGO_WINOGRAD,
+    PMOE_CONV_ALGO_FFT
+} pmoe_conv_algo_class;
 
 /* The algorithm a shape's direction (0 forward, 1 backward data, 2 backward
  * filter) runs now (making the shape's plan if it has none): cuDNN's name
  * ("IMPLICIT_PRECOMP_GEMM", "FFT", ...) and its class. */
 pmoe_status pmoe_cuda_conv_algorithm(pmoe_backend *be, const pmoe_conv_shape *s, int direction,
-                                     const char **name, pmoe_conv_algo_class *cls,
-                                     pmoe_error *err);
+                                     const char **name, pmoe_conv_algo_class *cls, pmoe_error *err);
 
 /* Deterministic algorithms only (1, the default) or the fastest (0); plans
  * made afterwards follow the setting. */
-pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,
-                                             pmoe_error *err);
+pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic, pmoe_error *err);
 
 #endif

@@ -6,8 +6,9 @@
 #include "cuda/cuda_conv.h"
 #include "cuda/cuda_internal.h"
 
-#define NO_CUDNN(err) \
-    pmoe_fail((err), PMOE_ERR_UNSUPPORTED, "this build has no cuDNN (set CUDNN_ROOT at configure time)")
+#define NO_CUDNN(err)                                                                              \
+    pmoe_fail((err), PMOE_ERR_UNSUPPORTED,                                                         \
+              "this build has no cuDNN (set CUDNN_ROOT at configure time)")
 
 int pmoe_cuda_conv_built(void) { return 0; }
 
@@ -36,8 +37,7 @@ pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_sha
     return NO_CUDNN(err);
 }
 
-pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,
-                                             pmoe_error *err) {
+pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic, pmoe_error *err) {
     return NO_CUDNN(err);
 }
 

@@ -21,19 +21,19 @@ typedef struct cuda_conv_state cuda_conv_state;
 #define CUDA_CLOCK_MARKS 160
 
 typedef struct cuda_context {
-    pmoe_backend be;      /* be.impl points back here */
+    pmoe_backend be; /* be.impl points back here */
     int device;
-    cudaStream_t stream;  /* every op of this backend runs on it, in order */
+    cudaStream_t stream; /* every op of this backend runs on it, in order */
     cublasHandle_t blas;
-    pmoe_error error;     /* the first failure; code PMOE_OK while none */
-    char name[160];       /* "cuda:0 (NVIDIA H200)" */
-    cuda_conv_state *conv;/* cuDNN handle, plans and workspace; made on first use */
-    pmoe_device_clock clock;                  /* be.clock: CUDA events on the stream */
-    cudaEvent_t clock_events[CUDA_CLOCK_MARKS];/* made on first use */
+    pmoe_error error;        /* the first failure; code PMOE_OK while none */
+    char name[160];          /* "cuda:0 (NVIDIA H200)" */
+    cuda_conv_state *conv;   /* cuDNN handle, plans and workspace; made on first use */
+    pmoe_device_clock clock; /* be.clock: CUDA events on the stream */
+    cudaEvent_t clock_events[CUDA_CLOCK_MARKS]; /* made on first use */
     int clock_made, clock_used;
-    int precision;        /* train.precision (pmoe_precision) */
-    int blas_math;        /* the cuBLAS math mode set on blas (a cublasMath_t) */
-    float *scratch;       /* one op's scratch (bf16's rounded inputs, batch norm's
+    int precision;  /* train.precision (pmoe_precision) */
+    int blas_math;  /* the cuBLAS math mode set on blas (a cublasMath_t) */
+    float *scratch; /* one op's scratch (bf16's rounded inputs, batch norm's
                              partials): its contents live within one op, which the
                              one stream keeps apart from the next op's */
     size_t scratch_bytes;
@@ -65,22 +65,21 @@ void cuda_upload_release(cuda_context *c);
 /* Frees the cuDNN state (cuda_conv.c, or its stub without cuDNN). */
 void cuda_conv_release(cuda_context *c);
 
-#define PMOE_CUDA_CHECK(ctx, call)                                                          \
-    do {                                                                                    \
-        cudaError_t e_ = (call);                                                            \
-        if (e_ != cudaSuccess)                                                              \
+#define PMOE_CUDA_CHECK(ctx, call)                                                                 \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
             cuda_record((ctx), e_ == cudaErrorMemoryAllocation ? PMOE_ERR_OOM : PMOE_ERR_INTERNAL, \
-                        "%s failed: %s (%s) at %s:%d", #call, cudaGetErrorName(e_),         \
-                        cudaGetErrorString(e_), __FILE__, __LINE__);                        \
+                        "%s failed: %s (%s) at %s:%d", #call, cudaGetErrorName(e_),                \
+                        cudaGetErrorString(e_), __FILE__, __LINE__);                               \
     } while (0)
 
-#define PMOE_CUBLAS_CHECK(ctx, call)                                                        \
-    do {                                                                                    \
-        cublasStatus_t s_ = (call);                                                         \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                    \
-            cuda_record((ctx), PMOE_ERR_INTERNAL, "%s failed: %s (%s) at %s:%d", #call,     \
-                        cublasGetStatusName(s_), cublasGetStatusString(s_), __FILE__,       \
-                        __LINE__);                                                          \
+#define PMOE_CUBLAS_CHECK(ctx, call)                                                               \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            cuda_record((ctx), PMOE_ERR_INTERNAL, "%s failed: %s (%s) at %s:%d", #call,            \
+                        cublasGetStatusName(s_), cublasGetStatusString(s_), __FILE__, __LINE__);   \
     } while (0)
 
 /* A launcher's failure (rc: a PMOE_KERNEL_ERR_* or a cudaError_t),
@@ -91,10 +90,10 @@ void cuda_conv_release(cuda_context *c);
  * reported as the earlier work's, never as this launch's fault. */
 void cuda_record_kernel(cuda_context *c, int rc, const char *call, const char *file, int line);
 
-#define PMOE_KERNEL_CHECK(ctx, call)                                                        \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
-        if (rc_) cuda_record_kernel((ctx), rc_, #call, __FILE__, __LINE__);                 \
+#define PMOE_KERNEL_CHECK(ctx, call)                                                               \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_) cuda_record_kernel((ctx), rc_, #call, __FILE__, __LINE__);                        \
     } while (0)
 
 #endif

@@ -50,8 +50,7 @@ pmoe_status pmoe_cuda_conv_backward_filter(pmoe_backend *be, const pmoe_conv_sha
     return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, NOT_BUILT);
 }
 
-pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic,
-                                             pmoe_error *err) {
+pmoe_status pmoe_cuda_conv_set_deterministic(pmoe_backend *be, int deterministic, pmoe_error *err) {
     return pmoe_fail(err, PMOE_ERR_UNSUPPORTED, NOT_BUILT);
 }
 

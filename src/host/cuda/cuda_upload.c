@@ -41,8 +41,10 @@ static pmoe_status pinned_alloc(pmoe_backend *be, size_t bytes, void **out, pmoe
     if (e != cudaSuccess) {
         cudaGetLastError(); /* an allocation failure is not sticky */
         *out = NULL;
-        return pmoe_fail(err, PMOE_ERR_OOM, "%s: cudaHostAlloc(%zu bytes) of pinned memory for "
-                         "the input failed: %s", c->name, bytes, cudaGetErrorString(e));
+        return pmoe_fail(err, PMOE_ERR_OOM,
+                         "%s: cudaHostAlloc(%zu bytes) of pinned memory for "
+                         "the input failed: %s",
+                         c->name, bytes, cudaGetErrorString(e));
     }
     return PMOE_OK;
 }
@@ -51,16 +53,16 @@ static void pinned_release(pmoe_backend *be, void *ptr) {
     if (ptr) PMOE_CUDA_CHECK(cuda_context_of(be), cudaFreeHost(ptr));
 }
 
-static pmoe_status upload(pmoe_backend *be, int slot, void *staging, const void *src,
-                          size_t bytes, pmoe_error *err) {
+static pmoe_status upload(pmoe_backend *be, int slot, void *staging, const void *src, size_t bytes,
+                          pmoe_error *err) {
     cuda_context *c = cuda_context_of(be);
     if (slot < 0 || slot > 1)
         return pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: upload slot %d is not 0 or 1", c->name, slot);
     if (make_stream(c, err)) return c->error.code;
     PMOE_CUDA_CHECK(c, cudaStreamWaitEvent(c->copy_stream, c->landed, 0));
     if (!c->error.code && bytes)
-        PMOE_CUDA_CHECK(c, cudaMemcpyAsync(staging, src, bytes, cudaMemcpyHostToDevice,
-                                           c->copy_stream));
+        PMOE_CUDA_CHECK(
+            c, cudaMemcpyAsync(staging, src, bytes, cudaMemcpyHostToDevice, c->copy_stream));
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaEventRecord(c->uploaded, c->copy_stream));
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaEventRecord(c->slot_read[slot], c->copy_stream));
     return c->error.code ? failed(c, err) : PMOE_OK;
@@ -73,8 +75,8 @@ static pmoe_status land(pmoe_backend *be, int count, void *const *dst, const voi
     PMOE_CUDA_CHECK(c, cudaStreamWaitEvent(c->stream, c->uploaded, 0));
     for (int i = 0; i < count && !c->error.code; i++)
         if (bytes[i])
-            PMOE_CUDA_CHECK(c, cudaMemcpyAsync(dst[i], src[i], bytes[i], cudaMemcpyDeviceToDevice,
-                                               c->stream));
+            PMOE_CUDA_CHECK(
+                c, cudaMemcpyAsync(dst[i], src[i], bytes[i], cudaMemcpyDeviceToDevice, c->stream));
     if (!c->error.code) PMOE_CUDA_CHECK(c, cudaEventRecord(c->landed, c->stream));
     return c->error.code ? failed(c, err) : PMOE_OK;
 }
@@ -86,8 +88,7 @@ static pmoe_status slot_wait(pmoe_backend *be, int slot, pmoe_error *err) {
     return c->error.code ? failed(c, err) : PMOE_OK;
 }
 
-static const pmoe_upload_ops CUDA_UPLOAD = {pinned_alloc, pinned_release, upload, land,
-                                            slot_wait};
+static const pmoe_upload_ops CUDA_UPLOAD = {pinned_alloc, pinned_release, upload, land, slot_wait};
 
 void cuda_upload_init(cuda_context *c) { c->be.upload = &CUDA_UPLOAD; }
 

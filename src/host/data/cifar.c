@@ -23,9 +23,9 @@
 
 #define CIFAR_CLASSES 10
 #define CIFAR_FILES 6 /* five training batches, one test batch */
-#define CIFAR_HINT                                                                          \
-    "get the binary version (cifar-10-binary.tar.gz) from "                                 \
-    "https://www.cs.toronto.edu/~kriz/cifar.html and set data.path to its "                 \
+#define CIFAR_HINT                                                                                 \
+    "get the binary version (cifar-10-binary.tar.gz) from "                                        \
+    "https://www.cs.toronto.edu/~kriz/cifar.html and set data.path to its "                        \
     "cifar-10-batches-bin folder"
 
 /* ---- checks shared by the in-memory parser and the file reader ---------- */
@@ -51,8 +51,8 @@ static pmoe_status check_labels(const char *origin, const uint8_t *records, int6
         const uint8_t label = records[i * PMOE_CIFAR_RECORD_BYTES];
         if (label >= CIFAR_CLASSES)
             return pmoe_fail(err, PMOE_ERR_FORMAT,
-                             "%s: offset %lld: label of record %lld is %d, expected 0..%d",
-                             origin, (long long)(i * PMOE_CIFAR_RECORD_BYTES), (long long)i, label,
+                             "%s: offset %lld: label of record %lld is %d, expected 0..%d", origin,
+                             (long long)(i * PMOE_CIFAR_RECORD_BYTES), (long long)i, label,
                              CIFAR_CLASSES - 1);
     }
     return PMOE_OK;
@@ -103,16 +103,16 @@ typedef struct cifar_file {
 
 /* Checks that every file is present and a whole number of records; the
  * message for missing files names all of them. */
-static pmoe_status survey(const char *dir, const char *const *names, int count,
-                          cifar_file *files, pmoe_error *err) {
+static pmoe_status survey(const char *dir, const char *const *names, int count, cifar_file *files,
+                          pmoe_error *err) {
     char missing[400] = "";
     int missing_count = 0;
     const char *sep = dir[0] ? "/" : "";
     for (int i = 0; i < count; i++) {
         int n = snprintf(files[i].path, sizeof files[i].path, "%s%s%s", dir, sep, names[i]);
         if (n < 0 || n >= (int)sizeof files[i].path)
-            return pmoe_fail(err, PMOE_ERR_IO, "data.path: '%s' is longer than %d characters",
-                             dir, (int)sizeof files[i].path - 20);
+            return pmoe_fail(err, PMOE_ERR_IO, "data.path: '%s' is longer than %d characters", dir,
+                             (int)sizeof files[i].path - 20);
         struct stat sb;
         if (stat(files[i].path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             size_t used = strlen(missing);
@@ -151,8 +151,7 @@ static pmoe_status read_records(const cifar_file *files, int count, int64_t want
         const int read_error = ferror(f);
         fclose(f);
         if (read_error)
-            return pmoe_fail(err, PMOE_ERR_IO, "%s: read error at offset %zu", files[i].path,
-                             got);
+            return pmoe_fail(err, PMOE_ERR_IO, "%s: read error at offset %zu", files[i].path, got);
         if (got < bytes) /* the file shrank since survey() */
             return pmoe_fail(err, PMOE_ERR_FORMAT,
                              "%s: truncated at offset %zu: expected %lld records (%zu bytes)",
@@ -205,8 +204,8 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const cifar_file *fil
     return PMOE_OK;
 }
 
-pmoe_status pmoe_cifar_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                            pmoe_dataset **test, pmoe_error *err) {
+pmoe_status pmoe_cifar_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                            pmoe_error *err) {
     /* The training files in the order their records are taken, then the test file. */
     static const char *const names[CIFAR_FILES] = {"data_batch_1.bin", "data_batch_2.bin",
                                                    "data_batch_3.bin", "data_batch_4.bin",

@@ -27,8 +27,7 @@ pmoe_status pmoe_data_malloc(void **out, int64_t count, size_t elem_size, const 
         if (s) return s;
     }
     *out = malloc(bytes ? bytes : 1);
-    if (!*out)
-        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for %s", bytes, what);
+    if (!*out) return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for %s", bytes, what);
     return PMOE_OK;
 }
 
@@ -48,8 +47,7 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
     *out = NULL;
     pmoe_dataset *ds = calloc(1, sizeof *ds);
     if (!ds)
-        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
-                         sizeof *ds);
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset", sizeof *ds);
     ds->count = count;
     ds->fit = PMOE_FIT_EXACT;
     for (int c = 0; c < 3; c++) ds->std[c] = 1.0f;
@@ -66,9 +64,9 @@ pmoe_status pmoe_dataset_alloc(int64_t count, int with_decisive, size_t impl_byt
     if (!st && impl_bytes > 0) {
         ds->impl = calloc(1, impl_bytes);
         if (!ds->impl)
-            st = pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset", impl_bytes);
-        else
-            ds->destroy = destroy;
+            st =
+                pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset", impl_bytes);
+        else ds->destroy = destroy;
     }
     if (st) {
         pmoe_dataset_free(ds);
@@ -96,8 +94,8 @@ pmoe_data_source pmoe_data_auto_source(const char *path) {
                : PMOE_DATA_SYNTHETIC;
 }
 
-pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                           pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err) {
+pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                           pmoe_data_source *chosen, pmoe_error *err) {
     *train = *test = NULL;
     pmoe_data_source source = cfg->source;
     if (source == PMOE_DATA_AUTO) source = pmoe_data_auto_source(cfg->path);

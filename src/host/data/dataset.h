@@ -21,14 +21,14 @@
 
 typedef struct pmoe_dataset pmoe_dataset;
 struct pmoe_dataset {
-    char description[128];    /* e.g. "mosaic 4x4 of fashion-mnist (1 vs 0)" */
+    char description[128]; /* e.g. "mosaic 4x4 of fashion-mnist (1 vs 0)" */
     int channels, height, width;
-    int classes;              /* 1 = binary (logistic), else the number of classes */
+    int classes; /* 1 = binary (logistic), else the number of classes */
     int64_t count;
-    int32_t *labels;          /* [count] */
-    int32_t *decisive_patch;  /* [count], or NULL when the task has none */
-    int decisive_patch_size;  /* patch size at which decisive_patch is an index */
-    int default_patch;        /* the patch size model.patch = 0 means; 0 = none */
+    int32_t *labels;         /* [count] */
+    int32_t *decisive_patch; /* [count], or NULL when the task has none */
+    int decisive_patch_size; /* patch size at which decisive_patch is an index */
+    int default_patch;       /* the patch size model.patch = 0 means; 0 = none */
     void *impl;
     /* Writes sample `index` to out[channels * height * width]. Thread safe. */
     void (*compose)(const pmoe_dataset *ds, int64_t index, float *out);
@@ -87,8 +87,8 @@ pmoe_status pmoe_synthetic_open(const pmoe_data_config *cfg, pmoe_dataset **trai
 /* The mosaic of IDX items (Fashion-MNIST or MNIST) found under cfg->path:
  * train mosaics draw items from the IDX training split, test mosaics from the
  * test split. */
-pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                             pmoe_dataset **test, pmoe_error *err);
+pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                             pmoe_error *err);
 
 /* Plain 10-class IDX classification (the first train_size / test_size images),
  * each padded with zeros, centred, to data.image_size x data.image_size when
@@ -101,8 +101,8 @@ pmoe_status pmoe_idx_dataset_open(const pmoe_data_config *cfg, pmoe_dataset **tr
  * a background of other items' fragments or Gaussian noise (data.background);
  * 10 classes, the pasted item's. Train samples draw items from the IDX
  * training split, test samples from the test split. */
-pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                            pmoe_dataset **test, pmoe_error *err);
+pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                            pmoe_error *err);
 
 /* For tests and pictures: the pasted item of noisy sample `index` (its
  * index in the split) and its top-left corner on the canvas; -1 when ds is
@@ -112,8 +112,8 @@ int pmoe_noisy_placement(const pmoe_dataset *ds, int64_t index, int *top, int *l
 /* CIFAR-10, binary version: data_batch_1.bin .. data_batch_5.bin (train, in
  * that order) and test_batch.bin under cfg->path; the first train_size /
  * test_size records, each 3 x 32 x 32 with values pixel / 255. */
-pmoe_status pmoe_cifar_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                            pmoe_dataset **test, pmoe_error *err);
+pmoe_status pmoe_cifar_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                            pmoe_error *err);
 
 /* One CIFAR-10 binary batch held in memory: count records of
  * PMOE_CIFAR_RECORD_BYTES bytes, each a label byte (0..9) then 1024 red,
@@ -136,8 +136,8 @@ void pmoe_cifar_batch_free(pmoe_cifar_batch *batch);
 /* Your own images (folder.c): cfg->path/train/<class>/ and
  * cfg->path/test/<class>/ holding PNG and JPEG files, classes sorted by
  * name; see folder.c for the rules. */
-pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                             pmoe_dataset **test, pmoe_error *err);
+pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                             pmoe_error *err);
 /* What data.source = auto means for data.path: the mosaic when the IDX
  * training images are there, else the synthetic model. */
 pmoe_data_source pmoe_data_auto_source(const char *path);
@@ -145,7 +145,7 @@ pmoe_data_source pmoe_data_auto_source(const char *path);
 /* Dispatches on cfg->source; PMOE_DATA_AUTO picks the mosaic when the IDX
  * files exist under cfg->path and the synthetic model otherwise. *chosen says
  * which source was used. */
-pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                           pmoe_dataset **test, pmoe_data_source *chosen, pmoe_error *err);
+pmoe_status pmoe_data_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                           pmoe_data_source *chosen, pmoe_error *err);
 
 #endif

@@ -78,7 +78,8 @@ static pmoe_status list_dir(const char *dir, int want_dirs, name_list *out, pmoe
         if (stat(path, &sb) != 0) continue; /* a dangling link */
         if (want_dirs ? !S_ISDIR(sb.st_mode) : !(S_ISREG(sb.st_mode) && is_image_name(e->d_name)))
             continue;
-        if (!names_add(out, e->d_name)) s = pmoe_fail(err, PMOE_ERR_OOM, "%s: out of memory listing it", dir);
+        if (!names_add(out, e->d_name))
+            s = pmoe_fail(err, PMOE_ERR_OOM, "%s: out of memory listing it", dir);
     }
     closedir(d);
     if (s) names_free(out);
@@ -115,21 +116,25 @@ static pmoe_status list_split(const char *split_dir, const name_list *classes, i
         if (!train && stat(dir, &sb) != 0) continue; /* a class with no test images */
         s = list_dir(dir, 0, &files[c], err);
         if (!s && train && files[c].count == 0)
-            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no .png or .jpg images in this class folder", dir);
+            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no .png or .jpg images in this class folder",
+                          dir);
         total += files[c].count;
         if (files[c].count > longest) longest = files[c].count;
     }
     if (!s && total == 0)
-        s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no .png or .jpg images in its class folders", split_dir);
+        s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: no .png or .jpg images in its class folders",
+                      split_dir);
     if (!s) {
         out->items = calloc((size_t)total, sizeof *out->items);
         out->paths = calloc((size_t)total, sizeof *out->paths);
-        if (!out->items || !out->paths) s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory listing %s", split_dir);
+        if (!out->items || !out->paths)
+            s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory listing %s", split_dir);
     }
     for (int i = 0; !s && i < longest; i++)
         for (int c = 0; !s && c < classes->count; c++) {
             if (i >= files[c].count) continue;
-            const size_t len = strlen(split_dir) + strlen(classes->names[c]) + strlen(files[c].names[i]) + 3;
+            const size_t len = strlen(split_dir) + strlen(classes->names[c]) +
+                               strlen(files[c].names[i]) + 3;
             char *path = malloc(len);
             if (!path) {
                 s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory listing %s", split_dir);
@@ -166,9 +171,10 @@ static pmoe_status check_test_classes(const char *test_dir, const name_list *cla
     name_list found;
     pmoe_status s = list_dir(test_dir, 1, &found, err);
     for (int i = 0; !s && i < found.count; i++)
-        if (!bsearch(&found.names[i], classes->names, (size_t)classes->count, sizeof(char *), by_name))
-            s = pmoe_fail(err, PMOE_ERR_FORMAT,
-                          "%s/%s: a test class that train/ does not have", test_dir, found.names[i]);
+        if (!bsearch(&found.names[i], classes->names, (size_t)classes->count, sizeof(char *),
+                     by_name))
+            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s/%s: a test class that train/ does not have",
+                          test_dir, found.names[i]);
     names_free(&found);
     return s;
 }
@@ -178,7 +184,8 @@ static pmoe_status give_names(pmoe_dataset *ds, const name_list *classes, pmoe_e
     for (int c = 0; ds->class_names && c < classes->count; c++)
         if (!(ds->class_names[c] = strdup(classes->names[c])))
             return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for class names");
-    return ds->class_names ? PMOE_OK : pmoe_fail(err, PMOE_ERR_OOM, "out of memory for class names");
+    return ds->class_names ? PMOE_OK
+                           : pmoe_fail(err, PMOE_ERR_OOM, "out of memory for class names");
 }
 
 static void describe(pmoe_dataset *ds, const char *path, const char *split, int classes,
@@ -187,13 +194,14 @@ static void describe(pmoe_dataset *ds, const char *path, const char *split, int 
     base = base && base[1] ? base + 1 : path;
     char extra[48] = "";
     if (skipped) snprintf(extra, sizeof extra, ", %lld bad files skipped", (long long)skipped);
-    snprintf(ds->description, sizeof ds->description, "folder %.40s/%s (%lld %dx%d %s images, %d classes%s)",
-             base, split, (long long)ds->count, ds->width, ds->height,
-             ds->channels == 3 ? "RGB" : "gray", classes, extra);
+    snprintf(ds->description, sizeof ds->description,
+             "folder %.40s/%s (%lld %dx%d %s images, %d classes%s)", base, split,
+             (long long)ds->count, ds->width, ds->height, ds->channels == 3 ? "RGB" : "gray",
+             classes, extra);
 }
 
-pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                             pmoe_dataset **test, pmoe_error *err) {
+pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                             pmoe_error *err) {
     *train = *test = NULL;
     pmoe_status s = pmoe_data_check_sizes(cfg, err);
     if (s) return s;
@@ -205,8 +213,10 @@ pmoe_status pmoe_folder_open(const pmoe_data_config *cfg, pmoe_dataset **train,
     if (s) {
         char detail[sizeof err->message];
         snprintf(detail, sizeof detail, "%s", err->message);
-        return pmoe_fail(err, s, "%s (data.source = folder reads data.path/train/<class>/*.png|*.jpg "
-                         "and data.path/test/<class>/...)", detail);
+        return pmoe_fail(err, s,
+                         "%s (data.source = folder reads data.path/train/<class>/*.png|*.jpg "
+                         "and data.path/test/<class>/...)",
+                         detail);
     }
     s = check_class_names(train_dir, &classes, err);
     if (!s) s = check_test_classes(test_dir, &classes, err);

@@ -38,8 +38,7 @@ typedef struct idx_reader {
 
 /* Reads up to n bytes into buf and sets *got; a short count means end of
  * file. Fails only on a read or decompression error. */
-static pmoe_status read_bytes(idx_reader *r, void *buf, int64_t n, int64_t *got,
-                              pmoe_error *err) {
+static pmoe_status read_bytes(idx_reader *r, void *buf, int64_t n, int64_t *got, pmoe_error *err) {
     *got = 0;
     while (*got < n) {
         int64_t chunk = n - *got;
@@ -61,8 +60,8 @@ static pmoe_status read_bytes(idx_reader *r, void *buf, int64_t n, int64_t *got,
             if (strncmp(msg, r->path, path_len) == 0 && strncmp(msg + path_len, ": ", 2) == 0)
                 msg += path_len + 2;
             return pmoe_fail(err, PMOE_ERR_FORMAT,
-                             "%s%s: gzip error: %s (reading at decompressed offset %lld)",
-                             r->path, r->kind, msg, (long long)r->offset);
+                             "%s%s: gzip error: %s (reading at decompressed offset %lld)", r->path,
+                             r->kind, msg, (long long)r->offset);
         }
     }
     return PMOE_OK;
@@ -73,16 +72,16 @@ static uint32_t big_endian_u32(const uint8_t *b) {
 }
 
 /* Reads and checks the header; fills out->ndim and out->dims and the data size. */
-static pmoe_status read_header(idx_reader *r, int expected_ndim, pmoe_idx *out,
-                               int64_t *data_bytes, pmoe_error *err) {
+static pmoe_status read_header(idx_reader *r, int expected_ndim, pmoe_idx *out, int64_t *data_bytes,
+                               pmoe_error *err) {
     uint8_t head[4 + 4 * 3];
     int64_t got;
     pmoe_status st = read_bytes(r, head, 4, &got, err);
     if (st) return st;
     if (got < 4)
         return pmoe_fail(err, PMOE_ERR_FORMAT,
-                         "%s%s: truncated at offset %lld: expected 4 bytes of IDX header",
-                         r->path, r->kind, (long long)r->offset);
+                         "%s%s: truncated at offset %lld: expected 4 bytes of IDX header", r->path,
+                         r->kind, (long long)r->offset);
     if (head[0] != 0 || head[1] != 0)
         return pmoe_fail(err, PMOE_ERR_FORMAT,
                          "%s%s: offset 0: expected IDX magic 0x00 0x00, found 0x%02x 0x%02x "
@@ -93,9 +92,8 @@ static pmoe_status read_header(idx_reader *r, int expected_ndim, pmoe_idx *out,
                          "%s%s: offset 2: expected IDX type 0x08 (unsigned byte), found 0x%02x",
                          r->path, r->kind, head[2]);
     if (head[3] != expected_ndim)
-        return pmoe_fail(err, PMOE_ERR_FORMAT,
-                         "%s%s: offset 3: expected %d dimension%s, found %d", r->path, r->kind,
-                         expected_ndim, expected_ndim == 1 ? "" : "s", head[3]);
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s%s: offset 3: expected %d dimension%s, found %d",
+                         r->path, r->kind, expected_ndim, expected_ndim == 1 ? "" : "s", head[3]);
 
     int64_t dims_bytes = 4 * (int64_t)expected_ndim;
     st = read_bytes(r, head + 4, dims_bytes, &got, err);
@@ -109,8 +107,8 @@ static pmoe_status read_header(idx_reader *r, int expected_ndim, pmoe_idx *out,
     for (int i = 0; i < expected_ndim; i++) {
         int64_t dim = big_endian_u32(head + 4 + 4 * i);
         if (dim == 0)
-            return pmoe_fail(err, PMOE_ERR_FORMAT, "%s%s: offset %d: dimension %d is 0",
-                             r->path, r->kind, 4 + 4 * i, i);
+            return pmoe_fail(err, PMOE_ERR_FORMAT, "%s%s: offset %d: dimension %d is 0", r->path,
+                             r->kind, 4 + 4 * i, i);
         /* total <= 2^31 and dim < 2^32 here, so the product cannot overflow. */
         total *= dim;
         if (total > IDX_MAX_DATA_BYTES)
@@ -128,8 +126,8 @@ static pmoe_status read_header(idx_reader *r, int expected_ndim, pmoe_idx *out,
 pmoe_status pmoe_idx_read(const char *path, int expected_ndim, pmoe_idx *out, pmoe_error *err) {
     memset(out, 0, sizeof *out);
     if (expected_ndim < 1 || expected_ndim > 3)
-        return pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: pmoe_idx_read asked for %d dimensions",
-                         path, expected_ndim);
+        return pmoe_fail(err, PMOE_ERR_INTERNAL, "%s: pmoe_idx_read asked for %d dimensions", path,
+                         expected_ndim);
     /* Opened here (a regular file, never blocking on a FIFO), then handed to
      * zlib, which also reads plain files. */
     FILE *probe = pmoe_open_regular(path, NULL, NULL, err);
@@ -166,9 +164,8 @@ pmoe_status pmoe_idx_read(const char *path, int expected_ndim, pmoe_idx *out, pm
             }
             uint8_t *bigger = realloc(idx.data, (size_t)grown);
             if (!bigger) {
-                st = pmoe_fail(err, PMOE_ERR_OOM,
-                               "%s: cannot allocate %lld bytes for the IDX data", path,
-                               (long long)grown);
+                st = pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot allocate %lld bytes for the IDX data",
+                               path, (long long)grown);
                 goto fail;
             }
             idx.data = bigger;
@@ -224,8 +221,8 @@ pmoe_status pmoe_idx_find(const char *dir, const char *base, char *out, int out_
     const char *sep = dir[0] ? "/" : "";
     int n = snprintf(out, (size_t)out_size, "%s%s%s", dir, sep, base);
     if (n < 0 || n + 3 >= out_size)
-        return pmoe_fail(err, PMOE_ERR_IO, "%s%s%s: path longer than %d characters", dir, sep,
-                         base, out_size - 4);
+        return pmoe_fail(err, PMOE_ERR_IO, "%s%s%s: path longer than %d characters", dir, sep, base,
+                         out_size - 4);
     if (is_regular_file(out)) return PMOE_OK;
     strcat(out, ".gz");
     if (is_regular_file(out)) return PMOE_OK;
@@ -238,8 +235,7 @@ pmoe_status pmoe_idx_split_load(const char *dir, const char *prefix, pmoe_idx_sp
     memset(out, 0, sizeof *out);
     char base[256];
     snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
-    pmoe_status st =
-        pmoe_idx_find(dir, base, out->images_path, (int)sizeof out->images_path, err);
+    pmoe_status st = pmoe_idx_find(dir, base, out->images_path, (int)sizeof out->images_path, err);
     if (st) return st;
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
     st = pmoe_idx_find(dir, base, out->labels_path, (int)sizeof out->labels_path, err);

@@ -15,9 +15,9 @@
 #include "pmoe/status.h"
 
 typedef struct pmoe_idx {
-    int ndim;            /* 1 or 3 */
-    int64_t dims[3];     /* dims[0] = count */
-    uint8_t *data;       /* product of dims bytes */
+    int ndim;        /* 1 or 3 */
+    int64_t dims[3]; /* dims[0] = count */
+    uint8_t *data;   /* product of dims bytes */
 } pmoe_idx;
 
 /* Reads path; gzip input is recognised by its magic bytes, not its name. */
@@ -35,8 +35,8 @@ pmoe_status pmoe_idx_find(const char *dir, const char *base, char *out, int out_
 
 /* An images file and its labels file, checked for matching counts. */
 typedef struct pmoe_idx_split {
-    pmoe_idx images; /* count x rows x cols */
-    pmoe_idx labels; /* count */
+    pmoe_idx images;                           /* count x rows x cols */
+    pmoe_idx labels;                           /* count */
     char images_path[1100], labels_path[1100]; /* the files read, for messages */
 } pmoe_idx_split;
 

@@ -17,8 +17,8 @@
 
 typedef struct idx_images {
     pmoe_idx_split split;
-    int rows, cols;  /* as stored */
-    int top, left;   /* where the stored image sits on the (padded) sample */
+    int rows, cols; /* as stored */
+    int top, left;  /* where the stored image sits on the (padded) sample */
 } idx_images;
 
 static void idx_compose(const pmoe_dataset *ds, int64_t index, float *out) {
@@ -50,15 +50,13 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
                          (long long)count);
     idx_images *m = calloc(1, sizeof *m);
     if (!m)
-        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset",
-                         sizeof *m);
+        return pmoe_fail(err, PMOE_ERR_OOM, "cannot allocate %zu bytes for a dataset", sizeof *m);
     pmoe_idx_split *split = &m->split;
     pmoe_status st = pmoe_idx_split_load(cfg->path, prefix, split, err);
     if (!st) st = pmoe_idx_check_labels(split, IDX_CLASSES, err);
     if (!st && count > split->labels.dims[0])
-        st = pmoe_fail(err, PMOE_ERR_CONFIG, "%s = %lld, but %s holds only %lld images",
-                       size_key, (long long)count, split->images_path,
-                       (long long)split->labels.dims[0]);
+        st = pmoe_fail(err, PMOE_ERR_CONFIG, "%s = %lld, but %s holds only %lld images", size_key,
+                       (long long)count, split->images_path, (long long)split->labels.dims[0]);
     if (!st && split->images.dims[1] * split->images.dims[2] > INT32_MAX)
         st = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: images of %lld x %lld pixels are too large",
                        split->images_path, (long long)split->images.dims[1],
@@ -107,8 +105,8 @@ pmoe_status pmoe_idx_dataset_open(const pmoe_data_config *cfg, pmoe_dataset **tr
         const idx_images *a = (*train)->impl, *b = (*test)->impl;
         if (a->rows != b->rows || a->cols != b->cols)
             st = pmoe_fail(err, PMOE_ERR_FORMAT, "%s has %dx%d images but %s has %dx%d",
-                           a->split.images_path, a->rows, a->cols, b->split.images_path,
-                           b->rows, b->cols);
+                           a->split.images_path, a->rows, a->cols, b->split.images_path, b->rows,
+                           b->cols);
     }
     if (st) {
         pmoe_dataset_free(*train);

@@ -58,7 +58,9 @@ static pmoe_status read_whole(const char *path, uint8_t **out, size_t *size, pmo
     }
     const int failed = ferror(f);
     fclose(f);
-    if (!buf) return pmoe_fail(err, PMOE_ERR_OOM, "%s: out of memory reading the file (or it is over 2 GiB)", path);
+    if (!buf)
+        return pmoe_fail(err, PMOE_ERR_OOM,
+                         "%s: out of memory reading the file (or it is over 2 GiB)", path);
     if (failed) {
         free(buf);
         return pmoe_fail(err, PMOE_ERR_IO, "%s: read error after %zu bytes", path, used);
@@ -71,13 +73,14 @@ static pmoe_status read_whole(const char *path, uint8_t **out, size_t *size, pmo
 static pmoe_status check_dims(const char *path, long long width, long long height,
                               pmoe_error *err) {
     if (width < 1 || height < 1 || width * height > PMOE_IMAGE_MAX_PIXELS)
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: image of %lld x %lld pixels (at most %lld pixels)",
-                         path, width, height, (long long)PMOE_IMAGE_MAX_PIXELS);
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: image of %lld x %lld pixels (at most %lld pixels)", path, width,
+                         height, (long long)PMOE_IMAGE_MAX_PIXELS);
     return PMOE_OK;
 }
 
-static pmoe_status decode_png(const char *path, const uint8_t *bytes, size_t size,
-                              pmoe_image *out, pmoe_error *err) {
+static pmoe_status decode_png(const char *path, const uint8_t *bytes, size_t size, pmoe_image *out,
+                              pmoe_error *err) {
     png_image image;
     memset(&image, 0, sizeof image);
     image.version = PNG_IMAGE_VERSION;
@@ -127,8 +130,8 @@ static void jpeg_on_message(j_common_ptr info, int level) {
     if (level < 0) jpeg_on_error(info);
 }
 
-static pmoe_status decode_jpeg(const char *path, const uint8_t *bytes, size_t size,
-                               pmoe_image *out, pmoe_error *err) {
+static pmoe_status decode_jpeg(const char *path, const uint8_t *bytes, size_t size, pmoe_image *out,
+                               pmoe_error *err) {
     struct jpeg_decompress_struct info;
     jpeg_failure failure;
     uint8_t *volatile pixels = NULL;

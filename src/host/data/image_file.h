@@ -18,8 +18,8 @@
 /* Rows top to bottom, pixels interleaved (H x W x C). */
 typedef struct pmoe_image {
     int width, height;
-    int channels;     /* 1 (gray) or 3 (RGB) */
-    uint8_t *pixels;  /* height * width * channels */
+    int channels;    /* 1 (gray) or 3 (RGB) */
+    uint8_t *pixels; /* height * width * channels */
 } pmoe_image;
 
 /* The largest image read (pixels): a guard against a forged header asking

@@ -12,9 +12,7 @@
 
 static const char *const FIT_NAMES[] = {"exact", "pad", "crop_resize"};
 
-const char *pmoe_fit_name(int fit) {
-    return fit >= 0 && fit < 3 ? FIT_NAMES[fit] : NULL;
-}
+const char *pmoe_fit_name(int fit) { return fit >= 0 && fit < 3 ? FIT_NAMES[fit] : NULL; }
 
 int pmoe_fit_from_name(const char *name) {
     for (int i = 0; i < 3; i++)
@@ -69,7 +67,8 @@ static pmoe_status crop_resize(const pmoe_image *img, int channels, int height, 
                 const float bottom = (1.0f - wx[x]) * sample(img, channels, c, xa, yb) +
                                      wx[x] * sample(img, channels, c, xb, yb);
                 const float v = (1.0f - wy[y]) * top + wy[y] * bottom;
-                out[((size_t)c * height + y) * width + x] = (uint8_t)lrintf(v < 255.0f ? v : 255.0f);
+                out[((size_t)c * height + y) * width + x] =
+                    (uint8_t)lrintf(v < 255.0f ? v : 255.0f);
             }
         }
     free(xs);

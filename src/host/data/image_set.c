@@ -88,9 +88,8 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
         if (!bad && !pixels) { /* the first image sets the size of them all */
             per = (size_t)work_channels * rule->height * rule->width;
             const char *slash = strrchr(it->path, '/');
-            snprintf(what, sizeof what, "%lld %dx%d images from %.*s", (long long)want,
-                     rule->width, rule->height, slash ? (int)(slash - it->path) : 1,
-                     slash ? it->path : ".");
+            snprintf(what, sizeof what, "%lld %dx%d images from %.*s", (long long)want, rule->width,
+                     rule->height, slash ? (int)(slash - it->path) : 1, slash ? it->path : ".");
             s = pmoe_data_malloc((void **)&pixels, want, per, what, err);
         }
         if (!bad && !s)
@@ -122,7 +121,8 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
         }
     }
     if (!s && (taken < want || rule->channels < work_channels)) { /* give back the unused rest */
-        uint8_t *fit = realloc(pixels, (size_t)rule->channels * rule->height * rule->width * (size_t)taken);
+        uint8_t *fit =
+            realloc(pixels, (size_t)rule->channels * rule->height * rule->width * (size_t)taken);
         if (fit) pixels = fit;
     }
     pmoe_dataset *ds = NULL;
@@ -144,7 +144,8 @@ pmoe_status pmoe_image_set_open(const pmoe_image_item *items, int64_t count, int
     ds->default_patch = ds->height == ds->width && ds->width % 4 == 0 ? ds->width / 4 : 0;
     memcpy(ds->labels, labels, sizeof(int32_t) * (size_t)taken);
     free(labels);
-    if (rule->compute_stats) compute_stats(pixels, taken, ds->channels, plane, rule->mean, rule->std);
+    if (rule->compute_stats)
+        compute_stats(pixels, taken, ds->channels, plane, rule->mean, rule->std);
     for (int c = 0; c < 3; c++) {
         ds->mean[c] = c < ds->channels ? rule->mean[c] : 0.0f;
         ds->std[c] = c < ds->channels ? rule->std[c] : 1.0f;

@@ -12,19 +12,19 @@
 #include "data/image_file.h"
 
 typedef struct pmoe_image_item {
-    const char *path;          /* read when image is NULL; names the item in messages */
-    const pmoe_image *image;   /* already decoded (an IDX image), or NULL */
+    const char *path;        /* read when image is NULL; names the item in messages */
+    const pmoe_image *image; /* already decoded (an IDX image), or NULL */
     int32_t label;
 } pmoe_image_item;
 
 typedef struct pmoe_image_rule {
-    int channels;        /* 1 or 3; 0: 3 when any image taken is colour, else 1 */
-    int height, width;   /* 0: the first image taken's size (fit must then be exact) */
-    int fit;             /* pmoe_fit */
-    int skip_bad;        /* 1: a file that cannot be read or fitted is skipped and counted */
-    int compute_stats;   /* 1: mean and std per channel over the images taken */
-    float mean[3], std[3];/* used when compute_stats is 0 */
-    int64_t limit;       /* take at most this many images (in item order) */
+    int channels;          /* 1 or 3; 0: 3 when any image taken is colour, else 1 */
+    int height, width;     /* 0: the first image taken's size (fit must then be exact) */
+    int fit;               /* pmoe_fit */
+    int skip_bad;          /* 1: a file that cannot be read or fitted is skipped and counted */
+    int compute_stats;     /* 1: mean and std per channel over the images taken */
+    float mean[3], std[3]; /* used when compute_stats is 0 */
+    int64_t limit;         /* take at most this many images (in item order) */
 } pmoe_image_rule;
 
 /* Builds the dataset of the first rule->limit usable items (classes as

@@ -72,8 +72,8 @@ static void mosaic_destroy(pmoe_dataset *ds) {
 
 /* The indices of the split's images whose class is `cls`, or (cls < 0) is
  * neither pos nor neg. */
-static pmoe_status images_of(const pmoe_idx_split *split, int cls, int pos, int neg,
-                             int32_t **out, int64_t *count, pmoe_error *err) {
+static pmoe_status images_of(const pmoe_idx_split *split, int cls, int pos, int neg, int32_t **out,
+                             int64_t *count, pmoe_error *err) {
     const uint8_t *labels = split->labels.data;
     const int64_t total = split->labels.dims[0];
     int64_t n = 0;
@@ -117,7 +117,8 @@ static pmoe_status draw_mosaics(const pmoe_data_config *cfg, mosaic *m, pmoe_dat
     }
     char what[64];
     snprintf(what, sizeof what, "the item indices of %lld mosaics", (long long)ds->count);
-    st = pmoe_data_malloc((void **)&m->items, ds->count, sizeof(int32_t) * (size_t)g * g, what, err);
+    st =
+        pmoe_data_malloc((void **)&m->items, ds->count, sizeof(int32_t) * (size_t)g * g, what, err);
     if (st) goto done;
 
     pmoe_rng rng = pmoe_rng_make(cfg->seed, stream);
@@ -167,9 +168,9 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const char *prefix, i
     if (st) goto fail;
 
     char name[48];
-    snprintf(ds->description, sizeof ds->description, "mosaic %dx%d of %s (%d vs %d)",
-             cfg->grid, cfg->grid, pmoe_idx_dir_name(cfg->path, name, sizeof name),
-             cfg->pos_class, cfg->neg_class);
+    snprintf(ds->description, sizeof ds->description, "mosaic %dx%d of %s (%d vs %d)", cfg->grid,
+             cfg->grid, pmoe_idx_dir_name(cfg->path, name, sizeof name), cfg->pos_class,
+             cfg->neg_class);
     ds->channels = 1;
     ds->height = ds->width = m->item_size * cfg->grid;
     ds->classes = 1;
@@ -185,8 +186,8 @@ fail:
     return st;
 }
 
-pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                             pmoe_dataset **test, pmoe_error *err) {
+pmoe_status pmoe_mosaic_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                             pmoe_error *err) {
     *train = *test = NULL;
     if (cfg->pos_class < 0 || cfg->pos_class >= IDX_CLASSES)
         return pmoe_fail(err, PMOE_ERR_CONFIG, "data.pos_class must be in [0, 9] (got %d)",

@@ -79,7 +79,7 @@ typedef struct noisy {
     pmoe_idx_split split;
     int item_rows, item_cols; /* as stored */
     int canvas, item_side, tile;
-    int background;           /* pmoe_background */
+    int background; /* pmoe_background */
     float noise_std;
     resample_axis rows, cols;
     pmoe_rng background_rng;
@@ -98,8 +98,8 @@ static int uniform_below(const pmoe_rng *rng, uint64_t counter, int n) {
 
 /* Writes rows [r0, r0 + h) x columns [c0, c0 + w) of item `item` shrunk to
  * item_side, times `scale`, onto the canvas at (top, left), clipped. */
-static void paste_shrunk(const noisy *m, int item, int r0, int c0, int h, int w, int top,
-                         int left, float scale, float *out) {
+static void paste_shrunk(const noisy *m, int item, int r0, int c0, int h, int w, int top, int left,
+                         float scale, float *out) {
     const uint8_t *src = m->split.images.data + (size_t)item * m->item_rows * m->item_cols;
     const int S = m->canvas, tr = m->rows.taps, tc = m->cols.taps;
     for (int r = 0; r < h; r++) {
@@ -143,8 +143,7 @@ static void noisy_compose(const pmoe_dataset *ds, int64_t index, float *out) {
                 const int item = uniform_below(rng, k, items);
                 const int cr = uniform_below(rng, k + 1, s - t + 1);
                 const int cc = uniform_below(rng, k + 2, s - t + 1);
-                paste_shrunk(m, item, cr, cc, t, t, ty * t - oy, tx * t - ox, BACKGROUND_DIM,
-                             out);
+                paste_shrunk(m, item, cr, cc, t, t, ty * t - oy, tx * t - ox, BACKGROUND_DIM, out);
             }
     }
     const int32_t *place = m->placement + (size_t)index * 3;
@@ -220,8 +219,8 @@ static pmoe_status open_split(const pmoe_data_config *cfg, int canvas, const cha
     st = pmoe_idx_split_load(cfg->path, prefix, &m->split, err);
     if (!st) st = pmoe_idx_check_labels(&m->split, IDX_CLASSES, err);
     if (!st && m->split.images.dims[0] > INT32_MAX)
-        st = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: %lld images are too many",
-                       m->split.images_path, (long long)m->split.images.dims[0]);
+        st = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: %lld images are too many", m->split.images_path,
+                       (long long)m->split.images.dims[0]);
     if (st) goto fail;
     m->item_rows = (int)m->split.images.dims[1];
     m->item_cols = (int)m->split.images.dims[2];
@@ -242,14 +241,15 @@ static pmoe_status open_split(const pmoe_data_config *cfg, int canvas, const cha
         place[1] = (int32_t)pmoe_rng_next_below(&rng, (uint64_t)positions);
         place[2] = (int32_t)pmoe_rng_next_below(&rng, (uint64_t)positions);
         ds->labels[i] = m->split.labels.data[place[0]];
-        const int centre_row = place[1] + m->item_side / 2, centre_col = place[2] + m->item_side / 2;
+        const int centre_row = place[1] + m->item_side / 2,
+                  centre_col = place[2] + m->item_side / 2;
         ds->decisive_patch[i] = (centre_row / patch) * (canvas / patch) + centre_col / patch;
     }
 
     char name[48];
     snprintf(ds->description, sizeof ds->description, "%s item (%dx%d) on %dx%d %s",
-             pmoe_idx_dir_name(cfg->path, name, sizeof name), m->item_side, m->item_side,
-             canvas, canvas, cfg->background == PMOE_BACKGROUND_NOISE ? "noise" : "item fragments");
+             pmoe_idx_dir_name(cfg->path, name, sizeof name), m->item_side, m->item_side, canvas,
+             canvas, cfg->background == PMOE_BACKGROUND_NOISE ? "noise" : "item fragments");
     ds->channels = 1;
     ds->height = ds->width = canvas;
     ds->classes = IDX_CLASSES;
@@ -264,8 +264,8 @@ fail:
     return st;
 }
 
-pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train,
-                            pmoe_dataset **test, pmoe_error *err) {
+pmoe_status pmoe_noisy_open(const pmoe_data_config *cfg, pmoe_dataset **train, pmoe_dataset **test,
+                            pmoe_error *err) {
     *train = *test = NULL;
     const int canvas = cfg->image_size ? cfg->image_size : DEFAULT_IMAGE_SIZE;
     if (canvas < 8 || canvas % 4 != 0 || canvas > 4096)

@@ -203,9 +203,9 @@ static pmoe_status check_config(const pmoe_data_config *cfg, pmoe_error *err) {
     return pmoe_data_check_sizes(cfg, err);
 }
 
-static pmoe_status open_split(const pmoe_data_config *cfg, const double *patterns,
-                              int64_t count, uint64_t split_stream, const char *split_name,
-                              pmoe_dataset **out, pmoe_error *err) {
+static pmoe_status open_split(const pmoe_data_config *cfg, const double *patterns, int64_t count,
+                              uint64_t split_stream, const char *split_name, pmoe_dataset **out,
+                              pmoe_error *err) {
     const int n = cfg->synthetic_patches, d = cfg->synthetic_dim, p = cfg->synthetic_clusters;
     pmoe_dataset *ds;
     pmoe_status st = pmoe_dataset_alloc(count, 1, sizeof(synthetic), synthetic_destroy, &ds, err);
@@ -221,8 +221,8 @@ static pmoe_status open_split(const pmoe_data_config *cfg, const double *pattern
     memcpy(s->patterns, patterns, sizeof(double) * (size_t)(p + 2) * d);
 
     snprintf(ds->description, sizeof ds->description,
-             "synthetic %s: n=%d d=%d clusters=%d delta_d=%g delta_r=%g noise=%g", split_name, n,
-             d, p, cfg->delta_d, cfg->delta_r, cfg->noise);
+             "synthetic %s: n=%d d=%d clusters=%d delta_d=%g delta_r=%g noise=%g", split_name, n, d,
+             p, cfg->delta_d, cfg->delta_r, cfg->noise);
     ds->channels = d;
     ds->fit = PMOE_FIT_NONE; /* a sample is patch vectors, not an image */
     ds->height = 1;

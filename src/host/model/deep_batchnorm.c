@@ -28,8 +28,7 @@ static void sync_forward(pmoe_model *m, const deep_bn_domain *d, const pmoe_bn_s
     d->sync->all_gather(d->sync, local, gathered, 2 * C);
     m->exchange_bytes += (int64_t)sizeof(float) * (R - 1) * 2 * C;
     pmoe_error ignored; /* host-memory copies of C floats (a device failure aborts the step) */
-    float *mean = h + 2 * C * R, *var = mean + C, *invstd = var + C, *rm = invstd + C,
-          *rv = rm + C;
+    float *mean = h + 2 * C * R, *var = mean + C, *invstd = var + C, *rm = invstd + C, *rv = rm + C;
     be->copy_out(be, h, gathered, (size_t)(2 * C * R) * sizeof(float), &ignored);
     be->copy_out(be, rm, running_mean, (size_t)C * sizeof(float), &ignored);
     be->copy_out(be, rv, running_var, (size_t)C * sizeof(float), &ignored);
@@ -84,8 +83,8 @@ void deep_bn_forward_train(pmoe_model *m, const deep_bn_domain *d, const pmoe_bn
     }
     const int G = d && d->groups > 1 ? d->groups : 1;
     if (G == 1) {
-        op->batchnorm_forward_train(be, bs, x, gamma, beta, y, save_mean, save_invstd,
-                                    running_mean, running_var, DEEP_BN_MOMENTUM);
+        op->batchnorm_forward_train(be, bs, x, gamma, beta, y, save_mean, save_invstd, running_mean,
+                                    running_var, DEEP_BN_MOMENTUM);
         if (d && d->average) average_running(m, d, C, running_mean, running_var);
         return;
     }

@@ -62,7 +62,8 @@ pmoe_status deep_add_param_part(pmoe_model *m, const char *name, int ndim, const
         m->be->fill(m->be, p->value.data, (float)value, count);
     } else {
         float *host = NULL;
-        s = pmoe_backend_host_alloc(m->be, (size_t)count * sizeof(float), name, (void **)&host, err);
+        s = pmoe_backend_host_alloc(m->be, (size_t)count * sizeof(float), name, (void **)&host,
+                                    err);
         if (s) return s;
         const pmoe_rng r = pmoe_rng_make(d->seed, STREAM_DEEP_PARAMS + (uint64_t)i);
         for (int64_t j = 0; j < count; j++)
@@ -106,13 +107,13 @@ pmoe_status deep_conv(pmoe_model *m, const char *name, int in, int out_channels,
     deep_layer *L = NULL;
     pmoe_status s = add_layer(m, LAYER_CONV, name, in, &L, err);
     if (s) return s;
-    L->conv = (pmoe_conv_shape){m->image.batch, a.channels, a.height, a.width, out_channels,
-                                kernel, kernel, stride, (kernel - 1) / 2};
+    L->conv = (pmoe_conv_shape){m->image.batch, a.channels, a.height, a.width,         out_channels,
+                                kernel,         kernel,     stride,   (kernel - 1) / 2};
     L->has_bias = bias;
     /* He initialisation: N(0, 2 / fan_in) */
     const double std = sqrt(2.0 / ((double)a.channels * kernel * kernel));
-    s = param_named(m, name, "weight", 4, (int64_t[]){out_channels, a.channels, kernel, kernel},
-                    1, INIT_NORMAL, std, err);
+    s = param_named(m, name, "weight", 4, (int64_t[]){out_channels, a.channels, kernel, kernel}, 1,
+                    INIT_NORMAL, std, err);
     if (!s && bias)
         s = param_named(m, name, "bias", 1, (int64_t[]){out_channels}, 1, INIT_CONSTANT, 0.0, err);
     if (!s)
@@ -188,8 +189,8 @@ pmoe_status deep_fc(pmoe_model *m, const char *name, int in, int outputs, int *o
     return s;
 }
 
-pmoe_status deep_moe(pmoe_model *m, const char *name, struct moe_conv_layer *moe, int in,
-                     int *out, pmoe_error *err) {
+pmoe_status deep_moe(pmoe_model *m, const char *name, struct moe_conv_layer *moe, int in, int *out,
+                     pmoe_error *err) {
     deep_layer *L = NULL;
     pmoe_status s = add_layer(m, LAYER_MOE, name, in, &L, err);
     if (s) {
@@ -235,8 +236,7 @@ static void layer_forward(pmoe_model *m, deep_layer *L, int64_t batch) {
         if (m->training)
             deep_bn_forward_train(m, &deep_of(m)->bn, &bs, x->value, weight, bias, y->value,
                                   L->save_mean, L->save_invstd, mean, var);
-        else
-            op->batchnorm_forward_eval(be, &bs, x->value, weight, bias, mean, var, y->value);
+        else op->batchnorm_forward_eval(be, &bs, x->value, weight, bias, mean, var, y->value);
         break;
     }
     case LAYER_RELU: op->relu_forward(be, count, x->value, y->value); break;
@@ -299,8 +299,7 @@ static void layer_backward(pmoe_model *m, deep_layer *L, int64_t batch) {
         op->channel_bias_backward(be, batch, (int)outs, 1, y->grad,
                                   deep_grad(m, L->param + DEEP_BIAS));
         op->gemm(be, 0, 0, batch, in, outs, 1.0f, y->grad, outs, 0,
-                 deep_value(m, L->param + DEEP_WEIGHT), in,
-                 0, 1.0f, x->grad, in, 0, 1);
+                 deep_value(m, L->param + DEEP_WEIGHT), in, 0, 1.0f, x->grad, in, 0, 1);
         break;
     }
     case LAYER_MOE: moe_conv_backward(m, L->moe, x->value, y->grad, x->grad, batch); break;
@@ -338,8 +337,8 @@ void deep_release(pmoe_model *m) {
     for (int i = 0; i < d->layer_count; i++) {
         deep_layer *L = &d->layers[i];
         if (L->kind == LAYER_BN) {
-            const size_t bytes =
-                (size_t)d->acts[L->in].channels * DEEP_BN_MAX_GROUPS * sizeof(float);
+            const size_t bytes = (size_t)d->acts[L->in].channels * DEEP_BN_MAX_GROUPS *
+                                 sizeof(float);
             be->release(be, L->save_mean, bytes);
             be->release(be, L->save_invstd, bytes);
         }

@@ -20,13 +20,13 @@
 struct moe_conv_layer;
 
 typedef enum {
-    LAYER_CONV,  /* params: DEEP_WEIGHT (K x C x R x S) [, DEEP_BIAS (K)] */
-    LAYER_BN,    /* params: DEEP_BN_* (C each) */
+    LAYER_CONV, /* params: DEEP_WEIGHT (K x C x R x S) [, DEEP_BIAS (K)] */
+    LAYER_BN,   /* params: DEEP_BN_* (C each) */
     LAYER_RELU,
-    LAYER_ADD,   /* out = in + in2 */
-    LAYER_POOL,  /* global average: C x H x W -> C x 1 x 1 */
-    LAYER_FC,    /* params: DEEP_WEIGHT (O x I), DEEP_BIAS (O); I = C H W of the input */
-    LAYER_MOE    /* the pMoE convolution layer (moe_conv.h) */
+    LAYER_ADD,  /* out = in + in2 */
+    LAYER_POOL, /* global average: C x H x W -> C x 1 x 1 */
+    LAYER_FC,   /* params: DEEP_WEIGHT (O x I), DEEP_BIAS (O); I = C H W of the input */
+    LAYER_MOE   /* the pMoE convolution layer (moe_conv.h) */
 } deep_layer_kind;
 
 /* A layer's parameters, as offsets from its first (deep_layer.param). */
@@ -41,10 +41,10 @@ typedef struct deep_activation {
 typedef struct deep_layer {
     deep_layer_kind kind;
     char name[32];
-    int in, in2, out;        /* activation ids (in2: LAYER_ADD only) */
-    int param;               /* the layer's first parameter in the model's list */
-    int has_bias;            /* LAYER_CONV */
-    pmoe_conv_shape conv;    /* LAYER_CONV; batch is set per step */
+    int in, in2, out;               /* activation ids (in2: LAYER_ADD only) */
+    int param;                      /* the layer's first parameter in the model's list */
+    int has_bias;                   /* LAYER_CONV */
+    pmoe_conv_shape conv;           /* LAYER_CONV; batch is set per step */
     float *save_mean, *save_invstd; /* LAYER_BN: the batch statistics for backward */
     struct moe_conv_layer *moe;     /* LAYER_MOE */
 } deep_layer;
@@ -59,7 +59,7 @@ enum { DEEP_MAX_LAYERS = 64, DEEP_MAX_ACTIVATIONS = 64, DEEP_MAX_PARAMS = 96 };
 /* The deep family's state (wrn.c builds it; the isolated blocks of
  * wrn_block_create too). */
 typedef struct pmoe_deep_model {
-    pmoe_model base;         /* first: a pmoe_model * of this family points here */
+    pmoe_model base; /* first: a pmoe_model * of this family points here */
     deep_activation acts[DEEP_MAX_ACTIVATIONS];
     int act_count;
     deep_layer layers[DEEP_MAX_LAYERS];
@@ -67,19 +67,19 @@ typedef struct pmoe_deep_model {
     pmoe_param params[DEEP_MAX_PARAMS];
     char param_names[DEEP_MAX_PARAMS][48];
     int param_count;
-    int with_velocity;       /* train.momentum > 0 */
-    uint64_t seed;           /* train.seed: every parameter's init derives from it */
-    int logits;              /* the activation holding the logits */
-    int moe;                 /* the pMoE layer's index, or -1 */
-    int width;               /* model.width (for descriptions) */
+    int with_velocity; /* train.momentum > 0 */
+    uint64_t seed;     /* train.seed: every parameter's init derives from it */
+    int logits;        /* the activation holding the logits */
+    int moe;           /* the pMoE layer's index, or -1 */
+    int width;         /* model.width (for descriptions) */
     /* over ranks (deep_parallel.h) */
-    deep_bn_domain bn;        /* whose samples the dense batch norms' statistics cover */
-    deep_bn_domain expert_bn; /* ... and the pMoE layer's experts' */
-    int bn_channels;          /* the widest batch norm: the scratch's unit */
+    deep_bn_domain bn;           /* whose samples the dense batch norms' statistics cover */
+    deep_bn_domain expert_bn;    /* ... and the pMoE layer's experts' */
+    int bn_channels;             /* the widest batch norm: the scratch's unit */
     float *bn_scratch, *bn_host; /* the domains' scratch (backend, host) */
     int64_t bn_scratch_floats;
     float *logits_all, *dlogits_all; /* distributed: the global batch's, max_batch x c */
-    struct deep_bucket *buckets;  /* distributed: the gradients' all-reduce being filled */
+    struct deep_bucket *buckets;     /* distributed: the gradients' all-reduce being filled */
 } pmoe_deep_model;
 
 /* The family's state of a model wrn.c built. */
@@ -121,8 +121,8 @@ pmoe_status deep_pool(pmoe_model *m, const char *name, int in, int *out, pmoe_er
 pmoe_status deep_fc(pmoe_model *m, const char *name, int in, int outputs, int *out,
                     pmoe_error *err);
 /* Appends an already built pMoE layer reading `in` into a new activation. */
-pmoe_status deep_moe(pmoe_model *m, const char *name, struct moe_conv_layer *moe, int in,
-                     int *out, pmoe_error *err);
+pmoe_status deep_moe(pmoe_model *m, const char *name, struct moe_conv_layer *moe, int in, int *out,
+                     pmoe_error *err);
 
 /* The walk. */
 void deep_forward(pmoe_model *m, int64_t batch);

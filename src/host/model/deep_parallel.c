@@ -16,9 +16,8 @@ typedef struct deep_bucket {
     int64_t floats;
 } deep_bucket;
 
-
-pmoe_status pmoe_model_expert_parallel(const pmoe_config *cfg, int ranks, int local_size,
-                                       int *out, pmoe_error *err) {
+pmoe_status pmoe_model_expert_parallel(const pmoe_config *cfg, int ranks, int local_size, int *out,
+                                       pmoe_error *err) {
     const int k = cfg->model.type == PMOE_MODEL_WRN_PMOE ? cfg->model.experts : 1;
     const int asked = cfg->train.expert_parallel;
     *out = 1;
@@ -68,7 +67,8 @@ pmoe_status deep_parallel_open(pmoe_model *m, pmoe_comm *comm, const pmoe_config
                          "config: a batch of %lld samples does not split evenly over %d ranks; "
                          "choose train.batch divisible by the rank count",
                          (long long)global_batch, R);
-    if (R > 1 && cfg->train.sync_bn && (!m->be->ops->batchnorm_moments || !m->be->ops->batchnorm_backward_input))
+    if (R > 1 && cfg->train.sync_bn &&
+        (!m->be->ops->batchnorm_moments || !m->be->ops->batchnorm_backward_input))
         return pmoe_fail(err, PMOE_ERR_CONFIG,
                          "config: train.sync_bn: the %s backend has no cross-rank batch norm yet; "
                          "set train.sync_bn = false",
@@ -91,10 +91,8 @@ pmoe_status deep_parallel_open(pmoe_model *m, pmoe_comm *comm, const pmoe_config
 static deep_bn_domain domain(pmoe_comm *over, int sync, float *scratch, float *host) {
     deep_bn_domain d = {1, NULL, NULL, scratch, host};
     if (over && over->size > 1) {
-        if (sync)
-            d.sync = over;
-        else
-            d.average = over;
+        if (sync) d.sync = over;
+        else d.average = over;
     }
     return d;
 }
@@ -104,9 +102,7 @@ pmoe_status deep_parallel_finish(pmoe_model *m, const pmoe_config *cfg, pmoe_err
     int widest = 1;
     for (int i = 0; i < d->layer_count; i++) {
         const deep_layer *L = &d->layers[i];
-        const int c = L->kind == LAYER_BN ? d->acts[L->in].channels
-                      : L->moe            ? L->moe->channels
-                                          : 0;
+        const int c = L->kind == LAYER_BN ? d->acts[L->in].channels : L->moe ? L->moe->channels : 0;
         if (c > widest) widest = c;
     }
     d->bn_channels = widest;
@@ -131,8 +127,8 @@ pmoe_status deep_parallel_finish(pmoe_model *m, const pmoe_config *cfg, pmoe_err
     if (s) return s;
     const int sync = cfg->train.sync_bn;
     d->bn = domain(m->comm, sync, d->bn_scratch, d->bn_host);
-    d->expert_bn = domain(m->expert_ranks > 1 ? m->replica_comm : m->comm, sync, d->bn_scratch,
-                          d->bn_host);
+    d->expert_bn =
+        domain(m->expert_ranks > 1 ? m->replica_comm : m->comm, sync, d->bn_scratch, d->bn_host);
     return PMOE_OK;
 }
 

@@ -113,8 +113,9 @@
 #include "model/two_layer.h"
 #include "model/wrn.h"
 
-_Static_assert(PMOE_FLOP_MAX_LAYERS >= DEEP_MAX_LAYERS + 5,
-               "a flop report holds every layer of a deep model, the pMoE layer's split and the loss");
+_Static_assert(
+    PMOE_FLOP_MAX_LAYERS >= DEEP_MAX_LAYERS + 5,
+    "a flop report holds every layer of a deep model, the pMoE layer's split and the loss");
 
 pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
                                                        const pmoe_train_config *train) {
@@ -248,7 +249,8 @@ static void set_update(pmoe_flop_report *out, double params, const pmoe_train_co
 
 static void conv_row(const pmoe_deep_model *d, const deep_layer *L, pmoe_layer_flops *row) {
     const pmoe_conv_shape *c = &L->conv;
-    const double outputs = (double)c->out_channels * pmoe_conv_out_height(c) * pmoe_conv_out_width(c);
+    const double outputs = (double)c->out_channels * pmoe_conv_out_height(c) *
+                           pmoe_conv_out_width(c);
     const double gemm = 2.0 * outputs * c->in_channels * c->kernel_h * c->kernel_w;
     const double bias = L->has_bias ? outputs : 0.0;
     set_all(row->forward, gemm + bias);
@@ -274,8 +276,7 @@ static void moe_rows(const pmoe_model *m, const deep_layer *DL, pmoe_flop_report
     const double gemms = 4 * n * k * d, fold = AXPBY * n * d;
     if (learn)
         set_form(R->backward, dense, all ? gemms : 4 * k * l * d, gemms + fold, gemms + fold);
-    else
-        set_form(R->backward, dense, 0, fold, 0);
+    else set_form(R->backward, dense, 0, fold, 0);
 
     R = ROW("gate_topl");
     const double softmax = !gated ? 0 : all ? 4 * k * n : 4 * k * l;
@@ -292,7 +293,7 @@ static void moe_rows(const pmoe_model *m, const deep_layer *DL, pmoe_flop_report
 
     /* per expert: batch norm and ReLU on its rows' values, then the convolution */
     const double conv_per_patch = 2 * k * e * C * r2 * pp;
-#define EXPERTS(rows, bn) (k * (rows) * d * ((bn) + RELU_FORWARD) + conv_per_patch * (rows))
+#define EXPERTS(rows, bn) (k * (rows)*d * ((bn) + RELU_FORWARD) + conv_per_patch * (rows))
     R = ROW("experts");
     set_form(R->forward, dense, EXPERTS(l, BN_FORWARD_TRAIN), EXPERTS(l, BN_FORWARD_TRAIN),
              EXPERTS(n, BN_FORWARD_TRAIN));
@@ -347,7 +348,8 @@ void pmoe_flops_deep(const pmoe_model *m, const pmoe_train_config *train, int64_
             break;
         case LAYER_FC:
             set_all(row->forward, 2 * in * outs + outs);
-            set_all(row->backward, 2 * in * outs + outs + (d->acts[L->in].grad ? 2 * in * outs : 0));
+            set_all(row->backward,
+                    2 * in * outs + outs + (d->acts[L->in].grad ? 2 * in * outs : 0));
             break;
         case LAYER_MOE: break;
         }

@@ -31,14 +31,19 @@
 /* A deep model's list (deep_layers.h: 64) + the pMoE split + loss. */
 #define PMOE_FLOP_MAX_LAYERS 72
 
-typedef enum { PMOE_FLOPS_USEFUL, PMOE_FLOPS_EXECUTED, PMOE_FLOPS_DENSE_MASKED, PMOE_FLOPS_KINDS } pmoe_flop_kind;
+typedef enum {
+    PMOE_FLOPS_USEFUL,
+    PMOE_FLOPS_EXECUTED,
+    PMOE_FLOPS_DENSE_MASKED,
+    PMOE_FLOPS_KINDS
+} pmoe_flop_kind;
 
 typedef struct pmoe_layer_flops {
-    char name[48];       /* "router", "group2.conv1", "group3.moe.experts", ... */
-    int is_loss;         /* not part of inference */
-    int has_eval;        /* eval_forward holds the inference forward (else forward does) */
-    double forward[PMOE_FLOPS_KINDS];  /* per sample, in training mode */
-    double backward[PMOE_FLOPS_KINDS]; /* per sample */
+    char name[48]; /* "router", "group2.conv1", "group3.moe.experts", ... */
+    int is_loss;   /* not part of inference */
+    int has_eval;  /* eval_forward holds the inference forward (else forward does) */
+    double forward[PMOE_FLOPS_KINDS];      /* per sample, in training mode */
+    double backward[PMOE_FLOPS_KINDS];     /* per sample */
     double eval_forward[PMOE_FLOPS_KINDS]; /* per sample, evaluation mode (when has_eval) */
 } pmoe_layer_flops;
 
@@ -51,16 +56,16 @@ typedef struct pmoe_flop_report {
 
 /* The two-layer model's shape, as far as its cost goes. */
 typedef struct pmoe_two_layer_cost_shape {
-    int has_router;     /* 0: the CNN (k = 1, l = n, G = 1, no router) */
-    int patches, dim;   /* n, d */
-    int experts, topl;  /* k, l */
-    int hidden;         /* h, per expert (m = k h) */
-    int classes;        /* c; 1 = binary logistic */
+    int has_router;    /* 0: the CNN (k = 1, l = n, G = 1, no router) */
+    int patches, dim;  /* n, d */
+    int experts, topl; /* k, l */
+    int hidden;        /* h, per expert (m = k h) */
+    int classes;       /* c; 1 = binary logistic */
     pmoe_gate_mode gate;
-    int learn_router;   /* the router gets a gradient and an update */
-    int train_output;   /* the output weights a get a gradient and an update */
+    int learn_router;           /* the router gets a gradient and an update */
+    int train_output;           /* the output weights a get a gradient and an update */
     int momentum, weight_decay; /* non-zero when the optimizer uses them */
-    int router_over_picks; /* the router's backward runs over the l picks only
+    int router_over_picks;      /* the router's backward runs over the l picks only
                               (folded into the CPU's fused experts' backward) */
 } pmoe_two_layer_cost_shape;
 
@@ -72,8 +77,7 @@ pmoe_two_layer_cost_shape pmoe_two_layer_cost_shape_of(const pmoe_model *m,
 /* Fills out with the layers patch_extract, router, gate_topl, dispatch,
  * experts, combine, loss (the CNN lists the same names, its router, gate and
  * dispatch at 0) and the SGD update, for steps of `batch` samples. */
-void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch,
-                          pmoe_flop_report *out);
+void pmoe_flops_two_layer(const pmoe_two_layer_cost_shape *s, int64_t batch, pmoe_flop_report *out);
 
 /* Fills out with a deep model's layers (model.type wrn or
  * wrn_pmoe, or any network built with deep_layers.h), in the order of its list,

@@ -18,11 +18,10 @@ pmoe_status pmoe_model_create(pmoe_backend *be, const pmoe_config *cfg, int chan
 }
 
 pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
-                                      int channels, int height, int width, int patch,
-                                      int classes, int64_t max_batch, pmoe_model **out,
-                                      pmoe_error *err) {
-    const pmoe_model_ops *family =
-        pmoe_model_is_deep(cfg->model.type) ? &wrn_model_ops : &two_layer_model_ops;
+                                      int channels, int height, int width, int patch, int classes,
+                                      int64_t max_batch, pmoe_model **out, pmoe_error *err) {
+    const pmoe_model_ops *family = pmoe_model_is_deep(cfg->model.type) ? &wrn_model_ops
+                                                                       : &two_layer_model_ops;
     return family->create(be, comm, cfg, channels, height, width, patch, classes, max_batch, out,
                           err);
 }
@@ -55,13 +54,9 @@ pmoe_status pmoe_model_loss(pmoe_model *m, int backward, double *loss, int64_t *
     return PMOE_OK;
 }
 
-void pmoe_model_backward(pmoe_model *m) {
-    m->ops->backward(m);
-}
+void pmoe_model_backward(pmoe_model *m) { m->ops->backward(m); }
 
-int pmoe_model_updates(const pmoe_model *m, int i) {
-    return m->ops->updates(m, i);
-}
+int pmoe_model_updates(const pmoe_model *m, int i) { return m->ops->updates(m, i); }
 
 void pmoe_model_sgd(pmoe_model *m, float lr, float momentum, float weight_decay) {
     m->ops->sgd(m, lr, momentum, weight_decay, NULL);
@@ -84,8 +79,9 @@ void pmoe_model_sgd_params(pmoe_model *m, float lr, float momentum, float weight
 
 pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss, pmoe_error *err) {
     if (!m->ops->router_loss)
-        return pmoe_fail(err, PMOE_ERR_CONFIG, "separate router training is for the two-layer "
-                                               "models only");
+        return pmoe_fail(err, PMOE_ERR_CONFIG,
+                         "separate router training is for the two-layer "
+                         "models only");
     return m->ops->router_loss(m, batch, loss, err);
 }
 
@@ -93,7 +89,8 @@ int64_t pmoe_model_param_count(const pmoe_model *m) {
     int64_t total = 0;
     for (int i = 0; i < m->param_count; i++)
         if (m->params[i].value.data)
-            total += pmoe_tensor_numel(&m->params[i].value) * (m->params[i].sharded ? m->expert_ranks : 1);
+            total += pmoe_tensor_numel(&m->params[i].value) *
+                     (m->params[i].sharded ? m->expert_ranks : 1);
     return total;
 }
 

@@ -26,11 +26,11 @@
 #include "pmoe/config.h"
 
 typedef struct pmoe_param {
-    const char *name;     /* stable; per-expert tensors are saved as "experts.<s>.<field>" */
-    const char *field;    /* per-expert: the part after the expert id; NULL otherwise */
+    const char *name;  /* stable; per-expert tensors are saved as "experts.<s>.<field>" */
+    const char *field; /* per-expert: the part after the expert id; NULL otherwise */
     pmoe_tensor value, grad, velocity; /* velocity only with momentum */
     int trainable;
-    int sharded;          /* per-expert and split over ranks: this rank holds experts
+    int sharded; /* per-expert and split over ranks: this rank holds experts
                              expert_base .. expert_base + local_experts - 1 */
 } pmoe_param;
 
@@ -38,13 +38,13 @@ typedef struct pmoe_param {
  * routing. A model that routes nothing (the CNN, the WRN) has routes 0,
  * one expert, and selected / gate NULL. */
 typedef struct pmoe_routing_view {
-    int routes;               /* routers pick patches */
-    int experts, topl;        /* k (global), l; CNN: 1, n; WRN: 1, 1 */
+    int routes;                 /* routers pick patches */
+    int experts, topl;          /* k (global), l; CNN: 1, n; WRN: 1, 1 */
     int patch_count, patch_dim; /* n, d of the routed input (WRN: 1, 0) */
     pmoe_gate_mode gate_mode;
-    int router_param;         /* the routers' weights in the parameter list; -1: none */
-    const int32_t *selected;  /* backend memory, B x k x l: the last forward's picks */
-    const float *gate;        /* backend memory, B x k x l: their gate values */
+    int router_param;        /* the routers' weights in the parameter list; -1: none */
+    const int32_t *selected; /* backend memory, B x k x l: the last forward's picks */
+    const float *gate;       /* backend memory, B x k x l: their gate values */
 } pmoe_routing_view;
 
 /* The bytes a model holds on its backend, by what they are for. */
@@ -58,30 +58,30 @@ typedef struct pmoe_memory_plan {
 
 /* What a model is, for reports (pmoe bench) and comparisons. */
 typedef struct pmoe_model_description {
-    char model[16];           /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
-    char gate[16];            /* the gate mode the steps use */
-    char moe_impl[16];        /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
-    int width;                /* deep models: model.width; else 0 */
+    char model[16];                  /* "pmoe", "cnn", "wrn_pmoe", "wrn" */
+    char gate[16];                   /* the gate mode the steps use */
+    char moe_impl[16];               /* wrn_pmoe: "sparse" or "dense_masked"; else "" */
+    int width;                       /* deep models: model.width; else 0 */
     int patches, dim, experts, topl; /* n, d, k, l of the routed input (a WRN: 1, 0, 1, 1) */
-    int hidden;               /* m, total over experts (deep models: 0) */
+    int hidden;                      /* m, total over experts (deep models: 0) */
     int classes;
-    int learn_router;         /* the SGD step updates a router */
-    int train_output;         /* ... and the output layer (the deep models' head: always) */
+    int learn_router; /* the SGD step updates a router */
+    int train_output; /* ... and the output layer (the deep models' head: always) */
     int map_channels, map_height, map_width; /* wrn_pmoe: the map its pMoE layer routes; else 0 */
-    int64_t params;           /* pmoe_model_param_count */
+    int64_t params;                          /* pmoe_model_param_count */
 } pmoe_model_description;
 
 typedef struct pmoe_model pmoe_model;
 
 /* A family's table. Every entry is required unless it says what NULL means. */
 typedef struct pmoe_model_ops {
-    const char *family;       /* "two_layer", "deep" */
+    const char *family; /* "two_layer", "deep" */
     /* Builds the model for samples of image shape (C, H, W) with `classes`
      * outputs over comm's ranks (NULL or a single communicator: one
      * process), parameters initialised from train.seed. */
-    pmoe_status (*create)(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
-                          int channels, int height, int width, int patch, int classes,
-                          int64_t max_batch, pmoe_model **out, pmoe_error *err);
+    pmoe_status (*create)(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg, int channels,
+                          int height, int width, int patch, int classes, int64_t max_batch,
+                          pmoe_model **out, pmoe_error *err);
     /* Forward on this rank's `batch` images in m->images, of a global batch
      * whose first `valid` samples are real; writes m->logits. */
     void (*forward)(pmoe_model *m, int64_t batch, int64_t valid);
@@ -97,8 +97,7 @@ typedef struct pmoe_model_ops {
     /* One SGD step on every parameter updates() names, skipped where skip
      * (backend memory, may be NULL) holds a nonzero guard verdict (both
      * families use pmoe_model_sgd_params). */
-    void (*sgd)(pmoe_model *m, float lr, float momentum, float weight_decay,
-                const int32_t *skip);
+    void (*sgd)(pmoe_model *m, float lr, float momentum, float weight_decay, const int32_t *skip);
     void (*memory_plan)(const pmoe_model *m, pmoe_memory_plan *out);
     /* What only the family knows (model, hidden, moe_impl, width, map,
      * learn_router, train_output): pmoe_model_describe has filled the rest
@@ -116,9 +115,9 @@ typedef struct pmoe_model_ops {
 struct pmoe_model {
     const pmoe_model_ops *ops;
     pmoe_backend *be;
-    pmoe_patch_shape image;  /* batch = this rank's max_batch share */
-    int classes;             /* c; 1 = binary logistic */
-    pmoe_param *params;      /* param_count trainable or saved tensors */
+    pmoe_patch_shape image; /* batch = this rank's max_batch share */
+    int classes;            /* c; 1 = binary logistic */
+    pmoe_param *params;     /* param_count trainable or saved tensors */
     int param_count;
     int training;            /* batch norm: batch statistics (1) or running ones (0, evaluation) */
     float *images;           /* image.batch x C x H x W, filled by the caller */
@@ -140,7 +139,7 @@ struct pmoe_model {
      * ranks and the pMoE layer's experts over groups of E = expert_ranks
      * consecutive ranks (rank r is member r mod E of group r / E); the ranks
      * that hold the same experts, one per group, form replica_comm. */
-    pmoe_comm *comm;         /* distributed: the exchange runs through it */
+    pmoe_comm *comm; /* distributed: the exchange runs through it */
     int rank, ranks;
     int local_experts;       /* k / expert_ranks */
     int expert_base;         /* global id of this rank's first expert */
@@ -151,8 +150,8 @@ struct pmoe_model {
 };
 
 /* Builds cfg's model (its family by model.type) in one process. */
-pmoe_status pmoe_model_create(pmoe_backend *be, const pmoe_config *cfg, int channels,
-                              int height, int width, int patch, int classes, int64_t max_batch,
+pmoe_status pmoe_model_create(pmoe_backend *be, const pmoe_config *cfg, int channels, int height,
+                              int width, int patch, int classes, int64_t max_batch,
                               pmoe_model **out, pmoe_error *err);
 void pmoe_model_free(pmoe_model *m);
 
@@ -162,10 +161,9 @@ void pmoe_model_free(pmoe_model *m);
  * otherwise); this rank's buffers hold max_batch / ranks samples. The deep
  * models split the batch over every rank and the pMoE layer's experts over
  * groups of train.expert_parallel ranks (model/deep_parallel.h). */
-pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm,
-                                      const pmoe_config *cfg, int channels, int height,
-                                      int width, int patch, int classes, int64_t max_batch,
-                                      pmoe_model **out, pmoe_error *err);
+pmoe_status pmoe_model_create_sharded(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
+                                      int channels, int height, int width, int patch, int classes,
+                                      int64_t max_batch, pmoe_model **out, pmoe_error *err);
 
 /* How many ranks split the experts (E) when cfg's model runs over `ranks`
  * ranks with `local_size` per node: the two-layer models all of them; the
@@ -213,8 +211,7 @@ void pmoe_model_sgd_guarded(pmoe_model *m, float lr, float momentum, float weigh
  * linear loss with m->router_pair / m->router_weight, and the gradient into
  * the router's grad. Returns the loss in *loss; a config error for a family
  * without a separate router phase. */
-pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss,
-                                   pmoe_error *err);
+pmoe_status pmoe_model_router_loss(pmoe_model *m, int64_t batch, double *loss, pmoe_error *err);
 
 /* Count of parameters (trainable or not), over all ranks' experts. */
 int64_t pmoe_model_param_count(const pmoe_model *m);

@@ -50,13 +50,14 @@ static pmoe_status add_params(pmoe_model *m, const pmoe_config *cfg, moe_conv_la
                               pmoe_error *err) {
     const int64_t k = L->experts, kr = L->local_experts, C = L->channels, r = L->kernel;
     const double router_std = cfg->model.router_init_std >= 0.0 ? cfg->model.router_init_std
-                                                                 : 1.0 / sqrt((double)L->dim);
+                                                                : 1.0 / sqrt((double)L->dim);
     const double conv_std = sqrt(2.0 / ((double)C * r * r)); /* He, as the dense convolutions */
     int index;
     pmoe_status s = deep_add_param(m, "moe.router.weight", 2, (int64_t[]){k, L->dim}, 1,
                                    INIT_NORMAL, router_std, &L->first_param, err);
     const int64_t kc[2] = {kr, C};
-    if (!s) s = deep_add_param(m, "moe.experts.bn.weight", 2, kc, 1, INIT_CONSTANT, 1.0, &index, err);
+    if (!s)
+        s = deep_add_param(m, "moe.experts.bn.weight", 2, kc, 1, INIT_CONSTANT, 1.0, &index, err);
     if (!s) s = deep_add_param(m, "moe.experts.bn.bias", 2, kc, 1, INIT_CONSTANT, 0.0, &index, err);
     if (!s)
         s = deep_add_param(m, "moe.experts.bn.running_mean", 2, kc, 0, INIT_CONSTANT, 0.0, &index,
@@ -65,10 +66,9 @@ static pmoe_status add_params(pmoe_model *m, const pmoe_config *cfg, moe_conv_la
         s = deep_add_param(m, "moe.experts.bn.running_var", 2, kc, 0, INIT_CONSTANT, 1.0, &index,
                            err);
     if (!s)
-        s = deep_add_param_part(m, "moe.experts.conv.weight", 5,
-                                (int64_t[]){kr, L->expert_channels, C, r, r}, 1, INIT_NORMAL,
-                                conv_std, m->expert_base * L->expert_channels * C * r * r,
-                                &index, err);
+        s = deep_add_param_part(
+            m, "moe.experts.conv.weight", 5, (int64_t[]){kr, L->expert_channels, C, r, r}, 1,
+            INIT_NORMAL, conv_std, m->expert_base * L->expert_channels * C * r * r, &index, err);
     for (int i = L->first_param + P_BN_WEIGHT; !s && kr < k && i < L->first_param + P_COUNT; i++)
         m->params[i].sharded = 1;
     return s;
@@ -113,7 +113,7 @@ pmoe_status moe_conv_create(pmoe_model *m, const pmoe_config *cfg, int channels,
     if (L->impl == PMOE_MOE_SPARSE) {
         const int64_t rows = B * l;
         float **inputs[] = {&L->expert_in, &L->dexpert_in, &L->normed,
-                            &L->dnormed, &L->activated, &L->dactivated};
+                            &L->dnormed,   &L->activated,  &L->dactivated};
         for (int i = 0; i < 6 && !s; i++) s = take(m, o, inputs[i], k * rows * d, F, err);
         const int64_t e = (int64_t)L->expert_channels * patch * patch;
         if (!s) s = take(m, o, &L->expert_out, k * rows * e, F, err);
@@ -128,7 +128,7 @@ pmoe_status moe_conv_create(pmoe_model *m, const pmoe_config *cfg, int channels,
     } else {
         float **weights[] = {&L->mask, &L->gate_map, &L->dgate_map};
         for (int i = 0; i < 3 && !s; i++) s = take(m, o, weights[i], k * B * n, F, err);
-        float **maps[] = {&L->masked, &L->dmasked, &L->normed,
+        float **maps[] = {&L->masked,  &L->dmasked,   &L->normed,
                           &L->dnormed, &L->activated, &L->dactivated};
         for (int i = 0; i < 6 && !s; i++) s = take(m, o, maps[i], k * B * map, F, err);
         if (!s) s = take(m, o, &L->expert_map, k * B * expert_map, F, err);
@@ -157,13 +157,13 @@ static pmoe_route_shape route(const moe_conv_layer *L, int64_t batch) {
 /* Expert s's convolution over `batch` maps of h x w (sparse: the B l
  * patches, h = w = p; dense: the B whole maps). */
 static pmoe_conv_shape expert_conv(const moe_conv_layer *L, int64_t batch, int h, int w) {
-    return (pmoe_conv_shape){batch, L->channels, h, w, L->expert_channels,
-                             L->kernel, L->kernel, 1, (L->kernel - 1) / 2};
+    return (pmoe_conv_shape){
+        batch, L->channels, h, w, L->expert_channels, L->kernel, L->kernel, 1, (L->kernel - 1) / 2};
 }
 
 static pmoe_experts_shape experts_shape(const moe_conv_layer *L, int64_t rows, int h, int w) {
-    return (pmoe_experts_shape){L->local_experts, rows, L->channels, h, w, L->expert_channels,
-                                L->kernel, DEEP_BN_EPS};
+    return (pmoe_experts_shape){L->local_experts,   rows,      L->channels, h, w,
+                                L->expert_channels, L->kernel, DEEP_BN_EPS};
 }
 
 static float *param(pmoe_model *m, const moe_conv_layer *L, int which) {
@@ -182,8 +182,8 @@ static int learns_gate(pmoe_model *m, const moe_conv_layer *L) {
  * expert's ops are one NVTX range ("expert <s>"), whose payload is the
  * number of patches the expert computes on: B l sparse, B n dense-masked
  * (where a row is a whole masked map). */
-static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows,
-                            int h, int w, uint64_t patches, float *out) {
+static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows, int h,
+                            int w, uint64_t patches, float *out) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const deep_bn_domain *dom = &deep_of(m)->expert_bn;
@@ -228,8 +228,8 @@ static void experts_forward(pmoe_model *m, moe_conv_layer *L, const float *in, i
 
 /* The backward of experts_forward: dout[s] -> din[s] (overwritten), and the
  * experts' batch-norm and convolution gradients; one NVTX range per expert. */
-static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows,
-                             int h, int w, uint64_t patches, const float *dout, float *din) {
+static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, int64_t rows, int h,
+                             int w, uint64_t patches, const float *dout, float *din) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const deep_bn_domain *dom = &deep_of(m)->expert_bn;
@@ -262,8 +262,8 @@ static void experts_backward(pmoe_model *m, moe_conv_layer *L, const float *in, 
         op->relu_backward(be, per, L->activated + s * per, L->dactivated + s * per,
                           L->dnormed + s * per);
         deep_bn_backward(m, dom, &bs, in + s * per, param(m, L, P_BN_WEIGHT) + s * C,
-                         L->save_mean + s * saved, L->save_invstd + s * saved,
-                         L->dnormed + s * per, din + s * per, grad(m, L, P_BN_WEIGHT) + s * C,
+                         L->save_mean + s * saved, L->save_invstd + s * saved, L->dnormed + s * per,
+                         din + s * per, grad(m, L, P_BN_WEIGHT) + s * C,
                          grad(m, L, P_BN_BIAS) + s * C);
         pmoe_trace_pop();
     }
@@ -275,9 +275,9 @@ static void exchange(pmoe_model *m, const moe_conv_layer *L, int64_t batch, int6
                      int to_owners, const float *from, float *to) {
     const int64_t block = batch * L->topl * width;
     const int E = m->expert_ranks;
-    const pmoe_exchange_layout layout =
-        to_owners ? pmoe_exchange_to_owners(block, L->local_experts, E)
-                  : pmoe_exchange_from_owners(block, L->local_experts, E);
+    const pmoe_exchange_layout layout = to_owners
+                                            ? pmoe_exchange_to_owners(block, L->local_experts, E)
+                                            : pmoe_exchange_from_owners(block, L->local_experts, E);
     m->expert_comm->all_to_all(m->expert_comm, from, to, &layout);
     m->exchange_bytes += (int64_t)sizeof(float) * (E - 1) * L->local_experts * block;
 }
@@ -354,8 +354,8 @@ static void router_backward(pmoe_model *m, moe_conv_layer *L, float *dx, int64_t
     op->axpby(be, count, 1.0f, L->map_scratch, 1.0f, dx);
 }
 
-void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const float *dy,
-                       float *dx, int64_t batch) {
+void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const float *dy, float *dx,
+                       int64_t batch) {
     pmoe_backend *be = m->be;
     const pmoe_ops *op = be->ops;
     const int p = L->patch, k = L->experts, e = L->expert_channels;
@@ -380,8 +380,8 @@ void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const f
             exchange(m, L, batch, L->dim, 0, L->owned_din, L->dexpert_in);
         } else {
             pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-            experts_backward(m, L, L->expert_in, batch * L->topl, p, p, per_expert,
-                             L->dexpert_out, L->dexpert_in);
+            experts_backward(m, L, L->expert_in, batch * L->topl, p, p, per_expert, L->dexpert_out,
+                             L->dexpert_in);
         }
         op->dispatch_gather_backward(be, &rs, L->dexpert_in, L->selected, L->dpatches);
         pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);

@@ -47,21 +47,21 @@ typedef struct moe_conv_layer {
     int out_channels, expert_channels;  /* C_out, C_out / k */
     int kernel;                         /* r: 1 or 3 */
     int64_t max_batch;
-    int first_param;                    /* router; then bn weight, bias, mean, var; conv */
+    int first_param; /* router; then bn weight, bias, mean, var; conv */
 
     /* routing (both forms) */
     float *patches_buf, *dpatches, *scores, *dscores, *gate, *dgate;
     int32_t *selected;
-    float *map_scratch;                 /* B x C x H x W: the router's share of dx */
+    float *map_scratch; /* B x C x H x W: the router's share of dx */
     /* sparse: k x (B l) x ... */
-    float *expert_in, *dexpert_in;      /* x C p p */
+    float *expert_in, *dexpert_in;                    /* x C p p */
     float *normed, *dnormed, *activated, *dactivated; /* x C p p */
-    float *expert_out, *dexpert_out;    /* x C_out/k p p */
-    float *out_patches;                 /* B x n x C_out p p (also their gradient) */
-    float *save_mean, *save_invstd;     /* k x C x DEEP_BN_MAX_GROUPS */
+    float *expert_out, *dexpert_out;                  /* x C_out/k p p */
+    float *out_patches;                               /* B x n x C_out p p (also their gradient) */
+    float *save_mean, *save_invstd;                   /* k x C x DEEP_BN_MAX_GROUPS */
     /* expert parallelism (E > 1): the owners' rows, local_experts x (E b l) x ... */
-    float *owned_in, *owned_din;        /* x C p p */
-    float *owned_out, *owned_dout;      /* x C_out/k p p */
+    float *owned_in, *owned_din;   /* x C p p */
+    float *owned_out, *owned_dout; /* x C_out/k p p */
     /* dense_masked: k x B x ... */
     float *mask, *gate_map, *dgate_map; /* x n */
     float *masked, *dmasked;            /* x C x H x W (normed and activated reuse the
@@ -82,7 +82,7 @@ void moe_conv_free(pmoe_model *m, moe_conv_layer *L);
 void moe_conv_forward(pmoe_model *m, moe_conv_layer *L, const float *x, float *y, int64_t batch);
 /* Parameter gradients (the router's only when its gate carries one) and
  * dx += the layer's input gradient. */
-void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const float *dy,
-                       float *dx, int64_t batch);
+void moe_conv_backward(pmoe_model *m, moe_conv_layer *L, const float *x, const float *dy, float *dx,
+                       int64_t batch);
 
 #endif

@@ -18,9 +18,9 @@ static pmoe_status alloc_bytes(pmoe_backend *be, size_t bytes, void *out, pmoe_e
     return be->alloc(be, bytes, (void **)out, err);
 }
 
-static pmoe_status init_param(pmoe_model *m, pmoe_param *p, const char *name,
-                              const char *field, int ndim, const int64_t *shape, int trainable,
-                              int with_velocity, const float *host_init, pmoe_error *err) {
+static pmoe_status init_param(pmoe_model *m, pmoe_param *p, const char *name, const char *field,
+                              int ndim, const int64_t *shape, int trainable, int with_velocity,
+                              const float *host_init, pmoe_error *err) {
     p->name = name;
     p->field = field;
     p->trainable = trainable;
@@ -187,22 +187,23 @@ static pmoe_status two_layer_create(pmoe_backend *be, pmoe_comm *comm, const pmo
     pmoe_status s = pmoe_backend_host_alloc(be, init_bytes, "the parameters' initial values",
                                             (void **)&host, err);
     if (!s && t->has_router) {
-        double std = mc->router_init_std >= 0.0 ? mc->router_init_std
-                     : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4 : 0.1;
+        double std = mc->router_init_std >= 0.0            ? mc->router_init_std
+                     : cfg->train.mode == PMOE_TRAIN_JOINT ? 1e-4
+                                                           : 0.1;
         fill_normal(host, k * d, seed, STREAM_ROUTER, std);
         s = init_param(m, &m->params[PARAM_ROUTER], "router.weight", NULL, 2, (int64_t[]){k, d}, 1,
                        momentum, host, err);
     }
     if (!s) { /* every rank draws all experts and keeps its own: the same values at any R */
         fill_normal(host, k * h * d, seed, STREAM_EXPERT, mc->expert_init_std);
-        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", "weight", 3, (int64_t[]){kr, h, d}, 1,
-                       momentum, host + m->expert_base * h * d, err);
+        s = init_param(m, &m->params[PARAM_EXPERT], "experts.weight", "weight", 3,
+                       (int64_t[]){kr, h, d}, 1, momentum, host + m->expert_base * h * d, err);
         m->params[PARAM_EXPERT].sharded = comm != NULL;
     }
     if (!s) {
         fill_output(host, (int)k, (int)h, (int)c, mc->output_init, seed);
-        s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3, (int64_t[]){k, h, c},
-                       mc->train_output, momentum, host, err);
+        s = init_param(m, &m->params[PARAM_OUTPUT], "experts.output", "output", 3,
+                       (int64_t[]){k, h, c}, mc->train_output, momentum, host, err);
     }
     pmoe_backend_host_free(be, host, init_bytes);
 
@@ -256,7 +257,8 @@ static void two_layer_memory_plan(const pmoe_model *m, pmoe_memory_plan *out) {
 
 static pmoe_route_shape route_shape(const pmoe_model *m, int64_t batch) {
     const two_layer_model *t = two_layer_of_const(m);
-    return (pmoe_route_shape){batch, t->patch_count, t->patch_dim, t->experts, t->topl, t->gate_mode};
+    return (pmoe_route_shape){batch,      t->patch_count, t->patch_dim,
+                              t->experts, t->topl,        t->gate_mode};
 }
 
 static pmoe_combine_shape combine_shape(const pmoe_model *m, int64_t batch) {
@@ -366,8 +368,7 @@ static void two_layer_forward(pmoe_model *m, int64_t batch, int64_t valid) {
     if (fused_route)
         op->patch_extract_route(be, &img, &rs, m->images, router_w, t->patches, t->scores,
                                 t->selected, t->gate);
-    else
-        op->patch_extract_forward(be, &img, m->images, t->patches);
+    else op->patch_extract_forward(be, &img, m->images, t->patches);
     if (t->has_router) {
         if (!fused_route) {
             pmoe_timer_enter(m->timer, PMOE_T_GATE, (uint64_t)batch);
@@ -391,8 +392,8 @@ static void two_layer_forward(pmoe_model *m, int64_t batch, int64_t valid) {
             const pmoe_route_shape os = owner_shape(m, batch * m->ranks);
             const int64_t h = t->hidden, d = t->patch_dim;
             for (int j = 0; j < m->local_experts; j++)
-                op->expert_forward_gathered(be, &os, t->hidden, t->expert_rows + j * global_rows * d,
-                                            t->identity,
+                op->expert_forward_gathered(be, &os, t->hidden,
+                                            t->expert_rows + j * global_rows * d, t->identity,
                                             m->params[PARAM_EXPERT].value.data + j * h * d,
                                             t->expert_hidden + j * global_rows * h);
         } else {
@@ -454,16 +455,14 @@ static void two_layer_backward(pmoe_model *m) {
             const pmoe_route_shape os = owner_shape(m, m->valid);
             const int64_t h = t->hidden, d = t->patch_dim;
             for (int j = 0; j < m->local_experts; j++)
-                op->expert_backward_gathered(be, &os, t->hidden,
-                                             t->expert_rows + j * global_rows * d, t->identity,
-                                             m->params[PARAM_EXPERT].value.data + j * h * d,
-                                             t->expert_hidden + j * global_rows * h,
-                                             t->expert_dhidden + j * global_rows * h, NULL,
-                                             m->params[PARAM_EXPERT].grad.data + j * h * d,
-                                             NULL);
+                op->expert_backward_gathered(
+                    be, &os, t->hidden, t->expert_rows + j * global_rows * d, t->identity,
+                    m->params[PARAM_EXPERT].value.data + j * h * d,
+                    t->expert_hidden + j * global_rows * h, t->expert_dhidden + j * global_rows * h,
+                    NULL, m->params[PARAM_EXPERT].grad.data + j * h * d, NULL);
         } else {
-            experts_backward(m, m->expert_base, m->local_experts, global_rows,
-                             t->expert_rows, t->expert_hidden, t->expert_dhidden);
+            experts_backward(m, m->expert_base, m->local_experts, global_rows, t->expert_rows,
+                             t->expert_hidden, t->expert_dhidden);
         }
     } else if (t->gathered) {
         pmoe_route_shape rs = route_shape(m, batch);
@@ -473,15 +472,14 @@ static void two_layer_backward(pmoe_model *m) {
         router_folded = two_layer_folds_router(t);
         if (router_folded) {
             pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-            op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores,
-                                   t->selected, t->gate, t->dgate, t->dscores, NULL, NULL);
+            op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores, t->selected,
+                                   t->gate, t->dgate, t->dscores, NULL, NULL);
         }
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
-        op->expert_backward_gathered(be, &rs, t->hidden, t->patches, t->selected,
-                                     m->params[PARAM_EXPERT].value.data, t->hidden_out,
-                                     t->dhidden, router_folded ? t->dscores : NULL,
-                                     m->params[PARAM_EXPERT].grad.data,
-                                     router_folded ? router->grad.data : NULL);
+        op->expert_backward_gathered(
+            be, &rs, t->hidden, t->patches, t->selected, m->params[PARAM_EXPERT].value.data,
+            t->hidden_out, t->dhidden, router_folded ? t->dscores : NULL,
+            m->params[PARAM_EXPERT].grad.data, router_folded ? router->grad.data : NULL);
     } else {
         pmoe_timer_enter(m->timer, PMOE_T_EXPERTS_BWD, per_expert);
         experts_backward(m, 0, t->experts, batch * t->topl, expert_input(m), t->hidden_out,
@@ -490,9 +488,8 @@ static void two_layer_backward(pmoe_model *m) {
     if (learn_gate && !router_folded) {
         pmoe_route_shape rs = route_shape(m, batch);
         pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
-        op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores,
-                               t->selected, t->gate, t->dgate, t->dscores, router->grad.data,
-                               NULL);
+        op->gate_topl_backward(be, &rs, t->patches, router->value.data, t->scores, t->selected,
+                               t->gate, t->dgate, t->dscores, router->grad.data, NULL);
     }
     if (m->comm && (learn_gate || output->trainable)) {
         pmoe_timer_enter(m->timer, PMOE_T_ALL_REDUCE, (uint64_t)batch);
@@ -528,8 +525,8 @@ static pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *l
     op->gemm_float32(be, 0, 1, batch * n, k, d, 1.0f, t->patches, d, 0, router->value.data, d, 0,
                      0.0f, t->scores, k, 0, 1);
     pmoe_timer_enter(m->timer, PMOE_T_LOSS, (uint64_t)batch);
-    op->router_linear_loss(be, batch, (int)n, (int)k, t->scores, m->router_pair,
-                           m->router_weight, t->dscores, m->stats);
+    op->router_linear_loss(be, batch, (int)n, (int)k, t->scores, m->router_pair, m->router_weight,
+                           t->dscores, m->stats);
     pmoe_timer_enter(m->timer, PMOE_T_GATE_BWD, (uint64_t)batch);
     op->gemm_float32(be, 1, 0, k, d, batch * n, 1.0f, t->dscores, k, 0, t->patches, d, 0, 0.0f,
                      router->grad.data, d, 0, 1);
@@ -546,9 +543,15 @@ static pmoe_status two_layer_router_loss(pmoe_model *m, int64_t batch, double *l
 
 static void two_layer_routing(const pmoe_model *m, pmoe_routing_view *out) {
     const two_layer_model *t = two_layer_of_const(m);
-    *out = (pmoe_routing_view){t->has_router, t->experts,   t->topl,
-                               t->patch_count, t->patch_dim, t->gate_mode,
-                               t->has_router ? PARAM_ROUTER : -1, t->selected, t->gate};
+    *out = (pmoe_routing_view){t->has_router,
+                               t->experts,
+                               t->topl,
+                               t->patch_count,
+                               t->patch_dim,
+                               t->gate_mode,
+                               t->has_router ? PARAM_ROUTER : -1,
+                               t->selected,
+                               t->gate};
 }
 
 static void two_layer_describe(const pmoe_model *m, pmoe_model_description *out) {

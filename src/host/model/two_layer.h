@@ -17,15 +17,15 @@
 enum { PARAM_ROUTER, PARAM_EXPERT, PARAM_OUTPUT, PARAM_COUNT };
 
 typedef struct two_layer_model {
-    pmoe_model base;       /* first: a pmoe_model * of this family points here */
-    int has_router;        /* 0 for the CNN */
+    pmoe_model base;            /* first: a pmoe_model * of this family points here */
+    int has_router;             /* 0 for the CNN */
     int patch_count, patch_dim; /* n, d */
-    int experts, topl;     /* k, l (CNN: 1, n) */
-    int hidden;            /* h, per expert */
+    int experts, topl;          /* k, l (CNN: 1, n) */
+    int hidden;                 /* h, per expert */
     pmoe_gate_mode gate_mode;
     pmoe_param params[PARAM_COUNT]; /* base.params points here, indexed by PARAM_* */
-    int gathered;          /* the backend's fused gather + expert ops run: no expert_in */
-    int profile_experts;   /* train.profile_experts: one call and NVTX range per expert */
+    int gathered;                   /* the backend's fused gather + expert ops run: no expert_in */
+    int profile_experts;            /* train.profile_experts: one call and NVTX range per expert */
 
     /* activations and their gradients, for this rank's max_batch samples */
     float *patches, *scores, *gate, *expert_in, *hidden_out;
@@ -34,10 +34,10 @@ typedef struct two_layer_model {
     const float *dlogits_local; /* the last loss's dlogits of this rank's samples */
 
     /* Expert parallelism only (NULL in one process). */
-    float *expert_rows;    /* local_experts x (B l) x d: this rank's experts' rows, global order */
+    float *expert_rows; /* local_experts x (B l) x d: this rank's experts' rows, global order */
     float *expert_hidden, *expert_dhidden; /* local_experts x (B l) x h */
     float *logits_all, *dlogits_all;       /* B x c: the global batch */
-    int32_t *identity;     /* B x l: t at [b, t]: an owner's rows as "patches" of the fused ops */
+    int32_t *identity; /* B x l: t at [b, t]: an owner's rows as "patches" of the fused ops */
 } two_layer_model;
 
 extern const pmoe_model_ops two_layer_model_ops;

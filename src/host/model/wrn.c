@@ -74,8 +74,7 @@ static void wrn_free(pmoe_model *m);
  * ranks: this rank's share of them), its input activation in *input (a
  * model's with no gradient, a block's with one unused). */
 static pmoe_status deep_model_new(pmoe_backend *be, pmoe_comm *comm, const pmoe_config *cfg,
-                                  int channels,
-                                  int height, int width, int patch, int64_t max_batch,
+                                  int channels, int height, int width, int patch, int64_t max_batch,
                                   int input_no_grad, pmoe_model **out, int *input,
                                   pmoe_error *err) {
     pmoe_deep_model *d = calloc(1, sizeof *d);
@@ -109,8 +108,8 @@ static pmoe_status wrn_create(pmoe_backend *be, pmoe_comm *comm, const pmoe_conf
                               int64_t max_batch, pmoe_model **out, pmoe_error *err) {
     pmoe_model *m = NULL;
     int input;
-    pmoe_status s = deep_model_new(be, comm, cfg, channels, height, width, patch, max_batch, 1,
-                                   &m, &input, err);
+    pmoe_status s = deep_model_new(be, comm, cfg, channels, height, width, patch, max_batch, 1, &m,
+                                   &input, err);
     if (m) m->classes = classes;
     if (!s) s = be->alloc(be, (size_t)max_batch * sizeof(int32_t), (void **)&m->labels, err);
     if (!s) s = be->alloc(be, 2 * sizeof(float), (void **)&m->stats, err);
@@ -193,8 +192,9 @@ static void wrn_routing(const pmoe_model *m, pmoe_routing_view *out) {
         *out = (pmoe_routing_view){0, 1, 1, 1, 0, PMOE_GATE_ONES, -1, NULL, NULL};
         return;
     }
-    *out = (pmoe_routing_view){1,           L->experts,     L->topl,     L->patches, L->dim,
-                               L->gate_mode, L->first_param, L->selected, L->gate};
+    *out = (pmoe_routing_view){1,      L->experts,   L->topl,        L->patches,
+                               L->dim, L->gate_mode, L->first_param, L->selected,
+                               L->gate};
 }
 
 static void wrn_describe(const pmoe_model *m, pmoe_model_description *out) {
@@ -245,9 +245,9 @@ static pmoe_status fill_normal(pmoe_backend *be, float *dst, int64_t count, uint
 
 #define BLOCK_STREAM 0x626c6f636bULL /* "block": the inputs' random streams */
 
-pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg,
-                                    pmoe_block_kind kind, int C, int H, int W, int patch,
-                                    int64_t batch, pmoe_model **out, pmoe_error *err) {
+pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg, pmoe_block_kind kind,
+                                    int C, int H, int W, int patch, int64_t batch, pmoe_model **out,
+                                    pmoe_error *err) {
     pmoe_model *m = NULL;
     int x = -1, shortcut_in = -1, y = -1;
     pmoe_status st = deep_model_new(be, NULL, cfg, C, H, W, patch, batch, 0, &m, &x, err);
@@ -262,8 +262,7 @@ pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg,
         if (!st) st = deep_add(m, "group3.add", conv, shortcut, &y, err);
     } else if (!st) { /* the layer as wrn.c adds it, in the block's form */
         pmoe_config one = *cfg;
-        one.model.moe_impl =
-            kind == PMOE_BLOCK_MOE_DENSE ? PMOE_MOE_DENSE_MASKED : PMOE_MOE_SPARSE;
+        one.model.moe_impl = kind == PMOE_BLOCK_MOE_DENSE ? PMOE_MOE_DENSE_MASKED : PMOE_MOE_SPARSE;
         moe_conv_layer *moe = NULL;
         st = moe_conv_create(m, &one, C, H, W, patch, &moe, err);
         if (!st) st = deep_moe(m, "group3.moe", moe, x, &y, err);
@@ -272,8 +271,8 @@ pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg,
         d->logits = y; /* deep_backward keeps its gradient: the fixed output gradient */
         m->logits = d->acts[y].value;
         m->dlogits = d->acts[y].grad;
-        st = fill_normal(be, d->acts[x].value, batch * deep_act_size(&d->acts[x]),
-                         cfg->train.seed, BLOCK_STREAM, err);
+        st = fill_normal(be, d->acts[x].value, batch * deep_act_size(&d->acts[x]), cfg->train.seed,
+                         BLOCK_STREAM, err);
     }
     if (!st && shortcut_in >= 0)
         st = fill_normal(be, d->acts[shortcut_in].value,

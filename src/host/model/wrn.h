@@ -12,10 +12,10 @@ extern const pmoe_model_ops wrn_model_ops;
 /* The isolated blocks: what WRN-pMoE's pMoE layer stands in for, and the
  * layer itself in each of its two forms. */
 typedef enum {
-    PMOE_BLOCK_WRN_GROUP3,   /* the WRN's group 3 after its first convolution: batch norm,
+    PMOE_BLOCK_WRN_GROUP3, /* the WRN's group 3 after its first convolution: batch norm,
                                 ReLU, 3x3 convolution, the 1x1 shortcut and the residual add */
-    PMOE_BLOCK_MOE_SPARSE,   /* the pMoE layer, model.moe_impl = sparse */
-    PMOE_BLOCK_MOE_DENSE,    /* the pMoE layer, model.moe_impl = dense_masked */
+    PMOE_BLOCK_MOE_SPARSE, /* the pMoE layer, model.moe_impl = sparse */
+    PMOE_BLOCK_MOE_DENSE,  /* the pMoE layer, model.moe_impl = dense_masked */
     PMOE_BLOCK_KINDS
 } pmoe_block_kind;
 
@@ -27,8 +27,8 @@ typedef enum {
  * have in the full networks, so their FLOP rows match. A train step is
  * pmoe_model_forward + pmoe_model_backward (no loss); evaluation sets
  * m->training = 0. */
-pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg,
-                                    pmoe_block_kind kind, int channels, int height, int width,
-                                    int patch, int64_t batch, pmoe_model **out, pmoe_error *err);
+pmoe_status pmoe_model_create_block(pmoe_backend *be, const pmoe_config *cfg, pmoe_block_kind kind,
+                                    int channels, int height, int width, int patch, int64_t batch,
+                                    pmoe_model **out, pmoe_error *err);
 
 #endif

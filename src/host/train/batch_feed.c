@@ -18,9 +18,7 @@
 
 #include "train/run.h"
 
-int run_feeds(const run *r) {
-    return r->cfg->train.overlap_input && r->be->upload && !r->sharded;
-}
+int run_feeds(const run *r) { return r->cfg->train.overlap_input && r->be->upload && !r->sharded; }
 
 /* The feed's thread: a job's images and labels into its pinned buffer. */
 static void feed_work(void *ctx, void *arg) {
@@ -58,8 +56,8 @@ void run_feed_close(run *r) {
 
 /* Hands the feed a batch for the next pinned buffer, once the upload from
  * that buffer has read it. */
-static pmoe_status feed_start(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                              int64_t count, int64_t augment_pass, pmoe_error *err) {
+static pmoe_status feed_start(run *r, const pmoe_dataset *ds, const int64_t *indices, int64_t count,
+                              int64_t augment_pass, pmoe_error *err) {
     pmoe_status s = feed_open(r, err);
     if (!s) s = r->be->upload->slot_wait(r->be, r->slot, err);
     if (s) return s;
@@ -95,8 +93,8 @@ pmoe_status run_load_batch_fed(run *r, const pmoe_dataset *ds, const int64_t *in
     }
     if (s) return s;
     input_feed_wait(r->feed);
-    const size_t image_bytes =
-        (size_t)(sh->local * ds->channels * ds->height * ds->width) * sizeof(float);
+    const size_t image_bytes = (size_t)(sh->local * ds->channels * ds->height * ds->width) *
+                               sizeof(float);
     s = up->upload(be, j->slot, r->staging, r->pinned[j->slot], r->upload_bytes, err);
     void *dst[2] = {r->model->images, r->model->labels};
     const void *src[2] = {r->staging, (char *)r->staging + r->labels_at};

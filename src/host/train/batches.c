@@ -48,8 +48,8 @@ void run_compose_share(const run *r, const pmoe_dataset *ds, const int64_t *indi
                (size_t)((sh->local - real) * per_sample) * sizeof(float));
 }
 
-pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                              int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err) {
+pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices, int64_t count,
+                           int64_t augment_pass, shard *sh, pmoe_error *err) {
     if (augment_pass >= 0 && run_feeds(r))
         return run_load_batch_fed(r, ds, indices, count, augment_pass, sh, err);
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
@@ -61,8 +61,7 @@ pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indice
     pmoe_status s = be->host_memory ? PMOE_OK
                                     : be->copy_in(be, r->model->images, r->host_images, bytes, err);
     if (!s)
-        s = be->copy_in(be, r->model->labels, r->host_labels, (size_t)count * sizeof(int32_t),
-                        err);
+        s = be->copy_in(be, r->model->labels, r->host_labels, (size_t)count * sizeof(int32_t), err);
     return s;
 }
 

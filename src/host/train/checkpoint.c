@@ -90,8 +90,7 @@ static pmoe_status agree(const pmoe_model *m, pmoe_status mine, pmoe_error *err)
 
 /* Copies the tensors into host (rank 0's; NULL elsewhere) in list_slices
  * order, gathering the sharded ones from every rank. Collective. */
-static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local,
-                                  pmoe_error *err) {
+static pmoe_status gather_tensors(const pmoe_model *m, float *host, float *local, pmoe_error *err) {
     pmoe_status s = PMOE_OK;
     int64_t at = 0;
     const int first_group = m->rank < m->expert_ranks;
@@ -123,16 +122,14 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
                               int config_len, const pmoe_st_meta *extra, int extra_count,
                               pmoe_error *err);
 
-pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
-                                 const pmoe_config *cfg, const pmoe_train_position *pos,
-                                 pmoe_error *err) {
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m, const pmoe_config *cfg,
+                                 const pmoe_train_position *pos, pmoe_error *err) {
     return pmoe_checkpoint_save_with(path, m, cfg, pos, NULL, 0, err);
 }
 
-pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m,
-                                      const pmoe_config *cfg, const pmoe_train_position *pos,
-                                      const pmoe_st_meta *extra, int extra_count,
-                                      pmoe_error *err) {
+pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m, const pmoe_config *cfg,
+                                      const pmoe_train_position *pos, const pmoe_st_meta *extra,
+                                      int extra_count, pmoe_error *err) {
     const int writer = !m->comm || m->comm->rank == 0;
     slice *slices = calloc(max_slices(m), sizeof *slices);
     pmoe_st_entry *entries = calloc(max_slices(m), sizeof *entries);
@@ -154,8 +151,9 @@ pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m,
     if (!s) s = agree(m, gather_tensors(m, host, local, err), err);
     if (!s) {
         pmoe_status written = PMOE_OK;
-        if (writer) written = write_file(path, cfg, pos, slices, entries, n, host, config,
-                                         config_len, extra, extra_count, err);
+        if (writer)
+            written = write_file(path, cfg, pos, slices, entries, n, host, config, config_len,
+                                 extra, extra_count, err);
         s = agree(m, written, err); /* everyone learns whether rank 0's write worked */
     }
     free(slices);
@@ -206,16 +204,22 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
     snprintf(correct, sizeof correct, "%" PRId64, pos->correct_sum);
     enum { ROOM = 32 }; /* the run's own entries, then the extra ones */
     pmoe_st_meta meta[ROOM] = {
-        {"format", FORMAT},       {"config", config},        {"phase", phase},
-        {"epoch", epoch},         {"next_batch", next},      {"step", step},
-        {"router_steps", router}, {"skipped_steps", skipped}, {"epoch_loss_sum", loss},
+        {"format", FORMAT},
+        {"config", config},
+        {"phase", phase},
+        {"epoch", epoch},
+        {"next_batch", next},
+        {"step", step},
+        {"router_steps", router},
+        {"skipped_steps", skipped},
+        {"epoch_loss_sum", loss},
         {"epoch_correct_sum", correct},
         {"rng", "counter-based: the shuffle of an epoch is a function of (train.seed, epoch)"},
         {"run_id", pos->run_id}, /* last: left out when the run has none */
     };
     int own = 0;
     while (own < ROOM && meta[own].key) own++;
-    if (!pos->run_id[0]) own--; /* run_id, the last, is left out when the run has none */
+    if (!pos->run_id[0]) own--;        /* run_id, the last, is left out when the run has none */
     char best_epoch[24], best_acc[40]; /* train.keep_best: the best evaluation so far */
     if (pos->best_epoch > 0) {
         snprintf(best_epoch, sizeof best_epoch, "%d", pos->best_epoch);
@@ -224,8 +228,9 @@ static pmoe_status write_file(const char *path, const pmoe_config *cfg,
         meta[own++] = (pmoe_st_meta){"best_test_acc", best_acc};
     }
     if (extra_count < 0 || own + extra_count > ROOM)
-        return pmoe_fail(err, PMOE_ERR_INTERNAL, "checkpoint: %d extra metadata entries (room for %d)",
-                         extra_count, ROOM - own);
+        return pmoe_fail(err, PMOE_ERR_INTERNAL,
+                         "checkpoint: %d extra metadata entries (room for %d)", extra_count,
+                         ROOM - own);
     for (int i = 0; i < extra_count; i++) meta[own + i] = extra[i];
     return pmoe_safetensors_write(path, entries, n, meta, own + extra_count, err);
 }
@@ -262,7 +267,8 @@ pmoe_status pmoe_checkpoint_open(const char *path, pmoe_st_file *file, pmoe_erro
 static void shape_text(int ndim, const int64_t *shape, char *out, size_t size) {
     size_t used = (size_t)snprintf(out, size, "[");
     for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(out + used, size - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        used +=
+            (size_t)snprintf(out + used, size - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (used < size) snprintf(out + used, size - used, "]");
 }
 
@@ -292,8 +298,9 @@ pmoe_status pmoe_checkpoint_restore(const pmoe_st_file *file, pmoe_model *m,
             char have[96], want[96];
             shape_text(t->ndim, t->shape, have, sizeof have);
             shape_text(sl->ndim, sl->shape, want, sizeof want);
-            s = pmoe_fail(err, PMOE_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
-                          file->origin, sl->name, have, want);
+            s = pmoe_fail(err, PMOE_ERR_FORMAT,
+                          "%s: tensor '%s' has shape %s, the model expects %s", file->origin,
+                          sl->name, have, want);
             break;
         }
         const float *from = t->data + sl->file_offset;

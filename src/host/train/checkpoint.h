@@ -26,19 +26,16 @@
 #include "train/checkpoint_folder.h"
 #include "train/position.h"
 
-
 /* Writes path atomically (the previous file of that name stays whole on any
  * failure). */
-pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m,
-                                 const pmoe_config *cfg, const pmoe_train_position *pos,
-                                 pmoe_error *err);
+pmoe_status pmoe_checkpoint_save(const char *path, const pmoe_model *m, const pmoe_config *cfg,
+                                 const pmoe_train_position *pos, pmoe_error *err);
 
 /* The same, with extra metadata pairs beside the run's own (about 20 fit):
  * the training loop adds the data's input description (input_spec.h). */
-pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m,
-                                      const pmoe_config *cfg, const pmoe_train_position *pos,
-                                      const pmoe_st_meta *extra, int extra_count,
-                                      pmoe_error *err);
+pmoe_status pmoe_checkpoint_save_with(const char *path, const pmoe_model *m, const pmoe_config *cfg,
+                                      const pmoe_train_position *pos, const pmoe_st_meta *extra,
+                                      int extra_count, pmoe_error *err);
 
 /* Reads a checkpoint file, or the newest checkpoint in a folder (see
  * pmoe_checkpoint_newest), and checks that it is a pmoe checkpoint. The

@@ -54,8 +54,7 @@ static int read_owner(const char *path, char owner[PMOE_RUN_ID_CHARS + 1]) {
     char *text = NULL;
     int is_pmoe = 0;
     uint64_t len = 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 8 &&
-        read(fd, len_le, 8) == 8) {
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 8 && read(fd, len_le, 8) == 8) {
         for (int i = 0; i < 8; i++) len |= (uint64_t)len_le[i] << (8 * i);
         if (len <= HEADER_LIMIT && len <= (uint64_t)st.st_size - 8) text = malloc(len + 1);
     }
@@ -65,7 +64,8 @@ static int read_owner(const char *path, char owner[PMOE_RUN_ID_CHARS + 1]) {
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
         const cJSON *format = cJSON_GetObjectItemCaseSensitive(meta, "format");
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "run_id");
-        is_pmoe = cJSON_IsString(format) && strcmp(format->valuestring, PMOE_CHECKPOINT_FORMAT) == 0;
+        is_pmoe = cJSON_IsString(format) &&
+                  strcmp(format->valuestring, PMOE_CHECKPOINT_FORMAT) == 0;
         if (is_pmoe && cJSON_IsString(id) && pmoe_run_id_valid(id->valuestring))
             snprintf(owner, PMOE_RUN_ID_CHARS + 1, "%s", id->valuestring);
         cJSON_Delete(root);
@@ -79,8 +79,8 @@ static int read_owner(const char *path, char owner[PMOE_RUN_ID_CHARS + 1]) {
 typedef struct found {
     char name[64];
     int64_t step;
-    int regular;  /* lstat: a regular file */
-    int is_pmoe;  /* its header is a pmoe checkpoint's */
+    int regular; /* lstat: a regular file */
+    int is_pmoe; /* its header is a pmoe checkpoint's */
     char owner[PMOE_RUN_ID_CHARS + 1];
     dev_t dev;
     ino_t ino;
@@ -96,7 +96,8 @@ static int scan(const char *dir, found **out, int *count) {
     int cap = 0;
     for (struct dirent *e; (e = readdir(d));) {
         int64_t step;
-        if (strlen(e->d_name) >= sizeof((found *)0)->name || !pmoe_checkpoint_name_step(e->d_name, &step))
+        if (strlen(e->d_name) >= sizeof((found *)0)->name ||
+            !pmoe_checkpoint_name_step(e->d_name, &step))
             continue;
         if (*count == cap) {
             cap = cap ? 2 * cap : 16;
@@ -148,7 +149,8 @@ pmoe_status pmoe_checkpoint_newest(const char *dir, char *out, size_t out_size, 
             other = &all[i];
     pmoe_status s = PMOE_OK;
     if (!best) {
-        s = pmoe_fail(err, PMOE_ERR_IO, "%s: no step-<N>.safetensors checkpoint in this folder", dir);
+        s = pmoe_fail(err, PMOE_ERR_IO, "%s: no step-<N>.safetensors checkpoint in this folder",
+                      dir);
     } else if (other) {
         char a[64], b[64];
         s = pmoe_fail(err, PMOE_ERR_IO,
@@ -316,7 +318,8 @@ void pmoe_checkpoint_folder_prune(const pmoe_checkpoint_folder *f, int keep) {
         char path[4200];
         join(f->dir, c->name, path, sizeof path);
         struct stat st; /* still the file that was read, not a replacement */
-        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == c->dev && st.st_ino == c->ino)
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == c->dev &&
+            st.st_ino == c->ino)
             unlink(path);
     }
     free(all);

@@ -40,10 +40,10 @@ pmoe_status pmoe_checkpoint_newest(const char *dir, char *out, size_t out_size, 
 typedef struct pmoe_checkpoint_folder {
     char dir[1024];
     char run_id[PMOE_RUN_ID_CHARS + 1];
-    int claimed;          /* the lock is held (lock_fd open) */
+    int claimed; /* the lock is held (lock_fd open) */
     int lock_fd;
-    dev_t keep_dev;       /* the checkpoint the run resumed from, when it lies in dir: */
-    ino_t keep_ino;       /* never pruned by this run (0, 0: none) */
+    dev_t keep_dev; /* the checkpoint the run resumed from, when it lies in dir: */
+    ino_t keep_ino; /* never pruned by this run (0, 0: none) */
 } pmoe_checkpoint_folder;
 
 /* Sets up f for dir and run_id (nothing is touched yet); resumed_from, when

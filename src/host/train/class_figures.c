@@ -13,13 +13,15 @@ int pmoe_predicted_class(const float *z, int model_classes) {
     return best;
 }
 
-pmoe_status pmoe_class_figures_init(pmoe_class_figures *f, int model_classes,
-                                    char *const *names, pmoe_error *err) {
+pmoe_status pmoe_class_figures_init(pmoe_class_figures *f, int model_classes, char *const *names,
+                                    pmoe_error *err) {
     memset(f, 0, sizeof *f);
     f->binary = model_classes == 1;
     f->classes = f->binary ? 2 : model_classes;
     f->counts = calloc((size_t)f->classes * (size_t)f->classes, sizeof *f->counts);
-    if (!f->counts) return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for a %d x %d confusion matrix", f->classes, f->classes);
+    if (!f->counts)
+        return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for a %d x %d confusion matrix",
+                         f->classes, f->classes);
     if (names && !f->binary) {
         f->names = calloc((size_t)f->classes, sizeof *f->names);
         for (int c = 0; f->names && c < f->classes; c++) {

@@ -19,8 +19,8 @@ int pmoe_predicted_class(const float *logits, int model_classes);
 
 /* Zeroed counts for a model with model_classes logits (2 classes for a
  * binary model), with a copy of names[0..classes) when not NULL. */
-pmoe_status pmoe_class_figures_init(pmoe_class_figures *f, int model_classes,
-                                    char *const *names, pmoe_error *err);
+pmoe_status pmoe_class_figures_init(pmoe_class_figures *f, int model_classes, char *const *names,
+                                    pmoe_error *err);
 
 /* Counts count samples: logits is count x model_classes, labels count
  * (binary: 1 is y = +1, 0 is y = -1). */

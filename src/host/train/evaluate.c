@@ -18,8 +18,8 @@
 
 /* Router recall's counts over the test set. */
 typedef struct recall_counts {
-    int64_t any;                                    /* some expert picked the deciding patch */
-    int64_t by_expert[PMOE_MAX_REPORTED_EXPERTS];   /* expert e picked it */
+    int64_t any;                                  /* some expert picked the deciding patch */
+    int64_t by_expert[PMOE_MAX_REPORTED_EXPERTS]; /* expert e picked it */
 } recall_counts;
 
 static int reported_experts(const run *r) {
@@ -93,14 +93,13 @@ static void count_recall(const run *r, const pmoe_dataset *ds, int64_t start, co
 
 /* Copies the batch's samples below keep->samples (images, picks, gates,
  * labels, deciding patches) into keep: one process only (pmoe_route). */
-static pmoe_status keep_samples(run *r, const pmoe_dataset *ds, pmoe_routing *keep,
-                                int64_t start, int64_t count, pmoe_error *err) {
+static pmoe_status keep_samples(run *r, const pmoe_dataset *ds, pmoe_routing *keep, int64_t start,
+                                int64_t count, pmoe_error *err) {
     const pmoe_routing_view *rv = &r->routing;
     const int k = rv->experts, l = rv->topl;
     const int64_t per_sample = (int64_t)ds->channels * ds->height * ds->width;
-    const int64_t kept = start < keep->samples
-                             ? (keep->samples - start < count ? keep->samples - start : count)
-                             : 0;
+    const int64_t kept =
+        start < keep->samples ? (keep->samples - start < count ? keep->samples - start : count) : 0;
     if (kept <= 0) return PMOE_OK;
     memcpy(keep->images + start * per_sample, run_composed_images(r),
            sizeof(float) * (size_t)(kept * per_sample));
@@ -118,9 +117,8 @@ static pmoe_status keep_samples(run *r, const pmoe_dataset *ds, pmoe_routing *ke
 
 /* Sharded: every rank's recall and load counts summed exactly (integers),
  * then the ranks agree on `failed`, so all of them learn of one's failure. */
-static pmoe_status sum_across_ranks(run *r, recall_counts *recalled,
-                                    pmoe_class_figures *figures, pmoe_status failed,
-                                    pmoe_error *err) {
+static pmoe_status sum_across_ranks(run *r, recall_counts *recalled, pmoe_class_figures *figures,
+                                    pmoe_status failed, pmoe_error *err) {
     const int k = r->routing.experts, n = r->routing.patch_count, c = r->load_classes;
     int64_t counts[1 + PMOE_MAX_REPORTED_EXPERTS];
     const int reported = reported_experts(r);
@@ -148,7 +146,8 @@ static pmoe_status evaluate_pass(run *r, eval_stats *st, float *logits, pmoe_err
     const pmoe_routing_view *rv = &r->routing;
     const int k = rv->experts, l = rv->topl;
     const int routes = rv->routes;
-    const int measure_recall = routes && ds->decisive_patch && ds->decisive_patch_size == r->input_patch;
+    const int measure_recall = routes && ds->decisive_patch &&
+                               ds->decisive_patch_size == r->input_patch;
     int64_t correct_total = 0;
     recall_counts recalled;
     memset(&recalled, 0, sizeof recalled);
@@ -200,8 +199,8 @@ static pmoe_status evaluate_pass(run *r, eval_stats *st, float *logits, pmoe_err
     st->recall = measure_recall ? (double)recalled.any / (double)ds->count : -1.0;
     st->measured_load = routes;
     for (int e = 0; e < k && e < PMOE_MAX_REPORTED_EXPERTS; e++)
-        st->expert_recall[e] =
-            measure_recall ? (double)recalled.by_expert[e] / (double)ds->count : -1.0;
+        st->expert_recall[e] = measure_recall ? (double)recalled.by_expert[e] / (double)ds->count
+                                              : -1.0;
     return PMOE_OK;
 }
 
@@ -243,15 +242,18 @@ void run_fill_report_eval(const run *r, const eval_stats *st, pmoe_epoch_report 
         memcpy(er->expert_recall, st->expert_recall, sizeof er->expert_recall);
     }
     if (st->measured_load)
-        er->load = (pmoe_expert_load){r->routing.experts, r->routing.patch_count, r->load_classes,
-                                      r->load_position, r->load_class, r->test->count,
+        er->load = (pmoe_expert_load){r->routing.experts,
+                                      r->routing.patch_count,
+                                      r->load_classes,
+                                      r->load_position,
+                                      r->load_class,
+                                      r->test->count,
                                       r->test->height / r->input_patch,
                                       r->test->width / r->input_patch};
 }
 
 pmoe_status pmoe_eval(const pmoe_config *cfg, const char *checkpoint,
-                      const pmoe_eval_options *options, pmoe_eval_result *result,
-                      pmoe_error *err) {
+                      const pmoe_eval_options *options, pmoe_eval_result *result, pmoe_error *err) {
     run r;
     memset(result, 0, sizeof *result);
     pmoe_status s = run_open_saved(&r, cfg, checkpoint, result->checkpoint,

@@ -13,8 +13,8 @@ struct input_feed {
     pthread_cond_t posted, done;
     input_feed_work work;
     void *ctx;
-    void *job;      /* posted and not yet finished */
-    int busy;       /* started and not yet waited for */
+    void *job; /* posted and not yet finished */
+    int busy;  /* started and not yet waited for */
     int ending;
 };
 

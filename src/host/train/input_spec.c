@@ -8,8 +8,7 @@
 
 #include "data/image_fit.h"
 
-int pmoe_input_spec_describe(const pmoe_dataset *ds, char *input, size_t input_size,
-                             char **names) {
+int pmoe_input_spec_describe(const pmoe_dataset *ds, char *input, size_t input_size, char **names) {
     *names = NULL;
     if (ds->fit == PMOE_FIT_NONE || !pmoe_fit_name(ds->fit) || ds->channels > 3) return 0;
     const float *m = ds->mean, *s = ds->std;
@@ -53,7 +52,8 @@ static pmoe_status read_names(const pmoe_st_file *f, pmoe_input_spec *out, pmoe_
                              "%s: metadata 'class_names' does not hold %d names", f->origin,
                              out->classes);
         out->class_names[c] = malloc(len + 1);
-        if (!out->class_names[c]) return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for class names");
+        if (!out->class_names[c])
+            return pmoe_fail(err, PMOE_ERR_OOM, "out of memory for class names");
         memcpy(out->class_names[c], p, len);
         out->class_names[c][len] = '\0';
         p = end ? end + 1 : p + len;

@@ -20,8 +20,8 @@
 
 typedef struct pmoe_input_spec {
     int channels, height, width;
-    int fit;            /* pmoe_fit */
-    int classes;        /* as the model has them: 1 for a binary task */
+    int fit;     /* pmoe_fit */
+    int classes; /* as the model has them: 1 for a binary task */
     int default_patch;
     float mean[3], std[3];
     char **class_names; /* [classes], or NULL */
@@ -29,8 +29,7 @@ typedef struct pmoe_input_spec {
 
 /* Writes ds's "input" text to input and its names (malloc'd, or NULL) to
  * *names. Returns 0, writing nothing, when ds's samples are not images. */
-int pmoe_input_spec_describe(const pmoe_dataset *ds, char *input, size_t input_size,
-                             char **names);
+int pmoe_input_spec_describe(const pmoe_dataset *ds, char *input, size_t input_size, char **names);
 
 /* Reads a checkpoint's entries; PMOE_ERR_FORMAT naming the file when
  * "input" is absent or malformed. */

@@ -42,8 +42,8 @@ pmoe_status pmoe_lr_schedule_check(const pmoe_train_config *t, pmoe_error *err) 
                          "config: train.schedule = step needs train.lr_steps (epochs after which "
                          "the rate is multiplied by train.lr_gamma)");
     if (t->schedule == PMOE_SCHEDULE_COSINE && t->lr_min > t->lr)
-        return pmoe_fail(err, PMOE_ERR_CONFIG,
-                         "config: train.lr_min = %g is above train.lr = %g", t->lr_min, t->lr);
+        return pmoe_fail(err, PMOE_ERR_CONFIG, "config: train.lr_min = %g is above train.lr = %g",
+                         t->lr_min, t->lr);
     return PMOE_OK;
 }
 

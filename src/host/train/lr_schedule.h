@@ -29,7 +29,7 @@
 enum { PMOE_MAX_LR_STEPS = 32 };
 
 typedef struct pmoe_lr_schedule {
-    int kind;                /* pmoe_schedule */
+    int kind; /* pmoe_schedule */
     double base, min, gamma;
     int64_t steps_per_epoch; /* S */
     int64_t total_steps;     /* T */

@@ -76,8 +76,9 @@ pmoe_status pmoe_checkpoint_position(const pmoe_st_file *file, pmoe_train_positi
     memset(pos, 0, sizeof *pos);
     const char *phase = pmoe_safetensors_meta(file, "phase");
     if (!phase || (strcmp(phase, "router") && strcmp(phase, "main")))
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'phase' is %.40s, expected router or main",
-                         file->origin, phase ? phase : "missing");
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: metadata 'phase' is %.40s, expected router or main", file->origin,
+                         phase ? phase : "missing");
     pos->phase = strcmp(phase, "router") == 0 ? PMOE_PHASE_ROUTER : PMOE_PHASE_MAIN;
     /* Each field alone; train/resume.c checks them against each other, the
      * config and the data. Step counts stay below 2^62, so the global step
@@ -101,8 +102,9 @@ pmoe_status pmoe_checkpoint_position(const pmoe_st_file *file, pmoe_train_positi
                          file->origin, loss ? loss : "missing");
     const char *id = pmoe_safetensors_meta(file, "run_id");
     if (id && !pmoe_run_id_valid(id))
-        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: metadata 'run_id' is %.40s, expected %d hex digits",
-                         file->origin, id, PMOE_RUN_ID_CHARS);
+        return pmoe_fail(err, PMOE_ERR_FORMAT,
+                         "%s: metadata 'run_id' is %.40s, expected %d hex digits", file->origin, id,
+                         PMOE_RUN_ID_CHARS);
     snprintf(pos->run_id, sizeof pos->run_id, "%s", id ? id : "");
     if (!pmoe_safetensors_meta(file, "best_epoch")) return PMOE_OK; /* none (yet) */
     int64_t best_epoch = 0;
@@ -121,10 +123,10 @@ pmoe_status pmoe_checkpoint_position(const pmoe_st_file *file, pmoe_train_positi
 
 pmoe_status pmoe_checkpoint_config(const pmoe_st_file *file, pmoe_config *cfg, pmoe_error *err) {
     const char *text = pmoe_safetensors_meta(file, "config");
-    if (!text) return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: the metadata holds no config", file->origin);
+    if (!text)
+        return pmoe_fail(err, PMOE_ERR_FORMAT, "%s: the metadata holds no config", file->origin);
     pmoe_config_default(cfg);
     char origin[600];
     snprintf(origin, sizeof origin, "%s (saved config)", file->origin);
     return pmoe_config_apply_ini(cfg, text, origin, err);
 }
-

@@ -19,14 +19,14 @@
 #define PMOE_RUN_ID_CHARS 32
 
 typedef struct pmoe_train_position {
-    int phase;            /* pmoe_phase */
-    int epoch;            /* the epoch in progress, 1-based */
-    int64_t next_batch;   /* the next batch of that epoch to run, 0-based */
-    int64_t step;         /* steps done in this phase */
-    int64_t router_steps; /* steps done by the router phase */
-    int64_t skipped;      /* steps skipped for non-finite values */
-    double loss_sum;      /* the epoch so far: summed sample losses */
-    int64_t correct_sum;  /* the epoch so far: correct predictions */
+    int phase;                          /* pmoe_phase */
+    int epoch;                          /* the epoch in progress, 1-based */
+    int64_t next_batch;                 /* the next batch of that epoch to run, 0-based */
+    int64_t step;                       /* steps done in this phase */
+    int64_t router_steps;               /* steps done by the router phase */
+    int64_t skipped;                    /* steps skipped for non-finite values */
+    double loss_sum;                    /* the epoch so far: summed sample losses */
+    int64_t correct_sum;                /* the epoch so far: correct predictions */
     char run_id[PMOE_RUN_ID_CHARS + 1]; /* the run's identity ("": none, an older file) */
     /* train.keep_best: the main phase's best evaluation so far (best.safetensors);
      * best_epoch 0: none yet (or an older file) */

@@ -33,9 +33,9 @@ enum { PREDICT_BATCH = 32 };
 /* The inputs: image files as they are, IDX files opened into images. */
 typedef struct inputs {
     pmoe_image_item *items;
-    char **names;         /* per item: "FILE[i]" for IDX images, else NULL (the path) */
-    pmoe_image *images;   /* per item: the IDX image, or unused */
-    pmoe_idx *idx;        /* per file */
+    char **names;       /* per item: "FILE[i]" for IDX images, else NULL (the path) */
+    pmoe_image *images; /* per item: the IDX image, or unused */
+    pmoe_idx *idx;      /* per file */
     int files;
     int64_t count;
 } inputs;
@@ -80,7 +80,8 @@ static pmoe_status open_inputs(const char *const *files, int file_count, inputs 
     in->items = calloc((size_t)(total ? total : 1), sizeof *in->items);
     in->names = calloc((size_t)(total ? total : 1), sizeof *in->names);
     in->images = calloc((size_t)(total ? total : 1), sizeof *in->images);
-    if (!in->items || !in->names || !in->images) return pmoe_fail(err, PMOE_ERR_OOM, "out of memory");
+    if (!in->items || !in->names || !in->images)
+        return pmoe_fail(err, PMOE_ERR_OOM, "out of memory");
     for (int f = 0; f < file_count; f++) {
         const pmoe_idx *x = &in->idx[f];
         if (!x->data) {
@@ -94,8 +95,8 @@ static pmoe_status open_inputs(const char *const *files, int file_count, inputs 
             if (!name) return pmoe_fail(err, PMOE_ERR_OOM, "out of memory");
             snprintf(name, len, "%s[%lld]", files[f], (long long)i);
             in->names[in->count] = name;
-            in->images[in->count] = (pmoe_image){(int)x->dims[2], (int)x->dims[1], 1,
-                                                 x->data + (size_t)i * pixels};
+            in->images[in->count] =
+                (pmoe_image){(int)x->dims[2], (int)x->dims[1], 1, x->data + (size_t)i * pixels};
             in->items[in->count] = (pmoe_image_item){name, &in->images[in->count], 0};
             in->count++;
         }
@@ -119,9 +120,8 @@ static void decide(const float *z, int classes, int *best, double *probability) 
 }
 
 /* The routing's shape and buffers, for the model m on the images of ds. */
-static pmoe_status routing_open(const pmoe_config *cfg, const pmoe_model *m,
-                                const pmoe_dataset *ds, int patch, int samples,
-                                pmoe_routing *out, pmoe_error *err) {
+static pmoe_status routing_open(const pmoe_config *cfg, const pmoe_model *m, const pmoe_dataset *ds,
+                                int patch, int samples, pmoe_routing *out, pmoe_error *err) {
     const pmoe_routing_view v = pmoe_model_routing(m);
     memset(out, 0, sizeof *out);
     if (!v.routes)
@@ -174,13 +174,16 @@ static pmoe_status routing_add(const pmoe_model *m, const pmoe_dataset *ds, int6
                                int32_t *selected, pmoe_routing *out, pmoe_error *err) {
     const pmoe_routing_view v = pmoe_model_routing(m);
     const int64_t kl = (int64_t)v.experts * v.topl;
-    pmoe_status s = m->be->copy_out(m->be, selected, v.selected, sizeof(int32_t) * (size_t)(b * kl), err);
+    pmoe_status s =
+        m->be->copy_out(m->be, selected, v.selected, sizeof(int32_t) * (size_t)(b * kl), err);
     if (s) return s;
     for (int64_t i = 0; i < b * kl; i++)
         out->by_position[(i % kl) / v.topl * v.patch_count + selected[i]]++;
-    const int64_t kept = start < out->samples ? (out->samples - start < b ? out->samples - start : b) : 0;
+    const int64_t kept =
+        start < out->samples ? (out->samples - start < b ? out->samples - start : b) : 0;
     if (kept <= 0) return PMOE_OK;
-    s = m->be->copy_out(m->be, out->gate + start * kl, v.gate, sizeof(float) * (size_t)(kept * kl), err);
+    s = m->be->copy_out(m->be, out->gate + start * kl, v.gate, sizeof(float) * (size_t)(kept * kl),
+                        err);
     if (s) return s;
     memcpy(out->selected + start * kl, selected, sizeof(int32_t) * (size_t)(kept * kl));
     const int64_t plane = (int64_t)ds->height * ds->width, per = ds->channels * plane;
@@ -220,7 +223,8 @@ static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
     if (!s) {
         host = malloc(sizeof(float) * per * (size_t)batch);
         logits = malloc(sizeof(float) * (size_t)(batch * spec->classes));
-        if (routing) selected = malloc(sizeof(int32_t) * (size_t)(batch * routing->experts * routing->topl));
+        if (routing)
+            selected = malloc(sizeof(int32_t) * (size_t)(batch * routing->experts * routing->topl));
         if (!host || !logits || (routing && !selected))
             s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory for a batch");
     }
@@ -238,9 +242,9 @@ static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
             pmoe_prediction *p = &out[start + i];
             decide(logits + i * spec->classes, spec->classes, &p->class_index, &p->probability);
             if (spec->class_names)
-                snprintf(p->class_name, sizeof p->class_name, "%s", spec->class_names[p->class_index]);
-            else
-                snprintf(p->class_name, sizeof p->class_name, "%d", p->class_index);
+                snprintf(p->class_name, sizeof p->class_name, "%s",
+                         spec->class_names[p->class_index]);
+            else snprintf(p->class_name, sizeof p->class_name, "%d", p->class_index);
         }
         if (!s && routing) s = routing_add(m, ds, start, b, host, out, selected, routing, err);
         pmoe_progress_report(progress, "images", start + b, ds->count);
@@ -256,8 +260,8 @@ static pmoe_status run_model(const pmoe_config *cfg, const pmoe_st_file *file,
 }
 
 pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int file_count,
-                         const pmoe_predict_options *options, pmoe_prediction **out,
-                         int64_t *count, pmoe_error *err) {
+                         const pmoe_predict_options *options, pmoe_prediction **out, int64_t *count,
+                         pmoe_error *err) {
     *out = NULL;
     *count = 0;
     if (options && options->routing) memset(options->routing, 0, sizeof *options->routing);
@@ -276,16 +280,24 @@ pmoe_status pmoe_predict(const char *checkpoint, const char *const *files, int f
     if (!s) s = pmoe_input_spec_read(&file, &spec, err);
     if (!s) s = open_inputs(files, file_count, &in, err);
     if (!s) {
-        pmoe_image_rule rule = {spec.channels, spec.height, spec.width, spec.fit, 0, 0,
+        pmoe_image_rule rule = {spec.channels,
+                                spec.height,
+                                spec.width,
+                                spec.fit,
+                                0,
+                                0,
                                 {spec.mean[0], spec.mean[1], spec.mean[2]},
-                                {spec.std[0], spec.std[1], spec.std[2]}, in.count};
+                                {spec.std[0], spec.std[1], spec.std[2]},
+                                in.count};
         int64_t skipped = 0;
         s = pmoe_image_set_open(in.items, in.count, spec.classes, &rule, &ds, &skipped, err);
     }
     if (!s) {
         ds->default_patch = spec.default_patch;
         preds = calloc((size_t)ds->count, sizeof *preds);
-        if (!preds) s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory for %lld predictions", (long long)ds->count);
+        if (!preds)
+            s = pmoe_fail(err, PMOE_ERR_OOM, "out of memory for %lld predictions",
+                          (long long)ds->count);
     }
     for (int64_t i = 0; !s && i < ds->count; i++)
         snprintf(preds[i].source, sizeof preds[i].source, "%s", in.items[i].path);

@@ -15,12 +15,12 @@
 #include "pmoe/progress.h"
 
 typedef struct pmoe_progress_line {
-    FILE *out;        /* NULL: silent */
-    int is_terminal;  /* redraw a bar; else plain lines */
-    char task[32];    /* the line's first word: "bench", "eval" */
-    char what[96];    /* the last `what` printed */
+    FILE *out;       /* NULL: silent */
+    int is_terminal; /* redraw a bar; else plain lines */
+    char task[32];   /* the line's first word: "bench", "eval" */
+    char what[96];   /* the last `what` printed */
     double started, last_draw, last_line;
-    int shown;        /* a bar is on the screen */
+    int shown; /* a bar is on the screen */
 } pmoe_progress_line;
 
 /* Starts line (writing nothing yet) and returns the pmoe_progress that

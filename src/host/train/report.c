@@ -40,21 +40,21 @@ static void on_start(void *user, const pmoe_run_info *in) {
             "pmoe: %s model on %s (%s backend)\n"
             "      %lld train / %lld test samples, n = %d patches of %dx%d (d = %d), "
             "k = %d, l = %d, %lld parameters\n",
-            in->model, in->data, in->backend, (long long)in->train_size,
-            (long long)in->test_size, in->patches, in->patch, in->patch, in->patch_dim,
-            in->experts, in->topl, (long long)in->params);
+            in->model, in->data, in->backend, (long long)in->train_size, (long long)in->test_size,
+            in->patches, in->patch, in->patch, in->patch_dim, in->experts, in->topl,
+            (long long)in->params);
     if (in->backend_why[0]) fprintf(rep->progress, "      %s\n", in->backend_why);
     /* Which key sets which phase's epochs, and what the router phase's loss is. */
     if (in->router_epochs > 0)
-        fprintf(rep->progress,
-                "      separate training: first the routers alone, %d epochs (train.router_epochs)"
-                " on their\n"
-                "      linear loss -y <w_0 - w_1, sum of the patches> (unbounded: it falls below 0"
-                " as they\n"
-                "      learn), then the experts with the routers frozen, %d epochs (train.epochs)\n",
-                in->router_epochs, in->epochs);
-    else
-        fprintf(rep->progress, "      %d epochs (train.epochs)\n", in->epochs);
+        fprintf(
+            rep->progress,
+            "      separate training: first the routers alone, %d epochs (train.router_epochs)"
+            " on their\n"
+            "      linear loss -y <w_0 - w_1, sum of the patches> (unbounded: it falls below 0"
+            " as they\n"
+            "      learn), then the experts with the routers frozen, %d epochs (train.epochs)\n",
+            in->router_epochs, in->epochs);
+    else fprintf(rep->progress, "      %d epochs (train.epochs)\n", in->epochs);
     if (in->ranks > 1 && in->expert_ranks > 0) /* a deep model */
         fprintf(rep->progress,
                 "      data parallel: %d ranks over %s, 1/%d of each batch per rank; "
@@ -62,8 +62,10 @@ static void on_start(void *user, const pmoe_run_info *in) {
                 in->ranks, in->comm, in->ranks, in->expert_ranks, in->experts / in->expert_ranks,
                 in->sync_bn ? "over the global batch (train.sync_bn)" : "per rank");
     else if (in->ranks > 1)
-        fprintf(rep->progress, "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
-                in->ranks, in->comm, in->experts / in->ranks, in->ranks);
+        fprintf(
+            rep->progress,
+            "      expert parallel: %d ranks over %s, %d experts and 1/%d of each batch per rank\n",
+            in->ranks, in->comm, in->experts / in->ranks, in->ranks);
     check_progress(rep);
 }
 
@@ -83,7 +85,8 @@ static void on_step(void *user, const pmoe_step_report *r) {
         if (rep->last_line == 0.0) rep->last_line = t;
         if (t - rep->last_line < PLAIN_EVERY) return;
         rep->last_line = t;
-        fprintf(rep->progress, "%s epoch %d/%d  step %lld  batch %lld/%lld  loss %.4f  %.0f samples/s\n",
+        fprintf(rep->progress,
+                "%s epoch %d/%d  step %lld  batch %lld/%lld  loss %.4f  %.0f samples/s\n",
                 r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", r->epoch, r->epochs,
                 (long long)r->step, (long long)r->batch_index, (long long)r->batches, r->loss,
                 r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0);
@@ -96,7 +99,8 @@ static void on_step(void *user, const pmoe_step_report *r) {
     const double eta = done > 0 ? r->elapsed * (1.0 - done) / done : 0.0;
     char bar[PMOE_PROGRESS_BAR_WIDTH + 1];
     pmoe_progress_bar(done, bar);
-    fprintf(rep->progress, "\r\033[K%s [%s] epoch %d/%d  step %lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
+    fprintf(rep->progress,
+            "\r\033[K%s [%s] epoch %d/%d  step %lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
             r->phase == PMOE_PHASE_ROUTER ? "router" : "train ", bar, r->epoch, r->epochs,
             (long long)r->step, r->loss, r->elapsed > 0 ? (double)r->samples / r->elapsed : 0.0,
             (int)eta / 60, (int)eta % 60);
@@ -125,7 +129,8 @@ static void write_epoch_json(FILE *f, const pmoe_epoch_report *r) {
         for (int e = 0; e < ld->experts; e++) {
             fprintf(f, "%s[", e ? "," : "");
             for (int j = 0; j < ld->positions; j++)
-                fprintf(f, "%s%lld", j ? "," : "", (long long)ld->by_position[e * ld->positions + j]);
+                fprintf(f, "%s%lld", j ? "," : "",
+                        (long long)ld->by_position[e * ld->positions + j]);
             fprintf(f, "]");
         }
         fprintf(f, "],\"expert_load_class\":[");
@@ -158,7 +163,8 @@ static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *
                     r->phase == PMOE_PHASE_ROUTER ? "linear loss" : "loss", r->train_loss);
             if (r->train_acc >= 0) fprintf(rep->progress, "  train %5.1f%%", 100 * r->train_acc);
             if (r->test_acc >= 0) fprintf(rep->progress, "  test %5.1f%%", 100 * r->test_acc);
-            if (r->router_recall >= 0) fprintf(rep->progress, "  recall %5.1f%%", 100 * r->router_recall);
+            if (r->router_recall >= 0)
+                fprintf(rep->progress, "  recall %5.1f%%", 100 * r->router_recall);
             if (r->skipped_steps > 0)
                 fprintf(rep->progress, "  skipped %lld", (long long)r->skipped_steps);
             fprintf(rep->progress, "  lr %.4g  %.2f s\n", r->lr, r->seconds);
@@ -177,9 +183,9 @@ static pmoe_status on_epoch(void *user, const pmoe_epoch_report *r, pmoe_error *
     if (!f) return pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line", rep->log_name);
     write_epoch_json(f, r);
     const int composed = fclose(f) == 0;
-    pmoe_status s = composed ? pmoe_stream_append(rep->log, rep->log_name, line, len, err)
-                             : pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line",
-                                         rep->log_name);
+    pmoe_status s =
+        composed ? pmoe_stream_append(rep->log, rep->log_name, line, len, err)
+                 : pmoe_fail(err, PMOE_ERR_OOM, "%s: cannot compose a log line", rep->log_name);
     free(line);
     return s;
 }
@@ -194,7 +200,8 @@ static void phase_table(FILE *out, const pmoe_train_result *res) {
     double total = 0.0;
     for (int i = 0; i < pmoe_phase_count(); i++) total += res->phase_seconds[i];
     if (total <= 0.0) return;
-    fprintf(out, "time by phase (s, share of the timed total %.2f s; steps measured whole: %.2f s)\n",
+    fprintf(out,
+            "time by phase (s, share of the timed total %.2f s; steps measured whole: %.2f s)\n",
             total, res->step_seconds);
     for (int i = 0; i < pmoe_phase_count(); i++)
         if (res->phase_seconds[i] > 0.0)
@@ -207,7 +214,8 @@ void pmoe_reporter_summary(pmoe_reporter *rep, const pmoe_train_result *res) {
     clear_bar(rep);
     phase_table(rep->progress, res);
     fprintf(rep->progress, "done: test accuracy %.2f%%", 100 * res->test_acc);
-    if (res->router_recall >= 0) fprintf(rep->progress, ", router recall %.2f%%", 100 * res->router_recall);
+    if (res->router_recall >= 0)
+        fprintf(rep->progress, ", router recall %.2f%%", 100 * res->router_recall);
     /* the step counts of --json: main-phase steps, router steps apart */
     fprintf(rep->progress, ", final train loss %.4f, %lld steps", res->train_loss,
             (long long)res->steps);
@@ -247,7 +255,8 @@ void pmoe_class_figures_print(FILE *out, const pmoe_class_figures *f) {
     const int index_width = snprintf(NULL, 0, "%d", f->classes - 1);
     if (cell < index_width) cell = index_width;
     fprintf(out, "per class (accuracy: the share of the class's test samples predicted right)\n");
-    fprintf(out, "  %*s  %-*s  %8s  %8s\n", index_width, "#", width, "class", "samples", "accuracy");
+    fprintf(out, "  %*s  %-*s  %8s  %8s\n", index_width, "#", width, "class", "samples",
+            "accuracy");
     for (int c = 0; c < f->classes; c++) {
         const int64_t n = pmoe_class_samples(f, c);
         fprintf(out, "  %*d  %-*.*s  %8lld  ", index_width, c, width, width,
@@ -305,9 +314,8 @@ void pmoe_write_result_json(FILE *out, const pmoe_train_result *res) {
             "\"params\":%lld,"
             "\"experts\":%d,\"topl\":%d,\"patches\":%d,\"peak_bytes\":%lld",
             (long long)res->steps, (long long)res->router_steps, (long long)res->skipped_steps,
-            res->seconds,
-            (long long)res->info.params, res->info.experts, res->info.topl, res->info.patches,
-            (long long)res->peak_bytes);
+            res->seconds, (long long)res->info.params, res->info.experts, res->info.topl,
+            res->info.patches, (long long)res->peak_bytes);
     if (res->best_epoch > 0) {
         fprintf(out, ",\"best_checkpoint\":");
         pmoe_write_json_string(out, res->best_checkpoint);

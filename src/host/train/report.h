@@ -19,16 +19,16 @@
 #include "pmoe/train.h"
 
 typedef struct pmoe_reporter {
-    FILE *progress;  /* NULL: quiet */
-    const char *progress_name; /* for messages; NULL: "standard output" */
+    FILE *progress;              /* NULL: quiet */
+    const char *progress_name;   /* for messages; NULL: "standard output" */
     volatile sig_atomic_t *stop; /* raised (set to 1) when progress cannot be written; may
                                     be NULL (the run's stop flag, pmoe_train_options) */
     pmoe_error failed;           /* the first failed progress write (code PMOE_OK: none) */
-    int is_terminal; /* draw a bar */
-    FILE *log;       /* NULL: no JSON log */
-    const char *log_name; /* its path, for messages */
+    int is_terminal;             /* draw a bar */
+    FILE *log;                   /* NULL: no JSON log */
+    const char *log_name;        /* its path, for messages */
     double last_draw;
-    double last_line;  /* when not a terminal: the last periodic line */
+    double last_line; /* when not a terminal: the last periodic line */
     int bar_shown;
     int saves_final; /* train.checkpoint_every > 0: the run ends with a checkpoint, which
                         the summary names (else it says how to keep the model) */

@@ -41,7 +41,8 @@ static void ini_value(const char *text, const char *key, char *out, size_t size)
     const size_t section_len = (size_t)(dot - key), name_len = strlen(dot + 1);
     int in_section = 0;
     out[0] = '\0';
-    for (const char *line = text; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+    for (const char *line = text; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
         const size_t len = strcspn(line, "\n");
         if (line[0] == '[') {
             in_section = len == section_len + 2 && strncmp(line + 1, key, section_len) == 0;
@@ -55,11 +56,13 @@ static void ini_value(const char *text, const char *key, char *out, size_t size)
 
 static int fixed_on_resume(const char *key, int main_phase) {
     static const char *const fixed[] = {
-        "model.type",   "model.experts",     "model.topl",        "model.hidden",
-        "model.patch",  "model.gate",        "model.train_output", "model.width",
-        "model.expert_kernel", "train.mode", "train.batch",       "train.seed",
-        "train.router_batch",  "train.router_size", NULL};
-    if (strncmp(key, "data.", 5) == 0) return strcmp(key, "data.path") && strcmp(key, "data.test_size");
+        "model.type",         "model.experts",     "model.topl",
+        "model.hidden",       "model.patch",       "model.gate",
+        "model.train_output", "model.width",       "model.expert_kernel",
+        "train.mode",         "train.batch",       "train.seed",
+        "train.router_batch", "train.router_size", NULL};
+    if (strncmp(key, "data.", 5) == 0)
+        return strcmp(key, "data.path") && strcmp(key, "data.test_size");
     if (main_phase && strcmp(key, "train.router_epochs") == 0) return 1; /* that phase is over */
     for (int i = 0; fixed[i]; i++)
         if (strcmp(key, fixed[i]) == 0) return 1;
@@ -69,7 +72,8 @@ static int fixed_on_resume(const char *key, int main_phase) {
 /* The first key that must not change and did, as a PMOE_ERR_CONFIG. */
 static pmoe_status check_fixed_keys(const char *origin, const pmoe_config *saved,
                                     const pmoe_config *now, int main_phase, pmoe_error *err) {
-    const int len_a = pmoe_config_to_ini(saved, NULL, 0) + 1, len_b = pmoe_config_to_ini(now, NULL, 0) + 1;
+    const int len_a = pmoe_config_to_ini(saved, NULL, 0) + 1,
+              len_b = pmoe_config_to_ini(now, NULL, 0) + 1;
     char *a = malloc((size_t)len_a), *b = malloc((size_t)len_b);
     pmoe_status s = PMOE_OK;
     if (!a || !b) s = pmoe_fail(err, PMOE_ERR_OOM, "resume: cannot allocate the configs' text");
@@ -156,9 +160,8 @@ pmoe_status pmoe_resume_check_config(const pmoe_st_file *file, const pmoe_config
     return s;
 }
 
-pmoe_status pmoe_resume_check(const pmoe_st_file *file, const pmoe_config *now,
-                              int64_t train_count, int has_router,
-                              const pmoe_train_position *pos, pmoe_error *err) {
+pmoe_status pmoe_resume_check(const pmoe_st_file *file, const pmoe_config *now, int64_t train_count,
+                              int has_router, const pmoe_train_position *pos, pmoe_error *err) {
     pmoe_config saved;
     pmoe_status s = pmoe_checkpoint_config(file, &saved, err);
     if (!s) s = check_position(file->origin, &saved, train_count, has_router, pos, err);

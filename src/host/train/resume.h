@@ -33,8 +33,7 @@ pmoe_status pmoe_resume_check_config(const pmoe_st_file *file, const pmoe_config
 /* The restored position. file: the checkpoint (its saved config is read
  * from it); now: the run's config; train_count: the training set's size;
  * has_router: the model routes (a router phase exists only then). */
-pmoe_status pmoe_resume_check(const pmoe_st_file *file, const pmoe_config *now,
-                              int64_t train_count, int has_router,
-                              const pmoe_train_position *pos, pmoe_error *err);
+pmoe_status pmoe_resume_check(const pmoe_st_file *file, const pmoe_config *now, int64_t train_count,
+                              int has_router, const pmoe_train_position *pos, pmoe_error *err);
 
 #endif

@@ -34,14 +34,25 @@ pmoe_status pmoe_route(const pmoe_config *cfg, const char *checkpoint, int sampl
         out->classes = r.load_classes;
         out->samples = (int)(samples < r.test->count ? samples : r.test->count);
         out->test_size = r.test->count;
-        const int64_t per = (int64_t)out->channels * out->height * out->width, kl = m->experts * m->topl;
+        const int64_t per = (int64_t)out->channels * out->height * out->width,
+                      kl = m->experts * m->topl;
         const int64_t kn = (int64_t)m->experts * m->patch_count;
-        s = run_host_alloc(&r, &out->images, sizeof(float) * (size_t)(out->samples * per), "images", err);
-        if (!s) s = run_host_alloc(&r, &out->labels, sizeof(int32_t) * (size_t)out->samples, "labels", err);
-        if (!s) s = run_host_alloc(&r, &out->decisive, sizeof(int32_t) * (size_t)out->samples, "decisive patches", err);
-        if (!s) s = run_host_alloc(&r, &out->selected, sizeof(int32_t) * (size_t)(out->samples * kl), "picks", err);
-        if (!s) s = run_host_alloc(&r, &out->gate, sizeof(float) * (size_t)(out->samples * kl), "gates", err);
-        if (!s) s = run_host_alloc(&r, &out->by_position, sizeof(int64_t) * (size_t)kn, "counts", err);
+        s = run_host_alloc(&r, &out->images, sizeof(float) * (size_t)(out->samples * per), "images",
+                           err);
+        if (!s)
+            s = run_host_alloc(&r, &out->labels, sizeof(int32_t) * (size_t)out->samples, "labels",
+                               err);
+        if (!s)
+            s = run_host_alloc(&r, &out->decisive, sizeof(int32_t) * (size_t)out->samples,
+                               "decisive patches", err);
+        if (!s)
+            s = run_host_alloc(&r, &out->selected, sizeof(int32_t) * (size_t)(out->samples * kl),
+                               "picks", err);
+        if (!s)
+            s = run_host_alloc(&r, &out->gate, sizeof(float) * (size_t)(out->samples * kl), "gates",
+                               err);
+        if (!s)
+            s = run_host_alloc(&r, &out->by_position, sizeof(int64_t) * (size_t)kn, "counts", err);
         eval_stats st = {0};
         st.keep = out;
         st.progress = progress;

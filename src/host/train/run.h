@@ -33,47 +33,47 @@ typedef struct feed_job {
     const pmoe_dataset *ds;
     const int64_t *indices;
     int64_t count, augment_pass;
-    int slot;          /* the pinned buffer it goes to */
+    int slot; /* the pinned buffer it goes to */
 } feed_job;
 
 typedef struct run {
     const pmoe_config *cfg;
     const pmoe_train_callbacks *cb;
     const volatile sig_atomic_t *stop;
-    int per_class;        /* the final evaluation fills the result's per-class figures */
+    int per_class; /* the final evaluation fills the result's per-class figures */
     pmoe_dataset *train, *test;
     pmoe_data_source chosen;
     pmoe_backend *be;
-    pmoe_comm *comm;      /* single in one process */
+    pmoe_comm *comm; /* single in one process */
     int rank, ranks;
-    int sharded;          /* the model exchanges through comm (comm->distributed) */
-    int stop_agreed;      /* sharded: some rank was asked to stop during this step */
-    int64_t saved_step;   /* the global step of the last checkpoint written, -1: none */
+    int sharded;        /* the model exchanges through comm (comm->distributed) */
+    int stop_agreed;    /* sharded: some rank was asked to stop during this step */
+    int64_t saved_step; /* the global step of the last checkpoint written, -1: none */
     pmoe_model *model;
     pmoe_routing_view routing; /* the model's (selected, gate: the last forward's picks) */
-    int patch;             /* the model's patch (deep models: on the pMoE layer's map) */
-    int input_patch;       /* the input region one routed patch covers */
-    int64_t max_batch;    /* the global batch */
+    int patch;                 /* the model's patch (deep models: on the pMoE layer's map) */
+    int input_patch;           /* the input region one routed patch covers */
+    int64_t max_batch;         /* the global batch */
     /* Staging, NULL where the backend's memory is the host's (read in place): */
-    float *host_images;   /* this rank's share of max_batch composed samples */
+    float *host_images; /* this rank's share of max_batch composed samples */
     int32_t *host_labels, *host_selected, *host_pair; /* labels, pairs, weights: the global batch */
     float *host_weight;
-    int64_t *order;       /* the epoch's permutation of the training set */
+    int64_t *order;                      /* the epoch's permutation of the training set */
     int64_t *load_position, *load_class; /* experts x n, experts x classes (routing models) */
-    int load_classes;     /* patch classes, or 2 for binary tasks, else the class count */
+    int load_classes;        /* patch classes, or 2 for binary tasks, else the class count */
     int load_by_patch_class; /* load_class counts what the picked patches show */
     pmoe_run_info info;
     char last_checkpoint[1024];
     pmoe_checkpoint_folder folder; /* rank 0: where checkpoints go, and its lock */
     double started;
-    pmoe_phase_timer timer;  /* this epoch's phases */
-    double step_seconds;     /* this epoch's steps, measured whole */
+    pmoe_phase_timer timer;              /* this epoch's phases */
+    double step_seconds;                 /* this epoch's steps, measured whole */
     int64_t profile_first, profile_last; /* train.profile_steps; 0 = off */
-    pmoe_augment augment; /* data.crop_pad / data.flip, for training batches */
-    int describes_input;  /* the data are images: checkpoints say how (input_spec.h) */
+    pmoe_augment augment;                /* data.crop_pad / data.flip, for training batches */
+    int describes_input; /* the data are images: checkpoints say how (input_spec.h) */
     char input_meta[512];
     char *class_names_meta; /* NULL when the data have no class names */
-    step_ring ring;       /* the steps the host has not read yet (train.sync_every) */
+    step_ring ring;         /* the steps the host has not read yet (train.sync_every) */
     /* The non-finite guard's list for this phase: the loss, then every
      * gradient about to be applied (guard_param: whose, for the message). */
     int guard_count;
@@ -88,9 +88,9 @@ typedef struct run {
     void *pinned[2];
     void *staging;
     size_t upload_bytes, labels_at;
-    int slot;              /* the pinned buffer the next job goes to */
-    feed_job job;          /* the feed's current or last job */
-    int ahead;             /* job was started ahead of its load */
+    int slot;     /* the pinned buffer the next job goes to */
+    feed_job job; /* the feed's current or last job */
+    int ahead;    /* job was started ahead of its load */
 } run;
 
 /* How a global batch of `count` samples splits: this rank composes `local`
@@ -103,10 +103,10 @@ typedef struct shard {
 /* What one pass over the test set measures. */
 typedef struct eval_stats {
     double accuracy;
-    double recall;         /* -1 when not measured */
+    double recall; /* -1 when not measured */
     double expert_recall[PMOE_MAX_REPORTED_EXPERTS];
-    int measured_load;     /* the model routes: load is filled */
-    pmoe_routing *keep;    /* when not NULL: the first keep->samples samples are copied here */
+    int measured_load;  /* the model routes: load is filled */
+    pmoe_routing *keep; /* when not NULL: the first keep->samples samples are copied here */
     pmoe_class_figures *figures;   /* when not NULL: initialised and counted (class_figures.h) */
     const pmoe_progress *progress; /* when not NULL: told after each batch (units: samples) */
 } eval_stats;
@@ -150,8 +150,8 @@ void run_compose_share(const run *r, const pmoe_dataset *ds, const int64_t *indi
 float *run_composed_images(const run *r);
 /* Composes this rank's share of ds's samples indices[0..count) into the
  * model and all their labels; augment_pass < 0: not augmented. */
-pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices,
-                           int64_t count, int64_t augment_pass, shard *sh, pmoe_error *err);
+pmoe_status run_load_batch(run *r, const pmoe_dataset *ds, const int64_t *indices, int64_t count,
+                           int64_t augment_pass, shard *sh, pmoe_error *err);
 /* ---- batch_feed.c: train.overlap_input ---- */
 
 /* Whether training batches go through the feed: overlap_input, a backend

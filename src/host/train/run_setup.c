@@ -51,9 +51,9 @@ static pmoe_status resolve_against_data(run *r, pmoe_error *err) {
                          "config: train.mode = separate needs model.type = pmoe (the CNN has no "
                          "router)");
     int expert_ranks = 1; /* what divides what over the ranks (resolve.h) */
-    return r->sharded ? pmoe_resolve_ranks(cfg, ds, r->ranks, r->comm->local_size, &expert_ranks,
-                                           err)
-                      : PMOE_OK;
+    return r->sharded
+               ? pmoe_resolve_ranks(cfg, ds, r->ranks, r->comm->local_size, &expert_ranks, err)
+               : PMOE_OK;
 }
 
 pmoe_status run_host_alloc(run *r, void *out, size_t bytes, const char *what, pmoe_error *err) {
@@ -182,33 +182,39 @@ static pmoe_status open_buffers(run *r, pmoe_error *err) {
      * in place and needs none. */
     s = PMOE_OK;
     if (!r->be->host_memory)
-        s = run_host_alloc(r, &r->host_images, (size_t)local * per_sample * sizeof(float), "a batch", err);
+        s = run_host_alloc(r, &r->host_images, (size_t)local * per_sample * sizeof(float),
+                           "a batch", err);
     const size_t listed = (size_t)m->param_count + 1;
-    if (!s) s = run_host_alloc(r, &r->guard_x, listed * sizeof *r->guard_x, "the guard's list", err);
-    if (!s) s = run_host_alloc(r, &r->guard_n, listed * sizeof *r->guard_n, "the guard's list", err);
     if (!s)
-        s = run_host_alloc(r, &r->guard_param, listed * sizeof *r->guard_param, "the guard's list", err);
+        s = run_host_alloc(r, &r->guard_x, listed * sizeof *r->guard_x, "the guard's list", err);
+    if (!s)
+        s = run_host_alloc(r, &r->guard_n, listed * sizeof *r->guard_n, "the guard's list", err);
+    if (!s)
+        s = run_host_alloc(r, &r->guard_param, listed * sizeof *r->guard_param, "the guard's list",
+                           err);
     if (!s) s = step_ring_open(&r->ring, r->be, run_ring_capacity(r), err);
     if (!s) s = run_host_alloc(r, &r->host_labels, (size_t)B * 4, "labels", err);
     if (!s) s = run_host_alloc(r, &r->host_pair, (size_t)B * 4, "router pairs", err);
     if (!s) s = run_host_alloc(r, &r->host_weight, (size_t)B * 4, "router weights", err);
     if (!s)
         s = run_host_alloc(r, &r->host_selected, (size_t)(local * rv->experts * rv->topl) * 4,
-                       "the selections", err);
+                           "the selections", err);
     if (!s) s = run_host_alloc(r, &r->order, (size_t)most * sizeof(int64_t), "the order", err);
     /* Load by class: by what each picked patch shows where the data says
      * (mosaic items, synthetic patterns) on the model's patch grid, else by
      * the sample's class. */
     r->load_by_patch_class = r->test->patch_class && r->test->decisive_patch_size == r->input_patch;
     r->load_classes = r->load_by_patch_class ? r->test->patch_classes
-                      : m->classes == 1     ? 2
-                                            : m->classes;
+                      : m->classes == 1      ? 2
+                                             : m->classes;
     if (!s)
-        s = run_host_alloc(r, &r->load_position, sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count),
-                       "expert load", err);
+        s = run_host_alloc(r, &r->load_position,
+                           sizeof(int64_t) * (size_t)(rv->experts * rv->patch_count), "expert load",
+                           err);
     if (!s)
-        s = run_host_alloc(r, &r->load_class, sizeof(int64_t) * (size_t)(rv->experts * r->load_classes),
-                       "expert load", err);
+        s = run_host_alloc(r, &r->load_class,
+                           sizeof(int64_t) * (size_t)(rv->experts * r->load_classes), "expert load",
+                           err);
     if (!s) {
         describe_input(r);
         fill_info(r);
@@ -257,8 +263,8 @@ pmoe_status run_open(run *r, pmoe_error *err) {
     if (cfg->train.mode == PMOE_TRAIN_SEPARATE && cfg->train.router_batch > r->max_batch)
         r->max_batch = cfg->train.router_batch;
     s = pmoe_model_create_sharded(r->be, r->comm, cfg, r->train->channels, r->train->height,
-                                      r->train->width, r->patch, r->train->classes, r->max_batch,
-                                      &r->model, err);
+                                  r->train->width, r->patch, r->train->classes, r->max_batch,
+                                  &r->model, err);
     if (!s) r->routing = pmoe_model_routing(r->model);
     if (!s) s = open_buffers(r, err);
     return pmoe_comm_agree(r->comm, s, err, NULL, 0);

@@ -24,8 +24,8 @@ pmoe_status pmoe_checkpoint_load_config(const char *path, pmoe_config *cfg, pmoe
 }
 
 /* A run whose model holds the weights saved at checkpoint. */
-pmoe_status run_open_saved(run *r, const pmoe_config *cfg, const char *checkpoint,
-                              char *origin, size_t origin_size, int64_t *step, pmoe_error *err) {
+pmoe_status run_open_saved(run *r, const pmoe_config *cfg, const char *checkpoint, char *origin,
+                           size_t origin_size, int64_t *step, pmoe_error *err) {
     memset(r, 0, sizeof *r);
     r->cfg = cfg;
     pmoe_st_file file;

@@ -42,9 +42,7 @@ void step_ring_close(step_ring *ring) {
     memset(ring, 0, sizeof *ring);
 }
 
-void step_ring_push(step_ring *ring, const step_meta *meta) {
-    ring->meta[ring->pending++] = *meta;
-}
+void step_ring_push(step_ring *ring, const step_meta *meta) { ring->meta[ring->pending++] = *meta; }
 
 pmoe_status step_ring_read(step_ring *ring, pmoe_error *err) {
     pmoe_backend *be = ring->be;

@@ -18,18 +18,18 @@
 
 typedef struct step_meta {
     int epoch;
-    int64_t step;         /* the phase's 1-based step */
-    int64_t batch_index;  /* within the epoch, 1-based */
-    int64_t count;        /* samples in the batch */
-    double elapsed;       /* seconds since the phase began, when it was queued */
+    int64_t step;        /* the phase's 1-based step */
+    int64_t batch_index; /* within the epoch, 1-based */
+    int64_t count;       /* samples in the batch */
+    double elapsed;      /* seconds since the phase began, when it was queued */
 } step_meta;
 
 typedef struct step_ring {
     pmoe_backend *be;
     int capacity, pending;
-    float *stats;         /* backend: capacity x 2 (loss, correct) */
-    int32_t *verdicts;    /* backend: capacity */
-    int32_t *guard;       /* backend: PMOE_GUARD_WORDS, zeroed at open */
+    float *stats;      /* backend: capacity x 2 (loss, correct) */
+    int32_t *verdicts; /* backend: capacity */
+    int32_t *guard;    /* backend: PMOE_GUARD_WORDS, zeroed at open */
     /* What the last read brought back (rows 0 .. pending - 1): */
     float *host_stats;
     int32_t *host_verdicts;
@@ -48,9 +48,7 @@ static inline float *step_ring_stats(const step_ring *ring) {
 static inline int32_t *step_ring_verdict(const step_ring *ring) {
     return ring->verdicts + ring->pending;
 }
-static inline int step_ring_full(const step_ring *ring) {
-    return ring->pending == ring->capacity;
-}
+static inline int step_ring_full(const step_ring *ring) { return ring->pending == ring->capacity; }
 
 /* Closes the next row (its ops are queued) with its host-side facts. */
 void step_ring_push(step_ring *ring, const step_meta *meta);

@@ -70,10 +70,10 @@ static void list_guarded(run *r, pmoe_phase phase) {
 
 typedef struct phase_plan {
     pmoe_phase phase;
-    int64_t size;      /* samples: the first `size` of the training set */
+    int64_t size; /* samples: the first `size` of the training set */
     int64_t batch;
     int epochs;
-    double lr;         /* the schedule's base rate */
+    double lr; /* the schedule's base rate */
     uint64_t shuffle_stream;
 } phase_plan;
 
@@ -148,8 +148,7 @@ static pmoe_status stop_at(run *r, const pmoe_train_position *pos, pmoe_error *e
  * failures, the verdict (each rank sees only its experts' gradients) and
  * stop requests, so all of them update or none does. */
 static pmoe_status take_step(run *r, const phase_plan *plan, float lr, int64_t count,
-                             const shard *sh, pmoe_status loaded, int64_t step,
-                             pmoe_error *err) {
+                             const shard *sh, pmoe_status loaded, int64_t step, pmoe_error *err) {
     pmoe_model *m = r->model;
     pmoe_backend *be = r->be;
     const pmoe_train_config *t = &r->cfg->train;
@@ -206,7 +205,8 @@ static pmoe_status report_epoch(run *r, const phase_plan *plan, const pmoe_train
     er->epochs = plan->epochs;
     er->step = pos->step;
     er->train_loss = pos->loss_sum / (double)plan->size;
-    er->train_acc = plan->phase == PMOE_PHASE_MAIN ? (double)pos->correct_sum / (double)plan->size : -1.0;
+    er->train_acc = plan->phase == PMOE_PHASE_MAIN ? (double)pos->correct_sum / (double)plan->size
+                                                   : -1.0;
     memcpy(er->phase_seconds, r->timer.seconds, sizeof r->timer.seconds);
     er->step_seconds = r->step_seconds;
     er->seconds = pmoe_now_seconds() - epoch_began;
@@ -255,8 +255,8 @@ static pmoe_status timed_step(run *r, const phase_plan *plan, const pmoe_lr_sche
     if (!s && plan->phase == PMOE_PHASE_MAIN && pos->step + 1 == cfg->train.fault_nan_step)
         s = run_poison_batch(r, err);
     if (!s || r->sharded)
-        s = take_step(r, plan, (float)pmoe_lr_at(schedule, pos->step), count, &sh, s,
-                      pos->step + 1, err);
+        s = take_step(r, plan, (float)pmoe_lr_at(schedule, pos->step), count, &sh, s, pos->step + 1,
+                      err);
     if (!s && pos->next_batch + 1 < batches) {
         const int64_t next = start + plan->batch, left = plan->size - next;
         s = run_prefetch_batch(r, r->train, r->order + next,
@@ -318,9 +318,10 @@ static pmoe_status read_steps(run *r, const phase_plan *plan, pmoe_train_positio
                 pos->correct_sum += (int64_t)ring->host_stats[2 * i + 1];
         }
         if (r->cb && r->cb->on_step) {
-            pmoe_step_report sr = {plan->phase, at->epoch, plan->epochs, at->step,
-                                   at->batch_index, batches, loss,
-                                   (at->step - first_step) * plan->batch, at->elapsed};
+            pmoe_step_report sr = {
+                plan->phase,     at->epoch, plan->epochs, at->step,
+                at->batch_index, batches,   loss,         (at->step - first_step) * plan->batch,
+                at->elapsed};
             r->cb->on_step(r->cb->user, &sr);
         }
     }
@@ -335,8 +336,7 @@ static pmoe_status read_steps(run *r, const phase_plan *plan, pmoe_train_positio
  * read, or by a step callback during it), with the ring read. */
 static pmoe_status queue_step(run *r, const phase_plan *plan, pmoe_train_position *pos,
                               int64_t count, int64_t batches, int64_t sync_every,
-                              int64_t first_step, double began, int *stopping,
-                              pmoe_error *err) {
+                              int64_t first_step, double began, int *stopping, pmoe_error *err) {
     const step_meta queued = {pos->epoch, pos->step + 1, pos->next_batch + 1, count,
                               pmoe_now_seconds() - began};
     step_ring_push(&r->ring, &queued);
@@ -344,8 +344,8 @@ static pmoe_status queue_step(run *r, const phase_plan *plan, pmoe_train_positio
     *stopping = r->sharded ? r->stop_agreed : r->stop && *r->stop;
     const int64_t every = r->cfg->train.checkpoint_every;
     const int saving = every > 0 && run_global_step(pos) % every == 0;
-    if (!*stopping && !saving && pos->next_batch + 1 < batches &&
-        r->ring.pending < sync_every && !step_ring_full(&r->ring))
+    if (!*stopping && !saving && pos->next_batch + 1 < batches && r->ring.pending < sync_every &&
+        !step_ring_full(&r->ring))
         return PMOE_OK;
     pmoe_status s = read_steps(r, plan, pos, batches, first_step, err);
     if (!r->sharded) *stopping = *stopping || (r->stop && *r->stop);
@@ -400,8 +400,8 @@ static pmoe_status keep_if_best(run *r, pmoe_train_position *pos, double accurac
  * for), keeps the best (train.keep_best), the on_epoch callback reports, a
  * stop asked for meanwhile ends the run, and the epoch's times join *res. */
 static pmoe_status end_epoch(run *r, const phase_plan *plan, pmoe_train_position *pos,
-                             const pmoe_lr_schedule *schedule, int64_t batches,
-                             double epoch_began, pmoe_train_result *res, pmoe_error *err) {
+                             const pmoe_lr_schedule *schedule, int64_t batches, double epoch_began,
+                             pmoe_train_result *res, pmoe_error *err) {
     const pmoe_config *cfg = r->cfg;
     pmoe_epoch_report er;
     memset(&er, 0, sizeof er);
@@ -448,13 +448,14 @@ static pmoe_status run_phase(run *r, const phase_plan *plan, pmoe_train_position
     const int64_t sync_every = run_sync_interval(r, batches);
     r->model->exchange_bytes = 0;
     list_guarded(r, plan->phase);
-    for (; pos->epoch <= plan->epochs; pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0,
-                                       pos->correct_sum = 0) {
+    for (; pos->epoch <= plan->epochs;
+         pos->epoch++, pos->next_batch = 0, pos->loss_sum = 0, pos->correct_sum = 0) {
         const double epoch_began = pmoe_now_seconds();
         shuffle_epoch(r, plan, pos->epoch);
         for (; pos->next_batch < batches; pos->next_batch++) {
             const int64_t start = pos->next_batch * plan->batch;
-            const int64_t count = plan->size - start < plan->batch ? plan->size - start : plan->batch;
+            const int64_t count = plan->size - start < plan->batch ? plan->size - start
+                                                                   : plan->batch;
             int stopping = 0;
             pmoe_status s = timed_step(r, plan, &schedule, pos, start, count, batches, err);
             if (!s)
@@ -477,12 +478,12 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
         const int64_t size = t->router_size > 0 && t->router_size < r->train->count
                                  ? t->router_size
                                  : r->train->count;
-        const phase_plan plan = {PMOE_PHASE_ROUTER, size, t->router_batch, t->router_epochs,
-                                 t->router_lr, STREAM_ROUTER_SHUFFLE};
+        const phase_plan plan = {PMOE_PHASE_ROUTER, size,         t->router_batch,
+                                 t->router_epochs,  t->router_lr, STREAM_ROUTER_SHUFFLE};
         s = run_phase(r, &plan, pos, res, err);
         if (s) return s;
-        const pmoe_train_position main_start = {PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped,
-                                                0, 0, "", 0, 0.0};
+        const pmoe_train_position main_start = {
+            PMOE_PHASE_MAIN, 1, 0, 0, pos->step, pos->skipped, 0, 0, "", 0, 0.0};
         const pmoe_train_position done = *pos;
         *pos = main_start;
         memcpy(pos->run_id, done.run_id, sizeof pos->run_id);
@@ -491,8 +492,8 @@ static pmoe_status train_phases(run *r, pmoe_train_position *pos, pmoe_train_res
     if (r->info.router_epochs > 0) /* frozen */
         r->model->params[r->routing.router_param].trainable = 0;
     res->router_steps = pos->router_steps;
-    const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch, t->epochs,
-                             t->lr, STREAM_SHUFFLE};
+    const phase_plan plan = {PMOE_PHASE_MAIN, r->train->count, t->batch,
+                             t->epochs,       t->lr,           STREAM_SHUFFLE};
     s = run_phase(r, &plan, pos, res, err);
     res->steps = pos->step;
     res->skipped_steps = pos->skipped;
@@ -519,8 +520,7 @@ static pmoe_status resume_from(run *r, const char *resume, pmoe_train_position *
     if (!s) {
         s = pmoe_resume_check_config(&file, r->cfg, err);
         if (!s) s = pmoe_checkpoint_restore(&file, r->model, pos, err);
-        if (!s)
-            s = pmoe_resume_check(&file, r->cfg, r->train->count, r->routing.routes, pos, err);
+        if (!s) s = pmoe_resume_check(&file, r->cfg, r->train->count, r->routing.routes, pos, err);
         if (!s) snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", file.origin);
         if (!s) r->saved_step = run_global_step(pos); /* a stop before the next step: saved */
         if (!s) run_adopt_saved_input(r, &file);

@@ -16,7 +16,8 @@ static void row_label(const pmoe_class_figures *f, int c, char out[64]) {
     char buf[16];
     const int64_t n = pmoe_class_samples(f, c);
     char acc[16] = "-";
-    if (n > 0) snprintf(acc, sizeof acc, "%.1f%%", 100.0 * (double)pmoe_class_correct(f, c) / (double)n);
+    if (n > 0)
+        snprintf(acc, sizeof acc, "%.1f%%", 100.0 * (double)pmoe_class_correct(f, c) / (double)n);
     if (!f->names && !f->binary) snprintf(out, 64, "%d %s", c, acc); /* the name is the index */
     else snprintf(out, 64, "%d %.*s %s", c, NAME_CHARS, pmoe_class_name(f, c, buf), acc);
 }
@@ -26,9 +27,8 @@ static double share(const pmoe_class_figures *f, int t, int p) {
     return n > 0 ? (double)f->counts[(int64_t)t * f->classes + p] / (double)n : 0.0;
 }
 
-pmoe_status pmoe_confusion_draw(const pmoe_class_figures *f, const char *title,
-                                pmoe_canvas *canvas, pmoe_confusion_layout *layout,
-                                pmoe_error *err) {
+pmoe_status pmoe_confusion_draw(const pmoe_class_figures *f, const char *title, pmoe_canvas *canvas,
+                                pmoe_confusion_layout *layout, pmoe_error *err) {
     pmoe_confusion_layout local;
     pmoe_confusion_layout *L = layout ? layout : &local;
     memset(L, 0, sizeof *L);

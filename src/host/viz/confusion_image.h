@@ -14,16 +14,15 @@
 #include "viz/canvas.h"
 
 typedef struct pmoe_confusion_layout {
-    int width, height; /* the picture */
-    int cell;          /* pitch of a cell; a cell is cell - 1 square */
+    int width, height;  /* the picture */
+    int cell;           /* pitch of a cell; a cell is cell - 1 square */
     int grid_x, grid_y; /* the top-left corner of cell (0, 0) */
 } pmoe_confusion_layout;
 
 /* Draws f into canvas (free with pmoe_canvas_free) under title; layout may
  * be NULL. Fails (PMOE_ERR_CONFIG) when the picture would exceed 16384
  * pixels a side or f has no classes. */
-pmoe_status pmoe_confusion_draw(const pmoe_class_figures *f, const char *title,
-                                pmoe_canvas *canvas, pmoe_confusion_layout *layout,
-                                pmoe_error *err);
+pmoe_status pmoe_confusion_draw(const pmoe_class_figures *f, const char *title, pmoe_canvas *canvas,
+                                pmoe_confusion_layout *layout, pmoe_error *err);
 
 #endif

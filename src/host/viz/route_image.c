@@ -73,15 +73,14 @@ static const char *population(const pmoe_route_image_options *o) {
     return o->population ? o->population : "test samples";
 }
 
-static void title_lines(const pmoe_routing *r, const pmoe_route_image_options *o,
-                        char line1[256], char line2[256]) {
+static void title_lines(const pmoe_routing *r, const pmoe_route_image_options *o, char line1[256],
+                        char line2[256]) {
     snprintf(line1, 256, "%s on %s: %d experts, each picks %d of %d patches", r->info.model,
              r->info.data, r->experts, r->topl, r->grid_rows * r->grid_cols);
-    int n = r->test_acc >= 0.0 ? snprintf(line2, 256, "test accuracy %.1f%% on %lld %s",
-                                          100.0 * r->test_acc, (long long)r->test_size,
-                                          population(o))
-                               : snprintf(line2, 256, "%lld %s", (long long)r->test_size,
-                                          population(o));
+    int n = r->test_acc >= 0.0
+                ? snprintf(line2, 256, "test accuracy %.1f%% on %lld %s", 100.0 * r->test_acc,
+                           (long long)r->test_size, population(o))
+                : snprintf(line2, 256, "%lld %s", (long long)r->test_size, population(o));
     if (r->router_recall >= 0.0 && n > 0 && n < 256)
         snprintf(line2 + n, (size_t)(256 - n), ", router recall %.1f%%", 100.0 * r->router_recall);
 }
@@ -353,14 +352,13 @@ static void draw_sample(pmoe_canvas *c, const pmoe_routing *r, const pmoe_route_
     int x, y;
     pmoe_route_patch_origin(L, s, 0, &x, &y);
     char caption[256];
-    if (o->captions && o->captions[s])
-        snprintf(caption, sizeof caption, "%s", o->captions[s]);
+    if (o->captions && o->captions[s]) snprintf(caption, sizeof caption, "%s", o->captions[s]);
     else if (r->info.classes <= 1)
         snprintf(caption, sizeof caption, "#%d  y = %s", s, r->labels[s] ? "+1" : "-1");
-    else
-        snprintf(caption, sizeof caption, "#%d  class %d", s, (int)r->labels[s]);
+    else snprintf(caption, sizeof caption, "#%d  class %d", s, (int)r->labels[s]);
     /* within the image's width: the gap to the next sample stays clear */
-    for (size_t len = strlen(caption); len > 0 && pmoe_text_width(caption, TEXT_SCALE) > L->image_w;)
+    for (size_t len = strlen(caption);
+         len > 0 && pmoe_text_width(caption, TEXT_SCALE) > L->image_w;)
         caption[--len] = '\0';
     pmoe_canvas_text(c, x, y - LINE + 1, TEXT_SCALE, caption, INK);
     draw_pixels(c, r, L, s);
@@ -437,9 +435,9 @@ static void draw_heatmaps(pmoe_canvas *c, const pmoe_routing *r, const pmoe_rout
         pmoe_canvas_fill_rect(c, x, y - LINE + 1, SWATCH, SWATCH, pmoe_expert_colour(e));
         pmoe_canvas_text(c, x + SWATCH + 4, y - LINE + 1, TEXT_SCALE, label, INK);
         for (int j = 0; j < n; j++) {
-            const double share =
-                r->test_size > 0 ? (double)r->by_position[(int64_t)e * n + j] / (double)r->test_size
-                                 : 0.0;
+            const double share = r->test_size > 0 ? (double)r->by_position[(int64_t)e * n + j] /
+                                                        (double)r->test_size
+                                                  : 0.0;
             const pmoe_rgb colour = pmoe_heat_colour(share);
             pmoe_route_heat_origin(L, e, j, &x, &y);
             pmoe_canvas_fill_rect(c, x, y, hc - 1, hc - 1, colour);
@@ -467,8 +465,7 @@ pmoe_status pmoe_route_draw(const pmoe_routing *r, const pmoe_route_image_option
     pmoe_canvas_text(canvas, MARGIN, MARGIN, TEXT_SCALE, line1, INK);
     pmoe_canvas_text(canvas, MARGIN, MARGIN + LINE, TEXT_SCALE, line2, INK);
     measure_legend(canvas, r, L, MARGIN, MARGIN + 2 * LINE + 6, L->width - 2 * MARGIN);
-    for (int i = 0; i < r->samples; i++)
-        draw_sample(canvas, r, o, L, i);
+    for (int i = 0; i < r->samples; i++) draw_sample(canvas, r, o, L, i);
     draw_heatmaps(canvas, r, o, L);
     return PMOE_OK;
 }

@@ -47,7 +47,7 @@ typedef struct conv_key {
  * the primitive wants another layout (or accumulates), its own buffer and
  * the reorder between the two. */
 typedef struct slot {
-    int separate;             /* a buffer and a reorder stand between the two */
+    int separate; /* a buffer and a reorder stand between the two */
     dnnl_memory_t user, inner;
     dnnl_primitive_t reorder; /* user -> inner for inputs, inner -> user for outputs */
     void *buffer;
@@ -64,9 +64,9 @@ typedef struct prim {
 
 typedef struct conv_entry {
     prim fwd, bwd_data, bwd_weights;
-    slot f_src, f_wei, f_dst;           /* forward */
-    slot d_ddst, d_wei, d_dsrc;         /* backward data: dsrc accumulates */
-    slot w_src, w_ddst, w_dwei;         /* backward weights */
+    slot f_src, f_wei, f_dst;   /* forward */
+    slot d_ddst, d_wei, d_dsrc; /* backward data: dsrc accumulates */
+    slot w_src, w_ddst, w_dwei; /* backward weights */
     dnnl_memory_t bias, dbias;
     int share_ddst; /* both backward primitives take dy in one blocked layout: one reorder */
     int ready_fwd, ready_bwd, failed;
@@ -80,7 +80,7 @@ typedef struct entry {
 
 /* The experts' transposed buffers, sized for the largest call. */
 typedef struct experts_work {
-    float *out_t;  /* rows x k e x h w: the grouped convolution's output, or dout */
+    float *out_t; /* rows x k e x h w: the grouped convolution's output, or dout */
     size_t bytes;
 } experts_work;
 
@@ -238,8 +238,8 @@ static void conv_mds_make(const conv_key *k, conv_mds *m) {
     md_plain(&m->any_src, 4, src, dnnl_format_tag_any);
     md_plain(&m->any_dst, 4, dst, dnnl_format_tag_any);
     if (k->groups > 1) {
-        const int64_t wei[5] = {k->groups, k->out_channels / k->groups,
-                                k->in_channels / k->groups, k->kernel_h, k->kernel_w};
+        const int64_t wei[5] = {k->groups, k->out_channels / k->groups, k->in_channels / k->groups,
+                                k->kernel_h, k->kernel_w};
         md_plain(&m->wei, 5, wei, dnnl_goihw);
         md_plain(&m->any_wei, 5, wei, dnnl_format_tag_any);
     } else {
@@ -299,7 +299,7 @@ static void conv_entry_free(conv_entry *c) {
     prim_free(&c->fwd);
     prim_free(&c->bwd_data);
     prim_free(&c->bwd_weights);
-    slot *slots[] = {&c->f_src, &c->f_wei, &c->f_dst, &c->d_ddst, &c->d_wei,
+    slot *slots[] = {&c->f_src,  &c->f_wei, &c->f_dst,  &c->d_ddst, &c->d_wei,
                      &c->d_dsrc, &c->w_src, &c->w_ddst, &c->w_dwei};
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) slot_free(slots[i]);
     if (c->bias) dnnl_memory_destroy(c->bias);
@@ -408,10 +408,8 @@ static void regroup(const float *src, float *dst, int k, int64_t rows, int64_t X
         for (int s = 0; s < k; s++) {
             const int64_t expert_major = ((int64_t)s * rows + t) * X;
             const int64_t row_major = (t * k + s) * X;
-            if (to_grouped)
-                memcpy(dst + row_major, src + expert_major, (size_t)X * sizeof(float));
-            else
-                memcpy(dst + expert_major, src + row_major, (size_t)X * sizeof(float));
+            if (to_grouped) memcpy(dst + row_major, src + expert_major, (size_t)X * sizeof(float));
+            else memcpy(dst + expert_major, src + row_major, (size_t)X * sizeof(float));
         }
 }
 
@@ -447,9 +445,9 @@ static experts_plan experts_plan_make(struct cpu_fast *f, const pmoe_experts_sha
     p.X = s->channels * hw, p.Y = s->out_channels * hw, p.count = s->rows * p.k * p.X;
     p.wsize = (int64_t)s->out_channels * s->channels * s->kernel * s->kernel;
     p.bn = (pmoe_bn_shape){s->rows, p.k * s->channels, hw, s->eps};
-    p.one = (pmoe_conv_shape){s->rows,         s->channels, s->height, s->width,
-                              s->out_channels, s->kernel,   s->kernel, 1,
-                              (s->kernel - 1) / 2};
+    p.one =
+        (pmoe_conv_shape){s->rows,   s->channels, s->height, s->width,           s->out_channels,
+                          s->kernel, s->kernel,   1,         (s->kernel - 1) / 2};
     pmoe_conv_shape all = p.one;
     all.in_channels *= p.k, all.out_channels *= p.k;
     const conv_key key = conv_key_of(&all, p.k, 0);
@@ -504,9 +502,9 @@ static void fast_experts_forward(pmoe_backend *be, const pmoe_experts_shape *s, 
 static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s, const float *in,
                                   const float *bn_gamma, const float *conv_w,
                                   const float *save_mean, const float *save_invstd,
-                                  const float *normed, const float *activated,
-                                  const float *dout, float *dnormed, float *dactivated,
-                                  float *din, float *dgamma, float *dbeta, float *dconv_w) {
+                                  const float *normed, const float *activated, const float *dout,
+                                  float *dnormed, float *dactivated, float *din, float *dgamma,
+                                  float *dbeta, float *dconv_w) {
     struct cpu_fast *f = fast_of(be);
     const experts_plan p = experts_plan_make(f, s, 1);
     const int k = p.k;
@@ -519,8 +517,7 @@ static void fast_experts_backward(pmoe_backend *be, const pmoe_experts_shape *s,
     memset(dactivated, 0, (size_t)count * sizeof(float)); /* both forms below add into it */
     if (p.grouped) {
         regroup(dout, f->ex.out_t, k, s->rows, Y, 1);
-        conv_run_backward(f, p.grouped, activated, conv_w, f->ex.out_t, dactivated, dconv_w,
-                          NULL);
+        conv_run_backward(f, p.grouped, activated, conv_w, f->ex.out_t, dactivated, dconv_w, NULL);
     } else {
         regroup(activated, f->ex.out_t, k, s->rows, X, 0);
         memset(dnormed, 0, (size_t)count * sizeof(float)); /* expert-major dactivated */
