@@ -13,7 +13,12 @@
  * bf16 use tensor-op math on the layers' GEMMs and convolutions (bf16 on
  * inputs rounded first: cuda_gemm_as), never on the router's. A GEMM gives
  * the same bits on every run on one GPU, and the custom kernels use no
- * atomics, so two runs of a step are bit-identical. */
+ * atomics, so two runs of a step are bit-identical.
+ *
+ * Longer than pmoe's other files (~780 lines) for one reason: it is the one
+ * table of the backend's ~40 ops, each a short forwarding function; the
+ * parts with a purpose of their own live beside it (cuda_conv.c, cuda_upload.c,
+ * cuda_clock.c). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
