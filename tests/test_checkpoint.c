@@ -398,8 +398,9 @@ static void test_save_refuses_nonfinite(void) {
     CHECK_MSG(checked == 2, "found %d of a weight and a velocity to poison", checked);
     CHECK(count_checkpoints(dir) == 1); /* no temporary left beside it */
     pmoe_st_file file;
-    CHECK(pmoe_checkpoint_open(path, &file, &err) == PMOE_OK); /* and it still loads */
-    if (!err.code) pmoe_safetensors_free(&file);
+    const pmoe_status opened = pmoe_checkpoint_open(path, &file, &err); /* and it still loads */
+    CHECK(opened == PMOE_OK);
+    if (opened == PMOE_OK) pmoe_safetensors_free(&file);
     free(before);
     pmoe_model_free(m);
     pmoe_backend_destroy(be);

@@ -5,7 +5,8 @@
  * (64 KiB each by default, PMOE_EMU_STACK_KIB to change; a guard page below
  * each turns an overflow into a crash rather than silent corruption). On
  * x86-64 a fiber switch saves and restores the callee-saved registers in a
- * few instructions (switch_stacks below); elsewhere, or where a shadow stack
+ * few instructions (switch_stacks below); elsewhere, under AddressSanitizer
+ * (whose fiber annotations expect it), or where a shadow stack
  * is active, it is ucontext's swapcontext, whose signal-mask system calls
  * made them 85% of the time of a kernel-heavy test. The
  * scheduler resumes the runnable fibers in the chosen order; each runs until
@@ -50,7 +51,7 @@
 #endif
 #include "pmoe_kernels.h"
 
-#if defined(__x86_64__) && !defined(PMOE_EMU_UCONTEXT)
+#if defined(__x86_64__) && !defined(PMOE_EMU_UCONTEXT) && !defined(PMOE_EMU_ASAN)
 extern "C" void pmoe_emu_switch_stacks(void **save_sp, void *load_sp);
 #endif
 
@@ -77,7 +78,7 @@ struct saved_context {
     ucontext_t uc;
 };
 
-#if defined(__x86_64__) && !defined(PMOE_EMU_UCONTEXT)
+#if defined(__x86_64__) && !defined(PMOE_EMU_UCONTEXT) && !defined(PMOE_EMU_ASAN)
 #define PMOE_EMU_FAST_SWITCH 1
 __asm__(".pushsection .text\n"
         ".p2align 4\n"
